@@ -1,0 +1,199 @@
+//! Byte-for-byte checks against the captures of kaiju-redis 2.4 in WIRE.md.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::*;
+
+fn hex(s: &str) -> Vec<u8> {
+    s.split_whitespace()
+        .map(|b| u8::from_str_radix(b, 16).unwrap())
+        .collect()
+}
+
+/// Decodes the capture as `T`, re-encodes it and expects the same bytes.
+fn round_trip<T>(codec: Msgpack, capture: &str, expected: &T)
+where
+    T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug,
+{
+    let bytes = hex(capture);
+    let decoded: T = codec.decode(&bytes).unwrap();
+    assert_eq!(&decoded, expected);
+    assert_eq!(codec.encode(&decoded).unwrap(), bytes, "re-encoding {expected:?}");
+}
+
+const U: &str = "01234567-89ab-cdef-0123-456789abcdef";
+const U_BIN: &str = "c4 10 01 23 45 67 89 ab cd ef 01 23 45 67 89 ab cd ef";
+
+#[test]
+fn cache_scalars_match_msgspec() {
+    let c = Msgpack::CACHE;
+    round_trip(c, "a5 68 65 6c 6c 6f", &"hello".to_owned());
+    round_trip(c, "2a", &42_i64);
+    round_trip(c, "cf 00 00 01 00 00 00 00 00", &(1_i64 << 40));
+    round_trip(c, "cf 00 00 01 00 00 00 00 00", &(1_u64 << 40));
+    round_trip(c, "ff", &-1_i64);
+    round_trip(c, "cb 3f f8 00 00 00 00 00 00", &1.5_f64);
+    round_trip(c, "c0", &None::<i64>);
+    round_trip(c, "c3", &true);
+    round_trip(
+        c,
+        "c4 02 00 01",
+        &serde_bytes::ByteBuf::from(vec![0_u8, 1]),
+    );
+    round_trip(c, U_BIN, &Uuid::parse_str(U).unwrap());
+}
+
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+enum IntOrList {
+    Int(i64),
+    List(Vec<i64>),
+}
+
+#[test]
+fn cache_containers_match_msgspec() {
+    let c = Msgpack::CACHE;
+    let dict = BTreeMap::from([
+        ("a".to_owned(), IntOrList::Int(1)),
+        ("b".to_owned(), IntOrList::List(vec![1, 2])),
+    ]);
+    round_trip(c, "82 a1 61 01 a1 62 92 01 02", &dict);
+    round_trip(
+        c,
+        "93 01 a3 74 77 6f cb 40 08 00 00 00 00 00 00",
+        &(1_i64, "two".to_owned(), 3.0_f64),
+    );
+}
+
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+struct User {
+    id: Uuid,
+    name: String,
+    #[serde(default)]
+    blocked: bool,
+}
+
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+struct Outer {
+    user: User,
+    tags: Vec<String>,
+}
+
+#[test]
+fn cache_structs_are_positional_arrays_with_every_field() {
+    let c = Msgpack::CACHE;
+    let id = Uuid::parse_str(U).unwrap();
+    let bob = |blocked| User {
+        id,
+        name: "bob".into(),
+        blocked,
+    };
+    round_trip(c, &format!("93 {U_BIN} a3 62 6f 62 c2"), &bob(false));
+    round_trip(c, &format!("93 {U_BIN} a3 62 6f 62 c3"), &bob(true));
+    round_trip(
+        c,
+        &format!("92 93 {U_BIN} a3 62 6f 62 c2 91 a1 74"),
+        &Outer {
+            user: bob(false),
+            tags: vec!["t".into()],
+        },
+    );
+    // msgspec accepts shorter arrays when the missing trailing fields have defaults; so do we.
+    let short: User = c.decode(&hex(&format!("92 {U_BIN} a3 62 6f 62"))).unwrap();
+    assert_eq!(short, bob(false));
+}
+
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+struct Params<T> {
+    value: T,
+}
+
+/// The headers kaiju's stream client writes, in its order.
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+struct Headers {
+    #[serde(rename = "Correlation-Id")]
+    correlation_id: String,
+    #[serde(rename = "Timeout", default, skip_serializing_if = "Option::is_none")]
+    timeout: Option<u32>,
+    #[serde(rename = "RPC-Retries", default, skip_serializing_if = "Option::is_none")]
+    retries: Option<u32>,
+}
+
+fn headers(id: &str) -> Headers {
+    Headers {
+        correlation_id: id.into(),
+        timeout: None,
+        retries: None,
+    }
+}
+
+type Single<T> = ((String, Option<Params<T>>), Headers);
+
+#[test]
+fn stream_payloads_match_the_captures() {
+    let w = Msgpack::WIRE;
+    let method = || "ext.record".to_owned();
+    round_trip::<Single<i64>>(
+        w,
+        "92 92 aa 65 78 74 2e 72 65 63 6f 72 64 81 a5 76 61 6c 75 65 2a 81 ae 43 6f 72 72 65 6c \
+         61 74 69 6f 6e 2d 49 64 aa 36 37 35 32 32 66 33 63 36 33",
+        &((method(), Some(Params { value: 42 })), headers("67522f3c63")),
+    );
+    round_trip::<Single<String>>(
+        w,
+        "92 92 aa 65 78 74 2e 72 65 63 6f 72 64 81 a5 76 61 6c 75 65 a1 78 83 ae 43 6f 72 72 65 \
+         6c 61 74 69 6f 6e 2d 49 64 aa 6d 79 2d 63 6f 72 72 2d 69 64 a7 54 69 6d 65 6f 75 74 05 \
+         ab 52 50 43 2d 52 65 74 72 69 65 73 02",
+        &(
+            (method(), Some(Params { value: "x".into() })),
+            Headers {
+                correlation_id: "my-corr-id".into(),
+                timeout: Some(5),
+                retries: Some(2),
+            },
+        ),
+    );
+    round_trip::<Single<i64>>(
+        w,
+        "92 92 aa 65 78 74 2e 72 65 63 6f 72 64 c0 81 ae 43 6f 72 72 65 6c 61 74 69 6f 6e 2d 49 \
+         64 aa 37 63 61 35 39 33 36 65 61 66",
+        &((method(), None), headers("7ca5936eaf")),
+    );
+    round_trip::<(Vec<(String, Option<Params<i64>>)>, Headers)>(
+        w,
+        "92 92 92 aa 65 78 74 2e 72 65 63 6f 72 64 81 a5 76 61 6c 75 65 01 92 aa 65 78 74 2e 72 \
+         65 63 6f 72 64 81 a5 76 61 6c 75 65 02 81 ae 43 6f 72 72 65 6c 61 74 69 6f 6e 2d 49 64 \
+         aa 37 34 66 31 36 31 62 37 36 62",
+        &(
+            vec![
+                (method(), Some(Params { value: 1 })),
+                (method(), Some(Params { value: 2 })),
+            ],
+            headers("74f161b76b"),
+        ),
+    );
+}
+
+#[test]
+fn wire_layout_writes_uuids_as_strings_and_reads_both_forms() {
+    let id = Uuid::parse_str(U).unwrap();
+    let bytes = Msgpack::WIRE.encode(&id).unwrap();
+    assert_eq!(bytes[0], 0xd9); // str8
+    assert_eq!(&bytes[2..], U.as_bytes());
+    assert_eq!(Msgpack::WIRE.decode::<Uuid>(&bytes).unwrap(), id);
+    assert_eq!(Msgpack::WIRE.decode::<Uuid>(&hex(U_BIN)).unwrap(), id);
+}
+
+#[test]
+fn decoding_errors_are_typed_and_name_the_type() {
+    let err = Msgpack::CACHE.decode::<User>(&hex("a5 68 65 6c 6c 6f")).unwrap_err();
+    assert!(matches!(err, CodecError::Decode { type_name, .. } if type_name.ends_with("User")));
+    let err = Msgpack::CACHE.decode::<i64>(&hex("2a 2a")).unwrap_err();
+    assert!(err.to_string().contains("trailing"), "{err}");
+    let err = Msgpack::CACHE.decode::<String>(&hex("a5 68")).unwrap_err();
+    assert!(matches!(err, CodecError::Decode { .. }));
+    assert!(Msgpack::CACHE.decode::<i64>(&[]).is_err());
+}

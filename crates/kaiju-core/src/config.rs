@@ -1,0 +1,327 @@
+//! Settings, with the field names kaiju users already write in YAML.
+//!
+//! Every struct implements `serde::Deserialize` with `#[serde(default)]`, so a YAML or JSON file
+//! needs only the fields that differ from the defaults, and unknown fields are rejected (a typo in
+//! a setting name is an error, not a silently ignored line). Use any serde format crate to load
+//! them; kaiju-core does not pick one for you.
+//!
+//! ```
+//! use kaiju_core::RedisSettings;
+//!
+//! let settings = RedisSettings {
+//!     host: "redis.internal".into(),
+//!     port: 6380,
+//!     password: Some("hunter2".into()),
+//!     ..RedisSettings::default()
+//! };
+//! settings.validate()?;
+//! assert!(!format!("{settings:?}").contains("hunter2"));
+//! # Ok::<(), kaiju_core::ConfigError>(())
+//! ```
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::key::{KeyError, Namespace};
+use crate::secret::{Secret, redact_url};
+
+/// A setting has a value that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// One field is invalid.
+    #[error("invalid setting `{field}`: {reason}")]
+    Invalid {
+        /// The field name, as written in the settings file.
+        field: &'static str,
+        /// Why it cannot work.
+        reason: String,
+    },
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field,
+        reason: reason.into(),
+    }
+}
+
+/// Identity of the running app (kaiju's `app` settings).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AppSettings {
+    /// Environment name, the first part of every key. Default: `"dev"`.
+    pub env: String,
+    /// App name, the second part of every key; also the default consumer group. Default: `"app"`.
+    pub name: String,
+    /// Unique id of this process; the default lock owner and consumer name.
+    /// Default: a random UUID v4.
+    pub id: Uuid,
+}
+
+impl Default for AppSettings {
+    fn default() -> Self {
+        Self {
+            env: "dev".into(),
+            name: "app".into(),
+            id: Uuid::new_v4(),
+        }
+    }
+}
+
+impl AppSettings {
+    /// The app's namespace, `<env>.<name>`.
+    pub fn namespace(&self) -> Result<Namespace, KeyError> {
+        Namespace::new(&self.env, &self.name)
+    }
+
+    /// The environment's shared namespace, `<env>._shared`.
+    pub fn shared_namespace(&self) -> Result<Namespace, KeyError> {
+        Namespace::shared(&self.env)
+    }
+}
+
+/// Connection settings for Redis, KeyDB or Valkey (kaiju's transport settings).
+///
+/// Either give `url` (any `redis://`, `rediss://`, `redis-cluster://`, `redis-sentinel://` URL),
+/// or `host`/`port` and friends. When `url` is set, the other connection fields that are set
+/// (`username`, `password`, `db`) override what the URL says.
+/// Deliberately not `Serialize`: settings carry secrets and are read, never written.
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisSettings {
+    /// A connection URL. Default: `None` (use `host` and `port`).
+    pub url: Option<Secret>,
+    /// Server host. Default: `"127.0.0.1"`.
+    pub host: String,
+    /// Server port. Default: `6379`.
+    pub port: u16,
+    /// ACL user name. Default: `None` (the `default` user).
+    pub username: Option<String>,
+    /// Password. Never printed by `Debug`. Default: `None`.
+    pub password: Option<Secret>,
+    /// Database number (single node only; a cluster has only db 0). Default: `None` (db 0).
+    pub db: Option<u8>,
+    /// Connect to a Redis Cluster; `host:port` and `nodes` are seed nodes. Default: `false`.
+    pub cluster: bool,
+    /// More seed nodes as `"host:port"`, for a cluster or for sentinels. Default: empty.
+    pub nodes: Vec<String>,
+    /// Connect through Redis Sentinel. Default: `None`.
+    pub sentinel: Option<SentinelSettings>,
+    /// Use TLS (needs the `tls` feature of kaiju-transport). Default: `false`.
+    pub tls: bool,
+    /// Speak RESP3 (`HELLO 3`), as kaiju-redis does. Needs Redis 6+. Default: `true`.
+    pub resp3: bool,
+    /// Connections in the shared pool. Commands from many tasks are pipelined on each connection,
+    /// so a few are enough. Default: `4`.
+    pub pool_size: usize,
+    /// Time allowed to open a connection, in ms. Default: `2000`.
+    pub connect_timeout_ms: u64,
+    /// Time allowed for one command, retries included, in ms. A command issued while the server
+    /// is unreachable fails after this long instead of hanging. Default: `5000`.
+    pub command_timeout_ms: u64,
+    /// First reconnect delay, in ms; doubles after each failed attempt. Default: `50`.
+    pub reconnect_min_delay_ms: u64,
+    /// Largest reconnect delay, in ms. Keeps the time to notice a server that came back short.
+    /// Default: `1000`.
+    pub reconnect_max_delay_ms: u64,
+    /// Reconnect attempts before giving up; `0` retries forever. Default: `0`.
+    pub reconnect_max_attempts: u32,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        Self {
+            url: None,
+            host: "127.0.0.1".into(),
+            port: 6379,
+            username: None,
+            password: None,
+            db: None,
+            cluster: false,
+            nodes: Vec::new(),
+            sentinel: None,
+            tls: false,
+            resp3: true,
+            pool_size: 4,
+            connect_timeout_ms: 2000,
+            command_timeout_ms: 5000,
+            reconnect_min_delay_ms: 50,
+            reconnect_max_delay_ms: 1000,
+            reconnect_max_attempts: 0,
+        }
+    }
+}
+
+impl RedisSettings {
+    /// Settings that connect to `url` with every other field at its default.
+    pub fn from_url(url: impl Into<String>) -> Self {
+        Self {
+            url: Some(Secret::new(url)),
+            ..Self::default()
+        }
+    }
+
+    /// [`command_timeout_ms`](Self::command_timeout_ms) as a `Duration`.
+    pub fn command_timeout(&self) -> Duration {
+        Duration::from_millis(self.command_timeout_ms)
+    }
+
+    /// [`connect_timeout_ms`](Self::connect_timeout_ms) as a `Duration`.
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+
+    /// Check the settings for values that cannot work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.pool_size == 0 {
+            return Err(invalid("pool_size", "must be at least 1"));
+        }
+        if self.command_timeout_ms == 0 {
+            return Err(invalid(
+                "command_timeout_ms",
+                "must be above 0: without a timeout a call can hang forever during an outage",
+            ));
+        }
+        if self.connect_timeout_ms == 0 {
+            return Err(invalid("connect_timeout_ms", "must be above 0"));
+        }
+        if self.reconnect_min_delay_ms > self.reconnect_max_delay_ms {
+            return Err(invalid(
+                "reconnect_min_delay_ms",
+                "must not exceed reconnect_max_delay_ms",
+            ));
+        }
+        if self.cluster && self.sentinel.is_some() {
+            return Err(invalid(
+                "sentinel",
+                "cannot be combined with cluster: true",
+            ));
+        }
+        if self.cluster && self.db.is_some_and(|db| db != 0) {
+            return Err(invalid("db", "a Redis Cluster has only database 0"));
+        }
+        if let Some(sentinel) = &self.sentinel {
+            if sentinel.service_name.is_empty() {
+                return Err(invalid("sentinel.service_name", "must not be empty"));
+            }
+        }
+        for node in &self.nodes {
+            parse_host_port(node).map_err(|reason| invalid("nodes", reason))?;
+        }
+        Ok(())
+    }
+}
+
+/// Splits `"host:port"`; IPv6 hosts are written `[::1]:6379`.
+pub fn parse_host_port(node: &str) -> Result<(String, u16), String> {
+    let (host, port) = node
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{node:?} is not host:port"))?;
+    let port = port
+        .parse::<u16>()
+        .map_err(|_| format!("{node:?} has an invalid port"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(format!("{node:?} has an empty host"));
+    }
+    Ok((host.to_owned(), port))
+}
+
+impl fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisSettings")
+            .field("url", &self.url.as_ref().map(|u| redact_url(u.expose())))
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("username", &self.username)
+            .field("password", &self.password)
+            .field("db", &self.db)
+            .field("cluster", &self.cluster)
+            .field("nodes", &self.nodes)
+            .field("sentinel", &self.sentinel)
+            .field("tls", &self.tls)
+            .field("resp3", &self.resp3)
+            .field("pool_size", &self.pool_size)
+            .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .field("command_timeout_ms", &self.command_timeout_ms)
+            .field("reconnect_min_delay_ms", &self.reconnect_min_delay_ms)
+            .field("reconnect_max_delay_ms", &self.reconnect_max_delay_ms)
+            .field("reconnect_max_attempts", &self.reconnect_max_attempts)
+            .finish()
+    }
+}
+
+/// Redis Sentinel settings: the sentinels are `host:port` plus `nodes`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SentinelSettings {
+    /// The name of the monitored primary (`sentinel monitor <name> ...`). Required.
+    pub service_name: String,
+    /// Sentinel addresses as `"host:port"`. Default: empty (use the top-level `host:port`).
+    pub nodes: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_never_shows_passwords() {
+        let s = RedisSettings {
+            url: Some("redis://u:topsecret@h:1".into()),
+            password: Some("hunter2".into()),
+            ..RedisSettings::default()
+        };
+        let out = format!("{s:?}");
+        assert!(!out.contains("topsecret"), "{out}");
+        assert!(!out.contains("hunter2"), "{out}");
+        assert!(out.contains("u:***@h:1"), "{out}");
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let bad = RedisSettings {
+            command_timeout_ms: 0,
+            ..RedisSettings::default()
+        };
+        assert!(matches!(
+            bad.validate(),
+            Err(ConfigError::Invalid { field: "command_timeout_ms", .. })
+        ));
+        let bad = RedisSettings {
+            cluster: true,
+            db: Some(2),
+            ..RedisSettings::default()
+        };
+        assert!(matches!(bad.validate(), Err(ConfigError::Invalid { field: "db", .. })));
+        let bad = RedisSettings {
+            nodes: vec!["nohost".into()],
+            ..RedisSettings::default()
+        };
+        assert!(matches!(bad.validate(), Err(ConfigError::Invalid { field: "nodes", .. })));
+        assert!(RedisSettings::default().validate().is_ok());
+    }
+
+    #[test]
+    fn host_port_parsing() {
+        assert_eq!(parse_host_port("h:1").unwrap(), ("h".into(), 1));
+        assert_eq!(parse_host_port("[::1]:7000").unwrap(), ("::1".into(), 7000));
+        assert!(parse_host_port("h:x").is_err());
+        assert!(parse_host_port(":1").is_err());
+    }
+
+    #[test]
+    fn app_namespace() {
+        let app = AppSettings {
+            env: "prod".into(),
+            name: "billing".into(),
+            ..AppSettings::default()
+        };
+        assert_eq!(app.namespace().unwrap().prefix(), "prod.billing");
+        assert_eq!(app.shared_namespace().unwrap().prefix(), "prod._shared");
+    }
+}

@@ -1,0 +1,330 @@
+//! Namespaced Redis keys, built exactly as kaiju-redis builds them.
+//!
+//! kaiju names every key `<env>.<app>.<sub>...<key>` with `.` as the delimiter (WIRE.md §1). A
+//! [`Namespace`] holds the prefix, [`Namespace::join`] adds a part (Python's `ns / "x"`), and
+//! [`Namespace::key`] makes a [`Key`] (Python's `ns.get_key(k)`).
+//!
+//! Because `.` separates the parts, a part that contains `.` would make two different namespaces
+//! collide (`a.b` + `c` and `a` + `b.c`); such parts are rejected with [`KeyError::Delimiter`].
+//!
+//! # Cluster hash tags
+//!
+//! Multi-key commands (MGET, MSET, Lua scripts, XREADGROUP on several streams) need every key in
+//! one cluster slot. [`Namespace::hash_tagged`] wraps the namespace prefix in `{...}`, so every
+//! key made from it hashes to the same slot. This changes the key names, so a Python peer must use
+//! the same (braced) names; it is therefore never done implicitly.
+//!
+//! ```
+//! use kaiju_core::Namespace;
+//!
+//! let ns = Namespace::new("prod", "billing")?;
+//! assert_eq!(ns.key("invoice:42")?.as_str(), "prod.billing.invoice:42");
+//! assert_eq!(ns.join("cache")?.key("x")?.as_str(), "prod.billing.cache.x");
+//!
+//! // All keys of a tagged namespace share one cluster slot.
+//! let tagged = ns.join("orders")?.hash_tagged();
+//! assert_eq!(tagged.key("1")?.as_str(), "{prod.billing.orders}.1");
+//! assert_eq!(tagged.key("1")?.slot(), tagged.key("2")?.slot());
+//! # Ok::<(), kaiju_core::KeyError>(())
+//! ```
+
+use std::borrow::Borrow;
+use std::fmt;
+
+use crate::slot::key_slot;
+
+/// The delimiter between the parts of a kaiju key.
+pub const DELIMITER: char = '.';
+
+/// The namespace part kaiju uses for resources shared by every app of an environment.
+pub const SHARED: &str = "_shared";
+
+/// A key part was not acceptable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// The part was empty.
+    #[error("key part `{what}` is empty")]
+    Empty {
+        /// Which part (`env`, `app`, `part`, `key`, `topic`).
+        what: &'static str,
+    },
+    /// The part contains the `.` delimiter, which would make keys ambiguous.
+    #[error("key part `{what}` = {value:?} contains the delimiter '.'")]
+    Delimiter {
+        /// Which part.
+        what: &'static str,
+        /// The rejected value.
+        value: String,
+    },
+    /// The part contains `{` or `}` inside a hash-tagged namespace, which would move the key to
+    /// another cluster slot than its siblings.
+    #[error("key part `{what}` = {value:?} contains a brace inside a hash-tagged namespace")]
+    Brace {
+        /// Which part.
+        what: &'static str,
+        /// The rejected value.
+        value: String,
+    },
+}
+
+fn check_part(what: &'static str, value: &str) -> Result<(), KeyError> {
+    if value.is_empty() {
+        return Err(KeyError::Empty { what });
+    }
+    if value.contains(DELIMITER) {
+        return Err(KeyError::Delimiter {
+            what,
+            value: value.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// A key prefix: `<env>.<app>[.<part>...]`.
+///
+/// Cheap to clone; build it once at start-up and derive keys from it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Namespace {
+    /// The joined parts, without braces.
+    prefix: String,
+    /// Whether keys are written as `{prefix}.key`.
+    tagged: bool,
+}
+
+impl Namespace {
+    /// The namespace of one app in one environment: `<env>.<app>`.
+    pub fn new(env: &str, app: &str) -> Result<Self, KeyError> {
+        check_part("env", env)?;
+        check_part("app", app)?;
+        Ok(Self {
+            prefix: format!("{env}{DELIMITER}{app}"),
+            tagged: false,
+        })
+    }
+
+    /// The namespace shared by every app of an environment: `<env>._shared`.
+    pub fn shared(env: &str) -> Result<Self, KeyError> {
+        Self::new(env, SHARED)
+    }
+
+    /// A child namespace: `<self>.<part>` (Python's `ns / part`).
+    pub fn join(&self, part: &str) -> Result<Self, KeyError> {
+        self.check("part", part)?;
+        Ok(Self {
+            prefix: format!("{}{DELIMITER}{part}", self.prefix),
+            tagged: self.tagged,
+        })
+    }
+
+    /// The same namespace with its prefix as a cluster hash tag: keys become `{<prefix>}.<key>`,
+    /// so every key of this namespace lives in one cluster slot.
+    #[must_use]
+    pub fn hash_tagged(&self) -> Self {
+        Self {
+            prefix: self.prefix.clone(),
+            tagged: true,
+        }
+    }
+
+    /// Whether keys of this namespace carry a hash tag.
+    pub fn is_hash_tagged(&self) -> bool {
+        self.tagged
+    }
+
+    /// The prefix without any braces, e.g. `prod.billing`.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// A key in this namespace: `<prefix>.<key>` (Python's `ns.get_key(key)`).
+    pub fn key(&self, key: &str) -> Result<Key, KeyError> {
+        self.check("key", key)?;
+        let name = if self.tagged {
+            format!("{{{}}}{DELIMITER}{key}", self.prefix)
+        } else {
+            format!("{}{DELIMITER}{key}", self.prefix)
+        };
+        Ok(Key(name))
+    }
+
+    /// The key of a listener stream: `<prefix>._stream.<topic>`.
+    pub fn stream(&self, topic: &str) -> Result<Key, KeyError> {
+        check_part("topic", topic)?;
+        self.join("_stream")?.key(topic)
+    }
+
+    /// The pause ("exclusive lock") key of a listener: `<prefix>._stream._lock.<topic>`.
+    pub fn stream_lock(&self, topic: &str) -> Result<Key, KeyError> {
+        check_part("topic", topic)?;
+        self.join("_stream")?.join("_lock")?.key(topic)
+    }
+
+    /// The dead-letter stream of a listener: `<prefix>._stream._dead.<topic>`.
+    pub fn dead_letter_stream(&self, topic: &str) -> Result<Key, KeyError> {
+        check_part("topic", topic)?;
+        self.join("_stream")?.join("_dead")?.key(topic)
+    }
+
+    /// The pub/sub channel of a topic: `<prefix>._sub.<topic>`.
+    pub fn channel(&self, topic: &str) -> Result<Key, KeyError> {
+        check_part("topic", topic)?;
+        self.join("_sub")?.key(topic)
+    }
+
+    fn check(&self, what: &'static str, value: &str) -> Result<(), KeyError> {
+        check_part(what, value)?;
+        if self.tagged && value.contains(['{', '}']) {
+            return Err(KeyError::Brace {
+                what,
+                value: value.to_owned(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Namespace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.tagged {
+            write!(f, "{{{}}}", self.prefix)
+        } else {
+            f.write_str(&self.prefix)
+        }
+    }
+}
+
+/// A full Redis key name.
+///
+/// Made by [`Namespace::key`], or taken verbatim with [`Key::raw`] (kaiju-redis uses cache and
+/// lock keys verbatim, so a key written by a Python service can be addressed as it is).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Key(String);
+
+impl Key {
+    /// A key used verbatim, with no namespace checks.
+    pub fn raw(name: impl Into<String>) -> Self {
+        Self(name.into())
+    }
+
+    /// The key name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The key name, owned.
+    pub fn into_string(self) -> String {
+        self.0
+    }
+
+    /// The Redis Cluster slot (0..16384) of this key, honouring hash tags.
+    pub fn slot(&self) -> u16 {
+        key_slot(self.0.as_bytes())
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for Key {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Borrow<str> for Key {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<Key> for String {
+    fn from(key: Key) -> Self {
+        key.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_match_the_captures_of_kaiju_redis() {
+        let ns = Namespace::new("cap", "peer").unwrap();
+        assert_eq!(ns.stream("rpc").unwrap().as_str(), "cap.peer._stream.rpc");
+        assert_eq!(
+            ns.stream_lock("rpc").unwrap().as_str(),
+            "cap.peer._stream._lock.rpc"
+        );
+        assert_eq!(ns.channel("rpc").unwrap().as_str(), "cap.peer._sub.rpc");
+        assert_eq!(
+            Namespace::shared("cap").unwrap().stream("rpc").unwrap().as_str(),
+            "cap._shared._stream.rpc"
+        );
+        assert_eq!(
+            ns.dead_letter_stream("rpc").unwrap().as_str(),
+            "cap.peer._stream._dead.rpc"
+        );
+    }
+
+    #[test]
+    fn parts_with_the_delimiter_are_rejected() {
+        assert!(matches!(
+            Namespace::new("a.b", "c"),
+            Err(KeyError::Delimiter { what: "env", .. })
+        ));
+        assert!(matches!(
+            Namespace::new("a", "b.c"),
+            Err(KeyError::Delimiter { what: "app", .. })
+        ));
+        let ns = Namespace::new("a", "b").unwrap();
+        assert!(matches!(
+            ns.join("x.y"),
+            Err(KeyError::Delimiter { what: "part", .. })
+        ));
+        assert!(matches!(
+            ns.key("k.1"),
+            Err(KeyError::Delimiter { what: "key", .. })
+        ));
+        assert!(matches!(
+            ns.stream("r.pc"),
+            Err(KeyError::Delimiter { what: "topic", .. })
+        ));
+        assert!(matches!(
+            Namespace::new("", "b"),
+            Err(KeyError::Empty { what: "env" })
+        ));
+        assert!(matches!(ns.key(""), Err(KeyError::Empty { what: "key" })));
+    }
+
+    #[test]
+    fn hash_tagged_namespaces_keep_every_key_in_one_slot() {
+        let ns = Namespace::new("env", "app").unwrap().hash_tagged();
+        let sub = ns.join("users").unwrap();
+        assert_eq!(sub.to_string(), "{env.app.users}");
+        let slots: Vec<u16> = (0..100)
+            .map(|i| sub.key(&format!("u{i}")).unwrap().slot())
+            .collect();
+        assert!(slots.iter().all(|s| *s == slots[0]));
+        assert!(matches!(
+            sub.key("x{y}"),
+            Err(KeyError::Brace { what: "key", .. })
+        ));
+        // Without the tag, keys spread over slots.
+        let plain = Namespace::new("env", "app").unwrap();
+        let spread: std::collections::HashSet<u16> = (0..100)
+            .map(|i| plain.key(&format!("u{i}")).unwrap().slot())
+            .collect();
+        assert!(spread.len() > 50);
+    }
+
+    #[test]
+    fn raw_keys_are_verbatim() {
+        let k = Key::raw("any.thing{with}.dots");
+        assert_eq!(k.as_str(), "any.thing{with}.dots");
+        assert_eq!(String::from(k), "any.thing{with}.dots");
+    }
+}

@@ -1,0 +1,18 @@
+#![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod codec;
+pub mod config;
+mod error;
+mod key;
+pub mod lifecycle;
+mod secret;
+mod slot;
+
+pub use codec::{Codec, CodecError, Layout, Msgpack};
+pub use config::{AppSettings, ConfigError, RedisSettings, SentinelSettings, parse_host_port};
+pub use error::{Error, Result};
+pub use key::{DELIMITER, Key, KeyError, Namespace, SHARED};
+pub use lifecycle::{Service, ServiceError, Shutdown};
+pub use secret::{Secret, redact_url};
+pub use slot::{SLOT_COUNT, key_slot};
