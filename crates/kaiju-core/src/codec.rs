@@ -135,9 +135,9 @@ impl Codec for Msgpack {
         let mut rest = bytes;
         let value = match self.layout {
             Layout::Cache => T::deserialize(&mut rmp_serde::Deserializer::new(&mut rest)),
-            Layout::Wire => T::deserialize(
-                &mut rmp_serde::Deserializer::new(&mut rest).with_human_readable(),
-            ),
+            Layout::Wire => {
+                T::deserialize(&mut rmp_serde::Deserializer::new(&mut rest).with_human_readable())
+            }
         }
         .map_err(|e| fail(e.to_string()))?;
         if !rest.is_empty() {

@@ -196,18 +196,15 @@ impl RedisSettings {
             ));
         }
         if self.cluster && self.sentinel.is_some() {
-            return Err(invalid(
-                "sentinel",
-                "cannot be combined with cluster: true",
-            ));
+            return Err(invalid("sentinel", "cannot be combined with cluster: true"));
         }
         if self.cluster && self.db.is_some_and(|db| db != 0) {
             return Err(invalid("db", "a Redis Cluster has only database 0"));
         }
-        if let Some(sentinel) = &self.sentinel {
-            if sentinel.service_name.is_empty() {
-                return Err(invalid("sentinel.service_name", "must not be empty"));
-            }
+        if let Some(sentinel) = &self.sentinel
+            && sentinel.service_name.is_empty()
+        {
+            return Err(invalid("sentinel.service_name", "must not be empty"));
         }
         for node in &self.nodes {
             parse_host_port(node).map_err(|reason| invalid("nodes", reason))?;
@@ -290,19 +287,28 @@ mod tests {
         };
         assert!(matches!(
             bad.validate(),
-            Err(ConfigError::Invalid { field: "command_timeout_ms", .. })
+            Err(ConfigError::Invalid {
+                field: "command_timeout_ms",
+                ..
+            })
         ));
         let bad = RedisSettings {
             cluster: true,
             db: Some(2),
             ..RedisSettings::default()
         };
-        assert!(matches!(bad.validate(), Err(ConfigError::Invalid { field: "db", .. })));
+        assert!(matches!(
+            bad.validate(),
+            Err(ConfigError::Invalid { field: "db", .. })
+        ));
         let bad = RedisSettings {
             nodes: vec!["nohost".into()],
             ..RedisSettings::default()
         };
-        assert!(matches!(bad.validate(), Err(ConfigError::Invalid { field: "nodes", .. })));
+        assert!(matches!(
+            bad.validate(),
+            Err(ConfigError::Invalid { field: "nodes", .. })
+        ));
         assert!(RedisSettings::default().validate().is_ok());
     }
 

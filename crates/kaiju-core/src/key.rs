@@ -261,7 +261,11 @@ mod tests {
         );
         assert_eq!(ns.channel("rpc").unwrap().as_str(), "cap.peer._sub.rpc");
         assert_eq!(
-            Namespace::shared("cap").unwrap().stream("rpc").unwrap().as_str(),
+            Namespace::shared("cap")
+                .unwrap()
+                .stream("rpc")
+                .unwrap()
+                .as_str(),
             "cap._shared._stream.rpc"
         );
         assert_eq!(

@@ -74,7 +74,8 @@ pub trait Service: Send {
 
     /// Stop taking new work, finish what is in flight, and return within `deadline`.
     /// Returns [`ServiceError::StopTimeout`] if in-flight work was abandoned.
-    fn stop(&mut self, deadline: Duration) -> impl Future<Output = Result<(), ServiceError>> + Send;
+    fn stop(&mut self, deadline: Duration)
+    -> impl Future<Output = Result<(), ServiceError>> + Send;
 }
 
 /// A cloneable stop signal for background tasks.
@@ -152,10 +153,19 @@ mod tests {
 
     #[tokio::test]
     async fn within_reports_the_deadline() {
-        let err = within("slow", Duration::from_millis(10), std::future::pending::<()>())
-            .await
-            .unwrap_err();
+        let err = within(
+            "slow",
+            Duration::from_millis(10),
+            std::future::pending::<()>(),
+        )
+        .await
+        .unwrap_err();
         assert!(matches!(err, ServiceError::StopTimeout { ref service, .. } if service == "slow"));
-        assert_eq!(within("fast", Duration::from_secs(1), async { 7 }).await.unwrap(), 7);
+        assert_eq!(
+            within("fast", Duration::from_secs(1), async { 7 })
+                .await
+                .unwrap(),
+            7
+        );
     }
 }

@@ -76,12 +76,7 @@ pub fn redact_url(url: &str) -> String {
         // `redis://password@host` puts the password in the user position.
         "***".to_owned()
     };
-    format!(
-        "{}{}{}",
-        &url[..scheme_end + 3],
-        hidden,
-        &rest[at..]
-    )
+    format!("{}{}{}", &url[..scheme_end + 3], hidden, &rest[at..])
 }
 
 #[cfg(test)]

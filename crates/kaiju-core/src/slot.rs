@@ -17,10 +17,10 @@ pub fn key_slot(key: &[u8]) -> u16 {
 fn hash_part(key: &[u8]) -> &[u8] {
     if let Some(open) = key.iter().position(|b| *b == b'{') {
         let rest = &key[open + 1..];
-        if let Some(close) = rest.iter().position(|b| *b == b'}') {
-            if close > 0 {
-                return &rest[..close];
-            }
+        if let Some(close) = rest.iter().position(|b| *b == b'}')
+            && close > 0
+        {
+            return &rest[..close];
         }
     }
     key

@@ -21,7 +21,11 @@ where
     let bytes = hex(capture);
     let decoded: T = codec.decode(&bytes).unwrap();
     assert_eq!(&decoded, expected);
-    assert_eq!(codec.encode(&decoded).unwrap(), bytes, "re-encoding {expected:?}");
+    assert_eq!(
+        codec.encode(&decoded).unwrap(),
+        bytes,
+        "re-encoding {expected:?}"
+    );
 }
 
 const U: &str = "01234567-89ab-cdef-0123-456789abcdef";
@@ -38,11 +42,7 @@ fn cache_scalars_match_msgspec() {
     round_trip(c, "cb 3f f8 00 00 00 00 00 00", &1.5_f64);
     round_trip(c, "c0", &None::<i64>);
     round_trip(c, "c3", &true);
-    round_trip(
-        c,
-        "c4 02 00 01",
-        &serde_bytes::ByteBuf::from(vec![0_u8, 1]),
-    );
+    round_trip(c, "c4 02 00 01", &serde_bytes::ByteBuf::from(vec![0_u8, 1]));
     round_trip(c, U_BIN, &Uuid::parse_str(U).unwrap());
 }
 
@@ -118,7 +118,11 @@ struct Headers {
     correlation_id: String,
     #[serde(rename = "Timeout", default, skip_serializing_if = "Option::is_none")]
     timeout: Option<u32>,
-    #[serde(rename = "RPC-Retries", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "RPC-Retries",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     retries: Option<u32>,
 }
 
@@ -140,7 +144,10 @@ fn stream_payloads_match_the_captures() {
         w,
         "92 92 aa 65 78 74 2e 72 65 63 6f 72 64 81 a5 76 61 6c 75 65 2a 81 ae 43 6f 72 72 65 6c \
          61 74 69 6f 6e 2d 49 64 aa 36 37 35 32 32 66 33 63 36 33",
-        &((method(), Some(Params { value: 42 })), headers("67522f3c63")),
+        &(
+            (method(), Some(Params { value: 42 })),
+            headers("67522f3c63"),
+        ),
     );
     round_trip::<Single<String>>(
         w,
@@ -189,7 +196,9 @@ fn wire_layout_writes_uuids_as_strings_and_reads_both_forms() {
 
 #[test]
 fn decoding_errors_are_typed_and_name_the_type() {
-    let err = Msgpack::CACHE.decode::<User>(&hex("a5 68 65 6c 6c 6f")).unwrap_err();
+    let err = Msgpack::CACHE
+        .decode::<User>(&hex("a5 68 65 6c 6c 6f"))
+        .unwrap_err();
     assert!(matches!(err, CodecError::Decode { type_name, .. } if type_name.ends_with("User")));
     let err = Msgpack::CACHE.decode::<i64>(&hex("2a 2a")).unwrap_err();
     assert!(err.to_string().contains("trailing"), "{err}");

@@ -1,0 +1,27 @@
+#![doc = include_str!("../README.md")]
+//! Everything here runs blocking std code: it is called before the async runtime starts
+//! (xtask) or from tests that are fine to block while a server starts.
+
+mod cli;
+mod cluster;
+mod server;
+
+pub use cli::{cli_path, redis_cli, server_path};
+pub use cluster::{ClusterOptions, RedisCluster};
+pub use server::{RedisServer, ServerOptions, free_port};
+
+use std::time::{Duration, Instant};
+
+/// Polls `check` every 20 ms until it returns true or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -1,0 +1,178 @@
+//! What the server can do, detected once at connect time from `INFO server`.
+//!
+//! Forks report a Redis compatibility version in `redis_version` and their own version in
+//! `keydb_version` / `valkey_version`. Command availability follows the compatibility version,
+//! and commands that only Redis 8 has (`XTRIM ... ACKED`, `XREADGROUP ... CLAIM`) are reported
+//! only for Redis itself.
+
+use std::fmt;
+
+/// The server product.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ServerKind {
+    /// Redis.
+    Redis,
+    /// KeyDB (a multithreaded Redis fork).
+    KeyDb,
+    /// Valkey (the Linux Foundation fork).
+    Valkey,
+    /// Dragonfly or another server speaking the Redis protocol.
+    Other,
+}
+
+/// A `major.minor.patch` version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Version {
+    /// Major.
+    pub major: u16,
+    /// Minor.
+    pub minor: u16,
+    /// Patch.
+    pub patch: u16,
+}
+
+impl Version {
+    /// A version.
+    pub const fn new(major: u16, minor: u16, patch: u16) -> Self {
+        Self {
+            major,
+            minor,
+            patch,
+        }
+    }
+
+    /// Parses `7.0.15` (missing parts are 0; anything after a non-digit is ignored).
+    pub fn parse(text: &str) -> Option<Self> {
+        let mut parts = text.trim().split('.').map(|p| {
+            let digits: String = p.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse::<u16>().ok()
+        });
+        let major = parts.next()??;
+        let minor = parts.next().flatten().unwrap_or(0);
+        let patch = parts.next().flatten().unwrap_or(0);
+        Some(Self::new(major, minor, patch))
+    }
+}
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}.{}", self.major, self.minor, self.patch)
+    }
+}
+
+/// The server's product and versions, and the optional commands it offers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Capabilities {
+    /// The product.
+    pub kind: ServerKind,
+    /// The Redis version it is compatible with (`redis_version`).
+    pub redis_version: Version,
+    /// The product's own version (`keydb_version`, `valkey_version`; for Redis the same as
+    /// `redis_version`).
+    pub server_version: Version,
+}
+
+impl Capabilities {
+    /// Reads the `INFO server` text.
+    pub fn from_info(info: &str) -> Self {
+        let field = |name: &str| {
+            info.lines().find_map(|line| {
+                line.trim()
+                    .strip_prefix(name)
+                    .and_then(|rest| rest.strip_prefix(':'))
+                    .and_then(Version::parse)
+            })
+        };
+        let redis_version = field("redis_version").unwrap_or_default();
+        let (kind, own) = if let Some(v) = field("keydb_version") {
+            (ServerKind::KeyDb, v)
+        } else if let Some(v) = field("valkey_version") {
+            (ServerKind::Valkey, v)
+        } else if info.contains("dragonfly_version") {
+            (ServerKind::Other, redis_version)
+        } else {
+            (ServerKind::Redis, redis_version)
+        };
+        Self {
+            kind,
+            redis_version,
+            server_version: own,
+        }
+    }
+
+    fn redis_at_least(&self, major: u16, minor: u16) -> bool {
+        self.redis_version >= Version::new(major, minor, 0)
+    }
+
+    fn redis8_at_least(&self, minor: u16) -> bool {
+        self.kind == ServerKind::Redis && self.redis_at_least(8, minor)
+    }
+
+    /// `HELLO 3` (RESP3) and client-side caching (`CLIENT TRACKING`): Redis 6.0+.
+    pub fn has_resp3(&self) -> bool {
+        self.redis_at_least(6, 0)
+    }
+
+    /// `XAUTOCLAIM` and `SET ... GET`: Redis 6.2+.
+    pub fn has_xautoclaim(&self) -> bool {
+        self.redis_at_least(6, 2)
+    }
+
+    /// `XAUTOCLAIM` also reports entries deleted while pending: Redis 7.0+.
+    pub fn has_xautoclaim_deleted_ids(&self) -> bool {
+        self.redis_at_least(7, 0)
+    }
+
+    /// `XTRIM ... ACKED` (trim only what every group acknowledged): Redis 8.2+.
+    pub fn has_xtrim_acked(&self) -> bool {
+        self.redis8_at_least(2)
+    }
+
+    /// `XREADGROUP ... CLAIM` (read new and idle pending entries in one call): Redis 8.4+.
+    pub fn has_xreadgroup_claim(&self) -> bool {
+        self.redis8_at_least(4)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detects_redis() {
+        let c =
+            Capabilities::from_info("# Server\r\nredis_version:7.0.15\r\nredis_mode:cluster\r\n");
+        assert_eq!(c.kind, ServerKind::Redis);
+        assert_eq!(c.redis_version, Version::new(7, 0, 15));
+        assert!(c.has_xautoclaim() && c.has_xautoclaim_deleted_ids());
+        assert!(!c.has_xtrim_acked() && !c.has_xreadgroup_claim());
+        let r8 = Capabilities::from_info("redis_version:8.4.0\n");
+        assert!(r8.has_xtrim_acked() && r8.has_xreadgroup_claim());
+        let r82 = Capabilities::from_info("redis_version:8.2.1\n");
+        assert!(r82.has_xtrim_acked() && !r82.has_xreadgroup_claim());
+    }
+
+    #[test]
+    fn forks_follow_their_compatibility_version() {
+        let k = Capabilities::from_info("redis_version:6.3.4\r\nkeydb_version:6.3.4\r\n");
+        assert_eq!(k.kind, ServerKind::KeyDb);
+        assert!(k.has_xautoclaim() && !k.has_xautoclaim_deleted_ids());
+        let v = Capabilities::from_info(
+            "redis_version:7.2.4\r\nserver_name:valkey\r\nvalkey_version:8.1.0\r\n",
+        );
+        assert_eq!(v.kind, ServerKind::Valkey);
+        assert_eq!(v.server_version, Version::new(8, 1, 0));
+        assert!(!v.has_xtrim_acked());
+    }
+
+    #[test]
+    fn versions_parse_leniently() {
+        assert_eq!(Version::parse("7.2"), Some(Version::new(7, 2, 0)));
+        assert_eq!(
+            Version::parse("255.255.255"),
+            Some(Version::new(255, 255, 255))
+        );
+        assert_eq!(Version::parse("x"), None);
+    }
+}

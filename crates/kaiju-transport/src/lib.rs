@@ -1,0 +1,20 @@
+#![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod blocking;
+mod builder;
+mod capabilities;
+mod error;
+mod script;
+mod transport;
+
+pub use blocking::BlockingConnection;
+pub use builder::Deployment;
+pub use capabilities::{Capabilities, ServerKind, Version};
+pub use error::{Result, TransportError};
+pub use script::Script;
+pub use transport::Transport;
+
+/// The fred crate, re-exported so that the other kaiju crates use exactly this version and name
+/// no fred dependency of their own.
+pub use fred;

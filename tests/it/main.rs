@@ -1,0 +1,7 @@
+//! kaiju-rs integration tests: one binary, one module per area.
+//! Run them with `cargo xtask test`, which starts the servers they need.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod recovery;
+mod transport;

@@ -1,0 +1,103 @@
+//! Helpers for the integration tests: connecting to the servers `cargo xtask test` started,
+//! random namespaces, and [`on_both!`] to run one test body against the single node and the
+//! cluster.
+//!
+//! A test needing Redis skips (with a message) only when no server is configured; with
+//! `KAIJU_REQUIRE_REDIS=1` (set by xtask, so in CI) a missing server fails the test instead.
+
+// Test support: a failed expectation here is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use kaiju_core::{Namespace, RedisSettings};
+use kaiju_transport::Transport;
+
+/// Which deployment a test body runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// The single node (`KAIJU_REDIS_URL`).
+    Single,
+    /// The 6-node cluster (`KAIJU_REDIS_CLUSTER_URL`).
+    Cluster,
+}
+
+impl Target {
+    fn env(self) -> &'static str {
+        match self {
+            Self::Single => "KAIJU_REDIS_URL",
+            Self::Cluster => "KAIJU_REDIS_CLUSTER_URL",
+        }
+    }
+}
+
+/// Whether missing servers must fail tests rather than skip them.
+pub fn redis_required() -> bool {
+    std::env::var("KAIJU_REQUIRE_REDIS").is_ok_and(|v| v == "1")
+}
+
+/// Skips (returns `false`) or fails when a prerequisite is missing.
+pub fn prerequisite(available: bool, what: &str) -> bool {
+    if available {
+        return true;
+    }
+    assert!(
+        !redis_required(),
+        "{what} is not available but KAIJU_REQUIRE_REDIS=1; run the tests with `cargo xtask test`"
+    );
+    eprintln!("skipped: {what} is not available (run `cargo xtask test` to start Redis)");
+    false
+}
+
+/// Settings for a target, if its server is configured.
+pub fn settings(target: Target) -> Option<RedisSettings> {
+    let url = std::env::var(target.env()).ok().filter(|u| !u.is_empty());
+    if !prerequisite(url.is_some(), target.env()) {
+        return None;
+    }
+    url.map(RedisSettings::from_url)
+}
+
+/// A transport to a target, or `None` (after a skip message) when it is not configured.
+pub async fn connect(target: Target) -> Option<Transport> {
+    let settings = settings(target)?;
+    Some(
+        Transport::connect(&settings)
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to {target:?}: {e}")),
+    )
+}
+
+/// A fresh namespace `test.<random>`, so tests never see each other's keys.
+pub fn namespace() -> Namespace {
+    Namespace::new("test", &uuid::Uuid::new_v4().simple().to_string()).unwrap()
+}
+
+/// Whether `redis-server` can be started by the test itself (for restart and failover tests).
+pub fn can_spawn_servers() -> bool {
+    prerequisite(
+        kaiju_testkit::server_path().is_ok() && kaiju_testkit::cli_path().is_ok(),
+        "redis-server / redis-cli binaries",
+    )
+}
+
+/// Runs `async fn name(transport: &Transport, ns: &Namespace, target: Target)` once against the
+/// single node and once against the cluster, as the tests `name::single` and `name::cluster`.
+#[macro_export]
+macro_rules! on_both {
+    ($($name:ident),+ $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn single() {
+                if let Some(t) = $crate::connect($crate::Target::Single).await {
+                    super::$name(&t, &$crate::namespace(), $crate::Target::Single).await;
+                }
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn cluster() {
+                if let Some(t) = $crate::connect($crate::Target::Cluster).await {
+                    super::$name(&t, &$crate::namespace(), $crate::Target::Cluster).await;
+                }
+            }
+        }
+    )+};
+}

@@ -1,0 +1,57 @@
+//! `cargo xtask <command>`: project automation that needs no tools beyond cargo and Redis.
+//!
+//! - `test [--docker|--local] [-- <cargo test args>]`: start a single node and a 6-node cluster,
+//!   run every workspace test against them, stop them.
+//! - `redis up|down|status`: the same servers, by hand.
+
+mod docker;
+mod procs;
+mod redis;
+mod test;
+
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  test [--docker|--local] [-- <cargo test args>]
+        start Redis (single node + 6-node cluster) on free loopback ports, run every
+        workspace test against it with KAIJU_REQUIRE_REDIS=1, stop what was started.
+        --docker uses the compose files in docker/ (needs a running Docker engine);
+        --local uses the redis-server binary. Default: Docker if an engine answers, else local.
+  redis up       start the servers in the background and print their URLs
+  redis down     stop the servers `redis up` started
+  redis status   show whether they run
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("test") => test::run(&args[1..]),
+        Some("redis") => redis::run(&args[1..]),
+        Some("-h" | "--help" | "help") | None => {
+            print!("{USAGE}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(other) => Err(format!("unknown command `{other}`\n\n{USAGE}")),
+    };
+    match result {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("xtask: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The cargo that runs us (rust-analyzer's convention: never a bare `cargo`).
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+}
+
+/// The workspace root (xtask lives one level below it).
+fn root() -> std::path::PathBuf {
+    let manifest = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(ToOwned::to_owned).unwrap_or(manifest)
+}
