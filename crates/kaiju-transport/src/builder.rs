@@ -45,8 +45,11 @@ fn servers(settings: &RedisSettings, field: &'static str) -> Result<Vec<Server>>
 pub(crate) fn config(settings: &RedisSettings) -> Result<Config> {
     settings.validate()?;
     let mut config = match &settings.url {
-        Some(url) => Config::from_url(url.expose())
-            .map_err(|e| invalid("url", format!("not a valid Redis URL: {}", e.details())))?,
+        Some(url) => {
+            check_scheme(url.expose())?;
+            Config::from_url(url.expose())
+                .map_err(|e| invalid("url", format!("not a valid Redis URL: {}", e.details())))?
+        }
         None => Config {
             server: if let Some(sentinel) = &settings.sentinel {
                 let mut hosts = servers(settings, "nodes")?;
@@ -86,6 +89,35 @@ pub(crate) fn config(settings: &RedisSettings) -> Result<Config> {
     config.fail_fast = true;
     apply_tls(&mut config, settings)?;
     Ok(config)
+}
+
+/// URL schemes fred understands. fred itself treats an unknown scheme as a plain TCP URL, which
+/// would turn a typo like `redis-clutser://` into a silent single-node connection.
+const SCHEMES: [&str; 12] = [
+    "redis",
+    "rediss",
+    "redis-cluster",
+    "rediss-cluster",
+    "redis-sentinel",
+    "rediss-sentinel",
+    "valkey",
+    "valkeys",
+    "valkey-cluster",
+    "valkeys-cluster",
+    "valkey-sentinel",
+    "valkeys-sentinel",
+];
+
+fn check_scheme(url: &str) -> Result<()> {
+    let scheme = url.split_once("://").map_or("", |(scheme, _)| scheme);
+    if SCHEMES.contains(&scheme) {
+        return Ok(());
+    }
+    Err(invalid(
+        "url",
+        format!("unknown scheme {scheme:?}; expected one of {SCHEMES:?}"),
+    )
+    .into())
 }
 
 #[cfg(feature = "tls")]
