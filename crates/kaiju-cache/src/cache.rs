@@ -1,0 +1,286 @@
+//! `Cache`: strings, expiry and the multi-key operations.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use kaiju_core::{Msgpack, key_slot};
+use kaiju_transport::Transport;
+use kaiju_transport::fred::prelude::*;
+use kaiju_transport::fred::types::{Expiration, SetOptions, Value};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::Result;
+use crate::error::FredExt;
+use crate::fill::LocalFills;
+use crate::reply::{decode, encode, integer};
+
+/// A typed cache over Redis. Values are msgpack in kaiju-redis's cache layout, so Python
+/// `RedisCache` reads what this writes and the other way round. Cheap to clone.
+///
+/// Keys are anything `AsRef<str>`: a [`kaiju_core::Key`] from a namespace, or a `&str` used
+/// verbatim as kaiju-redis does.
+#[derive(Debug, Clone)]
+pub struct Cache {
+    pub(crate) transport: Transport,
+    pub(crate) codec: Msgpack,
+    pub(crate) fills: LocalFills,
+}
+
+/// When [`Cache::set_with`] writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Condition {
+    /// Always (plain `SET`).
+    #[default]
+    Always,
+    /// Only if the key does not exist (`NX`).
+    IfAbsent,
+    /// Only if the key exists (`XX`).
+    IfPresent,
+}
+
+/// Options of [`Cache::set_with`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SetOpts {
+    /// Expire after this long. Default: never.
+    pub ttl: Option<Duration>,
+    /// When to write. Default: always.
+    pub condition: Condition,
+}
+
+/// A TTL in whole milliseconds, at least 1 (Redis rejects 0).
+pub(crate) fn ttl_ms(ttl: Duration) -> i64 {
+    i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1)
+}
+
+pub(crate) fn expiration(ttl: Option<Duration>) -> Option<Expiration> {
+    ttl.map(|t| Expiration::PX(ttl_ms(t)))
+}
+
+impl Cache {
+    /// A cache on this transport, with kaiju-redis's value layout ([`Msgpack::CACHE`]).
+    pub fn new(transport: Transport) -> Self {
+        Self::with_codec(transport, Msgpack::CACHE)
+    }
+
+    /// A cache with another msgpack layout (e.g. [`Msgpack::WIRE`], structs as maps).
+    pub fn with_codec(transport: Transport, codec: Msgpack) -> Self {
+        Self {
+            transport,
+            codec,
+            fills: LocalFills::default(),
+        }
+    }
+
+    /// The transport underneath.
+    pub fn transport(&self) -> &Transport {
+        &self.transport
+    }
+
+    /// The value at `key`, or `None` if there is none. A value that is not a `T` is
+    /// [`CacheError::Decode`](crate::CacheError::Decode), naming the key and the type.
+    pub async fn get<T: DeserializeOwned>(&self, key: impl AsRef<str>) -> Result<Option<T>> {
+        let key = key.as_ref();
+        let value: Value = self.transport.pool().get(key).await.or_cache()?;
+        decode(self.codec, key, value)
+    }
+
+    /// Stores `value` at `key`, expiring after `ttl` if given (the seed's `ex`).
+    pub async fn set<T: Serialize + ?Sized>(
+        &self,
+        key: impl AsRef<str>,
+        value: &T,
+        ttl: Option<Duration>,
+    ) -> Result<()> {
+        let key = key.as_ref();
+        let bytes = encode(self.codec, key, value)?;
+        let _: Value = self
+            .transport
+            .pool()
+            .set(key, bytes, expiration(ttl), None, false)
+            .await
+            .or_cache()?;
+        Ok(())
+    }
+
+    /// Stores `value` under a condition; returns whether it was written.
+    pub async fn set_with<T: Serialize + ?Sized>(
+        &self,
+        key: impl AsRef<str>,
+        value: &T,
+        opts: SetOpts,
+    ) -> Result<bool> {
+        let key = key.as_ref();
+        let bytes = encode(self.codec, key, value)?;
+        let condition = match opts.condition {
+            Condition::Always => None,
+            Condition::IfAbsent => Some(SetOptions::NX),
+            Condition::IfPresent => Some(SetOptions::XX),
+        };
+        let reply: Value = self
+            .transport
+            .pool()
+            .set(key, bytes, expiration(opts.ttl), condition, false)
+            .await
+            .or_cache()?;
+        Ok(!reply.is_null())
+    }
+
+    /// Stores `value` and returns the previous value (`SET ... GET`, the seed's `get=True`).
+    pub async fn swap<T: Serialize + DeserializeOwned>(
+        &self,
+        key: impl AsRef<str>,
+        value: &T,
+        ttl: Option<Duration>,
+    ) -> Result<Option<T>> {
+        let key = key.as_ref();
+        let bytes = encode(self.codec, key, value)?;
+        let previous: Value = self
+            .transport
+            .pool()
+            .set(key, bytes, expiration(ttl), None, true)
+            .await
+            .or_cache()?;
+        decode(self.codec, key, previous)
+    }
+
+    /// Sets a time to live on an existing key; `false` if the key does not exist.
+    pub async fn expire(&self, key: impl AsRef<str>, ttl: Duration) -> Result<bool> {
+        let n: i64 = self
+            .transport
+            .pool()
+            .pexpire(key.as_ref(), ttl_ms(ttl), None)
+            .await
+            .or_cache()?;
+        Ok(n == 1)
+    }
+
+    /// The values at `keys`, in the same order; `None` where a key is missing.
+    ///
+    /// In a cluster the keys are grouped by slot (one `MGET` per slot, all in one pipeline), so
+    /// keys need no common hash tag.
+    pub async fn mget<T: DeserializeOwned, K: AsRef<str>>(
+        &self,
+        keys: &[K],
+    ) -> Result<Vec<Option<T>>> {
+        let mut out: Vec<Option<T>> = (0..keys.len()).map(|_| None).collect();
+        let groups = self.groups(keys);
+        let replies = self.bulk(Bulk::Get, keys, &groups).await?;
+        for (group, reply) in groups.iter().zip(replies) {
+            for (&index, value) in group.iter().zip(reply.into_array()) {
+                out[index] = decode(self.codec, keys[index].as_ref(), value)?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Stores every `(key, value)`, expiring after `ttl` if given.
+    ///
+    /// Without a TTL this is one `MSET` per cluster slot (atomic within a slot). With a TTL each
+    /// key is a `SET ... PX`, so every value appears together with its expiry; all in one
+    /// pipeline.
+    pub async fn mset<T: Serialize, K: AsRef<str>>(
+        &self,
+        items: &[(K, T)],
+        ttl: Option<Duration>,
+    ) -> Result<()> {
+        let mut encoded = Vec::with_capacity(items.len());
+        for (key, value) in items {
+            encoded.push((key.as_ref(), encode(self.codec, key.as_ref(), value)?));
+        }
+        let pipeline = self.transport.client().pipeline();
+        if let Some(ttl) = ttl {
+            for (key, bytes) in &encoded {
+                let _: Value = pipeline
+                    .set(
+                        *key,
+                        bytes.clone(),
+                        Some(Expiration::PX(ttl_ms(ttl))),
+                        None,
+                        false,
+                    )
+                    .await
+                    .or_cache()?;
+            }
+        } else {
+            let keys: Vec<&str> = encoded.iter().map(|(k, _)| *k).collect();
+            for group in self.groups(&keys) {
+                let pairs: Vec<(&str, Bytes)> = group
+                    .iter()
+                    .map(|&i| (encoded[i].0, encoded[i].1.clone()))
+                    .collect();
+                pipeline.mset(pairs).await.or_cache()?;
+            }
+        }
+        for reply in pipeline.try_all::<Value>().await {
+            reply.or_cache()?;
+        }
+        Ok(())
+    }
+
+    /// Deletes `keys`; returns how many existed.
+    pub async fn delete<K: AsRef<str>>(&self, keys: &[K]) -> Result<u64> {
+        let groups = self.groups(keys);
+        let replies = self.bulk(Bulk::Del, keys, &groups).await?;
+        replies.into_iter().map(integer).sum()
+    }
+
+    /// How many of `keys` exist (a key given twice counts twice, as in Redis).
+    pub async fn exists<K: AsRef<str>>(&self, keys: &[K]) -> Result<u64> {
+        let groups = self.groups(keys);
+        let replies = self.bulk(Bulk::Exists, keys, &groups).await?;
+        replies.into_iter().map(integer).sum()
+    }
+
+    /// Indices of `keys` grouped by cluster slot (one group outside a cluster).
+    pub(crate) fn groups<K: AsRef<str>>(&self, keys: &[K]) -> Vec<Vec<usize>> {
+        if keys.is_empty() {
+            return Vec::new();
+        }
+        if !self.transport.is_cluster() {
+            return vec![(0..keys.len()).collect()];
+        }
+        let mut by_slot: std::collections::BTreeMap<u16, Vec<usize>> = Default::default();
+        for (i, key) in keys.iter().enumerate() {
+            by_slot
+                .entry(key_slot(key.as_ref().as_bytes()))
+                .or_default()
+                .push(i);
+        }
+        by_slot.into_values().collect()
+    }
+
+    /// One multi-key command per group, all in one pipeline; the replies in group order.
+    async fn bulk<K: AsRef<str>>(
+        &self,
+        command: Bulk,
+        keys: &[K],
+        groups: &[Vec<usize>],
+    ) -> Result<Vec<Value>> {
+        let pipeline = self.transport.client().pipeline();
+        for group in groups {
+            let names: Vec<&str> = group.iter().map(|&i| keys[i].as_ref()).collect();
+            let _: Value = match command {
+                Bulk::Get => pipeline.mget(names).await,
+                Bulk::Del => pipeline.del(names).await,
+                Bulk::Exists => pipeline.exists(names).await,
+            }
+            .or_cache()?;
+        }
+        pipeline
+            .try_all::<Value>()
+            .await
+            .into_iter()
+            .map(FredExt::or_cache)
+            .collect()
+    }
+}
+
+/// The multi-key commands that [`Cache::bulk`] splits by slot.
+#[derive(Debug, Clone, Copy)]
+enum Bulk {
+    Get,
+    Del,
+    Exists,
+}

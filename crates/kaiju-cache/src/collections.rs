@@ -1,0 +1,161 @@
+//! Hashes and lists of typed values.
+
+use std::collections::HashMap;
+
+use kaiju_transport::fred::prelude::*;
+use kaiju_transport::fred::types::Value;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::FredExt;
+use crate::reply::{decode, decode_all, encode, integer};
+use crate::{Cache, Result};
+
+fn field_key(key: &str, field: &str) -> String {
+    format!("{key}[{field}]")
+}
+
+impl Cache {
+    /// Sets hash fields (`HSET key f v ...`); returns how many fields were new.
+    pub async fn hset<T: Serialize, F: AsRef<str>>(
+        &self,
+        key: impl AsRef<str>,
+        fields: &[(F, T)],
+    ) -> Result<u64> {
+        let key = key.as_ref();
+        if fields.is_empty() {
+            return Ok(0);
+        }
+        let mut pairs = Vec::with_capacity(fields.len());
+        for (field, value) in fields {
+            let field = field.as_ref();
+            pairs.push((field, encode(self.codec, &field_key(key, field), value)?));
+        }
+        let reply: Value = self.transport.pool().hset(key, pairs).await.or_cache()?;
+        integer(reply)
+    }
+
+    /// One hash field, or `None` if the key or field is missing.
+    pub async fn hget<T: DeserializeOwned>(
+        &self,
+        key: impl AsRef<str>,
+        field: impl AsRef<str>,
+    ) -> Result<Option<T>> {
+        let (key, field) = (key.as_ref(), field.as_ref());
+        let value: Value = self.transport.pool().hget(key, field).await.or_cache()?;
+        decode(self.codec, &field_key(key, field), value)
+    }
+
+    /// Every field of a hash (empty if the key is missing). One undecodable field fails the
+    /// whole call with [`CacheError::Decode`](crate::CacheError::Decode) naming that field.
+    pub async fn hgetall<T: DeserializeOwned>(
+        &self,
+        key: impl AsRef<str>,
+    ) -> Result<HashMap<String, T>> {
+        let key = key.as_ref();
+        let raw: HashMap<String, Value> = self.transport.pool().hgetall(key).await.or_cache()?;
+        let mut out = HashMap::with_capacity(raw.len());
+        for (field, value) in raw {
+            if let Some(v) = decode(self.codec, &field_key(key, &field), value)? {
+                out.insert(field, v);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes hash fields; returns how many existed.
+    pub async fn hdel<F: AsRef<str>>(&self, key: impl AsRef<str>, fields: &[F]) -> Result<u64> {
+        if fields.is_empty() {
+            return Ok(0);
+        }
+        let fields: Vec<&str> = fields.iter().map(AsRef::as_ref).collect();
+        let reply: Value = self
+            .transport
+            .pool()
+            .hdel(key.as_ref(), fields)
+            .await
+            .or_cache()?;
+        integer(reply)
+    }
+
+    /// Prepends values (`LPUSH`, so the last given ends up first); returns the new length.
+    pub async fn lpush<T: Serialize>(&self, key: impl AsRef<str>, values: &[T]) -> Result<u64> {
+        let key = key.as_ref();
+        let encoded = self.encode_all(key, values)?;
+        if encoded.is_empty() {
+            return self.llen(key).await;
+        }
+        let reply: Value = self.transport.pool().lpush(key, encoded).await.or_cache()?;
+        integer(reply)
+    }
+
+    /// Appends values (`RPUSH`); returns the new length.
+    pub async fn rpush<T: Serialize>(&self, key: impl AsRef<str>, values: &[T]) -> Result<u64> {
+        let key = key.as_ref();
+        let encoded = self.encode_all(key, values)?;
+        if encoded.is_empty() {
+            return self.llen(key).await;
+        }
+        let reply: Value = self.transport.pool().rpush(key, encoded).await.or_cache()?;
+        integer(reply)
+    }
+
+    /// Elements `start..=stop` (negative indices count from the end, as in Redis).
+    pub async fn lrange<T: DeserializeOwned>(
+        &self,
+        key: impl AsRef<str>,
+        start: i64,
+        stop: i64,
+    ) -> Result<Vec<T>> {
+        let key = key.as_ref();
+        let reply: Value = self
+            .transport
+            .pool()
+            .lrange(key, start, stop)
+            .await
+            .or_cache()?;
+        decode_all(self.codec, key, reply)
+    }
+
+    /// Removes and returns up to `count` elements from the head.
+    pub async fn lpop<T: DeserializeOwned>(
+        &self,
+        key: impl AsRef<str>,
+        count: usize,
+    ) -> Result<Vec<T>> {
+        let key = key.as_ref();
+        let reply: Value = self
+            .transport
+            .pool()
+            .lpop(key, Some(count))
+            .await
+            .or_cache()?;
+        decode_all(self.codec, key, reply)
+    }
+
+    /// Removes and returns up to `count` elements from the tail.
+    pub async fn rpop<T: DeserializeOwned>(
+        &self,
+        key: impl AsRef<str>,
+        count: usize,
+    ) -> Result<Vec<T>> {
+        let key = key.as_ref();
+        let reply: Value = self
+            .transport
+            .pool()
+            .rpop(key, Some(count))
+            .await
+            .or_cache()?;
+        decode_all(self.codec, key, reply)
+    }
+
+    /// The length of a list (0 if missing).
+    pub async fn llen(&self, key: impl AsRef<str>) -> Result<u64> {
+        let reply: Value = self.transport.pool().llen(key.as_ref()).await.or_cache()?;
+        integer(reply)
+    }
+
+    fn encode_all<T: Serialize>(&self, key: &str, values: &[T]) -> Result<Vec<bytes::Bytes>> {
+        values.iter().map(|v| encode(self.codec, key, v)).collect()
+    }
+}

@@ -1,0 +1,366 @@
+//! kaiju-cache against a real single node and a real cluster.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use kaiju_cache::{Cache, CacheError, Condition, SetOpts};
+use kaiju_core::Namespace;
+use kaiju_tests::{Target, on_both};
+use kaiju_transport::fred::prelude::*;
+use kaiju_transport::{Transport, TransportError};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct User {
+    id: Uuid,
+    name: String,
+    blocked: bool,
+}
+
+fn bob() -> User {
+    User {
+        id: Uuid::new_v4(),
+        name: "bob".into(),
+        blocked: false,
+    }
+}
+
+on_both!(
+    set_get_delete_exists,
+    wrong_types_are_typed_errors,
+    expiry_and_conditions,
+    bulk_operations_keep_request_order,
+    hashes,
+    lists,
+    pipelines_return_typed_results_in_order,
+    transactions_are_all_or_nothing,
+    get_or_set_with_runs_the_loader_once,
+    get_or_set_with_failure_is_shared_and_not_cached,
+);
+
+async fn set_get_delete_exists(t: &Transport, ns: &Namespace, _: Target) {
+    let cache = Cache::new(t.clone());
+    let key = ns.key("user").unwrap();
+    assert_eq!(cache.get::<User>(&key).await.unwrap(), None);
+    let user = bob();
+    cache.set(&key, &user, None).await.unwrap();
+    assert_eq!(cache.get::<User>(&key).await.unwrap(), Some(user.clone()));
+    // The stored bytes are kaiju-redis's layout: a 3-element array, UUID as bin-16.
+    let raw: Vec<u8> = t.pool().get(key.as_str()).await.unwrap();
+    assert_eq!(&raw[..3], &[0x93, 0xc4, 0x10]);
+    assert_eq!(
+        cache
+            .exists(&[&key, &ns.key("none").unwrap()])
+            .await
+            .unwrap(),
+        1
+    );
+    let previous: Option<User> = cache
+        .swap(
+            &key,
+            &User {
+                blocked: true,
+                ..user.clone()
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(previous, Some(user));
+    assert_eq!(cache.delete(&[&key]).await.unwrap(), 1);
+    assert_eq!(cache.delete(&[&key]).await.unwrap(), 0);
+    assert_eq!(cache.get::<User>(&key).await.unwrap(), None);
+}
+
+async fn wrong_types_are_typed_errors(t: &Transport, ns: &Namespace, _: Target) {
+    let cache = Cache::new(t.clone());
+    let key = ns.key("text").unwrap();
+    cache.set(&key, &"hello", None).await.unwrap();
+    match cache.get::<User>(&key).await {
+        Err(CacheError::Decode {
+            key: k, type_name, ..
+        }) => {
+            assert_eq!(k, key.as_str());
+            assert!(type_name.ends_with("User"), "{type_name}");
+        }
+        other => panic!("expected a decode error, got {other:?}"),
+    }
+    // Bytes that are not msgpack at all (written by something else).
+    let _: () = t
+        .pool()
+        .set(key.as_str(), vec![0xc1_u8], None, None, false)
+        .await
+        .unwrap();
+    assert!(matches!(
+        cache.get::<String>(&key).await,
+        Err(CacheError::Decode { .. })
+    ));
+    // A Redis type mismatch is the server's WRONGTYPE, typed.
+    let list = ns.key("list").unwrap();
+    cache.rpush(&list, &[1_i64]).await.unwrap();
+    let err = cache.get::<i64>(&list).await.unwrap_err();
+    assert!(
+        matches!(err, CacheError::Transport(TransportError::WrongType { .. })),
+        "{err:?}"
+    );
+    // Nothing was lost by the failed reads.
+    assert_eq!(cache.lrange::<i64>(&list, 0, -1).await.unwrap(), vec![1]);
+    cache.delete(&[&key, &list]).await.unwrap();
+}
+
+async fn expiry_and_conditions(t: &Transport, ns: &Namespace, _: Target) {
+    let cache = Cache::new(t.clone());
+    let key = ns.key("ttl").unwrap();
+    cache
+        .set(&key, &1_i64, Some(Duration::from_secs(100)))
+        .await
+        .unwrap();
+    let ttl: i64 = t.pool().pttl(key.as_str()).await.unwrap();
+    assert!((90_000..=100_000).contains(&ttl), "{ttl}");
+    cache
+        .set(&key, &1_i64, Some(Duration::from_millis(50)))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    assert_eq!(cache.get::<i64>(&key).await.unwrap(), None);
+
+    let only_new = SetOpts {
+        condition: Condition::IfAbsent,
+        ..SetOpts::default()
+    };
+    assert!(cache.set_with(&key, &1_i64, only_new).await.unwrap());
+    assert!(!cache.set_with(&key, &2_i64, only_new).await.unwrap());
+    assert_eq!(cache.get::<i64>(&key).await.unwrap(), Some(1));
+    let only_existing = SetOpts {
+        condition: Condition::IfPresent,
+        ..SetOpts::default()
+    };
+    assert!(
+        !cache
+            .set_with(ns.key("nope").unwrap(), &3_i64, only_existing)
+            .await
+            .unwrap()
+    );
+    assert!(cache.expire(&key, Duration::from_secs(5)).await.unwrap());
+    assert!(
+        !cache
+            .expire(ns.key("nope").unwrap(), Duration::from_secs(5))
+            .await
+            .unwrap()
+    );
+    cache.delete(&[&key]).await.unwrap();
+}
+
+async fn bulk_operations_keep_request_order(t: &Transport, ns: &Namespace, _: Target) {
+    let cache = Cache::new(t.clone());
+    // Keys in many slots, no hash tag: the cache groups them by slot in a cluster.
+    let keys: Vec<_> = (0..200)
+        .map(|i| ns.key(&format!("k{i}")).unwrap())
+        .collect();
+    let items: Vec<_> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| (k, i as i64))
+        .collect();
+    cache.mset(&items, None).await.unwrap();
+    let mut asked: Vec<_> = keys.iter().rev().cloned().collect();
+    asked.insert(7, ns.key("missing").unwrap());
+    let values: Vec<Option<i64>> = cache.mget(&asked).await.unwrap();
+    let mut expected: Vec<Option<i64>> = (0..200).rev().map(Some).collect();
+    expected.insert(7, None);
+    assert_eq!(values, expected);
+    assert_eq!(cache.exists(&keys).await.unwrap(), 200);
+    assert_eq!(cache.delete(&keys).await.unwrap(), 200);
+    assert_eq!(cache.exists(&keys).await.unwrap(), 0);
+
+    // With a TTL every key gets it.
+    cache
+        .mset(&items[..10], Some(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    for key in &keys[..10] {
+        let ttl: i64 = t.pool().pttl(key.as_str()).await.unwrap();
+        assert!((20_000..=30_000).contains(&ttl), "{key}: {ttl}");
+    }
+    assert!(cache.mget::<i64, &str>(&[]).await.unwrap().is_empty());
+    cache.delete(&keys[..10]).await.unwrap();
+}
+
+async fn hashes(t: &Transport, ns: &Namespace, _: Target) {
+    let cache = Cache::new(t.clone());
+    let key = ns.key("h").unwrap();
+    assert_eq!(
+        cache
+            .hset(&key, &[("a", bob()), ("b", bob())])
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(cache.hset(&key, &[("a", bob())]).await.unwrap(), 0);
+    let a: Option<User> = cache.hget(&key, "a").await.unwrap();
+    assert_eq!(a.unwrap().name, "bob");
+    assert_eq!(cache.hget::<User>(&key, "zz").await.unwrap(), None);
+    let all = cache.hgetall::<User>(&key).await.unwrap();
+    assert_eq!(
+        all.keys().cloned().collect::<BTreeSet<_>>(),
+        BTreeSet::from(["a".to_owned(), "b".to_owned()])
+    );
+    match cache.hget::<i64>(&key, "a").await {
+        Err(CacheError::Decode { key: k, .. }) => assert!(k.ends_with("[a]"), "{k}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(cache.hdel(&key, &["a", "zz"]).await.unwrap(), 1);
+    assert!(
+        cache
+            .hgetall::<User>(ns.key("none").unwrap())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    cache.delete(&[&key]).await.unwrap();
+}
+
+async fn lists(t: &Transport, ns: &Namespace, _: Target) {
+    let cache = Cache::new(t.clone());
+    let key = ns.key("l").unwrap();
+    assert_eq!(cache.rpush(&key, &["b", "c"]).await.unwrap(), 2);
+    assert_eq!(cache.lpush(&key, &["a"]).await.unwrap(), 3);
+    assert_eq!(cache.llen(&key).await.unwrap(), 3);
+    assert_eq!(
+        cache.lrange::<String>(&key, 0, -1).await.unwrap(),
+        ["a", "b", "c"]
+    );
+    assert_eq!(cache.lpop::<String>(&key, 2).await.unwrap(), ["a", "b"]);
+    assert_eq!(cache.rpop::<String>(&key, 5).await.unwrap(), ["c"]);
+    assert!(cache.lpop::<String>(&key, 1).await.unwrap().is_empty());
+    assert_eq!(cache.llen(&key).await.unwrap(), 0);
+}
+
+async fn pipelines_return_typed_results_in_order(t: &Transport, ns: &Namespace, _: Target) {
+    let cache = Cache::new(t.clone());
+    let (a, b, l) = (
+        ns.key("a").unwrap(),
+        ns.key("b").unwrap(),
+        ns.key("l").unwrap(),
+    );
+    let mut p = cache.pipeline();
+    p.set(&a, &bob(), None).unwrap();
+    let got_a = p.get::<User>(&a);
+    let got_b = p.get::<User>(&b);
+    let pushed = p.rpush(&l, &1.5_f64).unwrap();
+    let wrong = p.get::<i64>(&a);
+    let deleted = p.delete(&a);
+    assert_eq!(p.len(), 6);
+    let results = p.execute().await.unwrap();
+    assert_eq!(results.get(got_a).unwrap().unwrap().name, "bob");
+    assert_eq!(results.get(got_b).unwrap(), None);
+    assert_eq!(results.get(pushed).unwrap(), 1);
+    assert!(matches!(results.get(wrong), Err(CacheError::Decode { .. })));
+    assert!(results.get(deleted).unwrap());
+    cache.delete(&[&l]).await.unwrap();
+}
+
+async fn transactions_are_all_or_nothing(t: &Transport, ns: &Namespace, _: Target) {
+    let cache = Cache::new(t.clone());
+    let tagged = ns.hash_tagged();
+    let (x, y) = (tagged.key("x").unwrap(), tagged.key("y").unwrap());
+    let mut trx = cache.transaction();
+    trx.set(&x, &1_i64, None).unwrap();
+    trx.set(&y, &2_i64, None).unwrap();
+    let got = trx.get::<i64>(&x);
+    let results = trx.execute().await.unwrap();
+    assert_eq!(results.get(got).unwrap(), Some(1));
+    assert_eq!(
+        cache.mget::<i64, _>(&[&x, &y]).await.unwrap(),
+        [Some(1), Some(2)]
+    );
+    cache.delete(&[&x, &y]).await.unwrap();
+}
+
+async fn get_or_set_with_runs_the_loader_once(t: &Transport, ns: &Namespace, _: Target) {
+    let key = ns.key("filled").unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    // Two independent caches stand for two processes; 16 tasks ask at the same time.
+    let caches = [Cache::new(t.clone()), Cache::new(t.clone())];
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let cache = caches[i % 2].clone();
+        let (key, calls) = (key.clone(), calls.clone());
+        tasks.push(tokio::spawn(async move {
+            cache
+                .get_or_set_with(&key, Duration::from_secs(30), || async {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    Ok::<_, std::io::Error>(bob().name)
+                })
+                .await
+        }));
+    }
+    for task in tasks {
+        assert_eq!(task.await.unwrap().unwrap(), "bob");
+    }
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "the loader ran more than once"
+    );
+    let fill_lock = format!("{key}.__fill");
+    assert_eq!(
+        caches[0].exists(&[fill_lock]).await.unwrap(),
+        0,
+        "fill lock left behind"
+    );
+    caches[0].delete(&[&key]).await.unwrap();
+}
+
+async fn get_or_set_with_failure_is_shared_and_not_cached(
+    t: &Transport,
+    ns: &Namespace,
+    _: Target,
+) {
+    let key = ns.key("failing").unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let cache = Cache::new(t.clone());
+        let (key, calls) = (key.clone(), calls.clone());
+        tasks.push(tokio::spawn(async move {
+            cache
+                .get_or_set_with::<String, _, _, _>(&key, Duration::from_secs(30), || async {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    Err(std::io::Error::other("backend down"))
+                })
+                .await
+        }));
+    }
+    for task in tasks {
+        match task.await.unwrap() {
+            Err(CacheError::Loader { message, .. }) => assert!(message.contains("backend down")),
+            other => panic!("expected the loader's error, got {other:?}"),
+        }
+    }
+    // Callers that waited on the failing fill got its error instead of running the loader.
+    assert!(
+        calls.load(Ordering::SeqCst) < 8,
+        "every caller ran the loader"
+    );
+    let cache = Cache::new(t.clone());
+    assert_eq!(
+        cache.get::<String>(&key).await.unwrap(),
+        None,
+        "a failure was cached"
+    );
+    // The next caller tries again and succeeds.
+    let value = cache
+        .get_or_set_with(&key, Duration::from_secs(30), || async {
+            Ok::<_, std::io::Error>(7_i64)
+        })
+        .await
+        .unwrap();
+    assert_eq!(value, 7);
+    cache.delete(&[&key]).await.unwrap();
+}
