@@ -52,7 +52,7 @@ pub(crate) fn run_tests(cargo_args: &[String]) -> Result<ExitCode, String> {
         );
     }
     compose(&["up", "-d", "--wait"])?;
-    let status = run_cargo_test(SINGLE_URL, CLUSTER_URL, cargo_args);
+    let status = run_cargo_test(SINGLE_URL, CLUSTER_URL, cargo_args, &[]);
     let down = compose(&["down", "-v", "--remove-orphans"]);
     let status = status?;
     down?;

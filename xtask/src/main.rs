@@ -2,9 +2,11 @@
 //!
 //! - `test [--docker|--local] [-- <cargo test args>]`: start a single node and a 6-node cluster,
 //!   run every workspace test against them, stop them.
+//! - `interop`: the same, plus the Python kaiju-redis peer, for the wire-compatibility tests.
 //! - `redis up|down|status`: the same servers, by hand.
 
 mod docker;
+mod interop;
 mod procs;
 mod redis;
 mod test;
@@ -20,6 +22,9 @@ commands:
         workspace test against it with KAIJU_REQUIRE_REDIS=1, stop what was started.
         --docker uses the compose files in docker/ (needs a running Docker engine);
         --local uses the redis-server binary. Default: Docker if an engine answers, else local.
+  interop
+        run the interop tests against the real Python kaiju-redis 2.4.2 (installed from
+        PyPI into target/interop-venv), on the same servers as `test`.
   redis up       start the servers in the background and print their URLs
   redis down     stop the servers `redis up` started
   redis status   show whether they run
@@ -30,6 +35,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test") => test::run(&args[1..]),
         Some("redis") => redis::run(&args[1..]),
+        Some("interop") => interop::run_tests(),
         Some("-h" | "--help" | "help") | None => {
             print!("{USAGE}");
             Ok(ExitCode::SUCCESS)

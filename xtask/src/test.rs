@@ -25,12 +25,16 @@ pub(crate) fn run(args: &[String]) -> Result<ExitCode, String> {
         Some(other) => return Err(format!("unknown flag `{other}`")),
     };
     match backend {
-        Backend::Local => run_local(cargo_args),
+        Backend::Local => run_local(cargo_args, &[]),
         Backend::Docker => docker::run_tests(cargo_args),
     }
 }
 
-fn run_local(cargo_args: &[String]) -> Result<ExitCode, String> {
+/// Starts the local servers, runs `cargo test` with `cargo_args` and `extra_env`, stops them.
+pub(crate) fn run_local(
+    cargo_args: &[String],
+    extra_env: &[(&str, String)],
+) -> Result<ExitCode, String> {
     kaiju_testkit::server_path().map_err(|e| e.to_string())?;
     kaiju_testkit::cli_path().map_err(|e| e.to_string())?;
     procs::install_signal_handler();
@@ -47,7 +51,7 @@ fn run_local(cargo_args: &[String]) -> Result<ExitCode, String> {
     eprintln!("xtask: single node  {}", single.url());
     eprintln!("xtask: cluster      {}", cluster.url());
 
-    let status = run_cargo_test(&single.url(), &cluster.url(), cargo_args);
+    let status = run_cargo_test(&single.url(), &cluster.url(), cargo_args, extra_env);
 
     drop(single);
     drop(cluster);
@@ -73,6 +77,7 @@ pub(crate) fn run_cargo_test(
     single_url: &str,
     cluster_url: &str,
     cargo_args: &[String],
+    extra_env: &[(&str, String)],
 ) -> Result<ExitCode, String> {
     let status = Command::new(cargo())
         .current_dir(root())
@@ -81,6 +86,7 @@ pub(crate) fn run_cargo_test(
         .env("KAIJU_REDIS_URL", single_url)
         .env("KAIJU_REDIS_CLUSTER_URL", cluster_url)
         .env("KAIJU_REQUIRE_REDIS", "1")
+        .envs(extra_env.iter().map(|(k, v)| (*k, v.as_str())))
         .status()
         .map_err(|e| format!("cannot run cargo: {e}"))?;
     Ok(if status.success() {

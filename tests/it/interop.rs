@@ -1,0 +1,163 @@
+//! Values shared with the real Python kaiju-redis 2.4.2 `RedisCache`, both ways.
+//!
+//! Runs when `KAIJU_PYTHON` names a Python with kaiju-redis installed (`cargo xtask interop`
+//! creates one); with `KAIJU_REQUIRE_INTEROP=1` a missing Python fails instead of skipping.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Debug;
+use std::process::Command;
+
+use kaiju_cache::Cache;
+use kaiju_core::Namespace;
+use kaiju_tests::Target;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+const U: &str = "01234567-89ab-cdef-0123-456789abcdef";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct User {
+    id: Uuid,
+    name: String,
+    #[serde(default)]
+    blocked: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Outer {
+    user: User,
+    tags: Vec<String>,
+}
+
+fn user(name: &str, blocked: bool) -> User {
+    User {
+        id: Uuid::parse_str(U).unwrap(),
+        name: name.into(),
+        blocked,
+    }
+}
+
+fn python() -> Option<String> {
+    let python = std::env::var("KAIJU_PYTHON").ok().filter(|p| !p.is_empty());
+    if python.is_none() {
+        assert!(
+            std::env::var("KAIJU_REQUIRE_INTEROP").as_deref() != Ok("1"),
+            "KAIJU_REQUIRE_INTEROP=1 but KAIJU_PYTHON is not set"
+        );
+        eprintln!("skipped: KAIJU_PYTHON is not set (run `cargo xtask interop`)");
+    }
+    python
+}
+
+fn peer(python: &str, mode: &str, url: &str, ns: &Namespace) -> (bool, String) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/interop/cache_peer.py");
+    let out = Command::new(python)
+        .args([script, mode, url, ns.prefix()])
+        .output()
+        .expect("cannot run the Python peer");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// Everything the Python peer defines, written by Rust or checked after Python wrote it.
+async fn each_case<F: AsyncCase>(f: &mut F) {
+    f.case("str", "hello".to_owned()).await;
+    f.case("int", 1_i64 << 40).await;
+    f.case("negative", -1_i64).await;
+    f.case("float", 1.5_f64).await;
+    f.case("bool", true).await;
+    f.case("none", None::<i64>).await;
+    f.case("bytes", serde_bytes::ByteBuf::from(vec![0_u8, 1, 0xff]))
+        .await;
+    f.case("uuid", Uuid::parse_str(U).unwrap()).await;
+    f.case("list", vec![1_i64, 2, 3]).await;
+    f.case(
+        "dict",
+        BTreeMap::from([("a".to_owned(), 1_i64), ("b".to_owned(), 2)]),
+    )
+    .await;
+    f.case("tuple", (1_i64, "two".to_owned(), 3.0_f64)).await;
+    f.case("set", BTreeSet::from([1_i64, 2, 3])).await;
+    f.case("frozenset", BTreeSet::from([4_i64, 5])).await;
+    f.case("struct", user("bob", false)).await;
+    f.case("struct_blocked", user("eve", true)).await;
+    f.case(
+        "nested",
+        Outer {
+            user: user("bob", false),
+            tags: vec!["t".into()],
+        },
+    )
+    .await;
+}
+
+trait AsyncCase {
+    async fn case<T>(&mut self, name: &str, value: T)
+    where
+        T: Serialize + DeserializeOwned + PartialEq + Debug;
+}
+
+struct Write<'a>(&'a Cache, &'a Namespace);
+struct Check<'a>(&'a Cache, &'a Namespace, Vec<String>);
+
+impl AsyncCase for Write<'_> {
+    async fn case<T: Serialize + DeserializeOwned + PartialEq + Debug>(
+        &mut self,
+        name: &str,
+        value: T,
+    ) {
+        self.0
+            .set(self.1.key(name).unwrap(), &value, None)
+            .await
+            .unwrap();
+    }
+}
+
+impl AsyncCase for Check<'_> {
+    async fn case<T: Serialize + DeserializeOwned + PartialEq + Debug>(
+        &mut self,
+        name: &str,
+        value: T,
+    ) {
+        match self.0.get::<T>(self.1.key(name).unwrap()).await {
+            Ok(Some(got)) if got == value => {}
+            other => self
+                .2
+                .push(format!("{name}: got {other:?}, expected {value:?}")),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_values_cross_between_python_and_rust() {
+    let Some(python) = python() else { return };
+    let Some(transport) = kaiju_tests::connect(Target::Single).await else {
+        return;
+    };
+    let url = std::env::var("KAIJU_REDIS_URL").unwrap();
+    let cache = Cache::new(transport);
+
+    // Rust writes, Python reads with RedisCache.get(key, data_type).
+    let ns = kaiju_tests::namespace();
+    each_case(&mut Write(&cache, &ns)).await;
+    let (ok, report) = peer(&python, "read", &url, &ns);
+    eprintln!("python read what rust wrote:\n{report}");
+    assert!(ok, "Python could not read what Rust wrote:\n{report}");
+
+    // Python writes with RedisCache.set, Rust reads with get::<T>.
+    let ns = kaiju_tests::namespace();
+    let (ok, report) = peer(&python, "write", &url, &ns);
+    assert!(ok, "the Python peer failed to write:\n{report}");
+    let mut check = Check(&cache, &ns, Vec::new());
+    each_case(&mut check).await;
+    assert!(
+        check.2.is_empty(),
+        "Rust could not read what Python wrote:\n{}",
+        check.2.join("\n")
+    );
+}
