@@ -5,6 +5,7 @@
 //! - `interop`: the same, plus the Python kaiju-redis peer, for the wire-compatibility tests.
 //! - `redis up|down|status`: the same servers, by hand.
 
+mod bench;
 mod docker;
 mod interop;
 mod procs;
@@ -25,6 +26,8 @@ commands:
   interop
         run the interop tests against the real Python kaiju-redis 2.4.2 (installed from
         PyPI into target/interop-venv), on the same servers as `test`.
+  bench [cache]
+        release-mode benchmarks beside raw fred and redis-benchmark, on one server
   redis up       start the servers in the background and print their URLs
   redis down     stop the servers `redis up` started
   redis status   show whether they run
@@ -36,6 +39,7 @@ fn main() -> ExitCode {
         Some("test") => test::run(&args[1..]),
         Some("redis") => redis::run(&args[1..]),
         Some("interop") => interop::run_tests(),
+        Some("bench") => bench::run(&args[1..]),
         Some("-h" | "--help" | "help") | None => {
             print!("{USAGE}");
             Ok(ExitCode::SUCCESS)
