@@ -47,10 +47,11 @@ pub(crate) fn run(args: &[String]) -> Result<ExitCode, String> {
             })?;
         let text = String::from_utf8_lossy(&out.stdout);
         let rate = |name: &str| {
+            // redis-benchmark -q redraws progress with \r; the final figure is the last line.
             text.split(['\r', '\n'])
                 .filter(|l| l.starts_with(name) && l.contains("requests per second"))
                 .filter_map(|l| l.split_whitespace().nth(1))
-                .last()
+                .next_back()
                 .unwrap_or("?")
                 .to_owned()
         };
