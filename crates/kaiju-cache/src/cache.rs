@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use crate::Result;
 use crate::error::FredExt;
 use crate::fill::LocalFills;
-use crate::reply::{decode, encode, integer};
+use crate::reply::{all, decode, encode, integer};
 
 /// A typed cache over Redis. Values are msgpack in kaiju-redis's cache layout, so Python
 /// `RedisCache` reads what this writes and the other way round. Cheap to clone.
@@ -213,8 +213,8 @@ impl Cache {
                 pipeline.mset(pairs).await.or_cache()?;
             }
         }
-        for reply in pipeline.try_all::<Value>().await {
-            reply.or_cache()?;
+        for reply in all(&pipeline).await {
+            reply?;
         }
         Ok(())
     }
@@ -268,12 +268,7 @@ impl Cache {
             }
             .or_cache()?;
         }
-        pipeline
-            .try_all::<Value>()
-            .await
-            .into_iter()
-            .map(FredExt::or_cache)
-            .collect()
+        all(&pipeline).await.into_iter().collect()
     }
 }
 

@@ -80,24 +80,12 @@ impl Cache {
 
     /// Prepends values (`LPUSH`, so the last given ends up first); returns the new length.
     pub async fn lpush<T: Serialize>(&self, key: impl AsRef<str>, values: &[T]) -> Result<u64> {
-        let key = key.as_ref();
-        let encoded = self.encode_all(key, values)?;
-        if encoded.is_empty() {
-            return self.llen(key).await;
-        }
-        let reply: Value = self.transport.pool().lpush(key, encoded).await.or_cache()?;
-        integer(reply)
+        self.push(End::Head, key.as_ref(), values).await
     }
 
     /// Appends values (`RPUSH`); returns the new length.
     pub async fn rpush<T: Serialize>(&self, key: impl AsRef<str>, values: &[T]) -> Result<u64> {
-        let key = key.as_ref();
-        let encoded = self.encode_all(key, values)?;
-        if encoded.is_empty() {
-            return self.llen(key).await;
-        }
-        let reply: Value = self.transport.pool().rpush(key, encoded).await.or_cache()?;
-        integer(reply)
+        self.push(End::Tail, key.as_ref(), values).await
     }
 
     /// Elements `start..=stop` (negative indices count from the end, as in Redis).
@@ -123,14 +111,7 @@ impl Cache {
         key: impl AsRef<str>,
         count: usize,
     ) -> Result<Vec<T>> {
-        let key = key.as_ref();
-        let reply: Value = self
-            .transport
-            .pool()
-            .lpop(key, Some(count))
-            .await
-            .or_cache()?;
-        decode_all(self.codec, key, reply)
+        self.pop(End::Head, key.as_ref(), count).await
     }
 
     /// Removes and returns up to `count` elements from the tail.
@@ -139,14 +120,7 @@ impl Cache {
         key: impl AsRef<str>,
         count: usize,
     ) -> Result<Vec<T>> {
-        let key = key.as_ref();
-        let reply: Value = self
-            .transport
-            .pool()
-            .rpop(key, Some(count))
-            .await
-            .or_cache()?;
-        decode_all(self.codec, key, reply)
+        self.pop(End::Tail, key.as_ref(), count).await
     }
 
     /// The length of a list (0 if missing).
@@ -155,7 +129,37 @@ impl Cache {
         integer(reply)
     }
 
-    fn encode_all<T: Serialize>(&self, key: &str, values: &[T]) -> Result<Vec<bytes::Bytes>> {
-        values.iter().map(|v| encode(self.codec, key, v)).collect()
+    async fn push<T: Serialize>(&self, end: End, key: &str, values: &[T]) -> Result<u64> {
+        let encoded = values
+            .iter()
+            .map(|v| encode(self.codec, key, v))
+            .collect::<Result<Vec<_>>>()?;
+        if encoded.is_empty() {
+            return self.llen(key).await;
+        }
+        let pool = self.transport.pool();
+        let reply: Value = match end {
+            End::Head => pool.lpush(key, encoded).await,
+            End::Tail => pool.rpush(key, encoded).await,
+        }
+        .or_cache()?;
+        integer(reply)
     }
+
+    async fn pop<T: DeserializeOwned>(&self, end: End, key: &str, count: usize) -> Result<Vec<T>> {
+        let pool = self.transport.pool();
+        let reply: Value = match end {
+            End::Head => pool.lpop(key, Some(count)).await,
+            End::Tail => pool.rpop(key, Some(count)).await,
+        }
+        .or_cache()?;
+        decode_all(self.codec, key, reply)
+    }
+}
+
+/// Which end of a list.
+#[derive(Debug, Clone, Copy)]
+enum End {
+    Head,
+    Tail,
 }

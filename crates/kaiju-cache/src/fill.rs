@@ -25,7 +25,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::FredExt;
-use crate::reply::{bytes, decode};
+use crate::reply::{all, bytes, decode};
 use crate::{Cache, CacheError, Result};
 
 static RELEASE: LazyLock<Script> =
@@ -242,8 +242,8 @@ impl Cache {
             let _: Value = pipeline.get(key).await.or_cache()?;
             let _: Value = pipeline.get(fill_key).await.or_cache()?;
             let _: Value = pipeline.get(error_key).await.or_cache()?;
-            let mut replies = pipeline.try_all::<Value>().await.into_iter();
-            let mut next = || replies.next().unwrap_or(Ok(Value::Null)).or_cache();
+            let mut replies = all(&pipeline).await.into_iter();
+            let mut next = || replies.next().unwrap_or(Ok(Value::Null));
             let (value, lock, failure) = (next()?, next()?, next()?);
             if let Some(value) = decode::<T>(self.codec, key, value)? {
                 return Ok(Wait::Value(value));

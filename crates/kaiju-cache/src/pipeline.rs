@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 
 use crate::cache::expiration;
 use crate::error::FredExt;
-use crate::reply::{decode, decode_all, encode, integer};
+use crate::reply::{all, decode, decode_all, encode, integer};
 use crate::{Cache, CacheError, Result};
 
 /// One queued command.
@@ -268,12 +268,7 @@ impl Batch {
             for op in &self.ops {
                 queue(&pipeline, op).await.or_cache()?;
             }
-            pipeline
-                .try_all::<Value>()
-                .await
-                .into_iter()
-                .map(FredExt::or_cache)
-                .collect()
+            all(&pipeline).await
         };
         Ok(BatchResults { codec, replies })
     }

@@ -3,10 +3,22 @@
 use bytes::Bytes;
 use kaiju_core::{Codec, Msgpack};
 use kaiju_transport::TransportError;
+use kaiju_transport::fred::clients::{Client, Pipeline};
 use kaiju_transport::fred::types::Value;
 use serde::de::DeserializeOwned;
 
+use crate::error::FredExt;
 use crate::{CacheError, Result};
+
+/// Sends a pipeline and returns one result per queued command, in order.
+pub(crate) async fn all(pipeline: &Pipeline<Client>) -> Vec<Result<Value>> {
+    pipeline
+        .try_all::<Value>()
+        .await
+        .into_iter()
+        .map(FredExt::or_cache)
+        .collect()
+}
 
 /// The bytes of a bulk-string reply; `None` for nil (a missing key).
 pub(crate) fn bytes(value: Value) -> Result<Option<Bytes>> {
