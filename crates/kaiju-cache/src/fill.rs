@@ -125,7 +125,6 @@ impl Cache {
         let fill_key = format!("{key}.__fill");
         let error_key = format!("{key}.__fill_error");
         let deadline = Instant::now() + options.wait_timeout;
-        let mut loader = Some(loader);
         loop {
             if let Some(value) = self.get::<T>(key).await? {
                 return Ok(value);
@@ -144,13 +143,7 @@ impl Cache {
                 .await
                 .or_cache()?;
             if !won.is_null() {
-                let Some(loader) = loader.take() else {
-                    // Unreachable: a process wins the lock at most once per call, since it
-                    // returns right after running the loader.
-                    return Err(CacheError::FillTimeout {
-                        key: key.to_owned(),
-                    });
-                };
+                // Moving the loader inside the loop is fine: this branch always returns.
                 let result = self.fill(key, &error_key, &token, ttl, loader).await;
                 let released: Result<i64> = RELEASE
                     .run(&self.transport, fill_key.as_str(), token.as_str())
