@@ -5,5 +5,6 @@
 
 mod cache;
 mod interop;
+mod locks;
 mod recovery;
 mod transport;

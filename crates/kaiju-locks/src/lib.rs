@@ -1,0 +1,12 @@
+#![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod error;
+mod guard;
+mod keys;
+mod locks;
+mod wakeups;
+
+pub use error::{LockError, Result};
+pub use guard::LockGuard;
+pub use locks::{AcquireOptions, Locks};

@@ -1,0 +1,430 @@
+//! kaiju-locks against a real single node and a real cluster.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kaiju_core::Namespace;
+use kaiju_locks::{AcquireOptions, LockError, Locks};
+use kaiju_tests::{Target, on_both};
+use kaiju_transport::Transport;
+use kaiju_transport::fred::prelude::*;
+use tokio::sync::Mutex;
+
+on_both!(
+    acquire_release_owner_exists,
+    each_failure_has_its_own_error,
+    fencing_tokens_strictly_increase,
+    a_late_release_never_deletes_the_next_owners_lock,
+    renewal_keeps_a_lock_across_five_leases,
+    a_lock_deleted_behind_the_holders_back_is_reported,
+    waiters_are_served_in_arrival_order,
+    tasks_in_one_process_exclude_each_other,
+    acquire_many_is_all_or_nothing,
+    processes_exclude_each_other,
+    a_killed_holders_lock_frees_within_its_lease,
+);
+
+async fn locks(t: &Transport, owner: &str) -> Locks {
+    Locks::new(t.clone(), owner).await.unwrap()
+}
+
+fn opts() -> AcquireOptions {
+    AcquireOptions::default()
+}
+
+async fn acquire_release_owner_exists(t: &Transport, ns: &Namespace, _: Target) {
+    let locks = locks(t, "app-1").await;
+    let (key, other) = (ns.key("lock").unwrap(), ns.key("other").unwrap());
+    let guard = locks.acquire(&key).await.unwrap();
+    assert_eq!(guard.key(), key.as_str());
+    assert_eq!(locks.owner(&key).await.unwrap().as_deref(), Some("app-1"));
+    assert!(locks.is_owner(&key, "app-1").await.unwrap());
+    assert!(!locks.is_owner(&key, "app-2").await.unwrap());
+    assert_eq!(locks.exists(&[&key, &other]).await.unwrap(), [true, false]);
+    // Python kaiju-redis reads the value as the owner id, verbatim.
+    let raw: String = t.pool().get(key.as_str()).await.unwrap();
+    assert_eq!(raw, "app-1");
+    guard.release().await.unwrap();
+    assert_eq!(locks.owner(&key).await.unwrap(), None);
+    assert_eq!(locks.exists(&[&key]).await.unwrap(), [false]);
+}
+
+async fn each_failure_has_its_own_error(t: &Transport, ns: &Namespace, _: Target) {
+    let (a, b) = (locks(t, "a").await, locks(t, "b").await);
+    let key = ns.key("lock").unwrap();
+    let guard = a.acquire(&key).await.unwrap();
+    let busy = b
+        .acquire_with(
+            &key,
+            AcquireOptions {
+                wait: false,
+                ..opts()
+            },
+        )
+        .await;
+    assert!(
+        matches!(&busy, Err(LockError::Exists { owner: Some(o), .. }) if o == "a"),
+        "{busy:?}"
+    );
+    let started = Instant::now();
+    let late = b
+        .acquire_with(
+            &key,
+            AcquireOptions {
+                timeout: Some(Duration::from_millis(300)),
+                ..opts()
+            },
+        )
+        .await;
+    assert!(matches!(late, Err(LockError::Timeout { .. })), "{late:?}");
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    let wrong = b.release(&key, "b").await;
+    assert!(
+        matches!(&wrong, Err(LockError::NotOwner { owner: Some(o), .. }) if o == "a"),
+        "{wrong:?}"
+    );
+    assert!(
+        a.is_owner(&key, "a").await.unwrap(),
+        "a failed release must not delete the lock"
+    );
+    guard.release().await.unwrap();
+    assert!(matches!(
+        a.release(&key, "a").await,
+        Err(LockError::NotOwner { owner: None, .. })
+    ));
+    // The timed-out waiter left the queue: a non-waiting acquire succeeds at once.
+    let again = b
+        .acquire_with(
+            &key,
+            AcquireOptions {
+                wait: false,
+                ..opts()
+            },
+        )
+        .await
+        .unwrap();
+    again.release().await.unwrap();
+}
+
+async fn fencing_tokens_strictly_increase(t: &Transport, ns: &Namespace, _: Target) {
+    let locks = locks(t, "app").await;
+    let key = ns.key("lock").unwrap();
+    let mut last = 0;
+    for _ in 0..5 {
+        let guard = locks.acquire(&key).await.unwrap();
+        assert!(guard.token() > last, "{} after {last}", guard.token());
+        last = guard.token();
+        guard.release().await.unwrap();
+    }
+}
+
+async fn a_late_release_never_deletes_the_next_owners_lock(
+    t: &Transport,
+    ns: &Namespace,
+    _: Target,
+) {
+    // Same owner id on purpose: two tasks of one app share it, only the token tells them apart.
+    let locks = locks(t, "app").await;
+    let key = ns.key("lock").unwrap();
+    let short = AcquireOptions {
+        lease: Duration::from_millis(100),
+        renew: false,
+        ..opts()
+    };
+    let first = locks.acquire_with(&key, short.clone()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let second = locks
+        .acquire_with(
+            &key,
+            AcquireOptions {
+                wait: false,
+                ..opts()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(second.token() > first.token());
+    assert!(matches!(
+        first.release().await,
+        Err(LockError::NotOwner { .. })
+    ));
+    assert!(
+        locks.exists(&[&key]).await.unwrap()[0],
+        "the late release deleted the new lock"
+    );
+    second.release().await.unwrap();
+}
+
+async fn renewal_keeps_a_lock_across_five_leases(t: &Transport, ns: &Namespace, _: Target) {
+    let locks = locks(t, "app").await;
+    let key = ns.key("lock").unwrap();
+    let guard = locks
+        .acquire_with(
+            &key,
+            AcquireOptions {
+                lease: Duration::from_millis(300),
+                ..opts()
+            },
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!guard.is_lost());
+    assert!(
+        locks.is_owner(&key, "app").await.unwrap(),
+        "the lock expired while held"
+    );
+    let ttl: i64 = t.pool().pttl(key.as_str()).await.unwrap();
+    assert!(ttl > 0 && ttl <= 300, "{ttl}");
+    guard.release().await.unwrap();
+    // Releasing stopped renewal: nothing re-creates the key.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(locks.owner(&key).await.unwrap(), None);
+}
+
+async fn a_lock_deleted_behind_the_holders_back_is_reported(
+    t: &Transport,
+    ns: &Namespace,
+    _: Target,
+) {
+    let locks = locks(t, "app").await;
+    let key = ns.key("lock").unwrap();
+    let guard = locks
+        .acquire_with(
+            &key,
+            AcquireOptions {
+                lease: Duration::from_millis(300),
+                ..opts()
+            },
+        )
+        .await
+        .unwrap();
+    let _: i64 = t.pool().del(key.as_str()).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(2), guard.lost())
+        .await
+        .expect("the holder was not told that its lock is gone");
+    assert!(guard.is_lost());
+    assert!(matches!(
+        guard.release().await,
+        Err(LockError::NotOwner { .. })
+    ));
+}
+
+async fn waiters_are_served_in_arrival_order(t: &Transport, ns: &Namespace, _: Target) {
+    let key = ns.key("lock").unwrap();
+    let holder = locks(t, "holder").await;
+    let guard = holder.acquire(&key).await.unwrap();
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let mut waiters = Vec::new();
+    for i in 0..4 {
+        // Separate Locks values stand for separate processes.
+        let locks = locks(t, &format!("w{i}")).await;
+        let (key, order) = (key.clone(), order.clone());
+        waiters.push(tokio::spawn(async move {
+            let guard = locks.acquire(&key).await.unwrap();
+            order.lock().await.push(i);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            guard.release().await.unwrap();
+        }));
+        // Let each waiter join the queue before the next one arrives.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    guard.release().await.unwrap();
+    for w in waiters {
+        w.await.unwrap();
+    }
+    assert_eq!(*order.lock().await, [0, 1, 2, 3]);
+}
+
+async fn tasks_in_one_process_exclude_each_other(t: &Transport, ns: &Namespace, _: Target) {
+    let locks = locks(t, "app").await;
+    let (key, counter) = (ns.key("lock").unwrap(), ns.key("counter").unwrap());
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let (locks, pool) = (locks.clone(), t.pool().clone());
+        let (key, counter) = (key.clone(), counter.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut tokens = Vec::new();
+            for _ in 0..10 {
+                let guard = locks.acquire(&key).await.unwrap();
+                let v: Option<i64> = pool.get(counter.as_str()).await.unwrap();
+                let _: () = pool
+                    .set(counter.as_str(), v.unwrap_or(0) + 1, None, None, false)
+                    .await
+                    .unwrap();
+                tokens.push(guard.token());
+                guard.release().await.unwrap();
+            }
+            tokens
+        }));
+    }
+    let mut tokens = Vec::new();
+    for task in tasks {
+        tokens.extend(task.await.unwrap());
+    }
+    let value: i64 = t.pool().get(counter.as_str()).await.unwrap();
+    assert_eq!(value, 160);
+    tokens.sort_unstable();
+    tokens.dedup();
+    assert_eq!(tokens.len(), 160, "two holders got the same fencing token");
+}
+
+async fn acquire_many_is_all_or_nothing(t: &Transport, ns: &Namespace, target: Target) {
+    let locks = locks(t, "app").await;
+    let tagged = ns.hash_tagged();
+    let (a, b) = (tagged.key("a").unwrap(), tagged.key("b").unwrap());
+    let held = locks.acquire(&b).await.unwrap();
+    let no_wait = AcquireOptions {
+        wait: false,
+        ..opts()
+    };
+    let busy = locks.acquire_many(&[&a, &b], no_wait.clone()).await;
+    assert!(
+        matches!(&busy, Err(LockError::Exists { key, .. }) if key == b.as_str()),
+        "{busy:?}"
+    );
+    assert_eq!(
+        locks.exists(&[&a]).await.unwrap(),
+        [false],
+        "a was taken although b was busy"
+    );
+    held.release().await.unwrap();
+    let both = locks.acquire_many(&[&a, &b], opts()).await.unwrap();
+    assert_eq!(both.tokens().len(), 2);
+    assert_eq!(locks.exists(&[&a, &b]).await.unwrap(), [true, true]);
+    both.release().await.unwrap();
+    assert_eq!(locks.exists(&[&a, &b]).await.unwrap(), [false, false]);
+
+    let (x, y) = (ns.key("x").unwrap(), ns.key("y").unwrap());
+    let spread = locks.acquire_many(&[&x, &y], no_wait).await;
+    match target {
+        Target::Cluster => assert!(
+            matches!(spread, Err(LockError::CrossSlot { .. })),
+            "{spread:?}"
+        ),
+        Target::Single => spread.unwrap().release().await.unwrap(),
+    }
+    assert!(matches!(
+        locks.acquire_many::<&str>(&[], opts()).await,
+        Err(LockError::NoKeys)
+    ));
+}
+
+fn worker() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_lock_worker"))
+}
+
+fn url(target: Target) -> String {
+    let var = match target {
+        Target::Single => "KAIJU_REDIS_URL",
+        Target::Cluster => "KAIJU_REDIS_CLUSTER_URL",
+    };
+    std::env::var(var).unwrap()
+}
+
+async fn processes_exclude_each_other(t: &Transport, ns: &Namespace, target: Target) {
+    let (key, counter, log) = (
+        ns.key("lock").unwrap(),
+        ns.key("counter").unwrap(),
+        ns.key("log").unwrap(),
+    );
+    const PROCESSES: usize = 2;
+    const TASKS: usize = 8;
+    const PER_TASK: usize = 63;
+    let children: Vec<_> = (0..PROCESSES)
+        .map(|_| {
+            worker()
+                .args([
+                    "count",
+                    &url(target),
+                    key.as_str(),
+                    counter.as_str(),
+                    log.as_str(),
+                ])
+                .args([TASKS.to_string(), PER_TASK.to_string()])
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let started = Instant::now();
+    let statuses = tokio::task::spawn_blocking(move || {
+        children
+            .into_iter()
+            .map(|mut c| c.wait().unwrap())
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    assert!(statuses.iter().all(|s| s.success()), "{statuses:?}");
+    let total = PROCESSES * TASKS * PER_TASK;
+    eprintln!(
+        "{total} contended acquisitions by {PROCESSES} processes x {TASKS} tasks in {:?}",
+        started.elapsed()
+    );
+    let value: i64 = t.pool().get(counter.as_str()).await.unwrap();
+    assert_eq!(
+        value as usize, total,
+        "lost updates: the lock let two holders in"
+    );
+    // Ordered by fencing token, the values read must be 0, 1, 2, ...: no two holders overlapped.
+    let entries: Vec<String> = t.pool().lrange(log.as_str(), 0, -1).await.unwrap();
+    let mut by_token: Vec<(u64, i64)> = entries
+        .iter()
+        .map(|e| {
+            let (token, value) = e.split_once(' ').unwrap();
+            (token.parse().unwrap(), value.parse().unwrap())
+        })
+        .collect();
+    by_token.sort_unstable();
+    let values: Vec<i64> = by_token.iter().map(|(_, v)| *v).collect();
+    assert_eq!(values, (0..total as i64).collect::<Vec<_>>());
+}
+
+async fn a_killed_holders_lock_frees_within_its_lease(
+    t: &Transport,
+    ns: &Namespace,
+    target: Target,
+) {
+    let key = ns.key("lock").unwrap();
+    let lease = Duration::from_millis(1000);
+    let mut child = worker()
+        .args([
+            "hold",
+            &url(target),
+            key.as_str(),
+            &lease.as_millis().to_string(),
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        line
+    })
+    .await
+    .unwrap();
+    assert!(line.starts_with("held"), "{line}");
+    let locks = locks(t, "survivor").await;
+    child.kill().unwrap();
+    let killed = Instant::now();
+    let _ = child.wait();
+    // The waiter must get the lock once the dead holder's lease runs out (plus one retry).
+    let guard = locks
+        .acquire_with(
+            &key,
+            AcquireOptions {
+                timeout: Some(lease * 3),
+                ..opts()
+            },
+        )
+        .await
+        .unwrap();
+    let waited = killed.elapsed();
+    eprintln!("lock of a SIGKILLed holder acquired {waited:?} after the kill (lease {lease:?})");
+    assert!(waited <= lease + Duration::from_millis(700), "{waited:?}");
+    guard.release().await.unwrap();
+}
