@@ -24,12 +24,24 @@ fn has_tag(key: &str) -> bool {
         .is_some_and(|len| len > 0)
 }
 
+/// The first of `0`, `1`, `2`, ... whose slot is `slot` (found within a few thousand tries).
+fn tag_for_slot(slot: u16) -> String {
+    (0_u32..)
+        .map(|n| n.to_string())
+        .find(|tag| key_slot(tag.as_bytes()) == slot)
+        .unwrap_or_default()
+}
+
 impl LockKeys {
     pub(crate) fn new(key: &str) -> Self {
         let base = if has_tag(key) {
             key.to_owned()
-        } else {
+        } else if !key.contains('}') {
             format!("{{{key}}}")
+        } else {
+            // A `}` without a valid tag (`a}b`, `{}x`): wrapping would make a different tag.
+            // Use a short tag that hashes to the key's slot, followed by the key for uniqueness.
+            format!("{{{}}}.{key}", tag_for_slot(key_slot(key.as_bytes())))
         };
         let side = |suffix: &str| format!("{base}.__{suffix}");
         Self {
@@ -53,7 +65,7 @@ mod tests {
 
     #[test]
     fn side_keys_share_the_lock_slot() {
-        for key in ["plain", "app.locks.x", "{tag}.x", "a{t}b", "{}odd", "x{"] {
+        for key in ["plain", "app.locks.x", "{tag}.x", "a{t}b", "{}odd", "x{", "a}b", "}"] {
             let keys = LockKeys::new(key);
             for side in [&keys.fence, &keys.queue, &keys.alive, &keys.arrivals] {
                 assert_eq!(key_slot(side.as_bytes()), keys.slot(), "{key} -> {side}");
