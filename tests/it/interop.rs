@@ -51,9 +51,14 @@ fn python() -> Option<String> {
 }
 
 fn peer(python: &str, mode: &str, url: &str, ns: &Namespace) -> (bool, String) {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/interop/cache_peer.py");
+    run_peer(python, "cache_peer.py", &[mode, url, ns.prefix()])
+}
+
+fn run_peer(python: &str, script: &str, args: &[&str]) -> (bool, String) {
+    let script = format!("{}/interop/{script}", env!("CARGO_MANIFEST_DIR"));
     let out = Command::new(python)
-        .args([script, mode, url, ns.prefix()])
+        .arg(script)
+        .args(args)
         .output()
         .expect("cannot run the Python peer");
     let text = format!(
@@ -159,5 +164,69 @@ async fn cache_values_cross_between_python_and_rust() {
         check.2.is_empty(),
         "Rust could not read what Python wrote:\n{}",
         check.2.join("\n")
+    );
+}
+
+/// A lock held by a kaiju-redis 2.4 service blocks kaiju-locks, and the other way round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locks_exclude_python_services_both_ways() {
+    let Some(python) = python() else { return };
+    let Some(transport) = kaiju_tests::connect(Target::Single).await else {
+        return;
+    };
+    let url = std::env::var("KAIJU_REDIS_URL").unwrap();
+    let locks = kaiju_locks::Locks::new(transport, "rust-app")
+        .await
+        .unwrap();
+    let no_wait = kaiju_locks::AcquireOptions {
+        wait: false,
+        ..Default::default()
+    };
+    let ns = kaiju_tests::namespace();
+    let key = ns.key("lock").unwrap();
+    let lock_peer = |args: &[&str]| {
+        let (ok, out) = run_peer(&python, "lock_peer.py", args);
+        assert!(ok, "lock peer failed: {out}");
+        out.trim().to_owned()
+    };
+
+    // Python holds it: Rust cannot take it, and sees Python's owner id.
+    assert_eq!(
+        lock_peer(&["try", &url, key.as_str(), "python-owner"]),
+        "acquired"
+    );
+    let busy = locks.acquire_with(&key, no_wait.clone()).await;
+    assert!(
+        matches!(&busy, Err(kaiju_locks::LockError::Exists { owner: Some(o), .. }) if o == "python-owner"),
+        "{busy:?}"
+    );
+    assert!(matches!(
+        locks.release(&key, "rust-app").await,
+        Err(kaiju_locks::LockError::NotOwner { .. })
+    ));
+    assert_eq!(
+        lock_peer(&["release", &url, key.as_str(), "python-owner"]),
+        "released"
+    );
+
+    // Rust holds it: Python cannot take it, reads Rust's owner, and cannot release it.
+    let guard = locks.acquire_with(&key, no_wait).await.unwrap();
+    assert_eq!(
+        lock_peer(&["try", &url, key.as_str(), "python-owner"]),
+        "exists"
+    );
+    assert_eq!(lock_peer(&["owner", &url, key.as_str()]), "rust-app");
+    assert_eq!(
+        lock_peer(&["release", &url, key.as_str(), "python-owner"]),
+        "not-owner"
+    );
+    guard.release().await.unwrap();
+    assert_eq!(
+        lock_peer(&["try", &url, key.as_str(), "python-owner"]),
+        "acquired"
+    );
+    assert_eq!(
+        lock_peer(&["release", &url, key.as_str(), "python-owner"]),
+        "released"
     );
 }

@@ -65,7 +65,16 @@ mod tests {
 
     #[test]
     fn side_keys_share_the_lock_slot() {
-        for key in ["plain", "app.locks.x", "{tag}.x", "a{t}b", "{}odd", "x{", "a}b", "}"] {
+        for key in [
+            "plain",
+            "app.locks.x",
+            "{tag}.x",
+            "a{t}b",
+            "{}odd",
+            "x{",
+            "a}b",
+            "}",
+        ] {
             let keys = LockKeys::new(key);
             for side in [&keys.fence, &keys.queue, &keys.alive, &keys.arrivals] {
                 assert_eq!(key_slot(side.as_bytes()), keys.slot(), "{key} -> {side}");
