@@ -8,10 +8,15 @@ use kaiju_testkit::{RedisServer, ServerOptions};
 use crate::{cargo, procs, root};
 
 pub(crate) fn run(args: &[String]) -> Result<ExitCode, String> {
-    match args.first().map(String::as_str) {
-        Some("cache") | None => {}
-        Some(other) => return Err(format!("unknown benchmark `{other}` (available: cache)")),
-    }
+    let which = match args.first().map(String::as_str) {
+        Some(name @ ("cache" | "locks")) => name,
+        None => "cache",
+        Some(other) => {
+            return Err(format!(
+                "unknown benchmark `{other}` (available: cache, locks)"
+            ));
+        }
+    };
     procs::install_signal_handler();
     let build = Command::new(cargo())
         .current_dir(root())
@@ -24,12 +29,15 @@ pub(crate) fn run(args: &[String]) -> Result<ExitCode, String> {
     let server = RedisServer::start(ServerOptions::default()).map_err(|e| e.to_string())?;
     procs::register(server.pid());
     let status = Command::new(root().join("target/release/kaiju-bench"))
-        .arg("cache")
+        .arg(which)
         .env("KAIJU_REDIS_URL", server.url())
         .status()
         .map_err(|e| format!("cannot run kaiju-bench: {e}"))?;
     if !status.success() {
         return Err("kaiju-bench failed".into());
+    }
+    if which != "cache" {
+        return Ok(ExitCode::SUCCESS);
     }
     println!();
     println!("| redis-benchmark (-c 50 -n 200000) | SET | GET |");
