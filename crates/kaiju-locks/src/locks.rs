@@ -141,7 +141,13 @@ impl Locks {
         // Fast path: a free lock nobody waits for is taken without joining the queue or
         // subscribing (the script refuses it if anyone is queued, so order is kept).
         if let Some(token) = self.try_acquire(&keys, &owner, &lease, "", &alive).await? {
-            return Ok(LockGuard::new(self, vec![keys], owner, vec![token], &options));
+            return Ok(LockGuard::new(
+                self,
+                vec![keys],
+                owner,
+                vec![token],
+                &options,
+            ));
         }
         let ticket = uuid::Uuid::new_v4().simple().to_string();
         let waiting = self.inner.wakeups.wait_on(&keys.channel).await?;
