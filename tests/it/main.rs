@@ -7,4 +7,5 @@ mod cache;
 mod interop;
 mod locks;
 mod recovery;
+mod streams;
 mod transport;

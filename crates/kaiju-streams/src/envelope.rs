@@ -1,0 +1,179 @@
+//! kaiju's stream envelope (WIRE.md §2): one field `_` holding msgpack `[body, headers]`.
+
+use std::fmt;
+
+use kaiju_core::{Codec, Msgpack};
+use serde::de::{DeserializeOwned, MapAccess, Visitor};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// The stream entry field that holds the payload.
+pub const PAYLOAD_FIELD: &str = "_";
+
+/// The header carrying the correlation id of a request.
+pub const CORRELATION_ID: &str = "Correlation-Id";
+
+/// One header value. kaiju writes strings and integers (`Timeout`, `RPC-Retries`); other msgpack
+/// scalars are accepted when reading.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum HeaderValue {
+    /// An integer.
+    Int(i64),
+    /// A string.
+    Str(String),
+    /// A float.
+    Float(f64),
+    /// A boolean.
+    Bool(bool),
+    /// `nil`.
+    Nil,
+}
+
+impl From<&str> for HeaderValue {
+    fn from(v: &str) -> Self {
+        Self::Str(v.to_owned())
+    }
+}
+
+impl From<String> for HeaderValue {
+    fn from(v: String) -> Self {
+        Self::Str(v)
+    }
+}
+
+impl From<i64> for HeaderValue {
+    fn from(v: i64) -> Self {
+        Self::Int(v)
+    }
+}
+
+/// Message headers, in insertion order (msgpack maps keep the order they are written in, and
+/// kaiju writes `Correlation-Id` first).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Headers(Vec<(String, HeaderValue)>);
+
+impl Headers {
+    /// No headers.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets a header, replacing an earlier value of the same name in place.
+    pub fn insert(&mut self, name: impl Into<String>, value: impl Into<HeaderValue>) -> &mut Self {
+        let (name, value) = (name.into(), value.into());
+        match self.0.iter_mut().find(|(n, _)| *n == name) {
+            Some(slot) => slot.1 = value,
+            None => self.0.push((name, value)),
+        }
+        self
+    }
+
+    /// A header's value.
+    pub fn get(&self, name: &str) -> Option<&HeaderValue> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
+
+    /// The correlation id, if it is a string.
+    pub fn correlation_id(&self) -> Option<&str> {
+        match self.get(CORRELATION_ID) {
+            Some(HeaderValue::Str(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Every header, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &HeaderValue)> {
+        self.0.iter().map(|(n, v)| (n.as_str(), v))
+    }
+
+    /// Whether there are no headers.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Serialize for Headers {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (name, value) in &self.0 {
+            map.serialize_entry(name, value)?;
+        }
+        map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Headers {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct HeadersVisitor;
+        impl<'de> Visitor<'de> for HeadersVisitor {
+            type Value = Headers;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a map of headers")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Headers, A::Error> {
+                let mut headers = Vec::with_capacity(access.size_hint().unwrap_or(1));
+                while let Some(entry) = access.next_entry::<String, HeaderValue>()? {
+                    headers.push(entry);
+                }
+                Ok(Headers(headers))
+            }
+        }
+        deserializer.deserialize_map(HeadersVisitor)
+    }
+}
+
+/// 10 lowercase hex characters, as kaiju's `get_short_uid()`.
+pub fn short_uid() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..10].to_owned()
+}
+
+/// Encodes `[body, headers]` in the wire layout.
+pub fn encode<B: Serialize + ?Sized>(
+    body: &B,
+    headers: &Headers,
+) -> Result<Vec<u8>, kaiju_core::CodecError> {
+    Msgpack::WIRE.encode(&(body, headers))
+}
+
+/// Decodes `[body, headers]`.
+pub fn decode<B: DeserializeOwned>(payload: &[u8]) -> Result<(B, Headers), kaiju_core::CodecError> {
+    Msgpack::WIRE.decode(payload)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(s: &str) -> Vec<u8> {
+        s.split_whitespace()
+            .map(|b| u8::from_str_radix(b, 16).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn the_captured_envelope_round_trips() {
+        // [["ext.record", {"value": "x"}], {"Correlation-Id": "my-corr-id", "Timeout": 5, "RPC-Retries": 2}]
+        let capture = hex(
+            "92 92 aa 65 78 74 2e 72 65 63 6f 72 64 81 a5 76 61 6c 75 65 a1 78 83 ae 43 6f 72 72 65 \
+             6c 61 74 69 6f 6e 2d 49 64 aa 6d 79 2d 63 6f 72 72 2d 69 64 a7 54 69 6d 65 6f 75 74 05 \
+             ab 52 50 43 2d 52 65 74 72 69 65 73 02",
+        );
+        type Body = (String, std::collections::BTreeMap<String, String>);
+        let (body, headers): (Body, Headers) = decode(&capture).unwrap();
+        assert_eq!(body.0, "ext.record");
+        assert_eq!(headers.correlation_id(), Some("my-corr-id"));
+        assert_eq!(headers.get("Timeout"), Some(&HeaderValue::Int(5)));
+        assert_eq!(encode(&body, &headers).unwrap(), capture);
+    }
+
+    #[test]
+    fn short_uids_look_like_kaijus() {
+        let id = short_uid();
+        assert_eq!(id.len(), 10);
+        assert!(
+            id.chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        );
+    }
+}

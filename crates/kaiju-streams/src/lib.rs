@@ -1,0 +1,18 @@
+#![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod envelope;
+mod error;
+mod handler;
+mod listener;
+mod settings;
+mod writer;
+
+pub use envelope::{
+    CORRELATION_ID, HeaderValue, Headers, PAYLOAD_FIELD, decode, encode, short_uid,
+};
+pub use error::{Result, StreamError};
+pub use handler::{Handler, HandlerError, Message};
+pub use listener::{Listener, ListenerStats};
+pub use settings::ListenerSettings;
+pub use writer::{Outgoing, StreamWriter};

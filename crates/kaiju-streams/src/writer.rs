@@ -1,0 +1,134 @@
+//! `StreamWriter`: appends entries in kaiju's envelope.
+
+use bytes::Bytes;
+use kaiju_core::Key;
+use kaiju_transport::Transport;
+use kaiju_transport::fred::prelude::*;
+use kaiju_transport::fred::types::Value;
+use kaiju_transport::fred::types::streams::XCap;
+use serde::Serialize;
+
+use crate::envelope::{CORRELATION_ID, Headers, PAYLOAD_FIELD, encode, short_uid};
+use crate::error::FredExt;
+use crate::{Result, StreamError};
+
+/// Writes kaiju stream entries: `XADD <stream> * _ <msgpack [body, headers]>`, readable by Python
+/// kaiju listeners and by [`Listener`](crate::Listener). Cheap to clone.
+///
+/// A `Correlation-Id` header (10 hex characters) is added when the caller gives none, as kaiju's
+/// client does.
+///
+/// ```no_run
+/// # async fn demo(transport: kaiju_transport::Transport) -> kaiju_streams::Result<()> {
+/// use kaiju_core::Namespace;
+/// use kaiju_streams::{Headers, StreamWriter};
+/// let writer = StreamWriter::new(transport);
+/// let stream = Namespace::new("prod", "billing")?.stream("rpc")?;
+/// let body = ("invoices.create", serde_json_like_params());
+/// # fn serde_json_like_params() -> std::collections::BTreeMap<String, i64> { Default::default() }
+/// let id = writer.write(&stream, &body, Headers::new()).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct StreamWriter {
+    transport: Transport,
+    max_len: Option<u64>,
+}
+
+/// One entry for [`StreamWriter::write_many`].
+#[derive(Debug, Clone)]
+pub struct Outgoing<'a, B: ?Sized> {
+    /// The stream key.
+    pub stream: &'a Key,
+    /// The body (`[method, params]` for kaiju RPC).
+    pub body: &'a B,
+    /// The headers.
+    pub headers: Headers,
+}
+
+impl StreamWriter {
+    /// A writer with no length cap (as kaiju's client).
+    pub fn new(transport: Transport) -> Self {
+        Self {
+            transport,
+            max_len: None,
+        }
+    }
+
+    /// Caps every written stream at about `max_len` entries (`MAXLEN ~`). Capping removes the
+    /// oldest entries whether or not they were processed.
+    #[must_use]
+    pub fn with_max_len(mut self, max_len: u64) -> Self {
+        self.max_len = Some(max_len);
+        self
+    }
+
+    fn payload<B: Serialize + ?Sized>(body: &B, mut headers: Headers) -> Result<Bytes> {
+        if headers.get(CORRELATION_ID).is_none() {
+            let mut with_id = Headers::new();
+            with_id.insert(CORRELATION_ID, short_uid());
+            for (name, value) in headers.iter() {
+                with_id.insert(name, value.clone());
+            }
+            headers = with_id;
+        }
+        encode(body, &headers)
+            .map(Bytes::from)
+            .map_err(StreamError::Encode)
+    }
+
+    fn cap(&self) -> XCap {
+        let capped = self.max_len.and_then(|n| {
+            XCap::try_from(("MAXLEN", "~", i64::try_from(n).unwrap_or(i64::MAX), None)).ok()
+        });
+        capped.unwrap_or_else(|| XCap::from(None::<()>))
+    }
+
+    /// Appends one entry; returns its id.
+    pub async fn write<B: Serialize + ?Sized>(
+        &self,
+        stream: &Key,
+        body: &B,
+        headers: Headers,
+    ) -> Result<String> {
+        let payload = Self::payload(body, headers)?;
+        self.transport
+            .pool()
+            .xadd(
+                stream.as_str(),
+                false,
+                self.cap(),
+                "*",
+                vec![(PAYLOAD_FIELD, payload)],
+            )
+            .await
+            .or_stream()
+    }
+
+    /// Appends many entries in one pipeline (one round trip); returns their ids in order.
+    pub async fn write_many<B: Serialize + ?Sized>(
+        &self,
+        entries: Vec<Outgoing<'_, B>>,
+    ) -> Result<Vec<String>> {
+        let pipeline = self.transport.client().pipeline();
+        for entry in entries {
+            let payload = Self::payload(entry.body, entry.headers)?;
+            let _: Value = pipeline
+                .xadd(
+                    entry.stream.as_str(),
+                    false,
+                    self.cap(),
+                    "*",
+                    vec![(PAYLOAD_FIELD, payload)],
+                )
+                .await
+                .or_stream()?;
+        }
+        pipeline
+            .try_all::<String>()
+            .await
+            .into_iter()
+            .map(FredExt::or_stream)
+            .collect()
+    }
+}

@@ -1,0 +1,659 @@
+//! kaiju-streams against a real single node and a real cluster.
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kaiju_core::{AppSettings, Namespace, Service, ServiceError};
+use kaiju_streams::{
+    HandlerError, Headers, Listener, ListenerSettings, Message, Outgoing, StreamWriter,
+};
+use kaiju_tests::{Target, on_both};
+use kaiju_transport::Transport;
+use kaiju_transport::fred::prelude::*;
+use kaiju_transport::fred::types::Value;
+
+type Body = (String, Option<i64>);
+type Seen = Arc<Mutex<Vec<String>>>;
+
+on_both!(
+    a_backlog_written_before_any_listener_is_processed,
+    malformed_entries_are_dead_lettered_and_the_rest_run,
+    failing_handlers_are_retried_then_dead_lettered,
+    a_deleted_group_and_stream_are_recovered,
+    trim_delivered_keeps_what_a_slow_group_needs,
+    the_pause_key_stops_and_resumes_listeners,
+    stop_finishes_in_flight_work_or_leaves_it_pending,
+    a_restarted_consumer_processes_its_own_pending_entries,
+    a_killed_consumers_entries_are_claimed_by_the_others,
+);
+
+/// An app in a fresh namespace: env `test`, app name random.
+fn app(ns: &Namespace) -> AppSettings {
+    let name = ns.prefix().split('.').nth(1).unwrap().to_owned();
+    AppSettings {
+        env: "test".into(),
+        name,
+        ..AppSettings::default()
+    }
+}
+
+fn recorder(
+    seen: &Seen,
+) -> impl Fn(Message<Body>) -> std::future::Ready<Result<(), HandlerError>> + Send + Sync + 'static
+{
+    let seen = seen.clone();
+    move |m: Message<Body>| {
+        seen.lock().unwrap().push(m.id);
+        std::future::ready(Ok(()))
+    }
+}
+
+async fn write(t: &Transport, stream: &kaiju_core::Key, n: usize, method: &str) -> Vec<String> {
+    let writer = StreamWriter::new(t.clone());
+    let mut ids = Vec::with_capacity(n);
+    let bodies: Vec<Body> = (0..n)
+        .map(|i| (method.to_owned(), Some(i as i64)))
+        .collect();
+    for chunk in bodies.chunks(500) {
+        let batch = chunk
+            .iter()
+            .map(|body| Outgoing {
+                stream,
+                body,
+                headers: Headers::new(),
+            })
+            .collect();
+        ids.extend(writer.write_many(batch).await.unwrap());
+    }
+    ids
+}
+
+async fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < timeout, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn distinct(seen: &Seen) -> usize {
+    seen.lock().unwrap().iter().collect::<HashSet<_>>().len()
+}
+
+async fn a_backlog_written_before_any_listener_is_processed(
+    t: &Transport,
+    ns: &Namespace,
+    _: Target,
+) {
+    let app = app(ns);
+    let stream = app.namespace().unwrap().stream("rpc").unwrap();
+    let ids = write(t, &stream, 10_000, "ext.record").await;
+    let seen: Seen = Arc::default();
+    let settings = ListenerSettings {
+        max_batch_size: 100,
+        max_parallel_batches: 2,
+        ..ListenerSettings::default()
+    };
+    let mut listener = Listener::new(t.clone(), &app, settings, recorder(&seen)).unwrap();
+    listener.start().await.unwrap();
+    wait_for("10,000 entries", Duration::from_secs(60), || {
+        distinct(&seen) >= ids.len()
+    })
+    .await;
+    listener.stop(Duration::from_secs(5)).await.unwrap();
+    let handled: HashSet<String> = seen.lock().unwrap().iter().cloned().collect();
+    assert_eq!(handled, ids.into_iter().collect::<HashSet<_>>());
+    let stats = listener.stats().await.unwrap();
+    assert_eq!(stats.processed, 10_000);
+    assert_eq!(stats.pending, 0, "{stats:?}");
+    let _: i64 = t.pool().del(stream.as_str()).await.unwrap();
+}
+
+async fn malformed_entries_are_dead_lettered_and_the_rest_run(
+    t: &Transport,
+    ns: &Namespace,
+    _: Target,
+) {
+    let app = app(ns);
+    let stream = app.namespace().unwrap().stream("rpc").unwrap();
+    let writer = StreamWriter::new(t.clone());
+    let mut good = Vec::new();
+    for i in 0..7 {
+        if i == 2 {
+            // No `_` field at all (kaiju-redis dropped the whole batch on this, D2).
+            let _: String = t
+                .pool()
+                .xadd(stream.as_str(), false, None, "*", vec![("x", "1")])
+                .await
+                .unwrap();
+            // `_` is not msgpack.
+            let _: String = t
+                .pool()
+                .xadd(
+                    stream.as_str(),
+                    false,
+                    None,
+                    "*",
+                    vec![("_", vec![0xc1_u8])],
+                )
+                .await
+                .unwrap();
+            // msgpack, but not `[body, headers]`.
+            let _: String = t
+                .pool()
+                .xadd(
+                    stream.as_str(),
+                    false,
+                    None,
+                    "*",
+                    vec![("_", vec![0x05_u8])],
+                )
+                .await
+                .unwrap();
+        }
+        good.push(
+            writer
+                .write(&stream, &("ok".to_owned(), Some(i)), Headers::new())
+                .await
+                .unwrap(),
+        );
+    }
+    let seen: Seen = Arc::default();
+    let mut listener = Listener::new(
+        t.clone(),
+        &app,
+        ListenerSettings::default(),
+        recorder(&seen),
+    )
+    .unwrap();
+    listener.start().await.unwrap();
+    wait_for("7 good entries", Duration::from_secs(10), || {
+        distinct(&seen) >= 7
+    })
+    .await;
+    wait_for("3 dead letters", Duration::from_secs(10), || {
+        futures_lite_block(t, listener.dead_letter_key()) >= 3
+    })
+    .await;
+    listener.stop(Duration::from_secs(5)).await.unwrap();
+    // Entries of a batch run concurrently: compare as sets.
+    let mut handled = seen.lock().unwrap().clone();
+    handled.sort();
+    assert_eq!(handled, good);
+    let dead: Vec<(String, std::collections::HashMap<String, Value>)> = t
+        .pool()
+        .xrange(listener.dead_letter_key(), "-", "+", None)
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), 3);
+    let reasons: Vec<String> = dead
+        .iter()
+        .map(|(_, f)| f["reason"].as_string().unwrap())
+        .collect();
+    assert!(reasons[0].contains("no `_` field"), "{reasons:?}");
+    assert!(reasons[1].contains("malformed payload"), "{reasons:?}");
+    assert!(reasons[2].contains("malformed payload"), "{reasons:?}");
+    assert_eq!(dead[0].1["field:x"].as_string().as_deref(), Some("1"));
+    assert_eq!(
+        dead[0].1["stream"].as_string().as_deref(),
+        Some(stream.as_str())
+    );
+    assert_eq!(dead[0].1["deliveries"].as_u64(), Some(1));
+    let stats = listener.stats().await.unwrap();
+    assert_eq!((stats.dead_lettered, stats.pending), (3, 0), "{stats:?}");
+    let _: i64 = t
+        .pool()
+        .del(vec![stream.as_str(), listener.dead_letter_key()])
+        .await
+        .unwrap_or(0);
+}
+
+/// XLEN, blocking the test thread briefly (used inside a sync predicate).
+fn futures_lite_block(t: &Transport, key: &str) -> u64 {
+    let (t, key) = (t.clone(), key.to_owned());
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async move { t.pool().xlen::<u64, _>(key.as_str()).await.unwrap_or(0) })
+    })
+    .join()
+    .unwrap()
+}
+
+async fn failing_handlers_are_retried_then_dead_lettered(t: &Transport, ns: &Namespace, _: Target) {
+    let app = app(ns);
+    let stream = app.namespace().unwrap().stream("rpc").unwrap();
+    let writer = StreamWriter::new(t.clone());
+    let flaky = writer
+        .write(&stream, &("flaky".to_owned(), None::<i64>), Headers::new())
+        .await
+        .unwrap();
+    let broken = writer
+        .write(&stream, &("broken".to_owned(), None::<i64>), Headers::new())
+        .await
+        .unwrap();
+    let attempts: Arc<Mutex<Vec<(String, u64)>>> = Arc::default();
+    let log = attempts.clone();
+    let settings = ListenerSettings {
+        max_deliveries: 3,
+        retry_backoff_ms: 20,
+        ..ListenerSettings::default()
+    };
+    let mut listener = Listener::new(t.clone(), &app, settings, move |m: Message<Body>| {
+        log.lock().unwrap().push((m.body.0.clone(), m.deliveries));
+        let fail = m.body.0 == "broken" || (m.body.0 == "flaky" && m.deliveries < 2);
+        std::future::ready(if fail {
+            Err::<(), HandlerError>("boom".into())
+        } else {
+            Ok(())
+        })
+    })
+    .unwrap();
+    listener.start().await.unwrap();
+    wait_for(
+        "the broken entry to be given up",
+        Duration::from_secs(10),
+        || {
+            attempts
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(m, _)| m == "broken")
+                .count()
+                >= 3
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    listener.stop(Duration::from_secs(5)).await.unwrap();
+    let attempts = attempts.lock().unwrap().clone();
+    assert_eq!(
+        attempts
+            .iter()
+            .filter(|(m, _)| m == "flaky")
+            .map(|(_, d)| *d)
+            .collect::<Vec<_>>(),
+        [1, 2]
+    );
+    assert_eq!(
+        attempts
+            .iter()
+            .filter(|(m, _)| m == "broken")
+            .map(|(_, d)| *d)
+            .collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    let dead: Vec<(String, std::collections::HashMap<String, Value>)> = t
+        .pool()
+        .xrange(listener.dead_letter_key(), "-", "+", None)
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].1["id"].as_string(), Some(broken));
+    assert!(
+        dead[0].1["reason"]
+            .as_string()
+            .unwrap()
+            .contains("handler failed 3 time(s): boom")
+    );
+    assert_eq!(dead[0].1["deliveries"].as_u64(), Some(3));
+    let stats = listener.stats().await.unwrap();
+    assert_eq!(
+        (stats.processed, stats.dead_lettered, stats.pending),
+        (1, 1, 0),
+        "{stats:?} {flaky}"
+    );
+    let _: i64 = t
+        .pool()
+        .del(vec![stream.as_str(), listener.dead_letter_key()])
+        .await
+        .unwrap_or(0);
+}
+
+async fn a_deleted_group_and_stream_are_recovered(t: &Transport, ns: &Namespace, _: Target) {
+    let app = app(ns);
+    let stream = app.namespace().unwrap().stream("rpc").unwrap();
+    let seen: Seen = Arc::default();
+    let mut listener = Listener::new(
+        t.clone(),
+        &app,
+        ListenerSettings::default(),
+        recorder(&seen),
+    )
+    .unwrap();
+    listener.start().await.unwrap();
+    let mut all = write(t, &stream, 5, "a").await;
+    wait_for("5 entries", Duration::from_secs(10), || {
+        distinct(&seen) >= 5
+    })
+    .await;
+    let _: i64 = t
+        .pool()
+        .xgroup_destroy(stream.as_str(), listener.group())
+        .await
+        .unwrap();
+    all.extend(write(t, &stream, 5, "b").await);
+    wait_for(
+        "entries after the group was deleted",
+        Duration::from_secs(10),
+        || distinct(&seen) >= 10,
+    )
+    .await;
+    let _: i64 = t.pool().del(stream.as_str()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    all.extend(write(t, &stream, 5, "c").await);
+    wait_for(
+        "entries after the stream was deleted",
+        Duration::from_secs(10),
+        || distinct(&seen) >= 15,
+    )
+    .await;
+    listener.stop(Duration::from_secs(5)).await.unwrap();
+    let seen: HashSet<String> = seen.lock().unwrap().iter().cloned().collect();
+    assert!(all.iter().all(|id| seen.contains(id)));
+    let _: i64 = t.pool().del(stream.as_str()).await.unwrap();
+}
+
+async fn trim_delivered_keeps_what_a_slow_group_needs(t: &Transport, ns: &Namespace, _: Target) {
+    let app = app(ns);
+    let stream = app.namespace().unwrap().stream("rpc").unwrap();
+    let ids = write(t, &stream, 20, "x").await;
+    let _: () = t
+        .pool()
+        .xgroup_create(stream.as_str(), "slow", "0", false)
+        .await
+        .unwrap();
+    let seen: Seen = Arc::default();
+    let settings = ListenerSettings {
+        trim_interval_ms: 50,
+        ..ListenerSettings::default()
+    };
+    let mut listener = Listener::new(t.clone(), &app, settings, recorder(&seen)).unwrap();
+    listener.start().await.unwrap();
+    wait_for("20 entries", Duration::from_secs(10), || {
+        distinct(&seen) >= 20
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let len: u64 = t.pool().xlen(stream.as_str()).await.unwrap();
+    assert_eq!(len, 20, "trimmed entries the slow group has not read");
+    // The slow group reads 10 and acks the first 5: entries 0..5 may go, 5.. must stay.
+    let _: Value = t
+        .pool()
+        .xreadgroup("slow", "s1", Some(10), None, false, stream.as_str(), ">")
+        .await
+        .unwrap();
+    let _: u64 = t
+        .pool()
+        .xack(stream.as_str(), "slow", ids[..5].to_vec())
+        .await
+        .unwrap();
+    let mut first = String::new();
+    wait_for("the trim to catch up", Duration::from_secs(5), || {
+        let (t, key) = (t.clone(), stream.as_str().to_owned());
+        let remaining = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async move {
+                    t.pool()
+                        .xrange::<Vec<(String, Value)>, _, _, _>(key.as_str(), "-", "+", None)
+                        .await
+                        .unwrap()
+                })
+        })
+        .join()
+        .unwrap();
+        first = remaining
+            .first()
+            .map(|(id, _)| id.clone())
+            .unwrap_or_default();
+        remaining.len() == 15
+    })
+    .await;
+    assert_eq!(first, ids[5]);
+    listener.stop(Duration::from_secs(5)).await.unwrap();
+    let _: i64 = t.pool().del(stream.as_str()).await.unwrap();
+}
+
+async fn the_pause_key_stops_and_resumes_listeners(t: &Transport, ns: &Namespace, _: Target) {
+    let app = app(ns);
+    let stream = app.namespace().unwrap().stream("rpc").unwrap();
+    let seen: Seen = Arc::default();
+    let settings = |c: &str| ListenerSettings {
+        consumer_id: Some(c.into()),
+        pause_check_interval_ms: 50,
+        max_wait_time_ms: 100,
+        ..ListenerSettings::default()
+    };
+    let mut one = Listener::new(t.clone(), &app, settings("one"), recorder(&seen)).unwrap();
+    let mut two = Listener::new(t.clone(), &app, settings("two"), recorder(&seen)).unwrap();
+    one.start().await.unwrap();
+    two.start().await.unwrap();
+    let _: () = t
+        .pool()
+        .set(one.pause_key(), "1", None, None, false)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    write(t, &stream, 10, "x").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(distinct(&seen), 0, "a paused listener read entries");
+    let _: i64 = t.pool().del(one.pause_key()).await.unwrap();
+    wait_for("entries after the pause", Duration::from_secs(5), || {
+        distinct(&seen) >= 10
+    })
+    .await;
+    one.stop(Duration::from_secs(5)).await.unwrap();
+    two.stop(Duration::from_secs(5)).await.unwrap();
+    let _: i64 = t.pool().del(stream.as_str()).await.unwrap();
+}
+
+async fn stop_finishes_in_flight_work_or_leaves_it_pending(
+    t: &Transport,
+    ns: &Namespace,
+    _: Target,
+) {
+    let app = app(ns);
+    let stream = app.namespace().unwrap().stream("rpc").unwrap();
+    let started: Seen = Arc::default();
+    let log = started.clone();
+    let slow = move |ms: u64| {
+        let log = log.clone();
+        move |m: Message<Body>| {
+            log.lock().unwrap().push(m.id);
+            async move {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                Ok::<_, HandlerError>(())
+            }
+        }
+    };
+    write(t, &stream, 5, "x").await;
+    let mut listener =
+        Listener::new(t.clone(), &app, ListenerSettings::default(), slow(200)).unwrap();
+    listener.start().await.unwrap();
+    wait_for("the batch to start", Duration::from_secs(5), || {
+        distinct(&started) >= 5
+    })
+    .await;
+    listener.stop(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(
+        listener.stats().await.unwrap().pending,
+        0,
+        "in-flight work was not finished and acked"
+    );
+
+    // A deadline shorter than the work: stop returns in time, the entries stay pending.
+    write(t, &stream, 5, "y").await;
+    let settings = ListenerSettings {
+        consumer_id: Some("c2".into()),
+        ..ListenerSettings::default()
+    };
+    let mut listener = Listener::new(t.clone(), &app, settings, slow(10_000)).unwrap();
+    listener.start().await.unwrap();
+    wait_for("the second batch to start", Duration::from_secs(5), || {
+        distinct(&started) >= 10
+    })
+    .await;
+    let began = Instant::now();
+    let stopped = listener.stop(Duration::from_millis(200)).await;
+    assert!(
+        matches!(stopped, Err(ServiceError::StopTimeout { .. })),
+        "{stopped:?}"
+    );
+    assert!(began.elapsed() < Duration::from_secs(2));
+    assert_eq!(listener.stats().await.unwrap().pending, 5);
+    let _: i64 = t.pool().del(stream.as_str()).await.unwrap();
+}
+
+async fn a_restarted_consumer_processes_its_own_pending_entries(
+    t: &Transport,
+    ns: &Namespace,
+    _: Target,
+) {
+    let app = app(ns);
+    let stream = app.namespace().unwrap().stream("rpc").unwrap();
+    let ids = write(t, &stream, 5, "x").await;
+    let settings = ListenerSettings {
+        consumer_id: Some("stable".into()),
+        ..ListenerSettings::default()
+    };
+    // A "crash": the handler never finishes and the listener is torn down.
+    let hung = Listener::new(
+        t.clone(),
+        &app,
+        settings.clone(),
+        |_m: Message<Body>| async {
+            std::future::pending::<()>().await;
+            Ok::<_, HandlerError>(())
+        },
+    );
+    let mut hung = hung.unwrap();
+    hung.start().await.unwrap();
+    wait_for("entries pending", Duration::from_secs(5), || {
+        pending_of(t, stream.as_str(), hung.group()) >= 5
+    })
+    .await;
+    drop(hung);
+    let seen: Seen = Arc::default();
+    let mut restarted = Listener::new(t.clone(), &app, settings, recorder(&seen)).unwrap();
+    restarted.start().await.unwrap();
+    wait_for("own pending entries", Duration::from_secs(10), || {
+        distinct(&seen) >= 5
+    })
+    .await;
+    restarted.stop(Duration::from_secs(5)).await.unwrap();
+    let mut handled = seen.lock().unwrap().clone();
+    handled.sort();
+    assert_eq!(handled, ids);
+    assert_eq!(restarted.stats().await.unwrap().pending, 0);
+    let _: i64 = t.pool().del(stream.as_str()).await.unwrap();
+}
+
+fn pending_of(t: &Transport, stream: &str, group: &str) -> u64 {
+    let (t, stream, group) = (t.clone(), stream.to_owned(), group.to_owned());
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async move {
+                let summary: Result<(u64, Value, Value, Value), _> =
+                    t.pool().xpending(stream.as_str(), group.as_str(), ()).await;
+                summary.map(|s| s.0).unwrap_or(0)
+            })
+    })
+    .join()
+    .unwrap()
+}
+
+fn url(target: Target) -> String {
+    std::env::var(match target {
+        Target::Single => "KAIJU_REDIS_URL",
+        Target::Cluster => "KAIJU_REDIS_CLUSTER_URL",
+    })
+    .unwrap()
+}
+
+async fn a_killed_consumers_entries_are_claimed_by_the_others(
+    t: &Transport,
+    ns: &Namespace,
+    target: Target,
+) {
+    const TOTAL: usize = 20_000;
+    let app = app(ns);
+    let stream = app.namespace().unwrap().stream("rpc").unwrap();
+    let (set, count) = (ns.key("handled").unwrap(), ns.key("handled-count").unwrap());
+    let spawn = |consumer: &str| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_stream_worker"))
+            .args([
+                url(target).as_str(),
+                &app.env,
+                &app.name,
+                consumer,
+                set.as_str(),
+                count.as_str(),
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "started");
+        child
+    };
+    let mut victim = spawn("victim");
+    let mut others = vec![spawn("a"), spawn("b")];
+    let writer = tokio::spawn({
+        let (t, stream) = (t.clone(), stream.clone());
+        async move { write(&t, &stream, TOTAL, "x").await }
+    });
+    // Kill the victim in the middle of its batches.
+    let victim_killed = loop {
+        let handled: u64 = t.pool().scard(set.as_str()).await.unwrap();
+        if handled >= (TOTAL / 4) as u64 {
+            break handled;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    victim.kill().unwrap();
+    let _ = victim.wait();
+    let ids = writer.await.unwrap();
+    let started = Instant::now();
+    loop {
+        let handled: u64 = t.pool().scard(set.as_str()).await.unwrap();
+        if handled as usize >= TOTAL {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "only {handled} of {TOTAL} handled"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for child in &mut others {
+        child.kill().unwrap();
+        let _ = child.wait();
+    }
+    let handled: HashSet<String> = t.pool().smembers(set.as_str()).await.unwrap();
+    assert!(
+        ids.iter().all(|id| handled.contains(id)),
+        "an entry was lost"
+    );
+    // The killed consumer may have died between SADD and INCR, so this is +-1.
+    let total: i64 = t.pool().get(count.as_str()).await.unwrap();
+    eprintln!(
+        "{TOTAL} entries, consumer killed after {victim_killed} handled: all handled, about {} duplicate deliveries",
+        total - TOTAL as i64
+    );
+    let _: i64 = t.pool().del(vec![stream.as_str()]).await.unwrap();
+    let _: i64 = t.pool().del(vec![set.as_str()]).await.unwrap();
+}
