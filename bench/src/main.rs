@@ -1,8 +1,9 @@
-//! `kaiju-bench cache|locks`: kaiju-rs beside raw fred on the server at `KAIJU_REDIS_URL`.
+//! `kaiju-bench cache|locks|streams`: kaiju-rs beside raw fred on the server at `KAIJU_REDIS_URL`.
 //! Run through `cargo xtask bench`, which starts the server and adds redis-benchmark.
 
 mod cache;
 mod locks;
+mod streams;
 
 use kaiju_core::RedisSettings;
 use kaiju_transport::Transport;
@@ -21,6 +22,7 @@ async fn main() -> Result<(), BoxError> {
     match std::env::args().nth(1).as_deref() {
         Some("cache") => cache::run(transport).await,
         Some("locks") => locks::run(transport).await,
-        other => Err(format!("unknown benchmark {other:?} (cache, locks)").into()),
+        Some("streams") => streams::run(transport).await,
+        other => Err(format!("unknown benchmark {other:?} (cache, locks, streams)").into()),
     }
 }

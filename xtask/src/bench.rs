@@ -9,11 +9,11 @@ use crate::{cargo, procs, root};
 
 pub(crate) fn run(args: &[String]) -> Result<ExitCode, String> {
     let which = match args.first().map(String::as_str) {
-        Some(name @ ("cache" | "locks")) => name,
+        Some(name @ ("cache" | "locks" | "streams")) => name,
         None => "cache",
         Some(other) => {
             return Err(format!(
-                "unknown benchmark `{other}` (available: cache, locks)"
+                "unknown benchmark `{other}` (available: cache, locks, streams)"
             ));
         }
     };

@@ -26,7 +26,7 @@ commands:
   interop
         run the interop tests against the real Python kaiju-redis 2.4.2 (installed from
         PyPI into target/interop-venv), on the same servers as `test`.
-  bench [cache|locks]
+  bench [cache|locks|streams]
         release-mode benchmarks beside raw fred and redis-benchmark, on one server
   redis up       start the servers in the background and print their URLs
   redis down     stop the servers `redis up` started

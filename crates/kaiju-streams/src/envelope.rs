@@ -91,6 +91,13 @@ impl Headers {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// Puts a header first unless one of that name exists (kaiju writes `Correlation-Id` first).
+    pub(crate) fn ensure_first(&mut self, name: &str, value: impl FnOnce() -> HeaderValue) {
+        if self.get(name).is_none() {
+            self.0.insert(0, (name.to_owned(), value()));
+        }
+    }
 }
 
 impl Serialize for Headers {
@@ -124,8 +131,23 @@ impl<'de> Deserialize<'de> for Headers {
 }
 
 /// 10 lowercase hex characters, as kaiju's `get_short_uid()`.
+///
+/// A per-thread xorshift generator seeded from a random UUID: correlation ids need to be
+/// distinct, not secret, and this runs once per written message.
 pub fn short_uid() -> String {
-    uuid::Uuid::new_v4().simple().to_string()[..10].to_owned()
+    use std::cell::Cell;
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new(uuid::Uuid::new_v4().as_u64_pair().0 | 1);
+    }
+    let n = STATE.with(|state| {
+        let mut x = state.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        state.set(x);
+        x
+    });
+    format!("{:010x}", n & 0xff_ffff_ffff)
 }
 
 /// Encodes `[body, headers]` in the wire layout.
@@ -171,6 +193,7 @@ mod tests {
     fn short_uids_look_like_kaijus() {
         let id = short_uid();
         assert_eq!(id.len(), 10);
+        assert_ne!(id, short_uid());
         assert!(
             id.chars()
                 .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())

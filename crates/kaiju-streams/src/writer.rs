@@ -64,14 +64,7 @@ impl StreamWriter {
     }
 
     fn payload<B: Serialize + ?Sized>(body: &B, mut headers: Headers) -> Result<Bytes> {
-        if headers.get(CORRELATION_ID).is_none() {
-            let mut with_id = Headers::new();
-            with_id.insert(CORRELATION_ID, short_uid());
-            for (name, value) in headers.iter() {
-                with_id.insert(name, value.clone());
-            }
-            headers = with_id;
-        }
+        headers.ensure_first(CORRELATION_ID, || short_uid().into());
         encode(body, &headers)
             .map(Bytes::from)
             .map_err(StreamError::Encode)

@@ -7,6 +7,11 @@ use std::time::{Duration, Instant};
 use kaiju_core::Shutdown;
 use kaiju_transport::BlockingConnection;
 use serde::de::DeserializeOwned;
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::task::Poll;
+
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -173,32 +178,33 @@ where
 
     async fn process_batch(self: Arc<Self>, entries: Vec<RawEntry>) {
         let ids: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
-        let mut outcomes = Vec::with_capacity(entries.len());
-        let concurrent = self.settings.max_batch_size > 1;
-        let mut running = JoinSet::new();
-        for entry in entries {
-            let shared = self.clone();
-            let id = entry.id.clone();
-            let deliveries = entry.deliveries;
-            let task = running.spawn(async move { shared.process_one(entry).await });
-            if !concurrent {
-                outcomes.push(match running.join_next().await {
-                    Some(Ok(outcome)) => outcome,
-                    _ => self.panicked(id, deliveries),
-                });
-            } else {
-                let _ = task;
+        let meta: Vec<(String, u64)> = entries
+            .iter()
+            .map(|e| (e.id.clone(), e.deliveries))
+            .collect();
+        let results = if self.settings.max_batch_size > 1 {
+            // Concurrently within this task: no task spawn per entry.
+            join_catching(
+                entries
+                    .into_iter()
+                    .map(|e| Box::pin(self.process_one(e)))
+                    .collect(),
+            )
+            .await
+        } else {
+            let mut results = Vec::with_capacity(entries.len());
+            for entry in entries {
+                results.extend(join_catching(vec![Box::pin(self.process_one(entry))]).await);
             }
-        }
-        while let Some(joined) = running.join_next_with_id().await {
-            match joined {
-                Ok((_, outcome)) => outcomes.push(outcome),
-                Err(e) => {
-                    tracing::error!(error = %e, "a handler task panicked; its entry stays pending");
-                    self.counters.failed.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }
+            results
+        };
+        let outcomes: Vec<Outcome> = results
+            .into_iter()
+            .zip(meta)
+            .map(|(result, (id, deliveries))| {
+                result.unwrap_or_else(|| self.panicked(id, deliveries))
+            })
+            .collect();
         let mut acks = Vec::new();
         let mut retrying = std::collections::HashSet::new();
         for outcome in outcomes {
@@ -327,4 +333,31 @@ where
             }
         }
     }
+}
+
+/// Drives every future to completion concurrently in the current task. A future that panics
+/// yields `None` and is not polled again; the others go on.
+async fn join_catching<F: Future>(mut futures: Vec<Pin<Box<F>>>) -> Vec<Option<F::Output>> {
+    let mut results: Vec<Option<Option<F::Output>>> = futures.iter().map(|_| None).collect();
+    let mut left = futures.len();
+    std::future::poll_fn(|cx| {
+        for (future, result) in futures.iter_mut().zip(results.iter_mut()) {
+            if result.is_some() {
+                continue;
+            }
+            match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
+                Ok(Poll::Ready(value)) => *result = Some(Some(value)),
+                Ok(Poll::Pending) => continue,
+                Err(_) => *result = Some(None),
+            }
+            left -= 1;
+        }
+        if left == 0 {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
+    results.into_iter().map(Option::flatten).collect()
 }

@@ -1,0 +1,231 @@
+//! kaiju-streams end to end: writer -> listener -> no-op handler, beside a raw fred loop
+//! (pipelined XADD, XREADGROUP COUNT 100, XACK) on the same server; then latency at a steady
+//! 1,000 messages/s, and the process's memory.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use kaiju_core::{AppSettings, Service};
+use kaiju_streams::{
+    HandlerError, Headers, Listener, ListenerSettings, Message, Outgoing, StreamWriter,
+};
+use kaiju_transport::Transport;
+use kaiju_transport::fred::prelude::*;
+use kaiju_transport::fred::types::Value;
+
+use crate::BoxError;
+
+const MESSAGES: usize = 100_000;
+const PIPELINE: usize = 100;
+
+type Body = (String, u64);
+
+fn app(name: &str) -> AppSettings {
+    AppSettings {
+        env: "bench".into(),
+        name: name.into(),
+        ..AppSettings::default()
+    }
+}
+
+fn micros_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+async fn kaiju(transport: &Transport, batch: usize) -> Result<f64, BoxError> {
+    let app = app(&format!("e2e{batch}"));
+    let stream = app.namespace()?.stream("rpc")?;
+    let _: i64 = transport.pool().del(stream.as_str()).await?;
+    let done = Arc::new(AtomicUsize::new(0));
+    let counter = done.clone();
+    let settings = ListenerSettings {
+        max_batch_size: batch,
+        max_parallel_batches: 4,
+        ..ListenerSettings::default()
+    };
+    let mut listener = Listener::new(
+        transport.clone(),
+        &app,
+        settings,
+        move |_m: Message<Body>| {
+            counter.fetch_add(1, Ordering::Relaxed);
+            std::future::ready(Ok::<_, HandlerError>(()))
+        },
+    )?;
+    listener.start().await?;
+    let writer = StreamWriter::new(transport.clone());
+    let started = Instant::now();
+    let body: Body = ("bench.noop".into(), 0);
+    for _ in 0..MESSAGES / PIPELINE {
+        let batch = (0..PIPELINE)
+            .map(|_| Outgoing {
+                stream: &stream,
+                body: &body,
+                headers: Headers::new(),
+            })
+            .collect();
+        writer.write_many(batch).await?;
+    }
+    let written = started.elapsed();
+    while done.load(Ordering::Relaxed) < MESSAGES {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let rate = MESSAGES as f64 / started.elapsed().as_secs_f64();
+    if std::env::var_os("KAIJU_BENCH_DETAIL").is_some() {
+        eprintln!(
+            "batch {batch}: writer done after {written:?}, all handled after {:?}",
+            started.elapsed()
+        );
+    }
+    listener.stop(Duration::from_secs(10)).await?;
+    let _: i64 = transport.pool().del(stream.as_str()).await?;
+    Ok(rate)
+}
+
+async fn raw(transport: &Transport) -> Result<f64, BoxError> {
+    let key = "bench.raw._stream.rpc";
+    let _: i64 = transport.pool().del(key).await?;
+    let _: () = transport.pool().xgroup_create(key, "g", "0", true).await?;
+    let payload = Bytes::from(kaiju_streams::encode(
+        &("bench.noop", 0_u64),
+        &Headers::new(),
+    )?);
+    let reader = transport
+        .blocking_connection(Duration::from_millis(500))
+        .await?;
+    let consumer = tokio::spawn(async move {
+        let mut done = 0;
+        while done < MESSAGES {
+            let reply: Value = reader
+                .client()
+                .xreadgroup("g", "c", Some(100), Some(500), false, key, ">")
+                .await?;
+            if reply.is_null() {
+                continue;
+            }
+            let mut streams = reply.into_xread_response::<String, String, String, Value>()?;
+            let entries = streams.remove(key).unwrap_or_default();
+            let ids: Vec<String> = entries.into_iter().map(|(id, _)| id).collect();
+            done += ids.len();
+            let _: u64 = reader.client().xack(key, "g", ids).await?;
+        }
+        Ok::<_, BoxError>(())
+    });
+    let started = Instant::now();
+    let client = transport.client();
+    for _ in 0..MESSAGES / PIPELINE {
+        let pipeline = client.pipeline();
+        for _ in 0..PIPELINE {
+            let _: Value = pipeline
+                .xadd(key, false, None, "*", vec![("_", payload.clone())])
+                .await?;
+        }
+        let _: Vec<Value> = pipeline.all().await?;
+    }
+    consumer.await??;
+    let rate = MESSAGES as f64 / started.elapsed().as_secs_f64();
+    let _: i64 = transport.pool().del(key).await?;
+    Ok(rate)
+}
+
+async fn latency(transport: &Transport) -> Result<(f64, f64), BoxError> {
+    let app = app("latency");
+    let stream = app.namespace()?.stream("rpc")?;
+    let _: i64 = transport.pool().del(stream.as_str()).await?;
+    let samples = Arc::new(std::sync::Mutex::new(Vec::with_capacity(3000)));
+    let record = samples.clone();
+    let mut listener = Listener::new(
+        transport.clone(),
+        &app,
+        ListenerSettings::default(),
+        move |m: Message<Body>| {
+            let micros = micros_now().saturating_sub(m.body.1);
+            if let Ok(mut s) = record.lock() {
+                s.push(micros as f64 / 1000.0);
+            }
+            std::future::ready(Ok::<_, HandlerError>(()))
+        },
+    )?;
+    listener.start().await?;
+    let writer = StreamWriter::new(transport.clone());
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    for _ in 0..3000 {
+        tick.tick().await;
+        writer
+            .write(
+                &stream,
+                &("bench.noop".to_owned(), micros_now()),
+                Headers::new(),
+            )
+            .await?;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    listener.stop(Duration::from_secs(10)).await?;
+    let _: i64 = transport.pool().del(stream.as_str()).await?;
+    let mut s = samples.lock().map_err(|_| "poisoned")?.clone();
+    s.sort_by(f64::total_cmp);
+    let pick = |q: f64| {
+        s.get(((s.len().max(1) - 1) as f64 * q) as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    Ok((pick(0.5), pick(0.99)))
+}
+
+fn memory_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+pub(crate) async fn run(transport: Transport) -> Result<(), BoxError> {
+    let rss_start = memory_kib("VmRSS:");
+    let mut rows = Vec::new();
+    let raw_rate = {
+        let mut v = Vec::new();
+        for _ in 0..3 {
+            v.push(raw(&transport).await?);
+        }
+        crate::median(v)
+    };
+    for batch in [10, 100] {
+        let mut v = Vec::new();
+        for _ in 0..3 {
+            v.push(kaiju(&transport, batch).await?);
+        }
+        let rate = crate::median(v);
+        rows.push(format!(
+            "| kaiju listener, max_batch_size {batch} | {rate:.0} msg/s | {:.2}x |",
+            rate / raw_rate
+        ));
+    }
+    println!("| end to end, {MESSAGES} messages (median of 3) | rate | vs raw loop |");
+    println!("|---|---|---|");
+    println!(
+        "| raw fred: pipelined XADD, XREADGROUP COUNT 100, XACK | {raw_rate:.0} msg/s | 1.00x |"
+    );
+    for row in rows {
+        println!("{row}");
+    }
+    let (p50, p99) = latency(&transport).await?;
+    println!();
+    println!("| write -> handler latency at 1,000 msg/s (batch 10, 3,000 msgs) | p50 | p99 |");
+    println!("|---|---|---|");
+    println!("| kaiju writer + listener | {p50:.2} ms | {p99:.2} ms |");
+    println!();
+    println!(
+        "process memory: RSS at start {} KiB, peak (VmHWM) {} KiB, after the runs {} KiB",
+        rss_start,
+        memory_kib("VmHWM:"),
+        memory_kib("VmRSS:")
+    );
+    Ok(())
+}
