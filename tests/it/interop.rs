@@ -230,3 +230,104 @@ async fn locks_exclude_python_services_both_ways() {
         "released"
     );
 }
+
+/// Stream entries written by kaiju-redis 2.4's client are handled by a kaiju-streams listener,
+/// and entries written by kaiju-streams decode in Python with kaiju's own `msgpack_loads`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_entries_cross_between_python_and_rust() {
+    use kaiju_core::{AppSettings, Service};
+    use kaiju_streams::{
+        HandlerError, HeaderValue, Headers, Listener, ListenerSettings, Message, StreamWriter,
+    };
+    use kaiju_transport::fred::prelude::*;
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    let Some(python) = python() else { return };
+    let Some(transport) = kaiju_tests::connect(Target::Single).await else {
+        return;
+    };
+    let url = std::env::var("KAIJU_REDIS_URL").unwrap();
+    let ns = kaiju_tests::namespace();
+    let app = AppSettings {
+        env: "test".into(),
+        name: ns.prefix().split('.').nth(1).unwrap().to_owned(),
+        ..AppSettings::default()
+    };
+    let stream = app.namespace().unwrap().stream("rpc").unwrap();
+
+    // Python writes, Rust listens.
+    let (ok, out) = run_peer(
+        &python,
+        "stream_peer.py",
+        &["write", &url, stream.as_str(), "5"],
+    );
+    assert!(ok, "{out}");
+    type Body = (String, Option<BTreeMap<String, i64>>);
+    let seen: Arc<Mutex<Vec<(Body, Headers)>>> = Arc::default();
+    let record = seen.clone();
+    let mut listener = Listener::new(
+        transport.clone(),
+        &app,
+        ListenerSettings::default(),
+        move |m: Message<Body>| {
+            record.lock().unwrap().push((m.body, m.headers));
+            std::future::ready(Ok::<_, HandlerError>(()))
+        },
+    )
+    .unwrap();
+    listener.start().await.unwrap();
+    let started = Instant::now();
+    while seen.lock().unwrap().len() < 5 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "Python's entries were not handled"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    listener.stop(Duration::from_secs(5)).await.unwrap();
+    let mut got = seen.lock().unwrap().clone();
+    got.sort_by_key(|(body, _)| body.1.as_ref().and_then(|p| p.get("value").copied()));
+    for (i, (body, headers)) in got.iter().enumerate() {
+        assert_eq!(body.0, "ext.record");
+        assert_eq!(body.1.as_ref().unwrap()["value"], i as i64);
+        assert_eq!(headers.correlation_id(), Some(format!("py{i}").as_str()));
+        assert_eq!(headers.get("Timeout"), Some(&HeaderValue::Int(5)));
+    }
+    assert_eq!(listener.stats().await.unwrap().dead_lettered, 0);
+
+    // Rust writes, Python decodes with msgpack_loads.
+    let other = ns.key("rust-written").unwrap();
+    let writer = StreamWriter::new(transport.clone());
+    let mut headers = Headers::new();
+    headers
+        .insert("Correlation-Id", "rs0")
+        .insert("Timeout", 5_i64);
+    let params = BTreeMap::from([("value".to_owned(), 42_i64)]);
+    writer
+        .write(&other, &("ext.record", Some(&params)), headers)
+        .await
+        .unwrap();
+    writer
+        .write(
+            &other,
+            &("ext.record", None::<&BTreeMap<String, i64>>),
+            Headers::new(),
+        )
+        .await
+        .unwrap();
+    let (ok, out) = run_peer(&python, "stream_peer.py", &["read", &url, other.as_str()]);
+    assert!(ok, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[0],
+        "[['ext.record', {'value': 42}], {'Correlation-Id': 'rs0', 'Timeout': 5}]"
+    );
+    assert!(
+        lines[1].starts_with("[['ext.record', None], {'Correlation-Id': '"),
+        "{}",
+        lines[1]
+    );
+    let _: i64 = transport.pool().del(vec![stream.as_str()]).await.unwrap();
+    let _: i64 = transport.pool().del(vec![other.as_str()]).await.unwrap();
+}
