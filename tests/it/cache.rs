@@ -5,10 +5,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use kaiju_cache::{Cache, CacheError, Condition, SetOpts};
+use kaiju_cache::{Cache, CacheError, Condition, NearCache, NearCacheOptions, SetOpts};
 use kaiju_core::Namespace;
 use kaiju_tests::{Target, on_both};
 use kaiju_transport::fred::prelude::*;
+use kaiju_transport::fred::types::Value;
 use kaiju_transport::{Transport, TransportError};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -39,6 +40,8 @@ on_both!(
     transactions_are_all_or_nothing,
     get_or_set_with_runs_the_loader_once,
     get_or_set_with_failure_is_shared_and_not_cached,
+    near_cache_serves_hits_locally_and_sees_other_writers,
+    near_cache_is_bounded_in_size_and_age,
 );
 
 async fn set_get_delete_exists(t: &Transport, ns: &Namespace, _: Target) {
@@ -363,4 +366,150 @@ async fn get_or_set_with_failure_is_shared_and_not_cached(
         .unwrap();
     assert_eq!(value, 7);
     cache.delete(&[&key]).await.unwrap();
+}
+
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = std::time::Instant::now();
+    while !check().await {
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn near_cache_serves_hits_locally_and_sees_other_writers(
+    t: &Transport,
+    ns: &Namespace,
+    _: Target,
+) {
+    let near = NearCache::new(Cache::new(t.clone()), NearCacheOptions::default())
+        .await
+        .unwrap();
+    let other = Cache::new(t.clone()); // another writer, on other connections
+    let key = ns.key("flags").unwrap();
+    other.set(&key, &"v1", None).await.unwrap();
+    assert_eq!(
+        near.get::<String>(&key).await.unwrap().as_deref(),
+        Some("v1")
+    );
+    assert_eq!(
+        near.get::<String>(&key).await.unwrap().as_deref(),
+        Some("v1")
+    );
+    let stats = near.stats();
+    assert_eq!(
+        (stats.misses, stats.hits, stats.len),
+        (1, 1, 1),
+        "{stats:?}"
+    );
+
+    other.set(&key, &"v2", None).await.unwrap();
+    eventually("the invalidation", || async {
+        near.get::<String>(&key).await.unwrap().as_deref() == Some("v2")
+    })
+    .await;
+    assert!(near.stats().invalidations >= 1);
+
+    // A missing key is remembered as missing, and its creation is noticed too.
+    let missing = ns.key("missing").unwrap();
+    assert_eq!(near.get::<String>(&missing).await.unwrap(), None);
+    let hits = near.stats().hits;
+    assert_eq!(near.get::<String>(&missing).await.unwrap(), None);
+    assert_eq!(near.stats().hits, hits + 1);
+    other.set(&missing, &"now", None).await.unwrap();
+    eventually("the creation", || async {
+        near.get::<String>(&missing).await.unwrap().as_deref() == Some("now")
+    })
+    .await;
+
+    // Own writes drop the local copy at once.
+    near.set(&key, &"v3", None).await.unwrap();
+    assert_eq!(
+        near.get::<String>(&key).await.unwrap().as_deref(),
+        Some("v3")
+    );
+    assert_eq!(near.delete(&[&key, &missing]).await.unwrap(), 2);
+    assert_eq!(near.get::<String>(&key).await.unwrap(), None);
+    // A wrong type is still a typed error.
+    other.set(&key, &1.5_f64, None).await.unwrap();
+    eventually("the type change", || async {
+        matches!(
+            near.get::<String>(&key).await,
+            Err(CacheError::Decode { .. })
+        )
+    })
+    .await;
+    other.delete(&[&key]).await.unwrap();
+}
+
+async fn near_cache_is_bounded_in_size_and_age(t: &Transport, ns: &Namespace, _: Target) {
+    let options = NearCacheOptions {
+        capacity: 10,
+        ttl: Duration::from_millis(200),
+    };
+    let near = NearCache::new(Cache::new(t.clone()), options)
+        .await
+        .unwrap();
+    let keys: Vec<_> = (0..30).map(|i| ns.key(&format!("k{i}")).unwrap()).collect();
+    for key in &keys {
+        near.get::<i64>(key).await.unwrap();
+    }
+    assert!(near.stats().len <= 10, "{:?}", near.stats());
+    let misses = near.stats().misses;
+    near.get::<i64>(&keys[29]).await.unwrap();
+    assert_eq!(
+        near.stats().misses,
+        misses,
+        "the newest key should be a hit"
+    );
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    near.get::<i64>(&keys[29]).await.unwrap();
+    assert_eq!(
+        near.stats().misses,
+        misses + 1,
+        "an expired local copy was used"
+    );
+}
+
+/// A dropped tracking connection clears the local tier: invalidations sent meanwhile are lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn near_cache_forgets_everything_when_its_connection_drops() {
+    let Some(t) = kaiju_tests::connect(Target::Single).await else {
+        return;
+    };
+    let ns = kaiju_tests::namespace();
+    let near = NearCache::new(Cache::new(t.clone()), NearCacheOptions::default())
+        .await
+        .unwrap();
+    let other = Cache::new(t.clone());
+    let key = ns.key("k").unwrap();
+    other.set(&key, &1_i64, None).await.unwrap();
+    assert_eq!(near.get::<i64>(&key).await.unwrap(), Some(1));
+    assert_eq!(near.stats().len, 1);
+    let id = near.connection_id().await.unwrap();
+    let _: Value = t
+        .client()
+        .client_kill(vec![
+            kaiju_transport::fred::types::client::ClientKillFilter::ID(id.to_string()),
+        ])
+        .await
+        .unwrap();
+    eventually("the local tier to be cleared", || async {
+        near.stats().len == 0
+    })
+    .await;
+    // After the reconnect, tracking works again.
+    assert_eq!(near.get::<i64>(&key).await.unwrap(), Some(1));
+    other.set(&key, &2_i64, None).await.unwrap();
+    eventually("an invalidation after the reconnect", || async {
+        near.get::<i64>(&key).await.unwrap() == Some(2)
+    })
+    .await;
+    other.delete(&[&key]).await.unwrap();
 }

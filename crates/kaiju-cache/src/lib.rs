@@ -5,10 +5,16 @@ mod cache;
 mod collections;
 mod error;
 mod fill;
+#[cfg(feature = "near-cache")]
+#[cfg_attr(docsrs, doc(cfg(feature = "near-cache")))]
+mod near;
 mod pipeline;
 mod reply;
 
 pub use cache::{Cache, Condition, SetOpts};
 pub use error::{CacheError, Result};
 pub use fill::FillOptions;
+#[cfg(feature = "near-cache")]
+#[cfg_attr(docsrs, doc(cfg(feature = "near-cache")))]
+pub use near::{NearCache, NearCacheOptions, NearCacheStats};
 pub use pipeline::{Batch, BatchResults, Handle, Reply};

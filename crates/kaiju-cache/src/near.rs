@@ -1,0 +1,314 @@
+//! An in-process near cache in front of Redis, kept fresh by Redis client tracking.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kaiju_core::Codec;
+use kaiju_transport::TransportError;
+use kaiju_transport::fred::clients::Client;
+use kaiju_transport::fred::interfaces::{
+    ClientInterface, ClientLike, EventInterface, KeysInterface, TrackingInterface,
+};
+use kaiju_transport::fred::types::Value;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::FredExt;
+use crate::reply::bytes;
+use crate::{Cache, CacheError, Result};
+
+/// Options of a [`NearCache`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NearCacheOptions {
+    /// Most keys kept in process; the oldest are dropped first. Default: `10_000`.
+    pub capacity: usize,
+    /// How long a local copy is trusted at most, even without an invalidation. Bounds staleness
+    /// if an invalidation is ever missed. Default: 60 s.
+    pub ttl: Duration,
+}
+
+impl Default for NearCacheOptions {
+    fn default() -> Self {
+        Self {
+            capacity: 10_000,
+            ttl: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Counters of a [`NearCache`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NearCacheStats {
+    /// Reads answered from process memory (no round trip).
+    pub hits: u64,
+    /// Reads that went to Redis.
+    pub misses: u64,
+    /// Keys dropped because Redis said they changed.
+    pub invalidations: u64,
+    /// Keys held now.
+    pub len: usize,
+}
+
+#[derive(Debug, Default)]
+struct Local {
+    /// key -> (value or known-missing, expiry, insertion number)
+    entries: HashMap<String, (Option<Bytes>, Instant, u64)>,
+    /// Insertion order, for dropping the oldest; stale numbers are skipped.
+    order: VecDeque<(String, u64)>,
+    /// Bumped by every invalidation of a key, so a read that raced an invalidation is not stored.
+    generations: HashMap<String, u64>,
+    next: u64,
+}
+
+impl Local {
+    fn invalidate(&mut self, key: &str) {
+        self.entries.remove(key);
+        *self.generations.entry(key.to_owned()).or_default() += 1;
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.order.clear();
+        for generation in self.generations.values_mut() {
+            *generation += 1;
+        }
+    }
+}
+
+/// A [`Cache`] with an in-process tier: a read served from memory costs no round trip. Redis
+/// client tracking (RESP3) tells this process when a key it read changes anywhere, and the local
+/// copy is dropped; on a disconnect the whole local tier is dropped, since invalidations may
+/// have been missed. Writes go to Redis and drop the local copy.
+///
+/// Staleness is bounded: a read sees another process's write once its invalidation arrived
+/// (sub-millisecond on a local network), and never later than `ttl`.
+///
+/// ```no_run
+/// # async fn demo(cache: kaiju_cache::Cache) -> kaiju_cache::Result<()> {
+/// use kaiju_cache::{NearCache, NearCacheOptions};
+/// let near = NearCache::new(cache, NearCacheOptions::default()).await?;
+/// let a: Option<String> = near.get("config:flags").await?; // from Redis
+/// let b: Option<String> = near.get("config:flags").await?; // from memory
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct NearCache {
+    cache: Cache,
+    client: Client,
+    local: Arc<Mutex<Local>>,
+    options: NearCacheOptions,
+    hits: Arc<AtomicU64>,
+    misses: Arc<AtomicU64>,
+    invalidations: Arc<AtomicU64>,
+    /// Whether tracking is on for the current connection; until it is, reads are not kept.
+    tracking: Arc<AtomicBool>,
+    /// Bumped on every disconnect and reconnect: a read that started in an earlier epoch may
+    /// have been answered on a connection Redis was not tracking, so it is not kept.
+    epoch: Arc<AtomicU64>,
+}
+
+fn lock(local: &Mutex<Local>) -> std::sync::MutexGuard<'_, Local> {
+    local.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl NearCache {
+    /// Opens the tracking connection. Needs RESP3 (`resp3: true`, the default) and Redis 6+.
+    pub async fn new(cache: Cache, options: NearCacheOptions) -> Result<Self> {
+        let transport = cache.transport();
+        if !transport.settings().resp3 || !transport.capabilities().has_resp3() {
+            return Err(CacheError::Transport(TransportError::Protocol {
+                message: "the near cache needs RESP3 client tracking (resp3: true, Redis 6+)"
+                    .into(),
+            }));
+        }
+        let client = transport.client().clone_new();
+        let _task = client.init().await.or_cache()?;
+        let local: Arc<Mutex<Local>> = Arc::default();
+        let invalidations = Arc::new(AtomicU64::new(0));
+        let (on_change, counter) = (local.clone(), invalidations.clone());
+        let _invalidations = client.on_invalidation(move |invalidation| {
+            let mut local = lock(&on_change);
+            if invalidation.keys.is_empty() {
+                // FLUSHDB / FLUSHALL: everything may have changed.
+                local.clear();
+            }
+            for key in &invalidation.keys {
+                if let Some(key) = key.as_str() {
+                    local.invalidate(key);
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Ok(())
+        });
+        let ready = Arc::new(AtomicBool::new(false));
+        let epoch = Arc::new(AtomicU64::new(0));
+        let (on_reconnect, tracking, reconnected, new_epoch) =
+            (local.clone(), client.clone(), ready.clone(), epoch.clone());
+        let _reconnects = client.on_reconnect(move |_| {
+            // Invalidations may have been missed while disconnected, and tracking is per
+            // connection: drop everything and track again before keeping new reads.
+            reconnected.store(false, Ordering::SeqCst);
+            new_epoch.fetch_add(1, Ordering::SeqCst);
+            lock(&on_reconnect).clear();
+            let (tracking, reconnected) = (tracking.clone(), reconnected.clone());
+            async move {
+                match tracking.start_tracking(None, false, false, false, false).await {
+                    Ok(()) => reconnected.store(true, Ordering::SeqCst),
+                    Err(e) => tracing::warn!(error = %e, "could not re-enable client tracking; the near cache passes reads through"),
+                }
+                Ok(())
+            }
+        });
+        let (on_error, failed, error_epoch) = (local.clone(), ready.clone(), epoch.clone());
+        let _errors = client.on_error(move |_| {
+            failed.store(false, Ordering::SeqCst);
+            error_epoch.fetch_add(1, Ordering::SeqCst);
+            lock(&on_error).clear();
+            async { Ok(()) }
+        });
+        client
+            .start_tracking(None, false, false, false, false)
+            .await
+            .or_cache()?;
+        ready.store(true, Ordering::SeqCst);
+        Ok(Self {
+            cache,
+            client,
+            local,
+            options,
+            hits: Arc::default(),
+            misses: Arc::default(),
+            invalidations,
+            tracking: ready,
+            epoch,
+        })
+    }
+
+    /// The value at `key`: from memory if this process read it before and it has not changed,
+    /// else from Redis (and kept).
+    pub async fn get<T: DeserializeOwned>(&self, key: impl AsRef<str>) -> Result<Option<T>> {
+        let key = key.as_ref();
+        let now = Instant::now();
+        let (cached, generation) = {
+            let local = lock(&self.local);
+            let cached = local
+                .entries
+                .get(key)
+                .filter(|(_, expires, _)| *expires > now)
+                .map(|(value, _, _)| value.clone());
+            (cached, local.generations.get(key).copied().unwrap_or(0))
+        };
+        let raw = match cached {
+            Some(raw) => {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                raw
+            }
+            None => {
+                self.misses.fetch_add(1, Ordering::Relaxed);
+                let tracked = self.tracking.load(Ordering::SeqCst);
+                let epoch = self.epoch.load(Ordering::SeqCst);
+                // Read on the tracking connection, so Redis tracks the key for us.
+                let value: Value = self.client.get(key).await.or_cache()?;
+                let raw = bytes(value)?.filter(|b| !b.is_empty());
+                if tracked {
+                    self.store(key, raw.clone(), generation, epoch);
+                }
+                raw
+            }
+        };
+        match raw {
+            None => Ok(None),
+            Some(b) => self
+                .cache
+                .codec
+                .decode(&b)
+                .map(Some)
+                .map_err(|e| CacheError::decode(key, e)),
+        }
+    }
+
+    fn store(&self, key: &str, value: Option<Bytes>, generation: u64, epoch: u64) {
+        if !self.tracking.load(Ordering::SeqCst) || self.epoch.load(Ordering::SeqCst) != epoch {
+            return; // the read may have been untracked: Redis would not report changes
+        }
+        let mut local = lock(&self.local);
+        if local.generations.get(key).copied().unwrap_or(0) != generation {
+            return; // invalidated while the read was in flight: do not keep a stale copy
+        }
+        local.next += 1;
+        let number = local.next;
+        let expires = Instant::now() + self.options.ttl;
+        local
+            .entries
+            .insert(key.to_owned(), (value, expires, number));
+        local.order.push_back((key.to_owned(), number));
+        while local.entries.len() > self.options.capacity {
+            let Some((oldest, n)) = local.order.pop_front() else {
+                break;
+            };
+            if local
+                .entries
+                .get(&oldest)
+                .is_some_and(|(_, _, current)| *current == n)
+            {
+                local.entries.remove(&oldest);
+            }
+        }
+        if local.order.len() > self.options.capacity.saturating_mul(4) {
+            // Compact the order queue when it is mostly stale numbers.
+            let Local { entries, order, .. } = &mut *local;
+            order.retain(|(k, n)| entries.get(k).is_some_and(|(_, _, current)| current == n));
+        }
+    }
+
+    /// Stores `value` in Redis (through the underlying cache) and drops the local copy.
+    pub async fn set<T: Serialize + ?Sized>(
+        &self,
+        key: impl AsRef<str>,
+        value: &T,
+        ttl: Option<Duration>,
+    ) -> Result<()> {
+        let key = key.as_ref();
+        lock(&self.local).invalidate(key);
+        self.cache.set(key, value, ttl).await
+    }
+
+    /// Deletes `keys` in Redis and drops their local copies.
+    pub async fn delete<K: AsRef<str>>(&self, keys: &[K]) -> Result<u64> {
+        {
+            let mut local = lock(&self.local);
+            for key in keys {
+                local.invalidate(key.as_ref());
+            }
+        }
+        self.cache.delete(keys).await
+    }
+
+    /// Drops every local copy.
+    pub fn clear_local(&self) {
+        lock(&self.local).clear();
+    }
+
+    /// Hit, miss and invalidation counts, and the local size.
+    pub fn stats(&self) -> NearCacheStats {
+        NearCacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            invalidations: self.invalidations.load(Ordering::Relaxed),
+            len: lock(&self.local).entries.len(),
+        }
+    }
+
+    /// The id of the tracking connection (`CLIENT ID`), e.g. to find it in `CLIENT LIST`.
+    pub async fn connection_id(&self) -> Result<i64> {
+        self.client.client_id().await.or_cache()
+    }
+
+    /// The underlying cache.
+    pub fn cache(&self) -> &Cache {
+        &self.cache
+    }
+}
