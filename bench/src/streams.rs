@@ -70,17 +70,10 @@ async fn kaiju(transport: &Transport, batch: usize) -> Result<f64, BoxError> {
             .collect();
         writer.write_many(batch).await?;
     }
-    let written = started.elapsed();
     while done.load(Ordering::Relaxed) < MESSAGES {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let rate = MESSAGES as f64 / started.elapsed().as_secs_f64();
-    if std::env::var_os("KAIJU_BENCH_DETAIL").is_some() {
-        eprintln!(
-            "batch {batch}: writer done after {written:?}, all handled after {:?}",
-            started.elapsed()
-        );
-    }
     listener.stop(Duration::from_secs(10)).await?;
     let _: i64 = transport.pool().del(stream.as_str()).await?;
     Ok(rate)
@@ -129,6 +122,74 @@ async fn raw(transport: &Transport) -> Result<f64, BoxError> {
     consumer.await??;
     let rate = MESSAGES as f64 / started.elapsed().as_secs_f64();
     let _: i64 = transport.pool().del(key).await?;
+    Ok(rate)
+}
+
+/// Drains a backlog written beforehand: the listener alone, or the raw consumer alone.
+async fn drain(transport: &Transport, batch: Option<usize>) -> Result<f64, BoxError> {
+    let app = app("drain");
+    let stream = app.namespace()?.stream("rpc")?;
+    let _: i64 = transport.pool().del(stream.as_str()).await?;
+    let writer = StreamWriter::new(transport.clone());
+    let body: Body = ("bench.noop".into(), 0);
+    for _ in 0..MESSAGES / PIPELINE {
+        let entries = (0..PIPELINE)
+            .map(|_| Outgoing {
+                stream: &stream,
+                body: &body,
+                headers: Headers::new(),
+            })
+            .collect();
+        writer.write_many(entries).await?;
+    }
+    let started = Instant::now();
+    match batch {
+        Some(batch) => {
+            let done = Arc::new(AtomicUsize::new(0));
+            let counter = done.clone();
+            let settings = ListenerSettings {
+                max_batch_size: batch,
+                max_parallel_batches: 4,
+                ..ListenerSettings::default()
+            };
+            let mut listener = Listener::new(
+                transport.clone(),
+                &app,
+                settings,
+                move |_m: Message<Body>| {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    std::future::ready(Ok::<_, HandlerError>(()))
+                },
+            )?;
+            listener.start().await?;
+            while done.load(Ordering::Relaxed) < MESSAGES {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            listener.stop(Duration::from_secs(10)).await?;
+        }
+        None => {
+            let key = stream.as_str();
+            let _: () = transport.pool().xgroup_create(key, "g", "0", false).await?;
+            let client = transport.client();
+            let mut done = 0;
+            while done < MESSAGES {
+                let reply: Value = client
+                    .xreadgroup("g", "c", Some(100), None, false, key, ">")
+                    .await?;
+                let mut streams = reply.into_xread_response::<String, String, String, Value>()?;
+                let ids: Vec<String> = streams
+                    .remove(key)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(id, _)| id)
+                    .collect();
+                done += ids.len();
+                let _: u64 = client.xack(key, "g", ids).await?;
+            }
+        }
+    }
+    let rate = MESSAGES as f64 / started.elapsed().as_secs_f64();
+    let _: i64 = transport.pool().del(stream.as_str()).await?;
     Ok(rate)
 }
 
@@ -215,6 +276,24 @@ pub(crate) async fn run(transport: Transport) -> Result<(), BoxError> {
     for row in rows {
         println!("{row}");
     }
+    let raw_drain = crate::median(vec![
+        drain(&transport, None).await?,
+        drain(&transport, None).await?,
+        drain(&transport, None).await?,
+    ]);
+    let kaiju_drain = crate::median(vec![
+        drain(&transport, Some(100)).await?,
+        drain(&transport, Some(100)).await?,
+        drain(&transport, Some(100)).await?,
+    ]);
+    println!();
+    println!("| draining a backlog of {MESSAGES} (consumer only) | rate | vs raw |");
+    println!("|---|---|---|");
+    println!("| raw fred: XREADGROUP COUNT 100 + XACK | {raw_drain:.0} msg/s | 1.00x |");
+    println!(
+        "| kaiju listener, max_batch_size 100 | {kaiju_drain:.0} msg/s | {:.2}x |",
+        kaiju_drain / raw_drain
+    );
     let (p50, p99) = latency(&transport).await?;
     println!();
     println!("| write -> handler latency at 1,000 msg/s (batch 10, 3,000 msgs) | p50 | p99 |");

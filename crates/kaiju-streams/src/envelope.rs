@@ -15,7 +15,7 @@ pub const CORRELATION_ID: &str = "Correlation-Id";
 
 /// One header value. kaiju writes strings and integers (`Timeout`, `RPC-Retries`); other msgpack
 /// scalars are accepted when reading.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum HeaderValue {
     /// An integer.
@@ -28,6 +28,47 @@ pub enum HeaderValue {
     Bool(bool),
     /// `nil`.
     Nil,
+}
+
+// Hand-written: `#[serde(untagged)]` would buffer every value and build an error per variant
+// tried, which showed up in the listener's profile.
+impl<'de> Deserialize<'de> for HeaderValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ValueVisitor;
+        impl Visitor<'_> for ValueVisitor {
+            type Value = HeaderValue;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string, number, boolean or nil header value")
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<HeaderValue, E> {
+                Ok(HeaderValue::Int(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<HeaderValue, E> {
+                i64::try_from(v)
+                    .map(HeaderValue::Int)
+                    .map_err(|_| E::custom("header integer above i64::MAX"))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<HeaderValue, E> {
+                Ok(HeaderValue::Float(v))
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<HeaderValue, E> {
+                Ok(HeaderValue::Bool(v))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<HeaderValue, E> {
+                Ok(HeaderValue::Str(v.to_owned()))
+            }
+            fn visit_string<E>(self, v: String) -> Result<HeaderValue, E> {
+                Ok(HeaderValue::Str(v))
+            }
+            fn visit_unit<E>(self) -> Result<HeaderValue, E> {
+                Ok(HeaderValue::Nil)
+            }
+            fn visit_none<E>(self) -> Result<HeaderValue, E> {
+                Ok(HeaderValue::Nil)
+            }
+        }
+        deserializer.deserialize_any(ValueVisitor)
+    }
 }
 
 impl From<&str> for HeaderValue {
@@ -187,6 +228,23 @@ mod tests {
         assert_eq!(headers.correlation_id(), Some("my-corr-id"));
         assert_eq!(headers.get("Timeout"), Some(&HeaderValue::Int(5)));
         assert_eq!(encode(&body, &headers).unwrap(), capture);
+    }
+
+    #[test]
+    fn header_values_of_every_kind_decode() {
+        let mut headers = Headers::new();
+        headers
+            .insert("s", "x")
+            .insert("i", -5_i64)
+            .insert("f", HeaderValue::Float(1.5))
+            .insert("b", HeaderValue::Bool(true))
+            .insert("n", HeaderValue::Nil);
+        let bytes = Msgpack::WIRE.encode(&headers).unwrap();
+        let back: Headers = Msgpack::WIRE.decode(&bytes).unwrap();
+        assert_eq!(back, headers);
+        // A nested value is not a header value: a clear error, not a panic.
+        let nested = Msgpack::WIRE.encode(&[("k", vec![1_i64])]).unwrap();
+        assert!(Msgpack::WIRE.decode::<Headers>(&nested).is_err());
     }
 
     #[test]

@@ -69,6 +69,8 @@ pub(crate) struct Shared<B, H> {
     pub(crate) counters: Counters,
     pub(crate) in_flight: Mutex<HashSet<String>>,
     pub(crate) retries: Mutex<Vec<(Instant, String)>>,
+    /// Whether the last read of new entries filled a whole batch.
+    pub(crate) last_read_full: std::sync::atomic::AtomicBool,
     _body: PhantomData<fn() -> B>,
 }
 
@@ -158,6 +160,7 @@ where
             counters: Counters::default(),
             in_flight: Mutex::default(),
             retries: Mutex::default(),
+            last_read_full: std::sync::atomic::AtomicBool::new(false),
             _body: PhantomData,
         });
         let name = format!("listener {}", shared.stream);

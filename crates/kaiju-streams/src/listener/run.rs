@@ -171,17 +171,24 @@ where
                 return Ok(claimed);
             }
         }
-        let new = self.read(reader, ">", true).await?;
-        self.mark_in_flight(&new);
+        // After a full batch more entries are likely waiting: skip BLOCK, which costs a
+        // blocking-command round trip in the client even when data is there.
+        let block = !self.last_read_full.load(Ordering::Relaxed);
+        let new = self.read(reader, ">", block).await?;
+        self.last_read_full
+            .store(new.len() >= self.settings.max_batch_size, Ordering::Relaxed);
+        if self.tracks_in_flight() {
+            self.mark_in_flight(&new);
+        }
         Ok(new)
     }
 
     async fn process_batch(self: Arc<Self>, entries: Vec<RawEntry>) {
-        let ids: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
         let meta: Vec<(String, u64)> = entries
             .iter()
             .map(|e| (e.id.clone(), e.deliveries))
             .collect();
+        let ids: Vec<String> = meta.iter().map(|(id, _)| id.clone()).collect();
         let results = if self.settings.max_batch_size > 1 {
             // Concurrently within this task: no task spawn per entry.
             join_catching(
@@ -235,8 +242,15 @@ where
     }
 
     async fn process_one(&self, entry: RawEntry) -> Outcome {
-        let payload = match entry.fields.get(PAYLOAD_FIELD).and_then(|v| v.as_bytes()) {
-            Some(payload) => payload.to_vec(),
+        // Decode in place: no copy of the payload.
+        let decoded = entry
+            .fields
+            .get(PAYLOAD_FIELD)
+            .and_then(|v| v.as_bytes())
+            .map(decode::<B>);
+        let (body, headers) = match decoded {
+            Some(Ok(decoded)) => decoded,
+            Some(Err(e)) => return self.dead(&entry, &format!("malformed payload: {e}")).await,
             None => {
                 return self
                     .dead(
@@ -245,10 +259,6 @@ where
                     )
                     .await;
             }
-        };
-        let (body, headers) = match decode::<B>(&payload) {
-            Ok(decoded) => decoded,
-            Err(e) => return self.dead(&entry, &format!("malformed payload: {e}")).await,
         };
         let message = Message {
             id: entry.id.clone(),
@@ -275,7 +285,17 @@ where
         }
     }
 
-    async fn dead(&self, entry: &RawEntry, reason: &str) -> Outcome {
+    /// Boxed: the dead-letter path holds an XADD future, and keeping it out of
+    /// `process_one`'s state keeps the per-entry future small on the hot path.
+    fn dead<'a>(
+        &'a self,
+        entry: &'a RawEntry,
+        reason: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Outcome> + Send + 'a>> {
+        Box::pin(self.dead_inner(entry, reason))
+    }
+
+    async fn dead_inner(&self, entry: &RawEntry, reason: &str) -> Outcome {
         match self.dead_letter(entry, reason).await {
             Ok(()) => {
                 tracing::warn!(stream = %self.stream, id = %entry.id, reason, "entry dead-lettered");
@@ -316,6 +336,12 @@ where
         due
     }
 
+    /// New entries only need in-flight bookkeeping when a claim pass could take them too.
+    /// Own-pending re-reads, retries and claims always mark theirs.
+    fn tracks_in_flight(&self) -> bool {
+        self.settings.pending_messages_time_ms.is_some()
+    }
+
     fn is_in_flight(&self, id: &str) -> bool {
         self.in_flight.lock().is_ok_and(|f| f.contains(id))
     }
@@ -328,6 +354,9 @@ where
 
     fn unmark_in_flight(&self, ids: &[String]) {
         if let Ok(mut f) = self.in_flight.lock() {
+            if f.is_empty() {
+                return;
+            }
             for id in ids {
                 f.remove(id);
             }
