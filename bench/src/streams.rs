@@ -36,10 +36,12 @@ fn micros_now() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
-async fn kaiju(transport: &Transport, batch: usize) -> Result<f64, BoxError> {
-    let app = app(&format!("e2e{batch}"));
-    let stream = app.namespace()?.stream("rpc")?;
-    let _: i64 = transport.pool().del(stream.as_str()).await?;
+/// A started listener whose no-op handler counts entries.
+async fn counting_listener(
+    transport: &Transport,
+    app: &AppSettings,
+    batch: usize,
+) -> Result<(impl Service, Arc<AtomicUsize>), BoxError> {
     let done = Arc::new(AtomicUsize::new(0));
     let counter = done.clone();
     let settings = ListenerSettings {
@@ -49,7 +51,7 @@ async fn kaiju(transport: &Transport, batch: usize) -> Result<f64, BoxError> {
     };
     let mut listener = Listener::new(
         transport.clone(),
-        &app,
+        app,
         settings,
         move |_m: Message<Body>| {
             counter.fetch_add(1, Ordering::Relaxed);
@@ -57,22 +59,40 @@ async fn kaiju(transport: &Transport, batch: usize) -> Result<f64, BoxError> {
         },
     )?;
     listener.start().await?;
+    Ok((listener, done))
+}
+
+async fn until_handled(done: &AtomicUsize) {
+    while done.load(Ordering::Relaxed) < MESSAGES {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// Writes `MESSAGES` entries with the kaiju writer, in pipelines of `PIPELINE`.
+async fn write_all(transport: &Transport, stream: &kaiju_core::Key) -> Result<(), BoxError> {
     let writer = StreamWriter::new(transport.clone());
-    let started = Instant::now();
     let body: Body = ("bench.noop".into(), 0);
     for _ in 0..MESSAGES / PIPELINE {
-        let batch = (0..PIPELINE)
+        let entries = (0..PIPELINE)
             .map(|_| Outgoing {
-                stream: &stream,
+                stream,
                 body: &body,
                 headers: Headers::new(),
             })
             .collect();
-        writer.write_many(batch).await?;
+        writer.write_many(entries).await?;
     }
-    while done.load(Ordering::Relaxed) < MESSAGES {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    Ok(())
+}
+
+async fn kaiju(transport: &Transport, batch: usize) -> Result<f64, BoxError> {
+    let app = app(&format!("e2e{batch}"));
+    let stream = app.namespace()?.stream("rpc")?;
+    let _: i64 = transport.pool().del(stream.as_str()).await?;
+    let (mut listener, done) = counting_listener(transport, &app, batch).await?;
+    let started = Instant::now();
+    write_all(transport, &stream).await?;
+    until_handled(&done).await;
     let rate = MESSAGES as f64 / started.elapsed().as_secs_f64();
     listener.stop(Duration::from_secs(10)).await?;
     let _: i64 = transport.pool().del(stream.as_str()).await?;
@@ -130,41 +150,12 @@ async fn drain(transport: &Transport, batch: Option<usize>) -> Result<f64, BoxEr
     let app = app("drain");
     let stream = app.namespace()?.stream("rpc")?;
     let _: i64 = transport.pool().del(stream.as_str()).await?;
-    let writer = StreamWriter::new(transport.clone());
-    let body: Body = ("bench.noop".into(), 0);
-    for _ in 0..MESSAGES / PIPELINE {
-        let entries = (0..PIPELINE)
-            .map(|_| Outgoing {
-                stream: &stream,
-                body: &body,
-                headers: Headers::new(),
-            })
-            .collect();
-        writer.write_many(entries).await?;
-    }
+    write_all(transport, &stream).await?;
     let started = Instant::now();
     match batch {
         Some(batch) => {
-            let done = Arc::new(AtomicUsize::new(0));
-            let counter = done.clone();
-            let settings = ListenerSettings {
-                max_batch_size: batch,
-                max_parallel_batches: 4,
-                ..ListenerSettings::default()
-            };
-            let mut listener = Listener::new(
-                transport.clone(),
-                &app,
-                settings,
-                move |_m: Message<Body>| {
-                    counter.fetch_add(1, Ordering::Relaxed);
-                    std::future::ready(Ok::<_, HandlerError>(()))
-                },
-            )?;
-            listener.start().await?;
-            while done.load(Ordering::Relaxed) < MESSAGES {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
+            let (mut listener, done) = counting_listener(transport, &app, batch).await?;
+            until_handled(&done).await;
             listener.stop(Duration::from_secs(10)).await?;
         }
         None => {

@@ -123,36 +123,17 @@ async fn malformed_entries_are_dead_lettered_and_the_rest_run(
     let mut good = Vec::new();
     for i in 0..7 {
         if i == 2 {
-            // No `_` field at all (kaiju-redis dropped the whole batch on this, D2).
-            let _: String = t
-                .pool()
-                .xadd(stream.as_str(), false, None, "*", vec![("x", "1")])
-                .await
-                .unwrap();
-            // `_` is not msgpack.
-            let _: String = t
-                .pool()
-                .xadd(
-                    stream.as_str(),
-                    false,
-                    None,
-                    "*",
-                    vec![("_", vec![0xc1_u8])],
-                )
-                .await
-                .unwrap();
-            // msgpack, but not `[body, headers]`.
-            let _: String = t
-                .pool()
-                .xadd(
-                    stream.as_str(),
-                    false,
-                    None,
-                    "*",
-                    vec![("_", vec![0x05_u8])],
-                )
-                .await
-                .unwrap();
+            // No `_` field at all (kaiju-redis dropped the whole batch on this, D2); a `_` that
+            // is not msgpack; msgpack that is not `[body, headers]`.
+            let malformed: [(&str, Vec<u8>); 3] =
+                [("x", b"1".to_vec()), ("_", vec![0xc1]), ("_", vec![0x05])];
+            for (field, value) in malformed {
+                let _: String = t
+                    .pool()
+                    .xadd(stream.as_str(), false, None, "*", vec![(field, value)])
+                    .await
+                    .unwrap();
+            }
         }
         good.push(
             writer

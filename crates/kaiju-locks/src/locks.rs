@@ -125,13 +125,7 @@ impl Locks {
         if !options.wait {
             let token = self.try_acquire(&keys, &owner, &lease, "", &alive).await?;
             return match token {
-                Some(token) => Ok(LockGuard::new(
-                    self,
-                    vec![keys],
-                    owner,
-                    vec![token],
-                    &options,
-                )),
+                Some(token) => Ok(self.held(keys, owner, token, &options)),
                 None => Err(LockError::Exists {
                     owner: self.owner(&keys.lock).await?,
                     key: keys.lock,
@@ -141,13 +135,7 @@ impl Locks {
         // Fast path: a free lock nobody waits for is taken without joining the queue or
         // subscribing (the script refuses it if anyone is queued, so order is kept).
         if let Some(token) = self.try_acquire(&keys, &owner, &lease, "", &alive).await? {
-            return Ok(LockGuard::new(
-                self,
-                vec![keys],
-                owner,
-                vec![token],
-                &options,
-            ));
+            return Ok(self.held(keys, owner, token, &options));
         }
         let ticket = uuid::Uuid::new_v4().simple().to_string();
         let waiting = self.inner.wakeups.wait_on(&keys.channel).await?;
@@ -162,13 +150,7 @@ impl Locks {
                 .await;
             match attempt {
                 Ok(Some(token)) => {
-                    return Ok(LockGuard::new(
-                        self,
-                        vec![keys],
-                        owner,
-                        vec![token],
-                        &options,
-                    ));
+                    return Ok(self.held(keys, owner, token, &options));
                 }
                 Ok(None) => {}
                 Err(e) => {
@@ -193,6 +175,16 @@ impl Locks {
                 () = tokio::time::sleep(pause) => {}
             }
         }
+    }
+
+    fn held(
+        &self,
+        keys: LockKeys,
+        owner: String,
+        token: u64,
+        options: &AcquireOptions,
+    ) -> LockGuard {
+        LockGuard::new(self, vec![keys], owner, vec![token], options)
     }
 
     async fn try_acquire(

@@ -18,6 +18,20 @@ pub(crate) struct RawEntry {
     pub(crate) deliveries: u64,
 }
 
+impl RawEntry {
+    /// Entries as read; delivery counts are filled in later where they can be above 1.
+    fn first_deliveries(entries: Vec<(String, HashMap<String, Value>)>) -> Vec<Self> {
+        entries
+            .into_iter()
+            .map(|(id, fields)| Self {
+                id,
+                fields,
+                deliveries: 1,
+            })
+            .collect()
+    }
+}
+
 /// Parses `ms-seq` for ordering; malformed ids sort first.
 pub(crate) fn parse_id(id: &str) -> (u64, u64) {
     let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
@@ -82,14 +96,7 @@ impl<B, H> Shared<B, H> {
             .or_stream()?;
         let entries = streams.remove(&self.stream).unwrap_or_default();
         let new = from == ">";
-        let mut raw: Vec<RawEntry> = entries
-            .into_iter()
-            .map(|(id, fields)| RawEntry {
-                id,
-                fields,
-                deliveries: 1,
-            })
-            .collect();
+        let mut raw = RawEntry::first_deliveries(entries);
         if !new {
             self.fill_deliveries(&mut raw).await?;
         }
@@ -144,14 +151,7 @@ impl<B, H> Shared<B, H> {
             )
             .await
             .or_stream()?;
-        let mut raw: Vec<RawEntry> = entries_of(reply)?
-            .into_iter()
-            .map(|(id, fields)| RawEntry {
-                id,
-                fields,
-                deliveries: 1,
-            })
-            .collect();
+        let mut raw = RawEntry::first_deliveries(entries_of(reply)?);
         self.fill_deliveries(&mut raw).await?;
         Ok(raw)
     }
@@ -188,14 +188,7 @@ impl<B, H> Shared<B, H> {
         if deleted > 0 {
             tracing::warn!(stream = %self.stream, deleted, "pending entries were deleted from the stream before anyone processed them");
         }
-        let mut raw: Vec<RawEntry> = entries
-            .into_iter()
-            .map(|(id, fields)| RawEntry {
-                id,
-                fields,
-                deliveries: 1,
-            })
-            .collect();
+        let mut raw = RawEntry::first_deliveries(entries);
         self.fill_deliveries(&mut raw).await?;
         Ok((next, raw))
     }
