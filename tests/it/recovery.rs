@@ -1,13 +1,17 @@
 //! Failure handling against servers the tests start and break themselves: wrong credentials,
-//! a single-node restart, a cluster failover. Each test owns its servers, so breaking them never
-//! disturbs the shared ones other tests use.
+//! a single-node restart and a cluster failover, for the transport and for a stream listener.
+//! Each test owns its servers, so breaking them never disturbs the shared ones other tests use.
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kaiju_core::{Key, RedisSettings};
+use kaiju_core::{AppSettings, Key, RedisSettings, Service};
+use kaiju_streams::{HandlerError, Headers, Listener, ListenerSettings, Message, StreamWriter};
 use kaiju_testkit::{ClusterOptions, RedisCluster, RedisServer, ServerOptions};
 use kaiju_tests::can_spawn_servers;
 use kaiju_transport::fred::prelude::*;
+use kaiju_transport::fred::types::Value;
 use kaiju_transport::{Transport, TransportError};
 
 fn blocking<T: Send + 'static>(
@@ -219,16 +223,87 @@ async fn cluster_failover_is_survived() {
     drop(blocking(move || drop(cluster)).await);
 }
 
+type Seen = Arc<Mutex<HashSet<String>>>;
+
+/// A started listener (stable consumer name, 100 ms BLOCK) that records the id of every entry
+/// it handles.
+async fn recording_listener(transport: &Transport, app: &AppSettings) -> (impl Service, Seen) {
+    let seen: Seen = Arc::default();
+    let record = seen.clone();
+    let settings = ListenerSettings {
+        consumer_id: Some("stable".into()),
+        max_wait_time_ms: 100,
+        ..ListenerSettings::default()
+    };
+    let mut listener = Listener::new(
+        transport.clone(),
+        app,
+        settings,
+        move |m: Message<(String, i64)>| {
+            record.lock().unwrap().insert(m.id);
+            std::future::ready(Ok::<_, HandlerError>(()))
+        },
+    )
+    .unwrap();
+    listener.start().await.unwrap();
+    (listener, seen)
+}
+
+/// Writes `("x", i)` entries `pause` apart for `duration`; returns the ids of the writes that
+/// succeeded (the others failed during the outage).
+fn write_for(
+    transport: &Transport,
+    stream: Key,
+    duration: Duration,
+    pause: Duration,
+) -> tokio::task::JoinHandle<Vec<String>> {
+    let writer = StreamWriter::new(transport.clone());
+    tokio::spawn(async move {
+        let (mut ids, started, mut i) = (Vec::new(), Instant::now(), 0_i64);
+        while started.elapsed() < duration {
+            i += 1;
+            if let Ok(id) = writer
+                .write(&stream, &("x".to_owned(), i), Headers::new())
+                .await
+            {
+                ids.push(id);
+            }
+            tokio::time::sleep(pause).await;
+        }
+        ids
+    })
+}
+
+/// Waits (30 s at most) until every id in `ids` was handled.
+async fn until_all_handled(seen: &Seen, ids: &[String]) {
+    assert!(
+        ids.len() > 100,
+        "too few entries to be meaningful: {}",
+        ids.len()
+    );
+    let started = Instant::now();
+    loop {
+        let missing = ids
+            .iter()
+            .filter(|id| !seen.lock().unwrap().contains(*id))
+            .count();
+        if missing == 0 {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{missing} of {} entries were never handled",
+            ids.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A listener rides out a kill -9 and restart of Redis (with `appendfsync always`, so every
 /// acknowledged write survives): every entry whose write succeeded is handled, with no manual
 /// action.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listener_survives_a_redis_restart() {
-    use kaiju_core::{AppSettings, Service};
-    use kaiju_streams::{HandlerError, Headers, Listener, ListenerSettings, Message, StreamWriter};
-    use std::collections::HashSet;
-    use std::sync::{Arc, Mutex};
-
     if !can_spawn_servers() {
         return;
     }
@@ -249,40 +324,14 @@ async fn a_listener_survives_a_redis_restart() {
     };
     let transport = Transport::connect(&settings).await.unwrap();
     let app = AppSettings::default();
-    let seen: Arc<Mutex<HashSet<String>>> = Arc::default();
-    let record = seen.clone();
-    let listener_settings = ListenerSettings {
-        consumer_id: Some("stable".into()),
-        max_wait_time_ms: 100,
-        ..ListenerSettings::default()
-    };
-    let mut listener = Listener::new(
-        transport.clone(),
-        &app,
-        listener_settings,
-        move |m: Message<(String, i64)>| {
-            record.lock().unwrap().insert(m.id);
-            std::future::ready(Ok::<_, HandlerError>(()))
-        },
-    )
-    .unwrap();
-    listener.start().await.unwrap();
-
+    let (mut listener, seen) = recording_listener(&transport, &app).await;
     let stream = app.namespace().unwrap().stream("rpc").unwrap();
-    let writer = StreamWriter::new(transport.clone());
-    let written = tokio::spawn(async move {
-        let mut ids = Vec::new();
-        for i in 0..600_i64 {
-            if let Ok(id) = writer
-                .write(&stream, &("x".to_owned(), i), Headers::new())
-                .await
-            {
-                ids.push(id);
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        ids
-    });
+    let written = write_for(
+        &transport,
+        stream,
+        Duration::from_millis(1500),
+        Duration::from_millis(2),
+    );
     tokio::time::sleep(Duration::from_millis(400)).await;
     server.kill();
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -293,29 +342,9 @@ async fn a_listener_survives_a_redis_restart() {
     .await
     .unwrap();
     let written = written.await.unwrap();
-    assert!(
-        written.len() > 100,
-        "too few writes succeeded: {}",
-        written.len()
-    );
-    let started = Instant::now();
-    loop {
-        let missing = written
-            .iter()
-            .filter(|id| !seen.lock().unwrap().contains(*id))
-            .count();
-        if missing == 0 {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "{missing} of {} written entries were never handled",
-            written.len()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_all_handled(&seen, &written).await;
     eprintln!(
-        "MEASURED listener across a Redis restart: {} of 600 writes succeeded, all handled",
+        "MEASURED listener across a Redis restart: {} successful writes, all handled",
         written.len()
     );
     listener.stop(Duration::from_secs(5)).await.unwrap();
@@ -331,12 +360,6 @@ async fn a_listener_survives_a_redis_restart() {
 /// the listener's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listener_survives_a_cluster_failover() {
-    use kaiju_core::{AppSettings, Service};
-    use kaiju_streams::{HandlerError, Headers, Listener, ListenerSettings, Message, StreamWriter};
-    use kaiju_transport::fred::types::Value;
-    use std::collections::HashSet;
-    use std::sync::{Arc, Mutex};
-
     if !can_spawn_servers() {
         return;
     }
@@ -350,44 +373,14 @@ async fn a_listener_survives_a_cluster_failover() {
     };
     let transport = Transport::connect(&settings).await.unwrap();
     let app = AppSettings::default();
+    let (mut listener, seen) = recording_listener(&transport, &app).await;
     let stream = app.namespace().unwrap().stream("rpc").unwrap();
-    let seen: Arc<Mutex<HashSet<String>>> = Arc::default();
-    let record = seen.clone();
-    let listener_settings = ListenerSettings {
-        consumer_id: Some("stable".into()),
-        max_wait_time_ms: 100,
-        ..ListenerSettings::default()
-    };
-    let mut listener = Listener::new(
-        transport.clone(),
-        &app,
-        listener_settings,
-        move |m: Message<(String, i64)>| {
-            record.lock().unwrap().insert(m.id);
-            std::future::ready(Ok::<_, HandlerError>(()))
-        },
-    )
-    .unwrap();
-    listener.start().await.unwrap();
-
-    let writer = StreamWriter::new(transport.clone());
-    let key = stream.clone();
-    let written = tokio::spawn(async move {
-        let mut ids = Vec::new();
-        let started = Instant::now();
-        let mut i = 0_i64;
-        while started.elapsed() < Duration::from_secs(9) {
-            i += 1;
-            if let Ok(id) = writer
-                .write(&key, &("x".to_owned(), i), Headers::new())
-                .await
-            {
-                ids.push(id);
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        ids
-    });
+    let written = write_for(
+        &transport,
+        stream.clone(),
+        Duration::from_secs(9),
+        Duration::from_millis(5),
+    );
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let primary = cluster.primary_of_slot(stream.slot()).unwrap();
     let killed = Instant::now();
@@ -400,24 +393,8 @@ async fn a_listener_survives_a_cluster_failover() {
         .await
         .unwrap();
     let present: Vec<String> = present.into_iter().map(|(id, _)| id).collect();
-    assert!(present.len() > 100, "too few entries: {}", present.len());
     let lost_by_replication = written.iter().filter(|id| !present.contains(id)).count();
-    let started = Instant::now();
-    loop {
-        let missing = present
-            .iter()
-            .filter(|id| !seen.lock().unwrap().contains(*id))
-            .count();
-        if missing == 0 {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "{missing} of {} entries in the stream were never handled",
-            present.len()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_all_handled(&seen, &present).await;
     eprintln!(
         "MEASURED listener across a cluster failover: {} entries in the stream, all handled \
          {:?} after the kill; {} acknowledged writes lost by asynchronous replication",
