@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use kaiju_cache::{Cache, CacheError, Condition, NearCache, NearCacheOptions, SetOpts};
 use kaiju_core::Namespace;
-use kaiju_tests::{Target, on_both};
+use kaiju_tests::{Target, eventually, on_both};
 use kaiju_transport::fred::prelude::*;
 use kaiju_transport::fred::types::Value;
 use kaiju_transport::{Transport, TransportError};
@@ -368,21 +368,6 @@ async fn get_or_set_with_failure_is_shared_and_not_cached(
     cache.delete(&[&key]).await.unwrap();
 }
 
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let started = std::time::Instant::now();
-    while !check().await {
-        assert!(
-            started.elapsed() < Duration::from_secs(3),
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 async fn near_cache_serves_hits_locally_and_sees_other_writers(
     t: &Transport,
     ns: &Namespace,
@@ -410,7 +395,7 @@ async fn near_cache_serves_hits_locally_and_sees_other_writers(
     );
 
     other.set(&key, &"v2", None).await.unwrap();
-    eventually("the invalidation", || async {
+    eventually("the invalidation", Duration::from_secs(3), || async {
         near.get::<String>(&key).await.unwrap().as_deref() == Some("v2")
     })
     .await;
@@ -423,7 +408,7 @@ async fn near_cache_serves_hits_locally_and_sees_other_writers(
     assert_eq!(near.get::<String>(&missing).await.unwrap(), None);
     assert_eq!(near.stats().hits, hits + 1);
     other.set(&missing, &"now", None).await.unwrap();
-    eventually("the creation", || async {
+    eventually("the creation", Duration::from_secs(3), || async {
         near.get::<String>(&missing).await.unwrap().as_deref() == Some("now")
     })
     .await;
@@ -438,7 +423,7 @@ async fn near_cache_serves_hits_locally_and_sees_other_writers(
     assert_eq!(near.get::<String>(&key).await.unwrap(), None);
     // A wrong type is still a typed error.
     other.set(&key, &1.5_f64, None).await.unwrap();
-    eventually("the type change", || async {
+    eventually("the type change", Duration::from_secs(3), || async {
         matches!(
             near.get::<String>(&key).await,
             Err(CacheError::Decode { .. })
@@ -500,16 +485,20 @@ async fn near_cache_forgets_everything_when_its_connection_drops() {
         ])
         .await
         .unwrap();
-    eventually("the local tier to be cleared", || async {
-        near.stats().len == 0
-    })
+    eventually(
+        "the local tier to be cleared",
+        Duration::from_secs(3),
+        || async { near.stats().len == 0 },
+    )
     .await;
     // After the reconnect, tracking works again.
     assert_eq!(near.get::<i64>(&key).await.unwrap(), Some(1));
     other.set(&key, &2_i64, None).await.unwrap();
-    eventually("an invalidation after the reconnect", || async {
-        near.get::<i64>(&key).await.unwrap() == Some(2)
-    })
+    eventually(
+        "an invalidation after the reconnect",
+        Duration::from_secs(3),
+        || async { near.get::<i64>(&key).await.unwrap() == Some(2) },
+    )
     .await;
     other.delete(&[&key]).await.unwrap();
 }

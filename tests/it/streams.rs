@@ -10,7 +10,7 @@ use kaiju_core::{AppSettings, Namespace, Service, ServiceError};
 use kaiju_streams::{
     HandlerError, Headers, Listener, ListenerSettings, Message, Outgoing, StreamWriter,
 };
-use kaiju_tests::{Target, on_both};
+use kaiju_tests::{Target, eventually, on_both};
 use kaiju_transport::Transport;
 use kaiju_transport::fred::prelude::*;
 use kaiju_transport::fred::types::Value;
@@ -71,14 +71,6 @@ async fn write(t: &Transport, stream: &kaiju_core::Key, n: usize, method: &str) 
     ids
 }
 
-async fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !done() {
-        assert!(started.elapsed() < timeout, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 fn distinct(seen: &Seen) -> usize {
     seen.lock().unwrap().iter().collect::<HashSet<_>>().len()
 }
@@ -99,7 +91,7 @@ async fn a_backlog_written_before_any_listener_is_processed(
     };
     let mut listener = Listener::new(t.clone(), &app, settings, recorder(&seen)).unwrap();
     listener.start().await.unwrap();
-    wait_for("10,000 entries", Duration::from_secs(60), || {
+    eventually("10,000 entries", Duration::from_secs(60), || async {
         distinct(&seen) >= ids.len()
     })
     .await;
@@ -151,12 +143,16 @@ async fn malformed_entries_are_dead_lettered_and_the_rest_run(
     )
     .unwrap();
     listener.start().await.unwrap();
-    wait_for("7 good entries", Duration::from_secs(10), || {
+    eventually("7 good entries", Duration::from_secs(10), || async {
         distinct(&seen) >= 7
     })
     .await;
-    wait_for("3 dead letters", Duration::from_secs(10), || {
-        futures_lite_block(t, listener.dead_letter_key()) >= 3
+    eventually("3 dead letters", Duration::from_secs(10), || async {
+        t.pool()
+            .xlen::<u64, _>(listener.dead_letter_key())
+            .await
+            .unwrap_or(0)
+            >= 3
     })
     .await;
     listener.stop(Duration::from_secs(5)).await.unwrap();
@@ -207,20 +203,6 @@ async fn malformed_entries_are_dead_lettered_and_the_rest_run(
         .unwrap_or(0);
 }
 
-/// XLEN, blocking the test thread briefly (used inside a sync predicate).
-fn futures_lite_block(t: &Transport, key: &str) -> u64 {
-    let (t, key) = (t.clone(), key.to_owned());
-    std::thread::spawn(move || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(async move { t.pool().xlen::<u64, _>(key.as_str()).await.unwrap_or(0) })
-    })
-    .join()
-    .unwrap()
-}
-
 async fn failing_handlers_are_retried_then_dead_lettered(t: &Transport, ns: &Namespace, _: Target) {
     let app = app(ns);
     let stream = app.namespace().unwrap().stream("rpc").unwrap();
@@ -251,10 +233,10 @@ async fn failing_handlers_are_retried_then_dead_lettered(t: &Transport, ns: &Nam
     })
     .unwrap();
     listener.start().await.unwrap();
-    wait_for(
+    eventually(
         "the broken entry to be given up",
         Duration::from_secs(10),
-        || {
+        || async {
             attempts
                 .lock()
                 .unwrap()
@@ -324,7 +306,7 @@ async fn a_deleted_group_and_stream_are_recovered(t: &Transport, ns: &Namespace,
     .unwrap();
     listener.start().await.unwrap();
     let mut all = write(t, &stream, 5, "a").await;
-    wait_for("5 entries", Duration::from_secs(10), || {
+    eventually("5 entries", Duration::from_secs(10), || async {
         distinct(&seen) >= 5
     })
     .await;
@@ -334,19 +316,19 @@ async fn a_deleted_group_and_stream_are_recovered(t: &Transport, ns: &Namespace,
         .await
         .unwrap();
     all.extend(write(t, &stream, 5, "b").await);
-    wait_for(
+    eventually(
         "entries after the group was deleted",
         Duration::from_secs(10),
-        || distinct(&seen) >= 10,
+        || async { distinct(&seen) >= 10 },
     )
     .await;
     let _: i64 = t.pool().del(stream.as_str()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     all.extend(write(t, &stream, 5, "c").await);
-    wait_for(
+    eventually(
         "entries after the stream was deleted",
         Duration::from_secs(10),
-        || distinct(&seen) >= 15,
+        || async { distinct(&seen) >= 15 },
     )
     .await;
     listener.stop(Duration::from_secs(5)).await.unwrap();
@@ -371,7 +353,7 @@ async fn trim_delivered_keeps_what_a_slow_group_needs(t: &Transport, ns: &Namesp
     };
     let mut listener = Listener::new(t.clone(), &app, settings, recorder(&seen)).unwrap();
     listener.start().await.unwrap();
-    wait_for("20 entries", Duration::from_secs(10), || {
+    eventually("20 entries", Duration::from_secs(10), || async {
         distinct(&seen) >= 20
     })
     .await;
@@ -389,31 +371,17 @@ async fn trim_delivered_keeps_what_a_slow_group_needs(t: &Transport, ns: &Namesp
         .xack(stream.as_str(), "slow", ids[..5].to_vec())
         .await
         .unwrap();
-    let mut first = String::new();
-    wait_for("the trim to catch up", Duration::from_secs(5), || {
-        let (t, key) = (t.clone(), stream.as_str().to_owned());
-        let remaining = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(async move {
-                    t.pool()
-                        .xrange::<Vec<(String, Value)>, _, _, _>(key.as_str(), "-", "+", None)
-                        .await
-                        .unwrap()
-                })
-        })
-        .join()
-        .unwrap();
-        first = remaining
-            .first()
-            .map(|(id, _)| id.clone())
-            .unwrap_or_default();
-        remaining.len() == 15
+    eventually("the trim to catch up", Duration::from_secs(5), || async {
+        t.pool().xlen::<u64, _>(stream.as_str()).await.unwrap() == 15
     })
     .await;
-    assert_eq!(first, ids[5]);
+    let remaining: Vec<(String, Value)> = t
+        .pool()
+        .xrange(stream.as_str(), "-", "+", None)
+        .await
+        .unwrap();
+    assert_eq!(remaining.len(), 15);
+    assert_eq!(remaining[0].0, ids[5]);
     listener.stop(Duration::from_secs(5)).await.unwrap();
     let _: i64 = t.pool().del(stream.as_str()).await.unwrap();
 }
@@ -442,9 +410,11 @@ async fn the_pause_key_stops_and_resumes_listeners(t: &Transport, ns: &Namespace
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(distinct(&seen), 0, "a paused listener read entries");
     let _: i64 = t.pool().del(one.pause_key()).await.unwrap();
-    wait_for("entries after the pause", Duration::from_secs(5), || {
-        distinct(&seen) >= 10
-    })
+    eventually(
+        "entries after the pause",
+        Duration::from_secs(5),
+        || async { distinct(&seen) >= 10 },
+    )
     .await;
     one.stop(Duration::from_secs(5)).await.unwrap();
     two.stop(Duration::from_secs(5)).await.unwrap();
@@ -474,7 +444,7 @@ async fn stop_finishes_in_flight_work_or_leaves_it_pending(
     let mut listener =
         Listener::new(t.clone(), &app, ListenerSettings::default(), slow(200)).unwrap();
     listener.start().await.unwrap();
-    wait_for("the batch to start", Duration::from_secs(5), || {
+    eventually("the batch to start", Duration::from_secs(5), || async {
         distinct(&started) >= 5
     })
     .await;
@@ -493,9 +463,11 @@ async fn stop_finishes_in_flight_work_or_leaves_it_pending(
     };
     let mut listener = Listener::new(t.clone(), &app, settings, slow(10_000)).unwrap();
     listener.start().await.unwrap();
-    wait_for("the second batch to start", Duration::from_secs(5), || {
-        distinct(&started) >= 10
-    })
+    eventually(
+        "the second batch to start",
+        Duration::from_secs(5),
+        || async { distinct(&started) >= 10 },
+    )
     .await;
     let began = Instant::now();
     let stopped = listener.stop(Duration::from_millis(200)).await;
@@ -532,15 +504,15 @@ async fn a_restarted_consumer_processes_its_own_pending_entries(
     );
     let mut hung = hung.unwrap();
     hung.start().await.unwrap();
-    wait_for("entries pending", Duration::from_secs(5), || {
-        pending_of(t, stream.as_str(), hung.group()) >= 5
+    eventually("entries pending", Duration::from_secs(5), || async {
+        pending_of(t, stream.as_str(), hung.group()).await >= 5
     })
     .await;
     drop(hung);
     let seen: Seen = Arc::default();
     let mut restarted = Listener::new(t.clone(), &app, settings, recorder(&seen)).unwrap();
     restarted.start().await.unwrap();
-    wait_for("own pending entries", Duration::from_secs(10), || {
+    eventually("own pending entries", Duration::from_secs(10), || async {
         distinct(&seen) >= 5
     })
     .await;
@@ -552,21 +524,9 @@ async fn a_restarted_consumer_processes_its_own_pending_entries(
     let _: i64 = t.pool().del(stream.as_str()).await.unwrap();
 }
 
-fn pending_of(t: &Transport, stream: &str, group: &str) -> u64 {
-    let (t, stream, group) = (t.clone(), stream.to_owned(), group.to_owned());
-    std::thread::spawn(move || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(async move {
-                let summary: Result<(u64, Value, Value, Value), _> =
-                    t.pool().xpending(stream.as_str(), group.as_str(), ()).await;
-                summary.map(|s| s.0).unwrap_or(0)
-            })
-    })
-    .join()
-    .unwrap()
+async fn pending_of(t: &Transport, stream: &str, group: &str) -> u64 {
+    let summary: Result<(u64, Value, Value, Value), _> = t.pool().xpending(stream, group, ()).await;
+    summary.map(|s| s.0).unwrap_or(0)
 }
 
 fn url(target: Target) -> String {

@@ -79,6 +79,19 @@ pub fn can_spawn_servers() -> bool {
     )
 }
 
+/// Polls `check` every 10 ms until it is true; fails the test after `timeout`.
+pub async fn eventually<F, Fut>(what: &str, timeout: std::time::Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = std::time::Instant::now();
+    while !check().await {
+        assert!(started.elapsed() < timeout, "timed out waiting for {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 /// Runs `async fn name(transport: &Transport, ns: &Namespace, target: Target)` once against the
 /// single node and once against the cluster, as the tests `name::single` and `name::cluster`.
 #[macro_export]
