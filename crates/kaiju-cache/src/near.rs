@@ -6,7 +6,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use kaiju_core::Codec;
 use kaiju_transport::TransportError;
 use kaiju_transport::fred::clients::Client;
 use kaiju_transport::fred::interfaces::{
@@ -17,7 +16,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::FredExt;
-use crate::reply::bytes;
+use crate::reply::{bytes, decode_bytes};
 use crate::{Cache, CacheError, Result};
 
 /// Options of a [`NearCache`].
@@ -114,6 +113,14 @@ fn lock(local: &Mutex<Local>) -> std::sync::MutexGuard<'_, Local> {
     local.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// After a disconnect: invalidations may have been missed and tracking is off until it is
+/// switched on again, so drop every local copy and keep no read that started before.
+fn forget_all(local: &Mutex<Local>, tracking: &AtomicBool, epoch: &AtomicU64) {
+    tracking.store(false, Ordering::SeqCst);
+    epoch.fetch_add(1, Ordering::SeqCst);
+    lock(local).clear();
+}
+
 impl NearCache {
     /// Opens the tracking connection. Needs RESP3 (`resp3: true`, the default) and Redis 6+.
     pub async fn new(cache: Cache, options: NearCacheOptions) -> Result<Self> {
@@ -150,9 +157,7 @@ impl NearCache {
         let _reconnects = client.on_reconnect(move |_| {
             // Invalidations may have been missed while disconnected, and tracking is per
             // connection: drop everything and track again before keeping new reads.
-            reconnected.store(false, Ordering::SeqCst);
-            new_epoch.fetch_add(1, Ordering::SeqCst);
-            lock(&on_reconnect).clear();
+            forget_all(&on_reconnect, &reconnected, &new_epoch);
             let (tracking, reconnected) = (tracking.clone(), reconnected.clone());
             async move {
                 match tracking.start_tracking(None, false, false, false, false).await {
@@ -164,9 +169,7 @@ impl NearCache {
         });
         let (on_error, failed, error_epoch) = (local.clone(), ready.clone(), epoch.clone());
         let _errors = client.on_error(move |_| {
-            failed.store(false, Ordering::SeqCst);
-            error_epoch.fetch_add(1, Ordering::SeqCst);
-            lock(&on_error).clear();
+            forget_all(&on_error, &failed, &error_epoch);
             async { Ok(()) }
         });
         client
@@ -212,22 +215,14 @@ impl NearCache {
                 let epoch = self.epoch.load(Ordering::SeqCst);
                 // Read on the tracking connection, so Redis tracks the key for us.
                 let value: Value = self.client.get(key).await.or_cache()?;
-                let raw = bytes(value)?.filter(|b| !b.is_empty());
+                let raw = bytes(value)?;
                 if tracked {
                     self.store(key, raw.clone(), generation, epoch);
                 }
                 raw
             }
         };
-        match raw {
-            None => Ok(None),
-            Some(b) => self
-                .cache
-                .codec
-                .decode(&b)
-                .map(Some)
-                .map_err(|e| CacheError::decode(key, e)),
-        }
+        decode_bytes(self.cache.codec, key, raw)
     }
 
     fn store(&self, key: &str, value: Option<Bytes>, generation: u64, epoch: u64) {

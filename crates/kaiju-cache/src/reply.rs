@@ -39,13 +39,21 @@ pub(crate) fn decode<T: DeserializeOwned>(
     key: &str,
     value: Value,
 ) -> Result<Option<T>> {
-    match bytes(value)? {
-        None => Ok(None),
-        Some(b) if b.is_empty() => Ok(None),
-        Some(b) => codec
+    decode_bytes(codec, key, bytes(value)?)
+}
+
+/// [`decode`] for bytes already taken out of a reply (the near cache keeps those).
+pub(crate) fn decode_bytes<T: DeserializeOwned>(
+    codec: Msgpack,
+    key: &str,
+    raw: Option<Bytes>,
+) -> Result<Option<T>> {
+    match raw {
+        Some(b) if !b.is_empty() => codec
             .decode(&b)
             .map(Some)
             .map_err(|e| CacheError::decode(key, e)),
+        _ => Ok(None),
     }
 }
 
