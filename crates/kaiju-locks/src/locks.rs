@@ -158,18 +158,13 @@ impl Locks {
                     return Err(e);
                 }
             }
-            let mut pause = RETRY_EVERY;
-            if let Some(timeout) = options.timeout {
-                let left = timeout.saturating_sub(started.elapsed());
-                if left.is_zero() {
-                    self.leave_queue(&keys, &ticket).await;
-                    return Err(LockError::Timeout {
-                        key: keys.lock,
-                        waited: started.elapsed(),
-                    });
-                }
-                pause = pause.min(left);
-            }
+            let Some(pause) = pause_before_retry(&options, started) else {
+                self.leave_queue(&keys, &ticket).await;
+                return Err(LockError::Timeout {
+                    key: keys.lock,
+                    waited: started.elapsed(),
+                });
+            };
             tokio::select! {
                 () = &mut notified => {}
                 () = tokio::time::sleep(pause) => {}
@@ -259,6 +254,15 @@ impl Locks {
         };
         let started = Instant::now();
         loop {
+            // Listen before trying, so a release between the try and the wait is not missed.
+            let mut wakes: Vec<_> = waiting
+                .iter()
+                .map(|w| {
+                    let mut notified = Box::pin(w.notify.notified());
+                    notified.as_mut().enable();
+                    notified
+                })
+                .collect();
             let tokens: Vec<i64> = ACQUIRE_MANY
                 .run(
                     &self.inner.transport,
@@ -284,20 +288,14 @@ impl Locks {
                     key,
                 });
             }
-            let mut pause = RETRY_EVERY;
-            if let Some(timeout) = options.timeout {
-                let left = timeout.saturating_sub(started.elapsed());
-                if left.is_zero() {
-                    return Err(LockError::Timeout {
-                        key: first.lock.clone(),
-                        waited: started.elapsed(),
-                    });
-                }
-                pause = pause.min(left);
-            }
-            let wakes = waiting.iter().map(|w| Box::pin(w.notify.notified()));
+            let Some(pause) = pause_before_retry(&options, started) else {
+                return Err(LockError::Timeout {
+                    key: first.lock.clone(),
+                    waited: started.elapsed(),
+                });
+            };
             tokio::select! {
-                _ = futures_select_any(wakes) => {}
+                _ = futures_select_any(wakes.iter_mut().map(|w| w.as_mut())) => {}
                 () = tokio::time::sleep(pause) => {}
             }
         }
@@ -368,6 +366,17 @@ impl Locks {
     /// Closes the notification connection. Held guards keep working until released.
     pub async fn close(&self) {
         self.inner.wakeups.close().await;
+    }
+}
+
+/// How long to wait before the next attempt, or `None` once the caller's timeout has passed.
+fn pause_before_retry(options: &AcquireOptions, started: Instant) -> Option<Duration> {
+    match options.timeout {
+        None => Some(RETRY_EVERY),
+        Some(timeout) => {
+            let left = timeout.saturating_sub(started.elapsed());
+            (!left.is_zero()).then(|| RETRY_EVERY.min(left))
+        }
     }
 }
 
