@@ -11,7 +11,9 @@
 //! written as an array of integers, which Python reads as a list.
 //!
 //! Decoding is strict: trailing bytes after the value are an error, so a truncated or
-//! concatenated value is never half-read.
+//! concatenated value is never half-read. Decoding is also safe on hostile input: no length read
+//! from the input sizes an allocation beyond what the input holds, and values nested deeper than
+//! [`MAX_DEPTH`] are rejected, so a small input can exhaust neither memory nor the stack.
 //!
 //! ```
 //! use kaiju_core::codec::{Codec, Msgpack};
@@ -54,6 +56,10 @@ pub enum CodecError {
         message: String,
     },
 }
+
+/// The deepest nesting of arrays and maps a decoder accepts. kaiju values are shallow; the
+/// bound keeps a hostile input (`[[[[...]]]]`) from exhausting a task's stack.
+pub const MAX_DEPTH: usize = 128;
 
 /// Turns values into bytes and back. Implemented by [`Msgpack`]; apps may plug in their own.
 pub trait Codec: Clone + Send + Sync + 'static {
@@ -133,11 +139,11 @@ impl Codec for Msgpack {
         let type_name = std::any::type_name::<T>();
         let fail = |message: String| CodecError::Decode { type_name, message };
         let mut rest = bytes;
+        let mut deserializer = rmp_serde::Deserializer::new(&mut rest);
+        deserializer.set_max_depth(MAX_DEPTH);
         let value = match self.layout {
-            Layout::Cache => T::deserialize(&mut rmp_serde::Deserializer::new(&mut rest)),
-            Layout::Wire => {
-                T::deserialize(&mut rmp_serde::Deserializer::new(&mut rest).with_human_readable())
-            }
+            Layout::Cache => T::deserialize(&mut deserializer),
+            Layout::Wire => T::deserialize(&mut deserializer.with_human_readable()),
         }
         .map_err(|e| fail(e.to_string()))?;
         if !rest.is_empty() {

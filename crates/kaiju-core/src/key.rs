@@ -166,6 +166,14 @@ impl Namespace {
         self.join("_stream")?.join("_dead")?.key(topic)
     }
 
+    /// The consumer leases of a listener: `<prefix>._stream._consumers.<topic>`, a hash from
+    /// consumer to the instance that holds the name (a kaiju-rs extension; Python kaiju does
+    /// not read it).
+    pub fn stream_consumers(&self, topic: &str) -> Result<Key, KeyError> {
+        check_part("topic", topic)?;
+        self.join("_stream")?.join("_consumers")?.key(topic)
+    }
+
     /// The pub/sub channel of a topic: `<prefix>._sub.<topic>`.
     pub fn channel(&self, topic: &str) -> Result<Key, KeyError> {
         check_part("topic", topic)?;
@@ -271,6 +279,10 @@ mod tests {
         assert_eq!(
             ns.dead_letter_stream("rpc").unwrap().as_str(),
             "cap.peer._stream._dead.rpc"
+        );
+        assert_eq!(
+            ns.stream_consumers("rpc").unwrap().as_str(),
+            "cap.peer._stream._consumers.rpc"
         );
     }
 
