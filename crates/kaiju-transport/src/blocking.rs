@@ -1,5 +1,6 @@
 //! A dedicated connection for blocking reads.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use fred::clients::Client;
@@ -15,11 +16,32 @@ use crate::Result;
 /// connection is used by one reader only, and every call through [`client`](Self::client) has
 /// a timeout of the block time plus a margin, so the client-side timeout never fires before the
 /// server has answered.
+///
+/// The connection closes when the last clone is dropped (or on [`close`](Self::close)), so a
+/// reader that is aborted or dropped never leaves a connection open on the server.
 #[derive(Debug, Clone)]
 pub struct BlockingConnection {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
     client: Client,
     options: Options,
     block: Duration,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // fred keeps a connection open until QUIT, whoever holds the client; send it from a task
+        // (best effort: without a runtime the connection tasks are gone anyway).
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let client = self.client.clone();
+            runtime.spawn(async move {
+                let _ = client.quit().await;
+            });
+        }
+    }
 }
 
 /// Added to the block time for the client-side timeout.
@@ -34,25 +56,27 @@ impl BlockingConnection {
             ..Options::default()
         };
         Ok(Self {
-            client,
-            options,
-            block,
+            inner: Arc::new(Inner {
+                client,
+                options,
+                block,
+            }),
         })
     }
 
     /// The longest `BLOCK` this connection was opened for.
     pub fn block(&self) -> Duration {
-        self.block
+        self.inner.block
     }
 
     /// The client, with the per-call timeout applied. Use it for one blocking reader only.
     pub fn client(&self) -> fred::clients::WithOptions<Client> {
-        self.client.with_options(&self.options)
+        self.inner.client.with_options(&self.inner.options)
     }
 
     /// Closes the connection.
     pub async fn close(&self) -> Result<()> {
-        self.client.quit().await?;
+        self.inner.client.quit().await?;
         Ok(())
     }
 }
