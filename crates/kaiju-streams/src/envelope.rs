@@ -100,19 +100,41 @@ impl Headers {
         Self::default()
     }
 
-    /// Sets a header, replacing an earlier value of the same name in place.
+    /// Sets a header, replacing an earlier value of the same name (in any letter case) in place.
     pub fn insert(&mut self, name: impl Into<String>, value: impl Into<HeaderValue>) -> &mut Self {
         let (name, value) = (name.into(), value.into());
-        match self.0.iter_mut().find(|(n, _)| *n == name) {
+        match self
+            .0
+            .iter_mut()
+            .find(|(n, _)| n.eq_ignore_ascii_case(&name))
+        {
             Some(slot) => slot.1 = value,
             None => self.0.push((name, value)),
         }
         self
     }
 
-    /// A header's value.
+    /// A header's value. Names match in any letter case (`correlation-id` finds
+    /// `Correlation-Id`), as HTTP headers do; the first match wins.
     pub fn get(&self, name: &str) -> Option<&HeaderValue> {
-        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+        self.0
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    }
+
+    /// Removes a header (in any letter case) and returns its value.
+    pub fn remove(&mut self, name: &str) -> Option<HeaderValue> {
+        let at = self
+            .0
+            .iter()
+            .position(|(n, _)| n.eq_ignore_ascii_case(name))?;
+        Some(self.0.remove(at).1)
+    }
+
+    /// The number of headers.
+    pub fn len(&self) -> usize {
+        self.0.len()
     }
 
     /// The correlation id, if it is a string.
@@ -160,7 +182,9 @@ impl<'de> Deserialize<'de> for Headers {
                 f.write_str("a map of headers")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Headers, A::Error> {
-                let mut headers = Vec::with_capacity(access.size_hint().unwrap_or(1));
+                // The size hint is a length read from the input: never allocate by it beyond a
+                // few entries (a 5-byte `df ff ff ff ff` declares four billion).
+                let mut headers = Vec::with_capacity(access.size_hint().unwrap_or(1).min(16));
                 while let Some(entry) = access.next_entry::<String, HeaderValue>()? {
                     headers.push(entry);
                 }
@@ -245,6 +269,96 @@ mod tests {
         // A nested value is not a header value: a clear error, not a panic.
         let nested = Msgpack::WIRE.encode(&[("k", vec![1_i64])]).unwrap();
         assert!(Msgpack::WIRE.decode::<Headers>(&nested).is_err());
+    }
+
+    #[test]
+    fn header_names_match_in_any_case() {
+        let mut headers = Headers::new();
+        headers.insert("Correlation-Id", "a");
+        assert_eq!(headers.correlation_id(), Some("a"));
+        assert_eq!(headers.get("correlation-id"), Some(&HeaderValue::from("a")));
+        headers.insert("CORRELATION-ID", "b");
+        assert_eq!(headers.len(), 1);
+        assert_eq!(
+            headers.remove("correlation-Id"),
+            Some(HeaderValue::from("b"))
+        );
+        assert!(headers.is_empty());
+    }
+
+    /// The 10-byte entry of the review: a map header declaring 2^32-1 entries. It must be a
+    /// clean error, not an allocation of hundreds of GB.
+    #[test]
+    fn a_declared_length_never_drives_an_allocation() {
+        let hostile: [&[u8]; 4] = [
+            b"\x92\xc0\xdf\xff\xff\xff\xff",
+            b"\x92\xdd\xff\xff\xff\xff\x80",
+            b"\x92\xa1x\xdf\xff\xff\xff\xff\xa1k",
+            b"\x92\xc6\xff\xff\xff\xff\x80",
+        ];
+        type Body = (String, Option<std::collections::BTreeMap<String, i64>>);
+        for bytes in hostile {
+            assert!(decode::<Body>(bytes).is_err());
+            assert!(decode::<Vec<String>>(bytes).is_err());
+            assert!(decode::<serde::de::IgnoredAny>(bytes).is_err());
+        }
+    }
+
+    /// Hostile nesting is rejected before it can exhaust the stack.
+    #[test]
+    fn deep_nesting_is_rejected() {
+        let mut bytes = vec![0x92];
+        bytes.extend(std::iter::repeat_n(0x91, 100_000));
+        bytes.push(0xc0);
+        bytes.push(0x80);
+        assert!(decode::<serde::de::IgnoredAny>(&bytes).is_err());
+    }
+
+    /// Arbitrary bytes, and mutations of valid envelopes, never panic, abort or hang the
+    /// decoder. `cargo xtask fuzz` runs it with more cases.
+    #[test]
+    fn fuzz_envelope_decoder() {
+        use proptest::prelude::*;
+        use proptest::test_runner::{Config, TestRunner};
+        type Body = (String, Option<std::collections::BTreeMap<String, i64>>);
+        let valid = encode(
+            &(
+                "ext.record",
+                std::collections::BTreeMap::from([("value", 42)]),
+            ),
+            Headers::new().insert(CORRELATION_ID, "67522f3c63"),
+        )
+        .unwrap();
+        // Either random bytes, or a valid envelope with bytes overwritten, inserted or cut.
+        let random = proptest::collection::vec(any::<u8>(), 0..256);
+        let mutated = (
+            proptest::collection::vec((any::<usize>(), any::<u8>()), 1..6),
+            any::<usize>(),
+        )
+            .prop_map(move |(edits, cut)| {
+                let mut bytes = valid.clone();
+                for (at, byte) in edits {
+                    let at = at % (bytes.len() + 1);
+                    if byte % 3 == 0 {
+                        bytes.insert(at, byte);
+                    } else if at < bytes.len() {
+                        bytes[at] = byte;
+                    }
+                }
+                bytes.truncate(cut % (bytes.len() + 1).max(1) + bytes.len() / 2);
+                bytes
+            });
+        let cases = kaiju_testkit::fuzz_cases();
+        let mut runner = TestRunner::new(Config::with_cases(cases));
+        runner
+            .run(&prop_oneof![random, mutated], |bytes| {
+                let _ = decode::<Body>(&bytes);
+                let _ = decode::<serde::de::IgnoredAny>(&bytes);
+                let _ = decode::<(Vec<Body>, Headers)>(&bytes);
+                Ok(())
+            })
+            .unwrap();
+        eprintln!("fuzz_envelope_decoder: {cases} inputs decoded without a panic, abort or hang");
     }
 
     #[test]

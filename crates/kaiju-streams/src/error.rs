@@ -19,6 +19,25 @@ pub enum StreamError {
     /// A message could not be encoded.
     #[error("cannot encode a stream message: {0}")]
     Encode(#[source] CodecError),
+    /// Another live listener instance reads as this consumer of the group: two processes were
+    /// given the same `consumer_id`. They would run each other's pending entries.
+    #[error(
+        "consumer name `{consumer}` is in use by another running listener; give each process its own consumer_id"
+    )]
+    ConsumerInUse {
+        /// The consumer name.
+        consumer: String,
+    },
+    /// Some entries of a [`write_many`](crate::StreamWriter::write_many) were written and
+    /// others were not (or it is not known whether they were). Do not write the whole batch
+    /// again: `ids[i]` is the id of entry `i` if it was written.
+    #[error("{} of {} entries written; then: {error}", ids.iter().flatten().count(), ids.len())]
+    PartialWrite {
+        /// Per entry, its id if it was written.
+        ids: Vec<Option<String>>,
+        /// The first failure.
+        error: Box<StreamError>,
+    },
 }
 
 /// `Result` with [`StreamError`] as the default error.

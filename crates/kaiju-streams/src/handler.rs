@@ -1,11 +1,13 @@
-//! What a listener calls for each entry.
+//! What a listener calls for each entry, and what a handler can answer.
 
+use std::fmt;
 use std::future::Future;
 
 use crate::envelope::Headers;
 
 /// One decoded entry.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Message<B> {
     /// The entry id (`<ms>-<seq>`).
     pub id: String,
@@ -17,14 +19,120 @@ pub struct Message<B> {
     pub deliveries: u64,
 }
 
-/// A handler failure: the entry is retried with backoff and dead-lettered after
-/// `max_deliveries`.
-pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
+impl<B> Message<B> {
+    /// A message, as a listener hands it to its handler. For tests of handlers.
+    pub fn new(id: impl Into<String>, body: B, headers: Headers, deliveries: u64) -> Self {
+        Self {
+            id: id.into(),
+            body,
+            headers,
+            deliveries,
+        }
+    }
+}
+
+/// The boxed error inside a [`HandlerError`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What the listener should do with an entry whose handler failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Disposition {
+    /// A transient failure: deliver the entry again after a backoff, and dead-letter it after
+    /// `max_deliveries`.
+    Retry,
+    /// A permanent failure: dead-letter the entry now, with the reason; never retry it.
+    Reject,
+}
+
+/// A handler failure, and what to do about it: [`retry`](Self::retry) (transient) or
+/// [`reject`](Self::reject) (permanent).
+///
+/// Any error converts into a *retry* with `?`, so a handler that does not care needs nothing
+/// special; a handler that knows an entry can never succeed (an unknown RPC method, invalid
+/// params) rejects it, and it goes to the dead-letter stream at once instead of being retried.
+///
+/// Like `anyhow::Error`, this type does not implement `std::error::Error` itself, so that every
+/// error type can convert into it.
+///
+/// ```
+/// use kaiju_streams::{HandlerError, Message};
+///
+/// async fn handle(m: Message<(String, Option<i64>)>) -> Result<(), HandlerError> {
+///     let amount = m.body.1.ok_or_else(|| HandlerError::reject("no amount"))?;
+///     let _reply = std::fs::read_to_string("/etc/hostname")?; // an io::Error: retried
+///     println!("{amount}");
+///     Ok(())
+/// }
+/// ```
+pub struct HandlerError {
+    disposition: Disposition,
+    error: BoxError,
+}
+
+impl HandlerError {
+    /// A transient failure: the entry is delivered again after a backoff.
+    pub fn retry(error: impl Into<BoxError>) -> Self {
+        Self {
+            disposition: Disposition::Retry,
+            error: error.into(),
+        }
+    }
+
+    /// A permanent failure: the entry is dead-lettered now with this error as the reason.
+    pub fn reject(error: impl Into<BoxError>) -> Self {
+        Self {
+            disposition: Disposition::Reject,
+            error: error.into(),
+        }
+    }
+
+    /// Whether the entry is retried or rejected.
+    pub fn disposition(&self) -> Disposition {
+        self.disposition
+    }
+
+    /// The underlying error.
+    pub fn error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        &*self.error
+    }
+
+    /// The underlying error, by value.
+    pub fn into_error(self) -> BoxError {
+        self.error
+    }
+}
+
+impl<E: Into<BoxError>> From<E> for HandlerError {
+    fn from(error: E) -> Self {
+        Self::retry(error)
+    }
+}
+
+impl fmt::Debug for HandlerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HandlerError")
+            .field("disposition", &self.disposition)
+            .field("error", &self.error)
+            .finish()
+    }
+}
+
+impl fmt::Display for HandlerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.error, f)
+    }
+}
 
 /// Processes entries. Implemented for `Fn(Message<B>) -> impl Future<Output = Result<(),
 /// HandlerError>>` closures.
+///
+/// The listener runs each entry's handler in a task of its own, under `handler_timeout_ms`: a
+/// handler that panics or runs out of time counts as a failed delivery (retried, then
+/// dead-lettered), and never stalls the other entries.
 pub trait Handler<B>: Send + Sync + 'static {
-    /// Handles one entry. `Ok` acks it; `Err` leaves it pending for a retry.
+    /// Handles one entry. `Ok` acks it; [`HandlerError::retry`] redelivers it later;
+    /// [`HandlerError::reject`] dead-letters it now.
     fn handle(&self, message: Message<B>) -> impl Future<Output = Result<(), HandlerError>> + Send;
 }
 
@@ -36,5 +144,25 @@ where
 {
     fn handle(&self, message: Message<B>) -> impl Future<Output = Result<(), HandlerError>> + Send {
         self(message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn question_mark_retries_and_reject_is_explicit() {
+        fn parse(s: &str) -> Result<i64, HandlerError> {
+            Ok(s.parse::<i64>()?)
+        }
+        let err = parse("x").unwrap_err();
+        assert_eq!(err.disposition(), Disposition::Retry);
+        assert!(err.to_string().contains("invalid digit"), "{err}");
+        let err = HandlerError::reject("unknown method");
+        assert_eq!(err.disposition(), Disposition::Reject);
+        assert_eq!(err.to_string(), "unknown method");
+        let err: HandlerError = "boom".into();
+        assert_eq!(err.disposition(), Disposition::Retry);
     }
 }

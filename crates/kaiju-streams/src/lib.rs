@@ -4,6 +4,7 @@
 mod envelope;
 mod error;
 mod handler;
+mod id;
 mod listener;
 mod settings;
 mod writer;
@@ -12,7 +13,7 @@ pub use envelope::{
     CORRELATION_ID, HeaderValue, Headers, PAYLOAD_FIELD, decode, encode, short_uid,
 };
 pub use error::{Result, StreamError};
-pub use handler::{Handler, HandlerError, Message};
+pub use handler::{BoxError, Disposition, Handler, HandlerError, Message};
 pub use listener::{Listener, ListenerStats};
 pub use settings::ListenerSettings;
 pub use writer::{Outgoing, StreamWriter};

@@ -27,9 +27,21 @@ pub struct ListenerSettings {
     /// `max_batch_size * max_parallel_batches`. Default: `1`.
     pub max_parallel_batches: usize,
     /// Claim entries another consumer read but did not ack for this long (XAUTOCLAIM) and process
-    /// them here. Default: `None` (off, as in kaiju). Set it when consumer names change across
-    /// restarts, or the entries of a crashed consumer stay pending.
+    /// them here, so the entries of a crashed consumer are not stranded. Must be above
+    /// `handler_timeout_ms` plus the longest retry backoff, so that an entry a live consumer is
+    /// still working on is never claimed. `None` turns claiming off (kaiju's default, which
+    /// leaves a crashed consumer's entries pending until a consumer of that name returns).
+    /// Default: `120000` (2 minutes).
     pub pending_messages_time_ms: Option<u64>,
+    /// How long one handler call may run, in ms. A handler that runs longer is cancelled and the
+    /// delivery counts as failed (retried, then dead-lettered). Default: `30000`.
+    pub handler_timeout_ms: u64,
+    /// Remove consumers of the group that have been idle this long and own no pending entries
+    /// (checked atomically in Redis, so no entry is ever dropped), so that the consumers of
+    /// restarted processes do not pile up. A live consumer is never idle for long, and one that
+    /// was removed re-creates itself on its next read. `None` keeps every consumer.
+    /// Default: `3600000` (1 hour).
+    pub remove_idle_consumers_ms: Option<u64>,
     /// Trim the stream to about this many entries (`XTRIM MAXLEN ~`) every `trim_interval_ms`.
     /// This removes the oldest entries **whether or not they were processed**. Default: `None`.
     pub trim_size: Option<u64>,
@@ -59,7 +71,9 @@ impl Default for ListenerSettings {
             max_batch_size: 10,
             max_wait_time_ms: 500,
             max_parallel_batches: 1,
-            pending_messages_time_ms: None,
+            pending_messages_time_ms: Some(120_000),
+            handler_timeout_ms: 30_000,
+            remove_idle_consumers_ms: Some(3_600_000),
             trim_size: None,
             trim_delivered: true,
             trim_interval_ms: 60_000,
@@ -94,16 +108,96 @@ impl ListenerSettings {
                 "must be above 0 (0 would block forever)",
             );
         }
-        if self.pending_messages_time_ms == Some(0) {
+        if self.handler_timeout_ms == 0 {
+            return invalid("handler_timeout_ms", "must be above 0");
+        }
+        if let Some(claim) = self.pending_messages_time_ms {
+            let busy = self
+                .handler_timeout_ms
+                .saturating_add(self.longest_backoff().as_millis() as u64);
+            if claim <= busy {
+                return invalid(
+                    "pending_messages_time_ms",
+                    &format!(
+                        "must be above handler_timeout_ms plus the longest retry backoff \
+                         ({busy} ms), or null to disable claiming; otherwise entries a live \
+                         consumer is still working on would be claimed by others"
+                    ),
+                );
+            }
+        }
+        if self.remove_idle_consumers_ms == Some(0) {
             return invalid(
-                "pending_messages_time_ms",
-                "must be above 0, or null to disable",
+                "remove_idle_consumers_ms",
+                "must be above 0, or null to keep every consumer",
             );
         }
         Ok(())
     }
 
+    /// The wait before the delivery after `deliveries` failed ones: `retry_backoff_ms`, doubling
+    /// per delivery, at most 2^10 times the first.
+    pub(crate) fn backoff(&self, deliveries: u64) -> Duration {
+        let exponent = u32::try_from(deliveries.saturating_sub(1))
+            .unwrap_or(u32::MAX)
+            .min(10);
+        Duration::from_millis(self.retry_backoff_ms.saturating_mul(1 << exponent))
+    }
+
+    /// The longest wait before a retry.
+    pub(crate) fn longest_backoff(&self) -> Duration {
+        self.backoff(self.max_deliveries.saturating_sub(1))
+    }
+
+    pub(crate) fn handler_timeout(&self) -> Duration {
+        Duration::from_millis(self.handler_timeout_ms)
+    }
+
     pub(crate) fn block(&self) -> Duration {
         Duration::from_millis(self.max_wait_time_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_claim_abandoned_entries_and_never_a_live_ones() {
+        let defaults = ListenerSettings::default();
+        defaults.validate().unwrap();
+        let claim = defaults.pending_messages_time_ms.unwrap();
+        let busy = defaults.handler_timeout_ms + defaults.longest_backoff().as_millis() as u64;
+        assert!(claim >= 2 * busy, "claim after {claim} ms, busy up to {busy} ms");
+        assert!(defaults.remove_idle_consumers_ms.is_some());
+    }
+
+    #[test]
+    fn claiming_before_the_handler_timeout_is_rejected() {
+        let settings = ListenerSettings {
+            pending_messages_time_ms: Some(10_000),
+            handler_timeout_ms: 10_000,
+            ..ListenerSettings::default()
+        };
+        let err = settings.validate().unwrap_err().to_string();
+        assert!(err.contains("pending_messages_time_ms"), "{err}");
+        let off = ListenerSettings {
+            pending_messages_time_ms: None,
+            ..settings
+        };
+        off.validate().unwrap();
+    }
+
+    #[test]
+    fn backoff_doubles_and_saturates() {
+        let settings = ListenerSettings::default();
+        assert_eq!(settings.backoff(1), Duration::from_millis(100));
+        assert_eq!(settings.backoff(3), Duration::from_millis(400));
+        assert_eq!(settings.backoff(u64::MAX), Duration::from_millis(102_400));
+        let huge = ListenerSettings {
+            retry_backoff_ms: u64::MAX,
+            ..settings
+        };
+        assert_eq!(huge.backoff(5), Duration::from_millis(u64::MAX));
     }
 }

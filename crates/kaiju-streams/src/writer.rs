@@ -99,16 +99,24 @@ impl StreamWriter {
     }
 
     /// Appends many entries in one pipeline (one round trip); returns their ids in order.
+    ///
+    /// Every entry is encoded before anything is sent, so an encoding error writes nothing. If
+    /// some entries were written and others failed, the error is
+    /// [`StreamError::PartialWrite`] with the id of each entry that was written, so the caller
+    /// can write only the rest again.
     pub async fn write_many<B: Serialize + ?Sized>(
         &self,
         entries: Vec<Outgoing<'_, B>>,
     ) -> Result<Vec<String>> {
+        let encoded = entries
+            .into_iter()
+            .map(|entry| Ok((entry.stream, Self::payload(entry.body, entry.headers)?)))
+            .collect::<Result<Vec<_>>>()?;
         let pipeline = self.transport.client().pipeline();
-        for entry in entries {
-            let payload = Self::payload(entry.body, entry.headers)?;
+        for (stream, payload) in encoded {
             let _: Value = pipeline
                 .xadd(
-                    entry.stream.as_str(),
+                    stream.as_str(),
                     false,
                     self.cap(),
                     "*",
@@ -117,11 +125,20 @@ impl StreamWriter {
                 .await
                 .or_stream()?;
         }
-        pipeline
+        let results: Vec<Result<String>> = pipeline
             .try_all::<String>()
             .await
             .into_iter()
             .map(FredExt::or_stream)
-            .collect()
+            .collect();
+        let first_error = results.iter().find_map(|r| r.as_ref().err()).cloned();
+        match first_error {
+            None => results.into_iter().collect(),
+            Some(error) if results.iter().all(Result::is_err) => Err(error),
+            Some(error) => Err(StreamError::PartialWrite {
+                ids: results.into_iter().map(Result::ok).collect(),
+                error: Box::new(error),
+            }),
+        }
     }
 }

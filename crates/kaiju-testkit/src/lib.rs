@@ -25,3 +25,12 @@ pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// How many inputs each arbitrary-input (fuzz) test tries: `KAIJU_FUZZ_CASES`, default 2,000.
+/// `cargo xtask fuzz` raises it and prints each test's count.
+pub fn fuzz_cases() -> u32 {
+    std::env::var("KAIJU_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000)
+}

@@ -1,50 +1,114 @@
-//! The Redis commands of the listener, and parsing of their replies (RESP2 and RESP3).
+//! Every Redis command the listener sends, and the reading of its reply.
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
+use std::time::Duration;
 
+use bytes::Bytes;
 use kaiju_transport::fred::prelude::*;
 use kaiju_transport::fred::types::Value;
-use kaiju_transport::{BlockingConnection, TransportError};
+use kaiju_transport::{BlockingConnection, Script, TransportError};
 
-use crate::Result;
 use crate::error::FredExt;
+use crate::id::StreamId;
 use crate::listener::Shared;
+use crate::listener::reply::{self, AutoClaim, Item, RawEntry, ReplyError};
+use crate::{Result, StreamError};
 
-/// One raw entry: id, fields, deliveries so far (this one included).
-#[derive(Debug, Clone)]
-pub(crate) struct RawEntry {
-    pub(crate) id: String,
-    pub(crate) fields: HashMap<String, Value>,
-    pub(crate) deliveries: u64,
-}
+static TRIM_DELIVERED: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../lua/trim_delivered.lua")));
+static REMOVE_IDLE_CONSUMERS: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../lua/remove_idle_consumers.lua")));
+static RECLAIM: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../lua/reclaim.lua")));
+static CONSUMER_LEASE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../lua/consumer_lease.lua")));
 
-impl RawEntry {
-    /// Entries as read; delivery counts are filled in later where they can be above 1.
-    fn first_deliveries(entries: Vec<(String, HashMap<String, Value>)>) -> Vec<Self> {
-        entries
-            .into_iter()
-            .map(|(id, fields)| Self {
-                id,
-                fields,
-                deliveries: 1,
-            })
-            .collect()
+impl From<ReplyError> for StreamError {
+    fn from(e: ReplyError) -> Self {
+        StreamError::Transport(TransportError::Protocol {
+            message: e.to_string(),
+        })
     }
 }
 
-/// Parses `ms-seq` for ordering; malformed ids sort first.
-pub(crate) fn parse_id(id: &str) -> (u64, u64) {
-    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
-    (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
+/// What Redis says about the stream and this listener's group, for `stats()`.
+pub(crate) struct StreamState {
+    pub(crate) length: u64,
+    pub(crate) lag: Option<u64>,
+    pub(crate) pending: u64,
+    pub(crate) oldest_pending_idle: Option<Duration>,
 }
 
-fn entries_of(value: Value) -> Result<Vec<(String, HashMap<String, Value>)>> {
-    if value.is_null() {
-        return Ok(Vec::new());
+/// The lease on a consumer name, kept in `<env>.<app>._stream._consumers.<topic>`.
+pub(crate) struct ConsumerLease {
+    transport: kaiju_transport::Transport,
+    key: String,
+    group: String,
+    consumer: String,
+    /// This listener instance.
+    instance: String,
+}
+
+impl ConsumerLease {
+    pub(crate) fn new(
+        transport: kaiju_transport::Transport,
+        key: String,
+        group: &str,
+        consumer: &str,
+    ) -> Self {
+        Self {
+            transport,
+            key,
+            group: group.to_owned(),
+            consumer: consumer.to_owned(),
+            instance: uuid::Uuid::new_v4().simple().to_string(),
+        }
     }
-    value
-        .into_xread_value::<String, String, Value>()
-        .or_stream()
+
+    pub(crate) fn consumer(&self) -> &str {
+        &self.consumer
+    }
+
+    /// Takes or renews (`release == false`), or releases, the lease for `ttl`.
+    pub(crate) async fn run(&self, ttl: Duration, release: bool) -> Result<Lease> {
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        let (held, left): (i64, i64) = CONSUMER_LEASE
+            .run(
+                &self.transport,
+                vec![self.key.as_str()],
+                vec![
+                    format!("{}/{}", self.group, self.consumer),
+                    self.instance.clone(),
+                    ttl_ms.to_string(),
+                    if release { "release" } else { "take" }.to_owned(),
+                ],
+            )
+            .await?;
+        Ok(if held == 1 {
+            Lease::Held
+        } else {
+            Lease::Taken(Duration::from_millis(left.max(0).unsigned_abs()))
+        })
+    }
+}
+
+/// What claiming a retry back gave.
+pub(crate) enum Reclaimed {
+    /// The entry, claimed by this consumer again.
+    Entry(RawEntry),
+    /// It was still this consumer's, but deleted from the stream.
+    Deleted,
+    /// Not this consumer's any more: another consumer claimed it, or it was acked.
+    NotMine,
+}
+
+/// Who holds a consumer name.
+pub(crate) enum Lease {
+    /// This instance.
+    Held,
+    /// Another live instance, for at least this long.
+    Taken(Duration),
 }
 
 impl<B, H> Shared<B, H> {
@@ -66,21 +130,22 @@ impl<B, H> Shared<B, H> {
         }
     }
 
-    /// `XREADGROUP ... STREAMS <stream> <from>`: `>` for new entries, `0` for our own pending.
+    /// `XREADGROUP ... COUNT <count> [BLOCK <ms>] STREAMS <stream> <from>`: `>` for new entries;
+    /// an id for this consumer's own pending entries after it (delivery counts are filled in).
     pub(crate) async fn read(
         &self,
         reader: &BlockingConnection,
         from: &str,
-        block: bool,
-    ) -> Result<Vec<RawEntry>> {
-        let count = Some(self.settings.max_batch_size as u64);
-        let block = block.then_some(self.settings.max_wait_time_ms);
+        count: usize,
+        block_ms: Option<u64>,
+    ) -> Result<Vec<Item>> {
+        let block = block_ms;
         let reply: Value = reader
             .client()
             .xreadgroup(
                 self.group.as_str(),
                 self.consumer.as_str(),
-                count,
+                Some(count as u64),
                 block,
                 false,
                 self.stream.as_str(),
@@ -88,33 +153,33 @@ impl<B, H> Shared<B, H> {
             )
             .await
             .or_stream()?;
-        if reply.is_null() {
-            return Ok(Vec::new());
+        let mut items = reply::xreadgroup(reply)?;
+        if from != ">" {
+            self.fill_deliveries(&mut items).await?;
         }
-        let mut streams = reply
-            .into_xread_response::<String, String, String, Value>()
-            .or_stream()?;
-        let entries = streams.remove(&self.stream).unwrap_or_default();
-        let new = from == ">";
-        let mut raw = RawEntry::first_deliveries(entries);
-        if !new {
-            self.fill_deliveries(&mut raw).await?;
-        }
-        Ok(raw)
+        Ok(items)
     }
 
     /// Sets each entry's delivery count from `XPENDING <stream> <group> <id> <id> 1`.
-    pub(crate) async fn fill_deliveries(&self, entries: &mut [RawEntry]) -> Result<()> {
+    async fn fill_deliveries(&self, items: &mut [Item]) -> Result<()> {
+        let mut entries: Vec<&mut RawEntry> = items
+            .iter_mut()
+            .filter_map(|i| match i {
+                Item::Entry(e) => Some(e),
+                Item::Deleted(_) => None,
+            })
+            .collect();
         if entries.is_empty() {
             return Ok(());
         }
         let pipeline = self.transport.client().pipeline();
-        for entry in entries.iter() {
+        for entry in &entries {
+            let id = entry.id.to_string();
             let _: Value = pipeline
                 .xpending(
                     self.stream.as_str(),
                     self.group.as_str(),
-                    (entry.id.as_str(), entry.id.as_str(), 1),
+                    (id.as_str(), id.as_str(), 1),
                 )
                 .await
                 .or_stream()?;
@@ -128,42 +193,35 @@ impl<B, H> Shared<B, H> {
         Ok(())
     }
 
-    /// `XCLAIM <stream> <group> <me> 0 <ids>`: takes our own failed entries back for a retry
-    /// (this counts as a delivery). Entries deleted meanwhile are skipped.
-    pub(crate) async fn reclaim(&self, ids: &[String]) -> Result<Vec<RawEntry>> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let reply: Value = self
-            .transport
-            .pool()
-            .xclaim(
-                self.stream.as_str(),
-                self.group.as_str(),
-                self.consumer.as_str(),
-                0,
-                ids.to_vec(),
-                None,
-                None,
-                None,
-                false,
-                false,
+    /// Claims an entry back for its retry, only if this consumer still owns it (a script:
+    /// XPENDING then XCLAIM), so an entry another consumer claimed meanwhile is never taken
+    /// from it. The claim counts as a delivery.
+    pub(crate) async fn reclaim(&self, id: StreamId) -> Result<Reclaimed> {
+        let reply: Value = RECLAIM
+            .run(
+                &self.transport,
+                vec![self.stream.as_str()],
+                vec![self.group.clone(), self.consumer.clone(), id.to_string()],
             )
-            .await
-            .or_stream()?;
-        let mut raw = RawEntry::first_deliveries(entries_of(reply)?);
-        self.fill_deliveries(&mut raw).await?;
-        Ok(raw)
+            .await?;
+        let mut parts = reply.into_array().into_iter();
+        if parts.next().and_then(|v| v.as_u64()) != Some(1) {
+            return Ok(Reclaimed::NotMine);
+        }
+        let deliveries = parts.next().and_then(|v| v.as_u64()).unwrap_or(1);
+        let items = reply::entry_list("XCLAIM", parts.next().unwrap_or(Value::Null))?;
+        Ok(match items.into_iter().next() {
+            Some(Item::Entry(entry)) => Reclaimed::Entry(RawEntry {
+                deliveries: deliveries.max(1),
+                ..entry
+            }),
+            _ => Reclaimed::Deleted,
+        })
     }
 
     /// `XAUTOCLAIM` from `cursor`: entries other consumers left pending for longer than
-    /// `pending_messages_time_ms`. Returns the next cursor and the entries (not JUSTID: they are
-    /// processed here).
-    pub(crate) async fn autoclaim(
-        &self,
-        min_idle_ms: u64,
-        cursor: &str,
-    ) -> Result<(String, Vec<RawEntry>)> {
+    /// `min_idle_ms`, with their delivery counts (not JUSTID: they are processed here).
+    pub(crate) async fn autoclaim(&self, min_idle_ms: u64, cursor: StreamId) -> Result<AutoClaim> {
         let reply: Value = self
             .transport
             .pool()
@@ -172,32 +230,23 @@ impl<B, H> Shared<B, H> {
                 self.group.as_str(),
                 self.consumer.as_str(),
                 min_idle_ms,
-                cursor,
+                cursor.to_string(),
                 Some(self.settings.max_batch_size as u64),
                 false,
             )
             .await
             .or_stream()?;
-        let mut parts = reply.into_array().into_iter();
-        let next = parts
-            .next()
-            .and_then(|v| v.as_string())
-            .unwrap_or_else(|| "0-0".to_owned());
-        let entries = entries_of(parts.next().unwrap_or(Value::Null))?;
-        let deleted = parts.next().map(|v| v.into_array().len()).unwrap_or(0);
-        if deleted > 0 {
-            tracing::warn!(stream = %self.stream, deleted, "pending entries were deleted from the stream before anyone processed them");
-        }
-        let mut raw = RawEntry::first_deliveries(entries);
-        self.fill_deliveries(&mut raw).await?;
-        Ok((next, raw))
+        let mut claimed = reply::xautoclaim(reply)?;
+        self.fill_deliveries(&mut claimed.items).await?;
+        Ok(claimed)
     }
 
-    /// `XACK` the given ids.
-    pub(crate) async fn ack(&self, ids: Vec<String>) -> Result<()> {
+    /// `XACK` the given ids. Acking twice is harmless, so a failed ack may be sent again.
+    pub(crate) async fn ack(&self, ids: &[StreamId]) -> Result<()> {
         if ids.is_empty() {
             return Ok(());
         }
+        let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
         let _: u64 = self
             .transport
             .pool()
@@ -207,24 +256,37 @@ impl<B, H> Shared<B, H> {
         Ok(())
     }
 
-    /// Appends an entry to the dead-letter stream: the reason, where it came from, how often it
-    /// was delivered, and every original field as `field:<name>`.
-    pub(crate) async fn dead_letter(&self, entry: &RawEntry, reason: &str) -> Result<()> {
-        let mut fields: Vec<(String, Value)> = vec![
-            ("reason".into(), reason.into()),
-            ("stream".into(), self.stream.as_str().into()),
-            ("id".into(), entry.id.as_str().into()),
-            ("group".into(), self.group.as_str().into()),
-            ("consumer".into(), self.consumer.as_str().into()),
+    /// Appends an entry to the dead-letter stream: why (`kind`, `reason`), where it came from,
+    /// how often it was delivered, and every original field as `field:<name>` (raw bytes).
+    pub(crate) async fn dead_letter(
+        &self,
+        entry: &RawEntry,
+        kind: &str,
+        reason: &str,
+    ) -> Result<()> {
+        let text = |s: &str| Bytes::copy_from_slice(s.as_bytes());
+        let mut fields: Vec<(Bytes, Bytes)> = vec![
+            (text("reason"), text(reason)),
+            (text("kind"), text(kind)),
+            (text("stream"), text(&self.stream)),
+            (text("id"), Bytes::from(entry.id.to_string())),
+            (text("group"), text(&self.group)),
+            (text("consumer"), text(&self.consumer)),
             (
-                "deliveries".into(),
-                Value::Integer(i64::try_from(entry.deliveries).unwrap_or(i64::MAX)),
+                text("deliveries"),
+                Bytes::from(entry.deliveries.to_string()),
             ),
         ];
         for (name, value) in &entry.fields {
-            fields.push((format!("field:{name}"), value.clone()));
+            let mut prefixed = b"field:".to_vec();
+            prefixed.extend_from_slice(name);
+            fields.push((Bytes::from(prefixed), value.clone()));
         }
-        let _: String = self
+        let fields: Vec<(Key, Value)> = fields
+            .into_iter()
+            .map(|(name, value)| (Key::from(name), Value::Bytes(value)))
+            .collect();
+        let _: Value = self
             .transport
             .pool()
             .xadd(self.dead.as_str(), false, None, "*", fields)
@@ -244,21 +306,24 @@ impl<B, H> Shared<B, H> {
         Ok(n > 0)
     }
 
-    /// Trims what every group has delivered and acknowledged, and/or to `trim_size`.
+    /// Trims what every group has delivered and acknowledged (atomically, in a script), and/or
+    /// to `trim_size`.
     pub(crate) async fn trim(&self) -> Result<u64> {
-        let pool = self.transport.pool();
         let mut trimmed = 0;
-        if self.settings.trim_delivered
-            && let Some(cutoff) = self.fully_acked_cutoff().await?
-        {
-            trimmed += pool
-                .xtrim::<u64, _, _>(self.stream.as_str(), ("MINID", "=", cutoff.as_str()))
-                .await
-                .or_stream()?;
+        if self.settings.trim_delivered {
+            trimmed += TRIM_DELIVERED
+                .run::<u64, _, _>(
+                    &self.transport,
+                    vec![self.stream.as_str()],
+                    Vec::<String>::new(),
+                )
+                .await?;
         }
         if let Some(size) = self.settings.trim_size {
             let size = i64::try_from(size).unwrap_or(i64::MAX);
-            trimmed += pool
+            trimmed += self
+                .transport
+                .pool()
                 .xtrim::<u64, _, _>(self.stream.as_str(), ("MAXLEN", "~", size))
                 .await
                 .or_stream()?;
@@ -266,42 +331,52 @@ impl<B, H> Shared<B, H> {
         Ok(trimmed)
     }
 
-    /// The smallest id any group still needs: its oldest pending entry, or the entry after its
-    /// last delivered one. Everything below it was delivered to and acked by every group.
-    pub(crate) async fn fully_acked_cutoff(&self) -> Result<Option<String>> {
-        let groups: Vec<HashMap<String, Value>> = self
-            .transport
-            .pool()
-            .xinfo_groups(self.stream.as_str())
-            .await
-            .or_stream()?;
-        let mut cutoff: Option<(u64, u64)> = None;
-        for group in groups {
-            let name = group
-                .get("name")
-                .and_then(Value::as_string)
-                .unwrap_or_default();
-            let delivered = group
-                .get("last-delivered-id")
-                .and_then(Value::as_string)
-                .unwrap_or_else(|| "0-0".into());
-            let pending = group.get("pending").and_then(Value::as_u64).unwrap_or(0);
-            let needed = if pending > 0 {
-                let summary: (u64, Option<String>, Option<String>, Value) = self
-                    .transport
-                    .pool()
-                    .xpending(self.stream.as_str(), name.as_str(), ())
-                    .await
-                    .or_stream()?;
-                summary.1.map_or((0, 0), |oldest| parse_id(&oldest))
-            } else {
-                let (ms, seq) = parse_id(&delivered);
-                (ms, seq + 1)
-            };
-            cutoff = Some(cutoff.map_or(needed, |c| c.min(needed)));
-        }
-        Ok(cutoff
-            .filter(|c| *c > (0, 0))
-            .map(|(ms, seq)| format!("{ms}-{seq}")))
+    /// Removes the group's consumers idle for `idle` that own no pending entry (never this one).
+    pub(crate) async fn remove_idle_consumers(&self, idle: Duration) -> Result<u64> {
+        let idle_ms = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX);
+        let removed = REMOVE_IDLE_CONSUMERS
+            .run::<u64, _, _>(
+                &self.transport,
+                vec![self.stream.as_str()],
+                vec![
+                    self.group.clone(),
+                    idle_ms.to_string(),
+                    self.consumer.clone(),
+                ],
+            )
+            .await?;
+        Ok(removed)
+    }
+
+    /// Length, lag, pending count and oldest pending entry of this group.
+    pub(crate) async fn state(&self) -> Result<StreamState> {
+        let pool = self.transport.pool();
+        let length: u64 = pool.xlen(self.stream.as_str()).await.or_stream()?;
+        let groups: Vec<HashMap<String, Value>> =
+            pool.xinfo_groups(self.stream.as_str()).await.or_stream()?;
+        let mine = groups.into_iter().find(|g| {
+            g.get("name").and_then(Value::as_string).as_deref() == Some(self.group.as_str())
+        });
+        let field = |name: &str| {
+            mine.as_ref()
+                .and_then(|g| g.get(name))
+                .and_then(Value::as_u64)
+        };
+        let pending = field("pending").unwrap_or(0);
+        let oldest: Vec<(String, String, u64, u64)> = if pending > 0 {
+            pool.xpending(self.stream.as_str(), self.group.as_str(), ("-", "+", 1))
+                .await
+                .or_stream()?
+        } else {
+            Vec::new()
+        };
+        Ok(StreamState {
+            length,
+            lag: field("lag"),
+            pending,
+            oldest_pending_idle: oldest
+                .first()
+                .map(|(_, _, idle, _)| Duration::from_millis(*idle)),
+        })
     }
 }

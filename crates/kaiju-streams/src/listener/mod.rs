@@ -1,35 +1,62 @@
 //! `Listener`: a consumer-group reader that never loses an entry.
+//!
+//! - `run.rs`: the read loop (own pending entries, retries, claims, new entries; pause,
+//!   trimming, housekeeping) and the hand-off of each entry to a task of its own.
+//! - `entry.rs`: what happens to one entry (decode, handler under a timeout, outcome).
+//! - `acks.rs`: acknowledgements, grouped and sent as entries finish.
+//! - `retries.rs`: the schedule of failed entries waiting for their next delivery.
+//! - `commands.rs`: every Redis command the listener sends; `reply.rs`: reading the replies.
 
+mod acks;
 mod commands;
+mod entry;
+mod reply;
+mod retries;
 mod run;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kaiju_core::lifecycle::within;
 use kaiju_core::{AppSettings, Namespace, Service, ServiceError, Shutdown};
 use kaiju_transport::Transport;
-use kaiju_transport::fred::prelude::*;
-use kaiju_transport::fred::types::Value;
 use serde::de::DeserializeOwned;
 use tokio::task::JoinHandle;
 
-use crate::error::FredExt;
 use crate::handler::Handler;
+use crate::id::StreamId;
 use crate::settings::ListenerSettings;
 use crate::{Result, StreamError};
+
+use acks::Acks;
+use commands::{ConsumerLease, Lease};
+use retries::Retries;
+
+/// How long a consumer-name lease lasts without renewal; renewed every third of it.
+const LEASE: Duration = Duration::from_secs(10);
 
 /// Counters of one listener since it was created.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     pub(crate) processed: AtomicU64,
     pub(crate) failed: AtomicU64,
+    pub(crate) timed_out: AtomicU64,
+    pub(crate) panicked: AtomicU64,
     pub(crate) retried: AtomicU64,
+    pub(crate) rejected: AtomicU64,
     pub(crate) dead_lettered: AtomicU64,
     pub(crate) claimed: AtomicU64,
+    pub(crate) lost: AtomicU64,
+    pub(crate) consumers_removed: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
 }
 
 /// What a listener did, and the state of its stream in Redis.
@@ -38,14 +65,25 @@ pub(crate) struct Counters {
 pub struct ListenerStats {
     /// Entries handled successfully.
     pub processed: u64,
-    /// Handler failures (each failed delivery counts).
+    /// Failed deliveries (an error, a timeout or a panic); each failed delivery counts.
     pub failed: u64,
+    /// Of the failed deliveries, those cancelled at `handler_timeout_ms`.
+    pub timed_out: u64,
+    /// Of the failed deliveries, those whose handler panicked.
+    pub panicked: u64,
     /// Failed entries scheduled for another delivery.
     pub retried: u64,
-    /// Entries moved to the dead-letter stream.
+    /// Entries the handler rejected as permanently unprocessable.
+    pub rejected: u64,
+    /// Entries moved to the dead-letter stream (malformed, rejected, or out of deliveries).
     pub dead_lettered: u64,
     /// Entries claimed from other consumers.
     pub claimed: u64,
+    /// Pending entries that were deleted from the stream (XDEL, trimming) before they were
+    /// handled: acknowledged and counted, since there is nothing left to handle.
+    pub lost: u64,
+    /// Idle consumers removed from the group.
+    pub consumers_removed: u64,
     /// `XLEN` of the stream.
     pub stream_length: u64,
     /// Entries not yet delivered to this group (`lag` of XINFO GROUPS; `None` if Redis does not
@@ -64,13 +102,16 @@ pub(crate) struct Shared<B, H> {
     pub(crate) pause_key: String,
     pub(crate) group: String,
     pub(crate) consumer: String,
+    /// The lease on the consumer name (one live instance per name).
+    pub(crate) lease: Arc<ConsumerLease>,
     pub(crate) settings: ListenerSettings,
-    pub(crate) handler: Arc<H>,
+    pub(crate) handler: H,
     pub(crate) counters: Counters,
-    pub(crate) in_flight: Mutex<HashSet<String>>,
-    pub(crate) retries: Mutex<Vec<(Instant, String)>>,
-    /// Whether the last read of new entries filled a whole batch.
-    pub(crate) last_read_full: std::sync::atomic::AtomicBool,
+    /// Entries being handled here, or waiting here for a retry: a claim pass must not start
+    /// them a second time.
+    pub(crate) in_flight: Mutex<HashSet<StreamId>>,
+    pub(crate) retries: Retries,
+    pub(crate) acks: Acks,
     _body: PhantomData<fn() -> B>,
 }
 
@@ -78,25 +119,28 @@ pub(crate) struct Shared<B, H> {
 ///
 /// - An entry is acknowledged only after its handler returned `Ok`, or after it was moved to the
 ///   dead-letter stream. A crash in between means redelivery, never loss.
+/// - Each entry runs in a task of its own, under `handler_timeout_ms`; it is acknowledged as
+///   soon as it finishes. A panic or a timeout is a failed delivery like an `Err`.
 /// - The group is created (at `start_id`, default `0`) before the first read; a group or stream
 ///   deleted at run time is re-created.
-/// - Malformed entries (no `_` field, not msgpack, not `[body, headers]` of type `B`) go to the
-///   dead-letter stream `<env>.<app>._stream._dead.<topic>` with the reason and are acked; the
-///   rest of their batch runs normally. Failing handlers are retried with backoff and
-///   dead-lettered after `max_deliveries`.
+/// - Entries that cannot be read as `[body, headers]` of type `B`, and entries the handler
+///   [rejects](crate::HandlerError::reject), go to the dead-letter stream
+///   `<env>.<app>._stream._dead.<topic>` with the reason. Failed entries are retried with
+///   backoff and dead-lettered after `max_deliveries`.
+/// - Entries another consumer left pending for `pending_messages_time_ms` are claimed.
 /// - Reads block on a connection of their own; Redis restarts and failovers are ridden out.
 ///
 /// ```no_run
 /// use std::time::Duration;
 /// use kaiju_core::{AppSettings, Service};
-/// use kaiju_streams::{Listener, ListenerSettings, Message};
+/// use kaiju_streams::{HandlerError, Listener, ListenerSettings, Message};
 ///
 /// # async fn demo(transport: kaiju_transport::Transport) -> Result<(), Box<dyn std::error::Error>> {
 /// type Body = (String, Option<std::collections::BTreeMap<String, i64>>);
 /// let app = AppSettings { env: "prod".into(), name: "billing".into(), ..Default::default() };
 /// let mut listener = Listener::new(transport, &app, ListenerSettings::default(), |m: Message<Body>| async move {
 ///     println!("{} called with {:?}", m.body.0, m.body.1);
-///     Ok(())
+///     Ok::<_, HandlerError>(())
 /// })?;
 /// listener.start().await?;
 /// // ...
@@ -142,25 +186,34 @@ where
         };
         let own = app.namespace()?;
         let stream = namespace.stream(&settings.topic)?.into_string();
+        let group = settings
+            .group_id
+            .clone()
+            .unwrap_or_else(|| app.name.clone());
+        let consumer = settings
+            .consumer_id
+            .clone()
+            .unwrap_or_else(|| app.id.to_string());
+        let lease = Arc::new(ConsumerLease::new(
+            transport.clone(),
+            own.stream_consumers(&settings.topic)?.into_string(),
+            &group,
+            &consumer,
+        ));
         let shared = Arc::new(Shared {
             transport,
             dead: own.dead_letter_stream(&settings.topic)?.into_string(),
             pause_key: own.stream_lock(&settings.topic)?.into_string(),
-            group: settings
-                .group_id
-                .clone()
-                .unwrap_or_else(|| app.name.clone()),
-            consumer: settings
-                .consumer_id
-                .clone()
-                .unwrap_or_else(|| app.id.to_string()),
+            group,
+            consumer,
+            lease,
             stream,
+            retries: Retries::default(),
+            acks: Acks::default(),
             settings,
-            handler: Arc::new(handler),
+            handler,
             counters: Counters::default(),
             in_flight: Mutex::default(),
-            retries: Mutex::default(),
-            last_read_full: std::sync::atomic::AtomicBool::new(false),
             _body: PhantomData,
         });
         let name = format!("listener {}", shared.stream);
@@ -201,44 +254,52 @@ impl<B, H> Listener<B, H> {
 
     /// Counters, plus stream length, lag, pending count and oldest pending age from Redis.
     pub async fn stats(&self) -> Result<ListenerStats> {
-        let s = &self.shared;
-        let c = &s.counters;
-        let pool = s.transport.pool();
-        let stream_length: u64 = pool.xlen(s.stream.as_str()).await.or_stream()?;
-        let groups: Vec<HashMap<String, Value>> =
-            pool.xinfo_groups(s.stream.as_str()).await.or_stream()?;
-        let mine = groups.into_iter().find(|g| {
-            g.get("name").and_then(Value::as_string).as_deref() == Some(s.group.as_str())
-        });
-        let lag = mine
-            .as_ref()
-            .and_then(|g| g.get("lag"))
-            .and_then(Value::as_u64);
-        let pending = mine
-            .as_ref()
-            .and_then(|g| g.get("pending"))
-            .and_then(Value::as_u64)
-            .unwrap_or(0);
-        let oldest: Vec<(String, String, u64, u64)> = if pending > 0 {
-            pool.xpending(s.stream.as_str(), s.group.as_str(), ("-", "+", 1))
-                .await
-                .or_stream()?
-        } else {
-            Vec::new()
-        };
+        let state = self.shared.state().await?;
+        let c = &self.shared.counters;
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         Ok(ListenerStats {
-            processed: c.processed.load(Ordering::Relaxed),
-            failed: c.failed.load(Ordering::Relaxed),
-            retried: c.retried.load(Ordering::Relaxed),
-            dead_lettered: c.dead_lettered.load(Ordering::Relaxed),
-            claimed: c.claimed.load(Ordering::Relaxed),
-            stream_length,
-            lag,
-            pending,
-            oldest_pending_age: oldest
-                .first()
-                .map(|(_, _, idle, _)| Duration::from_millis(*idle)),
+            processed: get(&c.processed),
+            failed: get(&c.failed),
+            timed_out: get(&c.timed_out),
+            panicked: get(&c.panicked),
+            retried: get(&c.retried),
+            rejected: get(&c.rejected),
+            dead_lettered: get(&c.dead_lettered),
+            claimed: get(&c.claimed),
+            lost: get(&c.lost),
+            consumers_removed: get(&c.consumers_removed),
+            stream_length: state.length,
+            lag: state.lag,
+            pending: state.pending,
+            oldest_pending_age: state.oldest_pending_idle,
         })
+    }
+}
+
+impl ConsumerLease {
+    /// Takes the consumer-name lease. The lease of an instance that is gone (a crash) runs out
+    /// within [`LEASE`] and is then taken; a lease that is renewed meanwhile belongs to a live
+    /// instance, and the start fails with [`StreamError::ConsumerInUse`] (within about a third
+    /// of [`LEASE`], the renewal period).
+    async fn take(&self) -> Result<()> {
+        let mut expiry: Option<tokio::time::Instant> = None;
+        loop {
+            match self.run(LEASE, false).await? {
+                Lease::Held => return Ok(()),
+                Lease::Taken(left) => {
+                    let now = tokio::time::Instant::now();
+                    // Renewed since the last look (with room for clock jitter): a live holder.
+                    if expiry.is_some_and(|seen| now + left > seen + Duration::from_millis(250)) {
+                        return Err(StreamError::ConsumerInUse {
+                            consumer: self.consumer().to_owned(),
+                        });
+                    }
+                    expiry.get_or_insert(now + left);
+                    tracing::info!(consumer = %self.consumer(), ?left, "the consumer name is held by another instance; waiting to see whether it is alive");
+                    tokio::time::sleep(left.min(LEASE / 3 + Duration::from_millis(500))).await;
+                }
+            }
+        }
     }
 }
 
@@ -251,7 +312,8 @@ where
         &self.name
     }
 
-    /// Creates the group (if needed) and opens the blocking connection, then starts reading.
+    /// Creates the group (if needed), takes the consumer name and opens the blocking
+    /// connection, then starts reading.
     async fn start(&mut self) -> std::result::Result<(), ServiceError> {
         if self.task.is_some() {
             return Err(ServiceError::AlreadyStarted {
@@ -263,19 +325,21 @@ where
             source: Box::new(e),
         };
         self.shared.ensure_group().await.map_err(failed)?;
+        self.shared.lease.take().await.map_err(failed)?;
         let block = self.shared.settings.block();
-        let reader = self
-            .shared
-            .transport
-            .blocking_connection(block)
-            .await
-            .map_err(|e| failed(e.into()))?;
+        let reader = match self.shared.transport.blocking_connection(block).await {
+            Ok(reader) => reader,
+            Err(e) => {
+                let _ = self.shared.lease.run(LEASE, true).await;
+                return Err(failed(e.into()));
+            }
+        };
         self.shutdown = Shutdown::new();
         let shared = self.shared.clone();
         let shutdown = self.shutdown.clone();
         self.task = Some(tokio::spawn(async move {
-            shared.run(reader.clone(), shutdown).await;
-            let _ = reader.close().await;
+            shared.clone().run(reader, shutdown).await;
+            let _ = shared.lease.run(LEASE, true).await;
         }));
         tracing::info!(stream = %self.shared.stream, group = %self.shared.group, consumer = %self.shared.consumer, "listener started");
         Ok(())
@@ -291,8 +355,22 @@ where
         let result = within(&self.name, deadline, &mut task).await;
         if result.is_err() {
             task.abort();
+            self.shared.lease.release_in_background();
         }
         result.map(|_| ())
+    }
+}
+
+impl ConsumerLease {
+    /// After an abort: give the consumer name back without waiting (best effort; the lease runs
+    /// out by itself otherwise). The read connection closes when the aborted task drops it.
+    fn release_in_background(self: &Arc<Self>) {
+        let lease = self.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = lease.run(LEASE, true).await;
+            });
+        }
     }
 }
 
@@ -301,6 +379,7 @@ impl<B, H> Drop for Listener<B, H> {
         self.shutdown.trigger();
         if let Some(task) = self.task.take() {
             task.abort();
+            self.shared.lease.release_in_background();
         }
     }
 }

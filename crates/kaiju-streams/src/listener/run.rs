@@ -1,102 +1,113 @@
-//! The read loop and the processing of a batch.
+//! The read loop: what to read next, and the hand-off of each entry to a task of its own.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use kaiju_core::Shutdown;
-use kaiju_transport::BlockingConnection;
+use kaiju_transport::{BlockingConnection, TransportError};
 use serde::de::DeserializeOwned;
-use std::future::Future;
-use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::pin::Pin;
-use std::task::Poll;
-
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::StreamError;
-use crate::envelope::{PAYLOAD_FIELD, decode};
-use crate::handler::{Handler, Message};
-use crate::listener::Shared;
-use crate::listener::commands::RawEntry;
-use kaiju_transport::TransportError;
-
-/// What became of one entry.
-enum Outcome {
-    /// Done (handled or dead-lettered): acknowledge it.
-    Ack(String),
-    /// Failed; try again after a backoff. It stays pending meanwhile.
-    Retry(String, u64),
-}
+use crate::handler::Handler;
+use crate::id::StreamId;
+use crate::listener::commands::{ConsumerLease, Lease, Reclaimed};
+use crate::listener::reply::Item;
+use crate::listener::retries::Retry;
+use crate::listener::{Counters, LEASE, Shared};
 
 /// Pause after an error of Redis itself (connection lost, server restarting).
 const ERROR_PAUSE: Duration = Duration::from_millis(200);
+
+/// Where the loop stands between two reads.
+struct Cursor {
+    /// While recovering this consumer's own pending entries (after a start or a re-created
+    /// group): the id after which the next page starts.
+    recovering: Option<StreamId>,
+    /// Where the next XAUTOCLAIM scan starts.
+    claim_from: StreamId,
+    next_claim: Instant,
+    next_housekeeping: Instant,
+    next_pause_check: Instant,
+    paused: bool,
+    /// Whether the last read of new entries filled a whole batch (then more are likely
+    /// waiting, and the next read does not block).
+    last_read_full: bool,
+}
 
 impl<B, H> Shared<B, H>
 where
     B: DeserializeOwned + Send + 'static,
     H: Handler<B>,
 {
-    /// Runs until `shutdown`; then waits for the batches in flight.
+    /// Runs until `shutdown`; then lets the entries in flight finish, sends their acks, and
+    /// returns. `Listener::stop` bounds all of it with its deadline; if the future is dropped
+    /// instead, every task it started is aborted with it, and unfinished entries stay pending.
     pub(crate) async fn run(self: Arc<Self>, reader: BlockingConnection, shutdown: Shutdown) {
-        let permits = Arc::new(Semaphore::new(self.settings.max_parallel_batches));
-        let mut batches = JoinSet::new();
-        let mut own_pending_done = false;
-        let mut paused_until_check = Instant::now();
-        let mut paused = false;
-        let mut next_claim = Instant::now();
-        let mut claim_cursor = "0-0".to_owned();
-        let mut next_trim = Instant::now() + Duration::from_millis(self.settings.trim_interval_ms);
+        let batch = self.settings.max_batch_size;
+        let limit = batch.saturating_mul(self.settings.max_parallel_batches);
+        let permits = Arc::new(Semaphore::new(limit));
+        let mut entries = JoinSet::new();
+        // Helpers live in a JoinSet too: dropping this future aborts them with it.
+        let mut helpers = JoinSet::new();
+        let finished = Shutdown::new();
+        helpers.spawn({
+            let (shared, finished) = (self.clone(), finished.clone());
+            async move { shared.ack_loop(finished).await }
+        });
+        helpers.spawn(keep_lease(self.lease.clone(), finished.clone()));
+
+        let now = Instant::now();
+        let mut cursor = Cursor {
+            recovering: Some(StreamId::ZERO),
+            claim_from: StreamId::ZERO,
+            next_claim: now,
+            next_housekeeping: now + Duration::from_millis(self.settings.trim_interval_ms),
+            next_pause_check: now,
+            paused: false,
+            last_read_full: false,
+        };
 
         while !shutdown.is_triggered() {
-            while batches.try_join_next().is_some() {}
-
-            if Instant::now() >= paused_until_check {
-                paused = self.paused().await.unwrap_or(paused);
-                paused_until_check =
-                    Instant::now() + Duration::from_millis(self.settings.pause_check_interval_ms);
-            }
-            if paused {
-                tokio::select! {
-                    () = shutdown.triggered() => break,
-                    () = tokio::time::sleep_until(paused_until_check.into()) => continue,
+            while let Some(done) = entries.try_join_next() {
+                if let Err(e) = done {
+                    tracing::error!(stream = %self.stream, error = %e, "an entry task failed");
                 }
             }
+            if Instant::now() >= cursor.next_pause_check {
+                cursor.paused = self.paused().await.unwrap_or(cursor.paused);
+                cursor.next_pause_check =
+                    Instant::now() + Duration::from_millis(self.settings.pause_check_interval_ms);
+            }
+            if cursor.paused {
+                tokio::select! {
+                    () = shutdown.triggered() => break,
+                    () = tokio::time::sleep_until(cursor.next_pause_check.into()) => continue,
+                }
+            }
+            if Instant::now() >= cursor.next_housekeeping {
+                cursor.next_housekeeping =
+                    Instant::now() + Duration::from_millis(self.settings.trim_interval_ms);
+                self.housekeeping().await;
+            }
 
-            let permit = tokio::select! {
+            // A whole batch worth of room first, so that in-flight entries stay bounded.
+            let mut room = tokio::select! {
                 () = shutdown.triggered() => break,
-                permit = permits.clone().acquire_owned() => match permit {
+                permit = permits.clone().acquire_many_owned(batch as u32) => match permit {
                     Ok(permit) => permit,
                     Err(_) => break,
                 },
             };
-
-            if Instant::now() >= next_trim {
-                next_trim = Instant::now() + Duration::from_millis(self.settings.trim_interval_ms);
-                match self.trim().await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::debug!(stream = %self.stream, trimmed = n, "trimmed"),
-                    Err(e) => tracing::warn!(stream = %self.stream, error = %e, "trim failed"),
-                }
-            }
-
-            let entries = match self
-                .next_entries(
-                    &reader,
-                    &mut own_pending_done,
-                    &mut next_claim,
-                    &mut claim_cursor,
-                )
-                .await
-            {
-                Ok(entries) => entries,
+            let items = match self.next_items(&reader, &mut cursor).await {
+                Ok(items) => items,
                 Err(StreamError::Transport(TransportError::NoGroup { .. })) => {
                     tracing::warn!(stream = %self.stream, group = %self.group, "group or stream vanished; re-creating it");
                     if let Err(e) = self.ensure_group().await {
                         tracing::warn!(error = %e, "re-creating the group failed");
                     }
-                    own_pending_done = false;
+                    cursor.recovering = Some(StreamId::ZERO);
                     continue;
                 }
                 Err(e) => {
@@ -107,286 +118,203 @@ where
                     }
                 }
             };
-            if entries.is_empty() {
-                continue;
+            for item in items {
+                let entry = match item {
+                    Item::Entry(entry) => entry,
+                    Item::Deleted(id) => {
+                        self.lost(id, true);
+                        continue;
+                    }
+                };
+                let permit = match room.split(1) {
+                    Some(permit) => permit,
+                    // More entries than asked for: wait for room rather than exceed the bound.
+                    None => match permits.clone().acquire_owned().await {
+                        Ok(permit) => permit,
+                        Err(_) => break,
+                    },
+                };
+                let (shared, shutdown) = (self.clone(), shutdown.clone());
+                entries.spawn(async move {
+                    shared.process(entry, shutdown).await;
+                    drop(permit);
+                });
             }
-            let shared = self.clone();
-            batches.spawn(async move {
-                shared.process_batch(entries).await;
-                drop(permit);
-            });
         }
-        // Graceful: finish what was read. `Listener::stop` bounds this with its deadline.
-        while batches.join_next().await.is_some() {}
+        // Graceful: finish what was read, then send the last acks.
+        while entries.join_next().await.is_some() {}
+        finished.trigger();
+        while helpers.join_next().await.is_some() {}
     }
 
-    /// Own pending entries first (after a restart), then retries that are due, then entries
-    /// claimed from other consumers, then new entries.
-    async fn next_entries(
+    /// This consumer's own pending entries first (after a start), page by page; then retries
+    /// that are due; then entries claimed from other consumers; then new entries.
+    async fn next_items(
         &self,
         reader: &BlockingConnection,
-        own_pending_done: &mut bool,
-        next_claim: &mut Instant,
-        claim_cursor: &mut String,
-    ) -> crate::Result<Vec<RawEntry>> {
-        if !*own_pending_done {
-            let own = self.read(reader, "0", false).await?;
-            let own: Vec<RawEntry> = own
-                .into_iter()
-                .filter(|e| !self.is_in_flight(&e.id))
-                .collect();
-            if own.is_empty() {
-                *own_pending_done = true;
-            } else {
-                self.mark_in_flight(&own);
-                return Ok(own);
+        cursor: &mut Cursor,
+    ) -> crate::Result<Vec<Item>> {
+        let batch = self.settings.max_batch_size;
+        if let Some(after) = cursor.recovering {
+            let page = self.read(reader, &after.to_string(), batch, None).await?;
+            cursor.recovering = page.last().map(item_id);
+            let mine = self.take_unless_in_flight(page);
+            if !mine.is_empty() {
+                return Ok(mine);
+            }
+            if cursor.recovering.is_some() {
+                return Ok(Vec::new());
             }
         }
-        let due = self.due_retries();
+
+        let due = self.retries.due(batch);
         if !due.is_empty() {
-            let entries = self.reclaim(&due).await?;
-            self.unmark_in_flight(&due);
-            self.mark_in_flight(&entries);
-            if !entries.is_empty() {
-                return Ok(entries);
-            }
-        }
-        if let Some(min_idle) = self.settings.pending_messages_time_ms
-            && Instant::now() >= *next_claim
-        {
-            let (next, claimed) = self.autoclaim(min_idle, claim_cursor).await?;
-            let claimed: Vec<RawEntry> = claimed
-                .into_iter()
-                .filter(|e| !self.is_in_flight(&e.id))
-                .collect();
-            if next == "0-0" {
-                *next_claim = Instant::now() + Duration::from_millis((min_idle / 2).max(100));
-            }
-            *claim_cursor = next;
+            let claimed = self.retry_due(due).await;
             if !claimed.is_empty() {
-                self.counters
-                    .claimed
-                    .fetch_add(claimed.len() as u64, Ordering::Relaxed);
-                self.mark_in_flight(&claimed);
                 return Ok(claimed);
             }
         }
+
+        if let Some(min_idle) = self.settings.pending_messages_time_ms
+            && Instant::now() >= cursor.next_claim
+        {
+            let claimed = self.autoclaim(min_idle, cursor.claim_from).await?;
+            for id in claimed.deleted {
+                self.lost(id, false);
+            }
+            if claimed.next == StreamId::ZERO {
+                cursor.next_claim = Instant::now() + Duration::from_millis((min_idle / 2).max(100));
+            }
+            cursor.claim_from = claimed.next;
+            let claimed = self.take_unless_in_flight(claimed.items);
+            if !claimed.is_empty() {
+                Counters::add(&self.counters.claimed, claimed.len() as u64);
+                return Ok(claimed);
+            }
+        }
+
         // After a full batch more entries are likely waiting: skip BLOCK, which costs a
-        // blocking-command round trip in the client even when data is there.
-        let block = !self.last_read_full.load(Ordering::Relaxed);
-        let new = self.read(reader, ">", block).await?;
-        self.last_read_full
-            .store(new.len() >= self.settings.max_batch_size, Ordering::Relaxed);
-        if self.tracks_in_flight() {
-            self.mark_in_flight(&new);
-        }
-        Ok(new)
-    }
-
-    async fn process_batch(self: Arc<Self>, entries: Vec<RawEntry>) {
-        let meta: Vec<(String, u64)> = entries
-            .iter()
-            .map(|e| (e.id.clone(), e.deliveries))
-            .collect();
-        let ids: Vec<String> = meta.iter().map(|(id, _)| id.clone()).collect();
-        let results = if self.settings.max_batch_size > 1 {
-            // Concurrently within this task: no task spawn per entry.
-            join_catching(
-                entries
-                    .into_iter()
-                    .map(|e| Box::pin(self.process_one(e)))
-                    .collect(),
-            )
-            .await
-        } else {
-            let mut results = Vec::with_capacity(entries.len());
-            for entry in entries {
-                results.extend(join_catching(vec![Box::pin(self.process_one(entry))]).await);
-            }
-            results
-        };
-        let outcomes: Vec<Outcome> = results
-            .into_iter()
-            .zip(meta)
-            .map(|(result, (id, deliveries))| {
-                result.unwrap_or_else(|| self.panicked(id, deliveries))
-            })
-            .collect();
-        let mut acks = Vec::new();
-        let mut retrying = std::collections::HashSet::new();
-        for outcome in outcomes {
-            match outcome {
-                Outcome::Ack(id) => acks.push(id),
-                Outcome::Retry(id, deliveries) => {
-                    retrying.insert(id.clone());
-                    self.schedule_retry(id, deliveries);
-                }
-            }
-        }
-        if let Err(e) = self.ack(acks).await {
-            // Not acked means redelivered later: at least once, never lost.
-            tracing::warn!(stream = %self.stream, error = %e, "ack failed; the entries will be delivered again");
-        }
-        // Entries waiting for a retry stay "in flight", so a claim pass does not take them too.
-        let done: Vec<String> = ids
-            .into_iter()
-            .filter(|id| !retrying.contains(id))
-            .collect();
-        self.unmark_in_flight(&done);
-    }
-
-    fn panicked(&self, id: String, deliveries: u64) -> Outcome {
-        tracing::error!(id = %id, "the handler panicked");
-        self.counters.failed.fetch_add(1, Ordering::Relaxed);
-        Outcome::Retry(id, deliveries)
-    }
-
-    async fn process_one(&self, entry: RawEntry) -> Outcome {
-        // Decode in place: no copy of the payload.
-        let decoded = entry
-            .fields
-            .get(PAYLOAD_FIELD)
-            .and_then(|v| v.as_bytes())
-            .map(decode::<B>);
-        let (body, headers) = match decoded {
-            Some(Ok(decoded)) => decoded,
-            Some(Err(e)) => return self.dead(&entry, &format!("malformed payload: {e}")).await,
-            None => {
-                return self
-                    .dead(
-                        &entry,
-                        "malformed entry: no `_` field with the msgpack payload",
-                    )
-                    .await;
-            }
-        };
-        let message = Message {
-            id: entry.id.clone(),
-            body,
-            headers,
-            deliveries: entry.deliveries,
-        };
-        match self.handler.handle(message).await {
-            Ok(()) => {
-                self.counters.processed.fetch_add(1, Ordering::Relaxed);
-                Outcome::Ack(entry.id)
-            }
-            Err(error) => {
-                self.counters.failed.fetch_add(1, Ordering::Relaxed);
-                if entry.deliveries >= self.settings.max_deliveries {
-                    let reason = format!("handler failed {} time(s): {error}", entry.deliveries);
-                    self.dead(&entry, &reason).await
-                } else {
-                    tracing::debug!(id = %entry.id, deliveries = entry.deliveries, %error, "handler failed; will retry");
-                    self.counters.retried.fetch_add(1, Ordering::Relaxed);
-                    Outcome::Retry(entry.id, entry.deliveries)
-                }
-            }
-        }
-    }
-
-    /// Boxed: the dead-letter path holds an XADD future, and keeping it out of
-    /// `process_one`'s state keeps the per-entry future small on the hot path.
-    fn dead<'a>(
-        &'a self,
-        entry: &'a RawEntry,
-        reason: &'a str,
-    ) -> Pin<Box<dyn Future<Output = Outcome> + Send + 'a>> {
-        Box::pin(self.dead_inner(entry, reason))
-    }
-
-    async fn dead_inner(&self, entry: &RawEntry, reason: &str) -> Outcome {
-        match self.dead_letter(entry, reason).await {
-            Ok(()) => {
-                tracing::warn!(stream = %self.stream, id = %entry.id, reason, "entry dead-lettered");
-                self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
-                Outcome::Ack(entry.id.clone())
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "dead-lettering failed; the entry stays pending");
-                Outcome::Retry(entry.id.clone(), entry.deliveries)
-            }
-        }
-    }
-
-    fn schedule_retry(&self, id: String, deliveries: u64) {
-        let exponent = u32::try_from(deliveries.saturating_sub(1))
-            .unwrap_or(u32::MAX)
-            .min(10);
-        let delay =
-            Duration::from_millis(self.settings.retry_backoff_ms.saturating_mul(1 << exponent));
-        if let Ok(mut retries) = self.retries.lock() {
-            retries.push((Instant::now() + delay, id));
-        }
-    }
-
-    fn due_retries(&self) -> Vec<String> {
-        let Ok(mut retries) = self.retries.lock() else {
-            return Vec::new();
-        };
-        let now = Instant::now();
-        let mut due = Vec::new();
-        retries.retain(|(at, id)| {
-            let take = *at <= now && due.len() < self.settings.max_batch_size;
-            if take {
-                due.push(id.clone());
-            }
-            !take
+        // blocking-command round trip in the client even when data is there. Otherwise block,
+        // but not past the next due retry.
+        let block = (!cursor.last_read_full).then(|| {
+            let wait = Duration::from_millis(self.settings.max_wait_time_ms);
+            let until_retry = self
+                .retries
+                .next_due()
+                .map_or(wait, |due| due.saturating_duration_since(Instant::now()));
+            wait.min(until_retry).as_millis().max(1) as u64
         });
-        due
+        let new = self.read(reader, ">", batch, block).await?;
+        cursor.last_read_full = new.len() >= batch;
+        Ok(self.take_unless_in_flight(new))
     }
 
-    /// New entries only need in-flight bookkeeping when a claim pass could take them too.
-    /// Own-pending re-reads, retries and claims always mark theirs.
-    fn tracks_in_flight(&self) -> bool {
-        self.settings.pending_messages_time_ms.is_some()
-    }
-
-    fn is_in_flight(&self, id: &str) -> bool {
-        self.in_flight.lock().is_ok_and(|f| f.contains(id))
-    }
-
-    fn mark_in_flight(&self, entries: &[RawEntry]) {
-        if let Ok(mut f) = self.in_flight.lock() {
-            f.extend(entries.iter().map(|e| e.id.clone()));
-        }
-    }
-
-    fn unmark_in_flight(&self, ids: &[String]) {
-        if let Ok(mut f) = self.in_flight.lock() {
-            if f.is_empty() {
-                return;
+    /// Claims back the retries that are due. A claim that fails goes back into the schedule;
+    /// a retry that is no longer this consumer's is dropped from it.
+    async fn retry_due(&self, due: Vec<Retry>) -> Vec<Item> {
+        let mut claimed = Vec::new();
+        let mut failed = Vec::new();
+        for retry in due {
+            match self.reclaim(retry.id).await {
+                Ok(Reclaimed::Entry(entry)) => claimed.push(Item::Entry(entry)),
+                Ok(Reclaimed::Deleted) => self.lost(retry.id, true),
+                Ok(Reclaimed::NotMine) => {
+                    tracing::debug!(stream = %self.stream, id = %retry.id, "a retry was taken over by another consumer (or acked); not retrying it here");
+                    self.unmark_in_flight(&[retry.id]);
+                }
+                Err(e) => {
+                    tracing::warn!(stream = %self.stream, id = %retry.id, error = %e, "claiming an entry back for its retry failed; trying again");
+                    failed.push(retry);
+                }
             }
-            for id in ids {
-                f.remove(id);
+        }
+        self.retries.postpone(failed, ERROR_PAUSE);
+        claimed
+    }
+
+    /// Marks entries in flight and keeps them, except those already in flight here (an entry
+    /// handled or awaiting a retry here is never started twice).
+    fn take_unless_in_flight(&self, items: Vec<Item>) -> Vec<Item> {
+        let Ok(mut in_flight) = self.in_flight.lock() else {
+            return items;
+        };
+        items
+            .into_iter()
+            .filter(|item| match item {
+                Item::Entry(entry) => in_flight.insert(entry.id),
+                Item::Deleted(_) => true,
+            })
+            .collect()
+    }
+
+    /// Trimming and the removal of idle consumers, every `trim_interval_ms`.
+    async fn housekeeping(&self) {
+        match self.trim().await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(stream = %self.stream, trimmed = n, "trimmed"),
+            Err(e) => tracing::warn!(stream = %self.stream, error = %e, "trim failed"),
+        }
+        if let Some(idle) = self.settings.remove_idle_consumers_ms {
+            match self
+                .remove_idle_consumers(Duration::from_millis(idle))
+                .await
+            {
+                Ok(0) => {}
+                Ok(n) => {
+                    Counters::add(&self.counters.consumers_removed, n);
+                    tracing::info!(stream = %self.stream, group = %self.group, removed = n, "removed idle consumers with nothing pending");
+                }
+                Err(e) => {
+                    tracing::warn!(stream = %self.stream, error = %e, "removing idle consumers failed");
+                }
             }
         }
     }
 }
 
-/// Drives every future to completion concurrently in the current task. A future that panics
-/// yields `None` and is not polled again; the others go on.
-async fn join_catching<F: Future>(mut futures: Vec<Pin<Box<F>>>) -> Vec<Option<F::Output>> {
-    let mut results: Vec<Option<Option<F::Output>>> = futures.iter().map(|_| None).collect();
-    let mut left = futures.len();
-    std::future::poll_fn(|cx| {
-        for (future, result) in futures.iter_mut().zip(results.iter_mut()) {
-            if result.is_some() {
-                continue;
-            }
-            match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
-                Ok(Poll::Ready(value)) => *result = Some(Some(value)),
-                Ok(Poll::Pending) => continue,
-                Err(_) => *result = Some(None),
-            }
-            left -= 1;
-        }
-        if left == 0 {
-            Poll::Ready(())
+impl<B, H> Shared<B, H> {
+    /// A pending entry whose content was deleted from the stream before it was handled. It is
+    /// acked (Redis 7 has already dropped the ids XAUTOCLAIM reports, so `ack == false` there).
+    pub(crate) fn lost(&self, id: StreamId, ack: bool) {
+        tracing::warn!(stream = %self.stream, %id, "a pending entry was deleted from the stream before it was handled (XDEL or trimming); it is lost");
+        Counters::add(&self.counters.lost, 1);
+        if ack {
+            self.acks.push(id);
         } else {
-            Poll::Pending
+            self.unmark_in_flight(&[id]);
         }
-    })
-    .await;
-    results.into_iter().map(Option::flatten).collect()
+    }
+
+    pub(crate) fn unmark_in_flight(&self, ids: &[StreamId]) {
+        if let Ok(mut in_flight) = self.in_flight.lock() {
+            for id in ids {
+                in_flight.remove(id);
+            }
+        }
+    }
+}
+
+fn item_id(item: &Item) -> StreamId {
+    match item {
+        Item::Entry(entry) => entry.id,
+        Item::Deleted(id) => *id,
+    }
+}
+
+/// Renews the consumer-name lease until `finished`.
+async fn keep_lease(lease: Arc<ConsumerLease>, finished: Shutdown) {
+    loop {
+        tokio::select! {
+            () = finished.triggered() => return,
+            () = tokio::time::sleep(LEASE / 3) => {}
+        }
+        match lease.run(LEASE, false).await {
+            Ok(Lease::Held) => {}
+            Ok(Lease::Taken(_)) => tracing::error!(
+                consumer = %lease.consumer(),
+                "another listener instance holds this consumer name: two processes are reading as the same consumer"
+            ),
+            Err(e) => tracing::warn!(error = %e, "renewing the consumer-name lease failed"),
+        }
+    }
 }

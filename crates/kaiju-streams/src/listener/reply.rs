@@ -1,0 +1,183 @@
+//! Parsing of stream replies (XREADGROUP, XCLAIM, XAUTOCLAIM), entry by entry.
+//!
+//! Redis accepts any bytes as field names and values, and a pending entry that was deleted from
+//! the stream comes back as `[id, nil]`. fred's typed conversions fail the whole reply on either,
+//! so the replies are read here as plain values: one odd entry never hides the others.
+
+use bytes::Bytes;
+use kaiju_transport::fred::types::Value;
+
+use crate::id::StreamId;
+
+/// One entry as read: id, raw fields, deliveries so far (this one included).
+#[derive(Debug, Clone)]
+pub(crate) struct RawEntry {
+    pub(crate) id: StreamId,
+    pub(crate) fields: Vec<(Bytes, Bytes)>,
+    pub(crate) deliveries: u64,
+}
+
+impl RawEntry {
+    /// The value of a field, if present.
+    pub(crate) fn field(&self, name: &[u8]) -> Option<&Bytes> {
+        self.fields
+            .iter()
+            .find(|(n, _)| n.as_ref() == name)
+            .map(|(_, v)| v)
+    }
+}
+
+/// One item of a reply.
+#[derive(Debug, Clone)]
+pub(crate) enum Item {
+    /// A readable entry.
+    Entry(RawEntry),
+    /// A pending entry whose content is gone (deleted or trimmed from the stream).
+    Deleted(StreamId),
+}
+
+/// The reply did not have the shape of a stream reply at all.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unexpected {command} reply: {what}")]
+pub(crate) struct ReplyError {
+    pub(crate) command: &'static str,
+    pub(crate) what: String,
+}
+
+fn bad(command: &'static str, what: impl Into<String>) -> ReplyError {
+    ReplyError {
+        command,
+        what: what.into(),
+    }
+}
+
+/// The bytes of a string-like value; numbers as their decimal text.
+fn bytes_of(value: Value) -> Option<Bytes> {
+    match value {
+        Value::String(s) => Some(s.into_inner()),
+        Value::Bytes(b) => Some(b),
+        Value::Integer(i) => Some(Bytes::from(i.to_string())),
+        Value::Double(d) => Some(Bytes::from(d.to_string())),
+        Value::Boolean(b) => Some(Bytes::from_static(if b { b"1" } else { b"0" })),
+        Value::Null | Value::Queued | Value::Map(_) | Value::Array(_) => None,
+    }
+}
+
+pub(crate) fn id_of(value: Value) -> Option<StreamId> {
+    bytes_of(value).and_then(|b| StreamId::parse(&b))
+}
+
+/// `XREADGROUP` with one stream: nil (nothing new), or `{stream: entries}` (RESP3) /
+/// `[[stream, entries]]` (RESP2).
+pub(crate) fn xreadgroup(reply: Value) -> Result<Vec<Item>, ReplyError> {
+    const CMD: &str = "XREADGROUP";
+    let entries = match reply {
+        Value::Null => return Ok(Vec::new()),
+        Value::Map(map) => map.inner().into_values().next(),
+        Value::Array(streams) => match streams.into_iter().next() {
+            None => None,
+            Some(Value::Array(pair)) => pair.into_iter().nth(1),
+            Some(other) => return Err(bad(CMD, format!("stream item is {:?}", other.kind()))),
+        },
+        other => return Err(bad(CMD, format!("{:?} instead of streams", other.kind()))),
+    };
+    match entries {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(list) => entry_list(CMD, list),
+    }
+}
+
+/// A list of `[id, [field, value, ...]]` entries, as XCLAIM returns it.
+pub(crate) fn entry_list(command: &'static str, list: Value) -> Result<Vec<Item>, ReplyError> {
+    let items = match list {
+        Value::Null => return Ok(Vec::new()),
+        Value::Array(items) => items,
+        other => {
+            return Err(bad(
+                command,
+                format!("{:?} instead of entries", other.kind()),
+            ));
+        }
+    };
+    Ok(items
+        .into_iter()
+        .filter_map(|item| entry(command, item))
+        .collect())
+}
+
+/// One entry. An item without a readable id cannot be acked or dead-lettered by id, so it is
+/// skipped with a warning (Redis never sends one).
+fn entry(command: &'static str, item: Value) -> Option<Item> {
+    let Value::Array(parts) = item else {
+        tracing::warn!(command, kind = ?item.kind(), "skipping a stream reply item that is not an entry");
+        return None;
+    };
+    let mut parts = parts.into_iter();
+    let Some(id) = parts.next().and_then(id_of) else {
+        tracing::warn!(command, "skipping a stream entry without a readable id");
+        return None;
+    };
+    let fields = match parts.next() {
+        None | Some(Value::Null) => return Some(Item::Deleted(id)),
+        Some(Value::Array(flat)) => pairs(flat),
+        Some(Value::Map(map)) => map
+            .inner()
+            .into_iter()
+            .filter_map(|(k, v)| Some((k.into_bytes(), bytes_of(v)?)))
+            .collect(),
+        // Not a field list: keep the entry, with no fields, so it is dead-lettered by id.
+        Some(_) => Vec::new(),
+    };
+    Some(Item::Entry(RawEntry {
+        id,
+        fields,
+        deliveries: 1,
+    }))
+}
+
+fn pairs(flat: Vec<Value>) -> Vec<(Bytes, Bytes)> {
+    let mut fields = Vec::with_capacity(flat.len() / 2);
+    let mut values = flat.into_iter();
+    while let (Some(name), Some(value)) = (values.next(), values.next()) {
+        if let (Some(name), Some(value)) = (bytes_of(name), bytes_of(value)) {
+            fields.push((name, value));
+        }
+    }
+    fields
+}
+
+/// What XAUTOCLAIM returned.
+#[derive(Debug, Default)]
+pub(crate) struct AutoClaim {
+    /// Where the next scan starts; `0-0` when the scan went round.
+    pub(crate) next: StreamId,
+    pub(crate) items: Vec<Item>,
+    /// Pending entries that were deleted from the stream (Redis 7 removes them from the PEL).
+    pub(crate) deleted: Vec<StreamId>,
+}
+
+/// `XAUTOCLAIM`: `[next, entries]` (Redis 6.2) or `[next, entries, deleted ids]` (Redis 7).
+pub(crate) fn xautoclaim(reply: Value) -> Result<AutoClaim, ReplyError> {
+    const CMD: &str = "XAUTOCLAIM";
+    let Value::Array(parts) = reply else {
+        return Err(bad(CMD, format!("{:?} instead of an array", reply.kind())));
+    };
+    let mut parts = parts.into_iter();
+    let next = parts
+        .next()
+        .and_then(id_of)
+        .ok_or_else(|| bad(CMD, "no cursor"))?;
+    let items = entry_list(CMD, parts.next().unwrap_or(Value::Null))?;
+    let deleted = match parts.next() {
+        Some(Value::Array(ids)) => ids.into_iter().filter_map(id_of).collect(),
+        _ => Vec::new(),
+    };
+    Ok(AutoClaim {
+        next,
+        items,
+        deleted,
+    })
+}
+
+#[cfg(test)]
+mod tests;
