@@ -7,5 +7,6 @@ mod cache;
 mod interop;
 mod locks;
 mod recovery;
+mod stream_faults;
 mod streams;
 mod transport;

@@ -15,8 +15,8 @@ use kaiju_transport::Transport;
 use kaiju_transport::fred::prelude::*;
 use kaiju_transport::fred::types::Value;
 
-type Body = (String, Option<i64>);
-type Seen = Arc<Mutex<Vec<String>>>;
+pub(crate) type Body = (String, Option<i64>);
+pub(crate) type Seen = Arc<Mutex<Vec<String>>>;
 
 on_both!(
     a_backlog_written_before_any_listener_is_processed,
@@ -31,7 +31,7 @@ on_both!(
 );
 
 /// An app in a fresh namespace: env `test`, app name random.
-fn app(ns: &Namespace) -> AppSettings {
+pub(crate) fn app(ns: &Namespace) -> AppSettings {
     let name = ns.prefix().split('.').nth(1).unwrap().to_owned();
     AppSettings {
         env: "test".into(),
@@ -40,7 +40,7 @@ fn app(ns: &Namespace) -> AppSettings {
     }
 }
 
-fn recorder(
+pub(crate) fn recorder(
     seen: &Seen,
 ) -> impl Fn(Message<Body>) -> std::future::Ready<Result<(), HandlerError>> + Send + Sync + 'static
 {
@@ -51,7 +51,12 @@ fn recorder(
     }
 }
 
-async fn write(t: &Transport, stream: &kaiju_core::Key, n: usize, method: &str) -> Vec<String> {
+pub(crate) async fn write(
+    t: &Transport,
+    stream: &kaiju_core::Key,
+    n: usize,
+    method: &str,
+) -> Vec<String> {
     let writer = StreamWriter::new(t.clone());
     let mut ids = Vec::with_capacity(n);
     let bodies: Vec<Body> = (0..n)
@@ -71,7 +76,7 @@ async fn write(t: &Transport, stream: &kaiju_core::Key, n: usize, method: &str) 
     ids
 }
 
-fn distinct(seen: &Seen) -> usize {
+pub(crate) fn distinct(seen: &Seen) -> usize {
     seen.lock().unwrap().iter().collect::<HashSet<_>>().len()
 }
 
@@ -524,7 +529,7 @@ async fn a_restarted_consumer_processes_its_own_pending_entries(
     let _: i64 = t.pool().del(stream.as_str()).await.unwrap();
 }
 
-async fn pending_of(t: &Transport, stream: &str, group: &str) -> u64 {
+pub(crate) async fn pending_of(t: &Transport, stream: &str, group: &str) -> u64 {
     let summary: Result<(u64, Value, Value, Value), _> = t.pool().xpending(stream, group, ()).await;
     summary.map(|s| s.0).unwrap_or(0)
 }

@@ -1,7 +1,7 @@
 //! A separate listener process for the stream tests.
 //!
 //! `stream_worker <url> <env> <app> <consumer> <handled-set> <handled-count>`: runs a listener
-//! (batch 50, claims entries idle for 1 s) whose handler adds each entry id to the set
+//! (batch 50, handler timeout 0.5 s, claims entries idle for 1 s) whose handler adds each entry id to the set
 //! `<handled-set>` and increments `<handled-count>`, until killed.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -29,6 +29,8 @@ async fn main() {
         max_batch_size: 50,
         max_parallel_batches: 2,
         pending_messages_time_ms: Some(1000),
+        handler_timeout_ms: 500,
+        retry_backoff_ms: 50,
         ..ListenerSettings::default()
     };
     let (set, count) = (args[4].clone(), args[5].clone());

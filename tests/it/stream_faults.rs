@@ -1,0 +1,1023 @@
+//! kaiju-streams on a bad day: hostile entries, entries deleted behind the consumer's back,
+//! handlers that panic, hang or hog the CPU, an unwritable dead-letter stream, claims that fail,
+//! twin consumers, and listeners that are dropped. One test per defect of the streams review,
+//! named after the behaviour it pins down.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use kaiju_core::{Namespace, RedisSettings, Service, ServiceError};
+use kaiju_streams::{
+    HandlerError, Headers, Listener, ListenerSettings, Message, Outgoing, StreamError, StreamWriter,
+};
+use kaiju_tests::{Target, eventually, on_both};
+use kaiju_transport::Transport;
+use kaiju_transport::fred::prelude::*;
+use kaiju_transport::fred::types::Value;
+
+use crate::streams::{Body, Seen, app, distinct, pending_of, recorder, write};
+
+on_both!(
+    a_ten_byte_entry_declaring_a_huge_map_is_dead_lettered,
+    entries_at_the_top_of_the_id_space_are_handled_and_trimmed,
+    entries_with_non_utf8_fields_are_dead_lettered_and_the_rest_run,
+    pending_entries_deleted_behind_the_consumers_back_are_acked_and_counted,
+    own_pending_entries_beyond_one_batch_are_all_recovered_once,
+    a_retry_never_takes_an_entry_another_consumer_claimed,
+    a_panicking_handler_is_dead_lettered_after_max_deliveries,
+    a_handler_that_never_returns_times_out_and_its_siblings_are_acked,
+    a_failed_dead_letter_write_is_retried_without_rerunning_the_handler,
+    idle_consumers_without_pending_entries_are_removed,
+    a_second_listener_with_the_same_consumer_name_is_refused,
+    write_many_reports_which_entries_were_written,
+    cpu_bound_handlers_of_one_batch_run_in_parallel,
+    each_handler_is_polled_only_when_it_is_woken,
+    a_rejected_entry_is_dead_lettered_at_once,
+);
+
+/// XADD with raw fields (any bytes), and an explicit id or `*`.
+async fn xadd_raw(t: &Transport, stream: &str, id: &str, fields: Vec<(&[u8], &[u8])>) -> String {
+    let fields: Vec<(Key, Value)> = fields
+        .into_iter()
+        .map(|(k, v)| (Key::from(k), Value::Bytes(v.to_vec().into())))
+        .collect();
+    t.pool()
+        .xadd(stream, false, None, id, fields)
+        .await
+        .unwrap()
+}
+
+/// Reads `count` new entries of the stream as `consumer` (creating the group at 0 if needed),
+/// leaving them pending: the state a crashed consumer leaves behind.
+async fn read_as(t: &Transport, stream: &str, group: &str, consumer: &str, count: u64) {
+    let created: Result<Value, _> = t.pool().xgroup_create(stream, group, "0", true).await;
+    if let Err(e) = created {
+        assert!(e.details().starts_with("BUSYGROUP"), "{e:?}");
+    }
+    let _: Value = t
+        .pool()
+        .xreadgroup(group, consumer, Some(count), None, false, stream, ">")
+        .await
+        .unwrap();
+}
+
+/// The dead letters, as raw field lists (field names may be any bytes).
+async fn dead_letters(t: &Transport, key: &str) -> Vec<Vec<(Vec<u8>, Vec<u8>)>> {
+    let entries: Value = t.pool().xrange(key, "-", "+", None).await.unwrap();
+    entries
+        .into_array()
+        .into_iter()
+        .map(|entry| {
+            let mut parts = entry.into_array().into_iter();
+            let _id = parts.next();
+            let flat: Vec<Vec<u8>> = parts
+                .next()
+                .unwrap()
+                .into_array()
+                .into_iter()
+                .map(|v| v.as_bytes().unwrap().to_vec())
+                .collect();
+            flat.chunks(2)
+                .map(|p| (p[0].clone(), p[1].clone()))
+                .collect()
+        })
+        .collect()
+}
+
+fn field<'a>(letter: &'a [(Vec<u8>, Vec<u8>)], name: &str) -> Option<&'a str> {
+    letter
+        .iter()
+        .find(|(n, _)| n == name.as_bytes())
+        .map(|(_, v)| std::str::from_utf8(v).unwrap())
+}
+
+async fn cleanup(t: &Transport, keys: &[&str]) {
+    for key in keys {
+        let _: Result<i64, _> = t.pool().del(*key).await;
+    }
+}
+
+/// Settings for tests that count deliveries: quick retries, no claiming.
+fn quick() -> ListenerSettings {
+    ListenerSettings {
+        retry_backoff_ms: 20,
+        max_wait_time_ms: 100,
+        pending_messages_time_ms: None,
+        ..ListenerSettings::default()
+    }
+}
+
+async fn a_ten_byte_entry_declaring_a_huge_map_is_dead_lettered(
+    t: &Transport,
+    ns: &Namespace,
+    _: Target,
+) {
+    let app = app(ns);
+    let stream = app.namespace().unwrap().stream("rpc").unwrap();
+    let writer = StreamWriter::new(t.clone());
+    let before = writer
+        .write(&stream, &("ok".to_owned(), Some(1)), Headers::new())
+        .await
+        .unwrap();
+    // [["x", nil], <map header declaring 2^32-1 headers>]: ten bytes that once made the decoder
+    // allocate 200 GB and abort the process.
+    let hostile: &[u8] = b"\x92\x92\xa1x\xc0\xdf\xff\xff\xff\xff";
+    assert_eq!(hostile.len(), 10);
+    let bad = xadd_raw(t, stream.as_str(), "*", vec![(b"_", hostile)]).await;
+    let after = writer
+        .write(&stream, &("ok".to_owned(), Some(2)), Headers::new())
+        .await
+        .unwrap();
+    let seen: Seen = Arc::default();
+    let mut listener = Listener::new(t.clone(), &app, quick(), recorder(&seen)).unwrap();
+    listener.start().await.unwrap();
+    eventually("the good entries", Duration::from_secs(10), || async {
+        distinct(&seen) >= 2
+    })
+    .await;
+    eventually("the dead letter", Duration::from_secs(10), || async {
+        dead_letters(t, listener.dead_letter_key()).await.len() == 1
+    })
+    .await;
+    listener.stop(Duration::from_secs(5)).await.unwrap();
+    let mut handled = seen.lock().unwrap().clone();
+    handled.sort();
+    assert_eq!(handled, [before, after]);
+    let letters = dead_letters(t, listener.dead_letter_key()).await;
+    assert_eq!(field(&letters[0], "id"), Some(bad.as_str()));
+    assert_eq!(field(&letters[0], "kind"), Some("malformed"));
+    assert_eq!(listener.stats().await.unwrap().pending, 0);
+    cleanup(t, &[stream.as_str(), listener.dead_letter_key()]).await;
+}
+
+async fn entries_at_the_top_of_the_id_space_are_handled_and_trimmed(
+    t: &Transport,
+    ns: &Namespace,
+    _: Target,
+) {
+    let app = app(ns);
+    let stream = app.namespace().unwrap().stream("rpc").unwrap();
+    let payload = kaiju_streams::encode(&("top".to_owned(), Some(1_i64)), &Headers::new()).unwrap();
+    let top = xadd_raw(
+        t,
+        stream.as_str(),
+        "1-18446744073709551615",
+        vec![(b"_", &payload)],
+    )
+    .await;
+    let seen: Seen = Arc::default();
+    let settings = ListenerSettings {
+        trim_interval_ms: 20,
+        ..quick()
+    };
+    let mut listener = Listener::new(t.clone(), &app, settings, recorder(&seen)).unwrap();
+    listener.start().await.unwrap();
+    eventually("the top entry", Duration::from_secs(10), || async {
+        distinct(&seen) >= 1
+    })
+    .await;
+    // Trimming after it must not overflow `seq + 1`: the stream empties, and the loop lives on.
+    eventually("the trim", Duration::from_secs(10), || async {
+        t.pool().xlen::<u64, _>(stream.as_str()).await.unwrap() == 0
+    })
+    .await;
+    let next = write(t, &stream, 1, "after").await;
+    eventually(
+        "an entry after the trim",
+        Duration::from_secs(10),
+        || async { distinct(&seen) >= 2 },
+    )
+    .await;
+    listener.stop(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(*seen.lock().unwrap(), [top, next[0].clone()]);
+
+    // The very last id there is: nothing is above it, and trimming keeps it.
+    let last = app.namespace().unwrap().stream("last").unwrap();
+    let max = "18446744073709551615-18446744073709551615";
+    assert_eq!(
+        xadd_raw(t, last.as_str(), max, vec![(b"_", &payload)]).await,
+        max
+    );
+    let seen: Seen = Arc::default();
+    let settings = ListenerSettings {
+        topic: "last".into(),
+        trim_interval_ms: 20,
+        ..quick()
+    };
+    let mut listener = Listener::new(t.clone(), &app, settings, recorder(&seen)).unwrap();
+    listener.start().await.unwrap();
+    eventually("the last entry", Duration::from_secs(10), || async {
+        distinct(&seen) >= 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let stats = listener.stats().await.unwrap();
+    assert_eq!((stats.processed, stats.pending), (1, 0), "{stats:?}");
+    listener.stop(Duration::from_secs(5)).await.unwrap();
+    cleanup(t, &[stream.as_str(), last.as_str()]).await;
+}
+
+async fn entries_with_non_utf8_fields_are_dead_lettered_and_the_rest_run(
+    t: &Transport,
+    ns: &Namespace,
+    _: Target,
+) {
+    let app = app(ns);
+    let stream = app.namespace().unwrap().stream("rpc").unwrap();
+    let mut good = write(t, &stream, 1, "a").await;
+    let odd = xadd_raw(t, stream.as_str(), "*", vec![(b"\xff\xfe", b"\x00\xc1")]).await;
+    good.extend(write(t, &stream, 1, "b").await);
+    // A crashed consumer of the same name read all three: after the restart, its own-pending
+    // read meets the odd entry first (this once blocked that consumer forever).
+    read_as(t, stream.as_str(), &app.name, "stable", 10).await;
+    good.extend(write(t, &stream, 2, "c").await);
+
+    let seen: Seen = Arc::default();
+    let settings = ListenerSettings {
+        consumer_id: Some("stable".into()),
+        ..quick()
+    };
+    let mut listener = Listener::new(t.clone(), &app, settings, recorder(&seen)).unwrap();
+    listener.start().await.unwrap();
+    eventually("every good entry", Duration::from_secs(10), || async {
+        distinct(&seen) >= 4
+    })
+    .await;
+    eventually("the dead letter", Duration::from_secs(10), || async {
+        dead_letters(t, listener.dead_letter_key()).await.len() == 1
+    })
+    .await;
+    listener.stop(Duration::from_secs(5)).await.unwrap();
+    let mut handled = seen.lock().unwrap().clone();
+    handled.sort();
+    assert_eq!(handled, good);
+    let letters = dead_letters(t, listener.dead_letter_key()).await;
+    assert_eq!(field(&letters[0], "id"), Some(odd.as_str()));
+    // The raw field survives byte for byte.
+    assert!(
+        letters[0]
+            .iter()
+            .any(|(n, v)| n == b"field:\xff\xfe" && v == b"\x00\xc1"),
+        "{letters:?}"
+    );
+    assert_eq!(listener.stats().await.unwrap().pending, 0);
+    cleanup(t, &[stream.as_str(), listener.dead_letter_key()]).await;
+}
+
+async fn pending_entries_deleted_behind_the_consumers_back_are_acked_and_counted(
+    t: &Transport,
+    ns: &Namespace,
+    _: Target,
+) {
+    let app = app(ns);
+    let stream = app.namespace().unwrap().stream("rpc").unwrap();
+    // Own pending entries, one deleted: the own-pending read returns it as [id, nil].
+    let own = write(t, &stream, 3, "own").await;
+    read_as(t, stream.as_str(), &app.name, "stable", 3).await;
+    let _: i64 = t.pool().xdel(stream.as_str(), &own[1]).await.unwrap();
+    // Another consumer's pending entries, one deleted: XAUTOCLAIM reports it.
+    let theirs = write(t, &stream, 3, "theirs").await;
+    read_as(t, stream.as_str(), &app.name, "crashed", 3).await;
+    let _: i64 = t.pool().xdel(stream.as_str(), &theirs[1]).await.unwrap();
+    let fresh = write(t, &stream, 2, "fresh").await;
+
+    let seen: Seen = Arc::default();
+    let settings = ListenerSettings {
+        consumer_id: Some("stable".into()),
+        pending_messages_time_ms: Some(300),
+        handler_timeout_ms: 200,
+        max_deliveries: 2,
+        ..quick()
+    };
+    let mut listener = Listener::new(t.clone(), &app, settings, recorder(&seen)).unwrap();
+    listener.start().await.unwrap();
+    eventually(
+        "every entry still there",
+        Duration::from_secs(10),
+        || async { distinct(&seen) >= 6 },
+    )
+    .await;
+    eventually("nothing pending", Duration::from_secs(10), || async {
+        pending_of(t, stream.as_str(), &app.name).await == 0
+    })
+    .await;
+    let stats = listener.stats().await.unwrap();
+    listener.stop(Duration::from_secs(5)).await.unwrap();
+    let mut handled = seen.lock().unwrap().clone();
+    handled.sort();
+    let mut expected = vec![
+        own[0].clone(),
+        own[2].clone(),
+        theirs[0].clone(),
+        theirs[2].clone(),
+    ];
+    expected.extend(fresh);
+    expected.sort();
+    assert_eq!(handled, expected);
+    assert_eq!(stats.lost, 2, "{stats:?}");
+    cleanup(t, &[stream.as_str()]).await;
+}
+
+async fn own_pending_entries_beyond_one_batch_are_all_recovered_once(
+    t: &Transport,
+    ns: &Namespace,
+    _: Target,
+) {
+    let app = app(ns);
+    let stream = app.namespace().unwrap().stream("rpc").unwrap();
+    let ids = write(t, &stream, 25, "x").await;
+    read_as(t, stream.as_str(), &app.name, "stable", 25).await;
+    let deliveries: Arc<Mutex<Vec<(String, u64)>>> = Arc::default();
+    let log = deliveries.clone();
+    let settings = ListenerSettings {
+        consumer_id: Some("stable".into()),
+        max_batch_size: 10,
+        ..quick()
+    };
+    let mut listener = Listener::new(t.clone(), &app, settings, move |m: Message<Body>| {
+        log.lock().unwrap().push((m.id.clone(), m.deliveries));
+        std::future::ready(Ok::<_, HandlerError>(()))
+    })
+    .unwrap();
+    listener.start().await.unwrap();
+    eventually(
+        "all 25 own pending entries",
+        Duration::from_secs(10),
+        || async { deliveries.lock().unwrap().len() >= 25 },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    listener.stop(Duration::from_secs(5)).await.unwrap();
+    let mut seen = deliveries.lock().unwrap().clone();
+    seen.sort();
+    // Each exactly once, as its second delivery: paging did not re-read (and count) any entry.
+    let expected: Vec<(String, u64)> = {
+        let mut e: Vec<_> = ids.into_iter().map(|id| (id, 2)).collect();
+        e.sort();
+        e
+    };
+    assert_eq!(seen, expected);
+    assert_eq!(listener.stats().await.unwrap().pending, 0);
+    cleanup(t, &[stream.as_str()]).await;
+}
+
+async fn a_retry_never_takes_an_entry_another_consumer_claimed(
+    t: &Transport,
+    ns: &Namespace,
+    _: Target,
+) {
+    let app = app(ns);
+    let stream = app.namespace().unwrap().stream("rpc").unwrap();
+    let ids = write(t, &stream, 1, "x").await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let settings = ListenerSettings {
+        retry_backoff_ms: 800,
+        ..quick()
+    };
+    let mut listener = Listener::new(t.clone(), &app, settings, move |_m: Message<Body>| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        std::future::ready(Err::<(), HandlerError>("transient".into()))
+    })
+    .unwrap();
+    listener.start().await.unwrap();
+    eventually("the first delivery", Duration::from_secs(5), || async {
+        calls.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    // While the retry waits out its backoff, another consumer claims the entry (and would be
+    // running it now).
+    let claimed: Value = t
+        .pool()
+        .xclaim(
+            stream.as_str(),
+            listener.group(),
+            "other",
+            0,
+            ids[0].as_str(),
+            None,
+            None,
+            None,
+            false,
+            true,
+        )
+        .await
+        .unwrap();
+    assert_eq!(claimed.into_array().len(), 1);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    listener.stop(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "the retry took the entry back from the consumer that claimed it"
+    );
+    let owner: Vec<(String, String, u64, u64)> = t
+        .pool()
+        .xpending(stream.as_str(), listener.group(), ("-", "+", 10))
+        .await
+        .unwrap();
+    assert_eq!(owner.len(), 1);
+    assert_eq!(owner[0].1, "other");
+    cleanup(t, &[stream.as_str()]).await;
+}
+
+async fn a_panicking_handler_is_dead_lettered_after_max_deliveries(
+    t: &Transport,
+    ns: &Namespace,
+    _: Target,
+) {
+    let app = app(ns);
+    let stream = app.namespace().unwrap().stream("rpc").unwrap();
+    let ids = write(t, &stream, 1, "boom").await;
+    let settings = ListenerSettings {
+        max_deliveries: 2,
+        ..quick()
+    };
+    let mut listener = Listener::new(t.clone(), &app, settings, |m: Message<Body>| async move {
+        if m.body.0 == "boom" {
+            panic!("handler bug");
+        }
+        Ok::<_, HandlerError>(())
+    })
+    .unwrap();
+    listener.start().await.unwrap();
+    eventually("the dead letter", Duration::from_secs(10), || async {
+        dead_letters(t, listener.dead_letter_key()).await.len() == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let stats = listener.stats().await.unwrap();
+    listener.stop(Duration::from_secs(5)).await.unwrap();
+    let letters = dead_letters(t, listener.dead_letter_key()).await;
+    assert_eq!(letters.len(), 1, "retried after the dead letter");
+    assert_eq!(field(&letters[0], "id"), Some(ids[0].as_str()));
+    assert_eq!(field(&letters[0], "kind"), Some("panicked"));
+    assert!(
+        field(&letters[0], "reason")
+            .unwrap()
+            .contains("handler bug")
+    );
+    assert_eq!(
+        (
+            stats.panicked,
+            stats.failed,
+            stats.dead_lettered,
+            stats.pending
+        ),
+        (2, 2, 1, 0),
+        "{stats:?}"
+    );
+    cleanup(t, &[stream.as_str(), listener.dead_letter_key()]).await;
+}
+
+async fn a_handler_that_never_returns_times_out_and_its_siblings_are_acked(
+    t: &Transport,
+    ns: &Namespace,
+    _: Target,
+) {
+    let app = app(ns);
+    let stream = app.namespace().unwrap().stream("rpc").unwrap();
+    let writer = StreamWriter::new(t.clone());
+    let hang = writer
+        .write(&stream, &("hang".to_owned(), None::<i64>), Headers::new())
+        .await
+        .unwrap();
+    write(t, &stream, 4, "quick").await;
+    let settings = ListenerSettings {
+        handler_timeout_ms: 1500,
+        max_deliveries: 2,
+        ..quick()
+    };
+    let mut listener = Listener::new(t.clone(), &app, settings, |m: Message<Body>| async move {
+        if m.body.0 == "hang" {
+            std::future::pending::<()>().await;
+        }
+        Ok::<_, HandlerError>(())
+    })
+    .unwrap();
+    listener.start().await.unwrap();
+    // The four siblings are acked while the hung one still runs.
+    eventually("the siblings' acks", Duration::from_secs(1), || async {
+        pending_of(t, stream.as_str(), &app.name).await == 1
+    })
+    .await;
+    eventually("the timeouts", Duration::from_secs(10), || async {
+        dead_letters(t, listener.dead_letter_key()).await.len() == 1
+    })
+    .await;
+    let stats = listener.stats().await.unwrap();
+    listener.stop(Duration::from_secs(5)).await.unwrap();
+    let letters = dead_letters(t, listener.dead_letter_key()).await;
+    assert_eq!(field(&letters[0], "id"), Some(hang.as_str()));
+    assert_eq!(field(&letters[0], "kind"), Some("timed_out"));
+    assert_eq!(
+        (stats.processed, stats.timed_out, stats.pending),
+        (4, 2, 0),
+        "{stats:?}"
+    );
+    cleanup(t, &[stream.as_str(), listener.dead_letter_key()]).await;
+}
+
+async fn a_failed_dead_letter_write_is_retried_without_rerunning_the_handler(
+    t: &Transport,
+    ns: &Namespace,
+    _: Target,
+) {
+    let app = app(ns);
+    let stream = app.namespace().unwrap().stream("rpc").unwrap();
+    let dead = app.namespace().unwrap().dead_letter_stream("rpc").unwrap();
+    // The dead-letter key holds a string: every XADD to it fails with WRONGTYPE.
+    let _: () = t
+        .pool()
+        .set(dead.as_str(), "in the way", None, None, false)
+        .await
+        .unwrap();
+    let ids = write(t, &stream, 1, "unknown.method").await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let mut listener = Listener::new(t.clone(), &app, quick(), move |_m: Message<Body>| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        std::future::ready(Err::<(), _>(HandlerError::reject("no such method")))
+    })
+    .unwrap();
+    listener.start().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(pending_of(t, stream.as_str(), &app.name).await, 1);
+    let _: i64 = t.pool().del(dead.as_str()).await.unwrap();
+    eventually("the dead letter", Duration::from_secs(10), || async {
+        t.pool().xlen::<u64, _>(dead.as_str()).await.unwrap_or(0) == 1
+    })
+    .await;
+    eventually("the ack", Duration::from_secs(5), || async {
+        pending_of(t, stream.as_str(), &app.name).await == 0
+    })
+    .await;
+    listener.stop(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "the handler ran again");
+    let letters = dead_letters(t, dead.as_str()).await;
+    assert_eq!(field(&letters[0], "id"), Some(ids[0].as_str()));
+    assert_eq!(field(&letters[0], "reason"), Some("no such method"));
+    cleanup(t, &[stream.as_str(), dead.as_str()]).await;
+}
+
+async fn idle_consumers_without_pending_entries_are_removed(
+    t: &Transport,
+    ns: &Namespace,
+    _: Target,
+) {
+    let app = app(ns);
+    let stream = app.namespace().unwrap().stream("rpc").unwrap();
+    write(t, &stream, 1, "x").await;
+    read_as(t, stream.as_str(), &app.name, "gone-busy", 1).await;
+    let _: Value = t
+        .pool()
+        .xgroup_createconsumer(stream.as_str(), &app.name, "gone-idle")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let settings = ListenerSettings {
+        consumer_id: Some("live".into()),
+        remove_idle_consumers_ms: Some(200),
+        trim_interval_ms: 50,
+        ..quick()
+    };
+    let seen: Seen = Arc::default();
+    let mut listener = Listener::new(t.clone(), &app, settings, recorder(&seen)).unwrap();
+    listener.start().await.unwrap();
+    let consumers = || async {
+        let all: Vec<HashMap<String, Value>> = t
+            .pool()
+            .xinfo_consumers(stream.as_str(), app.name.as_str())
+            .await
+            .unwrap();
+        let mut names: Vec<String> = all.iter().map(|c| c["name"].as_string().unwrap()).collect();
+        names.sort();
+        names
+    };
+    eventually(
+        "the idle consumer's removal",
+        Duration::from_secs(5),
+        || async { !consumers().await.contains(&"gone-idle".to_owned()) },
+    )
+    .await;
+    // A consumer with a pending entry is kept, however idle: deleting it would drop the entry.
+    assert_eq!(consumers().await, ["gone-busy", "live"]);
+    assert!(listener.stats().await.unwrap().consumers_removed >= 1);
+    listener.stop(Duration::from_secs(5)).await.unwrap();
+    cleanup(t, &[stream.as_str()]).await;
+}
+
+async fn a_second_listener_with_the_same_consumer_name_is_refused(
+    t: &Transport,
+    ns: &Namespace,
+    _: Target,
+) {
+    let app = app(ns);
+    let settings = ListenerSettings {
+        consumer_id: Some("pod-0".into()),
+        ..quick()
+    };
+    let seen: Seen = Arc::default();
+    let mut first = Listener::new(t.clone(), &app, settings.clone(), recorder(&seen)).unwrap();
+    first.start().await.unwrap();
+    let mut twin = Listener::new(t.clone(), &app, settings.clone(), recorder(&seen)).unwrap();
+    let started = Instant::now();
+    let refused = twin.start().await;
+    match refused {
+        Err(ServiceError::Failed { source, .. }) => {
+            let error = source.downcast_ref::<StreamError>().unwrap();
+            assert!(
+                matches!(error, StreamError::ConsumerInUse { consumer } if consumer == "pod-0"),
+                "{error:?}"
+            );
+        }
+        other => panic!("the twin started: {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(8));
+    // Once the first stops, the name is free at once.
+    first.stop(Duration::from_secs(5)).await.unwrap();
+    let mut next = Listener::new(t.clone(), &app, settings, recorder(&seen)).unwrap();
+    let started = Instant::now();
+    next.start().await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(2));
+    next.stop(Duration::from_secs(5)).await.unwrap();
+    let stream = app.namespace().unwrap().stream("rpc").unwrap();
+    let leases = app.namespace().unwrap().stream_consumers("rpc").unwrap();
+    cleanup(t, &[stream.as_str(), leases.as_str()]).await;
+}
+
+async fn write_many_reports_which_entries_were_written(t: &Transport, ns: &Namespace, _: Target) {
+    let one = ns.key("one").unwrap();
+    let wrong = ns.key("wrong").unwrap();
+    let two = ns.key("two").unwrap();
+    let _: () = t
+        .pool()
+        .set(wrong.as_str(), "a string", None, None, false)
+        .await
+        .unwrap();
+    let writer = StreamWriter::new(t.clone());
+    let body = ("m".to_owned(), Some(1_i64));
+    let entry = |stream| Outgoing {
+        stream,
+        body: &body,
+        headers: Headers::new(),
+    };
+    let result = writer
+        .write_many(vec![entry(&one), entry(&wrong), entry(&two)])
+        .await;
+    let Err(StreamError::PartialWrite { ids, error }) = result else {
+        panic!("{result:?}");
+    };
+    assert!(error.to_string().contains("wrong type"), "{error}");
+    assert_eq!(ids.len(), 3);
+    assert!(ids[1].is_none());
+    let stored: Vec<(String, Value)> = t.pool().xrange(one.as_str(), "-", "+", None).await.unwrap();
+    assert_eq!(Some(&stored[0].0), ids[0].as_ref());
+    let stored: Vec<(String, Value)> = t.pool().xrange(two.as_str(), "-", "+", None).await.unwrap();
+    assert_eq!(Some(&stored[0].0), ids[2].as_ref());
+    cleanup(t, &[one.as_str(), wrong.as_str(), two.as_str()]).await;
+}
+
+async fn cpu_bound_handlers_of_one_batch_run_in_parallel(t: &Transport, ns: &Namespace, _: Target) {
+    let app = app(ns);
+    let stream = app.namespace().unwrap().stream("rpc").unwrap();
+    write(t, &stream, 2, "cpu").await;
+    let spans: Arc<Mutex<Vec<(Instant, Instant)>>> = Arc::default();
+    let log = spans.clone();
+    let mut listener = Listener::new(t.clone(), &app, quick(), move |_m: Message<Body>| {
+        let log = log.clone();
+        async move {
+            let start = Instant::now();
+            // Blocks its thread, as CPU-bound work does.
+            std::thread::sleep(Duration::from_millis(300));
+            log.lock().unwrap().push((start, Instant::now()));
+            Ok::<_, HandlerError>(())
+        }
+    })
+    .unwrap();
+    listener.start().await.unwrap();
+    eventually("both handlers", Duration::from_secs(10), || async {
+        spans.lock().unwrap().len() == 2
+    })
+    .await;
+    listener.stop(Duration::from_secs(5)).await.unwrap();
+    let spans = spans.lock().unwrap().clone();
+    let latest_start = spans.iter().map(|s| s.0).max().unwrap();
+    let earliest_end = spans.iter().map(|s| s.1).min().unwrap();
+    assert!(
+        latest_start < earliest_end,
+        "the two handlers ran one after the other"
+    );
+    cleanup(t, &[stream.as_str()]).await;
+}
+
+/// Counts the polls of the future it wraps.
+struct Counted<F> {
+    inner: Pin<Box<F>>,
+    polls: Arc<AtomicUsize>,
+}
+
+impl<F: Future> Future for Counted<F> {
+    type Output = F::Output;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        self.polls.fetch_add(1, Ordering::Relaxed);
+        self.inner.as_mut().poll(cx)
+    }
+}
+
+async fn each_handler_is_polled_only_when_it_is_woken(t: &Transport, ns: &Namespace, _: Target) {
+    const N: usize = 50;
+    let app = app(ns);
+    let stream = app.namespace().unwrap().stream("rpc").unwrap();
+    write(t, &stream, N, "sleep").await;
+    let polls = Arc::new(AtomicUsize::new(0));
+    let (counter, done) = (polls.clone(), Arc::new(AtomicUsize::new(0)));
+    let finished = done.clone();
+    let settings = ListenerSettings {
+        max_batch_size: N,
+        ..quick()
+    };
+    let mut listener = Listener::new(t.clone(), &app, settings, move |m: Message<Body>| {
+        let finished = finished.clone();
+        let ms = 5 + 3 * m.body.1.unwrap_or(0) as u64;
+        Counted {
+            inner: Box::pin(async move {
+                // Each handler wakes once, at its own time.
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                finished.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, HandlerError>(())
+            }),
+            polls: counter.clone(),
+        }
+    })
+    .unwrap();
+    listener.start().await.unwrap();
+    eventually("every handler", Duration::from_secs(10), || async {
+        done.load(Ordering::SeqCst) == N
+    })
+    .await;
+    listener.stop(Duration::from_secs(5)).await.unwrap();
+    // About 2 polls each (start, wake-up); polling every handler on every wake-up would be
+    // about N²/2 = 1250.
+    let polls = polls.load(Ordering::Relaxed);
+    assert!(polls <= 3 * N, "{polls} polls for {N} handlers");
+    cleanup(t, &[stream.as_str()]).await;
+}
+
+async fn a_rejected_entry_is_dead_lettered_at_once(t: &Transport, ns: &Namespace, _: Target) {
+    let app = app(ns);
+    let stream = app.namespace().unwrap().stream("rpc").unwrap();
+    let ids = write(t, &stream, 1, "nope").await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let mut listener = Listener::new(t.clone(), &app, quick(), move |m: Message<Body>| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        std::future::ready(Err::<(), _>(HandlerError::reject(format!(
+            "method not found: {}",
+            m.body.0
+        ))))
+    })
+    .unwrap();
+    listener.start().await.unwrap();
+    eventually("the dead letter", Duration::from_secs(10), || async {
+        dead_letters(t, listener.dead_letter_key()).await.len() == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let stats = listener.stats().await.unwrap();
+    listener.stop(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "a rejected entry was retried"
+    );
+    let letters = dead_letters(t, listener.dead_letter_key()).await;
+    assert_eq!(field(&letters[0], "id"), Some(ids[0].as_str()));
+    assert_eq!(field(&letters[0], "kind"), Some("rejected"));
+    assert_eq!(field(&letters[0], "reason"), Some("method not found: nope"));
+    assert_eq!(field(&letters[0], "deliveries"), Some("1"));
+    assert_eq!(
+        (
+            stats.rejected,
+            stats.retried,
+            stats.dead_lettered,
+            stats.pending
+        ),
+        (1, 0, 1, 0),
+        "{stats:?}"
+    );
+    cleanup(t, &[stream.as_str(), listener.dead_letter_key()]).await;
+}
+
+/// A claim that fails (here: the ACL user loses the right to run scripts for a while) leaves the
+/// retry in the schedule; once claiming works again, the entry is retried. Single node only: the
+/// ACL change is per server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_whose_claim_fails_is_claimed_later() {
+    let Some(admin) = kaiju_tests::connect(Target::Single).await else {
+        return;
+    };
+    let ns = kaiju_tests::namespace();
+    let app = app(&ns);
+    let user = format!("streams-{}", app.name);
+    acl(
+        &admin,
+        &["SETUSER", &user, "on", ">pw", "~*", "&*", "+@all"],
+    )
+    .await;
+    let mut settings = kaiju_tests::settings(Target::Single).unwrap();
+    settings.username = Some(user.clone());
+    settings.password = Some("pw".into());
+    let t = Transport::connect(&settings).await.unwrap();
+    let stream = app.namespace().unwrap().stream("rpc").unwrap();
+    write(&t, &stream, 1, "x").await;
+    let deliveries: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let log = deliveries.clone();
+    let listener_settings = ListenerSettings {
+        retry_backoff_ms: 300,
+        ..quick()
+    };
+    let mut listener = Listener::new(
+        t.clone(),
+        &app,
+        listener_settings,
+        move |m: Message<Body>| {
+            log.lock().unwrap().push(m.deliveries);
+            std::future::ready(if m.deliveries == 1 {
+                Err::<(), HandlerError>("transient".into())
+            } else {
+                Ok(())
+            })
+        },
+    )
+    .unwrap();
+    listener.start().await.unwrap();
+    eventually("the first delivery", Duration::from_secs(5), || async {
+        deliveries.lock().unwrap().len() == 1
+    })
+    .await;
+    acl(&admin, &["SETUSER", &user, "-evalsha", "-eval", "-xclaim"]).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(deliveries.lock().unwrap().len(), 1);
+    acl(&admin, &["SETUSER", &user, "+evalsha", "+eval", "+xclaim"]).await;
+    eventually("the retry", Duration::from_secs(5), || async {
+        deliveries.lock().unwrap().len() == 2
+    })
+    .await;
+    listener.stop(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(*deliveries.lock().unwrap(), [1, 2]);
+    assert_eq!(listener.stats().await.unwrap().pending, 0);
+    cleanup(&t, &[stream.as_str()]).await;
+    t.close().await.unwrap();
+    acl(&admin, &["DELUSER", &user]).await;
+}
+
+/// `ACL <args>` on the single node.
+async fn acl(t: &Transport, args: &[&str]) {
+    use kaiju_transport::fred::types::{ClusterHash, CustomCommand};
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    let _: Value = t
+        .pool()
+        .custom(
+            CustomCommand::new_static("ACL", ClusterHash::Random, false),
+            args,
+        )
+        .await
+        .unwrap();
+}
+
+/// Dropping a running listener, or a stop that runs past its deadline, closes its blocking
+/// connection (checked with CLIENT LIST on a server of the test's own).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_and_timed_out_listeners_close_their_connections() {
+    if !kaiju_tests::can_spawn_servers() {
+        return;
+    }
+    let server = tokio::task::spawn_blocking(|| {
+        kaiju_testkit::RedisServer::start(kaiju_testkit::ServerOptions::default())
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let t = Transport::connect(&RedisSettings::from_url(server.url()))
+        .await
+        .unwrap();
+    let clients = || async {
+        let list: String = t
+            .pool()
+            .client_list::<String, String>(None, None)
+            .await
+            .unwrap();
+        list.lines().count()
+    };
+    let baseline = clients().await;
+    let ns = kaiju_tests::namespace();
+    let app = app(&ns);
+    for round in 0..5 {
+        let seen: Seen = Arc::default();
+        let mut listener = Listener::new(t.clone(), &app, quick(), recorder(&seen)).unwrap();
+        listener.start().await.unwrap();
+        assert_eq!(clients().await, baseline + 1, "round {round}");
+        drop(listener);
+        eventually(
+            "the dropped listener's connection to close",
+            Duration::from_secs(5),
+            || async { clients().await == baseline },
+        )
+        .await;
+    }
+    let stream = app.namespace().unwrap().stream("rpc").unwrap();
+    write(&t, &stream, 1, "slow").await;
+    let mut slow = Listener::new(t.clone(), &app, quick(), |_m: Message<Body>| async {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        Ok::<_, HandlerError>(())
+    })
+    .unwrap();
+    slow.start().await.unwrap();
+    eventually(
+        "the slow entry to be read",
+        Duration::from_secs(5),
+        || async { pending_of(&t, stream.as_str(), &app.name).await == 1 },
+    )
+    .await;
+    let stopped = slow.stop(Duration::from_millis(200)).await;
+    assert!(
+        matches!(stopped, Err(ServiceError::StopTimeout { .. })),
+        "{stopped:?}"
+    );
+    eventually(
+        "the stopped listener's connection to close",
+        Duration::from_secs(5),
+        || async { clients().await == baseline },
+    )
+    .await;
+    t.close().await.unwrap();
+}
+
+/// Trimming reads the groups' positions and trims in one script, so a group created (or an
+/// entry read) in between can never lose entries it needs. Checked on the wire: on a server of
+/// the test's own, MONITOR shows every XTRIM and XINFO of the listener inside a script, never
+/// sent on their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trimming_reads_the_groups_and_trims_in_one_script() {
+    if !kaiju_tests::can_spawn_servers() {
+        return;
+    }
+    let server = tokio::task::spawn_blocking(|| {
+        kaiju_testkit::RedisServer::start(kaiju_testkit::ServerOptions::default())
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let mut monitor = std::process::Command::new(kaiju_testkit::cli_path().unwrap())
+        .args(["-p", &server.port().to_string(), "monitor"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = {
+        let stdout = monitor.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+                .collect::<Vec<String>>()
+        })
+    };
+    let t = Transport::connect(&RedisSettings::from_url(server.url()))
+        .await
+        .unwrap();
+    let ns = kaiju_tests::namespace();
+    let app = app(&ns);
+    let stream = app.namespace().unwrap().stream("rpc").unwrap();
+    let seen: Seen = Arc::default();
+    let settings = ListenerSettings {
+        trim_interval_ms: 20,
+        ..quick()
+    };
+    let mut listener = Listener::new(t.clone(), &app, settings, recorder(&seen)).unwrap();
+    listener.start().await.unwrap();
+    write(&t, &stream, 20, "x").await;
+    eventually("the trim", Duration::from_secs(10), || async {
+        t.pool().xlen::<u64, _>(stream.as_str()).await.unwrap() == 0
+    })
+    .await;
+    listener.stop(Duration::from_secs(5)).await.unwrap();
+    t.close().await.unwrap();
+    monitor.kill().unwrap();
+    let _ = monitor.wait();
+    let lines = lines.join().unwrap();
+    let trims: Vec<&String> = lines.iter().filter(|l| l.contains("\"XTRIM\"")).collect();
+    assert!(!trims.is_empty(), "no XTRIM seen at all");
+    for line in lines
+        .iter()
+        .filter(|l| l.contains("\"XTRIM\"") || l.contains("\"XINFO\""))
+    {
+        assert!(line.contains(" lua]"), "sent outside a script: {line}");
+    }
+}
