@@ -60,8 +60,15 @@ where
 {
     /// Runs one entry to its outcome. Runs in a task of its own.
     pub(crate) async fn process(self: Arc<Self>, entry: RawEntry, shutdown: Shutdown) {
-        let verdict = self.verdict(&entry).await;
-        self.settle(entry, verdict, &shutdown).await;
+        match self.verdict(&entry).await {
+            Verdict::Done => {
+                Counters::add(&self.counters.processed, 1);
+                self.acks.push(entry.id);
+            }
+            // Boxed: the failure paths hold Redis command futures (several KB); keeping them out
+            // of every entry's task keeps the task small, and spawning it cheap.
+            failure => Box::pin(self.settle(entry, failure, &shutdown)).await,
+        }
     }
 
     async fn verdict(&self, entry: &RawEntry) -> Verdict {
