@@ -1,9 +1,10 @@
 //! Acknowledgements, sent as entries finish.
 //!
-//! An entry is acked the moment it is done, not when the slowest entry of its batch is: its id
-//! goes into a queue, and one task sends the queue as one `XACK` whenever it is not empty.
-//! Under load the ids of many entries travel together (those that finished while the previous
-//! XACK was on the wire), so acking costs no extra round trips, and it runs beside the reads.
+//! An entry is acked as soon as it is done, not when the slowest entry of its batch is: its id
+//! goes into a queue, and one task sends the queue as one `XACK`. The task lingers up to
+//! [`LINGER`] (or until a batch worth of ids is queued) before it sends, so the entries of a batch,
+//! which finish close together, travel in one XACK instead of a handful; acking runs beside the
+//! reads on the shared pool.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -13,23 +14,53 @@ use tokio::sync::Notify;
 use crate::id::StreamId;
 use crate::listener::Shared;
 
+/// How long the first queued id waits for others before the XACK goes out.
+const LINGER: Duration = Duration::from_millis(1);
+
 /// Wait before sending a failed XACK again (XACK is idempotent, so resending is safe).
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
 
 /// Ids waiting to be acked.
-#[derive(Default)]
 pub(crate) struct Acks {
     queue: Mutex<Vec<StreamId>>,
+    /// The queue is no longer empty.
     ready: Notify,
+    /// The queue holds `full` ids: send without lingering.
+    filled: Notify,
+    full: usize,
 }
 
 impl Acks {
-    /// Queues an id for the next XACK.
-    pub(crate) fn push(&self, id: StreamId) {
-        if let Ok(mut queue) = self.queue.lock() {
-            queue.push(id);
+    /// Acks for a listener whose batches have `full` entries.
+    pub(crate) fn new(full: usize) -> Self {
+        Self {
+            queue: Mutex::default(),
+            ready: Notify::new(),
+            filled: Notify::new(),
+            full: full.max(1),
         }
-        self.ready.notify_one();
+    }
+
+    /// Queues an id for the next XACK. Only the first id of an empty queue wakes the ack task:
+    /// the others join it, so a batch of entries costs one wake-up, not one each.
+    pub(crate) fn push(&self, id: StreamId) {
+        let len = match self.queue.lock() {
+            Ok(mut queue) => {
+                queue.push(id);
+                queue.len()
+            }
+            Err(_) => return,
+        };
+        if len == 1 {
+            self.ready.notify_one();
+        }
+        if len == self.full {
+            self.filled.notify_one();
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.queue.lock().map(|queue| queue.len()).unwrap_or(0)
     }
 
     fn take(&self) -> Vec<StreamId> {
@@ -39,10 +70,12 @@ impl Acks {
             .unwrap_or_default()
     }
 
+    /// Returns ids whose XACK failed; the ack task sends them with the next ones.
     fn put_back(&self, ids: Vec<StreamId>) {
         if let Ok(mut queue) = self.queue.lock() {
             queue.extend(ids);
         }
+        self.ready.notify_one();
     }
 }
 
@@ -52,6 +85,13 @@ impl<B, H> Shared<B, H> {
     /// in-flight set.
     pub(crate) async fn ack_loop(&self, done: kaiju_core::Shutdown) {
         loop {
+            if !done.is_triggered() && (1..self.acks.full).contains(&self.acks.len()) {
+                tokio::select! {
+                    () = self.acks.filled.notified() => {}
+                    () = tokio::time::sleep(LINGER) => {}
+                    () = done.triggered() => {}
+                }
+            }
             let ids = self.acks.take();
             if ids.is_empty() {
                 if done.is_triggered() {

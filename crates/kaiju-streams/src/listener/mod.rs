@@ -209,7 +209,7 @@ where
             lease,
             stream,
             retries: Retries::default(),
-            acks: Acks::default(),
+            acks: Acks::new(settings.max_batch_size),
             settings,
             handler,
             counters: Counters::default(),
