@@ -3,10 +3,12 @@
 //! - `test [--docker|--local] [-- <cargo test args>]`: start a single node and a 6-node cluster,
 //!   run every workspace test against them, stop them.
 //! - `interop`: the same, plus the Python kaiju-redis peer, for the wire-compatibility tests.
+//! - `fuzz [cases]`: the arbitrary-input tests of every decoder, with their counts.
 //! - `redis up|down|status`: the same servers, by hand.
 
 mod bench;
 mod docker;
+mod fuzz;
 mod interop;
 mod procs;
 mod redis;
@@ -26,6 +28,9 @@ commands:
   interop
         run the interop tests against the real Python kaiju-redis 2.4.2 (installed from
         PyPI into target/interop-venv), on the same servers as `test`.
+  fuzz [cases]
+        the arbitrary-input tests of every decoder (fuzz_*), 50,000 inputs each by default,
+        printing how many each tried
   bench [cache|locks|streams]
         release-mode benchmarks beside raw fred and redis-benchmark, on one server
   redis up       start the servers in the background and print their URLs
@@ -40,6 +45,7 @@ fn main() -> ExitCode {
         Some("redis") => redis::run(&args[1..]),
         Some("interop") => interop::run_tests(),
         Some("bench") => bench::run(&args[1..]),
+        Some("fuzz") => fuzz::run(&args[1..]),
         Some("-h" | "--help" | "help") | None => {
             print!("{USAGE}");
             Ok(ExitCode::SUCCESS)

@@ -206,3 +206,54 @@ fn decoding_errors_are_typed_and_name_the_type() {
     assert!(matches!(err, CodecError::Decode { .. }));
     assert!(Msgpack::CACHE.decode::<i64>(&[]).is_err());
 }
+
+/// Arbitrary bytes never panic, abort or hang either layout's decoder, whatever type is asked
+/// for. `cargo xtask fuzz` runs it with more cases.
+#[test]
+fn fuzz_msgpack_decoders() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct User {
+        id: Uuid,
+        name: String,
+        blocked: bool,
+        tags: Vec<String>,
+        extra: Option<BTreeMap<String, Vec<i64>>>,
+    }
+
+    fn all(bytes: &[u8]) {
+        for codec in [Msgpack::CACHE, Msgpack::WIRE] {
+            let _ = codec.decode::<serde::de::IgnoredAny>(bytes);
+            let _ = codec.decode::<User>(bytes);
+            let _ = codec.decode::<Vec<User>>(bytes);
+            let _ = codec.decode::<BTreeMap<String, String>>(bytes);
+            let _ = codec.decode::<(String, Option<BTreeMap<String, i64>>)>(bytes);
+            let _ = codec.decode::<serde_bytes::ByteBuf>(bytes);
+        }
+    }
+    // Random bytes, biased towards msgpack container and length markers.
+    let markers = prop_oneof![
+        any::<u8>(),
+        Just(0xdc_u8),
+        Just(0xdd),
+        Just(0xde),
+        Just(0xdf),
+        Just(0xc4),
+        Just(0xc6),
+        Just(0xdb),
+        Just(0xff),
+    ];
+    let strategy = proptest::collection::vec(markers, 0..128);
+    let cases = kaiju_testkit::fuzz_cases();
+    let mut runner = TestRunner::new(Config::with_cases(cases));
+    runner
+        .run(&strategy, |bytes| {
+            all(&bytes);
+            Ok(())
+        })
+        .unwrap();
+    eprintln!("fuzz_msgpack_decoders: {cases} inputs, 12 decoders each, without a panic");
+}
