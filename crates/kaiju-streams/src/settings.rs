@@ -168,7 +168,10 @@ mod tests {
         defaults.validate().unwrap();
         let claim = defaults.pending_messages_time_ms.unwrap();
         let busy = defaults.handler_timeout_ms + defaults.longest_backoff().as_millis() as u64;
-        assert!(claim >= 2 * busy, "claim after {claim} ms, busy up to {busy} ms");
+        assert!(
+            claim >= 2 * busy,
+            "claim after {claim} ms, busy up to {busy} ms"
+        );
         assert!(defaults.remove_idle_consumers_ms.is_some());
     }
 
