@@ -1,6 +1,5 @@
 //! A dedicated connection for blocking reads.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use fred::clients::Client;
@@ -8,6 +7,7 @@ use fred::interfaces::ClientLike;
 use fred::types::config::Options;
 
 use crate::Result;
+use crate::connection::Connection;
 
 /// A connection of its own for blocking commands (`XREADGROUP BLOCK`, `BLPOP`).
 ///
@@ -19,29 +19,15 @@ use crate::Result;
 ///
 /// The connection closes when the last clone is dropped (or on [`close`](Self::close)), so a
 /// reader that is aborted or dropped never leaves a connection open on the server.
+///
+/// Commands on it are sent at most once: a blocking read whose reply is lost to a dropped
+/// connection fails instead of being sent again (a resent `XREADGROUP >` would deliver, and
+/// leave pending, a second batch the caller never sees).
 #[derive(Debug, Clone)]
 pub struct BlockingConnection {
-    inner: Arc<Inner>,
-}
-
-#[derive(Debug)]
-struct Inner {
-    client: Client,
+    connection: Connection,
     options: Options,
     block: Duration,
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        // fred keeps a connection open until QUIT, whoever holds the client; send it from a task
-        // (best effort: without a runtime the connection tasks are gone anyway).
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let client = self.client.clone();
-            runtime.spawn(async move {
-                let _ = client.quit().await;
-            });
-        }
-    }
 }
 
 /// Added to the block time for the client-side timeout.
@@ -49,34 +35,31 @@ const MARGIN: Duration = Duration::from_secs(2);
 
 impl BlockingConnection {
     pub(crate) async fn open(shared: &Client, block: Duration, timeout: Duration) -> Result<Self> {
-        let client = shared.clone_new();
-        let _connection_task = client.init().await?;
+        let connection = Connection::open(shared).await?;
         let options = Options {
             timeout: Some(block + MARGIN.max(timeout)),
+            max_attempts: Some(1),
             ..Options::default()
         };
         Ok(Self {
-            inner: Arc::new(Inner {
-                client,
-                options,
-                block,
-            }),
+            connection,
+            options,
+            block,
         })
     }
 
     /// The longest `BLOCK` this connection was opened for.
     pub fn block(&self) -> Duration {
-        self.inner.block
+        self.block
     }
 
     /// The client, with the per-call timeout applied. Use it for one blocking reader only.
     pub fn client(&self) -> fred::clients::WithOptions<Client> {
-        self.inner.client.with_options(&self.inner.options)
+        self.connection.client().with_options(&self.options)
     }
 
     /// Closes the connection.
     pub async fn close(&self) -> Result<()> {
-        self.inner.client.quit().await?;
-        Ok(())
+        self.connection.close().await
     }
 }

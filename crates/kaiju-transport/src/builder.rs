@@ -11,7 +11,7 @@ use fred::types::RespVersion;
 use fred::types::config::ClusterDiscoveryPolicy;
 use kaiju_core::{ConfigError, RedisSettings, parse_host_port};
 
-use crate::Result;
+use crate::{Result, TransportError};
 
 /// How the servers are deployed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -48,7 +48,7 @@ pub(crate) fn config(settings: &RedisSettings) -> Result<Config> {
         Some(url) => {
             check_scheme(url.expose())?;
             Config::from_url(url.expose())
-                .map_err(|e| invalid("url", format!("not a valid Redis URL: {}", e.details())))?
+                .map_err(|e| TransportError::config("url", "not a valid Redis URL", &e))?
         }
         None => Config {
             server: if let Some(sentinel) = &settings.sentinel {
@@ -125,7 +125,7 @@ fn apply_tls(config: &mut Config, settings: &RedisSettings) -> Result<()> {
     use fred::types::config::TlsConnector;
     if settings.tls && config.tls.is_none() {
         let connector = TlsConnector::default_rustls()
-            .map_err(|e| invalid("tls", format!("cannot set up rustls: {}", e.details())))?;
+            .map_err(|e| TransportError::config("tls", "cannot set up rustls", &e))?;
         config.tls = Some(connector.into());
     }
     Ok(())
@@ -159,12 +159,17 @@ pub(crate) fn builder(settings: &RedisSettings) -> Result<(Builder, Deployment)>
         .with_connection_config(|c| {
             c.connection_timeout = connect_timeout;
             c.internal_command_timeout = connect_timeout;
-            // Commands are bounded by the command timeout; attempts only guard against loops.
+            // A command sent on a connection that drops before its reply is sent again after
+            // the reconnect, within the command timeout: right for the idempotent commands of
+            // `Transport::pool`. Commands that must not run twice go through `Transport::once`,
+            // which allows a single attempt.
             c.max_command_attempts = 20;
             c.max_redirections = 10;
             c.cluster_cache_update_delay = Duration::ZERO;
-            // Detect half-open connections (a server that vanished without a FIN).
-            c.unresponsive.max_timeout = Some(connect_timeout.max(Duration::from_secs(2)));
+            // Detect half-open connections (a server that vanished without a FIN), but never
+            // before a command could time out: a server that is merely slow must not cause a
+            // reconnect (and with it a resend of every command in flight).
+            c.unresponsive.max_timeout = Some(unresponsive_after(command_timeout, connect_timeout));
             c.unresponsive.interval = Duration::from_millis(200);
         })
         .with_performance_config(|p| p.default_command_timeout = command_timeout)
@@ -175,6 +180,15 @@ pub(crate) fn builder(settings: &RedisSettings) -> Result<(Builder, Deployment)>
             2,
         ));
     Ok((builder, deployment))
+}
+
+/// When a connection that owes replies is declared dead: after the command timeout (so no
+/// command is ever resent while it could still be answered), and not before 2 s.
+pub(crate) fn unresponsive_after(command_timeout: Duration, connect_timeout: Duration) -> Duration {
+    command_timeout
+        .max(connect_timeout)
+        .max(Duration::from_secs(2))
+        + Duration::from_millis(500)
 }
 
 fn clamp_ms(ms: u64) -> u32 {
@@ -201,6 +215,20 @@ mod tests {
         match config.server {
             ServerConfig::Clustered { hosts, .. } => assert_eq!(hosts.len(), 2),
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_slow_server_times_commands_out_before_the_connection_is_dropped() {
+        for (command, connect) in [(5000, 2000), (100, 2000), (30_000, 1000)] {
+            let after = unresponsive_after(
+                Duration::from_millis(command),
+                Duration::from_millis(connect),
+            );
+            assert!(
+                after > Duration::from_millis(command),
+                "{command} {connect}"
+            );
         }
     }
 

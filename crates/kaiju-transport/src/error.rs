@@ -67,13 +67,30 @@ pub enum TransportError {
         /// The server's reply.
         message: String,
     },
+    /// `NOPERM`: the ACL user may not run this command or touch this key or channel.
+    #[error("permission denied: {message}")]
+    NoPermission {
+        /// The server's reply.
+        message: String,
+    },
+    /// The server cannot serve the command right now, and will again soon: `LOADING` (a restart
+    /// reading its data), `BUSY` (a long script), `TRYAGAIN` (a cluster slot migrating),
+    /// `READONLY` (a replica that was a primary, mid-failover), `MASTERDOWN` (a replica lost
+    /// its primary), `CLUSTERDOWN`. The command did not run.
+    #[error("server unavailable ({code}): {message}")]
+    Unavailable {
+        /// The reply's leading code.
+        code: String,
+        /// The full reply.
+        message: String,
+    },
     /// The reply could not be read as the expected type.
     #[error("unexpected reply: {message}")]
     Protocol {
         /// What did not fit.
         message: String,
     },
-    /// Any other error reply from the server, e.g. `ERR ...` or `NOPERM ...`.
+    /// Any other error reply from the server, e.g. `ERR ...`.
     #[error("server error {code}: {message}")]
     Server {
         /// The reply's leading code (`ERR`, `NOPERM`, `READONLY`, ...).
@@ -92,15 +109,39 @@ pub enum TransportError {
 }
 
 impl TransportError {
-    /// Whether retrying the same call later may succeed: timeouts and lost connections.
-    /// Only retry calls that are safe to run twice.
+    /// Whether retrying the same call later may succeed: timeouts, lost connections, and a
+    /// server that is restarting or failing over ([`Unavailable`](Self::Unavailable)).
+    ///
+    /// After [`Timeout`](Self::Timeout) or [`Connection`](Self::Connection) the command may
+    /// or may not have run: only retry calls that are safe to run twice.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Timeout { .. } | Self::Connection { .. })
+        matches!(
+            self,
+            Self::Timeout { .. } | Self::Connection { .. } | Self::Unavailable { .. }
+        )
+    }
+
+    /// A setting fred rejected (a URL it cannot parse, a TLS setup that failed).
+    pub(crate) fn config(field: &'static str, what: &str, error: &FredError) -> Self {
+        Self::Config(ConfigError::Invalid {
+            field,
+            reason: format!("{what}: {}", error.details()),
+        })
     }
 }
 
 /// Server reply codes that mean "you are not who you say".
 const AUTH_CODES: [&str; 3] = ["WRONGPASS", "NOAUTH", "INVALIDPASSWORD"];
+
+/// Server reply codes of a server that is temporarily unable to serve (restart, failover).
+const UNAVAILABLE_CODES: [&str; 6] = [
+    "LOADING",
+    "BUSY",
+    "TRYAGAIN",
+    "READONLY",
+    "MASTERDOWN",
+    "CLUSTERDOWN",
+];
 
 impl From<FredError> for TransportError {
     fn from(error: FredError) -> Self {
@@ -112,7 +153,14 @@ impl From<FredError> for TransportError {
             "NOSCRIPT" => return Self::NoScript { message },
             "CROSSSLOT" => return Self::CrossSlot { message },
             "WRONGTYPE" => return Self::WrongType { message },
+            "NOPERM" => return Self::NoPermission { message },
             c if AUTH_CODES.contains(&c) => return Self::Auth { message },
+            c if UNAVAILABLE_CODES.contains(&c) => {
+                return Self::Unavailable {
+                    code: c.to_owned(),
+                    message,
+                };
+            }
             _ => {}
         }
         match error.kind() {
@@ -147,6 +195,28 @@ fn is_reply_code(code: &str) -> bool {
 
 /// `Result` with [`TransportError`] as the default error.
 pub type Result<T, E = TransportError> = std::result::Result<T, E>;
+
+/// The one way a fred result becomes a kaiju result: `.classify()` turns fred's error into a
+/// [`TransportError`], and `?` then converts it into the caller's own error type (every kaiju
+/// error enum has `From<TransportError>`). This keeps fred out of every other crate's API.
+///
+/// ```no_run
+/// # async fn demo(transport: kaiju_transport::Transport) -> kaiju_transport::Result<()> {
+/// use kaiju_transport::Classify;
+/// use kaiju_transport::fred::prelude::*;
+/// let value: Option<String> = transport.pool().get("greeting").await.classify()?;
+/// # Ok(()) }
+/// ```
+pub trait Classify<T> {
+    /// The result with its error classified.
+    fn classify(self) -> Result<T>;
+}
+
+impl<T> Classify<T> for std::result::Result<T, FredError> {
+    fn classify(self) -> Result<T> {
+        self.map_err(TransportError::from)
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -196,8 +266,28 @@ mod tests {
         ));
         assert!(matches!(
             classify(ErrorKind::Unknown, "NOPERM this user has no permissions"),
-            TransportError::Server { ref code, .. } if code == "NOPERM"
+            TransportError::NoPermission { .. }
         ));
         assert!(!classify(ErrorKind::Unknown, "ERR syntax error").is_retryable());
+    }
+
+    #[test]
+    fn restart_and_failover_replies_are_retryable() {
+        for reply in [
+            "LOADING Redis is loading the dataset in memory",
+            "BUSY Redis is busy running a script.",
+            "TRYAGAIN Multiple keys request during rehashing of slot",
+            "READONLY You can't write against a read only replica.",
+            "MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.",
+            "CLUSTERDOWN The cluster is down",
+        ] {
+            let error = classify(ErrorKind::Unknown, reply);
+            assert!(
+                matches!(error, TransportError::Unavailable { .. }),
+                "{reply}: {error:?}"
+            );
+            assert!(error.is_retryable(), "{reply}");
+        }
+        assert!(!classify(ErrorKind::Unknown, "NOPERM no").is_retryable());
     }
 }

@@ -4,6 +4,7 @@
 mod blocking;
 mod builder;
 mod capabilities;
+mod connection;
 mod error;
 mod script;
 mod transport;
@@ -11,7 +12,8 @@ mod transport;
 pub use blocking::BlockingConnection;
 pub use builder::Deployment;
 pub use capabilities::{Capabilities, ServerKind, Version};
-pub use error::{Result, TransportError};
+pub use connection::Connection;
+pub use error::{Classify, Result, TransportError};
 pub use script::Script;
 pub use transport::Transport;
 

@@ -1,7 +1,7 @@
 //! Lua scripts run with EVALSHA, loaded on demand.
 
-use fred::interfaces::LuaInterface;
-use fred::types::{FromValue, MultipleKeys, MultipleValues};
+use fred::interfaces::{ClientLike, LuaInterface};
+use fred::types::{ClusterHash, CustomCommand, FromValue, MultipleKeys, MultipleValues, Value};
 use fred::util::sha1_hash;
 
 use crate::{Result, Transport, TransportError};
@@ -54,7 +54,9 @@ impl Script {
         Ok(())
     }
 
-    /// Runs the script with `EVALSHA`, loading it first if the server does not know it.
+    /// Runs the script with `EVALSHA`, loading it first if the server does not know it. The
+    /// call may be sent again after a reconnect (as on [`Transport::pool`]): use it for scripts
+    /// that are safe to run twice, and [`run_once`](Self::run_once) for the others.
     pub async fn run<R, K, V>(&self, transport: &Transport, keys: K, args: V) -> Result<R>
     where
         R: FromValue,
@@ -78,6 +80,59 @@ impl Script {
                 Ok(pool.evalsha(self.sha.as_str(), keys, args).await?)
             }
             other => other,
+        }
+    }
+
+    /// Runs the script with `EVALSHA`, written at most once (as on [`Transport::once`]): if the
+    /// connection drops before the reply, the call fails with
+    /// [`TransportError::Connection`] and the script may or may not have run. `NOSCRIPT` means
+    /// it did not run, so it is loaded and sent again.
+    pub async fn run_once<R, K, V>(&self, transport: &Transport, keys: K, args: V) -> Result<R>
+    where
+        R: FromValue,
+        K: Into<MultipleKeys> + Send,
+        V: TryInto<MultipleValues> + Send,
+        V::Error: Into<fred::error::Error> + Send,
+    {
+        let keys: MultipleKeys = keys.into();
+        let args: MultipleValues = args
+            .try_into()
+            .map_err(|e| TransportError::from(e.into()))?;
+        // EVALSHA <sha> <numkeys> <keys...> <args...>, routed by its first key.
+        let keys = keys.inner();
+        let args = match args {
+            Value::Array(values) => values,
+            Value::Null => Vec::new(),
+            single => vec![single],
+        };
+        let mut command: Vec<Value> = Vec::with_capacity(2 + keys.len() + args.len());
+        command.push(self.sha.as_str().into());
+        command.push(Value::Integer(
+            i64::try_from(keys.len()).unwrap_or(i64::MAX),
+        ));
+        let routed = !keys.is_empty();
+        command.extend(keys.into_iter().map(|k| Value::Bytes(k.into_bytes())));
+        command.extend(args);
+        let hash = if routed {
+            ClusterHash::Offset(2)
+        } else {
+            ClusterHash::Random
+        };
+        let evalsha = CustomCommand::new_static("EVALSHA", hash, false);
+        let once = transport.once();
+        match once
+            .custom::<Value, Value>(evalsha.clone(), command.clone())
+            .await
+            .map_err(TransportError::from)
+        {
+            Err(TransportError::NoScript { .. }) => {
+                tracing::debug!(sha = %self.sha, "script not cached on the server, loading it");
+                self.load(transport).await?;
+                let reply: Value = once.custom(evalsha, command).await?;
+                Ok(R::from_value(reply)?)
+            }
+            Ok(reply) => Ok(R::from_value(reply)?),
+            Err(e) => Err(e),
         }
     }
 }

@@ -4,14 +4,16 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fred::clients::{Client, Pool};
+use fred::clients::{Client, Pipeline, Pool, WithOptions};
 use fred::interfaces::ClientLike;
 use fred::types::InfoKind;
+use fred::types::config::Options;
 use kaiju_core::RedisSettings;
 
 use crate::blocking::BlockingConnection;
 use crate::builder::{Deployment, builder};
 use crate::capabilities::Capabilities;
+use crate::connection::Connection;
 use crate::{Result, TransportError};
 
 /// A connection to Redis, KeyDB or Valkey: a pool of auto-pipelining connections shared by every
@@ -34,6 +36,8 @@ pub struct Transport {
 
 struct Inner {
     pool: Pool,
+    /// The pool, with commands written at most once.
+    once: WithOptions<Pool>,
     deployment: Deployment,
     capabilities: Capabilities,
     settings: RedisSettings,
@@ -76,6 +80,7 @@ impl Transport {
         );
         Ok(Self {
             inner: Arc::new(Inner {
+                once: pool.with_options(&once()),
                 pool,
                 deployment,
                 capabilities,
@@ -84,14 +89,45 @@ impl Transport {
         })
     }
 
-    /// The shared fred pool. Run any fred command on it; concurrent commands are pipelined.
+    /// The shared fred pool, for commands that are safe to run twice: concurrent commands are
+    /// pipelined, and a command whose connection drops before its reply arrives is sent again
+    /// after the reconnect (within the command timeout), so a failover costs a delay, not an
+    /// error. Reads, `SET`, `DEL`, `EXPIRE`, `XACK`, `HSET` are fine here.
+    ///
+    /// Commands that must not run twice (`XADD`, `LPUSH`, `INCR`, `SET ... NX`, `SET ... GET`,
+    /// pops, most scripts) go through [`once`](Self::once) instead.
     pub fn pool(&self) -> &Pool {
         &self.inner.pool
+    }
+
+    /// The shared pool, with every command written at most once. If the connection drops
+    /// after a command was written and before its reply arrived, the call fails with
+    /// [`TransportError::Connection`] (the command may or may not have run; the caller decides
+    /// what to do) instead of being sent again behind the caller's back.
+    pub fn once(&self) -> &WithOptions<Pool> {
+        &self.inner.once
     }
 
     /// One client of the pool (round robin).
     pub fn client(&self) -> &Client {
         self.inner.pool.next()
+    }
+
+    /// A pipeline (one round trip for many commands) on one client of the pool. Its commands
+    /// may be sent again after a reconnect, as on [`pool`](Self::pool).
+    pub fn pipeline(&self) -> Pipeline<Client> {
+        self.client().pipeline()
+    }
+
+    /// A pipeline whose commands are written at most once, as on [`once`](Self::once).
+    pub fn pipeline_once(&self) -> WithOptions<Pipeline<Client>> {
+        self.client().pipeline().with_options(&once())
+    }
+
+    /// Opens a connection of its own (for a subscriber or a tracking connection), closed when
+    /// its last handle is dropped.
+    pub async fn dedicated_connection(&self) -> Result<Connection> {
+        Connection::open(self.client()).await
     }
 
     /// Single node, cluster or sentinel.
@@ -129,6 +165,14 @@ impl Transport {
     pub async fn close(&self) -> Result<()> {
         self.inner.pool.quit().await?;
         Ok(())
+    }
+}
+
+/// Options that allow a single write attempt.
+fn once() -> Options {
+    Options {
+        max_attempts: Some(1),
+        ..Options::default()
     }
 }
 

@@ -1,0 +1,58 @@
+//! A connection of its own, closed when the last handle is dropped.
+
+use std::sync::Arc;
+
+use fred::clients::Client;
+use fred::interfaces::ClientLike;
+
+use crate::Result;
+
+/// A dedicated connection (per cluster node, in a cluster) outside the shared pool: for a
+/// subscriber, a tracking connection, a blocking reader. Cheap to clone.
+///
+/// fred keeps a connection open until `QUIT`, whoever still holds the client; this handle sends
+/// it when the last clone is dropped (from a task, best effort), so a component that is dropped
+/// or aborted never leaves a connection open on the server.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    client: Client,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Without a runtime the connection tasks are gone already.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let client = self.client.clone();
+            runtime.spawn(async move {
+                let _ = client.quit().await;
+            });
+        }
+    }
+}
+
+impl Connection {
+    /// Opens a new connection with the settings of `shared`.
+    pub(crate) async fn open(shared: &Client) -> Result<Self> {
+        let client = shared.clone_new();
+        let _connection_task = client.init().await?;
+        Ok(Self {
+            inner: Arc::new(Inner { client }),
+        })
+    }
+
+    /// The fred client of this connection.
+    pub fn client(&self) -> &Client {
+        &self.inner.client
+    }
+
+    /// Closes the connection now (every clone stops working).
+    pub async fn close(&self) -> Result<()> {
+        self.inner.client.quit().await?;
+        Ok(())
+    }
+}
