@@ -42,14 +42,3 @@ pub enum StreamError {
 
 /// `Result` with [`StreamError`] as the default error.
 pub type Result<T, E = StreamError> = std::result::Result<T, E>;
-
-/// Converts fred results without exposing fred in this crate's API.
-pub(crate) trait FredExt<T> {
-    fn or_stream(self) -> Result<T>;
-}
-
-impl<T> FredExt<T> for std::result::Result<T, kaiju_transport::fred::error::Error> {
-    fn or_stream(self) -> Result<T> {
-        self.map_err(|e| StreamError::Transport(e.into()))
-    }
-}

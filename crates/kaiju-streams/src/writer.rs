@@ -2,14 +2,13 @@
 
 use bytes::Bytes;
 use kaiju_core::Key;
-use kaiju_transport::Transport;
 use kaiju_transport::fred::prelude::*;
 use kaiju_transport::fred::types::Value;
 use kaiju_transport::fred::types::streams::XCap;
+use kaiju_transport::{Classify, Transport};
 use serde::Serialize;
 
 use crate::envelope::{CORRELATION_ID, Headers, PAYLOAD_FIELD, encode, short_uid};
-use crate::error::FredExt;
 use crate::{Result, StreamError};
 
 /// Writes kaiju stream entries: `XADD <stream> * _ <msgpack [body, headers]>`, readable by Python
@@ -78,6 +77,11 @@ impl StreamWriter {
     }
 
     /// Appends one entry; returns its id.
+    ///
+    /// The `XADD` is written at most once: if the connection drops before the reply arrives,
+    /// the call fails with a [`Connection`](kaiju_transport::TransportError::Connection) error
+    /// and the entry may or may not have been written (it is never written twice behind the
+    /// caller's back).
     pub async fn write<B: Serialize + ?Sized>(
         &self,
         stream: &Key,
@@ -86,7 +90,7 @@ impl StreamWriter {
     ) -> Result<String> {
         let payload = Self::payload(body, headers)?;
         self.transport
-            .pool()
+            .once()
             .xadd(
                 stream.as_str(),
                 false,
@@ -95,7 +99,8 @@ impl StreamWriter {
                 vec![(PAYLOAD_FIELD, payload)],
             )
             .await
-            .or_stream()
+            .classify()
+            .map_err(StreamError::from)
     }
 
     /// Appends many entries in one pipeline (one round trip); returns their ids in order.
@@ -112,7 +117,7 @@ impl StreamWriter {
             .into_iter()
             .map(|entry| Ok((entry.stream, Self::payload(entry.body, entry.headers)?)))
             .collect::<Result<Vec<_>>>()?;
-        let pipeline = self.transport.client().pipeline();
+        let pipeline = self.transport.pipeline_once();
         for (stream, payload) in encoded {
             let _: Value = pipeline
                 .xadd(
@@ -123,13 +128,13 @@ impl StreamWriter {
                     vec![(PAYLOAD_FIELD, payload)],
                 )
                 .await
-                .or_stream()?;
+                .classify()?;
         }
         let results: Vec<Result<String>> = pipeline
             .try_all::<String>()
             .await
             .into_iter()
-            .map(FredExt::or_stream)
+            .map(|r| r.classify().map_err(StreamError::from))
             .collect();
         let first_error = results.iter().find_map(|r| r.as_ref().err()).cloned();
         match first_error {

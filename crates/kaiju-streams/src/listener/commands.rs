@@ -7,9 +7,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use kaiju_transport::fred::prelude::*;
 use kaiju_transport::fred::types::Value;
-use kaiju_transport::{BlockingConnection, Script, TransportError};
+use kaiju_transport::{BlockingConnection, Classify, Script, TransportError};
 
-use crate::error::FredExt;
 use crate::id::StreamId;
 use crate::listener::Shared;
 use crate::listener::reply::{self, AutoClaim, Item, RawEntry, ReplyError};
@@ -152,7 +151,7 @@ impl<B, H> Shared<B, H> {
                 from,
             )
             .await
-            .or_stream()?;
+            .classify()?;
         let mut items = reply::xreadgroup(reply)?;
         if from != ">" {
             self.fill_deliveries(&mut items).await?;
@@ -182,7 +181,7 @@ impl<B, H> Shared<B, H> {
                     (id.as_str(), id.as_str(), 1),
                 )
                 .await
-                .or_stream()?;
+                .classify()?;
         }
         let replies = pipeline.try_all::<Vec<(String, String, u64, u64)>>().await;
         for (entry, reply) in entries.iter_mut().zip(replies) {
@@ -198,7 +197,7 @@ impl<B, H> Shared<B, H> {
     /// from it. The claim counts as a delivery.
     pub(crate) async fn reclaim(&self, id: StreamId) -> Result<Reclaimed> {
         let reply: Value = RECLAIM
-            .run(
+            .run_once(
                 &self.transport,
                 vec![self.stream.as_str()],
                 vec![self.group.clone(), self.consumer.clone(), id.to_string()],
@@ -222,9 +221,11 @@ impl<B, H> Shared<B, H> {
     /// `XAUTOCLAIM` from `cursor`: entries other consumers left pending for longer than
     /// `min_idle_ms`, with their delivery counts (not JUSTID: they are processed here).
     pub(crate) async fn autoclaim(&self, min_idle_ms: u64, cursor: StreamId) -> Result<AutoClaim> {
+        // Once: a claim resent after a lost reply would take entries the caller never sees
+        // (they would wait as this consumer's pending entries until the next recovery).
         let reply: Value = self
             .transport
-            .pool()
+            .once()
             .xautoclaim(
                 self.stream.as_str(),
                 self.group.as_str(),
@@ -235,7 +236,7 @@ impl<B, H> Shared<B, H> {
                 false,
             )
             .await
-            .or_stream()?;
+            .classify()?;
         let mut claimed = reply::xautoclaim(reply)?;
         self.fill_deliveries(&mut claimed.items).await?;
         Ok(claimed)
@@ -252,7 +253,7 @@ impl<B, H> Shared<B, H> {
             .pool()
             .xack(self.stream.as_str(), self.group.as_str(), ids)
             .await
-            .or_stream()?;
+            .classify()?;
         Ok(())
     }
 
@@ -286,12 +287,13 @@ impl<B, H> Shared<B, H> {
             .into_iter()
             .map(|(name, value)| (Key::from(name), Value::Bytes(value)))
             .collect();
+        // Written once: a dead letter sent twice after a lost reply would be a duplicate.
         let _: Value = self
             .transport
-            .pool()
+            .once()
             .xadd(self.dead.as_str(), false, None, "*", fields)
             .await
-            .or_stream()?;
+            .classify()?;
         Ok(())
     }
 
@@ -302,7 +304,7 @@ impl<B, H> Shared<B, H> {
             .pool()
             .exists(self.pause_key.as_str())
             .await
-            .or_stream()?;
+            .classify()?;
         Ok(n > 0)
     }
 
@@ -326,7 +328,7 @@ impl<B, H> Shared<B, H> {
                 .pool()
                 .xtrim::<u64, _, _>(self.stream.as_str(), ("MAXLEN", "~", size))
                 .await
-                .or_stream()?;
+                .classify()?;
         }
         Ok(trimmed)
     }
@@ -351,9 +353,9 @@ impl<B, H> Shared<B, H> {
     /// Length, lag, pending count and oldest pending entry of this group.
     pub(crate) async fn state(&self) -> Result<StreamState> {
         let pool = self.transport.pool();
-        let length: u64 = pool.xlen(self.stream.as_str()).await.or_stream()?;
+        let length: u64 = pool.xlen(self.stream.as_str()).await.classify()?;
         let groups: Vec<HashMap<String, Value>> =
-            pool.xinfo_groups(self.stream.as_str()).await.or_stream()?;
+            pool.xinfo_groups(self.stream.as_str()).await.classify()?;
         let mine = groups.into_iter().find(|g| {
             g.get("name").and_then(Value::as_string).as_deref() == Some(self.group.as_str())
         });
@@ -366,7 +368,7 @@ impl<B, H> Shared<B, H> {
         let oldest: Vec<(String, String, u64, u64)> = if pending > 0 {
             pool.xpending(self.stream.as_str(), self.group.as_str(), ("-", "+", 1))
                 .await
-                .or_stream()?
+                .classify()?
         } else {
             Vec::new()
         };

@@ -112,6 +112,10 @@ where
                 }
                 Err(e) => {
                     tracing::warn!(stream = %self.stream, error = %e, "read failed; retrying");
+                    // A read or claim whose reply was lost may still have delivered entries to
+                    // this consumer (they are sent once, never resent): they wait in its
+                    // pending list, so read that again first.
+                    cursor.recovering = Some(StreamId::ZERO);
                     tokio::select! {
                         () = shutdown.triggered() => break,
                         () = tokio::time::sleep(ERROR_PAUSE) => continue,
