@@ -10,3 +10,4 @@ mod recovery;
 mod stream_faults;
 mod streams;
 mod transport;
+mod transport_faults;

@@ -11,6 +11,8 @@
 use kaiju_core::{Namespace, RedisSettings};
 use kaiju_transport::Transport;
 
+pub mod proxy;
+
 /// Which deployment a test body runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
