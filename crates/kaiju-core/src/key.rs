@@ -31,7 +31,7 @@
 use std::borrow::Borrow;
 use std::fmt;
 
-use crate::slot::key_slot;
+use crate::slot::{has_hash_tag, key_slot};
 
 /// The delimiter between the parts of a kaiju key.
 pub const DELIMITER: char = '.';
@@ -202,6 +202,43 @@ impl fmt::Display for Namespace {
     }
 }
 
+/// The name of a side key kept next to `key` (a lock's fencing counter and wait queue, a
+/// cache fill lock): `<base>.__<suffix>`, always in `key`'s cluster slot, so one Lua script may
+/// touch both. These are kaiju-rs extensions; Python kaiju never reads them.
+///
+/// - A key with a hash tag keeps it: `{t}.x` → `{t}.x.__fence`.
+/// - Any other key becomes the tag: `a.b` → `{a.b}.__fence` (hashes like `a.b`).
+/// - A key with a stray `}` that is not a tag (`a}b`) cannot be wrapped (that would make another
+///   tag); it gets a short tag chosen to hash to its slot: `{<n>}.a}b.__fence`.
+///
+/// ```
+/// use kaiju_core::{key_slot, side_key};
+/// assert_eq!(side_key("app.lock.x", "fence"), "{app.lock.x}.__fence");
+/// assert_eq!(side_key("{t}.x", "queue"), "{t}.x.__queue");
+/// let odd = side_key("a}b", "fence");
+/// assert_eq!(key_slot(odd.as_bytes()), key_slot(b"a}b"));
+/// ```
+pub fn side_key(key: &str, suffix: &str) -> String {
+    if has_hash_tag(key.as_bytes()) {
+        format!("{key}.__{suffix}")
+    } else if !key.contains('}') {
+        format!("{{{key}}}.__{suffix}")
+    } else {
+        format!(
+            "{{{}}}.{key}.__{suffix}",
+            tag_for_slot(key_slot(key.as_bytes()))
+        )
+    }
+}
+
+/// The first of `0`, `1`, `2`, ... whose slot is `slot` (found within a few thousand tries).
+fn tag_for_slot(slot: u16) -> String {
+    (0_u32..)
+        .map(|n| n.to_string())
+        .find(|tag| key_slot(tag.as_bytes()) == slot)
+        .unwrap_or_default()
+}
+
 /// A full Redis key name.
 ///
 /// Made by [`Namespace::key`], or taken verbatim with [`Key::raw`] (kaiju-redis uses cache and
@@ -284,6 +321,30 @@ mod tests {
             ns.stream_consumers("rpc").unwrap().as_str(),
             "cap.peer._stream._consumers.rpc"
         );
+    }
+
+    #[test]
+    fn side_keys_share_the_slot_of_their_key() {
+        for key in [
+            "plain",
+            "app.locks.x",
+            "{tag}.x",
+            "a{t}b",
+            "{}odd",
+            "x{",
+            "a}b",
+            "}",
+        ] {
+            let side = side_key(key, "fence");
+            assert_eq!(
+                key_slot(side.as_bytes()),
+                key_slot(key.as_bytes()),
+                "{key} -> {side}"
+            );
+            assert!(side.ends_with(".__fence"), "{side}");
+        }
+        assert_eq!(side_key("a.b", "fence"), "{a.b}.__fence");
+        assert_eq!(side_key("{t}.b", "fence"), "{t}.b.__fence");
     }
 
     #[test]

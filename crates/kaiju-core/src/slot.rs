@@ -14,6 +14,11 @@ pub fn key_slot(key: &[u8]) -> u16 {
     crc16(hash_part(key)) % SLOT_COUNT
 }
 
+/// Whether `key` has a hash tag Redis honours (`{`, then at least one byte, then `}`).
+pub(crate) fn has_hash_tag(key: &[u8]) -> bool {
+    hash_part(key).len() != key.len()
+}
+
 fn hash_part(key: &[u8]) -> &[u8] {
     if let Some(open) = key.iter().position(|b| *b == b'{') {
         let rest = &key[open + 1..];
