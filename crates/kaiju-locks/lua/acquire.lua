@@ -1,11 +1,24 @@
 -- Acquire one lock, first come first served.
--- KEYS: 1 lock, 2 fence counter, 3 queue (zset ticket -> arrival), 4 alive (hash ticket -> deadline ms), 5 arrival counter
--- ARGV: 1 owner, 2 lease ms, 3 ticket ('' = do not queue: fail unless nobody waits), 4 waiter liveness ms
--- Returns the fencing token (> 0) on success, 0 when the lock is held or another waiter is ahead.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- KEYS: 1 lock, 2 fence (last token), 3 queue (zset ticket -> arrival), 4 alive (hash waiter ->
+--       deadline ms), 5 arrival counter, 6 held ("<attempt> <token>" of the current holder)
+-- ARGV: 1 owner, 2 lease ms, 3 ticket ('' = do not queue: fail unless nobody waits),
+--       4 waiter liveness ms, 5 attempt id
+-- Returns the fencing token on success, 0 when the lock is held or another waiter is ahead.
+-- Idempotent per attempt: run again (a resend after a lost reply), it returns the same token.
+local lease = ARGV[2]
 local ticket = ARGV[3]
 local alive_ms = tonumber(ARGV[4])
+
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    local held = redis.call('GET', KEYS[6])
+    if held then
+        local attempt, token = string.match(held, '^(%S+) (%d+)$')
+        if attempt == ARGV[5] then return token end
+    end
+end
+
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
 if ticket ~= '' then
     if not redis.call('ZSCORE', KEYS[3], ticket) then
@@ -26,18 +39,23 @@ end
 
 local head = redis.call('ZRANGE', KEYS[3], 0, 0)[1]
 local my_turn = (head == nil and ticket == '') or head == ticket
-if my_turn and redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'NX') then
+local token = nil
+if my_turn and redis.call('SET', KEYS[1], ARGV[1], 'PX', lease, 'NX') then
+    token = next_token(KEYS[2])
+    redis.call('SET', KEYS[2], token, 'PX', lease)
+    redis.call('SET', KEYS[6], ARGV[5] .. ' ' .. token, 'PX', lease)
     if ticket ~= '' then
         redis.call('ZREM', KEYS[3], ticket)
         redis.call('HDEL', KEYS[4], ticket)
     end
-    return redis.call('INCR', KEYS[2])
 end
 
 if ticket ~= '' then
-    -- Abandoned queues disappear by themselves.
-    redis.call('PEXPIRE', KEYS[3], alive_ms * 4)
-    redis.call('PEXPIRE', KEYS[4], alive_ms * 4)
-    redis.call('PEXPIRE', KEYS[5], alive_ms * 4)
+    -- Queue keys outlive their last waiter briefly, then disappear by themselves.
+    for i = 3, 5 do
+        if redis.call('EXISTS', KEYS[i]) == 1 then
+            redis.call('PEXPIRE', KEYS[i], alive_ms * 4)
+        end
+    end
 end
-return 0
+return token or 0

@@ -1,12 +1,25 @@
 -- Compare-and-delete: release only a lock this owner (and, with a token, this acquisition) holds.
--- KEYS: 1 lock, 2 fence counter. ARGV: 1 owner, 2 fencing token ('' = any), 3 wake-up channel.
+-- KEYS: 1 lock, 2 fence, 3 held, 4 alive (waiters). ARGV: 1 owner, 2 fencing token ('' = any),
+-- 3 wake-up channel.
 -- Returns 1 released, -1 held by another owner (or missing), -2 re-acquired since this token.
+-- Idempotent per token: run again after it released, it returns 1 again.
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+    if ARGV[2] ~= '' and redis.call('GET', KEYS[3]) == 'released ' .. ARGV[2] then
+        return 1
+    end
     return -1
 end
 if ARGV[2] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[2] then
     return -2
 end
 redis.call('DEL', KEYS[1])
-redis.call('PUBLISH', ARGV[3], '1')
+if ARGV[2] ~= '' then
+    redis.call('SET', KEYS[3], 'released ' .. ARGV[2], 'PX', 10000)
+else
+    redis.call('DEL', KEYS[3])
+end
+-- Wake waiters only if there are any: in a cluster every PUBLISH goes to every node.
+if redis.call('EXISTS', KEYS[4]) == 1 then
+    redis.call('PUBLISH', ARGV[3], '1')
+end
 return 1

@@ -47,6 +47,15 @@ pub enum LockError {
     /// The call was given no key.
     #[error("no lock key given")]
     NoKeys,
+    /// The same key was given twice to an all-or-nothing acquire.
+    #[error("lock `{key}` given twice")]
+    DuplicateKey {
+        /// The repeated key.
+        key: String,
+    },
+    /// The acquire task ended without an answer (it panicked). No lock is held for the caller.
+    #[error("the acquire was abandoned")]
+    Abandoned,
 }
 
 /// `Result` with [`LockError`] as the default error.

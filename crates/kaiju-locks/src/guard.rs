@@ -1,21 +1,26 @@
 //! `LockGuard`: a held lock, its renewal, and the signal that it was lost.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use kaiju_transport::Transport;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
-use crate::Result;
 use crate::keys::LockKeys;
-use crate::locks::{AcquireOptions, Locks, RENEW};
+use crate::ops::{self, Released};
+use crate::{LockError, Result};
 
-/// A held lock (or set of locks from [`Locks::acquire_many`]).
+/// A held lock (or set of locks from [`Locks::acquire_many`](crate::Locks::acquire_many)).
 ///
 /// - [`release`](Self::release) releases it (compare-and-delete) and stops renewal first.
-/// - While held with `renew`, it is extended every `lease / 3`. If a renewal finds the lock gone
-///   or owned by someone else, or no renewal succeeded for a whole lease, the guard is marked
-///   lost: [`is_lost`](Self::is_lost) turns true and [`lost`](Self::lost) resolves, so the
-///   critical section can stop. Renewal then stops.
+/// - While held with `renew`, it is extended every `lease / 3`.
+/// - [`lost`](Self::lost) resolves, and [`is_lost`](Self::is_lost) turns true, as soon as the
+///   holder can no longer be sure it holds the lock: when a renewal finds it gone or taken, and
+///   at the latest at *(send time of the last successful renewal, or of the acquire) + lease −
+///   lease/10*, whether or not a renewal is still waiting for its reply. Redis expires the lock
+///   no earlier than that send time plus the lease, so the signal comes before anyone else can
+///   hold the lock (as long as this process's timers run on time).
 /// - Dropping the guard never blocks: the release runs in the background on the current Tokio
 ///   runtime (or, outside one, the lock expires after its lease).
 #[derive(Debug)]
@@ -25,41 +30,47 @@ pub struct LockGuard {
 
 #[derive(Debug)]
 struct Held {
-    locks: Locks,
+    transport: Transport,
     keys: Vec<LockKeys>,
     owner: String,
     tokens: Vec<u64>,
     lost: watch::Receiver<bool>,
-    renewal: Option<JoinHandle<()>>,
+    keeper: JoinHandle<()>,
+}
+
+/// What a guard keeps alive, and until when it may trust it holds the lock.
+pub(crate) struct Lease {
+    pub(crate) duration: Duration,
+    pub(crate) renew: bool,
+    /// When the acquire script was sent: the lock expires no earlier than this plus the lease.
+    pub(crate) sent_at: Instant,
 }
 
 impl LockGuard {
     pub(crate) fn new(
-        locks: &Locks,
+        transport: &Transport,
         keys: Vec<LockKeys>,
         owner: String,
         tokens: Vec<u64>,
-        options: &AcquireOptions,
+        lease: Lease,
     ) -> Self {
         let (lost_tx, lost) = watch::channel(false);
-        let renewal = options.renew.then(|| {
-            tokio::spawn(renew(
-                locks.clone(),
-                keys.clone(),
-                owner.clone(),
-                tokens.clone(),
-                options.lease,
-                lost_tx,
-            ))
-        });
+        let keeper = tokio::spawn(keep(
+            transport.clone(),
+            keys.clone(),
+            owner.clone(),
+            tokens.clone(),
+            lease,
+            lost_tx,
+        ));
         Self {
             held: Some(Held {
-                locks: locks.clone(),
+                transport: transport.clone(),
                 keys,
                 owner,
                 tokens,
                 lost,
-                renewal,
+                keeper,
             }),
         }
     }
@@ -77,9 +88,11 @@ impl LockGuard {
         self.held.as_ref().map_or("", |h| h.owner.as_str())
     }
 
-    /// The fencing token: strictly larger than every earlier token of this key. Hand it to the
-    /// resource the lock protects, and have the resource reject writes with a smaller token than
-    /// it has seen; that stops a holder that paused past its lease from doing damage.
+    /// The fencing token: strictly larger than every earlier token of this key, also across
+    /// expired side keys, server restarts and failovers (it is derived from the server clock).
+    /// Hand it to the resource the lock protects, and have the resource reject writes with a
+    /// smaller token than it has seen; that stops a holder that paused past its lease from
+    /// doing damage.
     pub fn token(&self) -> u64 {
         self.held
             .as_ref()
@@ -92,38 +105,32 @@ impl LockGuard {
         self.held.as_ref().map_or(&[], |h| h.tokens.as_slice())
     }
 
-    /// Whether the lock is known to be lost (expired or taken while held).
+    /// Whether the lock may be lost (taken, expired, or not renewed in time).
     pub fn is_lost(&self) -> bool {
         self.held.as_ref().is_some_and(|h| *h.lost.borrow())
     }
 
-    /// Resolves when the lock is lost. Never resolves while it is held. Use it with
+    /// Resolves when the lock may be lost; never while it is surely held. Use it with
     /// `tokio::select!` around the critical section.
     pub async fn lost(&self) {
         let Some(held) = &self.held else { return };
         let mut lost = held.lost.clone();
         if lost.wait_for(|lost| *lost).await.is_err() {
-            // Renewal ended without a verdict (the lock was not renewed): never resolve.
+            // The keeper ended without a verdict (it was aborted): never resolve.
             std::future::pending::<()>().await;
         }
     }
 
     /// Releases the lock. Renewal stops before the release is sent. Fails with
-    /// [`LockError::NotOwner`](crate::LockError::NotOwner) if it was lost meanwhile.
+    /// [`LockError::NotOwner`] if it was lost meanwhile.
     pub async fn release(mut self) -> Result<()> {
         let Some(held) = self.held.take() else {
             return Ok(());
         };
-        if let Some(renewal) = &held.renewal {
-            renewal.abort();
-        }
+        held.keeper.abort();
         let mut result = Ok(());
         for (keys, token) in held.keys.iter().zip(&held.tokens) {
-            if let Err(e) = held
-                .locks
-                .release_keys(keys, &held.owner, Some(*token))
-                .await
-            {
+            if let Err(e) = release(&held.transport, keys, &held.owner, *token).await {
                 result = Err(e);
             }
         }
@@ -131,16 +138,25 @@ impl LockGuard {
     }
 }
 
+/// Releases one lock of a guard; a lock held by someone else is [`LockError::NotOwner`].
+async fn release(transport: &Transport, keys: &LockKeys, owner: &str, token: u64) -> Result<()> {
+    match ops::release(transport, keys, owner, Some(token)).await? {
+        Released::Yes => Ok(()),
+        Released::NotOwner | Released::Superseded => Err(LockError::NotOwner {
+            owner: ops::owner(transport, &keys.lock).await?,
+            key: keys.lock.clone(),
+        }),
+    }
+}
+
 impl Drop for LockGuard {
     fn drop(&mut self) {
         let Some(held) = self.held.take() else { return };
-        if let Some(renewal) = &held.renewal {
-            renewal.abort();
-        }
+        held.keeper.abort();
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
                 for (keys, token) in held.keys.iter().zip(&held.tokens) {
-                    if let Err(e) = held.locks.release_keys(keys, &held.owner, Some(*token)).await {
+                    if let Err(e) = release(&held.transport, keys, &held.owner, *token).await {
                         tracing::debug!(key = %keys.lock, error = %e, "background release of a dropped lock guard failed");
                     }
                 }
@@ -149,49 +165,75 @@ impl Drop for LockGuard {
     }
 }
 
-/// Extends every lock of a guard every `lease / 3` until lost or aborted.
-async fn renew(
-    locks: Locks,
+/// Renews every lock of a guard every `lease / 3` (if asked to), and declares the lock lost
+/// when a renewal finds it gone, or when the time it is surely held runs out first.
+async fn keep(
+    transport: Transport,
     keys: Vec<LockKeys>,
     owner: String,
     tokens: Vec<u64>,
-    lease: Duration,
+    lease: Lease,
     lost: watch::Sender<bool>,
 ) {
-    let period = (lease / 3).max(Duration::from_millis(10));
-    let lease_ms = i64::try_from(lease.as_millis())
-        .unwrap_or(i64::MAX)
-        .to_string();
-    let mut last_success = Instant::now();
+    let first = keys.first().map_or("", |k| k.lock.as_str()).to_owned();
+    let declare = |why: &str| {
+        tracing::warn!(key = %first, why, "lock lost while held");
+        lost.send_replace(true);
+    };
+    let trusted = lease.duration.saturating_sub(lease.duration / 10);
+    let mut valid_until = lease.sent_at + trusted;
+    if !lease.renew {
+        tokio::time::sleep_until(valid_until).await;
+        declare("its lease ran out without renewal");
+        return;
+    }
+    let period = (lease.duration / 3).max(Duration::from_millis(10));
+    let mut next = lease.sent_at + period;
     loop {
-        tokio::time::sleep(period).await;
-        let mut all_held = true;
-        let mut failed = false;
-        for (k, token) in keys.iter().zip(&tokens) {
-            let token = token.to_string();
-            let renewed: std::result::Result<i64, _> = RENEW
-                .run(
-                    &locks.inner.transport,
-                    vec![k.lock.as_str(), k.fence.as_str()],
-                    vec![owner.as_str(), token.as_str(), lease_ms.as_str()],
-                )
-                .await;
-            match renewed {
-                Ok(1) => {}
-                Ok(_) => all_held = false,
-                Err(e) => {
-                    tracing::warn!(key = %k.lock, error = %e, "lock renewal failed; retrying");
-                    failed = true;
-                }
+        tokio::select! {
+            () = tokio::time::sleep_until(valid_until) => {
+                declare("no renewal succeeded in time");
+                return;
+            }
+            () = tokio::time::sleep_until(next) => {}
+        }
+        let sent = Instant::now();
+        let renewed = tokio::select! {
+            () = tokio::time::sleep_until(valid_until) => {
+                declare("no renewal succeeded in time");
+                return;
+            }
+            renewed = renew_all(&transport, &keys, &owner, &tokens, lease.duration) => renewed,
+        };
+        match renewed {
+            Ok(true) => {
+                valid_until = sent + trusted;
+                next = sent + period;
+            }
+            Ok(false) => {
+                declare("a renewal found it gone or taken");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(key = %first, error = %e, "lock renewal failed; retrying");
+                next = Instant::now() + (period / 4).max(Duration::from_millis(10));
             }
         }
-        if !all_held || (failed && last_success.elapsed() >= lease) {
-            tracing::warn!(key = %keys.first().map_or("", |k| k.lock.as_str()), "lock lost while held");
-            lost.send_replace(true);
-            return;
-        }
-        if !failed {
-            last_success = Instant::now();
+    }
+}
+
+/// Renews every lock; `Ok(false)` if any of them is no longer held by this acquisition.
+async fn renew_all(
+    transport: &Transport,
+    keys: &[LockKeys],
+    owner: &str,
+    tokens: &[u64],
+    lease: Duration,
+) -> Result<bool> {
+    for (k, token) in keys.iter().zip(tokens) {
+        if !ops::renew(transport, k, owner, *token, lease).await? {
+            return Ok(false);
         }
     }
+    Ok(true)
 }

@@ -1,61 +1,55 @@
-//! The side keys of a lock: fence counter, wait queue, wake-up channel.
-//!
-//! They must live in the lock key's cluster slot, so one script can touch them all. If the key
-//! has a hash tag, suffixes keep it; otherwise the whole key becomes the tag: `{<key>}.__fence`
-//! hashes like `<key>` itself.
+//! The Redis keys of one lock: the lock itself (the caller's key, verbatim, as kaiju-redis uses
+//! it) and its side keys, named by [`kaiju_core::side_key`] so they share the lock's slot.
 
-use kaiju_core::key_slot;
+use kaiju_core::{key_slot, side_key};
 
 /// The names Redis sees for one lock.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct LockKeys {
+    /// The lock: value = owner id, as Python kaiju writes it.
     pub(crate) lock: String,
+    /// The last fencing token handed out.
     pub(crate) fence: String,
+    /// `<attempt> <token>` of the current holder, or `released <token>` just after a release.
+    pub(crate) held: String,
+    /// Waiters in arrival order (zset ticket -> arrival number).
     pub(crate) queue: String,
+    /// Live waiters (hash waiter -> deadline ms); a release wakes waiters only if it exists.
     pub(crate) alive: String,
+    /// The arrival counter of the queue.
     pub(crate) arrivals: String,
+    /// The pub/sub channel a release publishes on.
     pub(crate) channel: String,
-}
-
-/// Whether `key` contains a hash tag Redis honours (`{` then a non-empty `...}`).
-fn has_tag(key: &str) -> bool {
-    key.find('{')
-        .and_then(|open| key[open + 1..].find('}'))
-        .is_some_and(|len| len > 0)
-}
-
-/// The first of `0`, `1`, `2`, ... whose slot is `slot` (found within a few thousand tries).
-fn tag_for_slot(slot: u16) -> String {
-    (0_u32..)
-        .map(|n| n.to_string())
-        .find(|tag| key_slot(tag.as_bytes()) == slot)
-        .unwrap_or_default()
 }
 
 impl LockKeys {
     pub(crate) fn new(key: &str) -> Self {
-        let base = if has_tag(key) {
-            key.to_owned()
-        } else if !key.contains('}') {
-            format!("{{{key}}}")
-        } else {
-            // A `}` without a valid tag (`a}b`, `{}x`): wrapping would make a different tag.
-            // Use a short tag that hashes to the key's slot, followed by the key for uniqueness.
-            format!("{{{}}}.{key}", tag_for_slot(key_slot(key.as_bytes())))
-        };
-        let side = |suffix: &str| format!("{base}.__{suffix}");
         Self {
             lock: key.to_owned(),
-            fence: side("fence"),
-            queue: side("queue"),
-            alive: side("alive"),
-            arrivals: side("arrivals"),
-            channel: side("released"),
+            fence: side_key(key, "fence"),
+            held: side_key(key, "held"),
+            queue: side_key(key, "queue"),
+            alive: side_key(key, "alive"),
+            arrivals: side_key(key, "arrivals"),
+            channel: side_key(key, "released"),
         }
     }
 
     pub(crate) fn slot(&self) -> u16 {
         key_slot(self.lock.as_bytes())
+    }
+
+    /// Every key a lock may leave behind (the channel is not a key).
+    #[cfg(test)]
+    pub(crate) fn all(&self) -> [&str; 6] {
+        [
+            &self.lock,
+            &self.fence,
+            &self.held,
+            &self.queue,
+            &self.alive,
+            &self.arrivals,
+        ]
     }
 }
 
@@ -64,23 +58,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn side_keys_share_the_lock_slot() {
-        for key in [
-            "plain",
-            "app.locks.x",
-            "{tag}.x",
-            "a{t}b",
-            "{}odd",
-            "x{",
-            "a}b",
-            "}",
-        ] {
+    fn every_key_of_a_lock_shares_its_slot() {
+        for key in ["plain", "app.locks.x", "{tag}.x", "a}b", "}"] {
             let keys = LockKeys::new(key);
-            for side in [&keys.fence, &keys.queue, &keys.alive, &keys.arrivals] {
+            for side in keys.all() {
                 assert_eq!(key_slot(side.as_bytes()), keys.slot(), "{key} -> {side}");
             }
         }
         assert_eq!(LockKeys::new("a.b").fence, "{a.b}.__fence");
-        assert_eq!(LockKeys::new("{t}.b").fence, "{t}.b.__fence");
     }
 }

@@ -5,6 +5,7 @@ mod error;
 mod guard;
 mod keys;
 mod locks;
+mod ops;
 mod wakeups;
 
 pub use error::{LockError, Result};

@@ -1,25 +1,24 @@
 //! `Locks`: acquiring, releasing and inspecting locks.
+//!
+//! Every acquire runs in a task of its own and reports to the caller through a channel. A
+//! caller that gives up (a timeout around the call, a `select!`, a dropped request) only drops
+//! its end: a script already sent still completes in the task, and a lock it took is released
+//! at once; a waiter leaves the queue. No lock is ever held without a guard.
 
-use std::sync::{Arc, LazyLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use kaiju_transport::fred::prelude::*;
 use kaiju_transport::fred::types::Value;
-use kaiju_transport::{Script, Transport, TransportError};
+use kaiju_transport::{Classify, Transport};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
 
-use crate::guard::LockGuard;
+use crate::guard::{Lease, LockGuard};
 use crate::keys::LockKeys;
-use crate::wakeups::Wakeups;
+use crate::ops::{self, Attempt, Released};
+use crate::wakeups::{Waiting, Wakeups};
 use crate::{LockError, Result};
-
-static ACQUIRE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../lua/acquire.lua")));
-static ACQUIRE_MANY: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../lua/acquire_many.lua")));
-static RELEASE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../lua/release.lua")));
-pub(crate) static RENEW: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../lua/renew.lua")));
 
 /// A waiter that stops refreshing its place in the queue for this long loses it.
 const WAITER_ALIVE: Duration = Duration::from_secs(2);
@@ -68,25 +67,22 @@ impl Default for AcquireOptions {
 /// ```
 #[derive(Debug, Clone)]
 pub struct Locks {
-    pub(crate) inner: Arc<Inner>,
+    inner: Arc<Inner>,
 }
 
 #[derive(Debug)]
-pub(crate) struct Inner {
-    pub(crate) transport: Transport,
+struct Inner {
+    transport: Transport,
     owner: String,
     wakeups: Arc<Wakeups>,
 }
 
-fn ms(duration: Duration) -> i64 {
-    i64::try_from(duration.as_millis())
-        .unwrap_or(i64::MAX)
-        .max(1)
-}
+/// Where an acquire task reports to its caller.
+type Reply = oneshot::Sender<Result<LockGuard>>;
 
 impl Locks {
     /// Locks whose default owner is `owner` (kaiju uses the app id). Opens one pub/sub
-    /// connection for release notifications.
+    /// connection for release notifications; it closes when the last clone is dropped.
     pub async fn new(transport: Transport, owner: impl Into<String>) -> Result<Self> {
         let wakeups = Wakeups::connect(&transport).await?;
         Ok(Self {
@@ -109,116 +105,24 @@ impl Locks {
     }
 
     /// Acquires `key`. Waiters are served in arrival order across processes; a release wakes the
-    /// next one at once.
+    /// next one at once. Cancel-safe: dropping the returned future never leaves the lock held.
     pub async fn acquire_with(
         &self,
         key: impl AsRef<str>,
         options: AcquireOptions,
     ) -> Result<LockGuard> {
         let keys = LockKeys::new(key.as_ref());
-        let owner = options
-            .owner
-            .clone()
-            .unwrap_or_else(|| self.inner.owner.clone());
-        let lease = ms(options.lease).to_string();
-        let alive = ms(WAITER_ALIVE).to_string();
-        if !options.wait {
-            let token = self.try_acquire(&keys, &owner, &lease, "", &alive).await?;
-            return match token {
-                Some(token) => Ok(self.held(keys, owner, token, &options)),
-                None => Err(LockError::Exists {
-                    owner: self.owner(&keys.lock).await?,
-                    key: keys.lock,
-                }),
-            };
-        }
-        // Fast path: a free lock nobody waits for is taken without joining the queue or
-        // subscribing (the script refuses it if anyone is queued, so order is kept).
-        if let Some(token) = self.try_acquire(&keys, &owner, &lease, "", &alive).await? {
-            return Ok(self.held(keys, owner, token, &options));
-        }
-        let ticket = uuid::Uuid::new_v4().simple().to_string();
-        let waiting = self.inner.wakeups.wait_on(&keys.channel).await?;
-        let started = Instant::now();
-        loop {
-            // Listen before trying, so a release between the try and the wait is not missed.
-            let notified = waiting.notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            let attempt = self
-                .try_acquire(&keys, &owner, &lease, &ticket, &alive)
-                .await;
-            match attempt {
-                Ok(Some(token)) => {
-                    return Ok(self.held(keys, owner, token, &options));
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    self.leave_queue(&keys, &ticket).await;
-                    return Err(e);
-                }
-            }
-            let Some(pause) = pause_before_retry(&options, started) else {
-                self.leave_queue(&keys, &ticket).await;
-                return Err(LockError::Timeout {
-                    key: keys.lock,
-                    waited: started.elapsed(),
-                });
-            };
-            tokio::select! {
-                () = &mut notified => {}
-                () = tokio::time::sleep(pause) => {}
-            }
-        }
-    }
-
-    fn held(
-        &self,
-        keys: LockKeys,
-        owner: String,
-        token: u64,
-        options: &AcquireOptions,
-    ) -> LockGuard {
-        LockGuard::new(self, vec![keys], owner, vec![token], options)
-    }
-
-    async fn try_acquire(
-        &self,
-        keys: &LockKeys,
-        owner: &str,
-        lease: &str,
-        ticket: &str,
-        alive: &str,
-    ) -> Result<Option<u64>> {
-        let token: i64 = ACQUIRE
-            .run(
-                &self.inner.transport,
-                vec![
-                    keys.lock.as_str(),
-                    keys.fence.as_str(),
-                    keys.queue.as_str(),
-                    keys.alive.as_str(),
-                    keys.arrivals.as_str(),
-                ],
-                vec![owner, lease, ticket, alive],
-            )
-            .await?;
-        Ok(u64::try_from(token).ok().filter(|t| *t > 0))
-    }
-
-    /// Best effort: a waiter that gives up leaves the queue now rather than after its liveness
-    /// runs out, so the next waiter is not held up.
-    async fn leave_queue(&self, keys: &LockKeys, ticket: &str) {
-        let pipeline = self.inner.transport.client().pipeline();
-        let _: std::result::Result<Value, _> = pipeline.zrem(keys.queue.as_str(), ticket).await;
-        let _: std::result::Result<Value, _> = pipeline.hdel(keys.alive.as_str(), ticket).await;
-        let _ = pipeline.try_all::<Value>().await;
+        let (reply, answer) = oneshot::channel();
+        tokio::spawn(self.clone().acquire_task(keys, options, reply));
+        answer.await.unwrap_or_else(|_| Err(LockError::Abandoned))
     }
 
     /// Acquires every key or none (one script), with the default owner and `options`.
     ///
-    /// In a cluster every key must be in one slot ([`LockError::CrossSlot`] otherwise). Waiting
-    /// retries on any release of these keys; arrival order is kept only for single-key locks.
+    /// In a cluster every key must be in one slot ([`LockError::CrossSlot`] otherwise). The
+    /// same key twice is [`LockError::DuplicateKey`]. Waiting retries on any release of these
+    /// keys; arrival order is kept for single-key locks only. Cancel-safe like
+    /// [`acquire_with`](Self::acquire_with).
     pub async fn acquire_many<K: AsRef<str>>(
         &self,
         keys: &[K],
@@ -228,32 +132,174 @@ impl Locks {
         let Some(first) = all.first() else {
             return Err(LockError::NoKeys);
         };
+        for (i, k) in all.iter().enumerate() {
+            if all[..i].iter().any(|earlier| earlier.lock == k.lock) {
+                return Err(LockError::DuplicateKey {
+                    key: k.lock.clone(),
+                });
+            }
+        }
         if self.inner.transport.is_cluster() && all.iter().any(|k| k.slot() != first.slot()) {
             return Err(LockError::CrossSlot {
                 keys: all.into_iter().map(|k| k.lock).collect(),
             });
         }
-        let owner = options
+        let (reply, answer) = oneshot::channel();
+        tokio::spawn(self.clone().acquire_many_task(all, options, reply));
+        answer.await.unwrap_or_else(|_| Err(LockError::Abandoned))
+    }
+
+    fn owner_for(&self, options: &AcquireOptions) -> String {
+        options
             .owner
             .clone()
-            .unwrap_or_else(|| self.inner.owner.clone());
-        let lease = ms(options.lease).to_string();
-        let script_keys: Vec<String> = all
-            .iter()
-            .map(|k| k.lock.clone())
-            .chain(all.iter().map(|k| k.fence.clone()))
-            .collect();
-        let waiting = if options.wait {
-            let mut waiting = Vec::with_capacity(all.len());
-            for k in &all {
+            .unwrap_or_else(|| self.inner.owner.clone())
+    }
+
+    /// Hands a lock to the caller, or releases it at once if the caller is gone.
+    fn deliver(&self, reply: Reply, guard: LockGuard) {
+        if let Err(Ok(unwanted)) = reply.send(Ok(guard)) {
+            tracing::debug!(key = %unwanted.key(), "the caller stopped waiting; releasing the lock it would have got");
+            drop(unwanted); // the guard releases in the background
+        }
+    }
+
+    async fn acquire_task(self, keys: LockKeys, options: AcquireOptions, mut reply: Reply) {
+        let owner = self.owner_for(&options);
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let ticket = uuid::Uuid::new_v4().simple().to_string();
+        let attempt = Attempt {
+            keys: &keys,
+            owner: &owner,
+            lease: options.lease,
+            id: &id,
+            ticket: "",
+            waiter_alive: WAITER_ALIVE,
+        };
+        let outcome = self
+            .acquire_loop(attempt, &ticket, &options, &mut reply)
+            .await;
+        match outcome {
+            Ok(Some((token, sent_at))) => {
+                let lease = Lease {
+                    duration: options.lease,
+                    renew: options.renew,
+                    sent_at,
+                };
+                let guard =
+                    LockGuard::new(&self.inner.transport, vec![keys], owner, vec![token], lease);
+                self.deliver(reply, guard);
+            }
+            Ok(None) => self.leave_queue(&keys, &ticket).await,
+            Err(e) => {
+                self.leave_queue(&keys, &ticket).await;
+                if matches!(e, LockError::Transport(_)) {
+                    // The script may have run without the caller hearing of it.
+                    let _ = ops::abandon(&self.inner.transport, &keys, &owner, &id).await;
+                }
+                let _ = reply.send(Err(e));
+            }
+        }
+    }
+
+    /// Tries until the lock is taken (its token and when the winning script was sent), the
+    /// caller is gone (`None`), or an error. The first try does not queue; later ones queue
+    /// with `ticket`.
+    async fn acquire_loop(
+        &self,
+        attempt: Attempt<'_>,
+        ticket: &str,
+        options: &AcquireOptions,
+        reply: &mut Reply,
+    ) -> Result<Option<(u64, Instant)>> {
+        let transport = &self.inner.transport;
+        let started = Instant::now();
+        // Fast path, and the only try with `wait: false`: a free lock nobody waits for is taken
+        // without joining the queue or subscribing (the script refuses it if anyone is queued).
+        if let Some(token) = ops::acquire(transport, &attempt).await? {
+            return Ok(Some((token, started)));
+        }
+        if !options.wait {
+            return Err(LockError::Exists {
+                owner: ops::owner(transport, &attempt.keys.lock).await?,
+                key: attempt.keys.lock.clone(),
+            });
+        }
+        let waiting = self.inner.wakeups.wait_on(&attempt.keys.channel).await?;
+        let queued = Attempt { ticket, ..attempt };
+        loop {
+            // Listen before trying, so a release between the try and the wait is not missed.
+            let notified = waiting.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let sent_at = Instant::now();
+            if let Some(token) = ops::acquire(transport, &queued).await? {
+                return Ok(Some((token, sent_at)));
+            }
+            let Some(pause) = pause_before_retry(options, started) else {
+                return Err(LockError::Timeout {
+                    key: queued.keys.lock.clone(),
+                    waited: started.elapsed(),
+                });
+            };
+            tokio::select! {
+                () = &mut notified => {}
+                () = tokio::time::sleep(pause) => {}
+                () = reply.closed() => return Ok(None),
+            }
+        }
+    }
+
+    async fn acquire_many_task(
+        self,
+        all: Vec<LockKeys>,
+        options: AcquireOptions,
+        mut reply: Reply,
+    ) {
+        let owner = self.owner_for(&options);
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let outcome = self
+            .acquire_many_loop(&all, &owner, &id, &options, &mut reply)
+            .await;
+        match outcome {
+            Ok(Some((tokens, sent_at))) => {
+                let lease = Lease {
+                    duration: options.lease,
+                    renew: options.renew,
+                    sent_at,
+                };
+                let guard = LockGuard::new(&self.inner.transport, all, owner, tokens, lease);
+                self.deliver(reply, guard);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                if matches!(e, LockError::Transport(_)) {
+                    for keys in &all {
+                        let _ = ops::abandon(&self.inner.transport, keys, &owner, &id).await;
+                    }
+                }
+                let _ = reply.send(Err(e));
+            }
+        }
+    }
+
+    async fn acquire_many_loop(
+        &self,
+        all: &[LockKeys],
+        owner: &str,
+        id: &str,
+        options: &AcquireOptions,
+        reply: &mut Reply,
+    ) -> Result<Option<(Vec<u64>, Instant)>> {
+        let transport = &self.inner.transport;
+        let mut waiting: Vec<Waiting> = Vec::new();
+        if options.wait {
+            for k in all {
                 waiting.push(self.inner.wakeups.wait_on(&k.channel).await?);
             }
-            waiting
-        } else {
-            Vec::new()
-        };
+        }
         let started = Instant::now();
-        loop {
+        let outcome = loop {
             // Listen before trying, so a release between the try and the wait is not missed.
             let mut wakes: Vec<_> = waiting
                 .iter()
@@ -263,42 +309,79 @@ impl Locks {
                     notified
                 })
                 .collect();
-            let tokens: Vec<i64> = ACQUIRE_MANY
-                .run(
-                    &self.inner.transport,
-                    script_keys.clone(),
-                    vec![owner.as_str(), lease.as_str()],
-                )
-                .await?;
-            if !tokens.is_empty() {
-                let tokens = tokens
-                    .into_iter()
-                    .map(|t| u64::try_from(t).unwrap_or(0))
-                    .collect();
-                return Ok(LockGuard::new(self, all, owner, tokens, &options));
+            let sent_at = Instant::now();
+            if let Some(tokens) =
+                ops::acquire_many(transport, all, owner, options.lease, id).await?
+            {
+                break Ok(Some((tokens, sent_at)));
             }
             if !options.wait {
-                let held = self.exists(keys).await?;
+                let held = self
+                    .exists(&all.iter().map(|k| &k.lock).collect::<Vec<_>>())
+                    .await?;
                 let key = held
                     .iter()
                     .position(|h| *h)
-                    .map_or_else(|| first.lock.clone(), |i| all[i].lock.clone());
-                return Err(LockError::Exists {
-                    owner: self.owner(&key).await?,
+                    .and_then(|i| all.get(i))
+                    .map_or_else(|| all[0].lock.clone(), |k| k.lock.clone());
+                break Err(LockError::Exists {
+                    owner: ops::owner(transport, &key).await?,
                     key,
                 });
             }
-            let Some(pause) = pause_before_retry(&options, started) else {
-                return Err(LockError::Timeout {
-                    key: first.lock.clone(),
+            let Some(pause) = pause_before_retry(options, started) else {
+                break Err(LockError::Timeout {
+                    key: all[0].lock.clone(),
                     waited: started.elapsed(),
                 });
             };
+            // Announce the wait, so releases of these keys publish a wake-up.
+            self.announce_waiter(all, id, true).await;
             tokio::select! {
                 _ = futures_select_any(wakes.iter_mut().map(|w| w.as_mut())) => {}
                 () = tokio::time::sleep(pause) => {}
+                () = reply.closed() => break Ok(None),
+            }
+        };
+        if options.wait {
+            self.announce_waiter(all, id, false).await;
+        }
+        outcome
+    }
+
+    /// Registers (or removes) a multi-key waiter in each lock's live-waiter hash: a release
+    /// publishes a wake-up only when that hash exists.
+    async fn announce_waiter(&self, all: &[LockKeys], id: &str, waiting: bool) {
+        let pipeline = self.inner.transport.pipeline();
+        let deadline = (std::time::SystemTime::now() + WAITER_ALIVE)
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        let expiry = i64::try_from((WAITER_ALIVE * 4).as_millis()).unwrap_or(i64::MAX);
+        for k in all {
+            let key = k.alive.as_str();
+            // Best effort (a missed wake-up is covered by the periodic retry): queueing errors
+            // here would come back from `try_all` below, which is ignored.
+            if waiting {
+                let _: std::result::Result<Value, _> =
+                    pipeline.hset(key, (id, deadline.to_string())).await;
+                let _: std::result::Result<Value, _> = pipeline.pexpire(key, expiry, None).await;
+            } else {
+                let _: std::result::Result<Value, _> = pipeline.hdel(key, id).await;
             }
         }
+        let _ = pipeline.try_all::<Value>().await;
+    }
+
+    /// Best effort: a waiter that gives up leaves the queue now rather than after its liveness
+    /// runs out, so the next waiter is not held up.
+    async fn leave_queue(&self, keys: &LockKeys, ticket: &str) {
+        if ticket.is_empty() {
+            return;
+        }
+        let pipeline = self.inner.transport.pipeline();
+        let _: std::result::Result<Value, _> = pipeline.zrem(keys.queue.as_str(), ticket).await;
+        let _: std::result::Result<Value, _> = pipeline.hdel(keys.alive.as_str(), ticket).await;
+        let _ = pipeline.try_all::<Value>().await;
     }
 
     /// Releases `key` if `owner` holds it (the seed's `release(key, id)`); otherwise
@@ -306,43 +389,18 @@ impl Locks {
     /// token.
     pub async fn release(&self, key: impl AsRef<str>, owner: &str) -> Result<()> {
         let keys = LockKeys::new(key.as_ref());
-        self.release_keys(&keys, owner, None).await
-    }
-
-    pub(crate) async fn release_keys(
-        &self,
-        keys: &LockKeys,
-        owner: &str,
-        token: Option<u64>,
-    ) -> Result<()> {
-        let token = token.map(|t| t.to_string()).unwrap_or_default();
-        let result: i64 = RELEASE
-            .run(
-                &self.inner.transport,
-                vec![keys.lock.as_str(), keys.fence.as_str()],
-                vec![owner, token.as_str(), keys.channel.as_str()],
-            )
-            .await?;
-        if result == 1 {
-            Ok(())
-        } else {
-            Err(LockError::NotOwner {
+        match ops::release(&self.inner.transport, &keys, owner, None).await? {
+            Released::Yes => Ok(()),
+            Released::NotOwner | Released::Superseded => Err(LockError::NotOwner {
                 owner: self.owner(&keys.lock).await?,
-                key: keys.lock.clone(),
-            })
+                key: keys.lock,
+            }),
         }
     }
 
     /// Who holds `key`, if anyone.
     pub async fn owner(&self, key: impl AsRef<str>) -> Result<Option<String>> {
-        let value: Option<String> = self
-            .inner
-            .transport
-            .pool()
-            .get(key.as_ref())
-            .await
-            .map_err(TransportError::from)?;
-        Ok(value)
+        ops::owner(&self.inner.transport, key.as_ref()).await
     }
 
     /// Whether `owner` holds `key`.
@@ -352,18 +410,15 @@ impl Locks {
 
     /// For each key, whether a lock exists (works across cluster slots).
     pub async fn exists<K: AsRef<str>>(&self, keys: &[K]) -> Result<Vec<bool>> {
-        let pipeline = self.inner.transport.client().pipeline();
+        let pipeline = self.inner.transport.pipeline();
         for key in keys {
-            let _: Value = pipeline
-                .exists(key.as_ref())
-                .await
-                .map_err(TransportError::from)?;
+            let _: Value = pipeline.exists(key.as_ref()).await.classify()?;
         }
-        let replies: Vec<i64> = pipeline.all().await.map_err(TransportError::from)?;
+        let replies: Vec<i64> = pipeline.all().await.classify()?;
         Ok(replies.into_iter().map(|n| n > 0).collect())
     }
 
-    /// Closes the notification connection. Held guards keep working until released.
+    /// Closes the notification connection now. Held guards keep working until released.
     pub async fn close(&self) {
         self.inner.wakeups.close().await;
     }

@@ -4,21 +4,21 @@
 //! A release script publishes on the lock's channel; every local waiter of that lock wakes and
 //! tries again (the Redis queue decides who wins). Subscriptions exist only while someone waits.
 //! After a reconnect the channels are subscribed again; a wake-up lost meanwhile is covered by
-//! the waiters' periodic retry.
+//! the waiters' periodic retry. The connection closes when the last `Locks` clone (and the last
+//! waiter) is gone.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use kaiju_transport::fred::clients::Client;
-use kaiju_transport::fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
-use kaiju_transport::{Transport, TransportError};
+use kaiju_transport::fred::interfaces::{EventInterface, PubsubInterface};
+use kaiju_transport::{Connection, Transport, TransportError};
 use tokio::sync::Notify;
 
 type Channels = Arc<Mutex<HashMap<String, (Arc<Notify>, usize)>>>;
 
 #[derive(Debug)]
 pub(crate) struct Wakeups {
-    client: Client,
+    connection: Connection,
     channels: Channels,
 }
 
@@ -31,8 +31,8 @@ pub(crate) struct Waiting {
 
 impl Wakeups {
     pub(crate) async fn connect(transport: &Transport) -> Result<Arc<Self>, TransportError> {
-        let client = transport.client().clone_new();
-        let _task = client.init().await?;
+        let connection = transport.dedicated_connection().await?;
+        let client = connection.client();
         let channels: Channels = Arc::default();
         let routes = channels.clone();
         let _messages = client.on_message(move |message| {
@@ -64,7 +64,10 @@ impl Wakeups {
                 Ok(())
             }
         });
-        Ok(Arc::new(Self { client, channels }))
+        Ok(Arc::new(Self {
+            connection,
+            channels,
+        }))
     }
 
     /// Starts listening on `channel` (subscribing if nobody here listens yet).
@@ -86,13 +89,13 @@ impl Wakeups {
             notify,
         };
         if first {
-            self.client.subscribe(channel).await?;
+            self.connection.client().subscribe(channel).await?;
         }
         Ok(waiting)
     }
 
     pub(crate) async fn close(&self) {
-        let _ = self.client.quit().await;
+        let _ = self.connection.close().await;
     }
 }
 
@@ -126,7 +129,7 @@ impl Drop for Waiting {
                     .unwrap_or_else(PoisonError::into_inner)
                     .contains_key(&channel);
                 if still_unused {
-                    let _ = wakeups.client.unsubscribe(channel).await;
+                    let _ = wakeups.connection.client().unsubscribe(channel).await;
                 }
             });
         }
