@@ -5,6 +5,7 @@
 
 mod cache;
 mod interop;
+mod lock_faults;
 mod locks;
 mod recovery;
 mod stream_faults;

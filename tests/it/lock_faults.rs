@@ -1,0 +1,361 @@
+//! kaiju-locks on a bad day: a partitioned holder, cancelled acquires, lost replies, side keys
+//! deleted or lost with a restart, idle pub/sub, dropped `Locks`. One test per defect of the
+//! locks review, named after the behaviour it pins down.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use kaiju_core::{Namespace, RedisSettings, side_key};
+use kaiju_locks::{AcquireOptions, LockError, Locks};
+use kaiju_testkit::{RedisServer, ServerOptions};
+use kaiju_tests::proxy::Proxy;
+use kaiju_tests::{Target, can_spawn_servers, eventually, on_both};
+use kaiju_transport::Transport;
+use kaiju_transport::fred::interfaces::{EventInterface, PubsubInterface};
+use kaiju_transport::fred::prelude::*;
+
+on_both!(
+    side_keys_expire_and_tokens_keep_increasing,
+    acquire_many_rejects_a_repeated_key,
+    a_release_publishes_only_when_someone_waits,
+    a_cancelled_waiter_leaves_the_queue_at_once,
+);
+
+fn no_wait() -> AcquireOptions {
+    AcquireOptions {
+        wait: false,
+        ..AcquireOptions::default()
+    }
+}
+
+/// Every key a lock may leave behind.
+fn side_keys(key: &str) -> Vec<String> {
+    ["fence", "held", "queue", "alive", "arrivals"]
+        .into_iter()
+        .map(|s| side_key(key, s))
+        .collect()
+}
+
+async fn side_keys_expire_and_tokens_keep_increasing(t: &Transport, ns: &Namespace, _: Target) {
+    let locks = Locks::new(t.clone(), "me").await.unwrap();
+    let key = ns.key("lock").unwrap();
+    // A holder and a waiter that gets the lock through the queue.
+    let first = locks.acquire(&key).await.unwrap();
+    let t1 = first.token();
+    let waiter = tokio::spawn({
+        let (locks, key) = (locks.clone(), key.clone());
+        async move { locks.acquire(&key).await.unwrap() }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    first.release().await.unwrap();
+    let second = waiter.await.unwrap();
+    let t2 = second.token();
+    assert!(t2 > t1);
+    second.release().await.unwrap();
+    for side in side_keys(key.as_str()) {
+        let ttl: i64 = t.pool().pttl(side.as_str()).await.unwrap();
+        assert!(ttl != -1, "{side} never expires");
+    }
+    // Every side key deleted (evicted, expired, flushed): tokens still go up.
+    let all: Vec<String> = side_keys(key.as_str());
+    for side in &all {
+        let _: i64 = t.pool().del(side.as_str()).await.unwrap();
+    }
+    let third = locks.acquire(&key).await.unwrap();
+    assert!(third.token() > t2, "{} after {t2}", third.token());
+    third.release().await.unwrap();
+}
+
+async fn acquire_many_rejects_a_repeated_key(t: &Transport, ns: &Namespace, _: Target) {
+    let locks = Locks::new(t.clone(), "me").await.unwrap();
+    let key = ns.hash_tagged().key("a").unwrap();
+    let other = ns.hash_tagged().key("b").unwrap();
+    let twice = locks
+        .acquire_many(&[&key, &other, &key], AcquireOptions::default())
+        .await;
+    assert!(
+        matches!(&twice, Err(LockError::DuplicateKey { key: k }) if k == key.as_str()),
+        "{twice:?}"
+    );
+    assert_eq!(locks.exists(&[&key, &other]).await.unwrap(), [false, false]);
+}
+
+async fn a_release_publishes_only_when_someone_waits(t: &Transport, ns: &Namespace, _: Target) {
+    let key = ns.key("lock").unwrap();
+    let channel = side_key(key.as_str(), "released");
+    let listener = t.dedicated_connection().await.unwrap();
+    let messages = Arc::new(AtomicUsize::new(0));
+    let counter = messages.clone();
+    let _handle = listener.client().on_message(move |_| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async { Ok(()) }
+    });
+    listener.client().subscribe(channel.as_str()).await.unwrap();
+    let locks = Locks::new(t.clone(), "me").await.unwrap();
+    for _ in 0..10 {
+        locks.acquire(&key).await.unwrap().release().await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        messages.load(Ordering::SeqCst),
+        0,
+        "published with nobody waiting"
+    );
+    // With a waiter, the release wakes it.
+    let held = locks.acquire(&key).await.unwrap();
+    let waiter = tokio::spawn({
+        let (locks, key) = (locks.clone(), key.clone());
+        async move { locks.acquire(&key).await.unwrap() }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    held.release().await.unwrap();
+    waiter.await.unwrap().release().await.unwrap();
+    eventually("the wake-up", Duration::from_secs(2), || async {
+        messages.load(Ordering::SeqCst) >= 1
+    })
+    .await;
+}
+
+async fn a_cancelled_waiter_leaves_the_queue_at_once(t: &Transport, ns: &Namespace, _: Target) {
+    let locks = Locks::new(t.clone(), "me").await.unwrap();
+    let key = ns.key("lock").unwrap();
+    let held = locks.acquire(&key).await.unwrap();
+    // A waiter whose caller gives up (a timeout around the call).
+    let gave_up = tokio::time::timeout(Duration::from_millis(300), locks.acquire(&key)).await;
+    assert!(gave_up.is_err());
+    let queue = side_key(key.as_str(), "queue");
+    eventually(
+        "the ticket to leave the queue",
+        Duration::from_secs(1),
+        || async { t.pool().zcard::<u64, _>(queue.as_str()).await.unwrap() == 0 },
+    )
+    .await;
+    // The next caller is not held up behind the dead ticket.
+    held.release().await.unwrap();
+    let started = Instant::now();
+    let next = locks.acquire(&key).await.unwrap();
+    assert!(started.elapsed() < Duration::from_millis(500));
+    next.release().await.unwrap();
+}
+
+/// The port of the shared single node.
+fn single_port() -> Option<u16> {
+    let settings = kaiju_tests::settings(Target::Single)?;
+    let url = settings.url?;
+    url.expose()
+        .rsplit(':')
+        .next()?
+        .trim_end_matches('/')
+        .parse()
+        .ok()
+}
+
+/// A holder cut off from Redis learns that its lock may be lost before anyone else can take
+/// it: `lost()` fires no later than the last renewal's send time plus the lease (minus a
+/// margin), even though its renewal is still waiting for a reply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_fires_before_another_process_can_acquire() {
+    let Some(port) = single_port() else { return };
+    let proxy = Proxy::start(port).await.unwrap();
+    let partitioned = Transport::connect(&RedisSettings {
+        pool_size: 1,
+        ..RedisSettings::from_url(proxy.url())
+    })
+    .await
+    .unwrap();
+    let direct = kaiju_tests::connect(Target::Single).await.unwrap();
+    let key = kaiju_tests::namespace().key("lock").unwrap();
+    let holder = Locks::new(partitioned, "holder").await.unwrap();
+    let contender = Locks::new(direct, "contender").await.unwrap();
+    let lease = Duration::from_secs(3);
+    let guard = holder
+        .acquire_with(
+            &key,
+            AcquireOptions {
+                lease,
+                ..AcquireOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    proxy.black_hole(true);
+    let cut = Instant::now();
+    let lost_at = async {
+        guard.lost().await;
+        Instant::now()
+    };
+    let acquired_at = async {
+        loop {
+            if let Ok(g) = contender.acquire_with(&key, no_wait()).await {
+                let at = Instant::now();
+                g.release().await.unwrap();
+                return at;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    let (lost_at, acquired_at) = tokio::join!(lost_at, acquired_at);
+    eprintln!(
+        "lease 3 s, partitioned at 0: lost() at {:?}, another process acquired at {:?}",
+        lost_at - cut,
+        acquired_at - cut
+    );
+    assert!(lost_at < acquired_at, "two holders at once");
+    assert!(lost_at - cut <= lease);
+    proxy.black_hole(false);
+    drop(guard);
+}
+
+/// A lost reply does not turn a successful acquire into `Exists` (with the caller itself as
+/// the owner) and an orphaned lock, nor a successful release into `NotOwner`: the scripts are
+/// idempotent for their own call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_reply_neither_orphans_a_lock_nor_fakes_not_owner() {
+    let Some(port) = single_port() else { return };
+    let proxy = Proxy::start(port).await.unwrap();
+    let t = Transport::connect(&RedisSettings {
+        pool_size: 1,
+        ..RedisSettings::from_url(proxy.url())
+    })
+    .await
+    .unwrap();
+    let locks = Locks::new(t.clone(), "me").await.unwrap();
+    let key = kaiju_tests::namespace().key("lock").unwrap();
+    proxy.drop_next_reply();
+    let guard = locks.acquire_with(&key, no_wait()).await.unwrap();
+    assert_eq!(proxy.dropped(), 1);
+    assert_eq!(locks.owner(&key).await.unwrap().as_deref(), Some("me"));
+    proxy.drop_next_reply();
+    guard.release().await.unwrap();
+    assert_eq!(proxy.dropped(), 2);
+    assert_eq!(locks.owner(&key).await.unwrap(), None);
+}
+
+/// An acquire whose caller gives up while the script is on its way (here: the server is
+/// stopped when it is sent) never leaves a lock without a guard: the script completes in the
+/// background and the lock it took is released at once, not after its 30 s lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acquire_cancelled_in_flight_releases_what_it_took() {
+    if !can_spawn_servers() {
+        return;
+    }
+    let server = tokio::task::spawn_blocking(|| RedisServer::start(ServerOptions::default()))
+        .await
+        .unwrap()
+        .unwrap();
+    let t = Transport::connect(&RedisSettings::from_url(server.url()))
+        .await
+        .unwrap();
+    let locks = Locks::new(t.clone(), "me").await.unwrap();
+    let key = kaiju_tests::namespace().key("lock").unwrap();
+    let pid = server.pid().unwrap().to_string();
+    let signal = |sig: &str| {
+        assert!(
+            std::process::Command::new("kill")
+                .args([sig, pid.as_str()])
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+    signal("-STOP");
+    let cancelled = tokio::time::timeout(Duration::from_millis(300), locks.acquire(&key)).await;
+    assert!(cancelled.is_err());
+    signal("-CONT");
+    // The script ran after the caller left and took the lock; it must be released at once
+    // (the release leaves its tombstone), not stay held for its lease.
+    let held = side_key(key.as_str(), "held");
+    eventually(
+        "the orphaned lock to be released",
+        Duration::from_secs(3),
+        || async {
+            let state: Option<String> = t.pool().get(held.as_str()).await.unwrap();
+            state.is_some_and(|s| s.starts_with("released "))
+        },
+    )
+    .await;
+    assert_eq!(locks.owner(&key).await.unwrap(), None);
+    let next = locks.acquire_with(&key, no_wait()).await.unwrap();
+    next.release().await.unwrap();
+    t.close().await.unwrap();
+}
+
+/// Tokens after a restart without persistence (every side key gone) are still above every
+/// earlier token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_keep_increasing_across_a_restart_without_persistence() {
+    if !can_spawn_servers() {
+        return;
+    }
+    let mut server = tokio::task::spawn_blocking(|| RedisServer::start(ServerOptions::default()))
+        .await
+        .unwrap()
+        .unwrap();
+    let settings = RedisSettings::from_url(server.url());
+    let t = Transport::connect(&settings).await.unwrap();
+    let locks = Locks::new(t.clone(), "me").await.unwrap();
+    let key = kaiju_tests::namespace().key("lock").unwrap();
+    let mut before = 0;
+    for _ in 0..5 {
+        let guard = locks.acquire(&key).await.unwrap();
+        before = before.max(guard.token());
+        guard.release().await.unwrap();
+    }
+    t.close().await.unwrap();
+    let mut server = tokio::task::spawn_blocking(move || {
+        server.restart().unwrap();
+        server
+    })
+    .await
+    .unwrap();
+    let t = Transport::connect(&settings).await.unwrap();
+    let locks = Locks::new(t.clone(), "me").await.unwrap();
+    let exists: i64 = t
+        .pool()
+        .exists(side_key(key.as_str(), "fence"))
+        .await
+        .unwrap();
+    assert_eq!(exists, 0, "the restart kept the data");
+    let after = locks.acquire(&key).await.unwrap();
+    assert!(after.token() > before, "{} after {before}", after.token());
+    after.release().await.unwrap();
+    t.close().await.unwrap();
+    server.kill();
+}
+
+/// Dropped `Locks` close their pub/sub connection (CLIENT LIST on a server of the test's own).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_locks_close_their_connections() {
+    if !can_spawn_servers() {
+        return;
+    }
+    let server = tokio::task::spawn_blocking(|| RedisServer::start(ServerOptions::default()))
+        .await
+        .unwrap()
+        .unwrap();
+    let t = Transport::connect(&RedisSettings::from_url(server.url()))
+        .await
+        .unwrap();
+    let clients = || async {
+        let list: String = t
+            .pool()
+            .client_list::<String, String>(None, None)
+            .await
+            .unwrap();
+        list.lines().count()
+    };
+    let baseline = clients().await;
+    for _ in 0..5 {
+        let locks = Locks::new(t.clone(), "me").await.unwrap();
+        drop(locks);
+    }
+    eventually(
+        "the connections to close",
+        Duration::from_secs(5),
+        || async { clients().await == baseline },
+    )
+    .await;
+    t.close().await.unwrap();
+}
