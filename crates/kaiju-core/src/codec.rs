@@ -10,8 +10,12 @@
 //! [`bytes::Bytes`](https://docs.rs/bytes) (with its `serde` feature); a plain `Vec<u8>` is
 //! written as an array of integers, which Python reads as a list.
 //!
-//! Decoding is strict: trailing bytes after the value are an error, so a truncated or
-//! concatenated value is never half-read. Decoding is also safe on hostile input: no length read
+//! Decoding reads what msgspec's typed decoder reads, so a fleet can roll out a schema change
+//! in either order: a struct stored as an array may carry extra trailing items (a Python
+//! service added a field) or lack trailing fields (this type added one: an `Option` field is
+//! `None`, a `#[serde(default)]` field its default), and a UUID field accepts the 36-char
+//! string as well as the 16 bytes. Trailing bytes after the value are an error, so a truncated
+//! or concatenated value is never half-read. Decoding is also safe on hostile input: no length read
 //! from the input sizes an allocation beyond what the input holds, and values nested deeper than
 //! [`MAX_DEPTH`] are rejected, so a small input can exhaust neither memory nor the stack.
 //!
@@ -34,6 +38,8 @@
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+
+use crate::value::Value;
 
 /// Encoding or decoding failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -136,6 +142,22 @@ impl Codec for Msgpack {
     }
 
     fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, CodecError> {
+        match self.decode_exact(bytes) {
+            Ok(value) => Ok(value),
+            // The exact reading failed: read the bytes as a plain value, and that value the
+            // lenient way msgspec does. Only values that fail the fast path pay for this.
+            Err(exact) => self
+                .decode_exact::<Value>(bytes)
+                .ok()
+                .and_then(|value| T::deserialize(&value).ok())
+                .ok_or(exact),
+        }
+    }
+}
+
+impl Msgpack {
+    /// Decodes with serde's reading of the layout, no leniency.
+    fn decode_exact<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, CodecError> {
         let type_name = std::any::type_name::<T>();
         let fail = |message: String| CodecError::Decode { type_name, message };
         let mut rest = bytes;

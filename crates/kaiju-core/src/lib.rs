@@ -8,6 +8,7 @@ mod key;
 pub mod lifecycle;
 mod secret;
 mod slot;
+mod value;
 
 pub use codec::{Codec, CodecError, Layout, Msgpack};
 pub use config::{AppSettings, ConfigError, RedisSettings, SentinelSettings, parse_host_port};
@@ -16,3 +17,4 @@ pub use key::{DELIMITER, Key, KeyError, Namespace, SHARED, side_key};
 pub use lifecycle::{Service, ServiceError, Shutdown};
 pub use secret::{Secret, redact_url};
 pub use slot::{SLOT_COUNT, key_slot};
+pub use value::{Value, ValueError};

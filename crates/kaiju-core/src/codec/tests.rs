@@ -207,6 +207,90 @@ fn decoding_errors_are_typed_and_name_the_type() {
     assert!(Msgpack::CACHE.decode::<i64>(&[]).is_err());
 }
 
+/// A Python service that appended a field (`User(id, name, blocked, age)`) and one that has not
+/// got the Rust struct's new `Option` field yet both read and write values the other side
+/// reads, as msgspec does: extra trailing items are ignored, missing trailing fields default.
+#[test]
+fn schema_changes_roll_out_in_either_order() {
+    #[derive(Debug, PartialEq, Deserialize)]
+    struct UserV2 {
+        id: Uuid,
+        name: String,
+        #[serde(default)]
+        blocked: bool,
+        nickname: Option<String>,
+    }
+    let c = Msgpack::CACHE;
+    let id = Uuid::parse_str(U).unwrap();
+    // Python appended `age`: [id, "bob", true, 41].
+    let newer: User = c
+        .decode(&hex(&format!("94 {U_BIN} a3 62 6f 62 c3 29")))
+        .unwrap();
+    assert_eq!(
+        newer,
+        User {
+            id,
+            name: "bob".into(),
+            blocked: true
+        }
+    );
+    // Rust added `nickname` (an Option) and `blocked` has a default: [id, "bob"].
+    let older: UserV2 = c.decode(&hex(&format!("92 {U_BIN} a3 62 6f 62"))).unwrap();
+    assert_eq!(older.nickname, None);
+    assert!(!older.blocked);
+    // A UUID stored as its 36-char string (msgspec's default outside RedisCache).
+    let text: User = c
+        .decode(&hex(&format!(
+            "93 d9 24 {} a3 62 6f 62 c2",
+            U.bytes().map(|b| format!("{b:02x} ")).collect::<String>()
+        )))
+        .unwrap();
+    assert_eq!(text.id, id);
+    // Nested structs get the same treatment.
+    let nested: Outer = c
+        .decode(&hex(&format!(
+            "93 94 {U_BIN} a3 62 6f 62 c2 07 91 a1 74 c0"
+        )))
+        .unwrap();
+    assert_eq!(nested.tags, ["t"]);
+    // Still an error: a missing field without a default, a wrong type.
+    assert!(c.decode::<User>(&hex(&format!("91 {U_BIN}"))).is_err());
+    assert!(c.decode::<User>(&hex("93 01 02 03")).is_err());
+}
+
+#[test]
+fn any_value_reads_and_writes_every_capture() {
+    let c = Msgpack::CACHE;
+    for capture in [
+        "a5 68 65 6c 6c 6f",
+        "2a",
+        "cf 00 00 01 00 00 00 00 00",
+        "ff",
+        "cb 3f f8 00 00 00 00 00 00",
+        "c0",
+        "c3",
+        "82 a1 61 01 a1 62 92 01 02",
+        "93 01 a3 74 77 6f cb 40 08 00 00 00 00 00 00",
+        U_BIN,
+        "c4 02 00 01",
+        "d4 05 07",
+    ] {
+        let bytes = hex(capture);
+        let value: crate::Value = c.decode(&bytes).unwrap();
+        let again = c.encode(&value).unwrap();
+        // Integers may come back in a smaller encoding; their value must not change.
+        let back: crate::Value = c.decode(&again).unwrap();
+        assert_eq!(back, value, "{capture}");
+    }
+    let uuid: crate::Value = c.decode(&hex(U_BIN)).unwrap();
+    assert_eq!(
+        uuid,
+        crate::Value::Bin(Uuid::parse_str(U).unwrap().as_bytes().to_vec())
+    );
+    let ext: crate::Value = c.decode(&hex("d4 05 07")).unwrap();
+    assert_eq!(ext, crate::Value::Ext(5, vec![7]));
+}
+
 /// Arbitrary bytes never panic, abort or hang either layout's decoder, whatever type is asked
 /// for. `cargo xtask fuzz` runs it with more cases.
 #[test]
@@ -227,6 +311,7 @@ fn fuzz_msgpack_decoders() {
     fn all(bytes: &[u8]) {
         for codec in [Msgpack::CACHE, Msgpack::WIRE] {
             let _ = codec.decode::<serde::de::IgnoredAny>(bytes);
+            let _ = codec.decode::<crate::Value>(bytes);
             let _ = codec.decode::<User>(bytes);
             let _ = codec.decode::<Vec<User>>(bytes);
             let _ = codec.decode::<BTreeMap<String, String>>(bytes);
@@ -255,5 +340,5 @@ fn fuzz_msgpack_decoders() {
             Ok(())
         })
         .unwrap();
-    eprintln!("fuzz_msgpack_decoders: {cases} inputs, 12 decoders each, without a panic");
+    eprintln!("fuzz_msgpack_decoders: {cases} inputs, 14 decoders each, without a panic");
 }
