@@ -114,6 +114,11 @@ impl Capabilities {
         self.redis_at_least(6, 0)
     }
 
+    /// `CLIENT TRACKINGINFO` (whether this connection is tracked): Redis 6.2+.
+    pub fn has_tracking_info(&self) -> bool {
+        self.redis_at_least(6, 2)
+    }
+
     /// `XAUTOCLAIM` and `SET ... GET`: Redis 6.2+.
     pub fn has_xautoclaim(&self) -> bool {
         self.redis_at_least(6, 2)

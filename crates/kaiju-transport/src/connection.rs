@@ -2,8 +2,9 @@
 
 use std::sync::Arc;
 
-use fred::clients::Client;
+use fred::clients::{Client, Pipeline, WithOptions};
 use fred::interfaces::ClientLike;
+use fred::types::config::Options;
 
 use crate::Result;
 
@@ -48,6 +49,15 @@ impl Connection {
     /// The fred client of this connection.
     pub fn client(&self) -> &Client {
         &self.inner.client
+    }
+
+    /// A pipeline on this connection whose commands are written at most once (see
+    /// [`Transport::once`](crate::Transport::once)).
+    pub fn pipeline_once(&self) -> WithOptions<Pipeline<Client>> {
+        self.inner.client.pipeline().with_options(&Options {
+            max_attempts: Some(1),
+            ..Options::default()
+        })
     }
 
     /// Closes the connection now (every clone stops working).

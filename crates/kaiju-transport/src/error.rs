@@ -121,6 +121,12 @@ impl TransportError {
         )
     }
 
+    /// An error reply the server sent inside a larger reply (a script that collects the errors
+    /// of the commands it ran), classified like any other.
+    pub fn from_reply(message: &str) -> Self {
+        FredError::new(ErrorKind::Unknown, message.to_owned()).into()
+    }
+
     /// A setting fred rejected (a URL it cannot parse, a TLS setup that failed).
     pub(crate) fn config(field: &'static str, what: &str, error: &FredError) -> Self {
         Self::Config(ConfigError::Invalid {

@@ -110,14 +110,12 @@ impl Script {
         command.push(Value::Integer(
             i64::try_from(keys.len()).unwrap_or(i64::MAX),
         ));
-        let routed = !keys.is_empty();
+        // In a cluster, to the node of the first key's slot (every key must share it).
+        let hash = keys.first().map_or(ClusterHash::Random, |k| {
+            ClusterHash::Custom(kaiju_core::key_slot(k.as_bytes()))
+        });
         command.extend(keys.into_iter().map(|k| Value::Bytes(k.into_bytes())));
         command.extend(args);
-        let hash = if routed {
-            ClusterHash::Offset(2)
-        } else {
-            ClusterHash::Random
-        };
         let evalsha = CustomCommand::new_static("EVALSHA", hash, false);
         let once = transport.once();
         match once
