@@ -280,6 +280,12 @@ impl<B, H> Shared<B, H> {
     /// A pending entry whose content was deleted from the stream before it was handled. It is
     /// acked (Redis 7 has already dropped the ids XAUTOCLAIM reports, so `ack == false` there).
     pub(crate) fn lost(&self, id: StreamId, ack: bool) {
+        // Counted once: until its ack is sent, the id stays "in flight", and a claim pass that
+        // reports it deleted again (it is still in the pending list) is not counted twice.
+        let first = self.in_flight.lock().is_ok_and(|mut f| f.insert(id) || ack);
+        if !first {
+            return;
+        }
         tracing::warn!(stream = %self.stream, %id, "a pending entry was deleted from the stream before it was handled (XDEL or trimming); it is lost");
         Counters::add(&self.counters.lost, 1);
         if ack {
