@@ -4,19 +4,22 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kaiju_core::{Msgpack, key_slot};
-use kaiju_transport::Transport;
 use kaiju_transport::fred::prelude::*;
 use kaiju_transport::fred::types::{Expiration, SetOptions, Value};
+use kaiju_transport::{Classify, Transport};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::Result;
-use crate::error::FredExt;
 use crate::fill::LocalFills;
-use crate::reply::{all, decode, encode, integer};
+use crate::reply::{all, bytes, decode, decode_bytes, encode, integer};
 
 /// A typed cache over Redis. Values are msgpack in kaiju-redis's cache layout, so Python
 /// `RedisCache` reads what this writes and the other way round. Cheap to clone.
+///
+/// Typed reads accept what msgspec's typed decoder accepts (a struct with extra or missing
+/// trailing fields, a UUID stored as text); read a value as [`kaiju_core::Value`] to get it
+/// untyped, as Python's `cache.get(key)` without a `data_type` does.
 ///
 /// Keys are anything `AsRef<str>`: a [`kaiju_core::Key`] from a namespace, or a `&str` used
 /// verbatim as kaiju-redis does.
@@ -82,7 +85,7 @@ impl Cache {
     /// [`CacheError::Decode`](crate::CacheError::Decode), naming the key and the type.
     pub async fn get<T: DeserializeOwned>(&self, key: impl AsRef<str>) -> Result<Option<T>> {
         let key = key.as_ref();
-        let value: Value = self.transport.pool().get(key).await.or_cache()?;
+        let value: Value = self.transport.pool().get(key).await.classify()?;
         decode(self.codec, key, value)
     }
 
@@ -100,11 +103,14 @@ impl Cache {
             .pool()
             .set(key, bytes, expiration(ttl), None, false)
             .await
-            .or_cache()?;
+            .classify()?;
         Ok(())
     }
 
     /// Stores `value` under a condition; returns whether it was written.
+    ///
+    /// Sent at most once (a resend after a lost reply would report `false` for a write that
+    /// happened): a lost connection is an error, and the write may or may not have happened.
     pub async fn set_with<T: Serialize + ?Sized>(
         &self,
         key: impl AsRef<str>,
@@ -120,14 +126,18 @@ impl Cache {
         };
         let reply: Value = self
             .transport
-            .pool()
+            .once()
             .set(key, bytes, expiration(opts.ttl), condition, false)
             .await
-            .or_cache()?;
+            .classify()?;
         Ok(!reply.is_null())
     }
 
     /// Stores `value` and returns the previous value (`SET ... GET`, the seed's `get=True`).
+    ///
+    /// The new value is written even if the previous one is not a `T`: the error
+    /// ([`CacheError::Decode`](crate::CacheError::Decode)) then carries the previous bytes in
+    /// `raw`. Sent at most once (a resend would return the new value as the previous one).
     pub async fn swap<T: Serialize + DeserializeOwned>(
         &self,
         key: impl AsRef<str>,
@@ -135,14 +145,16 @@ impl Cache {
         ttl: Option<Duration>,
     ) -> Result<Option<T>> {
         let key = key.as_ref();
-        let bytes = encode(self.codec, key, value)?;
+        let encoded = encode(self.codec, key, value)?;
         let previous: Value = self
             .transport
-            .pool()
-            .set(key, bytes, expiration(ttl), None, true)
+            .once()
+            .set(key, encoded, expiration(ttl), None, true)
             .await
-            .or_cache()?;
-        decode(self.codec, key, previous)
+            .classify()?;
+        let previous = bytes(previous)?;
+        decode_bytes(self.codec, key, previous.clone())
+            .map_err(|e| e.with_raw(previous.into_iter().collect()))
     }
 
     /// Sets a time to live on an existing key; `false` if the key does not exist.
@@ -152,7 +164,7 @@ impl Cache {
             .pool()
             .pexpire(key.as_ref(), ttl_ms(ttl), None)
             .await
-            .or_cache()?;
+            .classify()?;
         Ok(n == 1)
     }
 
@@ -201,7 +213,7 @@ impl Cache {
                         false,
                     )
                     .await
-                    .or_cache()?;
+                    .classify()?;
             }
         } else {
             let keys: Vec<&str> = encoded.iter().map(|(k, _)| *k).collect();
@@ -210,13 +222,30 @@ impl Cache {
                     .iter()
                     .map(|&i| (encoded[i].0, encoded[i].1.clone()))
                     .collect();
-                pipeline.mset(pairs).await.or_cache()?;
+                pipeline.mset(pairs).await.classify()?;
             }
         }
         for reply in all(&pipeline).await {
             reply?;
         }
         Ok(())
+    }
+
+    /// The values at `keys`, each decoded on its own: a value that is not a `T` is an error in
+    /// its own position and does not hide the others (as [`mget`](Self::mget) does).
+    pub async fn mget_each<T: DeserializeOwned, K: AsRef<str>>(
+        &self,
+        keys: &[K],
+    ) -> Result<Vec<Result<Option<T>>>> {
+        let mut out: Vec<Result<Option<T>>> = (0..keys.len()).map(|_| Ok(None)).collect();
+        let groups = self.groups(keys);
+        let replies = self.bulk(Bulk::Get, keys, &groups).await?;
+        for (group, reply) in groups.iter().zip(replies) {
+            for (&index, value) in group.iter().zip(reply.into_array()) {
+                out[index] = decode(self.codec, keys[index].as_ref(), value);
+            }
+        }
+        Ok(out)
     }
 
     /// Deletes `keys`; returns how many existed.
@@ -266,7 +295,7 @@ impl Cache {
                 Bulk::Del => pipeline.del(names).await,
                 Bulk::Exists => pipeline.exists(names).await,
             }
-            .or_cache()?;
+            .classify()?;
         }
         all(&pipeline).await.into_iter().collect()
     }

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use kaiju_core::CodecError;
 use kaiju_transport::TransportError;
 
@@ -13,8 +14,12 @@ pub enum CacheError {
     /// a hash where a string was expected, for example).
     #[error(transparent)]
     Transport(#[from] TransportError),
-    /// The stored bytes are not a msgpack encoding of the requested type. Nothing is changed in
-    /// Redis; read the key with another type (or as `kaiju_cache::Raw`) to see what it holds.
+    /// The stored bytes are not a msgpack encoding of the requested type. Read the key as
+    /// [`kaiju_core::Value`] to see what it holds.
+    ///
+    /// A read changes nothing in Redis. A call that removed or replaced what it could not
+    /// decode ([`lpop`](crate::Cache::lpop), [`rpop`](crate::Cache::rpop),
+    /// [`swap`](crate::Cache::swap)) hands the removed bytes back in `raw`, so nothing is lost.
     #[error("value at `{key}` is not a `{type_name}`: {message}")]
     Decode {
         /// The key (and `field` for hashes).
@@ -23,6 +28,9 @@ pub enum CacheError {
         type_name: &'static str,
         /// What the decoder said.
         message: String,
+        /// What the call removed or replaced in Redis, byte for byte (every popped element, or
+        /// the value a swap overwrote); empty for reads.
+        raw: Vec<Bytes>,
     },
     /// The value could not be encoded (e.g. a map with non-string keys that serde rejects).
     #[error("cannot encode the value for `{key}`: {source}")]
@@ -64,19 +72,26 @@ impl CacheError {
             key: key.to_owned(),
             type_name,
             message,
+            raw: Vec::new(),
         }
     }
-}
 
-/// Converts fred results without a public `From<fred::Error>` impl, which would put fred in
-/// this crate's API.
-pub(crate) trait FredExt<T> {
-    fn or_cache(self) -> Result<T>;
-}
-
-impl<T> FredExt<T> for std::result::Result<T, kaiju_transport::fred::error::Error> {
-    fn or_cache(self) -> Result<T> {
-        self.map_err(|e| CacheError::Transport(e.into()))
+    /// The same error, carrying what the call removed from Redis.
+    pub(crate) fn with_raw(self, removed: Vec<Bytes>) -> Self {
+        match self {
+            Self::Decode {
+                key,
+                type_name,
+                message,
+                ..
+            } => Self::Decode {
+                key,
+                type_name,
+                message,
+                raw: removed,
+            },
+            other => other,
+        }
     }
 }
 

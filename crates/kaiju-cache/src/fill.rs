@@ -1,33 +1,37 @@
-//! `get_or_set_with`: compute a missing value once across every process that asks for it.
+//! `get_or_set_with`: compute a missing value once across every task and process that asks.
 //!
-//! Protocol (all single-key commands, so it works in a cluster):
-//! 1. `GET key`: a hit returns at once.
-//! 2. `SET key.__fill <token> NX PX <lock_ttl>`: the winner runs the loader, stores the value
-//!    with its TTL, and deletes the fill lock (compare-and-delete, so a late filler never deletes
-//!    another's lock).
-//! 3. Everyone else polls (5 ms doubling to 50 ms) for the value, for the winner's failure
-//!    marker, or for the lock to vanish (the winner died: start over at 1).
+//! 1. `GET key`, with no lock of any kind: a hit (the common case) costs one round trip.
+//! 2. In this process, one caller per key leads (single flight); the others wait for its
+//!    outcome (the value's bytes, or its error) without touching Redis.
+//! 3. Across processes, the leader takes the fill lock `{key}.__fill` (a token, `PX lock_ttl`).
+//!    The winner runs the loader, stores the value with its TTL and releases the lock
+//!    (compare-and-delete). A failing loader stores nothing under `key`; it writes
+//!    `{key}.__fill_error` = `<token>\n<message>` for one second, so the callers that were
+//!    waiting on *that* fill get the error, while later callers try again.
+//! 4. Leaders of other processes poll (5 ms doubling to 50 ms) for the value, for the winner's
+//!    failure marker, or for the lock to vanish (the winner died: start over).
 //!
-//! A failing loader stores nothing under `key`; it writes `key.__fill_error` = `<token>\n<msg>`
-//! for one second, so the callers that were waiting on *that* fill get the error, while later
-//! callers try the loader again. Inside one process, callers of the same key queue on a local
-//! lock first, so a burst from one process costs one Redis round trip per caller at most.
+//! The fill lock is released on every path: success, failure, a cancelled call, a panicking
+//! loader (a drop guard sends the release). `wait_timeout` bounds the whole call.
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, LazyLock, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
+use std::time::Duration;
 
-use kaiju_transport::Script;
+use bytes::Bytes;
+use kaiju_core::side_key;
 use kaiju_transport::fred::prelude::*;
-use kaiju_transport::fred::types::{Expiration, SetOptions, Value};
+use kaiju_transport::fred::types::{Expiration, Value};
+use kaiju_transport::{Classify, Script, Transport};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tokio::sync::watch;
 
-use crate::error::FredExt;
-use crate::reply::{all, bytes, decode};
+use crate::reply::{all, bytes, decode_bytes, encode};
 use crate::{Cache, CacheError, Result};
 
+static TAKE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/take_fill.lua")));
 static RELEASE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/release_fill.lua")));
 
@@ -36,7 +40,8 @@ static RELEASE: LazyLock<Script> =
 pub struct FillOptions {
     /// How long the filler may take before another process may try. Default: 30 s.
     pub lock_ttl: Duration,
-    /// How long a waiter waits for another process's fill. Default: 35 s.
+    /// How long the whole call may take, waiting for another filler included
+    /// ([`CacheError::FillTimeout`] after that). Default: 35 s.
     pub wait_timeout: Duration,
 }
 
@@ -49,26 +54,113 @@ impl Default for FillOptions {
     }
 }
 
-/// Per-key local locks, shared by clones of a `Cache`.
+/// How a fill ended, as the callers waiting on it in this process learn it.
+#[derive(Debug, Clone)]
+enum Outcome {
+    /// The stored bytes of the value, or the error (the loader's, or Redis's).
+    Done(std::result::Result<Bytes, CacheError>),
+    /// The leader was cancelled or panicked: someone else must lead.
+    Abandoned,
+}
+
+/// The fills in flight in this process, one per key; shared by clones of a `Cache`.
 #[derive(Debug, Default, Clone)]
-pub(crate) struct LocalFills(Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>);
+pub(crate) struct LocalFills(Arc<Mutex<HashMap<String, watch::Receiver<Option<Outcome>>>>>);
+
+/// This caller's part in a key's fill.
+enum Role {
+    Lead(Flight),
+    Follow(watch::Receiver<Option<Outcome>>),
+}
+
+/// A led fill: publishes its outcome to the followers, and leaves the map, when dropped.
+struct Flight {
+    fills: LocalFills,
+    key: String,
+    outcome: watch::Sender<Option<Outcome>>,
+}
 
 impl LocalFills {
-    fn lock_for(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut map = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        // Forget locks nobody holds any more, so the map stays as small as the keys in flight.
-        map.retain(|_, lock| Arc::strong_count(lock) > 1);
-        map.entry(key.to_owned()).or_default().clone()
+    fn join(&self, key: &str) -> Role {
+        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(running) = map.get(key)
+            && running.borrow().is_none()
+        {
+            return Role::Follow(running.clone());
+        }
+        let (outcome, watching) = watch::channel(None);
+        map.insert(key.to_owned(), watching);
+        Role::Lead(Flight {
+            fills: self.clone(),
+            key: key.to_owned(),
+            outcome,
+        })
+    }
+}
+
+impl Flight {
+    fn finish(self, outcome: std::result::Result<Bytes, CacheError>) {
+        self.outcome.send_replace(Some(Outcome::Done(outcome)));
+    }
+}
+
+impl Drop for Flight {
+    fn drop(&mut self) {
+        // Not finished: the leader was cancelled or panicked.
+        self.outcome
+            .send_if_modified(|o| o.is_none() && o.replace(Outcome::Abandoned).is_none());
+        let mut map = self.fills.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if map
+            .get(&self.key)
+            .is_some_and(|r| r.same_channel(&self.outcome.subscribe()))
+        {
+            map.remove(&self.key);
+        }
+    }
+}
+
+/// The fill lock, released when dropped unless released already.
+struct FillLock {
+    transport: Transport,
+    key: String,
+    token: String,
+    held: bool,
+}
+
+impl FillLock {
+    async fn release(mut self) {
+        self.held = false;
+        let released: Result<i64> = RELEASE
+            .run(&self.transport, self.key.as_str(), self.token.as_str())
+            .await
+            .map_err(CacheError::from);
+        if let Err(e) = released {
+            tracing::warn!(key = %self.key, error = %e, "could not release the fill lock; it expires by itself");
+        }
+    }
+}
+
+impl Drop for FillLock {
+    fn drop(&mut self) {
+        if !self.held {
+            return;
+        }
+        // A cancelled call or a panicking loader: release from a task.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let (transport, key, token) =
+                (self.transport.clone(), self.key.clone(), self.token.clone());
+            runtime.spawn(async move {
+                let _: std::result::Result<i64, _> =
+                    RELEASE.run(&transport, key.as_str(), token.as_str()).await;
+            });
+        }
     }
 }
 
 const ERROR_MARKER_TTL_MS: i64 = 1000;
 
-enum Wait<T> {
-    Value(T),
+enum Wait {
+    Value(Bytes),
     Failed(String),
     LockGone,
 }
@@ -120,45 +212,100 @@ impl Cache {
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let key = key.as_ref();
-        let local = self.fills.lock_for(key);
-        let _local = local.lock().await;
-        let fill_key = format!("{key}.__fill");
-        let error_key = format!("{key}.__fill_error");
-        let deadline = Instant::now() + options.wait_timeout;
-        loop {
+        let within = tokio::time::timeout(options.wait_timeout, async {
+            // No lock of any kind on a hit.
             if let Some(value) = self.get::<T>(key).await? {
                 return Ok(value);
             }
-            let token = uuid::Uuid::new_v4().simple().to_string();
-            let won: Value = self
-                .transport
-                .pool()
-                .set(
-                    fill_key.as_str(),
-                    token.as_str(),
-                    Some(Expiration::PX(crate::cache::ttl_ms(options.lock_ttl))),
-                    Some(SetOptions::NX),
-                    false,
-                )
-                .await
-                .or_cache()?;
-            if !won.is_null() {
-                // Moving the loader inside the loop is fine: this branch always returns.
-                let result = self.fill(key, &error_key, &token, ttl, loader).await;
-                let released: Result<i64> = RELEASE
-                    .run(&self.transport, fill_key.as_str(), token.as_str())
-                    .await
-                    .map_err(CacheError::from);
-                if let Err(e) = released {
-                    tracing::warn!(key, error = %e, "could not release the fill lock; it expires by itself");
+            let mut loader = Some(loader);
+            loop {
+                match self.fills.join(key) {
+                    Role::Follow(mut running) => {
+                        let outcome = running
+                            .wait_for(Option::is_some)
+                            .await
+                            .map(|o| o.clone())
+                            .ok()
+                            .flatten();
+                        match outcome {
+                            Some(Outcome::Done(Ok(raw))) => {
+                                return decode_bytes(self.codec, key, Some(raw))?
+                                    .ok_or_else(|| missing(key));
+                            }
+                            Some(Outcome::Done(Err(e))) => return Err(e),
+                            Some(Outcome::Abandoned) | None => continue,
+                        }
+                    }
+                    Role::Lead(flight) => {
+                        let Some(loader) = loader.take() else {
+                            return Err(missing(key));
+                        };
+                        let result = self.fill_across_processes(key, ttl, options, loader).await;
+                        flight.finish(
+                            result
+                                .as_ref()
+                                .map(|(_, raw)| raw.clone())
+                                .map_err(Clone::clone),
+                        );
+                        return result.map(|(value, _)| value);
+                    }
                 }
+            }
+        })
+        .await;
+        within.unwrap_or_else(|_| {
+            Err(CacheError::FillTimeout {
+                key: key.to_owned(),
+            })
+        })
+    }
+
+    /// The cross-process part, run by this process's leader: the value and its stored bytes.
+    async fn fill_across_processes<T, F, Fut, E>(
+        &self,
+        key: &str,
+        ttl: Duration,
+        options: FillOptions,
+        loader: F,
+    ) -> Result<(T, Bytes)>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = std::result::Result<T, E>>,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let fill_key = side_key(key, "fill");
+        let error_key = side_key(key, "fill_error");
+        loop {
+            if let Some(found) = self.stored::<T>(key).await? {
+                return Ok(found);
+            }
+            let token = uuid::Uuid::new_v4().simple().to_string();
+            let ttl_ms = crate::cache::ttl_ms(options.lock_ttl).to_string();
+            let won: i64 = TAKE
+                .run(
+                    &self.transport,
+                    fill_key.as_str(),
+                    vec![token.clone(), ttl_ms],
+                )
+                .await?;
+            if won == 1 {
+                let lock = FillLock {
+                    transport: self.transport.clone(),
+                    key: fill_key.clone(),
+                    token: token.clone(),
+                    held: true,
+                };
+                let result = self.fill(key, &error_key, &token, ttl, loader).await;
+                lock.release().await;
                 return result;
             }
-            match self
-                .wait_for_fill::<T>(key, &fill_key, &error_key, deadline)
-                .await?
-            {
-                Wait::Value(value) => return Ok(value),
+            match self.wait_for_fill(key, &fill_key, &error_key).await? {
+                Wait::Value(raw) => {
+                    let value = decode_bytes(self.codec, key, Some(raw.clone()))?
+                        .ok_or_else(|| missing(key))?;
+                    return Ok((value, raw));
+                }
                 Wait::Failed(message) => {
                     return Err(CacheError::Loader {
                         key: key.to_owned(),
@@ -171,6 +318,15 @@ impl Cache {
         }
     }
 
+    /// The value at `key` and its bytes, if present.
+    async fn stored<T: DeserializeOwned>(&self, key: &str) -> Result<Option<(T, Bytes)>> {
+        let value: Value = self.transport.pool().get(key).await.classify()?;
+        let Some(raw) = bytes(value)?.filter(|b| !b.is_empty()) else {
+            return Ok(None);
+        };
+        Ok(decode_bytes(self.codec, key, Some(raw.clone()))?.map(|v| (v, raw)))
+    }
+
     async fn fill<T, F, Fut, E>(
         &self,
         key: &str,
@@ -178,7 +334,7 @@ impl Cache {
         token: &str,
         ttl: Duration,
         loader: F,
-    ) -> Result<T>
+    ) -> Result<(T, Bytes)>
     where
         T: Serialize + DeserializeOwned,
         F: FnOnce() -> Fut,
@@ -186,13 +342,25 @@ impl Cache {
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         // Someone may have filled the key between our GET and winning the lock.
-        if let Some(value) = self.get::<T>(key).await? {
-            return Ok(value);
+        if let Some(found) = self.stored::<T>(key).await? {
+            return Ok(found);
         }
         match loader().await {
             Ok(value) => {
-                self.set(key, &value, Some(ttl)).await?;
-                Ok(value)
+                let raw = encode(self.codec, key, &value)?;
+                let _: Value = self
+                    .transport
+                    .pool()
+                    .set(
+                        key,
+                        raw.clone(),
+                        crate::cache::expiration(Some(ttl)),
+                        None,
+                        false,
+                    )
+                    .await
+                    .classify()?;
+                Ok((value, raw))
             }
             Err(error) => {
                 let error: Arc<dyn std::error::Error + Send + Sync> = Arc::from(error.into());
@@ -221,25 +389,19 @@ impl Cache {
         }
     }
 
-    async fn wait_for_fill<T: DeserializeOwned>(
-        &self,
-        key: &str,
-        fill_key: &str,
-        error_key: &str,
-        deadline: Instant,
-    ) -> Result<Wait<T>> {
+    async fn wait_for_fill(&self, key: &str, fill_key: &str, error_key: &str) -> Result<Wait> {
         let mut delay = Duration::from_millis(5);
         let mut waited_on: Option<String> = None;
         loop {
-            let pipeline = self.transport.client().pipeline();
-            let _: Value = pipeline.get(key).await.or_cache()?;
-            let _: Value = pipeline.get(fill_key).await.or_cache()?;
-            let _: Value = pipeline.get(error_key).await.or_cache()?;
+            let pipeline = self.transport.pipeline();
+            let _: Value = pipeline.get(key).await.classify()?;
+            let _: Value = pipeline.get(fill_key).await.classify()?;
+            let _: Value = pipeline.get(error_key).await.classify()?;
             let mut replies = all(&pipeline).await.into_iter();
             let mut next = || replies.next().unwrap_or(Ok(Value::Null));
             let (value, lock, failure) = (next()?, next()?, next()?);
-            if let Some(value) = decode::<T>(self.codec, key, value)? {
-                return Ok(Wait::Value(value));
+            if let Some(raw) = bytes(value)?.filter(|b| !b.is_empty()) {
+                return Ok(Wait::Value(raw));
             }
             let lock = bytes(lock)?.map(|b| String::from_utf8_lossy(&b).into_owned());
             if let Some(failure) = bytes(failure)? {
@@ -254,13 +416,17 @@ impl Cache {
                 None => return Ok(Wait::LockGone),
                 Some(token) => waited_on = Some(token),
             }
-            if Instant::now() >= deadline {
-                return Err(CacheError::FillTimeout {
-                    key: key.to_owned(),
-                });
-            }
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_millis(50));
         }
+    }
+}
+
+/// A value that was stored as empty (kaiju reads that as missing) where one was expected.
+fn missing(key: &str) -> CacheError {
+    CacheError::Loader {
+        key: key.to_owned(),
+        message: "the filled value is empty".to_owned(),
+        source: None,
     }
 }

@@ -6,17 +6,16 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use kaiju_transport::TransportError;
-use kaiju_transport::fred::clients::Client;
+use kaiju_core::key_slot;
 use kaiju_transport::fred::interfaces::{
     ClientInterface, ClientLike, EventInterface, KeysInterface, TrackingInterface,
 };
-use kaiju_transport::fred::types::Value;
+use kaiju_transport::fred::types::{ClusterHash, CustomCommand, Value};
+use kaiju_transport::{Classify, Connection, TransportError};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::error::FredExt;
-use crate::reply::{bytes, decode_bytes};
+use crate::reply::{all, bytes, decode_bytes};
 use crate::{Cache, CacheError, Result};
 
 /// Options of a [`NearCache`].
@@ -38,6 +37,27 @@ impl Default for NearCacheOptions {
     }
 }
 
+/// Whether a `CLIENT TRACKINGINFO` reply says tracking is on (its `flags` include `on`).
+fn tracking_on(info: &Value) -> bool {
+    let flags = match info {
+        Value::Map(map) => map
+            .iter()
+            .find(|(k, _)| k.as_str() == Some("flags"))
+            .map(|(_, v)| v.clone()),
+        Value::Array(items) => items
+            .iter()
+            .position(|v| v.as_str().as_deref() == Some("flags"))
+            .and_then(|i| items.get(i + 1).cloned()),
+        _ => None,
+    };
+    flags.is_some_and(|flags| {
+        flags
+            .into_array()
+            .iter()
+            .any(|f| f.as_str().as_deref() == Some("on"))
+    })
+}
+
 /// Counters of a [`NearCache`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct NearCacheStats {
@@ -57,22 +77,55 @@ struct Local {
     entries: HashMap<String, (Option<Bytes>, Instant, u64)>,
     /// Insertion order, for dropping the oldest; stale numbers are skipped.
     order: VecDeque<(String, u64)>,
-    /// Bumped by every invalidation of a key, so a read that raced an invalidation is not stored.
-    generations: HashMap<String, u64>,
+    /// Reads from Redis in flight: key -> (readers, invalidated since the first started). A read
+    /// that raced an invalidation is not kept. Only keys being read are here, so this stays as
+    /// small as the reads in flight.
+    reads: HashMap<String, (usize, bool)>,
     next: u64,
 }
 
 impl Local {
     fn invalidate(&mut self, key: &str) {
         self.entries.remove(key);
-        *self.generations.entry(key.to_owned()).or_default() += 1;
+        if let Some((_, invalidated)) = self.reads.get_mut(key) {
+            *invalidated = true;
+        }
     }
 
     fn clear(&mut self) {
         self.entries.clear();
         self.order.clear();
-        for generation in self.generations.values_mut() {
-            *generation += 1;
+        for (_, invalidated) in self.reads.values_mut() {
+            *invalidated = true;
+        }
+    }
+}
+
+/// One read from Redis in flight; leaves `Local::reads` when dropped (also when cancelled).
+struct Reading<'a> {
+    local: &'a Mutex<Local>,
+    key: &'a str,
+}
+
+impl<'a> Reading<'a> {
+    fn start(local: &'a Mutex<Local>, key: &'a str) -> Self {
+        lock(local)
+            .reads
+            .entry(key.to_owned())
+            .or_insert((0, false))
+            .0 += 1;
+        Self { local, key }
+    }
+}
+
+impl Drop for Reading<'_> {
+    fn drop(&mut self) {
+        let mut local = lock(self.local);
+        if let Some((readers, _)) = local.reads.get_mut(self.key) {
+            *readers -= 1;
+            if *readers == 0 {
+                local.reads.remove(self.key);
+            }
         }
     }
 }
@@ -96,7 +149,8 @@ impl Local {
 #[derive(Debug, Clone)]
 pub struct NearCache {
     cache: Cache,
-    client: Client,
+    /// The tracking connection; closed when the last clone is dropped.
+    connection: Connection,
     local: Arc<Mutex<Local>>,
     options: NearCacheOptions,
     hits: Arc<AtomicU64>,
@@ -122,17 +176,19 @@ fn forget_all(local: &Mutex<Local>, tracking: &AtomicBool, epoch: &AtomicU64) {
 }
 
 impl NearCache {
-    /// Opens the tracking connection. Needs RESP3 (`resp3: true`, the default) and Redis 6+.
+    /// Opens the tracking connection. Needs RESP3 (`resp3: true`, the default) and Redis 6.2+.
+    /// The connection closes when the last clone is dropped.
     pub async fn new(cache: Cache, options: NearCacheOptions) -> Result<Self> {
         let transport = cache.transport();
-        if !transport.settings().resp3 || !transport.capabilities().has_resp3() {
+        // RESP3 tracking, and CLIENT TRACKINGINFO (6.2) to check each read was tracked.
+        if !transport.settings().resp3 || !transport.capabilities().has_tracking_info() {
             return Err(CacheError::Transport(TransportError::Protocol {
-                message: "the near cache needs RESP3 client tracking (resp3: true, Redis 6+)"
+                message: "the near cache needs RESP3 client tracking (resp3: true, Redis 6.2+)"
                     .into(),
             }));
         }
-        let client = transport.client().clone_new();
-        let _task = client.init().await.or_cache()?;
+        let connection = transport.dedicated_connection().await?;
+        let client = connection.client().clone();
         let local: Arc<Mutex<Local>> = Arc::default();
         let invalidations = Arc::new(AtomicU64::new(0));
         let (on_change, counter) = (local.clone(), invalidations.clone());
@@ -175,11 +231,11 @@ impl NearCache {
         client
             .start_tracking(None, false, false, false, false)
             .await
-            .or_cache()?;
+            .classify()?;
         ready.store(true, Ordering::SeqCst);
         Ok(Self {
             cache,
-            client,
+            connection,
             local,
             options,
             hits: Arc::default(),
@@ -195,15 +251,11 @@ impl NearCache {
     pub async fn get<T: DeserializeOwned>(&self, key: impl AsRef<str>) -> Result<Option<T>> {
         let key = key.as_ref();
         let now = Instant::now();
-        let (cached, generation) = {
-            let local = lock(&self.local);
-            let cached = local
-                .entries
-                .get(key)
-                .filter(|(_, expires, _)| *expires > now)
-                .map(|(value, _, _)| value.clone());
-            (cached, local.generations.get(key).copied().unwrap_or(0))
-        };
+        let cached = lock(&self.local)
+            .entries
+            .get(key)
+            .filter(|(_, expires, _)| *expires > now)
+            .map(|(value, _, _)| value.clone());
         let raw = match cached {
             Some(raw) => {
                 self.hits.fetch_add(1, Ordering::Relaxed);
@@ -211,13 +263,11 @@ impl NearCache {
             }
             None => {
                 self.misses.fetch_add(1, Ordering::Relaxed);
-                let tracked = self.tracking.load(Ordering::SeqCst);
+                let reading = Reading::start(&self.local, key);
                 let epoch = self.epoch.load(Ordering::SeqCst);
-                // Read on the tracking connection, so Redis tracks the key for us.
-                let value: Value = self.client.get(key).await.or_cache()?;
-                let raw = bytes(value)?;
+                let (raw, tracked) = self.read_tracked(key).await?;
                 if tracked {
-                    self.store(key, raw.clone(), generation, epoch);
+                    self.store(key, raw.clone(), epoch, &reading);
                 }
                 raw
             }
@@ -225,12 +275,38 @@ impl NearCache {
         decode_bytes(self.cache.codec, key, raw)
     }
 
-    fn store(&self, key: &str, value: Option<Bytes>, generation: u64, epoch: u64) {
+    /// `CLIENT TRACKINGINFO` then `GET key`, in one pipeline on the tracking connection, sent
+    /// once: the value, and whether Redis tracks it for this connection. A GET that ran on a
+    /// connection without tracking (a new one, before tracking was switched on again) would
+    /// never be invalidated, so it is not kept.
+    async fn read_tracked(&self, key: &str) -> Result<(Option<Bytes>, bool)> {
+        let pipeline = self.connection.pipeline_once();
+        let info = CustomCommand::new_static(
+            "CLIENT",
+            ClusterHash::Custom(key_slot(key.as_bytes())),
+            false,
+        );
+        let _: Value = pipeline
+            .custom(info, vec!["TRACKINGINFO"])
+            .await
+            .classify()?;
+        let _: Value = pipeline.get(key).await.classify()?;
+        let mut replies = all(&pipeline).await.into_iter();
+        let info = replies.next().unwrap_or(Ok(Value::Null))?;
+        let value = replies.next().unwrap_or(Ok(Value::Null))?;
+        Ok((bytes(value)?, tracking_on(&info)))
+    }
+
+    fn store(&self, key: &str, value: Option<Bytes>, epoch: u64, reading: &Reading<'_>) {
         if !self.tracking.load(Ordering::SeqCst) || self.epoch.load(Ordering::SeqCst) != epoch {
-            return; // the read may have been untracked: Redis would not report changes
+            return; // the connection changed since the read started
         }
         let mut local = lock(&self.local);
-        if local.generations.get(key).copied().unwrap_or(0) != generation {
+        if local
+            .reads
+            .get(reading.key)
+            .is_none_or(|(_, invalidated)| *invalidated)
+        {
             return; // invalidated while the read was in flight: do not keep a stale copy
         }
         local.next += 1;
@@ -299,7 +375,16 @@ impl NearCache {
 
     /// The id of the tracking connection (`CLIENT ID`), e.g. to find it in `CLIENT LIST`.
     pub async fn connection_id(&self) -> Result<i64> {
-        self.client.client_id().await.or_cache()
+        Ok(self.connection.client().client_id().await.classify()?)
+    }
+
+    /// How many keys the local tier holds any state for: kept values, reads in flight, and
+    /// insertion-order records. Bounded by the capacity (plus concurrent reads), whatever the
+    /// number of keys ever read, written or invalidated; for tests of that bound.
+    #[doc(hidden)]
+    pub fn local_state_len(&self) -> usize {
+        let local = lock(&self.local);
+        local.entries.len() + local.reads.len() + local.order.len()
     }
 
     /// The underlying cache.

@@ -5,16 +5,21 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kaiju_core::Msgpack;
+use std::sync::LazyLock;
+
 use kaiju_transport::fred::error::Error as FredError;
 use kaiju_transport::fred::prelude::*;
 use kaiju_transport::fred::types::Value;
+use kaiju_transport::{Classify, Script, TransportError};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::cache::expiration;
-use crate::error::FredExt;
+use crate::cache::{expiration, ttl_ms};
 use crate::reply::{all, decode, decode_all, encode, integer};
 use crate::{Cache, CacheError, Result};
+
+static TRANSACTION: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../lua/transaction.lua")));
 
 /// One queued command.
 #[derive(Debug, Clone)]
@@ -31,51 +36,54 @@ enum Op {
     LLen(String),
 }
 
-/// A typed reply that a [`Handle`] can be turned into. Sealed: implemented for the types the
-/// queueing methods promise.
-pub trait Reply: Sized + sealed::Sealed {
-    #[doc(hidden)]
-    fn from_reply(codec: Msgpack, key: &str, value: Value) -> Result<Self>;
-}
+/// A typed reply that a [`Handle`] can be turned into: `Option<T>` for reads, `Vec<Option<T>>`
+/// for ranges, `u64` for counts, `bool` for yes/no replies, `()` for writes. Sealed.
+pub trait Reply: sealed::Sealed {}
 
 mod sealed {
-    pub trait Sealed {}
-    impl<T> Sealed for Option<T> {}
-    impl<T> Sealed for Vec<T> {}
-    impl Sealed for u64 {}
-    impl Sealed for bool {}
-    impl Sealed for () {}
-}
+    use super::*;
 
-impl<T: DeserializeOwned> Reply for Option<T> {
-    fn from_reply(codec: Msgpack, key: &str, value: Value) -> Result<Self> {
-        decode(codec, key, value)
+    /// The conversion itself, out of the public API (it takes a fred value).
+    pub trait Sealed: Sized {
+        fn from_reply(codec: Msgpack, key: &str, value: Value) -> Result<Self>;
+    }
+
+    impl<T: DeserializeOwned> Sealed for Option<T> {
+        fn from_reply(codec: Msgpack, key: &str, value: Value) -> Result<Self> {
+            decode(codec, key, value)
+        }
+    }
+
+    impl<T: DeserializeOwned> Sealed for Vec<Option<T>> {
+        fn from_reply(codec: Msgpack, key: &str, value: Value) -> Result<Self> {
+            decode_all(codec, key, value)
+        }
+    }
+
+    impl Sealed for u64 {
+        fn from_reply(_: Msgpack, _: &str, value: Value) -> Result<Self> {
+            integer(value)
+        }
+    }
+
+    impl Sealed for bool {
+        fn from_reply(_: Msgpack, _: &str, value: Value) -> Result<Self> {
+            integer(value).map(|n| n > 0)
+        }
+    }
+
+    impl Sealed for () {
+        fn from_reply(_: Msgpack, _: &str, _: Value) -> Result<Self> {
+            Ok(())
+        }
     }
 }
 
-impl<T: DeserializeOwned> Reply for Vec<T> {
-    fn from_reply(codec: Msgpack, key: &str, value: Value) -> Result<Self> {
-        decode_all(codec, key, value)
-    }
-}
-
-impl Reply for u64 {
-    fn from_reply(_: Msgpack, _: &str, value: Value) -> Result<Self> {
-        integer(value)
-    }
-}
-
-impl Reply for bool {
-    fn from_reply(_: Msgpack, _: &str, value: Value) -> Result<Self> {
-        integer(value).map(|n| n > 0)
-    }
-}
-
-impl Reply for () {
-    fn from_reply(_: Msgpack, _: &str, _: Value) -> Result<Self> {
-        Ok(())
-    }
-}
+impl<T: DeserializeOwned> Reply for Option<T> {}
+impl<T: DeserializeOwned> Reply for Vec<Option<T>> {}
+impl Reply for u64 {}
+impl Reply for bool {}
+impl Reply for () {}
 
 /// Where the result of one queued command will be, and its type.
 #[derive(Debug)]
@@ -86,7 +94,12 @@ pub struct Handle<T> {
 }
 
 /// Commands queued to run in one round trip: [`Cache::pipeline`] (each command on its own) or
-/// [`Cache::transaction`] (`MULTI`/`EXEC`: all or nothing, every key in one cluster slot).
+/// [`Cache::transaction`] (isolated: in one atomic step, every key in one cluster slot).
+///
+/// Neither is all-or-nothing: a command that fails when it runs (say `RPUSH` on a string key:
+/// `WRONGTYPE`) reports its error through its handle, and the other commands still apply,
+/// exactly as with Redis's `MULTI`/`EXEC`. A batch is sent at most once: if its connection drops
+/// before the replies arrive, `execute` fails and its commands may or may not have run.
 ///
 /// ```no_run
 /// # async fn demo(cache: kaiju_cache::Cache) -> kaiju_cache::Result<()> {
@@ -123,8 +136,10 @@ impl Cache {
         }
     }
 
-    /// A transaction (`MULTI`/`EXEC`): all commands run together or none does. In a cluster,
-    /// every key must be in one slot (use a hash-tagged namespace).
+    /// A transaction: the commands run in one atomic step, with no other client's command in
+    /// between (one Lua script; the same isolation as `MULTI`/`EXEC`). It is *not* rolled back
+    /// when a command fails; see [`Batch`]. In a cluster, every key must be in one slot (use a
+    /// hash-tagged namespace).
     pub fn transaction(&self) -> Batch {
         Batch {
             atomic: true,
@@ -222,7 +237,7 @@ impl Batch {
         key: impl AsRef<str>,
         start: i64,
         stop: i64,
-    ) -> Handle<Vec<T>> {
+    ) -> Handle<Vec<Option<T>>> {
         let key = key.as_ref();
         self.push(key, Op::LRange(key.to_owned(), start, stop))
     }
@@ -243,10 +258,8 @@ impl Batch {
         self.ops.is_empty()
     }
 
-    /// Sends every queued command in one round trip.
-    ///
-    /// A pipeline reports each command's error through its handle; a transaction fails as a
-    /// whole (nothing was applied) if any command is rejected.
+    /// Sends every queued command in one round trip, at most once. Each command's outcome,
+    /// its error included, is read through its handle.
     pub async fn execute(self) -> Result<BatchResults> {
         let codec = self.cache.codec;
         if self.ops.is_empty() {
@@ -255,22 +268,78 @@ impl Batch {
                 replies: Vec::new(),
             });
         }
-        let client = self.cache.transport.client();
         let replies = if self.atomic {
-            let trx = client.multi();
-            for op in &self.ops {
-                queue(&trx, op).await.or_cache()?;
-            }
-            let value: Value = trx.exec(true).await.or_cache()?;
-            value.into_array().into_iter().map(Ok).collect()
+            self.run_script().await?
         } else {
-            let pipeline = client.pipeline();
+            let pipeline = self.cache.transport.pipeline_once();
             for op in &self.ops {
-                queue(&pipeline, op).await.or_cache()?;
+                queue(&pipeline, op).await.classify()?;
             }
             all(&pipeline).await
         };
         Ok(BatchResults { codec, replies })
+    }
+
+    /// Runs a transaction as one script: keys in KEYS, each command as name, count, arguments.
+    async fn run_script(&self) -> Result<Vec<Result<Value>>> {
+        let mut keys = Vec::with_capacity(self.ops.len());
+        let mut args: Vec<Value> = Vec::new();
+        for op in &self.ops {
+            let (name, key, rest) = op.command();
+            keys.push(key.to_owned());
+            args.push(name.into());
+            args.push(Value::Integer(
+                i64::try_from(rest.len()).unwrap_or(i64::MAX),
+            ));
+            args.extend(rest);
+        }
+        let reply: Value = TRANSACTION
+            .run_once(&self.cache.transport, keys, args)
+            .await?;
+        Ok(reply
+            .into_array()
+            .into_iter()
+            .map(|outcome| {
+                let mut parts = outcome.into_array().into_iter();
+                let ok = parts.next().and_then(|v| v.as_i64()) == Some(1);
+                let value = parts.next().unwrap_or(Value::Null);
+                if ok {
+                    Ok(value)
+                } else {
+                    let message = value.as_string().unwrap_or_default();
+                    Err(TransportError::from_reply(&message).into())
+                }
+            })
+            .collect())
+    }
+}
+
+impl Op {
+    /// The command as the transaction script runs it: name, key, other arguments.
+    fn command(&self) -> (&'static str, &str, Vec<Value>) {
+        let bytes = |b: &Bytes| Value::Bytes(b.clone());
+        let text = |s: &str| Value::String(s.into());
+        match self {
+            Op::Get(k) => ("GET", k, vec![]),
+            Op::Set(k, v, None) => ("SET", k, vec![bytes(v)]),
+            Op::Set(k, v, Some(ttl)) => (
+                "SET",
+                k,
+                vec![bytes(v), text("PX"), Value::Integer(ttl_ms(*ttl))],
+            ),
+            Op::Del(k) => ("DEL", k, vec![]),
+            Op::Exists(k) => ("EXISTS", k, vec![]),
+            Op::Expire(k, ttl) => ("PEXPIRE", k, vec![Value::Integer(ttl_ms(*ttl))]),
+            Op::HSet(k, f, v) => ("HSET", k, vec![text(f), bytes(v)]),
+            Op::HGet(k, f) => ("HGET", k, vec![text(f)]),
+            Op::RPush(k, v) => ("RPUSH", k, vec![bytes(v)]),
+            Op::LRange(k, start, stop) => (
+                "LRANGE",
+                k,
+                vec![Value::Integer(*start), Value::Integer(*stop)],
+            ),
+            Op::LLen(k) => ("LLEN", k, vec![]),
+        }
     }
 }
 
@@ -288,7 +357,7 @@ impl BatchResults {
                 ));
             }
         };
-        T::from_reply(self.codec, &handle.key, value)
+        <T as sealed::Sealed>::from_reply(self.codec, &handle.key, value)
     }
 
     /// How many replies there are (one per queued command).
@@ -314,10 +383,7 @@ where
         }
         Op::Del(k) => c.del(k.as_str()).await?,
         Op::Exists(k) => c.exists(k.as_str()).await?,
-        Op::Expire(k, ttl) => {
-            c.pexpire(k.as_str(), crate::cache::ttl_ms(*ttl), None)
-                .await?
-        }
+        Op::Expire(k, ttl) => c.pexpire(k.as_str(), ttl_ms(*ttl), None).await?,
         Op::HSet(k, f, v) => c.hset(k.as_str(), (f.as_str(), v.clone())).await?,
         Op::HGet(k, f) => c.hget(k.as_str(), f.as_str()).await?,
         Op::RPush(k, v) => c.rpush(k.as_str(), v.clone()).await?,

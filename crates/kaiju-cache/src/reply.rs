@@ -2,12 +2,11 @@
 
 use bytes::Bytes;
 use kaiju_core::{Codec, Msgpack};
-use kaiju_transport::TransportError;
 use kaiju_transport::fred::clients::{Client, Pipeline};
 use kaiju_transport::fred::types::Value;
+use kaiju_transport::{Classify, TransportError};
 use serde::de::DeserializeOwned;
 
-use crate::error::FredExt;
 use crate::{CacheError, Result};
 
 /// Sends a pipeline and returns one result per queued command, in order.
@@ -16,7 +15,7 @@ pub(crate) async fn all(pipeline: &Pipeline<Client>) -> Vec<Result<Value>> {
         .try_all::<Value>()
         .await
         .into_iter()
-        .map(FredExt::or_cache)
+        .map(|r| r.classify().map_err(CacheError::from))
         .collect()
 }
 
@@ -57,24 +56,44 @@ pub(crate) fn decode_bytes<T: DeserializeOwned>(
     }
 }
 
-/// Decodes every element of an array reply (nil elements are skipped).
-pub(crate) fn decode_all<T: DeserializeOwned>(
-    codec: Msgpack,
-    key: &str,
-    value: Value,
-) -> Result<Vec<T>> {
+/// The elements of an array reply, as bytes (`None` for nil or empty, as kaiju reads them).
+pub(crate) fn elements(value: Value) -> Result<Vec<Option<Bytes>>> {
     let items = match value {
         Value::Null => return Ok(Vec::new()),
         Value::Array(items) => items,
         single => vec![single],
     };
-    let mut out = Vec::with_capacity(items.len());
-    for item in items {
-        if let Some(v) = decode(codec, key, item)? {
-            out.push(v);
-        }
-    }
-    Ok(out)
+    items
+        .into_iter()
+        .map(|item| Ok(bytes(item)?.filter(|b| !b.is_empty())))
+        .collect()
+}
+
+/// Decodes every element of an array reply, keeping positions (`None` for an empty element).
+pub(crate) fn decode_all<T: DeserializeOwned>(
+    codec: Msgpack,
+    key: &str,
+    value: Value,
+) -> Result<Vec<Option<T>>> {
+    elements(value)?
+        .into_iter()
+        .map(|raw| decode_bytes(codec, key, raw))
+        .collect()
+}
+
+/// Decodes elements that were removed from Redis (pops): if any does not decode, the error
+/// carries every removed element's bytes, so the caller loses nothing.
+pub(crate) fn decode_removed<T: DeserializeOwned>(
+    codec: Msgpack,
+    key: &str,
+    value: Value,
+) -> Result<Vec<Option<T>>> {
+    let raw = elements(value)?;
+    let decoded: Result<Vec<Option<T>>> = raw
+        .iter()
+        .map(|b| decode_bytes(codec, key, b.clone()))
+        .collect();
+    decoded.map_err(|e| e.with_raw(raw.into_iter().flatten().collect()))
 }
 
 /// An integer reply.
