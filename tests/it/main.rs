@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod cache;
+mod cache_faults;
 mod interop;
 mod lock_faults;
 mod locks;
