@@ -167,6 +167,62 @@ async fn cache_values_cross_between_python_and_rust() {
     );
 }
 
+/// A struct that gained a field on one side reads on the other, in both directions, as msgspec
+/// reads it: a mixed fleet can roll out a schema change in either order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_changes_roll_out_in_either_order_between_python_and_rust() {
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct UserNewer {
+        id: Uuid,
+        name: String,
+        #[serde(default)]
+        blocked: bool,
+        nickname: Option<String>,
+    }
+    let Some(python) = python() else { return };
+    let Some(transport) = kaiju_tests::connect(Target::Single).await else {
+        return;
+    };
+    let url = std::env::var("KAIJU_REDIS_URL").unwrap();
+    let cache = Cache::new(transport);
+    let ns = kaiju_tests::namespace();
+    let (ok, report) = peer(&python, "schema-write", &url, &ns);
+    assert!(ok, "the Python peer failed to write:\n{report}");
+    // Python appended `age`: Rust's User ignores it.
+    let newer: User = cache.get(ns.key("newer").unwrap()).await.unwrap().unwrap();
+    assert_eq!(newer, user("new", true));
+    // Python's older User has no `blocked`: Rust's default applies; an Option field is None.
+    let older: User = cache.get(ns.key("older").unwrap()).await.unwrap().unwrap();
+    assert_eq!(older, user("old", false));
+    let older: UserNewer = cache.get(ns.key("older").unwrap()).await.unwrap().unwrap();
+    assert_eq!(older.nickname, None);
+    // A UUID stored as its text.
+    let text: User = cache
+        .get(ns.key("uuid_str").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(text, user("txt", false));
+    // Rust writes its User and a newer struct; Python reads both with every schema.
+    cache
+        .set(ns.key("rust_user").unwrap(), &user("rust", true), None)
+        .await
+        .unwrap();
+    let newer = UserNewer {
+        id: Uuid::parse_str(U).unwrap(),
+        name: "rust".into(),
+        blocked: true,
+        nickname: Some("r".into()),
+    };
+    cache
+        .set(ns.key("rust_user_newer").unwrap(), &newer, None)
+        .await
+        .unwrap();
+    let (ok, report) = peer(&python, "schema-read", &url, &ns);
+    eprintln!("python read rust's structs:\n{report}");
+    assert!(ok, "Python could not read what Rust wrote:\n{report}");
+}
+
 /// A lock held by a kaiju-redis 2.4 service blocks kaiju-locks, and the other way round.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn locks_exclude_python_services_both_ways() {
