@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::Result;
-use crate::fill::LocalFills;
+use crate::flights::LocalFills;
 use crate::reply::{all, bytes, decode, decode_bytes, encode, integer};
 
 /// A typed cache over Redis. Values are msgpack in kaiju-redis's cache layout, so Python

@@ -5,6 +5,7 @@ mod cache;
 mod collections;
 mod error;
 mod fill;
+mod flights;
 #[cfg(feature = "near-cache")]
 #[cfg_attr(docsrs, doc(cfg(feature = "near-cache")))]
 mod near;
