@@ -10,6 +10,7 @@ mod bench;
 mod docker;
 mod fuzz;
 mod interop;
+mod invariants;
 mod procs;
 mod redis;
 mod test;
@@ -31,6 +32,8 @@ commands:
   fuzz [cases]
         the arbitrary-input tests of every decoder (fuzz_*), 50,000 inputs each by default,
         printing how many each tried
+  invariants
+        check the architecture invariants a text check can hold (ARCHITECTURE.md)
   bench [cache|locks|streams]
         release-mode benchmarks beside raw fred and redis-benchmark, on one server
   redis up       start the servers in the background and print their URLs
@@ -46,6 +49,7 @@ fn main() -> ExitCode {
         Some("interop") => interop::run_tests(),
         Some("bench") => bench::run(&args[1..]),
         Some("fuzz") => fuzz::run(&args[1..]),
+        Some("invariants") => invariants::run(),
         Some("-h" | "--help" | "help") | None => {
             print!("{USAGE}");
             Ok(ExitCode::SUCCESS)
