@@ -116,3 +116,8 @@ macro_rules! on_both {
         }
     )+};
 }
+
+/// The root README's examples, compiled (and run) as doctests, so they stay true.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -1,4 +1,5 @@
-//! The msgpack codec, with the two layouts kaiju-redis 2.4 puts on the wire (WIRE.md §2, §3).
+//! The msgpack codec, with the two layouts kaiju-redis 2.4 puts on the wire (docs/wire.md §2,
+//! §3).
 //!
 //! | layout | used for | structs | UUIDs | binary |
 //! |---|---|---|---|---|

@@ -1,6 +1,6 @@
 //! Namespaced Redis keys, built exactly as kaiju-redis builds them.
 //!
-//! kaiju names every key `<env>.<app>.<sub>...<key>` with `.` as the delimiter (WIRE.md §1). A
+//! kaiju names every key `<env>.<app>.<sub>...<key>` with `.` as the delimiter (docs/wire.md §1). A
 //! [`Namespace`] holds the prefix, [`Namespace::join`] adds a part (Python's `ns / "x"`), and
 //! [`Namespace::key`] makes a [`Key`] (Python's `ns.get_key(k)`).
 //!

@@ -1,9 +1,11 @@
 //! The lifecycle of long-running components: start, then a graceful stop within a deadline.
 //!
-//! A listener, a lock renewer or a near-cache invalidator runs background tasks. Each implements
-//! [`Service`]: [`start`](Service::start) returns once the component is ready (a listener's group
-//! exists and its handler is registered), and [`stop`](Service::stop) stops taking new work,
-//! finishes what is in flight and returns within the deadline it is given.
+//! A component that runs background work until it is told to stop (today: the stream
+//! listener, `kaiju_streams::Listener`) implements [`Service`]: [`start`](Service::start)
+//! returns once the component is ready (a listener's group exists and its handler is
+//! registered), and [`stop`](Service::stop) stops taking new work, finishes what is in flight and
+//! returns within the deadline it is given. Components whose background work ends with a value
+//! (a lock guard's renewal, a near cache's invalidations) stop when that value is dropped.
 //!
 //! Background tasks learn about a stop through a [`Shutdown`] signal:
 //!

@@ -1,7 +1,8 @@
 //! Turning [`RedisSettings`] into a fred `Builder`, with the defaults fred lacks.
 //!
 //! fred has no reconnect policy and no command timeout by default; without them a client never
-//! recovers after a failover and calls hang forever during an outage (STACK-NOTES §4). Both are
+//! recovers after a failover and calls hang forever during an outage (measured before the project
+//! started: with no reconnect policy, nothing succeeded for 18 s after a cluster failover). Both are
 //! always set here.
 
 use std::time::Duration;

@@ -1,4 +1,4 @@
-//! Byte-for-byte checks against the captures of kaiju-redis 2.4 in WIRE.md.
+//! Byte-for-byte checks against the captures of kaiju-redis 2.4 listed in docs/wire.md.
 
 use std::collections::BTreeMap;
 
