@@ -1,4 +1,4 @@
-//! kaiju's stream envelope (WIRE.md §2): one field `_` holding msgpack `[body, headers]`.
+//! kaiju's stream envelope (docs/wire.md §2): one field `_` holding msgpack `[body, headers]`.
 
 use std::fmt;
 
