@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use kaiju_cache::Cache;
+use kaiju_cache::{Cache, NearCache, NearCacheOptions};
 use kaiju_core::{Codec, Msgpack};
 use kaiju_transport::Transport;
 use kaiju_transport::fred::prelude::*;
@@ -67,6 +67,60 @@ async fn pairs(cache: &Cache, typed: bool, pairs: usize, tasks: usize) -> Result
     Ok((2 * pairs) as f64 / started.elapsed().as_secs_f64())
 }
 
+/// How a read of a cached key is made, for the read rows.
+#[derive(Debug, Clone, Copy)]
+enum Read {
+    /// `Cache::get`.
+    Get,
+    /// `Cache::get_or_set_with` on a key that is cached (the loader never runs).
+    GetOrSet,
+    /// `NearCache::get` of a key read before (a hit: no round trip).
+    NearHit,
+}
+
+/// Reads of 100 cached keys split over `tasks` tasks; returns reads per second.
+async fn reads(
+    cache: &Cache,
+    near: &NearCache,
+    how: Read,
+    n: usize,
+    tasks: usize,
+) -> Result<f64, BoxError> {
+    let keys: Vec<String> = (0..100).map(|i| format!("bench.read.{i}")).collect();
+    let items: Vec<(String, User)> = keys.iter().map(|k| (k.clone(), user())).collect();
+    cache.mset(&items, None).await?;
+    for key in &keys {
+        let _: Option<User> = near.get(key).await?;
+    }
+    let started = Instant::now();
+    let mut handles = Vec::new();
+    for t in 0..tasks {
+        let (cache, near, keys) = (cache.clone(), near.clone(), keys.clone());
+        handles.push(tokio::spawn(async move {
+            for i in 0..n / tasks {
+                let key = &keys[(t + i) % keys.len()];
+                let got: Option<User> = match how {
+                    Read::Get => cache.get(key).await?,
+                    Read::GetOrSet => Some(
+                        cache
+                            .get_or_set_with(key, Duration::from_secs(60), || async {
+                                Err::<User, _>(std::io::Error::other("the key is cached"))
+                            })
+                            .await?,
+                    ),
+                    Read::NearHit => near.get(key).await?,
+                };
+                assert!(got.is_some());
+            }
+            Ok::<_, BoxError>(())
+        }));
+    }
+    for h in handles {
+        h.await??;
+    }
+    Ok(n as f64 / started.elapsed().as_secs_f64())
+}
+
 async fn bulk(cache: &Cache) -> Result<(f64, f64), BoxError> {
     let items: Vec<(String, User)> = (0..BULK)
         .map(|i| (format!("bench.bulk.{i}"), user()))
@@ -110,6 +164,23 @@ pub(crate) async fn run(transport: Transport) -> Result<(), BoxError> {
             typed / raw
         ));
     }
+    let near = NearCache::new(cache.clone(), NearCacheOptions::default()).await?;
+    let mut read_rows = Vec::new();
+    for (label, how) in [
+        ("get_or_set_with, cached key", Read::GetOrSet),
+        ("near cache hit", Read::NearHit),
+    ] {
+        let (mut kaiju, mut get) = (Vec::new(), Vec::new());
+        for _ in 0..3 {
+            kaiju.push(reads(&cache, &near, how, PAIRS_CONCURRENT, TASKS).await?);
+            get.push(reads(&cache, &near, Read::Get, PAIRS_CONCURRENT, TASKS).await?);
+        }
+        let (kaiju, get) = (median(kaiju), median(get));
+        read_rows.push(format!(
+            "| {label}, 64 tasks | {kaiju:.0} reads/s | {get:.0} reads/s | {:.2}x |",
+            kaiju / get
+        ));
+    }
     let (mut sets, mut gets) = (Vec::new(), Vec::new());
     for _ in 0..3 {
         let (s, g) = bulk(&cache).await?;
@@ -123,5 +194,11 @@ pub(crate) async fn run(transport: Transport) -> Result<(), BoxError> {
     }
     println!("| mset 1,000 values | {:.0} values/s | | |", median(sets));
     println!("| mget 1,000 values | {:.0} values/s | | |", median(gets));
+    println!();
+    println!("| reads of a cached key | kaiju | plain Cache::get | ratio |");
+    println!("|---|---|---|---|");
+    for row in read_rows {
+        println!("{row}");
+    }
     Ok(())
 }

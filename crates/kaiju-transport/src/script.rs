@@ -57,6 +57,10 @@ impl Script {
     /// Runs the script with `EVALSHA`, loading it first if the server does not know it. The
     /// call may be sent again after a reconnect (as on [`Transport::pool`]): use it for scripts
     /// that are safe to run twice, and [`run_once`](Self::run_once) for the others.
+    ///
+    /// Unlike fred's own `evalsha`, scripts are pipelined with other commands on a connection
+    /// (fred waits for every reply before it writes an `EVALSHA`, which serialises scripts per
+    /// connection); a `NOSCRIPT` reply only means this call did not run, and it is sent again.
     pub async fn run<R, K, V>(&self, transport: &Transport, keys: K, args: V) -> Result<R>
     where
         R: FromValue,
@@ -64,23 +68,7 @@ impl Script {
         V: TryInto<MultipleValues> + Send,
         V::Error: Into<fred::error::Error> + Send,
     {
-        let keys: MultipleKeys = keys.into();
-        let args: MultipleValues = args
-            .try_into()
-            .map_err(|e| TransportError::from(e.into()))?;
-        let pool = transport.pool();
-        match pool
-            .evalsha::<R, _, _, _>(self.sha.as_str(), keys.clone(), args.clone())
-            .await
-            .map_err(TransportError::from)
-        {
-            Err(TransportError::NoScript { .. }) => {
-                tracing::debug!(sha = %self.sha, "script not cached on the server, loading it");
-                self.load(transport).await?;
-                Ok(pool.evalsha(self.sha.as_str(), keys, args).await?)
-            }
-            other => other,
-        }
+        self.eval(transport, keys, args, false).await
     }
 
     /// Runs the script with `EVALSHA`, written at most once (as on [`Transport::once`]): if the
@@ -88,6 +76,16 @@ impl Script {
     /// [`TransportError::Connection`] and the script may or may not have run. `NOSCRIPT` means
     /// it did not run, so it is loaded and sent again.
     pub async fn run_once<R, K, V>(&self, transport: &Transport, keys: K, args: V) -> Result<R>
+    where
+        R: FromValue,
+        K: Into<MultipleKeys> + Send,
+        V: TryInto<MultipleValues> + Send,
+        V::Error: Into<fred::error::Error> + Send,
+    {
+        self.eval(transport, keys, args, true).await
+    }
+
+    async fn eval<R, K, V>(&self, transport: &Transport, keys: K, args: V, once: bool) -> Result<R>
     where
         R: FromValue,
         K: Into<MultipleKeys> + Send,
@@ -117,20 +115,30 @@ impl Script {
         command.extend(keys.into_iter().map(|k| Value::Bytes(k.into_bytes())));
         command.extend(args);
         let evalsha = CustomCommand::new_static("EVALSHA", hash, false);
-        let once = transport.once();
-        match once
-            .custom::<Value, Value>(evalsha.clone(), command.clone())
-            .await
-            .map_err(TransportError::from)
-        {
+        let send = |command: Vec<Value>| {
+            let evalsha = evalsha.clone();
+            async move {
+                if once {
+                    transport
+                        .once()
+                        .custom::<Value, Value>(evalsha, command)
+                        .await
+                } else {
+                    transport
+                        .pool()
+                        .custom::<Value, Value>(evalsha, command)
+                        .await
+                }
+            }
+        };
+        let reply = match send(command.clone()).await.map_err(TransportError::from) {
             Err(TransportError::NoScript { .. }) => {
                 tracing::debug!(sha = %self.sha, "script not cached on the server, loading it");
                 self.load(transport).await?;
-                let reply: Value = once.custom(evalsha, command).await?;
-                Ok(R::from_value(reply)?)
+                send(command).await?
             }
-            Ok(reply) => Ok(R::from_value(reply)?),
-            Err(e) => Err(e),
-        }
+            other => other?,
+        };
+        Ok(R::from_value(reply)?)
     }
 }
