@@ -58,6 +58,20 @@ impl BlockingConnection {
         self.connection.client().with_options(&self.options)
     }
 
+    /// Ends a blocking command in progress on this connection as if its block time had run out
+    /// (`CLIENT UNBLOCK ... TIMEOUT`, sent on a connection of fred's own): the command returns
+    /// what it has (nothing, for a read). For a prompt stop that loses nothing: whatever the
+    /// read already took is still delivered to its caller.
+    pub async fn unblock(&self) -> Result<()> {
+        use fred::interfaces::ClientInterface;
+        use fred::types::ClientUnblockFlag;
+        self.connection
+            .client()
+            .unblock_self(Some(ClientUnblockFlag::Timeout))
+            .await?;
+        Ok(())
+    }
+
     /// Closes the connection.
     pub async fn close(&self) -> Result<()> {
         self.connection.close().await
