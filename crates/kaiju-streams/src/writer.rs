@@ -108,7 +108,11 @@ impl StreamWriter {
     /// Every entry is encoded before anything is sent, so an encoding error writes nothing. If
     /// some entries were written and others failed, the error is
     /// [`StreamError::PartialWrite`] with the id of each entry that was written, so the caller
-    /// can write only the rest again.
+    /// can write only the rest again. Any other error means no entry is *known* to be written:
+    /// after a [`Timeout`](kaiju_transport::TransportError::Timeout) or a lost
+    /// [`Connection`](kaiju_transport::TransportError::Connection) they may all have been (the
+    /// pipeline is sent once, never resent), so writing them again may duplicate them; give
+    /// entries an idempotency key in their headers when that matters.
     pub async fn write_many<B: Serialize + ?Sized>(
         &self,
         entries: Vec<Outgoing<'_, B>>,

@@ -104,7 +104,7 @@ impl<B, H> Shared<B, H> {
                 continue;
             }
             match self.ack(&ids).await {
-                Ok(()) => self.unmark_in_flight(&ids),
+                Ok(()) => self.in_flight.remove(&ids),
                 Err(e) => {
                     tracing::warn!(stream = %self.stream, error = %e, count = ids.len(), "ack failed; sending it again");
                     self.acks.put_back(ids);

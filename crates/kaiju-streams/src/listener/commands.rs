@@ -20,6 +20,7 @@ static REMOVE_IDLE_CONSUMERS: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/remove_idle_consumers.lua")));
 static RECLAIM: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/reclaim.lua")));
+static TOUCH: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/touch.lua")));
 static CONSUMER_LEASE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/consumer_lease.lua")));
 
@@ -220,7 +221,12 @@ impl<B, H> Shared<B, H> {
 
     /// `XAUTOCLAIM` from `cursor`: entries other consumers left pending for longer than
     /// `min_idle_ms`, with their delivery counts (not JUSTID: they are processed here).
-    pub(crate) async fn autoclaim(&self, min_idle_ms: u64, cursor: StreamId) -> Result<AutoClaim> {
+    pub(crate) async fn autoclaim(
+        &self,
+        min_idle_ms: u64,
+        cursor: StreamId,
+        count: usize,
+    ) -> Result<AutoClaim> {
         // Once: a claim resent after a lost reply would take entries the caller never sees
         // (they would wait as this consumer's pending entries until the next recovery).
         let reply: Value = self
@@ -232,7 +238,7 @@ impl<B, H> Shared<B, H> {
                 self.consumer.as_str(),
                 min_idle_ms,
                 cursor.to_string(),
-                Some(self.settings.max_batch_size as u64),
+                Some(count as u64),
                 false,
             )
             .await
@@ -240,6 +246,16 @@ impl<B, H> Shared<B, H> {
         let mut claimed = reply::xautoclaim(reply)?;
         self.fill_deliveries(&mut claimed.items).await?;
         Ok(claimed)
+    }
+
+    /// Marks entries this consumer still owns as just delivered (XCLAIM JUSTID in a script
+    /// that checks the owner), so other consumers' claim passes leave them alone.
+    pub(crate) async fn touch(&self, ids: &[StreamId]) -> Result<u64> {
+        let mut args = vec![self.group.clone(), self.consumer.clone()];
+        args.extend(ids.iter().map(ToString::to_string));
+        Ok(TOUCH
+            .run(&self.transport, vec![self.stream.as_str()], args)
+            .await?)
     }
 
     /// `XACK` the given ids. Acking twice is harmless, so a failed ack may be sent again.

@@ -24,6 +24,10 @@ use crate::listener::{Counters, Shared};
 /// The longest wait between two attempts to write a dead letter.
 const DEAD_LETTER_MAX_PAUSE: Duration = Duration::from_secs(5);
 
+/// At most this many retries wait in memory per batch of room; failures beyond them stay
+/// pending in Redis for the claim pass (which takes them back after `pending_messages_time_ms`).
+const RETRIES_PER_PLACE: usize = 100;
+
 /// How a delivery failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Failure {
@@ -33,6 +37,9 @@ enum Failure {
     TimedOut,
     /// The handler panicked.
     Panicked,
+    /// Delivered more than `max_deliveries` times without an outcome: a consumer died (or
+    /// stopped) while handling it, again and again. Not run again.
+    Exhausted,
 }
 
 impl Failure {
@@ -41,6 +48,7 @@ impl Failure {
             Self::Error => "failed",
             Self::TimedOut => "timed_out",
             Self::Panicked => "panicked",
+            Self::Exhausted => "exhausted",
         }
     }
 }
@@ -72,6 +80,17 @@ where
     }
 
     async fn verdict(&self, entry: &RawEntry) -> Verdict {
+        if entry.deliveries > self.settings.max_deliveries {
+            // It never came back from its earlier deliveries (a crash loop on this entry, say):
+            // running it again could crash the process again.
+            return Verdict::Failed(
+                Failure::Exhausted,
+                format!(
+                    "delivered {} times without an outcome (its consumer stopped or died while handling it)",
+                    entry.deliveries - 1
+                ),
+            );
+        }
         let Some(payload) = entry.field(PAYLOAD_FIELD.as_bytes()) else {
             return Verdict::Malformed(
                 "malformed entry: no `_` field with the msgpack payload".to_owned(),
@@ -90,9 +109,16 @@ where
         };
         let message = Message::new(entry.id.to_string(), body, headers, entry.deliveries);
         let timeout = self.settings.handler_timeout();
+        let started = Instant::now();
         let handled =
             tokio::time::timeout(timeout, CatchUnwind(Box::pin(self.handler.handle(message))))
                 .await;
+        if handled.is_ok() && started.elapsed() > timeout {
+            // It returned, but late: it blocked its thread, so the timeout could not cancel
+            // it. Its outcome stands (its work is done); it is counted as timed out.
+            Counters::add(&self.counters.timed_out, 1);
+            tracing::warn!(stream = %self.stream, id = %entry.id, elapsed = ?started.elapsed(), "a handler returned after its timeout (it blocked its thread?)");
+        }
         match handled {
             Ok(Ok(Ok(()))) => Verdict::Done,
             Ok(Ok(Err(error))) => match error.disposition() {
@@ -127,17 +153,29 @@ where
                 self.dead_letter_until_written(entry, "rejected", &reason, shutdown)
                     .await;
             }
+            Verdict::Failed(Failure::Exhausted, reason) => {
+                self.dead_letter_until_written(entry, Failure::Exhausted.kind(), &reason, shutdown)
+                    .await;
+            }
             Verdict::Failed(failure, reason) => {
                 Counters::add(&c.failed, 1);
                 match failure {
                     Failure::TimedOut => Counters::add(&c.timed_out, 1),
                     Failure::Panicked => Counters::add(&c.panicked, 1),
-                    Failure::Error => {}
+                    Failure::Error | Failure::Exhausted => {}
                 }
                 if entry.deliveries >= self.settings.max_deliveries {
                     let reason = format!("handler failed {} time(s): {reason}", entry.deliveries);
                     self.dead_letter_until_written(entry, failure.kind(), &reason, shutdown)
                         .await;
+                } else if self.settings.pending_messages_time_ms.is_some()
+                    && self.retries.len() >= self.retry_limit()
+                {
+                    // Too many retries waiting in memory: this one waits in Redis instead, and
+                    // the claim pass takes it back later (its delivery count still rises).
+                    tracing::debug!(stream = %self.stream, id = %entry.id, "retry schedule full; leaving the entry pending for the claim pass");
+                    Counters::add(&c.retried, 1);
+                    self.in_flight.remove(&[entry.id]);
                 } else {
                     tracing::debug!(stream = %self.stream, id = %entry.id, deliveries = entry.deliveries, %reason, "delivery failed; will retry");
                     Counters::add(&c.retried, 1);
@@ -148,6 +186,14 @@ where
                 }
             }
         }
+    }
+
+    /// How many retries may wait in memory.
+    fn retry_limit(&self) -> usize {
+        self.settings
+            .max_batch_size
+            .saturating_mul(self.settings.max_parallel_batches)
+            .saturating_mul(RETRIES_PER_PLACE)
     }
 
     /// Writes the dead letter, then acks the entry. A failed write is retried (with backoff) on
@@ -175,7 +221,7 @@ where
             }
             tokio::select! {
                 () = shutdown.triggered() => {
-                    self.unmark_in_flight(&[entry.id]);
+                    self.in_flight.remove(&[entry.id]);
                     return;
                 }
                 () = tokio::time::sleep(pause) => {}

@@ -10,14 +10,14 @@
 mod acks;
 mod commands;
 mod entry;
+mod in_flight;
 mod reply;
 mod retries;
 mod run;
 
-use std::collections::HashSet;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use kaiju_core::lifecycle::within;
@@ -27,12 +27,12 @@ use serde::de::DeserializeOwned;
 use tokio::task::JoinHandle;
 
 use crate::handler::Handler;
-use crate::id::StreamId;
 use crate::settings::ListenerSettings;
 use crate::{Result, StreamError};
 
 use acks::Acks;
 use commands::{ConsumerLease, Lease};
+use in_flight::InFlight;
 use retries::Retries;
 
 /// How long a consumer-name lease lasts without renewal; renewed every third of it.
@@ -84,6 +84,10 @@ pub struct ListenerStats {
     pub lost: u64,
     /// Idle consumers removed from the group.
     pub consumers_removed: u64,
+    /// Failed entries waiting in memory for their next delivery now (bounded: beyond
+    /// `max_batch_size × max_parallel_batches × 100`, failed entries wait in Redis for the
+    /// claim pass instead).
+    pub retries_waiting: u64,
     /// `XLEN` of the stream.
     pub stream_length: u64,
     /// Entries not yet delivered to this group (`lag` of XINFO GROUPS; `None` if Redis does not
@@ -107,9 +111,13 @@ pub(crate) struct Shared<B, H> {
     pub(crate) settings: ListenerSettings,
     pub(crate) handler: H,
     pub(crate) counters: Counters,
-    /// Entries being handled here, or waiting here for a retry: a claim pass must not start
-    /// them a second time.
-    pub(crate) in_flight: Mutex<HashSet<StreamId>>,
+    /// Entries being handled here, waiting here for a retry, or for their ack: a read or claim
+    /// must not start them a second time.
+    pub(crate) in_flight: InFlight,
+    /// Whether this instance holds its consumer name (it stops reading while it does not).
+    pub(crate) lease_held: AtomicBool,
+    /// Set when the consumer name was lost and regained: its pending entries are read again.
+    pub(crate) regained_name: AtomicBool,
     pub(crate) retries: Retries,
     pub(crate) acks: Acks,
     _body: PhantomData<fn() -> B>,
@@ -213,7 +221,9 @@ where
             settings,
             handler,
             counters: Counters::default(),
-            in_flight: Mutex::default(),
+            in_flight: InFlight::default(),
+            lease_held: AtomicBool::new(true),
+            regained_name: AtomicBool::new(false),
             _body: PhantomData,
         });
         let name = format!("listener {}", shared.stream);
@@ -268,6 +278,7 @@ impl<B, H> Listener<B, H> {
             claimed: get(&c.claimed),
             lost: get(&c.lost),
             consumers_removed: get(&c.consumers_removed),
+            retries_waiting: self.shared.retries.len() as u64,
             stream_length: state.length,
             lag: state.lag,
             pending: state.pending,
@@ -315,11 +326,14 @@ where
     /// Creates the group (if needed), takes the consumer name and opens the blocking
     /// connection, then starts reading.
     async fn start(&mut self) -> std::result::Result<(), ServiceError> {
-        if self.task.is_some() {
+        // A run whose stop was cancelled may still be finishing: it must end first (call
+        // `stop` again), or two runs would share this instance.
+        if self.task.as_ref().is_some_and(|task| !task.is_finished()) {
             return Err(ServiceError::AlreadyStarted {
                 service: self.name.clone(),
             });
         }
+        self.task = None;
         let failed = |e: StreamError| ServiceError::Failed {
             service: self.name.clone(),
             source: Box::new(e),
@@ -347,13 +361,19 @@ where
 
     /// Stops reading, finishes and acks what is in flight, and returns within `deadline`.
     /// Entries not finished by then stay pending and are delivered again.
+    ///
+    /// Cancel-safe: if this future is dropped, the run keeps stopping in the background and
+    /// stays attached to the listener (a later `stop` waits for it; dropping the listener aborts
+    /// it).
     async fn stop(&mut self, deadline: Duration) -> std::result::Result<(), ServiceError> {
-        let Some(mut task) = self.task.take() else {
+        let Some(task) = self.task.as_mut() else {
             return Ok(());
         };
         self.shutdown.trigger();
-        let result = within(&self.name, deadline, &mut task).await;
-        if result.is_err() {
+        let result = within(&self.name, deadline, task).await;
+        if let Some(task) = self.task.take()
+            && result.is_err()
+        {
             task.abort();
             self.shared.lease.release_in_background();
         }

@@ -52,6 +52,18 @@ impl Retries {
         }
     }
 
+    /// How many retries wait.
+    pub(crate) fn len(&self) -> usize {
+        self.0.lock().map(|all| all.len()).unwrap_or(0)
+    }
+
+    /// Forgets every scheduled retry (a new run recovers them from Redis's pending list).
+    pub(crate) fn clear(&self) {
+        if let Ok(mut all) = self.0.lock() {
+            all.clear();
+        }
+    }
+
     /// The earliest due time, if any retry waits.
     pub(crate) fn next_due(&self) -> Option<Instant> {
         self.0.lock().ok()?.iter().map(|r| r.due).min()

@@ -1,18 +1,19 @@
 //! The read loop: what to read next, and the hand-off of each entry to a task of its own.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use kaiju_core::Shutdown;
 use kaiju_transport::{BlockingConnection, TransportError};
 use serde::de::DeserializeOwned;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::StreamError;
 use crate::handler::Handler;
 use crate::id::StreamId;
-use crate::listener::commands::{ConsumerLease, Lease, Reclaimed};
+use crate::listener::commands::{Lease, Reclaimed};
 use crate::listener::reply::Item;
 use crate::listener::retries::Retry;
 use crate::listener::{Counters, LEASE, Shared};
@@ -22,8 +23,9 @@ const ERROR_PAUSE: Duration = Duration::from_millis(200);
 
 /// Where the loop stands between two reads.
 struct Cursor {
-    /// While recovering this consumer's own pending entries (after a start or a re-created
-    /// group): the id after which the next page starts.
+    /// While recovering this consumer's own pending entries (after a start, a re-created
+    /// group, a failed read, or a regained consumer name): the id after which the next page
+    /// starts.
     recovering: Option<StreamId>,
     /// Where the next XAUTOCLAIM scan starts.
     claim_from: StreamId,
@@ -31,7 +33,7 @@ struct Cursor {
     next_housekeeping: Instant,
     next_pause_check: Instant,
     paused: bool,
-    /// Whether the last read of new entries filled a whole batch (then more are likely
+    /// Whether the last read of new entries filled all the room it had (then more are likely
     /// waiting, and the next read does not block).
     last_read_full: bool,
 }
@@ -44,9 +46,17 @@ where
     /// Runs until `shutdown`; then lets the entries in flight finish, sends their acks, and
     /// returns. `Listener::stop` bounds all of it with its deadline; if the future is dropped
     /// instead, every task it started is aborted with it, and unfinished entries stay pending.
-    pub(crate) async fn run(self: Arc<Self>, reader: BlockingConnection, shutdown: Shutdown) {
-        let batch = self.settings.max_batch_size;
-        let limit = batch.saturating_mul(self.settings.max_parallel_batches);
+    pub(crate) async fn run(self: Arc<Self>, mut reader: BlockingConnection, shutdown: Shutdown) {
+        // A new run starts from what Redis says is pending, not from what an earlier (aborted)
+        // run held.
+        self.in_flight.clear();
+        self.retries.clear();
+        self.lease_held.store(true, Ordering::SeqCst);
+
+        let limit = self
+            .settings
+            .max_batch_size
+            .saturating_mul(self.settings.max_parallel_batches);
         let permits = Arc::new(Semaphore::new(limit));
         let mut entries = JoinSet::new();
         // Helpers live in a JoinSet too: dropping this future aborts them with it.
@@ -56,7 +66,10 @@ where
             let (shared, finished) = (self.clone(), finished.clone());
             async move { shared.ack_loop(finished).await }
         });
-        helpers.spawn(keep_lease(self.lease.clone(), finished.clone()));
+        helpers.spawn({
+            let (shared, finished) = (self.clone(), finished.clone());
+            async move { shared.keep_name_and_entries(finished).await }
+        });
 
         let now = Instant::now();
         let mut cursor = Cursor {
@@ -80,11 +93,20 @@ where
                 cursor.next_pause_check =
                     Instant::now() + Duration::from_millis(self.settings.pause_check_interval_ms);
             }
-            if cursor.paused {
+            // Paused by the shared pause key, or this instance lost its consumer name to
+            // another live instance: read nothing until that changes.
+            if cursor.paused || !self.lease_held.load(Ordering::SeqCst) {
                 tokio::select! {
                     () = shutdown.triggered() => break,
-                    () = tokio::time::sleep_until(cursor.next_pause_check.into()) => continue,
+                    () = tokio::time::sleep_until(cursor.next_pause_check.into()) => {}
                 }
+                if self.regained_name.swap(false, Ordering::SeqCst) {
+                    cursor.recovering = Some(StreamId::ZERO);
+                }
+                continue;
+            }
+            if self.regained_name.swap(false, Ordering::SeqCst) {
+                cursor.recovering = Some(StreamId::ZERO);
             }
             if Instant::now() >= cursor.next_housekeeping {
                 cursor.next_housekeeping =
@@ -92,15 +114,26 @@ where
                 self.housekeeping().await;
             }
 
-            // A whole batch worth of room first, so that in-flight entries stay bounded.
-            let mut room = tokio::select! {
-                () = shutdown.triggered() => break,
-                permit = permits.clone().acquire_many_owned(batch as u32) => match permit {
-                    Ok(permit) => permit,
-                    Err(_) => break,
-                },
+            let Some(mut room) = room(&permits, self.settings.max_batch_size, &shutdown).await
+            else {
+                break;
             };
-            let items = match self.next_items(&reader, &mut cursor).await {
+            let read = {
+                let reading = self.next_items(&reader, &mut cursor, room.num_permits());
+                tokio::pin!(reading);
+                tokio::select! {
+                    read = &mut reading => read,
+                    // A stop ends a blocking read early (as if its block time had run out), and
+                    // still takes what it read: nothing is left delivered but unseen.
+                    () = shutdown.triggered() => {
+                        if let Err(e) = reader.unblock().await {
+                            tracing::debug!(error = %e, "could not unblock the read; waiting for it");
+                        }
+                        reading.await
+                    }
+                }
+            };
+            let items = match read {
                 Ok(items) => items,
                 Err(StreamError::Transport(TransportError::NoGroup { .. })) => {
                     tracing::warn!(stream = %self.stream, group = %self.group, "group or stream vanished; re-creating it");
@@ -116,6 +149,26 @@ where
                     // this consumer (they are sent once, never resent): they wait in its
                     // pending list, so read that again first.
                     cursor.recovering = Some(StreamId::ZERO);
+                    if matches!(
+                        e,
+                        StreamError::Transport(
+                            TransportError::Timeout { .. } | TransportError::Connection { .. }
+                        )
+                    ) {
+                        // fred does not watch a connection in a blocking read for silence (it
+                        // may block legitimately), so a half-open one would time out forever:
+                        // open a new one.
+                        match self
+                            .transport
+                            .blocking_connection(self.settings.block())
+                            .await
+                        {
+                            Ok(fresh) => reader = fresh,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "reopening the read connection failed")
+                            }
+                        }
+                    }
                     tokio::select! {
                         () = shutdown.triggered() => break,
                         () = tokio::time::sleep(ERROR_PAUSE) => continue,
@@ -152,17 +205,18 @@ where
     }
 
     /// This consumer's own pending entries first (after a start), page by page; then retries
-    /// that are due; then entries claimed from other consumers; then new entries.
+    /// that are due; then entries claimed from other consumers; then new entries. At most
+    /// `room` entries.
     async fn next_items(
         &self,
         reader: &BlockingConnection,
         cursor: &mut Cursor,
+        room: usize,
     ) -> crate::Result<Vec<Item>> {
-        let batch = self.settings.max_batch_size;
         if let Some(after) = cursor.recovering {
-            let page = self.read(reader, &after.to_string(), batch, None).await?;
+            let page = self.read(reader, &after.to_string(), room, None).await?;
             cursor.recovering = page.last().map(item_id);
-            let mine = self.take_unless_in_flight(page);
+            let mine = self.in_flight.take(page);
             if !mine.is_empty() {
                 return Ok(mine);
             }
@@ -171,7 +225,7 @@ where
             }
         }
 
-        let due = self.retries.due(batch);
+        let due = self.retries.due(room);
         if !due.is_empty() {
             let claimed = self.retry_due(due).await;
             if !claimed.is_empty() {
@@ -182,7 +236,7 @@ where
         if let Some(min_idle) = self.settings.pending_messages_time_ms
             && Instant::now() >= cursor.next_claim
         {
-            let claimed = self.autoclaim(min_idle, cursor.claim_from).await?;
+            let claimed = self.autoclaim(min_idle, cursor.claim_from, room).await?;
             for id in claimed.deleted {
                 self.lost(id, false);
             }
@@ -190,16 +244,16 @@ where
                 cursor.next_claim = Instant::now() + Duration::from_millis((min_idle / 2).max(100));
             }
             cursor.claim_from = claimed.next;
-            let claimed = self.take_unless_in_flight(claimed.items);
+            let claimed = self.in_flight.take(claimed.items);
             if !claimed.is_empty() {
                 Counters::add(&self.counters.claimed, claimed.len() as u64);
                 return Ok(claimed);
             }
         }
 
-        // After a full batch more entries are likely waiting: skip BLOCK, which costs a
-        // blocking-command round trip in the client even when data is there. Otherwise block,
-        // but not past the next due retry.
+        // After a read that filled its room, more entries are likely waiting: skip BLOCK,
+        // which costs a blocking-command round trip in the client even when data is there.
+        // Otherwise block, but not past the next due retry.
         let block = (!cursor.last_read_full).then(|| {
             let wait = Duration::from_millis(self.settings.max_wait_time_ms);
             let until_retry = self
@@ -208,9 +262,9 @@ where
                 .map_or(wait, |due| due.saturating_duration_since(Instant::now()));
             wait.min(until_retry).as_millis().max(1) as u64
         });
-        let new = self.read(reader, ">", batch, block).await?;
-        cursor.last_read_full = new.len() >= batch;
-        Ok(self.take_unless_in_flight(new))
+        let new = self.read(reader, ">", room, block).await?;
+        cursor.last_read_full = new.len() >= room;
+        Ok(self.in_flight.take(new))
     }
 
     /// Claims back the retries that are due. A claim that fails goes back into the schedule;
@@ -224,7 +278,7 @@ where
                 Ok(Reclaimed::Deleted) => self.lost(retry.id, true),
                 Ok(Reclaimed::NotMine) => {
                     tracing::debug!(stream = %self.stream, id = %retry.id, "a retry was taken over by another consumer (or acked); not retrying it here");
-                    self.unmark_in_flight(&[retry.id]);
+                    self.in_flight.remove(&[retry.id]);
                 }
                 Err(e) => {
                     tracing::warn!(stream = %self.stream, id = %retry.id, error = %e, "claiming an entry back for its retry failed; trying again");
@@ -234,21 +288,6 @@ where
         }
         self.retries.postpone(failed, ERROR_PAUSE);
         claimed
-    }
-
-    /// Marks entries in flight and keeps them, except those already in flight here (an entry
-    /// handled or awaiting a retry here is never started twice).
-    fn take_unless_in_flight(&self, items: Vec<Item>) -> Vec<Item> {
-        let Ok(mut in_flight) = self.in_flight.lock() else {
-            return items;
-        };
-        items
-            .into_iter()
-            .filter(|item| match item {
-                Item::Entry(entry) => in_flight.insert(entry.id),
-                Item::Deleted(_) => true,
-            })
-            .collect()
     }
 
     /// Trimming and the removal of idle consumers, every `trim_interval_ms`.
@@ -276,14 +315,33 @@ where
     }
 }
 
+/// Room for the next read: at least one free place (waiting for it), and as many more as are
+/// free right now, up to a batch. `None` once `shutdown` fires.
+async fn room(
+    permits: &Arc<Semaphore>,
+    batch: usize,
+    shutdown: &Shutdown,
+) -> Option<OwnedSemaphorePermit> {
+    let mut room = tokio::select! {
+        () = shutdown.triggered() => return None,
+        permit = permits.clone().acquire_owned() => permit.ok()?,
+    };
+    while room.num_permits() < batch {
+        match permits.clone().try_acquire_owned() {
+            Ok(more) => room.merge(more),
+            Err(_) => break,
+        }
+    }
+    Some(room)
+}
+
 impl<B, H> Shared<B, H> {
     /// A pending entry whose content was deleted from the stream before it was handled. It is
     /// acked (Redis 7 has already dropped the ids XAUTOCLAIM reports, so `ack == false` there).
     pub(crate) fn lost(&self, id: StreamId, ack: bool) {
-        // Counted once: until its ack is sent, the id stays "in flight", and a claim pass that
-        // reports it deleted again (it is still in the pending list) is not counted twice.
-        let first = self.in_flight.lock().is_ok_and(|mut f| f.insert(id) || ack);
-        if !first {
+        // Counted once: until its ack is sent, the id stays held, and a claim pass that reports
+        // it deleted again (it is still in the pending list) is not counted twice.
+        if !self.in_flight.insert(id) && !ack {
             return;
         }
         tracing::warn!(stream = %self.stream, %id, "a pending entry was deleted from the stream before it was handled (XDEL or trimming); it is lost");
@@ -291,14 +349,50 @@ impl<B, H> Shared<B, H> {
         if ack {
             self.acks.push(id);
         } else {
-            self.unmark_in_flight(&[id]);
+            self.in_flight.remove(&[id]);
         }
     }
 
-    pub(crate) fn unmark_in_flight(&self, ids: &[StreamId]) {
-        if let Ok(mut in_flight) = self.in_flight.lock() {
-            for id in ids {
-                in_flight.remove(id);
+    /// Keeps the consumer name (renewing its lease every third of it) and, with claiming on,
+    /// touches the entries held longer than a quarter of the claim time, until `finished`. A
+    /// name lost to another live instance stops the reading until it is regained.
+    async fn keep_name_and_entries(&self, finished: Shutdown) {
+        let touch_after = self
+            .settings
+            .pending_messages_time_ms
+            .map(|ms| Duration::from_millis(ms / 4).max(Duration::from_millis(50)));
+        let every = touch_after.map_or(LEASE / 3, |t| t.min(LEASE / 3));
+        let mut next_lease = Instant::now() + LEASE / 3;
+        loop {
+            tokio::select! {
+                () = finished.triggered() => return,
+                () = tokio::time::sleep(every) => {}
+            }
+            if let Some(age) = touch_after {
+                let held = self.in_flight.older_than(age);
+                if !held.is_empty()
+                    && let Err(e) = self.touch(&held).await
+                {
+                    tracing::warn!(stream = %self.stream, error = %e, "could not mark held entries as in progress; another consumer may claim them");
+                }
+            }
+            if Instant::now() < next_lease {
+                continue;
+            }
+            next_lease = Instant::now() + LEASE / 3;
+            match self.lease.run(LEASE, false).await {
+                Ok(Lease::Held) => {
+                    if !self.lease_held.swap(true, Ordering::SeqCst) {
+                        tracing::warn!(consumer = %self.consumer, "consumer name regained; reading again");
+                        self.regained_name.store(true, Ordering::SeqCst);
+                    }
+                }
+                Ok(Lease::Taken(_)) => {
+                    if self.lease_held.swap(false, Ordering::SeqCst) {
+                        tracing::error!(consumer = %self.consumer, "another listener instance took this consumer name (this one was cut off for longer than the lease): reading stops until the name is free again");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "renewing the consumer-name lease failed"),
             }
         }
     }
@@ -308,23 +402,5 @@ fn item_id(item: &Item) -> StreamId {
     match item {
         Item::Entry(entry) => entry.id,
         Item::Deleted(id) => *id,
-    }
-}
-
-/// Renews the consumer-name lease until `finished`.
-async fn keep_lease(lease: Arc<ConsumerLease>, finished: Shutdown) {
-    loop {
-        tokio::select! {
-            () = finished.triggered() => return,
-            () = tokio::time::sleep(LEASE / 3) => {}
-        }
-        match lease.run(LEASE, false).await {
-            Ok(Lease::Held) => {}
-            Ok(Lease::Taken(_)) => tracing::error!(
-                consumer = %lease.consumer(),
-                "another listener instance holds this consumer name: two processes are reading as the same consumer"
-            ),
-            Err(e) => tracing::warn!(error = %e, "renewing the consumer-name lease failed"),
-        }
     }
 }
