@@ -15,6 +15,7 @@ use kaiju_core::{Namespace, RedisSettings, Service, ServiceError};
 use kaiju_streams::{
     HandlerError, Headers, Listener, ListenerSettings, Message, Outgoing, StreamError, StreamWriter,
 };
+use kaiju_tests::proxy::Proxy;
 use kaiju_tests::{Target, eventually, on_both};
 use kaiju_transport::Transport;
 use kaiju_transport::fred::prelude::*;
@@ -1020,4 +1021,447 @@ async fn trimming_reads_the_groups_and_trims_in_one_script() {
     {
         assert!(line.contains(" lua]"), "sent outside a script: {line}");
     }
+}
+
+// --- Found by the adversarial review of the hardened listener ---
+
+on_both!(
+    an_entry_that_keeps_killing_its_consumer_is_dead_lettered,
+    start_after_a_timed_out_stop_redelivers_what_was_unfinished,
+    a_slow_entry_does_not_hold_up_the_others,
+    an_unwritable_dead_letter_does_not_hold_up_the_others,
+    a_handler_that_blocks_past_its_timeout_is_counted_timed_out,
+    a_cancelled_stop_keeps_the_run_attached,
+    an_idle_listener_stops_at_once,
+    failed_entries_waiting_in_memory_are_bounded,
+);
+
+async fn an_entry_that_keeps_killing_its_consumer_is_dead_lettered(
+    t: &Transport,
+    ns: &Namespace,
+    _: Target,
+) {
+    let app = app(ns);
+    let stream = app.namespace().unwrap().stream("rpc").unwrap();
+    let ids = write(t, &stream, 1, "poison").await;
+    let deliveries: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let settings = ListenerSettings {
+        consumer_id: Some("crashing".into()),
+        max_deliveries: 3,
+        ..quick()
+    };
+    // Each run hangs on the entry and is then dropped: a process that dies on it, restarted.
+    for _ in 0..5 {
+        let log = deliveries.clone();
+        let mut listener = Listener::new(
+            t.clone(),
+            &app,
+            settings.clone(),
+            move |m: Message<Body>| {
+                log.lock().unwrap().push(m.deliveries);
+                async {
+                    std::future::pending::<()>().await;
+                    Ok::<_, HandlerError>(())
+                }
+            },
+        )
+        .unwrap();
+        listener.start().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        drop(listener);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let letters = dead_letters(
+        t,
+        &app.namespace()
+            .unwrap()
+            .dead_letter_stream("rpc")
+            .unwrap()
+            .into_string(),
+    )
+    .await;
+    assert_eq!(
+        *deliveries.lock().unwrap(),
+        [1, 2, 3],
+        "run after max_deliveries"
+    );
+    assert_eq!(letters.len(), 1);
+    assert_eq!(field(&letters[0], "id"), Some(ids[0].as_str()));
+    assert_eq!(field(&letters[0], "kind"), Some("exhausted"));
+    assert_eq!(pending_of(t, stream.as_str(), &app.name).await, 0);
+    let dead = app.namespace().unwrap().dead_letter_stream("rpc").unwrap();
+    cleanup(t, &[stream.as_str(), dead.as_str()]).await;
+}
+
+async fn start_after_a_timed_out_stop_redelivers_what_was_unfinished(
+    t: &Transport,
+    ns: &Namespace,
+    _: Target,
+) {
+    let app = app(ns);
+    let stream = app.namespace().unwrap().stream("rpc").unwrap();
+    write(t, &stream, 3, "slow").await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let mut listener = Listener::new(t.clone(), &app, quick(), move |m: Message<Body>| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async move {
+            if m.deliveries == 1 {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            }
+            Ok::<_, HandlerError>(())
+        }
+    })
+    .unwrap();
+    listener.start().await.unwrap();
+    eventually("the first deliveries", Duration::from_secs(5), || async {
+        calls.load(Ordering::SeqCst) == 3
+    })
+    .await;
+    let stopped = listener.stop(Duration::from_millis(200)).await;
+    assert!(matches!(stopped, Err(ServiceError::StopTimeout { .. })));
+    listener.start().await.unwrap();
+    eventually(
+        "the unfinished entries, again",
+        Duration::from_secs(10),
+        || async { pending_of(t, stream.as_str(), &app.name).await == 0 },
+    )
+    .await;
+    assert_eq!(calls.load(Ordering::SeqCst), 6);
+    listener.stop(Duration::from_secs(5)).await.unwrap();
+    cleanup(t, &[stream.as_str()]).await;
+}
+
+async fn a_slow_entry_does_not_hold_up_the_others(t: &Transport, ns: &Namespace, _: Target) {
+    let app = app(ns);
+    let stream = app.namespace().unwrap().stream("rpc").unwrap();
+    let writer = StreamWriter::new(t.clone());
+    writer
+        .write(&stream, &("slow".to_owned(), None::<i64>), Headers::new())
+        .await
+        .unwrap();
+    let seen: Seen = Arc::default();
+    let log = seen.clone();
+    let mut listener = Listener::new(t.clone(), &app, quick(), move |m: Message<Body>| {
+        let log = log.clone();
+        async move {
+            if m.body.0 == "slow" {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+            log.lock().unwrap().push(m.id);
+            Ok::<_, HandlerError>(())
+        }
+    })
+    .unwrap();
+    listener.start().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    write(t, &stream, 100, "quick").await;
+    // With one place held by the slow entry, the other nine keep reading.
+    eventually("the quick entries", Duration::from_secs(3), || async {
+        distinct(&seen) >= 100
+    })
+    .await;
+    listener.stop(Duration::from_secs(10)).await.unwrap();
+    cleanup(t, &[stream.as_str()]).await;
+}
+
+async fn an_unwritable_dead_letter_does_not_hold_up_the_others(
+    t: &Transport,
+    ns: &Namespace,
+    _: Target,
+) {
+    let app = app(ns);
+    let stream = app.namespace().unwrap().stream("rpc").unwrap();
+    let dead = app.namespace().unwrap().dead_letter_stream("rpc").unwrap();
+    let _: () = t
+        .pool()
+        .set(dead.as_str(), "in the way", None, None, false)
+        .await
+        .unwrap();
+    xadd_raw(t, stream.as_str(), "*", vec![(b"no-payload", b"x")]).await;
+    let seen: Seen = Arc::default();
+    let mut listener = Listener::new(t.clone(), &app, quick(), recorder(&seen)).unwrap();
+    listener.start().await.unwrap();
+    write(t, &stream, 100, "good").await;
+    eventually("the good entries", Duration::from_secs(3), || async {
+        distinct(&seen) >= 100
+    })
+    .await;
+    let _: i64 = t.pool().del(dead.as_str()).await.unwrap();
+    eventually("the dead letter", Duration::from_secs(10), || async {
+        pending_of(t, stream.as_str(), &app.name).await == 0
+    })
+    .await;
+    listener.stop(Duration::from_secs(5)).await.unwrap();
+    cleanup(t, &[stream.as_str(), dead.as_str()]).await;
+}
+
+async fn a_handler_that_blocks_past_its_timeout_is_counted_timed_out(
+    t: &Transport,
+    ns: &Namespace,
+    _: Target,
+) {
+    let app = app(ns);
+    let stream = app.namespace().unwrap().stream("rpc").unwrap();
+    write(t, &stream, 1, "blocking").await;
+    let settings = ListenerSettings {
+        handler_timeout_ms: 200,
+        ..quick()
+    };
+    let mut listener = Listener::new(t.clone(), &app, settings, |_m: Message<Body>| async {
+        std::thread::sleep(Duration::from_millis(600));
+        Ok::<_, HandlerError>(())
+    })
+    .unwrap();
+    listener.start().await.unwrap();
+    eventually("the late handler", Duration::from_secs(5), || async {
+        listener.stats().await.unwrap().processed == 1
+    })
+    .await;
+    let stats = listener.stats().await.unwrap();
+    listener.stop(Duration::from_secs(5)).await.unwrap();
+    // Its work is done (it returned Ok), so it is acked; but it overran, and says so.
+    assert_eq!((stats.processed, stats.timed_out), (1, 1), "{stats:?}");
+    cleanup(t, &[stream.as_str()]).await;
+}
+
+async fn a_cancelled_stop_keeps_the_run_attached(t: &Transport, ns: &Namespace, _: Target) {
+    let app = app(ns);
+    let stream = app.namespace().unwrap().stream("rpc").unwrap();
+    write(t, &stream, 1, "slow").await;
+    let settings = ListenerSettings {
+        consumer_id: Some("one".into()),
+        ..quick()
+    };
+    let started: Seen = Arc::default();
+    let log = started.clone();
+    let mut listener = Listener::new(
+        t.clone(),
+        &app,
+        settings.clone(),
+        move |m: Message<Body>| {
+            log.lock().unwrap().push(m.id);
+            async {
+                tokio::time::sleep(Duration::from_secs(6)).await;
+                Ok::<_, HandlerError>(())
+            }
+        },
+    )
+    .unwrap();
+    listener.start().await.unwrap();
+    eventually("the slow entry", Duration::from_secs(5), || async {
+        distinct(&started) == 1
+    })
+    .await;
+    // The caller gives up on the stop after 100 ms.
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(100),
+        listener.stop(Duration::from_secs(10)),
+    )
+    .await;
+    assert!(gave_up.is_err());
+    // The run is still stopping: it may not be started twice, and the name is still taken.
+    assert!(matches!(
+        listener.start().await,
+        Err(ServiceError::AlreadyStarted { .. })
+    ));
+    let mut twin = Listener::new(t.clone(), &app, settings, recorder(&Seen::default())).unwrap();
+    assert!(
+        twin.start().await.is_err(),
+        "a twin started while the run was stopping"
+    );
+    listener.stop(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(pending_of(t, stream.as_str(), &app.name).await, 0);
+    cleanup(t, &[stream.as_str()]).await;
+}
+
+async fn an_idle_listener_stops_at_once(t: &Transport, ns: &Namespace, _: Target) {
+    let app = app(ns);
+    let settings = ListenerSettings {
+        max_wait_time_ms: 10_000,
+        ..quick()
+    };
+    let mut listener =
+        Listener::new(t.clone(), &app, settings, recorder(&Seen::default())).unwrap();
+    listener.start().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let began = Instant::now();
+    listener.stop(Duration::from_secs(2)).await.unwrap();
+    assert!(
+        began.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        began.elapsed()
+    );
+    let stream = app.namespace().unwrap().stream("rpc").unwrap();
+    cleanup(t, &[stream.as_str()]).await;
+}
+
+async fn failed_entries_waiting_in_memory_are_bounded(t: &Transport, ns: &Namespace, _: Target) {
+    let app = app(ns);
+    let stream = app.namespace().unwrap().stream("rpc").unwrap();
+    write(t, &stream, 1500, "failing").await;
+    let settings = ListenerSettings {
+        max_batch_size: 2,
+        retry_backoff_ms: 60_000,
+        handler_timeout_ms: 1000,
+        pending_messages_time_ms: Some(600_000),
+        ..quick()
+    };
+    let mut listener = Listener::new(t.clone(), &app, settings, |_m: Message<Body>| {
+        std::future::ready(Err::<(), HandlerError>("down".into()))
+    })
+    .unwrap();
+    listener.start().await.unwrap();
+    eventually("every first delivery", Duration::from_secs(20), || async {
+        listener.stats().await.unwrap().failed >= 1500
+    })
+    .await;
+    let stats = listener.stats().await.unwrap();
+    listener.stop(Duration::from_secs(5)).await.unwrap();
+    // 2 places x 100: the rest waits in Redis, still pending, for the claim pass.
+    assert_eq!(stats.retries_waiting, 200, "{stats:?}");
+    assert_eq!(stats.pending, 1500, "{stats:?}");
+    cleanup(t, &[stream.as_str()]).await;
+}
+
+/// A read connection that goes half-open (nothing arrives, nothing closes) is replaced; the
+/// listener reads again and nothing is left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_open_read_connection_is_replaced() {
+    let Some(port) = single_port() else { return };
+    let proxy = Proxy::start(port).await.unwrap();
+    let through = Transport::connect(&RedisSettings {
+        command_timeout_ms: 1000,
+        ..RedisSettings::from_url(proxy.url())
+    })
+    .await
+    .unwrap();
+    let direct = kaiju_tests::connect(Target::Single).await.unwrap();
+    let app = app(&kaiju_tests::namespace());
+    let stream = app.namespace().unwrap().stream("rpc").unwrap();
+    let seen: Seen = Arc::default();
+    let mut listener = Listener::new(through, &app, quick(), recorder(&seen)).unwrap();
+    listener.start().await.unwrap();
+    let first = write(&direct, &stream, 10, "before").await;
+    eventually("the first entries", Duration::from_secs(5), || async {
+        distinct(&seen) >= first.len()
+    })
+    .await;
+    proxy.cut_existing();
+    let second = write(&direct, &stream, 10, "after").await;
+    eventually(
+        "the entries after the cut",
+        Duration::from_secs(20),
+        || async { distinct(&seen) >= first.len() + second.len() },
+    )
+    .await;
+    eventually("nothing pending", Duration::from_secs(10), || async {
+        pending_of(&direct, stream.as_str(), &app.name).await == 0
+    })
+    .await;
+    drop(listener);
+    cleanup(&direct, &[stream.as_str()]).await;
+}
+
+/// The port of the shared single node.
+fn single_port() -> Option<u16> {
+    let settings = kaiju_tests::settings(Target::Single)?;
+    let url = settings.url?;
+    url.expose()
+        .rsplit(':')
+        .next()?
+        .trim_end_matches('/')
+        .parse()
+        .ok()
+}
+
+/// An entry a listener is still working on is marked as in progress (its idle time in Redis
+/// reset) every quarter of the claim time, so other consumers' claim passes leave it alone
+/// however long it takes within its timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_in_progress_never_look_abandoned() {
+    let Some(t) = kaiju_tests::connect(Target::Single).await else {
+        return;
+    };
+    let app = app(&kaiju_tests::namespace());
+    let stream = app.namespace().unwrap().stream("rpc").unwrap();
+    write(&t, &stream, 1, "slow").await;
+    let settings = ListenerSettings {
+        handler_timeout_ms: 5500,
+        pending_messages_time_ms: Some(6000),
+        ..quick()
+    };
+    let mut listener = Listener::new(t.clone(), &app, settings, |_m: Message<Body>| async {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        Ok::<_, HandlerError>(())
+    })
+    .unwrap();
+    listener.start().await.unwrap();
+    let mut most_idle = 0;
+    let began = Instant::now();
+    while began.elapsed() < Duration::from_millis(4800) {
+        let pending: Vec<(String, String, u64, u64)> = t
+            .pool()
+            .xpending(stream.as_str(), app.name.as_str(), ("-", "+", 10))
+            .await
+            .unwrap();
+        if let Some((_, _, idle, deliveries)) = pending.first() {
+            most_idle = most_idle.max(*idle);
+            assert_eq!(*deliveries, 1, "touching must not count as a delivery");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    listener.stop(Duration::from_secs(5)).await.unwrap();
+    // Checked every 1.5 s (a quarter of the claim time), so touched by the time it has been
+    // held about half the claim time: never near the 6 s claim time (untouched, this 5 s
+    // handler's entry would reach 4.8 s).
+    assert!(most_idle < 3600, "idle reached {most_idle} ms");
+    cleanup(&t, &[stream.as_str()]).await;
+}
+
+/// A listener cut off from Redis for longer than its consumer-name lease, whose name another
+/// instance took meanwhile, stops reading when it is back, instead of running that instance's
+/// entries too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_whose_name_was_taken_over_stops_reading() {
+    let Some(port) = single_port() else { return };
+    let proxy = Proxy::start(port).await.unwrap();
+    let through = Transport::connect(&RedisSettings {
+        command_timeout_ms: 1000,
+        ..RedisSettings::from_url(proxy.url())
+    })
+    .await
+    .unwrap();
+    let direct = kaiju_tests::connect(Target::Single).await.unwrap();
+    let app = app(&kaiju_tests::namespace());
+    let stream = app.namespace().unwrap().stream("rpc").unwrap();
+    let settings = ListenerSettings {
+        consumer_id: Some("pod-0".into()),
+        ..quick()
+    };
+    let (first, second): (Seen, Seen) = (Seen::default(), Seen::default());
+    let mut cut_off = Listener::new(through, &app, settings.clone(), recorder(&first)).unwrap();
+    cut_off.start().await.unwrap();
+    proxy.black_hole(true);
+    // The replacement waits out the lease it cannot see renewed, then takes the name.
+    let mut replacement = Listener::new(direct.clone(), &app, settings, recorder(&second)).unwrap();
+    replacement.start().await.unwrap();
+    // The network comes back (old connections stay dead; new ones work).
+    proxy.cut_existing();
+    proxy.black_hole(false);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let ids = write(&direct, &stream, 20, "after").await;
+    eventually("the entries", Duration::from_secs(10), || async {
+        distinct(&second) >= ids.len()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        distinct(&first),
+        0,
+        "the cut-off listener read entries of the name it lost"
+    );
+    drop(cut_off);
+    replacement.stop(Duration::from_secs(5)).await.unwrap();
+    cleanup(&direct, &[stream.as_str()]).await;
 }

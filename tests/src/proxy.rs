@@ -18,6 +18,10 @@ struct Faults {
     black_hole: AtomicBool,
     /// Replies dropped so far.
     dropped: AtomicUsize,
+    /// Connections accepted so far (each gets the next number).
+    accepted: AtomicUsize,
+    /// Connections numbered below this forward nothing, forever (half-open).
+    dead_below: AtomicUsize,
 }
 
 /// A proxy to a Redis server on loopback; dropped, it closes its listener and connections.
@@ -47,7 +51,8 @@ impl Proxy {
                 let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)).await else {
                     continue;
                 };
-                tokio::spawn(relay(client, server, shared.clone(), stopped));
+                let number = shared.accepted.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(relay(client, server, shared.clone(), stopped, number));
             }
         });
         Ok(Self {
@@ -82,6 +87,13 @@ impl Proxy {
     pub fn black_hole(&self, on: bool) {
         self.faults.black_hole.store(on, Ordering::SeqCst);
     }
+
+    /// Every connection open now goes half-open for good: nothing is forwarded on it, nothing
+    /// is closed. New connections work normally.
+    pub fn cut_existing(&self) {
+        let accepted = self.faults.accepted.load(Ordering::SeqCst);
+        self.faults.dead_below.store(accepted, Ordering::SeqCst);
+    }
 }
 
 async fn relay(
@@ -89,7 +101,12 @@ async fn relay(
     mut server: TcpStream,
     faults: Arc<Faults>,
     mut stopped: watch::Receiver<bool>,
+    number: usize,
 ) {
+    let dead = |faults: &Faults| {
+        faults.black_hole.load(Ordering::SeqCst)
+            || number < faults.dead_below.load(Ordering::SeqCst)
+    };
     let mut from_client = vec![0_u8; 64 * 1024];
     let mut from_server = vec![0_u8; 64 * 1024];
     loop {
@@ -97,13 +114,13 @@ async fn relay(
             read = client.read(&mut from_client) => {
                 let Ok(n) = read else { return };
                 if n == 0 { return; }
-                if faults.black_hole.load(Ordering::SeqCst) { continue; }
+                if dead(&faults) { continue; }
                 if server.write_all(&from_client[..n]).await.is_err() { return; }
             }
             read = server.read(&mut from_server) => {
                 let Ok(n) = read else { return };
                 if n == 0 { return; }
-                if faults.black_hole.load(Ordering::SeqCst) { continue; }
+                if dead(&faults) { continue; }
                 let drop_it = faults
                     .drop_replies
                     .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
