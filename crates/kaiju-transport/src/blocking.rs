@@ -35,7 +35,7 @@ const MARGIN: Duration = Duration::from_secs(2);
 
 impl BlockingConnection {
     pub(crate) async fn open(shared: &Client, block: Duration, timeout: Duration) -> Result<Self> {
-        let connection = Connection::open(shared).await?;
+        let connection = Connection::open(shared, false).await?;
         let options = Options {
             timeout: Some(block + MARGIN.max(timeout)),
             max_attempts: Some(1),

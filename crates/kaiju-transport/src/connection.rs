@@ -37,13 +37,20 @@ impl Drop for Inner {
 }
 
 impl Connection {
-    /// Opens a new connection with the settings of `shared`.
-    pub(crate) async fn open(shared: &Client) -> Result<Self> {
+    /// Opens a new connection with the settings of `shared`. A `watched` one is PINGed every
+    /// command timeout and reconnected when it stops answering (see the watchdog); a connection
+    /// for blocking reads must not be (a PING would wait behind the read).
+    pub(crate) async fn open(shared: &Client, watched: bool) -> Result<Self> {
         let client = shared.clone_new();
         let _connection_task = client.init().await?;
-        Ok(Self {
-            inner: Arc::new(Inner { client }),
-        })
+        let inner = Arc::new(Inner { client });
+        let every = shared.perf_config().default_command_timeout;
+        if watched && !every.is_zero() {
+            crate::watchdog::spawn(Arc::downgrade(&inner), every, |inner: &Inner| {
+                vec![inner.client.clone()]
+            });
+        }
+        Ok(Self { inner })
     }
 
     /// The fred client of this connection.

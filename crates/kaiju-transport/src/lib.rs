@@ -8,6 +8,7 @@ mod connection;
 mod error;
 mod script;
 mod transport;
+mod watchdog;
 
 pub use blocking::BlockingConnection;
 pub use builder::Deployment;

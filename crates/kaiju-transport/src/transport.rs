@@ -78,15 +78,19 @@ impl Transport {
             version = %capabilities.server_version,
             "connected to redis"
         );
-        Ok(Self {
-            inner: Arc::new(Inner {
-                once: pool.with_options(&once()),
-                pool,
-                deployment,
-                capabilities,
-                settings: settings.clone(),
-            }),
-        })
+        let inner = Arc::new(Inner {
+            once: pool.with_options(&once()),
+            pool,
+            deployment,
+            capabilities,
+            settings: settings.clone(),
+        });
+        crate::watchdog::spawn(
+            Arc::downgrade(&inner),
+            settings.command_timeout(),
+            |inner: &Inner| inner.pool.clients().to_vec(),
+        );
+        Ok(Self { inner })
     }
 
     /// The shared fred pool, for commands that are safe to run twice: concurrent commands are
@@ -127,7 +131,7 @@ impl Transport {
     /// Opens a connection of its own (for a subscriber or a tracking connection), closed when
     /// its last handle is dropped.
     pub async fn dedicated_connection(&self) -> Result<Connection> {
-        Connection::open(self.client()).await
+        Connection::open(self.client(), true).await
     }
 
     /// Single node, cluster or sentinel.
