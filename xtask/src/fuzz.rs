@@ -26,9 +26,5 @@ pub(crate) fn run(args: &[String]) -> Result<ExitCode, String> {
         .env("KAIJU_FUZZ_CASES", cases.to_string())
         .status()
         .map_err(|e| format!("cannot run cargo: {e}"))?;
-    Ok(if status.success() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(crate::exit_code(status))
 }

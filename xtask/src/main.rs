@@ -65,6 +65,15 @@ fn main() -> ExitCode {
     }
 }
 
+/// The exit code that mirrors a finished child process.
+fn exit_code(status: std::process::ExitStatus) -> ExitCode {
+    if status.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
 /// The cargo that runs us (rust-analyzer's convention: never a bare `cargo`).
 fn cargo() -> String {
     std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())

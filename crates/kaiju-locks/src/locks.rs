@@ -156,8 +156,23 @@ impl Locks {
             .unwrap_or_else(|| self.inner.owner.clone())
     }
 
-    /// Hands a lock to the caller, or releases it at once if the caller is gone.
-    fn deliver(&self, reply: Reply, guard: LockGuard) {
+    /// Hands the locks a script took to the caller in a guard, or releases them at once if the
+    /// caller is gone.
+    fn deliver(
+        &self,
+        reply: Reply,
+        keys: Vec<LockKeys>,
+        owner: String,
+        tokens: Vec<u64>,
+        options: &AcquireOptions,
+        sent_at: Instant,
+    ) {
+        let lease = Lease {
+            duration: options.lease,
+            renew: options.renew,
+            sent_at,
+        };
+        let guard = LockGuard::new(&self.inner.transport, keys, owner, tokens, lease);
         if let Err(Ok(unwanted)) = reply.send(Ok(guard)) {
             tracing::debug!(key = %unwanted.key(), "the caller stopped waiting; releasing the lock it would have got");
             drop(unwanted); // the guard releases in the background
@@ -181,14 +196,7 @@ impl Locks {
             .await;
         match outcome {
             Ok(Some((token, sent_at))) => {
-                let lease = Lease {
-                    duration: options.lease,
-                    renew: options.renew,
-                    sent_at,
-                };
-                let guard =
-                    LockGuard::new(&self.inner.transport, vec![keys], owner, vec![token], lease);
-                self.deliver(reply, guard);
+                self.deliver(reply, vec![keys], owner, vec![token], &options, sent_at);
             }
             Ok(None) => self.leave_queue(&keys, &ticket).await,
             Err(e) => {
@@ -263,13 +271,7 @@ impl Locks {
             .await;
         match outcome {
             Ok(Some((tokens, sent_at))) => {
-                let lease = Lease {
-                    duration: options.lease,
-                    renew: options.renew,
-                    sent_at,
-                };
-                let guard = LockGuard::new(&self.inner.transport, all, owner, tokens, lease);
-                self.deliver(reply, guard);
+                self.deliver(reply, all, owner, tokens, &options, sent_at);
             }
             Ok(None) => {}
             Err(e) => {
