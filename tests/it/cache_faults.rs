@@ -7,10 +7,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use kaiju_cache::{Cache, CacheError, FillOptions, NearCache, NearCacheOptions};
-use kaiju_core::{Namespace, RedisSettings, Value, side_key};
-use kaiju_testkit::{RedisServer, ServerOptions};
+use kaiju_core::{Namespace, Value, side_key};
 use kaiju_tests::proxy::Proxy;
-use kaiju_tests::{Target, can_spawn_servers, eventually, on_both};
+use kaiju_tests::{Target, eventually, on_both};
 use kaiju_transport::Transport;
 use kaiju_transport::fred::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -128,21 +127,7 @@ async fn a_cancelled_filler_releases_the_fill_lock(t: &Transport, ns: &Namespace
     .await;
     assert!(cancelled.is_err());
     // Another process is not held up for the lock's 30 s.
-    let other = Cache::new(t.clone());
-    let started = Instant::now();
-    let value: String = other
-        .get_or_set_with(&key, Duration::from_secs(30), || async {
-            Ok::<_, std::io::Error>("fresh".to_owned())
-        })
-        .await
-        .unwrap();
-    assert_eq!(value, "fresh");
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "{:?}",
-        started.elapsed()
-    );
-    other.delete(&[&key]).await.unwrap();
+    another_process_fills_at_once(t, &key).await;
 }
 
 async fn a_panicking_filler_releases_the_fill_lock(t: &Transport, ns: &Namespace, _: Target) {
@@ -162,10 +147,15 @@ async fn a_panicking_filler_releases_the_fill_lock(t: &Transport, ns: &Namespace
     })
     .await;
     assert!(panicked.unwrap_err().is_panic());
+    another_process_fills_at_once(t, &key).await;
+}
+
+/// Another process (another `Cache`) fills `key` without waiting for a fill lock's TTL.
+async fn another_process_fills_at_once(t: &Transport, key: &kaiju_core::Key) {
     let other = Cache::new(t.clone());
     let started = Instant::now();
     let value: String = other
-        .get_or_set_with(&key, Duration::from_secs(30), || async {
+        .get_or_set_with(key, Duration::from_secs(30), || async {
             Ok::<_, std::io::Error>("fresh".to_owned())
         })
         .await
@@ -176,7 +166,7 @@ async fn a_panicking_filler_releases_the_fill_lock(t: &Transport, ns: &Namespace
         "{:?}",
         started.elapsed()
     );
-    other.delete(&[&key]).await.unwrap();
+    other.delete(&[key]).await.unwrap();
 }
 
 async fn a_pop_that_cannot_decode_hands_back_what_it_removed(
@@ -349,30 +339,15 @@ async fn the_near_cache_holds_no_state_per_key_it_forgot(t: &Transport, ns: &Nam
     assert!(state <= 10 * 5, "{state} records for a capacity of 10");
 }
 
-/// The port of the shared single node.
-fn single_port() -> Option<u16> {
-    let settings = kaiju_tests::settings(Target::Single)?;
-    let url = settings.url?;
-    url.expose()
-        .rsplit(':')
-        .next()?
-        .trim_end_matches('/')
-        .parse()
-        .ok()
-}
-
 /// After the tracking connection is cut, no read answered on a connection Redis was not
 /// tracking is kept: a later write by another client is always seen.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_near_cache_never_keeps_an_untracked_read_across_a_reconnect() {
-    let Some(port) = single_port() else { return };
+    let Some(port) = kaiju_tests::single_port() else {
+        return;
+    };
     let proxy = Proxy::start(port).await.unwrap();
-    let through = Transport::connect(&RedisSettings {
-        pool_size: 1,
-        ..RedisSettings::from_url(proxy.url())
-    })
-    .await
-    .unwrap();
+    let through = Transport::connect(&proxy.settings()).await.unwrap();
     let near = NearCache::new(Cache::new(through), NearCacheOptions::default())
         .await
         .unwrap();
@@ -398,24 +373,10 @@ async fn a_near_cache_never_keeps_an_untracked_read_across_a_reconnect() {
 /// own).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_near_cache_closes_its_connection() {
-    if !can_spawn_servers() {
+    let Some((_server, t)) = kaiju_tests::own_server().await else {
         return;
-    }
-    let server = tokio::task::spawn_blocking(|| RedisServer::start(ServerOptions::default()))
-        .await
-        .unwrap()
-        .unwrap();
-    let t = Transport::connect(&RedisSettings::from_url(server.url()))
-        .await
-        .unwrap();
-    let clients = || async {
-        let list: String = t
-            .pool()
-            .client_list::<String, String>(None, None)
-            .await
-            .unwrap();
-        list.lines().count()
     };
+    let clients = || kaiju_tests::client_count(&t);
     let baseline = clients().await;
     for _ in 0..5 {
         let near = NearCache::new(Cache::new(t.clone()), NearCacheOptions::default())
@@ -425,11 +386,6 @@ async fn a_dropped_near_cache_closes_its_connection() {
         drop(near);
         drop(clone);
     }
-    eventually(
-        "the connections to close",
-        Duration::from_secs(5),
-        || async { clients().await == baseline },
-    )
-    .await;
+    kaiju_tests::connections_back_to(&t, baseline, "the connections to close").await;
     t.close().await.unwrap();
 }

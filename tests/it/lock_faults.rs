@@ -139,31 +139,16 @@ async fn a_cancelled_waiter_leaves_the_queue_at_once(t: &Transport, ns: &Namespa
     next.release().await.unwrap();
 }
 
-/// The port of the shared single node.
-fn single_port() -> Option<u16> {
-    let settings = kaiju_tests::settings(Target::Single)?;
-    let url = settings.url?;
-    url.expose()
-        .rsplit(':')
-        .next()?
-        .trim_end_matches('/')
-        .parse()
-        .ok()
-}
-
 /// A holder cut off from Redis learns that its lock may be lost before anyone else can take
 /// it: `lost()` fires no later than the last renewal's send time plus the lease (minus a
 /// margin), even though its renewal is still waiting for a reply.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_fires_before_another_process_can_acquire() {
-    let Some(port) = single_port() else { return };
+    let Some(port) = kaiju_tests::single_port() else {
+        return;
+    };
     let proxy = Proxy::start(port).await.unwrap();
-    let partitioned = Transport::connect(&RedisSettings {
-        pool_size: 1,
-        ..RedisSettings::from_url(proxy.url())
-    })
-    .await
-    .unwrap();
+    let partitioned = Transport::connect(&proxy.settings()).await.unwrap();
     let direct = kaiju_tests::connect(Target::Single).await.unwrap();
     let key = kaiju_tests::namespace().key("lock").unwrap();
     let holder = Locks::new(partitioned, "holder").await.unwrap();
@@ -213,14 +198,11 @@ async fn lost_fires_before_another_process_can_acquire() {
 /// idempotent for their own call.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_reply_neither_orphans_a_lock_nor_fakes_not_owner() {
-    let Some(port) = single_port() else { return };
+    let Some(port) = kaiju_tests::single_port() else {
+        return;
+    };
     let proxy = Proxy::start(port).await.unwrap();
-    let t = Transport::connect(&RedisSettings {
-        pool_size: 1,
-        ..RedisSettings::from_url(proxy.url())
-    })
-    .await
-    .unwrap();
+    let t = Transport::connect(&proxy.settings()).await.unwrap();
     let locks = Locks::new(t.clone(), "me").await.unwrap();
     let key = kaiju_tests::namespace().key("lock").unwrap();
     proxy.drop_next_reply();
@@ -238,32 +220,16 @@ async fn a_lost_reply_neither_orphans_a_lock_nor_fakes_not_owner() {
 /// background and the lock it took is released at once, not after its 30 s lease.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_acquire_cancelled_in_flight_releases_what_it_took() {
-    if !can_spawn_servers() {
+    let Some((server, t)) = kaiju_tests::own_server().await else {
         return;
-    }
-    let server = tokio::task::spawn_blocking(|| RedisServer::start(ServerOptions::default()))
-        .await
-        .unwrap()
-        .unwrap();
-    let t = Transport::connect(&RedisSettings::from_url(server.url()))
-        .await
-        .unwrap();
+    };
     let locks = Locks::new(t.clone(), "me").await.unwrap();
     let key = kaiju_tests::namespace().key("lock").unwrap();
-    let pid = server.pid().unwrap().to_string();
-    let signal = |sig: &str| {
-        assert!(
-            std::process::Command::new("kill")
-                .args([sig, pid.as_str()])
-                .status()
-                .unwrap()
-                .success()
-        );
-    };
-    signal("-STOP");
+    let pid = server.pid().unwrap();
+    kaiju_tests::signal(pid, "-STOP");
     let cancelled = tokio::time::timeout(Duration::from_millis(300), locks.acquire(&key)).await;
     assert!(cancelled.is_err());
-    signal("-CONT");
+    kaiju_tests::signal(pid, "-CONT");
     // The script ran after the caller left and took the lock; it must be released at once
     // (the release leaves its tombstone), not stay held for its lease.
     let held = side_key(key.as_str(), "held");
@@ -328,34 +294,15 @@ async fn tokens_keep_increasing_across_a_restart_without_persistence() {
 /// Dropped `Locks` close their pub/sub connection (CLIENT LIST on a server of the test's own).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropped_locks_close_their_connections() {
-    if !can_spawn_servers() {
+    let Some((_server, t)) = kaiju_tests::own_server().await else {
         return;
-    }
-    let server = tokio::task::spawn_blocking(|| RedisServer::start(ServerOptions::default()))
-        .await
-        .unwrap()
-        .unwrap();
-    let t = Transport::connect(&RedisSettings::from_url(server.url()))
-        .await
-        .unwrap();
-    let clients = || async {
-        let list: String = t
-            .pool()
-            .client_list::<String, String>(None, None)
-            .await
-            .unwrap();
-        list.lines().count()
     };
+    let clients = || kaiju_tests::client_count(&t);
     let baseline = clients().await;
     for _ in 0..5 {
         let locks = Locks::new(t.clone(), "me").await.unwrap();
         drop(locks);
     }
-    eventually(
-        "the connections to close",
-        Duration::from_secs(5),
-        || async { clients().await == baseline },
-    )
-    .await;
+    kaiju_tests::connections_back_to(&t, baseline, "the connections to close").await;
     t.close().await.unwrap();
 }

@@ -452,8 +452,9 @@ async fn a_panicking_handler_is_dead_lettered_after_max_deliveries(
     })
     .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let stats = listener.stats().await.unwrap();
+    // A stop sends the last acks; the counts are final after it.
     listener.stop(Duration::from_secs(5)).await.unwrap();
+    let stats = listener.stats().await.unwrap();
     let letters = dead_letters(t, listener.dead_letter_key()).await;
     assert_eq!(letters.len(), 1, "retried after the dead letter");
     assert_eq!(field(&letters[0], "id"), Some(ids[0].as_str()));
@@ -509,6 +510,11 @@ async fn a_handler_that_never_returns_times_out_and_its_siblings_are_acked(
     .await;
     eventually("the timeouts", Duration::from_secs(10), || async {
         dead_letters(t, listener.dead_letter_key()).await.len() == 1
+    })
+    .await;
+    // The ack follows the dead letter.
+    eventually("the last ack", Duration::from_secs(5), || async {
+        pending_of(t, stream.as_str(), &app.name).await == 0
     })
     .await;
     let stats = listener.stats().await.unwrap();
@@ -790,8 +796,9 @@ async fn a_rejected_entry_is_dead_lettered_at_once(t: &Transport, ns: &Namespace
     })
     .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let stats = listener.stats().await.unwrap();
+    // A stop sends the last acks; the counts are final after it.
     listener.stop(Duration::from_secs(5)).await.unwrap();
+    let stats = listener.stats().await.unwrap();
     assert_eq!(
         calls.load(Ordering::SeqCst),
         1,
@@ -896,26 +903,10 @@ async fn acl(t: &Transport, args: &[&str]) {
 /// connection (checked with CLIENT LIST on a server of the test's own).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropped_and_timed_out_listeners_close_their_connections() {
-    if !kaiju_tests::can_spawn_servers() {
+    let Some((_server, t)) = kaiju_tests::own_server().await else {
         return;
-    }
-    let server = tokio::task::spawn_blocking(|| {
-        kaiju_testkit::RedisServer::start(kaiju_testkit::ServerOptions::default())
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    let t = Transport::connect(&RedisSettings::from_url(server.url()))
-        .await
-        .unwrap();
-    let clients = || async {
-        let list: String = t
-            .pool()
-            .client_list::<String, String>(None, None)
-            .await
-            .unwrap();
-        list.lines().count()
     };
+    let clients = || kaiju_tests::client_count(&t);
     let baseline = clients().await;
     let ns = kaiju_tests::namespace();
     let app = app(&ns);
@@ -925,10 +916,10 @@ async fn dropped_and_timed_out_listeners_close_their_connections() {
         listener.start().await.unwrap();
         assert_eq!(clients().await, baseline + 1, "round {round}");
         drop(listener);
-        eventually(
+        kaiju_tests::connections_back_to(
+            &t,
+            baseline,
             "the dropped listener's connection to close",
-            Duration::from_secs(5),
-            || async { clients().await == baseline },
         )
         .await;
     }
@@ -951,12 +942,8 @@ async fn dropped_and_timed_out_listeners_close_their_connections() {
         matches!(stopped, Err(ServiceError::StopTimeout { .. })),
         "{stopped:?}"
     );
-    eventually(
-        "the stopped listener's connection to close",
-        Duration::from_secs(5),
-        || async { clients().await == baseline },
-    )
-    .await;
+    kaiju_tests::connections_back_to(&t, baseline, "the stopped listener's connection to close")
+        .await;
     t.close().await.unwrap();
 }
 
@@ -966,15 +953,9 @@ async fn dropped_and_timed_out_listeners_close_their_connections() {
 /// sent on their own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trimming_reads_the_groups_and_trims_in_one_script() {
-    if !kaiju_tests::can_spawn_servers() {
+    let Some((server, t)) = kaiju_tests::own_server().await else {
         return;
-    }
-    let server = tokio::task::spawn_blocking(|| {
-        kaiju_testkit::RedisServer::start(kaiju_testkit::ServerOptions::default())
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    };
     let mut monitor = std::process::Command::new(kaiju_testkit::cli_path().unwrap())
         .args(["-p", &server.port().to_string(), "monitor"])
         .stdout(std::process::Stdio::piped())
@@ -990,9 +971,6 @@ async fn trimming_reads_the_groups_and_trims_in_one_script() {
                 .collect::<Vec<String>>()
         })
     };
-    let t = Transport::connect(&RedisSettings::from_url(server.url()))
-        .await
-        .unwrap();
     let ns = kaiju_tests::namespace();
     let app = app(&ns);
     let stream = app.namespace().unwrap().stream("rpc").unwrap();
@@ -1328,11 +1306,13 @@ async fn failed_entries_waiting_in_memory_are_bounded(t: &Transport, ns: &Namesp
 /// listener reads again and nothing is left behind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_half_open_read_connection_is_replaced() {
-    let Some(port) = single_port() else { return };
+    let Some(port) = kaiju_tests::single_port() else {
+        return;
+    };
     let proxy = Proxy::start(port).await.unwrap();
     let through = Transport::connect(&RedisSettings {
         command_timeout_ms: 1000,
-        ..RedisSettings::from_url(proxy.url())
+        ..proxy.settings()
     })
     .await
     .unwrap();
@@ -1361,18 +1341,6 @@ async fn a_half_open_read_connection_is_replaced() {
     .await;
     drop(listener);
     cleanup(&direct, &[stream.as_str()]).await;
-}
-
-/// The port of the shared single node.
-fn single_port() -> Option<u16> {
-    let settings = kaiju_tests::settings(Target::Single)?;
-    let url = settings.url?;
-    url.expose()
-        .rsplit(':')
-        .next()?
-        .trim_end_matches('/')
-        .parse()
-        .ok()
 }
 
 /// An entry a listener is still working on is marked as in progress (its idle time in Redis
@@ -1424,11 +1392,13 @@ async fn entries_in_progress_never_look_abandoned() {
 /// entries too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listener_whose_name_was_taken_over_stops_reading() {
-    let Some(port) = single_port() else { return };
+    let Some(port) = kaiju_tests::single_port() else {
+        return;
+    };
     let proxy = Proxy::start(port).await.unwrap();
     let through = Transport::connect(&RedisSettings {
         command_timeout_ms: 1000,
-        ..RedisSettings::from_url(proxy.url())
+        ..proxy.settings()
     })
     .await
     .unwrap();

@@ -3,38 +3,22 @@
 
 use std::time::{Duration, Instant};
 
-use kaiju_core::RedisSettings;
 use kaiju_streams::{Headers, StreamWriter};
-use kaiju_testkit::{RedisServer, ServerOptions};
 use kaiju_tests::proxy::Proxy;
-use kaiju_tests::{Target, can_spawn_servers};
 use kaiju_transport::fred::prelude::*;
 use kaiju_transport::{Transport, TransportError};
 
-/// The port of the shared single node.
-fn single_port() -> Option<u16> {
-    let settings = kaiju_tests::settings(Target::Single)?;
-    let url = settings.url?;
-    url.expose()
-        .rsplit(':')
-        .next()?
-        .trim_end_matches('/')
-        .parse()
-        .ok()
-}
-
 /// A transport through `proxy`, with one connection so the proxy sees every command.
 async fn through(proxy: &Proxy) -> Transport {
-    let settings = RedisSettings {
-        pool_size: 1,
-        ..RedisSettings::from_url(proxy.url())
-    };
+    let settings = proxy.settings();
     Transport::connect(&settings).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_whose_reply_is_lost_is_not_written_twice() {
-    let Some(port) = single_port() else { return };
+    let Some(port) = kaiju_tests::single_port() else {
+        return;
+    };
     let proxy = Proxy::start(port).await.unwrap();
     let t = through(&proxy).await;
     let stream = kaiju_tests::namespace().stream("rpc").unwrap();
@@ -68,29 +52,15 @@ async fn a_write_whose_reply_is_lost_is_not_written_twice() {
 /// write sent again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_server_is_waited_for_not_reconnected_and_written_twice() {
-    if !can_spawn_servers() {
+    let Some((server, t)) = kaiju_tests::own_server().await else {
         return;
-    }
-    let server = tokio::task::spawn_blocking(|| RedisServer::start(ServerOptions::default()))
-        .await
-        .unwrap()
-        .unwrap();
-    let t = Transport::connect(&RedisSettings::from_url(server.url()))
-        .await
-        .unwrap();
-    let stream = kaiju_tests::namespace().stream("rpc").unwrap();
-    let pid = server.pid().unwrap().to_string();
-    let signal = move |sig: &str| {
-        let status = std::process::Command::new("kill")
-            .args([sig, &pid])
-            .status()
-            .unwrap();
-        assert!(status.success());
     };
-    signal("-STOP");
+    let stream = kaiju_tests::namespace().stream("rpc").unwrap();
+    let pid = server.pid().unwrap();
+    kaiju_tests::signal(pid, "-STOP");
     let resume = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_secs(3)).await;
-        signal("-CONT");
+        kaiju_tests::signal(pid, "-CONT");
     });
     let started = Instant::now();
     let written = StreamWriter::new(t.clone())
@@ -101,5 +71,40 @@ async fn a_stalled_server_is_waited_for_not_reconnected_and_written_twice() {
     assert!(started.elapsed() >= Duration::from_millis(2900));
     let len: u64 = t.pool().xlen(stream.as_str()).await.unwrap();
     assert_eq!(len, 1, "the stall caused a reconnect and a second write");
+    t.close().await.unwrap();
+}
+
+/// A pooled connection that goes half-open (nothing answers, nothing closes) while a caller
+/// keeps sending commands is still replaced. fred only notices silence after the *last* write,
+/// which a retrying caller keeps resetting; the transport's watchdog PINGs each connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_open_connection_is_replaced_while_callers_retry() {
+    let Some(port) = kaiju_tests::single_port() else {
+        return;
+    };
+    let proxy = Proxy::start(port).await.unwrap();
+    let t = Transport::connect(&kaiju_core::RedisSettings {
+        command_timeout_ms: 1000,
+        ..proxy.settings()
+    })
+    .await
+    .unwrap();
+    let key = kaiju_tests::namespace().key("k").unwrap();
+    let _: Option<String> = t.pool().get(key.as_str()).await.unwrap();
+    proxy.cut_existing();
+    let began = Instant::now();
+    loop {
+        let got: Result<Option<String>, _> = t.pool().get(key.as_str()).await;
+        if got.is_ok() {
+            break;
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(10),
+            "still no answer after {:?}",
+            began.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    eprintln!("half-open connection replaced after {:?}", began.elapsed());
     t.close().await.unwrap();
 }

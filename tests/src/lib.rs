@@ -121,3 +121,62 @@ macro_rules! on_both {
 #[doc = include_str!("../../README.md")]
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
+
+/// The port of the shared single node, for a [`proxy::Proxy`] in front of it.
+pub fn single_port() -> Option<u16> {
+    let settings = settings(Target::Single)?;
+    let url = settings.url?;
+    url.expose()
+        .rsplit(':')
+        .next()?
+        .trim_end_matches('/')
+        .parse()
+        .ok()
+}
+
+/// A redis-server of the test's own (for tests that pause, kill or count its clients), and a
+/// transport to it. `None` (after a skip message) where servers cannot be started.
+pub async fn own_server() -> Option<(kaiju_testkit::RedisServer, Transport)> {
+    if !can_spawn_servers() {
+        return None;
+    }
+    let server = tokio::task::spawn_blocking(|| {
+        kaiju_testkit::RedisServer::start(kaiju_testkit::ServerOptions::default())
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let transport = Transport::connect(&RedisSettings::from_url(server.url()))
+        .await
+        .unwrap();
+    Some((server, transport))
+}
+
+/// How many client connections the server `t` talks to has (`CLIENT LIST`).
+pub async fn client_count(t: &Transport) -> usize {
+    use kaiju_transport::fred::prelude::*;
+    let list: String = t
+        .pool()
+        .client_list::<String, String>(None, None)
+        .await
+        .unwrap();
+    list.lines().count()
+}
+
+/// Sends `signal` (`-STOP`, `-CONT`, ...) to a process.
+pub fn signal(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {signal} {pid}");
+}
+
+/// Waits (up to 5 s) until the server `t` talks to has `baseline` clients again: the
+/// connections something opened were closed.
+pub async fn connections_back_to(t: &Transport, baseline: usize, what: &str) {
+    eventually(what, std::time::Duration::from_secs(5), || async {
+        client_count(t).await == baseline
+    })
+    .await;
+}

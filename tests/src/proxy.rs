@@ -72,6 +72,15 @@ impl Proxy {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// Settings for a transport through this proxy, with one pooled connection so the proxy
+    /// sees every command in order.
+    pub fn settings(&self) -> kaiju_core::RedisSettings {
+        kaiju_core::RedisSettings {
+            pool_size: 1,
+            ..kaiju_core::RedisSettings::from_url(self.url())
+        }
+    }
+
     /// The next reply from the server is dropped and its connection cut: the command ran, and
     /// the client sees a dead connection.
     pub fn drop_next_reply(&self) {
