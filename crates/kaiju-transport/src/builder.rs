@@ -173,7 +173,12 @@ pub(crate) fn builder(settings: &RedisSettings) -> Result<(Builder, Deployment)>
             c.unresponsive.max_timeout = Some(unresponsive_after(command_timeout, connect_timeout));
             c.unresponsive.interval = Duration::from_millis(200);
         })
-        .with_performance_config(|p| p.default_command_timeout = command_timeout)
+        .with_performance_config(|p| {
+            p.default_command_timeout = command_timeout;
+            // Room for bursts of events (invalidations, pub/sub messages) between two reads
+            // of a listener; a burst beyond it is survived too (see `events::listen`).
+            p.broadcast_channel_capacity = 1024;
+        })
         .set_policy(ReconnectPolicy::new_exponential(
             settings.reconnect_max_attempts,
             clamp_ms(settings.reconnect_min_delay_ms),

@@ -6,6 +6,7 @@ mod builder;
 mod capabilities;
 mod connection;
 mod error;
+pub mod events;
 mod script;
 mod transport;
 mod watchdog;
