@@ -2,7 +2,8 @@
 //!
 //! 1. Only kaiju-transport depends on fred.
 //! 2. kaiju key names are built in `kaiju-core/src/key.rs` only: no other source file holds a
-//!    string with kaiju's reserved key parts (`._stream`, `._sub`, `._shared`, `.__`).
+//!    string with kaiju's reserved key parts (`._stream`, `._sub`, `._shared`, and the side-key
+//!    separators `.__`, `:__`, `#__`).
 //! 3. fred's error text is read in `kaiju-transport/src/error.rs` only (`.details()`): every fred
 //!    error is classified there.
 //! 4. No import cycles between the top-level modules of a crate.
@@ -13,8 +14,8 @@ use std::process::ExitCode;
 
 use crate::root;
 
-/// Strings that only key.rs may spell: the parts of kaiju's key scheme.
-const KEY_PARTS: [&str; 4] = ["._stream", "._sub", "._shared", ".__"];
+/// Strings that only key.rs may spell: the parts of kaiju's key scheme (and of side keys).
+const KEY_PARTS: [&str; 6] = ["._stream", "._sub", "._shared", ".__", ":__", "#__"];
 
 pub(crate) fn run() -> Result<ExitCode, String> {
     let crates = root().join("crates");

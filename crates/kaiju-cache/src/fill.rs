@@ -3,10 +3,10 @@
 //! 1. `GET key`, with no lock of any kind: a hit (the common case) costs one round trip.
 //! 2. In this process, one caller per key leads (single flight); the others wait for its
 //!    outcome (the value's bytes, or its error) without touching Redis.
-//! 3. Across processes, the leader takes the fill lock `{key}.__fill` (a token, `PX lock_ttl`).
+//! 3. Across processes, the leader takes the fill lock `{key}:__fill` (a token, `PX lock_ttl`).
 //!    The winner runs the loader, stores the value with its TTL and releases the lock
 //!    (compare-and-delete). A failing loader stores nothing under `key`; it writes
-//!    `{key}.__fill_error` = `<token>\n<message>` for one second, so the callers that were
+//!    `{key}:__fill_error` = `<token>\n<message>` for one second, so the callers that were
 //!    waiting on *that* fill get the error, while later callers try again.
 //! 4. Leaders of other processes poll (5 ms doubling to 50 ms) for the value, for the winner's
 //!    failure marker, or for the lock to vanish (the winner died: start over).
@@ -62,6 +62,33 @@ struct FillLock {
 }
 
 impl FillLock {
+    /// Tries to take the fill lock of a key. The script runs in a task of its own: a caller
+    /// cancelled while it is on its way never leaves the lock behind, because a lock won for
+    /// nobody is dropped, and released, in that task.
+    async fn take(transport: &Transport, key: &str, ttl: Duration) -> Result<Option<Self>> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let (transport, key) = (transport.clone(), key.to_owned());
+        tokio::spawn(async move {
+            let token = uuid::Uuid::new_v4().simple().to_string();
+            let ttl_ms = crate::cache::ttl_ms(ttl).to_string();
+            let won: Result<i64> = TAKE
+                .run(&transport, key.as_str(), vec![token.clone(), ttl_ms])
+                .await
+                .map_err(CacheError::from);
+            let outcome = won.map(|won| {
+                (won == 1).then_some(Self {
+                    transport,
+                    key,
+                    token,
+                    held: true,
+                })
+            });
+            // If the caller is gone, a lock won for it is dropped here, which releases it.
+            let _ = reply.send(outcome);
+        });
+        answer.await.unwrap_or(Ok(None))
+    }
+
     async fn release(mut self) {
         self.held = false;
         let released: Result<i64> = RELEASE
@@ -214,23 +241,9 @@ impl Cache {
             if let Some(found) = self.stored::<T>(key).await? {
                 return Ok(found);
             }
-            let token = uuid::Uuid::new_v4().simple().to_string();
-            let ttl_ms = crate::cache::ttl_ms(options.lock_ttl).to_string();
-            let won: i64 = TAKE
-                .run(
-                    &self.transport,
-                    fill_key.as_str(),
-                    vec![token.clone(), ttl_ms],
-                )
-                .await?;
-            if won == 1 {
-                let lock = FillLock {
-                    transport: self.transport.clone(),
-                    key: fill_key.clone(),
-                    token: token.clone(),
-                    held: true,
-                };
-                let result = self.fill(key, &error_key, &token, ttl, loader).await;
+            if let Some(lock) = FillLock::take(&self.transport, &fill_key, options.lock_ttl).await?
+            {
+                let result = self.fill(key, &error_key, &lock.token, ttl, loader).await;
                 lock.release().await;
                 return result;
             }

@@ -7,11 +7,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kaiju_core::key_slot;
+use kaiju_transport::fred::clients::Client;
 use kaiju_transport::fred::interfaces::{
     ClientInterface, ClientLike, EventInterface, KeysInterface, TrackingInterface,
 };
+use kaiju_transport::fred::types::client::Invalidation;
 use kaiju_transport::fred::types::{ClusterHash, CustomCommand, Value};
-use kaiju_transport::{Classify, Connection, TransportError};
+use kaiju_transport::{Classify, Connection, TransportError, events};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -33,6 +35,32 @@ impl Default for NearCacheOptions {
         Self {
             capacity: 10_000,
             ttl: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What a reconnect does: invalidations may have been missed while disconnected, and tracking
+/// is per connection, so drop everything and track again before keeping new reads.
+#[derive(Clone)]
+struct Retrack {
+    local: Arc<Mutex<Local>>,
+    client: Client,
+    ready: Arc<AtomicBool>,
+    epoch: Arc<AtomicU64>,
+}
+
+impl Retrack {
+    async fn run(self) {
+        forget_all(&self.local, &self.ready, &self.epoch);
+        match self
+            .client
+            .start_tracking(None, false, false, false, false)
+            .await
+        {
+            Ok(()) => self.ready.store(true, Ordering::SeqCst),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not re-enable client tracking; the near cache passes reads through")
+            }
         }
     }
 }
@@ -191,43 +219,48 @@ impl NearCache {
         let client = connection.client().clone();
         let local: Arc<Mutex<Local>> = Arc::default();
         let invalidations = Arc::new(AtomicU64::new(0));
-        let (on_change, counter) = (local.clone(), invalidations.clone());
-        let _invalidations = client.on_invalidation(move |invalidation| {
-            let mut local = lock(&on_change);
-            if invalidation.keys.is_empty() {
-                // FLUSHDB / FLUSHALL: everything may have changed.
-                local.clear();
-            }
-            for key in &invalidation.keys {
-                if let Some(key) = key.as_str() {
-                    local.invalidate(key);
-                    counter.fetch_add(1, Ordering::Relaxed);
+        let (on_change, counter, on_missed) = (local.clone(), invalidations.clone(), local.clone());
+        events::listen(
+            client.invalidation_rx(),
+            move |invalidation: Invalidation| {
+                let mut local = lock(&on_change);
+                for key in &invalidation.keys {
+                    if let Some(key) = key.as_str() {
+                        local.invalidate(key);
+                        counter.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
-            }
-            Ok(())
-        });
+                std::future::ready(())
+            },
+            // Invalidations were missed in a burst: any copy may be stale.
+            move |_| lock(&on_missed).clear(),
+        );
         let ready = Arc::new(AtomicBool::new(false));
         let epoch = Arc::new(AtomicU64::new(0));
-        let (on_reconnect, tracking, reconnected, new_epoch) =
-            (local.clone(), client.clone(), ready.clone(), epoch.clone());
-        let _reconnects = client.on_reconnect(move |_| {
-            // Invalidations may have been missed while disconnected, and tracking is per
-            // connection: drop everything and track again before keeping new reads.
-            forget_all(&on_reconnect, &reconnected, &new_epoch);
-            let (tracking, reconnected) = (tracking.clone(), reconnected.clone());
-            async move {
-                match tracking.start_tracking(None, false, false, false, false).await {
-                    Ok(()) => reconnected.store(true, Ordering::SeqCst),
-                    Err(e) => tracing::warn!(error = %e, "could not re-enable client tracking; the near cache passes reads through"),
-                }
-                Ok(())
-            }
-        });
+        let retrack = Retrack {
+            local: local.clone(),
+            client: client.clone(),
+            ready: ready.clone(),
+            epoch: epoch.clone(),
+        };
+        let again = retrack.clone();
+        events::listen(
+            client.reconnect_rx(),
+            move |_| retrack.clone().run(),
+            move |_| {
+                tokio::spawn(again.clone().run());
+            },
+        );
         let (on_error, failed, error_epoch) = (local.clone(), ready.clone(), epoch.clone());
-        let _errors = client.on_error(move |_| {
-            forget_all(&on_error, &failed, &error_epoch);
-            async { Ok(()) }
-        });
+        let (on_lost, lost_ready, lost_epoch) = (local.clone(), ready.clone(), epoch.clone());
+        events::listen(
+            client.error_rx(),
+            move |_| {
+                forget_all(&on_error, &failed, &error_epoch);
+                std::future::ready(())
+            },
+            move |_| forget_all(&on_lost, &lost_ready, &lost_epoch),
+        );
         client
             .start_tracking(None, false, false, false, false)
             .await

@@ -82,18 +82,27 @@ pub(crate) fn decode_all<T: DeserializeOwned>(
 }
 
 /// Decodes elements that were removed from Redis (pops): if any does not decode, the error
-/// carries every removed element's bytes, so the caller loses nothing.
+/// carries every removed element's bytes, in order, empty ones included, so the caller loses
+/// nothing.
 pub(crate) fn decode_removed<T: DeserializeOwned>(
     codec: Msgpack,
     key: &str,
     value: Value,
 ) -> Result<Vec<Option<T>>> {
-    let raw = elements(value)?;
+    let items = match value {
+        Value::Null => return Ok(Vec::new()),
+        Value::Array(items) => items,
+        single => vec![single],
+    };
+    let raw: Vec<Bytes> = items
+        .into_iter()
+        .map(|item| Ok(bytes(item)?.unwrap_or_default()))
+        .collect::<Result<_>>()?;
     let decoded: Result<Vec<Option<T>>> = raw
         .iter()
-        .map(|b| decode_bytes(codec, key, b.clone()))
+        .map(|b| decode_bytes(codec, key, Some(b.clone())))
         .collect();
-    decoded.map_err(|e| e.with_raw(raw.into_iter().flatten().collect()))
+    decoded.map_err(|e| e.with_raw(raw))
 }
 
 /// An integer reply.

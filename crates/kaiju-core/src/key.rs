@@ -203,18 +203,22 @@ impl fmt::Display for Namespace {
 }
 
 /// The name of a side key kept next to `key` (a lock's fencing counter and wait queue, a
-/// cache fill lock): `<base>.__<suffix>`, always in `key`'s cluster slot, so one Lua script may
-/// touch both. These are kaiju-rs extensions; Python kaiju never reads them.
+/// cache fill lock), always in `key`'s cluster slot, so one Lua script may touch both. These
+/// are kaiju-rs extensions; Python kaiju never reads them.
 ///
+/// - A key without a hash tag becomes the tag: `a.b` → `{a.b}:__fence` (hashes like `a.b`).
 /// - A key with a hash tag keeps it: `{t}.x` → `{t}.x.__fence`.
-/// - Any other key becomes the tag: `a.b` → `{a.b}.__fence` (hashes like `a.b`).
 /// - A key with a stray `}` that is not a tag (`a}b`) cannot be wrapped (that would make another
-///   tag); it gets a short tag chosen to hash to its slot: `{<n>}.a}b.__fence`.
+///   tag); it gets a short tag chosen to hash to its slot: `{<n>}.a}b#__fence`.
+///
+/// The three forms end in different separators (`:`, `.`, `#` before `__<suffix>`), so two
+/// different keys never share a side key (`x` and `{x}` once did).
 ///
 /// ```
 /// use kaiju_core::{key_slot, side_key};
-/// assert_eq!(side_key("app.lock.x", "fence"), "{app.lock.x}.__fence");
+/// assert_eq!(side_key("app.lock.x", "fence"), "{app.lock.x}:__fence");
 /// assert_eq!(side_key("{t}.x", "queue"), "{t}.x.__queue");
+/// assert_ne!(side_key("x", "fence"), side_key("{x}", "fence"));
 /// let odd = side_key("a}b", "fence");
 /// assert_eq!(key_slot(odd.as_bytes()), key_slot(b"a}b"));
 /// ```
@@ -222,10 +226,10 @@ pub fn side_key(key: &str, suffix: &str) -> String {
     if has_hash_tag(key.as_bytes()) {
         format!("{key}.__{suffix}")
     } else if !key.contains('}') {
-        format!("{{{key}}}.__{suffix}")
+        format!("{{{key}}}:__{suffix}")
     } else {
         format!(
-            "{{{}}}.{key}.__{suffix}",
+            "{{{}}}.{key}#__{suffix}",
             tag_for_slot(key_slot(key.as_bytes()))
         )
     }
@@ -341,10 +345,14 @@ mod tests {
                 key_slot(key.as_bytes()),
                 "{key} -> {side}"
             );
-            assert!(side.ends_with(".__fence"), "{side}");
+            assert!(side.ends_with("__fence"), "{side}");
         }
-        assert_eq!(side_key("a.b", "fence"), "{a.b}.__fence");
+        assert_eq!(side_key("a.b", "fence"), "{a.b}:__fence");
         assert_eq!(side_key("{t}.b", "fence"), "{t}.b.__fence");
+        // Keys that once collided: a key, and the same key as a hash tag.
+        for (a, b) in [("x", "{x}"), ("a}b", "{7}.a}b"), ("{x}:", "x")] {
+            assert_ne!(side_key(a, "fence"), side_key(b, "fence"), "{a} vs {b}");
+        }
     }
 
     #[test]

@@ -3,10 +3,12 @@
 -- 3 wake-up channel.
 -- Returns 1 released, -1 held by another owner (or missing), -2 re-acquired since this token.
 -- Idempotent per token: run again after it released, it returns 1 again.
+-- A resend of a release that already ran: done, whoever holds the lock now (even a holder with
+-- the same owner id, such as a Python service of the same app that took it meanwhile).
+if ARGV[2] ~= '' and redis.call('GET', KEYS[3]) == 'released ' .. ARGV[2] then
+    return 1
+end
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
-    if ARGV[2] ~= '' and redis.call('GET', KEYS[3]) == 'released ' .. ARGV[2] then
-        return 1
-    end
     return -1
 end
 if ARGV[2] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[2] then

@@ -1,5 +1,6 @@
 //! `LockGuard`: a held lock, its renewal, and the signal that it was lost.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kaiju_transport::Transport;
@@ -35,6 +36,8 @@ struct Held {
     owner: String,
     tokens: Vec<u64>,
     lost: watch::Receiver<bool>,
+    /// Until when the lock is surely held (moved on by every successful renewal).
+    safe_until: Arc<Mutex<Instant>>,
     keeper: JoinHandle<()>,
 }
 
@@ -46,6 +49,13 @@ pub(crate) struct Lease {
     pub(crate) sent_at: Instant,
 }
 
+impl Lease {
+    /// How long after a successful send the lock is surely held: the lease less a tenth.
+    fn trusted(&self) -> Duration {
+        self.duration.saturating_sub(self.duration / 10)
+    }
+}
+
 impl LockGuard {
     pub(crate) fn new(
         transport: &Transport,
@@ -55,6 +65,7 @@ impl LockGuard {
         lease: Lease,
     ) -> Self {
         let (lost_tx, lost) = watch::channel(false);
+        let safe_until = Arc::new(Mutex::new(lease.sent_at + lease.trusted()));
         let keeper = tokio::spawn(keep(
             transport.clone(),
             keys.clone(),
@@ -62,6 +73,7 @@ impl LockGuard {
             tokens.clone(),
             lease,
             lost_tx,
+            safe_until.clone(),
         ));
         Self {
             held: Some(Held {
@@ -70,6 +82,7 @@ impl LockGuard {
                 owner,
                 tokens,
                 lost,
+                safe_until,
                 keeper,
             }),
         }
@@ -105,9 +118,15 @@ impl LockGuard {
         self.held.as_ref().map_or(&[], |h| h.tokens.as_slice())
     }
 
-    /// Whether the lock may be lost (taken, expired, or not renewed in time).
+    /// Whether the lock may be lost (taken, expired, or not renewed in time). Reads the clock
+    /// too, so it is right even when this process's timers ran late (a blocked executor).
     pub fn is_lost(&self) -> bool {
-        self.held.as_ref().is_some_and(|h| *h.lost.borrow())
+        self.held.as_ref().is_some_and(|h| {
+            *h.lost.borrow()
+                || h.safe_until
+                    .lock()
+                    .is_ok_and(|until| Instant::now() >= *until)
+        })
     }
 
     /// Resolves when the lock may be lost; never while it is surely held. Use it with
@@ -174,13 +193,14 @@ async fn keep(
     tokens: Vec<u64>,
     lease: Lease,
     lost: watch::Sender<bool>,
+    safe_until: Arc<Mutex<Instant>>,
 ) {
     let first = keys.first().map_or("", |k| k.lock.as_str()).to_owned();
     let declare = |why: &str| {
         tracing::warn!(key = %first, why, "lock lost while held");
         lost.send_replace(true);
     };
-    let trusted = lease.duration.saturating_sub(lease.duration / 10);
+    let trusted = lease.trusted();
     let mut valid_until = lease.sent_at + trusted;
     if !lease.renew {
         tokio::time::sleep_until(valid_until).await;
@@ -208,6 +228,9 @@ async fn keep(
         match renewed {
             Ok(true) => {
                 valid_until = sent + trusted;
+                if let Ok(mut until) = safe_until.lock() {
+                    *until = valid_until;
+                }
                 next = sent + period;
             }
             Ok(false) => {

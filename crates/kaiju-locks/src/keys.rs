@@ -65,6 +65,7 @@ mod tests {
                 assert_eq!(key_slot(side.as_bytes()), keys.slot(), "{key} -> {side}");
             }
         }
-        assert_eq!(LockKeys::new("a.b").fence, "{a.b}.__fence");
+        assert_eq!(LockKeys::new("a.b").fence, "{a.b}:__fence");
+        assert_ne!(LockKeys::new("x").fence, LockKeys::new("{x}").fence);
     }
 }

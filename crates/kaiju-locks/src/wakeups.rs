@@ -10,8 +10,10 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use kaiju_transport::fred::clients::Client;
 use kaiju_transport::fred::interfaces::{EventInterface, PubsubInterface};
-use kaiju_transport::{Connection, Transport, TransportError};
+use kaiju_transport::fred::types::Message;
+use kaiju_transport::{Connection, Transport, TransportError, events};
 use tokio::sync::Notify;
 
 type Channels = Arc<Mutex<HashMap<String, (Arc<Notify>, usize)>>>;
@@ -35,35 +37,36 @@ impl Wakeups {
         let client = connection.client();
         let channels: Channels = Arc::default();
         let routes = channels.clone();
-        let _messages = client.on_message(move |message| {
-            let notify = routes
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .get(&*message.channel)
-                .map(|(notify, _)| notify.clone());
-            if let Some(notify) = notify {
-                notify.notify_waiters();
-            }
-            async { Ok(()) }
-        });
-        let resubscribe = (client.clone(), channels.clone());
-        let _reconnects = client.on_reconnect(move |_| {
-            let (client, channels) = resubscribe.clone();
-            async move {
-                let names: Vec<String> = channels
+        let all = channels.clone();
+        events::listen(
+            client.message_rx(),
+            move |message: Message| {
+                let notify = routes
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
-                    .keys()
-                    .cloned()
-                    .collect();
-                if !names.is_empty()
-                    && let Err(e) = client.subscribe(names).await
-                {
-                    tracing::warn!(error = %e, "could not re-subscribe to lock release channels");
+                    .get(&*message.channel)
+                    .map(|(notify, _)| notify.clone());
+                if let Some(notify) = notify {
+                    notify.notify_waiters();
                 }
-                Ok(())
-            }
-        });
+                std::future::ready(())
+            },
+            // Releases were missed in a burst: wake every waiter, each tries again.
+            move |_| {
+                for (notify, _) in all.lock().unwrap_or_else(PoisonError::into_inner).values() {
+                    notify.notify_waiters();
+                }
+            },
+        );
+        let resubscribe = (client.clone(), channels.clone());
+        let again = resubscribe.clone();
+        events::listen(
+            client.reconnect_rx(),
+            move |_| resubscribe_all(resubscribe.0.clone(), resubscribe.1.clone()),
+            move |_| {
+                tokio::spawn(resubscribe_all(again.0.clone(), again.1.clone()));
+            },
+        );
         Ok(Arc::new(Self {
             connection,
             channels,
@@ -96,6 +99,21 @@ impl Wakeups {
 
     pub(crate) async fn close(&self) {
         let _ = self.connection.close().await;
+    }
+}
+
+/// Subscribes again to every channel someone here waits on (after a reconnect).
+async fn resubscribe_all(client: Client, channels: Channels) {
+    let names: Vec<String> = channels
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .keys()
+        .cloned()
+        .collect();
+    if !names.is_empty()
+        && let Err(e) = client.subscribe(names).await
+    {
+        tracing::warn!(error = %e, "could not re-subscribe to lock release channels");
     }
 }
 
