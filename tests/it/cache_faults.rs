@@ -389,3 +389,98 @@ async fn a_dropped_near_cache_closes_its_connection() {
     kaiju_tests::connections_back_to(&t, baseline, "the connections to close").await;
     t.close().await.unwrap();
 }
+
+// --- Found by the adversarial review of the hardened cache ---
+
+on_both!(
+    a_burst_of_invalidations_does_not_deafen_the_near_cache,
+    a_fill_cancelled_at_once_never_leaves_its_lock,
+    a_pop_hands_back_empty_elements_too,
+);
+
+async fn a_burst_of_invalidations_does_not_deafen_the_near_cache(
+    t: &Transport,
+    ns: &Namespace,
+    target: Target,
+) {
+    let near = NearCache::new(Cache::new(t.clone()), NearCacheOptions::default())
+        .await
+        .unwrap();
+    let other = Cache::new(t.clone());
+    // One slot in a cluster, so one DEL invalidates all of them at once.
+    let tagged = if target == Target::Cluster {
+        ns.hash_tagged()
+    } else {
+        ns.clone()
+    };
+    // More than the event channel holds (1,024): some invalidations are missed for sure.
+    let keys: Vec<_> = (0..1500)
+        .map(|i| tagged.key(&format!("k{i}")).unwrap())
+        .collect();
+    let probe = tagged.key("probe").unwrap();
+    let items: Vec<_> = keys
+        .iter()
+        .chain([&probe])
+        .map(|k| (k.clone(), 1_i64))
+        .collect();
+    other.mset(&items, None).await.unwrap();
+    for key in keys.iter().chain([&probe]) {
+        assert_eq!(near.get::<i64>(key).await.unwrap(), Some(1));
+    }
+    // 1,500 invalidations in one burst.
+    other.delete(&keys).await.unwrap();
+    other.set(&probe, &2_i64, None).await.unwrap();
+    eventually("the probe's new value", Duration::from_secs(3), || async {
+        near.get::<i64>(&probe).await.unwrap() == Some(2)
+    })
+    .await;
+    assert_eq!(near.get::<i64>(&keys[0]).await.unwrap(), None);
+    // And later writes are still seen.
+    other.set(&probe, &3_i64, None).await.unwrap();
+    eventually("a later write", Duration::from_secs(3), || async {
+        near.get::<i64>(&probe).await.unwrap() == Some(3)
+    })
+    .await;
+    other.delete(&[&probe]).await.unwrap();
+}
+
+async fn a_fill_cancelled_at_once_never_leaves_its_lock(t: &Transport, ns: &Namespace, _: Target) {
+    let cache = Cache::new(t.clone());
+    for i in 0..100 {
+        let key = ns.key(&format!("k{i}")).unwrap();
+        let _ = tokio::time::timeout(
+            Duration::from_millis(i % 3),
+            cache.get_or_set_with::<String, _, _, _>(&key, Duration::from_secs(30), || async {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                Ok::<_, std::io::Error>(String::new())
+            }),
+        )
+        .await;
+    }
+    let locks: Vec<String> = (0..100)
+        .map(|i| side_key(ns.key(&format!("k{i}")).unwrap().as_str(), "fill"))
+        .collect();
+    eventually(
+        "every fill lock's release",
+        Duration::from_secs(3),
+        || async { cache.exists(&locks).await.unwrap() == 0 },
+    )
+    .await;
+}
+
+async fn a_pop_hands_back_empty_elements_too(t: &Transport, ns: &Namespace, _: Target) {
+    let cache = Cache::new(t.clone());
+    let key = ns.key("list").unwrap();
+    let _: i64 = t
+        .pool()
+        .rpush(key.as_str(), vec![&b""[..], b"\xc1", b"\x01"])
+        .await
+        .unwrap();
+    match cache.lpop::<i64>(&key, 3).await {
+        Err(CacheError::Decode { raw, .. }) => {
+            let raw: Vec<&[u8]> = raw.iter().map(|b| b.as_ref()).collect();
+            assert_eq!(raw, [&b""[..], b"\xc1", b"\x01"]);
+        }
+        other => panic!("expected a decode error with every removed element, got {other:?}"),
+    }
+}

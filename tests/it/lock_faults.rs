@@ -306,3 +306,112 @@ async fn dropped_locks_close_their_connections() {
     kaiju_tests::connections_back_to(&t, baseline, "the connections to close").await;
     t.close().await.unwrap();
 }
+
+// --- Found by the adversarial review of the hardened locks ---
+
+on_both!(
+    a_key_and_the_same_key_as_a_hash_tag_are_separate_locks,
+    a_burst_of_releases_does_not_deafen_the_waiters,
+);
+
+async fn a_key_and_the_same_key_as_a_hash_tag_are_separate_locks(
+    t: &Transport,
+    ns: &Namespace,
+    _: Target,
+) {
+    let locks = Locks::new(t.clone(), "me").await.unwrap();
+    let plain = ns.key("x").unwrap();
+    let tagged = format!("{{{}}}", plain.as_str());
+    let short = AcquireOptions {
+        lease: Duration::from_secs(3),
+        ..AcquireOptions::default()
+    };
+    let first = locks.acquire_with(&plain, short.clone()).await.unwrap();
+    let second = locks.acquire_with(&tagged, short).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!first.is_lost(), "taking {tagged} disturbed {plain}");
+    first.release().await.unwrap();
+    second.release().await.unwrap();
+}
+
+async fn a_burst_of_releases_does_not_deafen_the_waiters(t: &Transport, ns: &Namespace, _: Target) {
+    let holder = Locks::new(t.clone(), "holder").await.unwrap();
+    let waiter = Locks::new(t.clone(), "waiter").await.unwrap();
+    let keys: Vec<_> = (0..60).map(|i| ns.key(&format!("k{i}")).unwrap()).collect();
+    let mut held = Vec::new();
+    for key in &keys {
+        held.push(holder.acquire(key).await.unwrap());
+    }
+    let mut waits = Vec::new();
+    for key in &keys {
+        let (waiter, key) = (waiter.clone(), key.clone());
+        waits.push(tokio::spawn(
+            async move { waiter.acquire(&key).await.unwrap() },
+        ));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for guard in held {
+        guard.release().await.unwrap();
+    }
+    for wait in waits {
+        wait.await.unwrap().release().await.unwrap();
+    }
+    // After the burst, a hand-off is still woken by the release, not by the 500 ms retry.
+    let key = ns.key("after").unwrap();
+    let mut slowest = Duration::ZERO;
+    for _ in 0..5 {
+        let guard = holder.acquire(&key).await.unwrap();
+        let next = tokio::spawn({
+            let (waiter, key) = (waiter.clone(), key.clone());
+            async move {
+                let guard = waiter.acquire(&key).await.unwrap();
+                let at = Instant::now();
+                guard.release().await.unwrap();
+                at
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let released = Instant::now();
+        guard.release().await.unwrap();
+        slowest = slowest.max(next.await.unwrap() - released);
+    }
+    assert!(
+        slowest < Duration::from_millis(250),
+        "hand-off took {slowest:?}"
+    );
+}
+
+/// `is_lost()` reads the clock: a holder whose runtime was blocked past the lease sees it,
+/// even though its timers could not run.
+#[test]
+fn is_lost_is_right_after_a_blocked_executor() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let Some(t) = kaiju_tests::connect(Target::Single).await else {
+            return;
+        };
+        let locks = Locks::new(t.clone(), "me").await.unwrap();
+        let key = kaiju_tests::namespace().key("lock").unwrap();
+        let guard = locks
+            .acquire_with(
+                &key,
+                AcquireOptions {
+                    lease: Duration::from_millis(500),
+                    ..AcquireOptions::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert!(!guard.is_lost());
+        // Block the only thread: no timer, no renewal runs.
+        std::thread::sleep(Duration::from_millis(800));
+        assert!(
+            guard.is_lost(),
+            "the lease ran out while the executor was blocked"
+        );
+        drop(guard);
+    });
+}
