@@ -276,8 +276,8 @@ impl<'de> Deserializer<'de> for &'de Value {
             Value::Str(s) => visitor.visit_borrowed_str(s),
             Value::Bin(b) => visitor.visit_borrowed_bytes(b),
             Value::Array(items) => visitor.visit_seq(Items(items.iter())),
-            Value::Map(entries) => visitor.visit_map(Entries {
-                entries: entries.iter(),
+            Value::Map(entries) => visitor.visit_map(Pairs {
+                pairs: entries.iter().map(|(k, v)| (k, v)),
                 value: None,
             }),
             Value::Ext(..) => Err(de::Error::invalid_type(self.kind(), &visitor)),
@@ -324,9 +324,11 @@ impl<'de> Deserializer<'de> for &'de Value {
         match self {
             // Positional: field i is item i; items past the fields are ignored, fields past
             // the items are absent (their defaults apply, or serde reports them missing).
-            Value::Array(items) => visitor.visit_map(Positional {
-                fields: fields.iter(),
-                items: items.iter(),
+            Value::Array(items) => visitor.visit_map(Pairs {
+                pairs: fields
+                    .iter()
+                    .zip(items)
+                    .map(|(field, item)| (de::value::BorrowedStrDeserializer::new(field), item)),
                 value: None,
             }),
             other => other.deserialize_any(visitor),
@@ -376,22 +378,28 @@ impl<'de> SeqAccess<'de> for Items<'de> {
     }
 }
 
-struct Entries<'de> {
-    entries: std::slice::Iter<'de, (Value, Value)>,
+/// Key-value pairs read as a map: a stored map's entries, or a positional struct's fields
+/// paired with its items.
+struct Pairs<'de, I> {
+    pairs: I,
     value: Option<&'de Value>,
 }
 
-impl<'de> MapAccess<'de> for Entries<'de> {
+impl<'de, I, K> MapAccess<'de> for Pairs<'de, I>
+where
+    I: Iterator<Item = (K, &'de Value)>,
+    K: Deserializer<'de, Error = ValueError>,
+{
     type Error = ValueError;
-    fn next_key_seed<K: DeserializeSeed<'de>>(
+    fn next_key_seed<S: DeserializeSeed<'de>>(
         &mut self,
-        seed: K,
-    ) -> Result<Option<K::Value>, ValueError> {
-        let Some((k, v)) = self.entries.next() else {
+        seed: S,
+    ) -> Result<Option<S::Value>, ValueError> {
+        let Some((key, value)) = self.pairs.next() else {
             return Ok(None);
         };
-        self.value = Some(v);
-        seed.deserialize(k).map(Some)
+        self.value = Some(value);
+        seed.deserialize(key).map(Some)
     }
     fn next_value_seed<V: DeserializeSeed<'de>>(
         &mut self,
@@ -401,37 +409,6 @@ impl<'de> MapAccess<'de> for Entries<'de> {
             .value
             .take()
             .ok_or_else(|| ValueError("a map value was asked for before its key".into()))?;
-        seed.deserialize(value)
-    }
-}
-
-struct Positional<'de> {
-    fields: std::slice::Iter<'static, &'static str>,
-    items: std::slice::Iter<'de, Value>,
-    value: Option<&'de Value>,
-}
-
-impl<'de> MapAccess<'de> for Positional<'de> {
-    type Error = ValueError;
-    fn next_key_seed<K: DeserializeSeed<'de>>(
-        &mut self,
-        seed: K,
-    ) -> Result<Option<K::Value>, ValueError> {
-        let (Some(field), Some(item)) = (self.fields.next(), self.items.next()) else {
-            return Ok(None);
-        };
-        self.value = Some(item);
-        seed.deserialize(de::value::BorrowedStrDeserializer::new(field))
-            .map(Some)
-    }
-    fn next_value_seed<V: DeserializeSeed<'de>>(
-        &mut self,
-        seed: V,
-    ) -> Result<V::Value, ValueError> {
-        let value = self
-            .value
-            .take()
-            .ok_or_else(|| ValueError("a field value was asked for before its name".into()))?;
         seed.deserialize(value)
     }
 }
