@@ -1306,19 +1306,9 @@ async fn failed_entries_waiting_in_memory_are_bounded(t: &Transport, ns: &Namesp
 /// listener reads again and nothing is left behind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_half_open_read_connection_is_replaced() {
-    let Some(port) = kaiju_tests::single_port() else {
+    let Some((proxy, through, direct, app, stream)) = behind_a_proxy().await else {
         return;
     };
-    let proxy = Proxy::start(port).await.unwrap();
-    let through = Transport::connect(&RedisSettings {
-        command_timeout_ms: 1000,
-        ..proxy.settings()
-    })
-    .await
-    .unwrap();
-    let direct = kaiju_tests::connect(Target::Single).await.unwrap();
-    let app = app(&kaiju_tests::namespace());
-    let stream = app.namespace().unwrap().stream("rpc").unwrap();
     let seen: Seen = Arc::default();
     let mut listener = Listener::new(through, &app, quick(), recorder(&seen)).unwrap();
     listener.start().await.unwrap();
@@ -1392,19 +1382,9 @@ async fn entries_in_progress_never_look_abandoned() {
 /// entries too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listener_whose_name_was_taken_over_stops_reading() {
-    let Some(port) = kaiju_tests::single_port() else {
+    let Some((proxy, through, direct, app, stream)) = behind_a_proxy().await else {
         return;
     };
-    let proxy = Proxy::start(port).await.unwrap();
-    let through = Transport::connect(&RedisSettings {
-        command_timeout_ms: 1000,
-        ..proxy.settings()
-    })
-    .await
-    .unwrap();
-    let direct = kaiju_tests::connect(Target::Single).await.unwrap();
-    let app = app(&kaiju_tests::namespace());
-    let stream = app.namespace().unwrap().stream("rpc").unwrap();
     let settings = ListenerSettings {
         consumer_id: Some("pod-0".into()),
         ..quick()
@@ -1434,4 +1414,27 @@ async fn a_listener_whose_name_was_taken_over_stops_reading() {
     drop(cut_off);
     replacement.stop(Duration::from_secs(5)).await.unwrap();
     cleanup(&direct, &[stream.as_str()]).await;
+}
+
+/// A proxy in front of the single node, a transport through it (1 s command timeout), one
+/// straight to the server, and a fresh app with its stream.
+async fn behind_a_proxy() -> Option<(
+    Proxy,
+    Transport,
+    Transport,
+    kaiju_core::AppSettings,
+    kaiju_core::Key,
+)> {
+    let port = kaiju_tests::single_port()?;
+    let proxy = Proxy::start(port).await.unwrap();
+    let through = Transport::connect(&RedisSettings {
+        command_timeout_ms: 1000,
+        ..proxy.settings()
+    })
+    .await
+    .unwrap();
+    let direct = kaiju_tests::connect(Target::Single).await?;
+    let app = app(&kaiju_tests::namespace());
+    let stream = app.namespace().unwrap().stream("rpc").unwrap();
+    Some((proxy, through, direct, app, stream))
 }
