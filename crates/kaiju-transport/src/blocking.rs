@@ -7,7 +7,7 @@ use fred::interfaces::ClientLike;
 use fred::types::config::Options;
 
 use crate::Result;
-use crate::connection::Connection;
+use crate::connection::{Connection, once};
 
 /// A connection of its own for blocking commands (`XREADGROUP BLOCK`, `BLPOP`).
 ///
@@ -38,8 +38,7 @@ impl BlockingConnection {
         let connection = Connection::open(shared, false).await?;
         let options = Options {
             timeout: Some(block + MARGIN.max(timeout)),
-            max_attempts: Some(1),
-            ..Options::default()
+            ..once()
         };
         Ok(Self {
             connection,

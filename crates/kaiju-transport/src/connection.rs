@@ -61,15 +61,21 @@ impl Connection {
     /// A pipeline on this connection whose commands are written at most once (see
     /// [`Transport::once`](crate::Transport::once)).
     pub fn pipeline_once(&self) -> WithOptions<Pipeline<Client>> {
-        self.inner.client.pipeline().with_options(&Options {
-            max_attempts: Some(1),
-            ..Options::default()
-        })
+        self.inner.client.pipeline().with_options(&once())
     }
 
     /// Closes the connection now (every clone stops working).
     pub async fn close(&self) -> Result<()> {
         self.inner.client.quit().await?;
         Ok(())
+    }
+}
+
+/// Options that allow a single write attempt: a command whose connection drops before its
+/// reply arrives fails instead of being sent again.
+pub(crate) fn once() -> Options {
+    Options {
+        max_attempts: Some(1),
+        ..Options::default()
     }
 }

@@ -7,13 +7,12 @@ use std::time::Duration;
 use fred::clients::{Client, Pipeline, Pool, WithOptions};
 use fred::interfaces::ClientLike;
 use fred::types::InfoKind;
-use fred::types::config::Options;
 use kaiju_core::RedisSettings;
 
 use crate::blocking::BlockingConnection;
 use crate::builder::{Deployment, builder};
 use crate::capabilities::Capabilities;
-use crate::connection::Connection;
+use crate::connection::{Connection, once};
 use crate::{Result, TransportError};
 
 /// A connection to Redis, KeyDB or Valkey: a pool of auto-pipelining connections shared by every
@@ -169,14 +168,6 @@ impl Transport {
     pub async fn close(&self) -> Result<()> {
         self.inner.pool.quit().await?;
         Ok(())
-    }
-}
-
-/// Options that allow a single write attempt.
-fn once() -> Options {
-    Options {
-        max_attempts: Some(1),
-        ..Options::default()
     }
 }
 
