@@ -6,7 +6,7 @@
 //! which finish close together, travel in one XACK instead of a handful; acking runs beside the
 //! reads on the shared pool.
 
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -44,12 +44,10 @@ impl Acks {
     /// Queues an id for the next XACK. Only the first id of an empty queue wakes the ack task:
     /// the others join it, so a batch of entries costs one wake-up, not one each.
     pub(crate) fn push(&self, id: StreamId) {
-        let len = match self.queue.lock() {
-            Ok(mut queue) => {
-                queue.push(id);
-                queue.len()
-            }
-            Err(_) => return,
+        let len = {
+            let mut queue = self.queue();
+            queue.push(id);
+            queue.len()
         };
         if len == 1 {
             self.ready.notify_one();
@@ -59,22 +57,21 @@ impl Acks {
         }
     }
 
+    fn queue(&self) -> MutexGuard<'_, Vec<StreamId>> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn len(&self) -> usize {
-        self.queue.lock().map(|queue| queue.len()).unwrap_or(0)
+        self.queue().len()
     }
 
     fn take(&self) -> Vec<StreamId> {
-        self.queue
-            .lock()
-            .map(|mut queue| std::mem::take(&mut *queue))
-            .unwrap_or_default()
+        std::mem::take(&mut *self.queue())
     }
 
     /// Returns ids whose XACK failed; the ack task sends them with the next ones.
     fn put_back(&self, ids: Vec<StreamId>) {
-        if let Ok(mut queue) = self.queue.lock() {
-            queue.extend(ids);
-        }
+        self.queue().extend(ids);
         self.ready.notify_one();
     }
 }

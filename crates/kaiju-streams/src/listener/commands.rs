@@ -139,14 +139,13 @@ impl<B, H> Shared<B, H> {
         count: usize,
         block_ms: Option<u64>,
     ) -> Result<Vec<Item>> {
-        let block = block_ms;
         let reply: Value = reader
             .client()
             .xreadgroup(
                 self.group.as_str(),
                 self.consumer.as_str(),
                 Some(count as u64),
-                block,
+                block_ms,
                 false,
                 self.stream.as_str(),
                 from,

@@ -53,9 +53,8 @@ impl Failure {
     }
 }
 
-/// The outcome of one delivery.
+/// The outcome of a delivery that did not succeed.
 enum Verdict {
-    Done,
     Malformed(String),
     Rejected(String),
     Failed(Failure, String),
@@ -68,43 +67,44 @@ where
 {
     /// Runs one entry to its outcome. Runs in a task of its own.
     pub(crate) async fn process(self: Arc<Self>, entry: RawEntry, shutdown: Shutdown) {
-        match self.verdict(&entry).await {
-            Verdict::Done => {
+        match self.deliver(&entry).await {
+            Ok(()) => {
                 Counters::add(&self.counters.processed, 1);
                 self.acks.push(entry.id);
             }
             // Boxed: the failure paths hold Redis command futures (several KB); keeping them out
             // of every entry's task keeps the task small, and spawning it cheap.
-            failure => Box::pin(self.settle(entry, failure, &shutdown)).await,
+            Err(verdict) => Box::pin(self.settle(entry, verdict, &shutdown)).await,
         }
     }
 
-    async fn verdict(&self, entry: &RawEntry) -> Verdict {
+    /// Decodes the entry and runs its handler: `Ok` if the handler succeeded.
+    async fn deliver(&self, entry: &RawEntry) -> Result<(), Verdict> {
         if entry.deliveries > self.settings.max_deliveries {
             // It never came back from its earlier deliveries (a crash loop on this entry, say):
             // running it again could crash the process again.
-            return Verdict::Failed(
+            return Err(Verdict::Failed(
                 Failure::Exhausted,
                 format!(
                     "delivered {} times without an outcome (its consumer stopped or died while handling it)",
                     entry.deliveries - 1
                 ),
-            );
+            ));
         }
         let Some(payload) = entry.field(PAYLOAD_FIELD.as_bytes()) else {
-            return Verdict::Malformed(
+            return Err(Verdict::Malformed(
                 "malformed entry: no `_` field with the msgpack payload".to_owned(),
-            );
+            ));
         };
         // A body type's own `Deserialize` may panic; that must not take the task with it.
         let (body, headers) = match catch_unwind(|| decode::<B>(payload)) {
             Ok(Ok(decoded)) => decoded,
-            Ok(Err(e)) => return Verdict::Malformed(format!("malformed payload: {e}")),
+            Ok(Err(e)) => return Err(Verdict::Malformed(format!("malformed payload: {e}"))),
             Err(panic) => {
-                return Verdict::Malformed(format!(
+                return Err(Verdict::Malformed(format!(
                     "malformed payload: decoding panicked: {}",
                     panic_message(&*panic)
-                ));
+                )));
             }
         };
         let message = Message::new(entry.id.to_string(), body, headers, entry.deliveries);
@@ -120,29 +120,25 @@ where
             tracing::warn!(stream = %self.stream, id = %entry.id, elapsed = ?started.elapsed(), "a handler returned after its timeout (it blocked its thread?)");
         }
         match handled {
-            Ok(Ok(Ok(()))) => Verdict::Done,
-            Ok(Ok(Err(error))) => match error.disposition() {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(error))) => Err(match error.disposition() {
                 Disposition::Reject => Verdict::Rejected(error.to_string()),
                 _ => Verdict::Failed(Failure::Error, error.to_string()),
-            },
-            Ok(Err(panic)) => Verdict::Failed(
+            }),
+            Ok(Err(panic)) => Err(Verdict::Failed(
                 Failure::Panicked,
                 format!("the handler panicked: {}", panic_message(&*panic)),
-            ),
-            Err(_) => Verdict::Failed(
+            )),
+            Err(_) => Err(Verdict::Failed(
                 Failure::TimedOut,
                 format!("the handler did not finish within {timeout:?}"),
-            ),
+            )),
         }
     }
 
     async fn settle(&self, entry: RawEntry, verdict: Verdict, shutdown: &Shutdown) {
         let c = &self.counters;
         match verdict {
-            Verdict::Done => {
-                Counters::add(&c.processed, 1);
-                self.acks.push(entry.id);
-            }
             Verdict::Malformed(reason) => {
                 self.dead_letter_until_written(entry, "malformed", &reason, shutdown)
                     .await;

@@ -5,7 +5,7 @@
 //! is no longer this consumer's to retry (another consumer claimed it, or it was deleted). A
 //! retry whose claim failed (timeout, failover) goes back into the schedule.
 
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::id::StreamId;
@@ -21,20 +21,19 @@ pub(crate) struct Retry {
 pub(crate) struct Retries(Mutex<Vec<Retry>>);
 
 impl Retries {
+    fn all(&self) -> MutexGuard<'_, Vec<Retry>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     pub(crate) fn schedule(&self, retry: Retry) {
-        if let Ok(mut all) = self.0.lock() {
-            all.push(retry);
-        }
+        self.all().push(retry);
     }
 
     /// Takes up to `max` retries that are due.
     pub(crate) fn due(&self, max: usize) -> Vec<Retry> {
-        let Ok(mut all) = self.0.lock() else {
-            return Vec::new();
-        };
         let now = Instant::now();
         let mut due = Vec::new();
-        all.retain(|r| {
+        self.all().retain(|r| {
             let take = r.due <= now && due.len() < max;
             if take {
                 due.push(*r);
@@ -47,25 +46,22 @@ impl Retries {
     /// Puts retries back after their claim failed, to be tried again after `pause`.
     pub(crate) fn postpone(&self, retries: impl IntoIterator<Item = Retry>, pause: Duration) {
         let due = Instant::now() + pause;
-        if let Ok(mut all) = self.0.lock() {
-            all.extend(retries.into_iter().map(|r| Retry { due, ..r }));
-        }
+        self.all()
+            .extend(retries.into_iter().map(|r| Retry { due, ..r }));
     }
 
     /// How many retries wait.
     pub(crate) fn len(&self) -> usize {
-        self.0.lock().map(|all| all.len()).unwrap_or(0)
+        self.all().len()
     }
 
     /// Forgets every scheduled retry (a new run recovers them from Redis's pending list).
     pub(crate) fn clear(&self) {
-        if let Ok(mut all) = self.0.lock() {
-            all.clear();
-        }
+        self.all().clear();
     }
 
     /// The earliest due time, if any retry waits.
     pub(crate) fn next_due(&self) -> Option<Instant> {
-        self.0.lock().ok()?.iter().map(|r| r.due).min()
+        self.all().iter().map(|r| r.due).min()
     }
 }

@@ -88,6 +88,9 @@ where
                     tracing::error!(stream = %self.stream, error = %e, "an entry task failed");
                 }
             }
+            if self.regained_name.swap(false, Ordering::SeqCst) {
+                cursor.recovering = Some(StreamId::ZERO);
+            }
             if Instant::now() >= cursor.next_pause_check {
                 cursor.paused = self.paused().await.unwrap_or(cursor.paused);
                 cursor.next_pause_check =
@@ -100,13 +103,7 @@ where
                     () = shutdown.triggered() => break,
                     () = tokio::time::sleep_until(cursor.next_pause_check.into()) => {}
                 }
-                if self.regained_name.swap(false, Ordering::SeqCst) {
-                    cursor.recovering = Some(StreamId::ZERO);
-                }
                 continue;
-            }
-            if self.regained_name.swap(false, Ordering::SeqCst) {
-                cursor.recovering = Some(StreamId::ZERO);
             }
             if Instant::now() >= cursor.next_housekeeping {
                 cursor.next_housekeeping =
