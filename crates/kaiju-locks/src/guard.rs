@@ -1,6 +1,6 @@
 //! `LockGuard`: a held lock, its renewal, and the signal that it was lost.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use kaiju_transport::Transport;
@@ -121,12 +121,9 @@ impl LockGuard {
     /// Whether the lock may be lost (taken, expired, or not renewed in time). Reads the clock
     /// too, so it is right even when this process's timers ran late (a blocked executor).
     pub fn is_lost(&self) -> bool {
-        self.held.as_ref().is_some_and(|h| {
-            *h.lost.borrow()
-                || h.safe_until
-                    .lock()
-                    .is_ok_and(|until| Instant::now() >= *until)
-        })
+        self.held
+            .as_ref()
+            .is_some_and(|h| *h.lost.borrow() || Instant::now() >= *lock(&h.safe_until))
     }
 
     /// Resolves when the lock may be lost; never while it is surely held. Use it with
@@ -210,27 +207,26 @@ async fn keep(
     let period = (lease.duration / 3).max(Duration::from_millis(10));
     let mut next = lease.sent_at + period;
     loop {
-        tokio::select! {
+        // The wait for the next renewal and the renewal itself both race the deadline.
+        let renewal = async {
+            tokio::time::sleep_until(next).await;
+            let sent = Instant::now();
+            (
+                sent,
+                renew_all(&transport, &keys, &owner, &tokens, lease.duration).await,
+            )
+        };
+        let (sent, renewed) = tokio::select! {
             () = tokio::time::sleep_until(valid_until) => {
                 declare("no renewal succeeded in time");
                 return;
             }
-            () = tokio::time::sleep_until(next) => {}
-        }
-        let sent = Instant::now();
-        let renewed = tokio::select! {
-            () = tokio::time::sleep_until(valid_until) => {
-                declare("no renewal succeeded in time");
-                return;
-            }
-            renewed = renew_all(&transport, &keys, &owner, &tokens, lease.duration) => renewed,
+            renewed = renewal => renewed,
         };
         match renewed {
             Ok(true) => {
                 valid_until = sent + trusted;
-                if let Ok(mut until) = safe_until.lock() {
-                    *until = valid_until;
-                }
+                *lock(&safe_until) = valid_until;
                 next = sent + period;
             }
             Ok(false) => {
@@ -243,6 +239,10 @@ async fn keep(
             }
         }
     }
+}
+
+fn lock(until: &Mutex<Instant>) -> MutexGuard<'_, Instant> {
+    until.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Renews every lock; `Ok(false)` if any of them is no longer held by this acquisition.
