@@ -50,8 +50,16 @@ struct Retrack {
 }
 
 impl Retrack {
+    /// After a disconnect: invalidations may have been missed and tracking is off until it is
+    /// switched on again, so drop every local copy and keep no read that started before.
+    fn forget_all(&self) {
+        self.ready.store(false, Ordering::SeqCst);
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        lock(&self.local).clear();
+    }
+
     async fn run(self) {
-        forget_all(&self.local, &self.ready, &self.epoch);
+        self.forget_all();
         match self
             .client
             .start_tracking(None, false, false, false, false)
@@ -195,14 +203,6 @@ fn lock(local: &Mutex<Local>) -> std::sync::MutexGuard<'_, Local> {
     local.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// After a disconnect: invalidations may have been missed and tracking is off until it is
-/// switched on again, so drop every local copy and keep no read that started before.
-fn forget_all(local: &Mutex<Local>, tracking: &AtomicBool, epoch: &AtomicU64) {
-    tracking.store(false, Ordering::SeqCst);
-    epoch.fetch_add(1, Ordering::SeqCst);
-    lock(local).clear();
-}
-
 impl NearCache {
     /// Opens the tracking connection. Needs RESP3 (`resp3: true`, the default) and Redis 6.2+.
     /// The connection closes when the last clone is dropped.
@@ -243,7 +243,7 @@ impl NearCache {
             ready: ready.clone(),
             epoch: epoch.clone(),
         };
-        let again = retrack.clone();
+        let (again, on_error, on_lost) = (retrack.clone(), retrack.clone(), retrack.clone());
         events::listen(
             client.reconnect_rx(),
             move |_| retrack.clone().run(),
@@ -251,15 +251,13 @@ impl NearCache {
                 tokio::spawn(again.clone().run());
             },
         );
-        let (on_error, failed, error_epoch) = (local.clone(), ready.clone(), epoch.clone());
-        let (on_lost, lost_ready, lost_epoch) = (local.clone(), ready.clone(), epoch.clone());
         events::listen(
             client.error_rx(),
             move |_| {
-                forget_all(&on_error, &failed, &error_epoch);
+                on_error.forget_all();
                 std::future::ready(())
             },
-            move |_| forget_all(&on_lost, &lost_ready, &lost_epoch),
+            move |_| on_lost.forget_all(),
         );
         client
             .start_tracking(None, false, false, false, false)

@@ -89,20 +89,12 @@ pub(crate) fn decode_removed<T: DeserializeOwned>(
     key: &str,
     value: Value,
 ) -> Result<Vec<Option<T>>> {
-    let items = match value {
-        Value::Null => return Ok(Vec::new()),
-        Value::Array(items) => items,
-        single => vec![single],
-    };
-    let raw: Vec<Bytes> = items
-        .into_iter()
-        .map(|item| Ok(bytes(item)?.unwrap_or_default()))
-        .collect::<Result<_>>()?;
-    let decoded: Result<Vec<Option<T>>> = raw
+    let removed = elements(value)?;
+    let decoded: Result<Vec<Option<T>>> = removed
         .iter()
-        .map(|b| decode_bytes(codec, key, Some(b.clone())))
+        .map(|raw| decode_bytes(codec, key, raw.clone()))
         .collect();
-    decoded.map_err(|e| e.with_raw(raw))
+    decoded.map_err(|e| e.with_raw(removed.into_iter().map(Option::unwrap_or_default).collect()))
 }
 
 /// An integer reply.
