@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 use std::process::Command;
 
+use crate::streams::rpc_stream;
 use kaiju_cache::Cache;
 use kaiju_core::Namespace;
 use kaiju_tests::Target;
@@ -310,7 +311,7 @@ async fn stream_entries_cross_between_python_and_rust() {
         name: ns.prefix().split('.').nth(1).unwrap().to_owned(),
         ..AppSettings::default()
     };
-    let stream = app.namespace().unwrap().stream("rpc").unwrap();
+    let stream = rpc_stream(&app);
 
     // Python writes, Rust listens.
     let (ok, out) = run_peer(

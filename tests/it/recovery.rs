@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::streams::rpc_stream;
 use kaiju_core::{AppSettings, Key, RedisSettings, Service};
 use kaiju_streams::{HandlerError, Headers, Listener, ListenerSettings, Message, StreamWriter};
 use kaiju_testkit::{ClusterOptions, RedisCluster, RedisServer, ServerOptions};
@@ -325,7 +326,7 @@ async fn a_listener_survives_a_redis_restart() {
     let transport = Transport::connect(&settings).await.unwrap();
     let app = AppSettings::default();
     let (mut listener, seen) = recording_listener(&transport, &app).await;
-    let stream = app.namespace().unwrap().stream("rpc").unwrap();
+    let stream = rpc_stream(&app);
     let written = write_for(
         &transport,
         stream,
@@ -374,7 +375,7 @@ async fn a_listener_survives_a_cluster_failover() {
     let transport = Transport::connect(&settings).await.unwrap();
     let app = AppSettings::default();
     let (mut listener, seen) = recording_listener(&transport, &app).await;
-    let stream = app.namespace().unwrap().stream("rpc").unwrap();
+    let stream = rpc_stream(&app);
     let written = write_for(
         &transport,
         stream.clone(),

@@ -21,7 +21,7 @@ use kaiju_transport::Transport;
 use kaiju_transport::fred::prelude::*;
 use kaiju_transport::fred::types::Value;
 
-use crate::streams::{Body, Seen, app, distinct, pending_of, recorder, write};
+use crate::streams::{Body, Seen, app, distinct, pending_of, recorder, rpc_stream, write};
 
 on_both!(
     a_ten_byte_entry_declaring_a_huge_map_is_dead_lettered,
@@ -97,6 +97,15 @@ fn field<'a>(letter: &'a [(Vec<u8>, Vec<u8>)], name: &str) -> Option<&'a str> {
         .map(|(_, v)| std::str::from_utf8(v).unwrap())
 }
 
+/// Puts a string where the dead-letter stream goes: every XADD to it fails with WRONGTYPE.
+async fn block_dead_letters(t: &Transport, dead: &str) {
+    let _: () = t
+        .pool()
+        .set(dead, "in the way", None, None, false)
+        .await
+        .unwrap();
+}
+
 async fn cleanup(t: &Transport, keys: &[&str]) {
     for key in keys {
         let _: Result<i64, _> = t.pool().del(*key).await;
@@ -119,7 +128,7 @@ async fn a_ten_byte_entry_declaring_a_huge_map_is_dead_lettered(
     _: Target,
 ) {
     let app = app(ns);
-    let stream = app.namespace().unwrap().stream("rpc").unwrap();
+    let stream = rpc_stream(&app);
     let writer = StreamWriter::new(t.clone());
     let before = writer
         .write(&stream, &("ok".to_owned(), Some(1)), Headers::new())
@@ -162,7 +171,7 @@ async fn entries_at_the_top_of_the_id_space_are_handled_and_trimmed(
     _: Target,
 ) {
     let app = app(ns);
-    let stream = app.namespace().unwrap().stream("rpc").unwrap();
+    let stream = rpc_stream(&app);
     let payload = kaiju_streams::encode(&("top".to_owned(), Some(1_i64)), &Headers::new()).unwrap();
     let top = xadd_raw(
         t,
@@ -229,7 +238,7 @@ async fn entries_with_non_utf8_fields_are_dead_lettered_and_the_rest_run(
     _: Target,
 ) {
     let app = app(ns);
-    let stream = app.namespace().unwrap().stream("rpc").unwrap();
+    let stream = rpc_stream(&app);
     let mut good = write(t, &stream, 1, "a").await;
     let odd = xadd_raw(t, stream.as_str(), "*", vec![(b"\xff\xfe", b"\x00\xc1")]).await;
     good.extend(write(t, &stream, 1, "b").await);
@@ -276,7 +285,7 @@ async fn pending_entries_deleted_behind_the_consumers_back_are_acked_and_counted
     _: Target,
 ) {
     let app = app(ns);
-    let stream = app.namespace().unwrap().stream("rpc").unwrap();
+    let stream = rpc_stream(&app);
     // Own pending entries, one deleted: the own-pending read returns it as [id, nil].
     let own = write(t, &stream, 3, "own").await;
     read_as(t, stream.as_str(), &app.name, "stable", 3).await;
@@ -330,7 +339,7 @@ async fn own_pending_entries_beyond_one_batch_are_all_recovered_once(
     _: Target,
 ) {
     let app = app(ns);
-    let stream = app.namespace().unwrap().stream("rpc").unwrap();
+    let stream = rpc_stream(&app);
     let ids = write(t, &stream, 25, "x").await;
     read_as(t, stream.as_str(), &app.name, "stable", 25).await;
     let deliveries: Arc<Mutex<Vec<(String, u64)>>> = Arc::default();
@@ -373,7 +382,7 @@ async fn a_retry_never_takes_an_entry_another_consumer_claimed(
     _: Target,
 ) {
     let app = app(ns);
-    let stream = app.namespace().unwrap().stream("rpc").unwrap();
+    let stream = rpc_stream(&app);
     let ids = write(t, &stream, 1, "x").await;
     let calls = Arc::new(AtomicUsize::new(0));
     let counter = calls.clone();
@@ -433,7 +442,7 @@ async fn a_panicking_handler_is_dead_lettered_after_max_deliveries(
     _: Target,
 ) {
     let app = app(ns);
-    let stream = app.namespace().unwrap().stream("rpc").unwrap();
+    let stream = rpc_stream(&app);
     let ids = write(t, &stream, 1, "boom").await;
     let settings = ListenerSettings {
         max_deliveries: 2,
@@ -483,7 +492,7 @@ async fn a_handler_that_never_returns_times_out_and_its_siblings_are_acked(
     _: Target,
 ) {
     let app = app(ns);
-    let stream = app.namespace().unwrap().stream("rpc").unwrap();
+    let stream = rpc_stream(&app);
     let writer = StreamWriter::new(t.clone());
     let hang = writer
         .write(&stream, &("hang".to_owned(), None::<i64>), Headers::new())
@@ -536,14 +545,9 @@ async fn a_failed_dead_letter_write_is_retried_without_rerunning_the_handler(
     _: Target,
 ) {
     let app = app(ns);
-    let stream = app.namespace().unwrap().stream("rpc").unwrap();
+    let stream = rpc_stream(&app);
     let dead = app.namespace().unwrap().dead_letter_stream("rpc").unwrap();
-    // The dead-letter key holds a string: every XADD to it fails with WRONGTYPE.
-    let _: () = t
-        .pool()
-        .set(dead.as_str(), "in the way", None, None, false)
-        .await
-        .unwrap();
+    block_dead_letters(t, dead.as_str()).await;
     let ids = write(t, &stream, 1, "unknown.method").await;
     let calls = Arc::new(AtomicUsize::new(0));
     let counter = calls.clone();
@@ -578,7 +582,7 @@ async fn idle_consumers_without_pending_entries_are_removed(
     _: Target,
 ) {
     let app = app(ns);
-    let stream = app.namespace().unwrap().stream("rpc").unwrap();
+    let stream = rpc_stream(&app);
     write(t, &stream, 1, "x").await;
     read_as(t, stream.as_str(), &app.name, "gone-busy", 1).await;
     let _: Value = t
@@ -653,7 +657,7 @@ async fn a_second_listener_with_the_same_consumer_name_is_refused(
     next.start().await.unwrap();
     assert!(started.elapsed() < Duration::from_secs(2));
     next.stop(Duration::from_secs(5)).await.unwrap();
-    let stream = app.namespace().unwrap().stream("rpc").unwrap();
+    let stream = rpc_stream(&app);
     let leases = app.namespace().unwrap().stream_consumers("rpc").unwrap();
     cleanup(t, &[stream.as_str(), leases.as_str()]).await;
 }
@@ -692,7 +696,7 @@ async fn write_many_reports_which_entries_were_written(t: &Transport, ns: &Names
 
 async fn cpu_bound_handlers_of_one_batch_run_in_parallel(t: &Transport, ns: &Namespace, _: Target) {
     let app = app(ns);
-    let stream = app.namespace().unwrap().stream("rpc").unwrap();
+    let stream = rpc_stream(&app);
     write(t, &stream, 2, "cpu").await;
     let spans: Arc<Mutex<Vec<(Instant, Instant)>>> = Arc::default();
     let log = spans.clone();
@@ -740,7 +744,7 @@ impl<F: Future> Future for Counted<F> {
 async fn each_handler_is_polled_only_when_it_is_woken(t: &Transport, ns: &Namespace, _: Target) {
     const N: usize = 50;
     let app = app(ns);
-    let stream = app.namespace().unwrap().stream("rpc").unwrap();
+    let stream = rpc_stream(&app);
     write(t, &stream, N, "sleep").await;
     let polls = Arc::new(AtomicUsize::new(0));
     let (counter, done) = (polls.clone(), Arc::new(AtomicUsize::new(0)));
@@ -778,7 +782,7 @@ async fn each_handler_is_polled_only_when_it_is_woken(t: &Transport, ns: &Namesp
 
 async fn a_rejected_entry_is_dead_lettered_at_once(t: &Transport, ns: &Namespace, _: Target) {
     let app = app(ns);
-    let stream = app.namespace().unwrap().stream("rpc").unwrap();
+    let stream = rpc_stream(&app);
     let ids = write(t, &stream, 1, "nope").await;
     let calls = Arc::new(AtomicUsize::new(0));
     let counter = calls.clone();
@@ -842,7 +846,7 @@ async fn a_retry_whose_claim_fails_is_claimed_later() {
     settings.username = Some(user.clone());
     settings.password = Some("pw".into());
     let t = Transport::connect(&settings).await.unwrap();
-    let stream = app.namespace().unwrap().stream("rpc").unwrap();
+    let stream = rpc_stream(&app);
     write(&t, &stream, 1, "x").await;
     let deliveries: Arc<Mutex<Vec<u64>>> = Arc::default();
     let log = deliveries.clone();
@@ -923,7 +927,7 @@ async fn dropped_and_timed_out_listeners_close_their_connections() {
         )
         .await;
     }
-    let stream = app.namespace().unwrap().stream("rpc").unwrap();
+    let stream = rpc_stream(&app);
     write(&t, &stream, 1, "slow").await;
     let mut slow = Listener::new(t.clone(), &app, quick(), |_m: Message<Body>| async {
         tokio::time::sleep(Duration::from_secs(30)).await;
@@ -973,7 +977,7 @@ async fn trimming_reads_the_groups_and_trims_in_one_script() {
     };
     let ns = kaiju_tests::namespace();
     let app = app(&ns);
-    let stream = app.namespace().unwrap().stream("rpc").unwrap();
+    let stream = rpc_stream(&app);
     let seen: Seen = Arc::default();
     let settings = ListenerSettings {
         trim_interval_ms: 20,
@@ -1020,7 +1024,7 @@ async fn an_entry_that_keeps_killing_its_consumer_is_dead_lettered(
     _: Target,
 ) {
     let app = app(ns);
-    let stream = app.namespace().unwrap().stream("rpc").unwrap();
+    let stream = rpc_stream(&app);
     let ids = write(t, &stream, 1, "poison").await;
     let deliveries: Arc<Mutex<Vec<u64>>> = Arc::default();
     let settings = ListenerSettings {
@@ -1077,7 +1081,7 @@ async fn start_after_a_timed_out_stop_redelivers_what_was_unfinished(
     _: Target,
 ) {
     let app = app(ns);
-    let stream = app.namespace().unwrap().stream("rpc").unwrap();
+    let stream = rpc_stream(&app);
     write(t, &stream, 3, "slow").await;
     let calls = Arc::new(AtomicUsize::new(0));
     let counter = calls.clone();
@@ -1112,7 +1116,7 @@ async fn start_after_a_timed_out_stop_redelivers_what_was_unfinished(
 
 async fn a_slow_entry_does_not_hold_up_the_others(t: &Transport, ns: &Namespace, _: Target) {
     let app = app(ns);
-    let stream = app.namespace().unwrap().stream("rpc").unwrap();
+    let stream = rpc_stream(&app);
     let writer = StreamWriter::new(t.clone());
     writer
         .write(&stream, &("slow".to_owned(), None::<i64>), Headers::new())
@@ -1149,13 +1153,9 @@ async fn an_unwritable_dead_letter_does_not_hold_up_the_others(
     _: Target,
 ) {
     let app = app(ns);
-    let stream = app.namespace().unwrap().stream("rpc").unwrap();
+    let stream = rpc_stream(&app);
     let dead = app.namespace().unwrap().dead_letter_stream("rpc").unwrap();
-    let _: () = t
-        .pool()
-        .set(dead.as_str(), "in the way", None, None, false)
-        .await
-        .unwrap();
+    block_dead_letters(t, dead.as_str()).await;
     xadd_raw(t, stream.as_str(), "*", vec![(b"no-payload", b"x")]).await;
     let seen: Seen = Arc::default();
     let mut listener = Listener::new(t.clone(), &app, quick(), recorder(&seen)).unwrap();
@@ -1180,7 +1180,7 @@ async fn a_handler_that_blocks_past_its_timeout_is_counted_timed_out(
     _: Target,
 ) {
     let app = app(ns);
-    let stream = app.namespace().unwrap().stream("rpc").unwrap();
+    let stream = rpc_stream(&app);
     write(t, &stream, 1, "blocking").await;
     let settings = ListenerSettings {
         handler_timeout_ms: 200,
@@ -1205,7 +1205,7 @@ async fn a_handler_that_blocks_past_its_timeout_is_counted_timed_out(
 
 async fn a_cancelled_stop_keeps_the_run_attached(t: &Transport, ns: &Namespace, _: Target) {
     let app = app(ns);
-    let stream = app.namespace().unwrap().stream("rpc").unwrap();
+    let stream = rpc_stream(&app);
     write(t, &stream, 1, "slow").await;
     let settings = ListenerSettings {
         consumer_id: Some("one".into()),
@@ -1270,13 +1270,13 @@ async fn an_idle_listener_stops_at_once(t: &Transport, ns: &Namespace, _: Target
         "{:?}",
         began.elapsed()
     );
-    let stream = app.namespace().unwrap().stream("rpc").unwrap();
+    let stream = rpc_stream(&app);
     cleanup(t, &[stream.as_str()]).await;
 }
 
 async fn failed_entries_waiting_in_memory_are_bounded(t: &Transport, ns: &Namespace, _: Target) {
     let app = app(ns);
-    let stream = app.namespace().unwrap().stream("rpc").unwrap();
+    let stream = rpc_stream(&app);
     write(t, &stream, 1500, "failing").await;
     let settings = ListenerSettings {
         max_batch_size: 2,
@@ -1342,7 +1342,7 @@ async fn entries_in_progress_never_look_abandoned() {
         return;
     };
     let app = app(&kaiju_tests::namespace());
-    let stream = app.namespace().unwrap().stream("rpc").unwrap();
+    let stream = rpc_stream(&app);
     write(&t, &stream, 1, "slow").await;
     let settings = ListenerSettings {
         handler_timeout_ms: 5500,
@@ -1435,6 +1435,6 @@ async fn behind_a_proxy() -> Option<(
     .unwrap();
     let direct = kaiju_tests::connect(Target::Single).await?;
     let app = app(&kaiju_tests::namespace());
-    let stream = app.namespace().unwrap().stream("rpc").unwrap();
+    let stream = rpc_stream(&app);
     Some((proxy, through, direct, app, stream))
 }

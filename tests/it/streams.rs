@@ -40,6 +40,11 @@ pub(crate) fn app(ns: &Namespace) -> AppSettings {
     }
 }
 
+/// The stream of `app`'s `rpc` topic.
+pub(crate) fn rpc_stream(app: &AppSettings) -> kaiju_core::Key {
+    app.namespace().unwrap().stream("rpc").unwrap()
+}
+
 pub(crate) fn recorder(
     seen: &Seen,
 ) -> impl Fn(Message<Body>) -> std::future::Ready<Result<(), HandlerError>> + Send + Sync + 'static
@@ -86,7 +91,7 @@ async fn a_backlog_written_before_any_listener_is_processed(
     _: Target,
 ) {
     let app = app(ns);
-    let stream = app.namespace().unwrap().stream("rpc").unwrap();
+    let stream = rpc_stream(&app);
     let ids = write(t, &stream, 10_000, "ext.record").await;
     let seen: Seen = Arc::default();
     let settings = ListenerSettings {
@@ -115,7 +120,7 @@ async fn malformed_entries_are_dead_lettered_and_the_rest_run(
     _: Target,
 ) {
     let app = app(ns);
-    let stream = app.namespace().unwrap().stream("rpc").unwrap();
+    let stream = rpc_stream(&app);
     let writer = StreamWriter::new(t.clone());
     let mut good = Vec::new();
     for i in 0..7 {
@@ -210,7 +215,7 @@ async fn malformed_entries_are_dead_lettered_and_the_rest_run(
 
 async fn failing_handlers_are_retried_then_dead_lettered(t: &Transport, ns: &Namespace, _: Target) {
     let app = app(ns);
-    let stream = app.namespace().unwrap().stream("rpc").unwrap();
+    let stream = rpc_stream(&app);
     let writer = StreamWriter::new(t.clone());
     let flaky = writer
         .write(&stream, &("flaky".to_owned(), None::<i64>), Headers::new())
@@ -300,7 +305,7 @@ async fn failing_handlers_are_retried_then_dead_lettered(t: &Transport, ns: &Nam
 
 async fn a_deleted_group_and_stream_are_recovered(t: &Transport, ns: &Namespace, _: Target) {
     let app = app(ns);
-    let stream = app.namespace().unwrap().stream("rpc").unwrap();
+    let stream = rpc_stream(&app);
     let seen: Seen = Arc::default();
     let mut listener = Listener::new(
         t.clone(),
@@ -344,7 +349,7 @@ async fn a_deleted_group_and_stream_are_recovered(t: &Transport, ns: &Namespace,
 
 async fn trim_delivered_keeps_what_a_slow_group_needs(t: &Transport, ns: &Namespace, _: Target) {
     let app = app(ns);
-    let stream = app.namespace().unwrap().stream("rpc").unwrap();
+    let stream = rpc_stream(&app);
     let ids = write(t, &stream, 20, "x").await;
     let _: () = t
         .pool()
@@ -393,7 +398,7 @@ async fn trim_delivered_keeps_what_a_slow_group_needs(t: &Transport, ns: &Namesp
 
 async fn the_pause_key_stops_and_resumes_listeners(t: &Transport, ns: &Namespace, _: Target) {
     let app = app(ns);
-    let stream = app.namespace().unwrap().stream("rpc").unwrap();
+    let stream = rpc_stream(&app);
     let seen: Seen = Arc::default();
     let settings = |c: &str| ListenerSettings {
         consumer_id: Some(c.into()),
@@ -432,7 +437,7 @@ async fn stop_finishes_in_flight_work_or_leaves_it_pending(
     _: Target,
 ) {
     let app = app(ns);
-    let stream = app.namespace().unwrap().stream("rpc").unwrap();
+    let stream = rpc_stream(&app);
     let started: Seen = Arc::default();
     let log = started.clone();
     let slow = move |ms: u64| {
@@ -491,7 +496,7 @@ async fn a_restarted_consumer_processes_its_own_pending_entries(
     _: Target,
 ) {
     let app = app(ns);
-    let stream = app.namespace().unwrap().stream("rpc").unwrap();
+    let stream = rpc_stream(&app);
     let ids = write(t, &stream, 5, "x").await;
     let settings = ListenerSettings {
         consumer_id: Some("stable".into()),
@@ -549,7 +554,7 @@ async fn a_killed_consumers_entries_are_claimed_by_the_others(
 ) {
     const TOTAL: usize = 20_000;
     let app = app(ns);
-    let stream = app.namespace().unwrap().stream("rpc").unwrap();
+    let stream = rpc_stream(&app);
     let (set, count) = (ns.key("handled").unwrap(), ns.key("handled-count").unwrap());
     let spawn = |consumer: &str| {
         let mut child = Command::new(env!("CARGO_BIN_EXE_stream_worker"))
