@@ -15,7 +15,9 @@ use std::process::ExitCode;
 use crate::root;
 
 /// Strings that only key.rs may spell: the parts of kaiju's key scheme (and of side keys).
-const KEY_PARTS: [&str; 6] = ["._stream", "._sub", "._shared", ".__", ":__", "#__"];
+const KEY_PARTS: [&str; 7] = [
+    "._stream", "._sub", "._reply", "._shared", ".__", ":__", "#__",
+];
 
 pub(crate) fn run() -> Result<ExitCode, String> {
     let crates = root().join("crates");

@@ -180,6 +180,14 @@ impl Namespace {
         self.join("_sub")?.key(topic)
     }
 
+    /// The pub/sub channel on which one RPC client receives its responses:
+    /// `<prefix>._reply.<client>` (a kaiju-rs extension; Python kaiju has no responses over
+    /// Redis).
+    pub fn reply_channel(&self, client: &str) -> Result<Key, KeyError> {
+        check_part("client", client)?;
+        self.join("_reply")?.key(client)
+    }
+
     fn check(&self, what: &'static str, value: &str) -> Result<(), KeyError> {
         check_part(what, value)?;
         if self.tagged && value.contains(['{', '}']) {
@@ -200,6 +208,15 @@ impl fmt::Display for Namespace {
             f.write_str(&self.prefix)
         }
     }
+}
+
+/// Whether `name` is named as [`Namespace::reply_channel`] names reply channels. An RPC server
+/// publishes responses only to such channels, so a request cannot make it publish into another
+/// component's channels (a lock's release channel, a topic).
+pub fn is_reply_channel(name: &str) -> bool {
+    name.split_once("._reply.").is_some_and(|(prefix, client)| {
+        !prefix.is_empty() && !client.is_empty() && !client.contains('.')
+    })
 }
 
 /// The name of a side key kept next to `key` (a lock's fencing counter and wait queue, a
@@ -309,6 +326,14 @@ mod tests {
             "cap.peer._stream._lock.rpc"
         );
         assert_eq!(ns.channel("rpc").unwrap().as_str(), "cap.peer._sub.rpc");
+        assert_eq!(
+            ns.reply_channel("c1").unwrap().as_str(),
+            "cap.peer._reply.c1"
+        );
+        assert!(is_reply_channel(ns.reply_channel("c1").unwrap().as_str()));
+        assert!(!is_reply_channel("cap.peer._sub.rpc"));
+        assert!(!is_reply_channel("{lock}:__release"));
+        assert!(!is_reply_channel("._reply.x"));
         assert_eq!(
             Namespace::shared("cap")
                 .unwrap()

@@ -116,6 +116,12 @@ impl Transport {
         self.inner.pool.next()
     }
 
+    /// One client of the pool with every command written at most once (as on
+    /// [`once`](Self::once)), for the commands the pool does not offer (`PUBLISH`).
+    pub fn client_once(&self) -> WithOptions<Client> {
+        self.client().with_options(&once())
+    }
+
     /// A pipeline (one round trip for many commands) on one client of the pool. Its commands
     /// may be sent again after a reconnect, as on [`pool`](Self::pool).
     pub fn pipeline(&self) -> Pipeline<Client> {
