@@ -9,6 +9,7 @@ mod interop;
 mod lock_faults;
 mod locks;
 mod recovery;
+mod rpc;
 mod stream_faults;
 mod streams;
 mod transport;

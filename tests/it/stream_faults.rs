@@ -68,7 +68,7 @@ async fn read_as(t: &Transport, stream: &str, group: &str, consumer: &str, count
 }
 
 /// The dead letters, as raw field lists (field names may be any bytes).
-async fn dead_letters(t: &Transport, key: &str) -> Vec<Vec<(Vec<u8>, Vec<u8>)>> {
+pub(crate) async fn dead_letters(t: &Transport, key: &str) -> Vec<Vec<(Vec<u8>, Vec<u8>)>> {
     let entries: Value = t.pool().xrange(key, "-", "+", None).await.unwrap();
     entries
         .into_array()
@@ -90,7 +90,7 @@ async fn dead_letters(t: &Transport, key: &str) -> Vec<Vec<(Vec<u8>, Vec<u8>)>> 
         .collect()
 }
 
-fn field<'a>(letter: &'a [(Vec<u8>, Vec<u8>)], name: &str) -> Option<&'a str> {
+pub(crate) fn field<'a>(letter: &'a [(Vec<u8>, Vec<u8>)], name: &str) -> Option<&'a str> {
     letter
         .iter()
         .find(|(n, _)| n == name.as_bytes())

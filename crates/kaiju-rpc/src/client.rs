@@ -1,0 +1,513 @@
+//! `RpcClient`: kaiju's `RedisStreamRPCClient` (notifications into another app's stream), plus
+//! request/response and pub/sub.
+
+use std::future::{Future, IntoFuture};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use kaiju_core::{AppSettings, Key, KeyError, Namespace, Value};
+use kaiju_streams::{HeaderValue, Headers, Outgoing, StreamError, StreamWriter, encode, short_uid};
+use kaiju_transport::fred::interfaces::PubsubInterface;
+use kaiju_transport::{Classify, Transport, TransportError};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::OnceCell;
+
+use crate::context::{RequestContext, headers};
+use crate::error::{RpcError, to_value};
+use crate::replies::Replies;
+
+/// Why a client call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallError {
+    /// The params could not be encoded, or a response could not be read as the expected type.
+    #[error("codec: {0}")]
+    Codec(#[from] kaiju_core::CodecError),
+    /// An app or topic name that kaiju cannot use in a key.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// Writing the entry failed. After a lost connection it may or may not have been written
+    /// (it is never written twice behind the caller's back).
+    #[error(transparent)]
+    Stream(#[from] StreamError),
+    /// A Redis command failed.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// The server answered with an error object.
+    #[error("the server answered: {0}")]
+    Rpc(RpcError),
+    /// No response arrived before the deadline. The request may still run (or have run).
+    #[error("no response within {0:?}")]
+    Timeout(Duration),
+    /// The response does not fit the expected type.
+    #[error("the response does not fit the expected type: {0}")]
+    Response(String),
+}
+
+/// Result of client calls.
+pub type CallResult<T> = Result<T, CallError>;
+
+struct Inner {
+    transport: Transport,
+    writer: StreamWriter,
+    env: String,
+    app: String,
+    topic: String,
+    client_id: String,
+    reply_channel: Key,
+    replies: OnceCell<Arc<Replies>>,
+    next_id: AtomicU64,
+}
+
+/// kaiju's `RedisStreamRPCClient`: calls methods of an app by writing notifications into its
+/// stream `<env>.<app>._stream.<topic>` (the env is the client's), read by a Python
+/// `RedisListener` or a Rust [`RpcListener`](crate::RpcListener). Cheap to clone.
+///
+/// - [`call`](Self::call): one notification, no result (as kaiju).
+/// - [`call_multiple`](Self::call_multiple): one batch entry, with kaiju's abort and template
+///   flags. [`call_each`](Self::call_each): N entries in one round trip.
+/// - [`request`](Self::request): waits for the result (kaiju-rs servers only).
+/// - [`publish`](Self::publish): the same envelope over pub/sub (kaiju's `RedisPublisher`).
+///
+/// Inside a method, calls carry the running request's `Correlation-Id`; otherwise a new one.
+///
+/// ```no_run
+/// # async fn demo(transport: kaiju_transport::Transport) -> Result<(), kaiju_rpc::CallError> {
+/// use std::time::Duration;
+/// use kaiju_core::AppSettings;
+/// use kaiju_rpc::RpcClient;
+/// use serde_json::json;
+///
+/// let app = AppSettings { env: "prod".into(), name: "web".into(), ..Default::default() };
+/// let client = RpcClient::new(transport, &app);
+/// // kaiju: await client.call("users.create", {"name": "bob"}, app="users")
+/// client
+///     .call("users.create", json!({"name": "bob"}))
+///     .app("users")
+///     .timeout(Duration::from_secs(10))
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RpcClient(Arc<Inner>);
+
+impl std::fmt::Debug for RpcClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RpcClient")
+            .field("env", &self.0.env)
+            .field("app", &self.0.app)
+            .field("topic", &self.0.topic)
+            .field("client_id", &self.0.client_id)
+            .finish()
+    }
+}
+
+/// Per-call options, shared by every kind of call.
+#[derive(Debug, Clone, Default)]
+struct Options {
+    app: Option<String>,
+    topic: Option<String>,
+    headers: Headers,
+    timeout: Option<Duration>,
+    retries: Option<u32>,
+}
+
+fn unix_now() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+impl RpcClient {
+    /// A client of `app` (its env names the target streams; its name is the default target).
+    pub fn new(transport: Transport, app: &AppSettings) -> Self {
+        let client_id = uuid::Uuid::new_v4().simple().to_string();
+        let reply_channel = Namespace::new(&app.env, &app.name)
+            .and_then(|ns| ns.reply_channel(&client_id))
+            .unwrap_or_else(|_| Key::raw(format!("kaiju._reply.{client_id}")));
+        Self(Arc::new(Inner {
+            writer: StreamWriter::new(transport.clone()),
+            transport,
+            env: app.env.clone(),
+            app: app.name.clone(),
+            topic: "rpc".into(),
+            client_id,
+            reply_channel,
+            replies: OnceCell::new(),
+            next_id: AtomicU64::new(1),
+        }))
+    }
+
+    /// The same client with another default topic (kaiju's `topic` setting; default `rpc`).
+    #[must_use]
+    pub fn with_topic(&self, topic: impl Into<String>) -> Self {
+        let mut inner = Inner {
+            transport: self.0.transport.clone(),
+            writer: self.0.writer.clone(),
+            env: self.0.env.clone(),
+            app: self.0.app.clone(),
+            topic: topic.into(),
+            client_id: self.0.client_id.clone(),
+            reply_channel: self.0.reply_channel.clone(),
+            replies: OnceCell::new(),
+            next_id: AtomicU64::new(1),
+        };
+        if let Some(replies) = self.0.replies.get() {
+            inner.replies = OnceCell::new_with(Some(replies.clone()));
+        }
+        Self(Arc::new(inner))
+    }
+
+    /// The stream of `app`'s `topic` in this client's env (kaiju's `get_topic_key`).
+    pub fn topic_key(&self, app: &str, topic: &str) -> Result<Key, KeyError> {
+        Namespace::new(&self.0.env, app)?.stream(topic)
+    }
+
+    /// Calls `method` with `params` (a map, or `()` / `None` for none) as a notification:
+    /// returns the id of the written entry once it is in Redis; the method's result is not
+    /// returned (use [`request`](Self::request) for that). Options: [`Call::app`],
+    /// [`Call::topic`], [`Call::header`], [`Call::timeout`], [`Call::retries`].
+    pub fn call<P: Serialize>(&self, method: impl Into<String>, params: P) -> Call<'_, P> {
+        Call {
+            client: self,
+            method: method.into(),
+            params,
+            options: Options::default(),
+        }
+    }
+
+    /// Calls several methods as one batch entry (run in order by one server, under one
+    /// deadline). See [`Batch::abort_on_error`] and [`Batch::template`].
+    ///
+    /// Towards a **Python** kaiju 2.4 listener, prefer [`call_each`](Self::call_each) unless
+    /// you need the batch semantics: a batch whose calls all succeed makes a Python listener
+    /// lose the rest of the entries it read together with it (kaiju's defect D10).
+    pub fn call_multiple<P: Serialize>(&self, calls: Vec<(String, P)>) -> Batch<'_, P> {
+        Batch {
+            client: self,
+            calls,
+            abort_on_error: false,
+            template: false,
+            options: Options::default(),
+        }
+    }
+
+    /// Calls several methods as separate entries written in one round trip (one pipeline of
+    /// `XADD`s, each written at most once). Returns the entry ids in order; when only some
+    /// were written, the error is [`StreamError::PartialWrite`] with the ids of those that were.
+    pub async fn call_each<P: Serialize>(
+        &self,
+        calls: Vec<(String, P)>,
+    ) -> CallResult<Vec<String>> {
+        self.call_each_with(calls, None, None).await
+    }
+
+    /// [`call_each`](Self::call_each) to another app and topic.
+    pub async fn call_each_with<P: Serialize>(
+        &self,
+        calls: Vec<(String, P)>,
+        app: Option<&str>,
+        topic: Option<&str>,
+    ) -> CallResult<Vec<String>> {
+        let key = self.topic_key(app.unwrap_or(&self.0.app), topic.unwrap_or(&self.0.topic))?;
+        let options = Options::default();
+        let bodies: Vec<(String, Value)> = calls
+            .iter()
+            .map(|(m, p)| Ok((m.clone(), params_value(p)?)))
+            .collect::<CallResult<_>>()?;
+        let entries = bodies
+            .iter()
+            .map(|body| Outgoing {
+                stream: &key,
+                body,
+                headers: self.headers(&options, None),
+            })
+            .collect();
+        Ok(self.0.writer.write_many(entries).await?)
+    }
+
+    /// kaiju's `write`: appends `body` with `headers` to the stream `topic_key` as is
+    /// (`Correlation-Id` is added when missing).
+    pub async fn write<B: Serialize + ?Sized>(
+        &self,
+        topic_key: &Key,
+        body: &B,
+        headers: Headers,
+    ) -> CallResult<String> {
+        Ok(self.0.writer.write(topic_key, body, headers).await?)
+    }
+
+    /// Calls `method` and waits for its result, read as `R` (kaiju-rs servers only: the
+    /// request carries a `Reply-To` channel, to which the server publishes the response; a
+    /// Python kaiju listener runs it as a notification and the request times out).
+    ///
+    /// The deadline is [`Request::timeout`] (default 30 s), sent as `Deadline` (and capped by
+    /// the running request's own deadline inside a method). Subscribes once per client before
+    /// the first request is written, so no response can be missed; nothing is left in Redis
+    /// when the client goes away.
+    pub fn request<P: Serialize, R: DeserializeOwned>(
+        &self,
+        method: impl Into<String>,
+        params: P,
+    ) -> Request<'_, P, R> {
+        Request {
+            call: self.call(method, params),
+            _result: std::marker::PhantomData,
+        }
+    }
+
+    /// Publishes `[method, params]` on `<env>.<app>._sub.<topic>` (kaiju's `RedisPublisher`):
+    /// fire and forget; subscribers that are not connected at that moment never see it.
+    /// Returns how many subscribers received it.
+    pub async fn publish<P: Serialize>(
+        &self,
+        method: &str,
+        params: P,
+        app: Option<&str>,
+    ) -> CallResult<u64> {
+        let channel =
+            Namespace::new(&self.0.env, app.unwrap_or(&self.0.app))?.channel(&self.0.topic)?;
+        let body = (method, params_value(&params)?);
+        let payload = Bytes::from(encode(&body, &self.headers(&Options::default(), None))?);
+        let receivers: i64 = self
+            .0
+            .transport
+            .client_once()
+            .publish(channel.as_str(), payload)
+            .await
+            .classify()?;
+        Ok(receivers.max(0) as u64)
+    }
+
+    /// The headers of a call, in kaiju's order: `Correlation-Id` first (the caller's, the
+    /// running request's, or a new one), then `Timeout`, `RPC-Retries`, the caller's own.
+    fn headers(&self, options: &Options, deadline: Option<u64>) -> Headers {
+        let mut h = Headers::new();
+        let correlation = match options.headers.get(headers::CORRELATION_ID) {
+            Some(v) => v.clone(),
+            None => match RequestContext::current() {
+                Some(ctx) => HeaderValue::Str(ctx.correlation_id().to_owned()),
+                None => HeaderValue::Str(short_uid()),
+            },
+        };
+        h.insert(headers::CORRELATION_ID, correlation);
+        if let Some(t) = options.timeout {
+            h.insert(headers::TIMEOUT, timeout_secs(t));
+        }
+        if let Some(d) = deadline {
+            h.insert(headers::DEADLINE, i64::try_from(d).unwrap_or(i64::MAX));
+        }
+        if let Some(n) = options.retries {
+            h.insert(headers::RETRIES, i64::from(n));
+        }
+        for (name, value) in options.headers.iter() {
+            h.insert(name, value.clone());
+        }
+        h
+    }
+
+    async fn replies(&self) -> CallResult<&Arc<Replies>> {
+        Ok(self
+            .0
+            .replies
+            .get_or_try_init(|| Replies::connect(&self.0.transport, self.0.reply_channel.as_str()))
+            .await?)
+    }
+}
+
+/// kaiju sends `Timeout` as whole seconds, at least 1.
+fn timeout_secs(t: Duration) -> i64 {
+    let secs = t.as_secs() + u64::from(t.subsec_nanos() > 0);
+    i64::try_from(secs.max(1)).unwrap_or(i64::MAX)
+}
+
+/// Params as they go on the wire: a map, or `nil` for none.
+fn params_value<P: Serialize + ?Sized>(params: &P) -> CallResult<Value> {
+    let value = to_value(params)?;
+    Ok(match value {
+        Value::Array(items) if items.is_empty() => Value::Nil,
+        other => other,
+    })
+}
+
+/// One call being built; `.await` it to send it.
+#[must_use = "a call is sent when awaited"]
+pub struct Call<'a, P> {
+    client: &'a RpcClient,
+    method: String,
+    params: P,
+    options: Options,
+}
+
+macro_rules! options {
+    ($($path:ident).+) => {
+        /// The target app (default: the client's own app).
+        pub fn app(mut self, app: impl Into<String>) -> Self {
+            self.$($path).+.app = Some(app.into());
+            self
+        }
+
+        /// The target topic (default: the client's, `rpc`).
+        pub fn topic(mut self, topic: impl Into<String>) -> Self {
+            self.$($path).+.topic = Some(topic.into());
+            self
+        }
+
+        /// Adds a header (`Authorization`, `Correlation-Id`, anything the method reads).
+        pub fn header(mut self, name: impl Into<String>, value: impl Into<HeaderValue>) -> Self {
+            self.$($path).+.headers.insert(name, value);
+            self
+        }
+
+        /// The server-side time limit, sent as `Timeout` in whole seconds (at least 1).
+        pub fn timeout(mut self, timeout: Duration) -> Self {
+            self.$($path).+.timeout = Some(timeout);
+            self
+        }
+
+        /// `RPC-Retries`: attempts in total (kaiju's meaning), for transient method errors.
+        pub fn retries(mut self, attempts: u32) -> Self {
+            self.$($path).+.retries = Some(attempts);
+            self
+        }
+    };
+}
+
+impl<'a, P: Serialize> Call<'a, P> {
+    options!(options);
+
+    async fn send(self) -> CallResult<String> {
+        let key = self.target()?;
+        let body = (self.method.as_str(), params_value(&self.params)?);
+        let headers = self.client.headers(&self.options, None);
+        Ok(self.client.0.writer.write(&key, &body, headers).await?)
+    }
+
+    fn target(&self) -> Result<Key, KeyError> {
+        let c = &self.client.0;
+        self.client.topic_key(
+            self.options.app.as_deref().unwrap_or(&c.app),
+            self.options.topic.as_deref().unwrap_or(&c.topic),
+        )
+    }
+}
+
+impl<'a, P: Serialize + Send + Sync + 'a> IntoFuture for Call<'a, P> {
+    type Output = CallResult<String>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send + 'a>>;
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.send())
+    }
+}
+
+/// A batch being built; `.await` it to send it as one entry.
+#[must_use = "a batch is sent when awaited"]
+pub struct Batch<'a, P> {
+    client: &'a RpcClient,
+    calls: Vec<(String, P)>,
+    abort_on_error: bool,
+    template: bool,
+    options: Options,
+}
+
+impl<'a, P: Serialize> Batch<'a, P> {
+    options!(options);
+
+    /// `RPC-Batch-Abort-Error`: stop at the first failing call; the rest are `Aborted`.
+    pub fn abort_on_error(mut self) -> Self {
+        self.abort_on_error = true;
+        self
+    }
+
+    /// `RPC-Batch-Template`: fill params from earlier results, e.g. `{"user_id": "[0.id]"}`.
+    pub fn template(mut self) -> Self {
+        self.template = true;
+        self
+    }
+
+    async fn send(self) -> CallResult<String> {
+        let c = &self.client.0;
+        let key = self.client.topic_key(
+            self.options.app.as_deref().unwrap_or(&c.app),
+            self.options.topic.as_deref().unwrap_or(&c.topic),
+        )?;
+        let body: Vec<(&str, Value)> = self
+            .calls
+            .iter()
+            .map(|(m, p)| Ok((m.as_str(), params_value(p)?)))
+            .collect::<CallResult<_>>()?;
+        let mut headers = self.client.headers(&self.options, None);
+        if self.abort_on_error {
+            headers.insert(headers::BATCH_ABORT, headers::TRUE);
+        }
+        if self.template {
+            headers.insert(headers::BATCH_TEMPLATE, headers::TRUE);
+        }
+        Ok(c.writer.write(&key, &body, headers).await?)
+    }
+}
+
+impl<'a, P: Serialize + Send + Sync + 'a> IntoFuture for Batch<'a, P> {
+    type Output = CallResult<String>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send + 'a>>;
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.send())
+    }
+}
+
+/// A request being built; `.await` it for the typed result.
+#[must_use = "a request is sent when awaited"]
+pub struct Request<'a, P, R> {
+    call: Call<'a, P>,
+    _result: std::marker::PhantomData<fn() -> R>,
+}
+
+/// How long a request waits for its response when no timeout is given.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl<'a, P: Serialize, R: DeserializeOwned> Request<'a, P, R> {
+    options!(call.options);
+
+    async fn send(self) -> CallResult<R> {
+        let call = self.call;
+        let client = call.client;
+        let mut wait = call.options.timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT);
+        if let Some(ctx) = RequestContext::current() {
+            wait = wait.min(ctx.remaining());
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        let deadline_unix = (unix_now() + wait).as_secs() + u64::from(wait.subsec_nanos() > 0);
+        let replies = client.replies().await?;
+        let request_id = client.0.next_id.fetch_add(1, Ordering::Relaxed).to_string();
+        let mut headers = client.headers(&call.options, Some(deadline_unix));
+        headers.insert(headers::REPLY_TO, client.0.reply_channel.as_str());
+        headers.insert(headers::REQUEST_ID, request_id.as_str());
+        let key = call.target()?;
+        let body = (call.method.as_str(), params_value(&call.params)?);
+        // Registered before the write: the response cannot arrive before anyone waits for it.
+        let pending = replies.expect(request_id);
+        client.0.writer.write(&key, &body, headers).await?;
+        let response = tokio::time::timeout_at(deadline, pending.wait())
+            .await
+            .map_err(|_| CallError::Timeout(wait))?
+            .ok_or(CallError::Timeout(wait))?;
+        match response.result {
+            Ok(value) => R::deserialize(&value).map_err(|e| CallError::Response(e.to_string())),
+            Err(e) => Err(CallError::Rpc(e)),
+        }
+    }
+}
+
+impl<'a, P: Serialize + Send + Sync + 'a, R: DeserializeOwned + Send + 'a> IntoFuture
+    for Request<'a, P, R>
+{
+    type Output = CallResult<R>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send + 'a>>;
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.send())
+    }
+}

@@ -1,0 +1,245 @@
+//! Running requests: one request (lookup, scope, deadline, template, retries, panics), and a
+//! batch (in order, one deadline, abort and template rules).
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use kaiju_core::Value;
+use kaiju_streams::Headers;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use crate::context::{Parsed, RequestContext};
+use crate::error::RpcError;
+use crate::module::{Failure, MethodFuture};
+use crate::request::{Call, Outcome, Response};
+use crate::scope::Scope;
+use crate::server::Inner;
+use crate::template;
+
+/// One body being run.
+pub(crate) struct Run<'a> {
+    pub(crate) inner: &'a Inner,
+    pub(crate) parsed: &'a Parsed,
+    pub(crate) headers: &'a Headers,
+    pub(crate) scope: Scope,
+}
+
+/// Polls a method future, turning a panic into an error (the server keeps running, and the
+/// caller gets an internal error instead of silence).
+struct CatchUnwind(MethodFuture);
+
+impl Future for CatchUnwind {
+    type Output = Option<Result<Value, Failure>>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let future = &mut self.0;
+        match std::panic::catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
+            Ok(Poll::Ready(v)) => Poll::Ready(Some(v)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(_) => Poll::Ready(None),
+        }
+    }
+}
+
+/// kaiju's retry pause: 0.5 s, growing ×1.1, at most 10 s.
+fn pause(attempt: u32) -> Duration {
+    Duration::from_secs_f64((0.5 * 1.1_f64.powi(attempt as i32)).min(10.0))
+}
+
+/// Keys whose values request logs never show (kaiju deleted them from the caller's params
+/// while logging, D26; this redacts a copy).
+const SECRETS: [&str; 5] = ["password", "token", "access", "refresh", "secret"];
+
+fn redacted(params: &Value) -> Value {
+    match params {
+        Value::Map(entries) => Value::Map(
+            entries
+                .iter()
+                .map(|(k, v)| match k.as_str() {
+                    Some(name) if SECRETS.contains(&name) => (k.clone(), Value::Str("***".into())),
+                    _ => (k.clone(), redacted(v)),
+                })
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+impl Run<'_> {
+    /// Runs one request. `earlier` holds the results of the batch's earlier requests when the
+    /// batch is in template mode.
+    pub(crate) async fn one(&self, call: Call, earlier: Option<&[Option<Value>]>) -> Response {
+        let response = self.execute(call, earlier).await;
+        self.inner.counters.count(response.outcome);
+        response
+    }
+
+    async fn execute(&self, call: Call, earlier: Option<&[Option<Value>]>) -> Response {
+        let Call { method, params, id } = call;
+        let name = match method {
+            Ok(name) => name,
+            Err(e) => return Response::error(id, e, Outcome::Rejected),
+        };
+        let Some(method) = self
+            .inner
+            .methods
+            .get(&name)
+            .filter(|m| self.inner.visible(self.scope, m))
+        else {
+            return Response::error(
+                id,
+                RpcError::method_not_found(Some(&name)),
+                Outcome::Rejected,
+            );
+        };
+        if Instant::now() >= self.parsed.deadline {
+            // The deadline passed before the method started: it never starts (kaiju ran it up
+            // to its first await, D23). The request cannot succeed as sent.
+            return Response::error(
+                id,
+                RpcError::request_timeout(self.parsed.deadline_unix),
+                Outcome::Rejected,
+            );
+        }
+        let params = match earlier {
+            Some(results) => match template::fill(&params, results) {
+                Ok(filled) => filled,
+                Err(e) => {
+                    let error = RpcError::invalid_params(format!("Invalid params: {e}"))
+                        .with_data("template", e.to_string());
+                    return Response::error(id, error, Outcome::Rejected);
+                }
+            },
+            None => params,
+        };
+        let ctx = RequestContext::new(&name, self.parsed, self.headers, self.scope);
+        let span = tracing::info_span!("rpc", method = %name, correlation_id = %self.parsed.correlation_id);
+        if self.inner.settings.request_logs {
+            span.in_scope(|| tracing::info!(params = ?redacted(&params), "request"));
+        }
+        let attempts = self.parsed.attempts.max(1);
+        let mut attempt = 1;
+        let result = loop {
+            let future = (method.call)(params.clone(), ctx.clone());
+            let run = ctx
+                .clone()
+                .scope_over(CatchUnwind(future))
+                .instrument(span.clone());
+            let result = match tokio::time::timeout_at(self.parsed.deadline, run).await {
+                Err(_) => {
+                    break Err((
+                        RpcError::request_timeout(self.parsed.deadline_unix),
+                        Outcome::TimedOut,
+                    ));
+                }
+                Ok(None) => {
+                    break Err((
+                        RpcError::internal(format_args!("method {name} panicked")),
+                        Outcome::Failed,
+                    ));
+                }
+                Ok(Some(result)) => result,
+            };
+            match result {
+                Ok(value) => break Ok(value),
+                Err(Failure::Params(e)) => break Err((e, Outcome::Rejected)),
+                Err(Failure::Method(e)) => {
+                    let wait = pause(attempt - 1);
+                    if e.is_retryable()
+                        && attempt < attempts
+                        && Instant::now() + wait < self.parsed.deadline
+                    {
+                        span.in_scope(|| tracing::info!(attempt, error = %e, detail = e.detail(), "method failed; retrying (RPC-Retries)"));
+                        tokio::time::sleep(wait).await;
+                        attempt += 1;
+                        continue;
+                    }
+                    let outcome = if e.is_client_error() {
+                        Outcome::ClientError
+                    } else {
+                        Outcome::Failed
+                    };
+                    break Err((e, outcome));
+                }
+            }
+        };
+        span.in_scope(|| match &result {
+            Ok(value) if self.inner.settings.response_logs => {
+                tracing::info!(result = ?value, "response")
+            }
+            Ok(_) => {}
+            Err((e, Outcome::ClientError | Outcome::Rejected)) => {
+                tracing::info!(error = %e, "client error")
+            }
+            Err((e, _)) => tracing::error!(error = %e, detail = e.detail(), "internal error"),
+        });
+        match result {
+            Ok(value) => Response {
+                id,
+                result: Ok(value),
+                outcome: Outcome::Ok,
+            },
+            Err((e, outcome)) => Response::error(id, e, outcome),
+        }
+    }
+
+    /// Runs a batch in order under the body's one deadline; a response per request.
+    ///
+    /// - A request that fails keeps its real error (kaiju replaced it with an empty
+    ///   `InvalidParams` under the abort flag, D15); with `RPC-Batch-Abort-Error` the later ones
+    ///   are `Aborted`.
+    /// - A template that cannot be filled aborts the rest (their params likely depend on it).
+    /// - Once the deadline passed, the rest get `RequestTimeout` without running.
+    pub(crate) async fn batch(&self, calls: Vec<Call>) -> Vec<Response> {
+        let max = self.inner.settings.max_batch_length;
+        if calls.len() > max {
+            let error = RpcError::invalid_request(format!(
+                "Invalid request: a batch of {} requests, at most {max} are accepted",
+                calls.len()
+            ));
+            return calls
+                .into_iter()
+                .map(|c| {
+                    self.inner.counters.count(Outcome::Rejected);
+                    Response::error(c.id, error.clone(), Outcome::Rejected)
+                })
+                .collect();
+        }
+        let mut results: Vec<Option<Value>> = Vec::new();
+        let mut responses = Vec::with_capacity(calls.len());
+        let mut stop: Option<(RpcError, Outcome)> = None;
+        for (i, call) in calls.into_iter().enumerate() {
+            if let Some((error, outcome)) = &stop {
+                self.inner.counters.count(*outcome);
+                responses.push(Response::error(call.id, error.clone(), *outcome));
+                results.push(None);
+                continue;
+            }
+            let earlier = (self.parsed.template && i > 0).then_some(results.as_slice());
+            let response = self.one(call, earlier).await;
+            let templated = earlier.is_some()
+                && response
+                    .result
+                    .as_ref()
+                    .err()
+                    .and_then(|e| e.data("template"))
+                    .is_some();
+            if response.outcome == Outcome::TimedOut
+                || (response.outcome == Outcome::Rejected && Instant::now() >= self.parsed.deadline)
+            {
+                stop = Some((
+                    RpcError::request_timeout(self.parsed.deadline_unix),
+                    Outcome::TimedOut,
+                ));
+            } else if response.result.is_err() && (self.parsed.abort_on_error || templated) {
+                stop = Some((RpcError::aborted(), Outcome::Aborted));
+            }
+            results.push(response.result.as_ref().ok().cloned());
+            responses.push(response);
+        }
+        responses
+    }
+}

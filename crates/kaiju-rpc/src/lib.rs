@@ -1,0 +1,28 @@
+#![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod client;
+mod context;
+mod dispatch;
+mod error;
+mod listener;
+mod module;
+mod replies;
+mod request;
+mod scope;
+mod server;
+mod subscriber;
+mod template;
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests;
+
+pub use client::{Batch, Call, CallError, CallResult, DEFAULT_REQUEST_TIMEOUT, Request, RpcClient};
+pub use context::{RequestContext, headers};
+pub use error::{RpcError, codes};
+pub use listener::RpcListener;
+pub use module::{NoParams, RegisterError, RpcModule};
+pub use request::{Outcome, Reply, ReplyBody, Response};
+pub use scope::{Permissions, Scope, UnknownScope, fnmatch};
+pub use server::{Server, ServerSettings, ServerStats};
+pub use subscriber::RpcSubscriber;

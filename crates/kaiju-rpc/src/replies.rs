@@ -1,0 +1,183 @@
+//! The client side of request/response: one pub/sub subscription per client, and the
+//! requests waiting on it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use kaiju_core::Value;
+use kaiju_streams::{HeaderValue, decode};
+use kaiju_transport::fred::interfaces::{EventInterface, PubsubInterface};
+use kaiju_transport::fred::types::Message;
+use kaiju_transport::{Classify, Connection, Transport, TransportError, events};
+use tokio::sync::oneshot;
+
+use crate::context::headers;
+use crate::request::Response;
+
+type Waiting = Arc<Mutex<HashMap<String, oneshot::Sender<Response>>>>;
+
+/// The reply subscription of one client.
+pub(crate) struct Replies {
+    _connection: Connection,
+    waiting: Waiting,
+}
+
+/// A request waiting for its response; dropping it (a cancelled request) forgets it.
+pub(crate) struct Pending {
+    id: String,
+    waiting: Waiting,
+    rx: oneshot::Receiver<Response>,
+}
+
+impl Pending {
+    /// The response, or `None` if the subscription ended.
+    pub(crate) async fn wait(mut self) -> Option<Response> {
+        (&mut self.rx).await.ok()
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.id);
+    }
+}
+
+fn lock(
+    waiting: &Waiting,
+) -> std::sync::MutexGuard<'_, HashMap<String, oneshot::Sender<Response>>> {
+    waiting.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Routes one published reply to its waiting request. Anything unreadable, unknown or late is
+/// dropped (logged at debug): a reply is only ever an answer to a request waiting here.
+fn route(waiting: &Waiting, payload: &[u8]) {
+    let Ok((body, headers)) = decode::<Value>(payload) else {
+        tracing::debug!("an unreadable message on the reply channel was dropped");
+        return;
+    };
+    let id = match headers.get(headers::REQUEST_ID) {
+        Some(HeaderValue::Str(id)) => id.clone(),
+        Some(HeaderValue::Int(id)) => id.to_string(),
+        _ => return,
+    };
+    let Some(tx) = lock(waiting).remove(&id) else {
+        tracing::debug!(%id, "a reply for a request nobody waits for (timed out, or a duplicate)");
+        return;
+    };
+    let response = match &body {
+        Value::Array(items) => Some(batch_response(items)),
+        single => Response::from_value(single),
+    };
+    if let Some(response) = response {
+        let _ = tx.send(response);
+    }
+}
+
+/// A batch's responses folded into one response holding the array of results (or the first
+/// error).
+fn batch_response(items: &[Value]) -> Response {
+    let mut results = Vec::with_capacity(items.len().min(1024));
+    for item in items {
+        match Response::from_value(item) {
+            Some(Response { result: Ok(v), .. }) => results.push(v),
+            Some(r @ Response { result: Err(_), .. }) => return r,
+            None => break,
+        }
+    }
+    Response {
+        id: Value::Nil,
+        result: Ok(Value::Array(results)),
+        outcome: crate::Outcome::Ok,
+    }
+}
+
+impl Replies {
+    /// Subscribes to `channel` on a connection of its own, and waits for the confirmation:
+    /// a request written after this returns cannot have its response missed.
+    pub(crate) async fn connect(
+        transport: &Transport,
+        channel: &str,
+    ) -> Result<Arc<Self>, TransportError> {
+        let connection = transport.dedicated_connection().await?;
+        let client = connection.client().clone();
+        let waiting: Waiting = Arc::default();
+        let routes = waiting.clone();
+        events::listen(
+            client.message_rx(),
+            move |message: Message| {
+                if let Some(bytes) = message.value.as_bytes() {
+                    route(&routes, bytes);
+                }
+                std::future::ready(())
+            },
+            |count| {
+                tracing::warn!(
+                    count,
+                    "replies were missed in a burst; those requests will time out"
+                )
+            },
+        );
+        let again = (client.clone(), channel.to_owned());
+        events::listen(
+            client.reconnect_rx(),
+            move |_| {
+                let (client, channel) = again.clone();
+                async move {
+                    if let Err(e) = client.subscribe(channel).await {
+                        tracing::warn!(error = %e, "could not subscribe to the reply channel again");
+                    }
+                }
+            },
+            |_| {},
+        );
+        client.subscribe(channel).await.classify()?;
+        Ok(Arc::new(Self {
+            _connection: connection,
+            waiting,
+        }))
+    }
+
+    /// Registers a request before it is sent.
+    pub(crate) fn expect(&self, id: String) -> Pending {
+        let (tx, rx) = oneshot::channel();
+        lock(&self.waiting).insert(id.clone(), tx);
+        Pending {
+            id,
+            waiting: self.waiting.clone(),
+            rx,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kaiju_streams::Headers;
+
+    #[test]
+    fn hostile_replies_are_dropped() {
+        let waiting: Waiting = Arc::default();
+        for bytes in [
+            &b""[..],
+            b"\x92\xc0\xdf\xff\xff\xff\xff",
+            b"\x92\xc0\x80",
+            b"\xc1",
+        ] {
+            route(&waiting, bytes);
+        }
+        let (tx, mut rx) = oneshot::channel();
+        lock(&waiting).insert("1".into(), tx);
+        let mut h = Headers::new();
+        h.insert(headers::REQUEST_ID, "1");
+        // A reply that is not a response object: the waiter is released without a response.
+        route(
+            &waiting,
+            &kaiju_streams::encode(&Value::Int(5), &h).unwrap(),
+        );
+        assert!(rx.try_recv().is_err());
+        assert!(lock(&waiting).is_empty());
+    }
+}

@@ -1,0 +1,255 @@
+//! Requests and responses as they travel: kaiju's `[method, params]` (or a batch of them), the
+//! JSON-RPC object form, and the responses of kaiju-rs request/response.
+
+use kaiju_core::Value;
+
+use crate::error::RpcError;
+
+/// One request read from a body: its method (or why it is not a request), params and id.
+#[derive(Debug, Clone)]
+pub(crate) struct Call {
+    pub(crate) method: Result<String, RpcError>,
+    pub(crate) params: Value,
+    pub(crate) id: Value,
+}
+
+/// A body: one request, or a batch.
+#[derive(Debug)]
+pub(crate) enum Body {
+    Single(Call),
+    Batch(Vec<Call>),
+}
+
+/// Reads one request: `[method, params, ...]` (kaiju's stream form; extra items ignored, as
+/// kaiju does) or `{"method", "params", "id"}` (the JSON-RPC object).
+fn call(item: Value, default_id: Value) -> Call {
+    let invalid = |why: &str| Call {
+        method: Err(RpcError::invalid_request(format!("Invalid request: {why}"))),
+        params: Value::Nil,
+        id: default_id.clone(),
+    };
+    match item {
+        Value::Array(items) => {
+            let mut items = items.into_iter();
+            match (items.next(), items.next()) {
+                (Some(Value::Str(method)), params) => Call {
+                    method: Ok(method),
+                    params: params.unwrap_or(Value::Nil),
+                    id: default_id,
+                },
+                (None, _) => invalid("an empty request"),
+                (Some(_), _) => invalid("the method name must be a string"),
+            }
+        }
+        Value::Map(entries) => {
+            let (mut method, mut params, mut id) = (None, Value::Nil, default_id.clone());
+            for (k, v) in entries {
+                match (k.as_str(), v) {
+                    (Some("method"), Value::Str(m)) => method = Some(m),
+                    (Some("params"), p) => params = p,
+                    (Some("id"), i) => id = i,
+                    _ => {}
+                }
+            }
+            match method {
+                Some(m) => Call {
+                    method: Ok(m),
+                    params,
+                    id,
+                },
+                None => Call {
+                    id,
+                    ..invalid("no method name")
+                },
+            }
+        }
+        _ => invalid("a request must be [method, params] or a request object"),
+    }
+}
+
+impl Body {
+    /// Reads a body. kaiju tells a single request from a batch by the type of the first item
+    /// (a string: single); a body that is neither is one invalid request.
+    pub(crate) fn read(body: Value) -> Self {
+        match body {
+            Value::Array(items) if items.first().is_some_and(|v| !matches!(v, Value::Str(_))) => {
+                Self::Batch(
+                    items
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, item)| call(item, Value::Int(i as i64)))
+                        .collect(),
+                )
+            }
+            other => Self::Single(call(other, Value::Nil)),
+        }
+    }
+}
+
+/// How one request ended, from the point of view of whoever delivered it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// The method returned a result.
+    Ok,
+    /// The method returned a client error (a kaiju `ClientError`): the call's answer.
+    ClientError,
+    /// Not run because an earlier request of its batch failed.
+    Aborted,
+    /// The method failed (an internal error or a panic): worth another delivery.
+    Failed,
+    /// The deadline passed while the method ran: worth another delivery.
+    TimedOut,
+    /// The request itself is wrong (unknown or forbidden method, invalid params, a template
+    /// that cannot be filled, an expired deadline): it never succeeds as sent.
+    Rejected,
+}
+
+impl Outcome {
+    /// Whether the request may succeed if delivered again.
+    pub fn is_transient(self) -> bool {
+        matches!(self, Self::Failed | Self::TimedOut)
+    }
+}
+
+/// The response to one request.
+#[derive(Debug, Clone)]
+pub struct Response {
+    /// The request's id: the one sent, the batch index for a kaiju batch item, `nil` for a
+    /// kaiju single request.
+    pub id: Value,
+    /// The method's result, or the error object.
+    pub result: Result<Value, RpcError>,
+    /// How the request ended.
+    pub outcome: Outcome,
+}
+
+impl Response {
+    pub(crate) fn error(id: Value, error: RpcError, outcome: Outcome) -> Self {
+        Self {
+            id,
+            result: Err(error),
+            outcome,
+        }
+    }
+
+    /// The JSON-RPC response object: `{"jsonrpc": "2.0", "id", "result" | "error"}`.
+    pub fn to_value(&self) -> Value {
+        let (key, value) = match &self.result {
+            Ok(v) => ("result", v.clone()),
+            Err(e) => ("error", e.to_value()),
+        };
+        Value::Map(vec![
+            (Value::Str("jsonrpc".into()), Value::Str("2.0".into())),
+            (Value::Str("id".into()), self.id.clone()),
+            (Value::Str(key.into()), value),
+        ])
+    }
+
+    /// Reads a response object (the client side of request/response).
+    pub(crate) fn from_value(value: &Value) -> Option<Self> {
+        let id = value.get("id").cloned().unwrap_or(Value::Nil);
+        if let Some(error) = value.get("error") {
+            let error = RpcError::from_value(error)?;
+            return Some(Self::error(id, error, Outcome::ClientError));
+        }
+        let result = value.get("result")?.clone();
+        Some(Self {
+            id,
+            result: Ok(result),
+            outcome: Outcome::Ok,
+        })
+    }
+}
+
+/// What the server answers to one body: always a value (kaiju returned nothing for a batch
+/// whose requests all succeeded, and its listener lost the rest of its read, D10).
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// The request's correlation id (the caller's, or a new one).
+    pub correlation_id: String,
+    /// The response, or one per batch request in request order.
+    pub body: ReplyBody,
+}
+
+/// The response to a single request or to a batch.
+#[derive(Debug, Clone)]
+pub enum ReplyBody {
+    /// A single request's response.
+    Single(Response),
+    /// A batch's responses, in request order, one per request.
+    Batch(Vec<Response>),
+}
+
+impl Reply {
+    /// Every response (one for a single request).
+    pub fn responses(&self) -> &[Response] {
+        match &self.body {
+            ReplyBody::Single(r) => std::slice::from_ref(r),
+            ReplyBody::Batch(rs) => rs,
+        }
+    }
+
+    /// The worst outcome among the responses (`Ok` for an empty batch): what the body as a
+    /// whole amounts to for its delivery.
+    pub fn outcome(&self) -> Outcome {
+        self.responses()
+            .iter()
+            .map(|r| r.outcome)
+            .max()
+            .unwrap_or(Outcome::Ok)
+    }
+
+    /// The response body on the wire: one response object, or an array of them.
+    pub fn to_value(&self) -> Value {
+        match &self.body {
+            ReplyBody::Single(r) => r.to_value(),
+            ReplyBody::Batch(rs) => Value::Array(rs.iter().map(Response::to_value).collect()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &str) -> Value {
+        Value::Str(v.into())
+    }
+
+    #[test]
+    fn kaijus_bodies_are_read() {
+        let Body::Single(c) = Body::read(Value::Array(vec![s("a.b"), Value::Nil])) else {
+            panic!("single")
+        };
+        assert_eq!(c.method.unwrap(), "a.b");
+        let Body::Batch(cs) = Body::read(Value::Array(vec![
+            Value::Array(vec![s("a.b"), Value::Map(vec![])]),
+            Value::Int(5),
+            Value::Array(vec![]),
+            Value::Map(vec![(s("method"), s("x.y")), (s("id"), s("q"))]),
+        ])) else {
+            panic!("batch")
+        };
+        assert_eq!(cs.len(), 4);
+        assert!(cs[0].method.is_ok());
+        assert_eq!(cs[0].id, Value::Int(0));
+        assert!(
+            cs[1].method.is_err(),
+            "a bad item is its own error, not the batch's"
+        );
+        assert!(cs[2].method.is_err());
+        assert_eq!(cs[3].id, s("q"));
+        for body in [
+            Value::Array(vec![]),
+            Value::Nil,
+            Value::Int(1),
+            Value::Array(vec![s("only")]),
+        ] {
+            if let Body::Single(c) = Body::read(body.clone()) {
+                // `["only"]` is a request without params (kaiju crashes on it, D27).
+                assert_eq!(c.method.is_ok(), body == Value::Array(vec![s("only")]));
+            }
+        }
+    }
+}

@@ -1,0 +1,388 @@
+//! `Server`: dispatches requests to registered methods under scopes, deadlines and a bound on
+//! concurrent work.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use kaiju_core::{AppSettings, Value};
+use kaiju_streams::Headers;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::context::{Limits, Parsed, RequestContext};
+use crate::dispatch;
+use crate::error::RpcError;
+use crate::module::{Erased, Method, MethodFuture, RegisterError, RpcModule};
+use crate::request::{Body, Outcome, Reply, ReplyBody, Response};
+use crate::scope::{Scope, fnmatch};
+
+/// Server settings, named as kaiju's `JSONRPCServer` settings (times in seconds).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Requests (a batch counts once) running at the same time; more wait for a slot, and a
+    /// listener stops reading meanwhile. Default: `128`.
+    pub max_parallel_tasks: usize,
+    /// Time limit of a request without `Timeout` or `Deadline`, seconds. Default: `90`.
+    pub default_request_time: u64,
+    /// Upper bound of any request's time limit, seconds. Default: `600`.
+    pub max_request_time: u64,
+    /// Check scopes. `false` lets every caller reach every method. Default: `true`.
+    pub enable_permissions: bool,
+    /// Log every request (method, correlation id, params with secrets redacted). Default: `false`.
+    pub request_logs: bool,
+    /// Log every response. Default: `false`.
+    pub response_logs: bool,
+    /// fnmatch patterns on full method names (`svc.*`) that are not registered. Default: none.
+    pub blacklist_routes: Vec<String>,
+    /// Methods whose permission value is at most this are not registered (`0` removes every
+    /// SYSTEM method). Default: `-1` (none).
+    pub blacklist_scope: i64,
+    /// The longest batch accepted; a longer one is rejected whole (kaiju had no limit).
+    /// Default: `100`.
+    pub max_batch_length: usize,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            max_parallel_tasks: 128,
+            default_request_time: 90,
+            max_request_time: 600,
+            enable_permissions: true,
+            request_logs: false,
+            response_logs: false,
+            blacklist_routes: Vec::new(),
+            blacklist_scope: -1,
+            max_batch_length: 100,
+        }
+    }
+}
+
+/// Counters of a server since it was built.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServerStats {
+    /// Requests received (each batch item counts).
+    pub requests: u64,
+    /// Requests whose method returned a result.
+    pub ok: u64,
+    /// Requests whose method returned a client error.
+    pub client_errors: u64,
+    /// Requests rejected before their method ran (unknown, forbidden, invalid params,
+    /// template, expired).
+    pub rejected: u64,
+    /// Requests whose method failed (internal error or panic).
+    pub failed: u64,
+    /// Requests cancelled at their deadline.
+    pub timed_out: u64,
+    /// Batch requests not run after an earlier failure.
+    pub aborted: u64,
+    /// Requests (or batches) running now.
+    pub running: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    requests: AtomicU64,
+    ok: AtomicU64,
+    client_errors: AtomicU64,
+    rejected: AtomicU64,
+    failed: AtomicU64,
+    timed_out: AtomicU64,
+    aborted: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn count(&self, outcome: Outcome) {
+        let counter = match outcome {
+            Outcome::Ok => &self.ok,
+            Outcome::ClientError => &self.client_errors,
+            Outcome::Rejected => &self.rejected,
+            Outcome::Failed => &self.failed,
+            Outcome::TimedOut => &self.timed_out,
+            Outcome::Aborted => &self.aborted,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) methods: BTreeMap<String, Method>,
+    pub(crate) settings: ServerSettings,
+    pub(crate) limits: Limits,
+    pub(crate) app: AppSettings,
+    slots: Arc<Semaphore>,
+    closing: AtomicBool,
+    pub(crate) counters: Counters,
+}
+
+/// A JSON-RPC server with kaiju's rules, fed by a [`RpcListener`](crate::RpcListener), an
+/// [`RpcSubscriber`](crate::RpcSubscriber), or anything else that has a body and headers.
+/// Cheap to clone.
+///
+/// - Scopes: a method above the caller's scope answers "method not found", exactly like an
+///   unknown one.
+/// - Deadlines: `Deadline` over `Timeout` over `default_request_time`, capped at
+///   `max_request_time`; a request whose deadline passed never starts its method.
+/// - Batches run in order under one deadline, with a response per request; `RPC-Batch-Abort-Error`
+///   keeps the failing request's real error and aborts the rest; `RPC-Batch-Template` fills
+///   params from earlier results (`[0.id]`).
+/// - `max_parallel_tasks` is a semaphore: a request takes a slot before its method runs, so
+///   callers (a listener's read loop) wait when the server is full; [`drain`](Self::drain)
+///   waits for running requests on shutdown.
+///
+/// ```
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use kaiju_core::{AppSettings, Value};
+/// use kaiju_rpc::{RequestContext, RpcError, RpcModule, Scope, Server, ServerSettings};
+/// use kaiju_streams::Headers;
+///
+/// let mut m = RpcModule::new("math").permissions([("*", Scope::Guest)]);
+/// m.method("double", |n: std::collections::BTreeMap<String, i64>, _: RequestContext| async move {
+///     Ok::<_, RpcError>(n.get("n").copied().unwrap_or(0) * 2)
+/// })?;
+/// let server = Server::new(&AppSettings::default(), ServerSettings::default(), m)?;
+/// let body = Value::Array(vec![
+///     Value::Str("math.double".into()),
+///     Value::Map(vec![(Value::Str("n".into()), Value::Int(21))]),
+/// ]);
+/// let reply = server.call(body, &Headers::new(), Scope::Guest).await;
+/// assert_eq!(reply.responses()[0].result.as_ref().ok(), Some(&Value::Int(42)));
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Server(Arc<Inner>);
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("methods", &self.0.methods.len())
+            .field("settings", &self.0.settings)
+            .finish()
+    }
+}
+
+impl Server {
+    /// A server with the methods of `module` and the built-in `rpc.api` and `rpc.status`,
+    /// minus what `blacklist_routes` and `blacklist_scope` remove.
+    pub fn new(
+        app: &AppSettings,
+        settings: ServerSettings,
+        module: RpcModule,
+    ) -> Result<Self, RegisterError> {
+        let mut all = module;
+        let mut builtins = RpcModule::new("");
+        let weak: Arc<std::sync::OnceLock<Weak<Inner>>> = Arc::default();
+        builtins.insert("rpc.api", builtin(&weak, Scope::Guest, api))?;
+        builtins.insert("rpc.status", builtin(&weak, Scope::System, status))?;
+        all.merge(builtins)?;
+        let methods = all
+            .into_methods()
+            .into_iter()
+            .filter(|(name, method)| {
+                let listed = settings.blacklist_routes.iter().any(|p| fnmatch(p, name));
+                let below = i64::from(method.permission.value()) <= settings.blacklist_scope;
+                !(listed || below)
+            })
+            .collect();
+        let default = Duration::from_secs(settings.default_request_time.max(1));
+        let limits = Limits {
+            default,
+            max: Duration::from_secs(settings.max_request_time).max(default),
+        };
+        let inner = Arc::new(Inner {
+            methods,
+            limits,
+            app: app.clone(),
+            slots: Arc::new(Semaphore::new(settings.max_parallel_tasks.max(1))),
+            settings,
+            closing: AtomicBool::new(false),
+            counters: Counters::default(),
+        });
+        let _ = weak.set(Arc::downgrade(&inner));
+        Ok(Self(inner))
+    }
+
+    /// Handles a body (`[method, params]`, a batch of them, or request objects) with its
+    /// headers, for a caller at `scope`. Always answers: errors are responses.
+    ///
+    /// Waits for a slot when `max_parallel_tasks` requests are running. After
+    /// [`drain`](Self::drain) began, answers a retryable internal error at once.
+    pub async fn call(&self, body: Value, headers: &Headers, scope: Scope) -> Reply {
+        let parsed = Parsed::read(headers, self.0.limits);
+        let body = Body::read(body);
+        let Some(_slot) = self.slot().await else {
+            let stopping = RpcError::internal("the server is stopping").retryable();
+            let failed = |id| Response::error(id, stopping.clone(), Outcome::Failed);
+            let body = match body {
+                Body::Single(c) => ReplyBody::Single(failed(c.id)),
+                Body::Batch(cs) => ReplyBody::Batch(cs.into_iter().map(|c| failed(c.id)).collect()),
+            };
+            return Reply {
+                correlation_id: parsed.correlation_id,
+                body,
+            };
+        };
+        let run = dispatch::Run {
+            inner: &self.0,
+            parsed: &parsed,
+            headers,
+            scope,
+        };
+        let body = match body {
+            Body::Single(c) => ReplyBody::Single(run.one(c, None).await),
+            Body::Batch(cs) => ReplyBody::Batch(run.batch(cs).await),
+        };
+        Reply {
+            correlation_id: parsed.correlation_id,
+            body,
+        }
+    }
+
+    async fn slot(&self) -> Option<OwnedSemaphorePermit> {
+        if self.0.closing.load(Ordering::Acquire) {
+            return None;
+        }
+        self.0.slots.clone().acquire_owned().await.ok()
+    }
+
+    /// Stops taking requests (new ones are answered with a retryable error) and waits until
+    /// the running ones finished, at most `within`. Returns whether they all finished.
+    pub async fn drain(&self, within: Duration) -> bool {
+        self.0.closing.store(true, Ordering::Release);
+        let all = self.0.settings.max_parallel_tasks.max(1) as u32;
+        let drained = tokio::time::timeout(within, self.0.slots.acquire_many(all))
+            .await
+            .is_ok_and(|permit| permit.is_ok());
+        if !drained {
+            tracing::warn!(
+                running = self.running(),
+                "rpc requests still running after the drain deadline"
+            );
+        }
+        drained
+    }
+
+    fn running(&self) -> u64 {
+        let max = self.0.settings.max_parallel_tasks.max(1);
+        max.saturating_sub(self.0.slots.available_permits()) as u64
+    }
+
+    /// The registered method names (built-ins included), sorted.
+    pub fn methods(&self) -> impl Iterator<Item = &str> {
+        self.0.methods.keys().map(String::as_str)
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> ServerStats {
+        let c = &self.0.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        ServerStats {
+            requests: get(&c.requests),
+            ok: get(&c.ok),
+            client_errors: get(&c.client_errors),
+            rejected: get(&c.rejected),
+            failed: get(&c.failed),
+            timed_out: get(&c.timed_out),
+            aborted: get(&c.aborted),
+            running: self.running(),
+        }
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &ServerSettings {
+        &self.0.settings
+    }
+}
+
+/// A built-in method: reads the server through a weak reference (the server owns its methods).
+fn builtin(
+    server: &Arc<std::sync::OnceLock<Weak<Inner>>>,
+    permission: Scope,
+    f: fn(&Inner, &Value, &RequestContext) -> Result<Value, RpcError>,
+) -> Method {
+    let server = server.clone();
+    let call: Erased = Arc::new(move |params: Value, ctx: RequestContext| -> MethodFuture {
+        let result = match server.get().and_then(Weak::upgrade) {
+            Some(inner) => f(&inner, &params, &ctx),
+            None => Err(RpcError::internal("the server is gone")),
+        };
+        Box::pin(async move { result.map_err(crate::module::Failure::Method) })
+    });
+    Method { call, permission }
+}
+
+/// `rpc.api`: the methods the caller may call, filtered by `pattern` (fnmatch on the full
+/// name, default `*`). kaiju listed nothing to callers without a session (D17).
+fn api(inner: &Inner, params: &Value, ctx: &RequestContext) -> Result<Value, RpcError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Params {
+        #[serde(default)]
+        pattern: Option<String>,
+    }
+    let p: Params = crate::module::parse_params(params)?;
+    let pattern = p.pattern.unwrap_or_else(|| "*".into());
+    let s = |v: &str| Value::Str(v.to_owned());
+    let routes = inner
+        .methods
+        .iter()
+        .filter(|(name, m)| inner.visible(ctx.scope(), m) && fnmatch(&pattern, name))
+        .map(|(name, m)| {
+            Value::Map(vec![
+                (s("route"), s(name)),
+                (s("permission"), s(m.permission.name())),
+            ])
+        })
+        .collect();
+    Ok(Value::Map(vec![
+        (s("api"), s("jsonrpc")),
+        (s("version"), s("2.0")),
+        (s("spec"), s("https://www.jsonrpc.org/specification")),
+        (s("routes"), Value::Array(routes)),
+    ]))
+}
+
+/// `rpc.status`: kaiju's status object.
+fn status(inner: &Inner, _: &Value, _: &RequestContext) -> Result<Value, RpcError> {
+    let s = |v: &str| Value::Str(v.to_owned());
+    let max = inner.settings.max_parallel_tasks.max(1);
+    let free = inner.slots.available_permits();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    Ok(Value::Map(vec![
+        (s("app"), s(&inner.app.name)),
+        (s("app_id"), s(&inner.app.id.to_string())),
+        (s("env"), s(&inner.app.env)),
+        (s("debug"), Value::Bool(false)),
+        (s("rpc_tasks"), Value::Int(max.saturating_sub(free) as i64)),
+        (s("queue_full"), Value::Bool(free == 0)),
+        (s("server_time"), Value::Int(now as i64)),
+        (s("max_tasks"), Value::Int(max as i64)),
+        (
+            s("max_timeout"),
+            Value::Int(inner.limits.max.as_secs() as i64),
+        ),
+        (
+            s("default_timeout"),
+            Value::Int(inner.limits.default.as_secs() as i64),
+        ),
+        (
+            s("enable_permissions"),
+            Value::Bool(inner.settings.enable_permissions),
+        ),
+    ]))
+}
+
+impl Inner {
+    /// Whether a caller at `scope` sees the method.
+    pub(crate) fn visible(&self, scope: Scope, method: &Method) -> bool {
+        !self.settings.enable_permissions || scope.reaches(method.permission)
+    }
+}

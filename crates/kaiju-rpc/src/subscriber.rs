@@ -1,0 +1,161 @@
+//! `RpcSubscriber`: kaiju's `RedisSubscriber`, the server fed by a pub/sub channel.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kaiju_core::{AppSettings, Namespace, Service, ServiceError, Value};
+use kaiju_streams::decode;
+use kaiju_transport::fred::interfaces::{EventInterface, PubsubInterface};
+use kaiju_transport::fred::types::Message;
+use kaiju_transport::{Classify, Connection, Transport, events};
+use tokio::sync::Semaphore;
+
+use crate::listener::send_reply;
+use crate::scope::Scope;
+use crate::server::Server;
+
+/// Feeds a [`Server`] from `<env>.<app>._sub.<topic>` (kaiju's `RedisSubscriber`): the same
+/// envelope as the stream, fire and forget.
+///
+/// **No delivery guarantee**: a message published while no subscriber is connected (a
+/// restart, a reconnect) is gone, and so is one that arrives while the subscriber is more than
+/// about a thousand messages behind. Use the stream ([`RpcListener`](crate::RpcListener)) for
+/// anything that must run.
+pub struct RpcSubscriber {
+    transport: Transport,
+    channel: String,
+    scope: Scope,
+    server: Server,
+    connection: Option<Connection>,
+    slots: Arc<Semaphore>,
+    name: String,
+}
+
+impl std::fmt::Debug for RpcSubscriber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RpcSubscriber")
+            .field("channel", &self.channel)
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RpcSubscriber {
+    /// A subscriber on `app`'s channel of `topic`, calling `server` at `scope`.
+    pub fn new(
+        transport: Transport,
+        app: &AppSettings,
+        topic: &str,
+        scope: Scope,
+        server: Server,
+    ) -> Result<Self, kaiju_core::KeyError> {
+        let channel = Namespace::new(&app.env, &app.name)?
+            .channel(topic)?
+            .into_string();
+        let slots = Arc::new(Semaphore::new(server.settings().max_parallel_tasks.max(1)));
+        Ok(Self {
+            name: format!("subscriber {channel}"),
+            transport,
+            channel,
+            scope,
+            server,
+            connection: None,
+            slots,
+        })
+    }
+
+    /// The channel.
+    pub fn channel(&self) -> &str {
+        &self.channel
+    }
+}
+
+impl Service for RpcSubscriber {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Subscribes (on a connection of its own, subscribed again after a reconnect).
+    async fn start(&mut self) -> Result<(), ServiceError> {
+        if self.connection.is_some() {
+            return Err(ServiceError::AlreadyStarted {
+                service: self.name.clone(),
+            });
+        }
+        let failed = |e: kaiju_transport::TransportError| ServiceError::Failed {
+            service: self.name.clone(),
+            source: Box::new(e),
+        };
+        let connection = self
+            .transport
+            .dedicated_connection()
+            .await
+            .map_err(failed)?;
+        let client = connection.client().clone();
+        let (server, scope, transport, slots) = (
+            self.server.clone(),
+            self.scope,
+            self.transport.clone(),
+            self.slots.clone(),
+        );
+        events::listen(
+            client.message_rx(),
+            move |message: Message| {
+                let (server, transport, slots) = (server.clone(), transport.clone(), slots.clone());
+                async move {
+                    let Some(Ok((body, headers))) = message.value.as_bytes().map(decode::<Value>)
+                    else {
+                        tracing::warn!(channel = %message.channel, "an unreadable message was dropped");
+                        return;
+                    };
+                    // Waiting for a slot here stops reading: the messages queue in the
+                    // client (and beyond its buffer, are lost: pub/sub has no guarantee).
+                    let Ok(slot) = slots.acquire_owned().await else {
+                        return;
+                    };
+                    tokio::spawn(async move {
+                        let reply = server.call(body, &headers, scope).await;
+                        send_reply(&transport, &headers, &reply).await;
+                        drop(slot);
+                    });
+                }
+            },
+            |count| tracing::warn!(count, "pub/sub messages were missed in a burst"),
+        );
+        let again = (client.clone(), self.channel.clone());
+        events::listen(
+            client.reconnect_rx(),
+            move |_| {
+                let (client, channel) = again.clone();
+                async move {
+                    if let Err(e) = client.subscribe(channel).await {
+                        tracing::warn!(error = %e, "could not subscribe again after a reconnect");
+                    }
+                }
+            },
+            |_| {},
+        );
+        client
+            .subscribe(self.channel.as_str())
+            .await
+            .classify()
+            .map_err(failed)?;
+        self.connection = Some(connection);
+        Ok(())
+    }
+
+    /// Unsubscribes (closing the connection), then waits for running calls within `deadline`.
+    async fn stop(&mut self, deadline: Duration) -> Result<(), ServiceError> {
+        if let Some(connection) = self.connection.take() {
+            let _ = connection.close().await;
+        }
+        let all = self.server.settings().max_parallel_tasks.max(1) as u32;
+        match tokio::time::timeout(deadline, self.slots.acquire_many(all)).await {
+            Ok(_) => Ok(()),
+            Err(_) => Err(ServiceError::StopTimeout {
+                service: self.name.clone(),
+                deadline,
+            }),
+        }
+    }
+}
