@@ -39,7 +39,7 @@ fn user(name: &str, blocked: bool) -> User {
     }
 }
 
-fn python() -> Option<String> {
+pub(crate) fn python() -> Option<String> {
     let python = std::env::var("KAIJU_PYTHON").ok().filter(|p| !p.is_empty());
     if python.is_none() {
         assert!(
@@ -55,7 +55,7 @@ fn peer(python: &str, mode: &str, url: &str, ns: &Namespace) -> (bool, String) {
     run_peer(python, "cache_peer.py", &[mode, url, ns.prefix()])
 }
 
-fn run_peer(python: &str, script: &str, args: &[&str]) -> (bool, String) {
+pub(crate) fn run_peer(python: &str, script: &str, args: &[&str]) -> (bool, String) {
     let script = format!("{}/interop/{script}", env!("CARGO_MANIFEST_DIR"));
     let out = Command::new(python)
         .arg(script)

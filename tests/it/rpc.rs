@@ -28,10 +28,112 @@ on_both!(
     a_request_nobody_answers_times_out_and_leaves_nothing,
     correlation_ids_follow_calls_across_apps,
     published_calls_reach_a_subscriber,
+    the_clients_entries_are_byte_for_byte_kaijus,
+    captured_python_entries_run_on_a_rust_server,
 );
 
+/// WIRE.md §2: entries captured from kaiju-redis 2.4.2's `RedisStreamRPCClient`.
+const CAPTURES: [&str; 4] = [
+    // [["ext.record", {"value": 42}], {"Correlation-Id": "67522f3c63"}]
+    "92 92 aa 65 78 74 2e 72 65 63 6f 72 64 81 a5 76 61 6c 75 65 2a 81 ae 43 6f 72 72 65 6c 61 74 69 6f 6e 2d 49 64 aa 36 37 35 32 32 66 33 63 36 33",
+    // [["ext.record", {"value": "x"}], {"Correlation-Id": "my-corr-id", "Timeout": 5, "RPC-Retries": 2}]
+    "92 92 aa 65 78 74 2e 72 65 63 6f 72 64 81 a5 76 61 6c 75 65 a1 78 83 ae 43 6f 72 72 65 6c 61 74 69 6f 6e 2d 49 64 aa 6d 79 2d 63 6f 72 72 2d 69 64 a7 54 69 6d 65 6f 75 74 05 ab 52 50 43 2d 52 65 74 72 69 65 73 02",
+    // [["ext.record", nil], {"Correlation-Id": "7ca5936eaf"}]
+    "92 92 aa 65 78 74 2e 72 65 63 6f 72 64 c0 81 ae 43 6f 72 72 65 6c 61 74 69 6f 6e 2d 49 64 aa 37 63 61 35 39 33 36 65 61 66",
+    // [[["ext.record", {"value": 1}], ["ext.record", {"value": 2}]], {"Correlation-Id": "74f161b76b"}]
+    "92 92 92 aa 65 78 74 2e 72 65 63 6f 72 64 81 a5 76 61 6c 75 65 01 92 aa 65 78 74 2e 72 65 63 6f 72 64 81 a5 76 61 6c 75 65 02 81 ae 43 6f 72 72 65 6c 61 74 69 6f 6e 2d 49 64 aa 37 34 66 31 36 31 62 37 36 62",
+];
+
+fn hex(s: &str) -> Vec<u8> {
+    s.split_whitespace()
+        .map(|b| u8::from_str_radix(b, 16).unwrap())
+        .collect()
+}
+
+/// The `_` field of every entry of a stream, raw.
+async fn payloads(t: &Transport, stream: &str) -> Vec<Vec<u8>> {
+    let entries: Vec<(String, std::collections::HashMap<String, bytes::Bytes>)> =
+        t.pool().xrange(stream, "-", "+", None).await.unwrap();
+    entries
+        .into_iter()
+        .map(|(_, fields)| fields["_"].to_vec())
+        .collect()
+}
+
+async fn the_clients_entries_are_byte_for_byte_kaijus(t: &Transport, ns: &Namespace, _: Target) {
+    let app = app(ns);
+    let client = RpcClient::new(t.clone(), &app);
+    client
+        .call("ext.record", json!({"value": 42}))
+        .header("Correlation-Id", "67522f3c63")
+        .await
+        .unwrap();
+    client
+        .call("ext.record", json!({"value": "x"}))
+        .header("Correlation-Id", "my-corr-id")
+        .timeout(Duration::from_secs(5))
+        .retries(2)
+        .await
+        .unwrap();
+    client
+        .call("ext.record", ())
+        .header("Correlation-Id", "7ca5936eaf")
+        .await
+        .unwrap();
+    let calls = vec![
+        ("ext.record".to_owned(), json!({"value": 1})),
+        ("ext.record".to_owned(), json!({"value": 2})),
+    ];
+    client
+        .call_multiple(calls)
+        .header("Correlation-Id", "74f161b76b")
+        .await
+        .unwrap();
+    let got = payloads(t, rpc_stream(&app).as_str()).await;
+    assert_eq!(got, CAPTURES.map(hex).to_vec());
+}
+
+async fn captured_python_entries_run_on_a_rust_server(t: &Transport, ns: &Namespace, _: Target) {
+    let app = app(ns);
+    let seen = Seen::default();
+    let mut listener = serve_module(t, &app, module_of("ext", &seen), Scope::System).await;
+    for capture in CAPTURES {
+        let _: String = t
+            .pool()
+            .xadd(
+                rpc_stream(&app).as_str(),
+                false,
+                None,
+                "*",
+                vec![("_", bytes::Bytes::from(hex(capture)))],
+            )
+            .await
+            .unwrap();
+    }
+    seen_len(&seen, 5).await;
+    let seen = seen.lock().unwrap().clone();
+    let params: Vec<_> = seen.iter().map(|r| r["params"].clone()).collect();
+    assert_eq!(
+        params,
+        [
+            json!({"value": 42}),
+            json!({"value": "x"}),
+            json!({}),
+            json!({"value": 1}),
+            json!({"value": 2})
+        ]
+    );
+    assert_eq!(seen[1]["correlation_id"], "my-corr-id");
+    assert_eq!(
+        (seen[1]["timeout"].as_i64(), seen[1]["retries"].as_i64()),
+        (Some(5), Some(2))
+    );
+    assert_eq!(seen[4]["correlation_id"], "74f161b76b");
+    listener.stop(Duration::from_secs(5)).await.unwrap();
+}
+
 /// What the methods saw.
-type Seen = Arc<Mutex<Vec<serde_json::Value>>>;
+pub(crate) type Seen = Arc<Mutex<Vec<serde_json::Value>>>;
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -51,29 +153,36 @@ fn settings() -> ListenerSettings {
 
 /// `svc.record` (records params and context), `svc.add`, `svc.fail` (NotFound), `svc.boom`
 /// (internal), `svc.admin` (ADMIN only).
-fn module(seen: &Seen) -> RpcModule {
-    let mut m = RpcModule::new("svc").permissions([("*", Scope::Guest), ("admin", Scope::Admin)]);
-    let s = seen.clone();
-    m.method(
-        "record",
-        move |p: serde_json::Value, ctx: RequestContext| {
+pub(crate) fn module(seen: &Seen) -> RpcModule {
+    module_of("svc", seen)
+}
+
+fn module_of(service: &str, seen: &Seen) -> RpcModule {
+    let mut m = RpcModule::new(service).permissions([("*", Scope::Guest), ("admin", Scope::Admin)]);
+    for route in ["record", "echo"] {
+        let s = seen.clone();
+        m.method(route, move |p: serde_json::Value, ctx: RequestContext| {
             let s = s.clone();
             async move {
+                let header = |name: &str| match ctx.headers().get(name) {
+                    Some(kaiju_streams::HeaderValue::Str(v)) => json!(v),
+                    Some(kaiju_streams::HeaderValue::Int(n)) => json!(n),
+                    _ => serde_json::Value::Null,
+                };
                 s.lock().unwrap().push(json!({
                     "method": ctx.method(),
                     "params": p,
                     "correlation_id": ctx.correlation_id(),
                     "deadline": ctx.deadline_unix(),
-                    "auth": ctx.headers().get("Authorization").and_then(|v| match v {
-                        kaiju_streams::HeaderValue::Str(s) => Some(s.clone()),
-                        _ => None,
-                    }),
+                    "auth": header("Authorization"),
+                    "retries": header("RPC-Retries"),
+                    "timeout": header("Timeout"),
                 }));
                 Ok::<_, RpcError>(p)
             }
-        },
-    )
-    .unwrap();
+        })
+        .unwrap();
+    }
     let s = seen.clone();
     m.method("add", move |p: Add, _| {
         let s = s.clone();
@@ -100,14 +209,28 @@ fn module(seen: &Seen) -> RpcModule {
     m
 }
 
-async fn serve(t: &Transport, app: &AppSettings, seen: &Seen, scope: Scope) -> RpcListener {
-    let server = Server::new(app, ServerSettings::default(), module(seen)).unwrap();
+pub(crate) async fn serve(
+    t: &Transport,
+    app: &AppSettings,
+    seen: &Seen,
+    scope: Scope,
+) -> RpcListener {
+    serve_module(t, app, module(seen), scope).await
+}
+
+async fn serve_module(
+    t: &Transport,
+    app: &AppSettings,
+    module: RpcModule,
+    scope: Scope,
+) -> RpcListener {
+    let server = Server::new(app, ServerSettings::default(), module).unwrap();
     let mut listener = RpcListener::new(t.clone(), app, settings(), scope, server).unwrap();
     listener.start().await.unwrap();
     listener
 }
 
-async fn seen_len(seen: &Seen, n: usize) {
+pub(crate) async fn seen_len(seen: &Seen, n: usize) {
     eventually(&format!("{n} calls"), Duration::from_secs(10), || {
         let len = seen.lock().unwrap().len();
         async move { len >= n }
