@@ -1,8 +1,9 @@
-//! `kaiju-bench cache|locks|streams`: kaiju-rs beside raw fred on the server at `KAIJU_REDIS_URL`.
+//! `kaiju-bench cache|locks|streams|rpc`: kaiju-rs beside raw fred on the server at `KAIJU_REDIS_URL`.
 //! Run through `cargo xtask bench`, which starts the server and adds redis-benchmark.
 
 mod cache;
 mod locks;
+mod rpc;
 mod streams;
 
 use kaiju_core::RedisSettings;
@@ -23,6 +24,7 @@ async fn main() -> Result<(), BoxError> {
         Some("cache") => cache::run(transport).await,
         Some("locks") => locks::run(transport).await,
         Some("streams") => streams::run(transport).await,
-        other => Err(format!("unknown benchmark {other:?} (cache, locks, streams)").into()),
+        Some("rpc") => rpc::run(transport).await,
+        other => Err(format!("unknown benchmark {other:?} (cache, locks, streams, rpc)").into()),
     }
 }

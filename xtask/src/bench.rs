@@ -9,11 +9,11 @@ use crate::{cargo, procs, root};
 
 pub(crate) fn run(args: &[String]) -> Result<ExitCode, String> {
     let which = match args.first().map(String::as_str) {
-        Some(name @ ("cache" | "locks" | "streams")) => name,
+        Some(name @ ("cache" | "locks" | "streams" | "rpc")) => name,
         None => "cache",
         Some(other) => {
             return Err(format!(
-                "unknown benchmark `{other}` (available: cache, locks, streams)"
+                "unknown benchmark `{other}` (available: cache, locks, streams, rpc)"
             ));
         }
     };
