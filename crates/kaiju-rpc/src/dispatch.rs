@@ -17,7 +17,7 @@ use crate::error::RpcError;
 use crate::module::{Failure, MethodFuture};
 use crate::request::{Call, Outcome, Response};
 use crate::scope::Scope;
-use crate::server::Inner;
+use crate::state::Inner;
 use crate::template;
 
 /// One body being run.

@@ -11,6 +11,7 @@ mod replies;
 mod request;
 mod scope;
 mod server;
+mod state;
 mod subscriber;
 mod template;
 #[cfg(test)]
@@ -24,5 +25,6 @@ pub use listener::RpcListener;
 pub use module::{NoParams, RegisterError, RpcModule};
 pub use request::{Outcome, Reply, ReplyBody, Response};
 pub use scope::{Permissions, Scope, UnknownScope, fnmatch};
-pub use server::{Server, ServerSettings, ServerStats};
+pub use server::Server;
+pub use state::{ServerSettings, ServerStats};
 pub use subscriber::RpcSubscriber;

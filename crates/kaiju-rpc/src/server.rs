@@ -1,14 +1,13 @@
 //! `Server`: dispatches requests to registered methods under scopes, deadlines and a bound on
 //! concurrent work.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use kaiju_core::{AppSettings, Value};
 use kaiju_streams::Headers;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::context::{Limits, Parsed, RequestContext};
@@ -17,108 +16,7 @@ use crate::error::RpcError;
 use crate::module::{Erased, Method, MethodFuture, RegisterError, RpcModule};
 use crate::request::{Body, Outcome, Reply, ReplyBody, Response};
 use crate::scope::{Scope, fnmatch};
-
-/// Server settings, named as kaiju's `JSONRPCServer` settings (times in seconds).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ServerSettings {
-    /// Requests (a batch counts once) running at the same time; more wait for a slot, and a
-    /// listener stops reading meanwhile. Default: `128`.
-    pub max_parallel_tasks: usize,
-    /// Time limit of a request without `Timeout` or `Deadline`, seconds. Default: `90`.
-    pub default_request_time: u64,
-    /// Upper bound of any request's time limit, seconds. Default: `600`.
-    pub max_request_time: u64,
-    /// Check scopes. `false` lets every caller reach every method. Default: `true`.
-    pub enable_permissions: bool,
-    /// Log every request (method, correlation id, params with secrets redacted). Default: `false`.
-    pub request_logs: bool,
-    /// Log every response. Default: `false`.
-    pub response_logs: bool,
-    /// fnmatch patterns on full method names (`svc.*`) that are not registered. Default: none.
-    pub blacklist_routes: Vec<String>,
-    /// Methods whose permission value is at most this are not registered (`0` removes every
-    /// SYSTEM method). Default: `-1` (none).
-    pub blacklist_scope: i64,
-    /// The longest batch accepted; a longer one is rejected whole (kaiju had no limit).
-    /// Default: `100`.
-    pub max_batch_length: usize,
-}
-
-impl Default for ServerSettings {
-    fn default() -> Self {
-        Self {
-            max_parallel_tasks: 128,
-            default_request_time: 90,
-            max_request_time: 600,
-            enable_permissions: true,
-            request_logs: false,
-            response_logs: false,
-            blacklist_routes: Vec::new(),
-            blacklist_scope: -1,
-            max_batch_length: 100,
-        }
-    }
-}
-
-/// Counters of a server since it was built.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ServerStats {
-    /// Requests received (each batch item counts).
-    pub requests: u64,
-    /// Requests whose method returned a result.
-    pub ok: u64,
-    /// Requests whose method returned a client error.
-    pub client_errors: u64,
-    /// Requests rejected before their method ran (unknown, forbidden, invalid params,
-    /// template, expired).
-    pub rejected: u64,
-    /// Requests whose method failed (internal error or panic).
-    pub failed: u64,
-    /// Requests cancelled at their deadline.
-    pub timed_out: u64,
-    /// Batch requests not run after an earlier failure.
-    pub aborted: u64,
-    /// Requests (or batches) running now.
-    pub running: u64,
-}
-
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    requests: AtomicU64,
-    ok: AtomicU64,
-    client_errors: AtomicU64,
-    rejected: AtomicU64,
-    failed: AtomicU64,
-    timed_out: AtomicU64,
-    aborted: AtomicU64,
-}
-
-impl Counters {
-    pub(crate) fn count(&self, outcome: Outcome) {
-        let counter = match outcome {
-            Outcome::Ok => &self.ok,
-            Outcome::ClientError => &self.client_errors,
-            Outcome::Rejected => &self.rejected,
-            Outcome::Failed => &self.failed,
-            Outcome::TimedOut => &self.timed_out,
-            Outcome::Aborted => &self.aborted,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-        self.requests.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-pub(crate) struct Inner {
-    pub(crate) methods: BTreeMap<String, Method>,
-    pub(crate) settings: ServerSettings,
-    pub(crate) limits: Limits,
-    pub(crate) app: AppSettings,
-    slots: Arc<Semaphore>,
-    closing: AtomicBool,
-    pub(crate) counters: Counters,
-}
+use crate::state::{Counters, Inner, ServerSettings, ServerStats};
 
 /// A JSON-RPC server with kaiju's rules, fed by a [`RpcListener`](crate::RpcListener), an
 /// [`RpcSubscriber`](crate::RpcSubscriber), or anything else that has a body and headers.
@@ -378,11 +276,4 @@ fn status(inner: &Inner, _: &Value, _: &RequestContext) -> Result<Value, RpcErro
             Value::Bool(inner.settings.enable_permissions),
         ),
     ]))
-}
-
-impl Inner {
-    /// Whether a caller at `scope` sees the method.
-    pub(crate) fn visible(&self, scope: Scope, method: &Method) -> bool {
-        !self.settings.enable_permissions || scope.reaches(method.permission)
-    }
 }
