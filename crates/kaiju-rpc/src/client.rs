@@ -162,6 +162,11 @@ impl RpcClient {
         Self(Arc::new(inner))
     }
 
+    /// Requests waiting for their response now (a cancelled or timed-out request is not).
+    pub fn waiting_requests(&self) -> usize {
+        self.0.replies.get().map_or(0, |r| r.waiting())
+    }
+
     /// The stream of `app`'s `topic` in this client's env (kaiju's `get_topic_key`).
     pub fn topic_key(&self, app: &str, topic: &str) -> Result<Key, KeyError> {
         Namespace::new(&self.0.env, app)?.stream(topic)

@@ -140,6 +140,11 @@ impl Replies {
         }))
     }
 
+    /// Requests waiting for their response now.
+    pub(crate) fn waiting(&self) -> usize {
+        lock(&self.waiting).len()
+    }
+
     /// Registers a request before it is sent.
     pub(crate) fn expect(&self, id: String) -> Pending {
         let (tx, rx) = oneshot::channel();
