@@ -162,6 +162,26 @@ mod tests {
     use super::*;
     use kaiju_streams::Headers;
 
+    /// Arbitrary bytes on the reply channel never panic the router. `cargo xtask fuzz` runs
+    /// it with more cases.
+    #[test]
+    fn fuzz_reply_router() {
+        use proptest::prelude::*;
+        use proptest::test_runner::{Config, TestRunner};
+        let waiting: Waiting = Arc::default();
+        let cases = kaiju_testkit::fuzz_cases();
+        let mut runner = TestRunner::new(Config::with_cases(cases));
+        runner
+            .run(&proptest::collection::vec(any::<u8>(), 0..256), |bytes| {
+                let (tx, _rx) = oneshot::channel();
+                lock(&waiting).insert("1".into(), tx);
+                route(&waiting, &bytes);
+                Ok(())
+            })
+            .unwrap();
+        eprintln!("fuzz_reply_router: {cases} inputs routed without a panic");
+    }
+
     #[test]
     fn hostile_replies_are_dropped() {
         let waiting: Waiting = Arc::default();
