@@ -11,6 +11,7 @@ mod lock_faults;
 mod locks;
 mod recovery;
 mod rpc;
+mod rpc_defects;
 mod rpc_faults;
 mod stream_faults;
 mod streams;

@@ -51,12 +51,12 @@ pub enum CallError {
 /// Result of client calls.
 pub type CallResult<T> = Result<T, CallError>;
 
-struct Inner {
+/// What every copy of a client shares: one reply subscription and one request counter.
+struct Shared {
     transport: Transport,
     writer: StreamWriter,
     env: String,
     app: String,
-    topic: String,
     client_id: String,
     reply_channel: Key,
     replies: OnceCell<Arc<Replies>>,
@@ -93,15 +93,18 @@ struct Inner {
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
-pub struct RpcClient(Arc<Inner>);
+pub struct RpcClient {
+    shared: Arc<Shared>,
+    topic: Arc<str>,
+}
 
 impl std::fmt::Debug for RpcClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RpcClient")
-            .field("env", &self.0.env)
-            .field("app", &self.0.app)
-            .field("topic", &self.0.topic)
-            .field("client_id", &self.0.client_id)
+            .field("env", &self.shared.env)
+            .field("app", &self.shared.app)
+            .field("topic", &self.topic)
+            .field("client_id", &self.shared.client_id)
             .finish()
     }
 }
@@ -129,47 +132,39 @@ impl RpcClient {
         let reply_channel = Namespace::new(&app.env, &app.name)
             .and_then(|ns| ns.reply_channel(&client_id))
             .unwrap_or_else(|_| Key::raw(format!("kaiju._reply.{client_id}")));
-        Self(Arc::new(Inner {
-            writer: StreamWriter::new(transport.clone()),
-            transport,
-            env: app.env.clone(),
-            app: app.name.clone(),
-            topic: "rpc".into(),
-            client_id,
-            reply_channel,
-            replies: OnceCell::new(),
-            next_id: AtomicU64::new(1),
-        }))
+        Self {
+            shared: Arc::new(Shared {
+                writer: StreamWriter::new(transport.clone()),
+                transport,
+                env: app.env.clone(),
+                app: app.name.clone(),
+                client_id,
+                reply_channel,
+                replies: OnceCell::new(),
+                next_id: AtomicU64::new(1),
+            }),
+            topic: Arc::from("rpc"),
+        }
     }
 
     /// The same client with another default topic (kaiju's `topic` setting; default `rpc`).
+    /// The copies share one reply subscription.
     #[must_use]
     pub fn with_topic(&self, topic: impl Into<String>) -> Self {
-        let mut inner = Inner {
-            transport: self.0.transport.clone(),
-            writer: self.0.writer.clone(),
-            env: self.0.env.clone(),
-            app: self.0.app.clone(),
-            topic: topic.into(),
-            client_id: self.0.client_id.clone(),
-            reply_channel: self.0.reply_channel.clone(),
-            replies: OnceCell::new(),
-            next_id: AtomicU64::new(1),
-        };
-        if let Some(replies) = self.0.replies.get() {
-            inner.replies = OnceCell::new_with(Some(replies.clone()));
+        Self {
+            shared: self.shared.clone(),
+            topic: Arc::from(topic.into()),
         }
-        Self(Arc::new(inner))
     }
 
     /// Requests waiting for their response now (a cancelled or timed-out request is not).
     pub fn waiting_requests(&self) -> usize {
-        self.0.replies.get().map_or(0, |r| r.waiting())
+        self.shared.replies.get().map_or(0, |r| r.waiting())
     }
 
     /// The stream of `app`'s `topic` in this client's env (kaiju's `get_topic_key`).
     pub fn topic_key(&self, app: &str, topic: &str) -> Result<Key, KeyError> {
-        Namespace::new(&self.0.env, app)?.stream(topic)
+        Namespace::new(&self.shared.env, app)?.stream(topic)
     }
 
     /// Calls `method` with `params` (a map, or `()` / `None` for none) as a notification:
@@ -218,7 +213,10 @@ impl RpcClient {
         app: Option<&str>,
         topic: Option<&str>,
     ) -> CallResult<Vec<String>> {
-        let key = self.topic_key(app.unwrap_or(&self.0.app), topic.unwrap_or(&self.0.topic))?;
+        let key = self.topic_key(
+            app.unwrap_or(&self.shared.app),
+            topic.unwrap_or(&self.topic),
+        )?;
         let options = Options::default();
         let bodies: Vec<(String, Value)> = calls
             .iter()
@@ -232,7 +230,7 @@ impl RpcClient {
                 headers: self.headers(&options, None),
             })
             .collect();
-        Ok(self.0.writer.write_many(entries).await?)
+        Ok(self.shared.writer.write_many(entries).await?)
     }
 
     /// kaiju's `write`: appends `body` with `headers` to the stream `topic_key` as is
@@ -243,7 +241,7 @@ impl RpcClient {
         body: &B,
         headers: Headers,
     ) -> CallResult<String> {
-        Ok(self.0.writer.write(topic_key, body, headers).await?)
+        Ok(self.shared.writer.write(topic_key, body, headers).await?)
     }
 
     /// Calls `method` and waits for its result, read as `R` (kaiju-rs servers only: the
@@ -274,12 +272,12 @@ impl RpcClient {
         params: P,
         app: Option<&str>,
     ) -> CallResult<u64> {
-        let channel =
-            Namespace::new(&self.0.env, app.unwrap_or(&self.0.app))?.channel(&self.0.topic)?;
+        let channel = Namespace::new(&self.shared.env, app.unwrap_or(&self.shared.app))?
+            .channel(&self.topic)?;
         let body = (method, params_value(&params)?);
         let payload = Bytes::from(encode(&body, &self.headers(&Options::default(), None))?);
         let receivers: i64 = self
-            .0
+            .shared
             .transport
             .client_once()
             .publish(channel.as_str(), payload)
@@ -317,15 +315,18 @@ impl RpcClient {
 
     async fn replies(&self) -> CallResult<&Arc<Replies>> {
         Ok(self
-            .0
+            .shared
             .replies
-            .get_or_try_init(|| Replies::connect(&self.0.transport, self.0.reply_channel.as_str()))
+            .get_or_try_init(|| {
+                Replies::connect(&self.shared.transport, self.shared.reply_channel.as_str())
+            })
             .await?)
     }
 }
 
 /// kaiju sends `Timeout` as whole seconds, at least 1.
 fn timeout_secs(t: Duration) -> i64 {
+    let t = t.min(MAX_REQUEST_WAIT);
     let secs = t.as_secs() + u64::from(t.subsec_nanos() > 0);
     i64::try_from(secs.max(1)).unwrap_or(i64::MAX)
 }
@@ -389,14 +390,19 @@ impl<'a, P: Serialize> Call<'a, P> {
         let key = self.target()?;
         let body = (self.method.as_str(), params_value(&self.params)?);
         let headers = self.client.headers(&self.options, None);
-        Ok(self.client.0.writer.write(&key, &body, headers).await?)
+        Ok(self
+            .client
+            .shared
+            .writer
+            .write(&key, &body, headers)
+            .await?)
     }
 
     fn target(&self) -> Result<Key, KeyError> {
-        let c = &self.client.0;
+        let c = &self.client.shared;
         self.client.topic_key(
             self.options.app.as_deref().unwrap_or(&c.app),
-            self.options.topic.as_deref().unwrap_or(&c.topic),
+            self.options.topic.as_deref().unwrap_or(&self.client.topic),
         )
     }
 }
@@ -435,10 +441,10 @@ impl<'a, P: Serialize> Batch<'a, P> {
     }
 
     async fn send(self) -> CallResult<String> {
-        let c = &self.client.0;
+        let c = &self.client.shared;
         let key = self.client.topic_key(
             self.options.app.as_deref().unwrap_or(&c.app),
-            self.options.topic.as_deref().unwrap_or(&c.topic),
+            self.options.topic.as_deref().unwrap_or(&self.client.topic),
         )?;
         let body: Vec<(&str, Value)> = self
             .calls
@@ -474,28 +480,44 @@ pub struct Request<'a, P, R> {
 /// How long a request waits for its response when no timeout is given.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The longest a request waits (a longer timeout is cut to it): one day.
+pub const MAX_REQUEST_WAIT: Duration = Duration::from_secs(86_400);
+
 impl<'a, P: Serialize, R: DeserializeOwned> Request<'a, P, R> {
     options!(call.options);
 
     async fn send(self) -> CallResult<R> {
         let call = self.call;
         let client = call.client;
-        let mut wait = call.options.timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT);
+        let mut wait = call
+            .options
+            .timeout
+            .unwrap_or(DEFAULT_REQUEST_TIMEOUT)
+            .min(MAX_REQUEST_WAIT);
         if let Some(ctx) = RequestContext::current() {
             wait = wait.min(ctx.remaining());
         }
         let deadline = tokio::time::Instant::now() + wait;
-        let deadline_unix = (unix_now() + wait).as_secs() + u64::from(wait.subsec_nanos() > 0);
+        // Rounded up: a whole-second `Deadline` must not give the server less than `wait`.
+        let until = unix_now() + wait;
+        let deadline_unix = until.as_secs() + u64::from(until.subsec_nanos() > 0);
         let replies = client.replies().await?;
-        let request_id = client.0.next_id.fetch_add(1, Ordering::Relaxed).to_string();
+        replies.ready(deadline).await;
+        // Unique per client, and not guessable from the outside (a response is only accepted
+        // for an id a request is waiting on).
+        let request_id = format!(
+            "{}-{}",
+            client.shared.next_id.fetch_add(1, Ordering::Relaxed),
+            short_uid()
+        );
         let mut headers = client.headers(&call.options, Some(deadline_unix));
-        headers.insert(headers::REPLY_TO, client.0.reply_channel.as_str());
+        headers.insert(headers::REPLY_TO, client.shared.reply_channel.as_str());
         headers.insert(headers::REQUEST_ID, request_id.as_str());
         let key = call.target()?;
         let body = (call.method.as_str(), params_value(&call.params)?);
         // Registered before the write: the response cannot arrive before anyone waits for it.
         let pending = replies.expect(request_id);
-        client.0.writer.write(&key, &body, headers).await?;
+        client.shared.writer.write(&key, &body, headers).await?;
         let response = tokio::time::timeout_at(deadline, pending.wait())
             .await
             .map_err(|_| CallError::Timeout(wait))?

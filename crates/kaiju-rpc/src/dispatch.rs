@@ -18,7 +18,7 @@ use crate::module::{Failure, MethodFuture};
 use crate::request::{Call, Outcome, Response};
 use crate::scope::Scope;
 use crate::state::Inner;
-use crate::template;
+use crate::template::{self, Budget};
 
 /// One body being run.
 pub(crate) struct Run<'a> {
@@ -71,13 +71,21 @@ fn redacted(params: &Value) -> Value {
 impl Run<'_> {
     /// Runs one request. `earlier` holds the results of the batch's earlier requests when the
     /// batch is in template mode.
-    pub(crate) async fn one(&self, call: Call, earlier: Option<&[Option<Value>]>) -> Response {
+    pub(crate) async fn one(
+        &self,
+        call: Call,
+        earlier: Option<(&[Option<Value>], &mut Budget)>,
+    ) -> Response {
         let response = self.execute(call, earlier).await;
         self.inner.counters.count(response.outcome);
         response
     }
 
-    async fn execute(&self, call: Call, earlier: Option<&[Option<Value>]>) -> Response {
+    async fn execute(
+        &self,
+        call: Call,
+        earlier: Option<(&[Option<Value>], &mut Budget)>,
+    ) -> Response {
         let Call { method, params, id } = call;
         let name = match method {
             Ok(name) => name,
@@ -105,7 +113,7 @@ impl Run<'_> {
             );
         }
         let params = match earlier {
-            Some(results) => match template::fill(&params, results) {
+            Some((results, budget)) => match template::fill_within(&params, results, budget) {
                 Ok(filled) => filled,
                 Err(e) => {
                     let error = RpcError::invalid_params(format!("Invalid params: {e}"))
@@ -145,7 +153,9 @@ impl Run<'_> {
             };
             match result {
                 Ok(value) => break Ok(value),
-                Err(Failure::Params(e)) => break Err((e, Outcome::Rejected)),
+                Err(Failure::Params(e) | Failure::Unencodable(e)) => {
+                    break Err((e, Outcome::Rejected));
+                }
                 Err(Failure::Method(e)) => {
                     let wait = pause(attempt - 1);
                     if e.is_retryable()
@@ -209,6 +219,7 @@ impl Run<'_> {
                 .collect();
         }
         let mut results: Vec<Option<Value>> = Vec::new();
+        let mut budget = Budget::default();
         let mut responses = Vec::with_capacity(calls.len());
         let mut stop: Option<(RpcError, Outcome)> = None;
         for (i, call) in calls.into_iter().enumerate() {
@@ -218,9 +229,10 @@ impl Run<'_> {
                 results.push(None);
                 continue;
             }
-            let earlier = (self.parsed.template && i > 0).then_some(results.as_slice());
+            let templated = self.parsed.template && i > 0;
+            let earlier = templated.then_some((results.as_slice(), &mut budget));
             let response = self.one(call, earlier).await;
-            let templated = earlier.is_some()
+            let templated = templated
                 && response
                     .result
                     .as_ref()

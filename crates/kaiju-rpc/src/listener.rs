@@ -40,9 +40,46 @@ pub(crate) async fn send_reply(transport: &Transport, request: &Headers, reply: 
     };
     // A resent PUBLISH after a reconnect at worst delivers a reply twice; the requester takes
     // the first and ignores the other.
-    let sent: Result<i64, _> = transport.client().publish(channel.as_str(), payload).await;
-    if let Err(e) = sent {
-        tracing::warn!(%channel, error = %e, "a reply could not be sent; the requester will time out");
+    match publish(transport, channel, &payload).await {
+        Some(0) if !transport.is_cluster() => {
+            // Nobody listens on a single node: the requester is gone, or its subscription is
+            // being made again after a reconnect. Try again for a little while, in the
+            // background (the entry's outcome does not wait for it).
+            let (transport, channel) = (transport.clone(), channel.clone());
+            tokio::spawn(async move {
+                let mut pause = REPUBLISH_FIRST_PAUSE;
+                while pause <= REPUBLISH_LAST_PAUSE {
+                    tokio::time::sleep(pause).await;
+                    if publish(&transport, &channel, &payload).await != Some(0) {
+                        return;
+                    }
+                    pause *= 2;
+                }
+                tracing::debug!(%channel, "nobody took the reply; the requester is gone");
+            });
+        }
+        _ => {}
+    }
+}
+
+/// The first wait before publishing a reply nobody received again.
+const REPUBLISH_FIRST_PAUSE: Duration = Duration::from_millis(10);
+/// The last wait (doubling from the first: about 2.5 s in all).
+const REPUBLISH_LAST_PAUSE: Duration = Duration::from_millis(1280);
+
+/// Publishes a reply: how many subscribers received it (in a cluster, on the node it was sent
+/// to), or `None` if it could not be sent.
+async fn publish(transport: &Transport, channel: &str, payload: &Bytes) -> Option<i64> {
+    match transport
+        .client()
+        .publish::<i64, _, _>(channel, payload.clone())
+        .await
+    {
+        Ok(n) => Some(n),
+        Err(e) => {
+            tracing::warn!(%channel, error = %e, "a reply could not be sent; the requester will time out");
+            None
+        }
     }
 }
 
@@ -86,7 +123,8 @@ impl kaiju_streams::Handler<Value> for RpcHandler {
         let outcome = reply.outcome();
         // A reply goes out once the outcome is final: not for a failure that will be delivered
         // again, unless this was the last delivery.
-        if !outcome.is_transient() || message.deliveries >= self.max_deliveries {
+        let last = message.deliveries >= self.max_deliveries && outcome != Outcome::Unavailable;
+        if !outcome.is_transient() || last {
             send_reply(&self.transport, &headers, &reply).await;
         }
         match outcome {
@@ -95,6 +133,9 @@ impl kaiju_streams::Handler<Value> for RpcHandler {
             Outcome::Failed | Outcome::TimedOut => {
                 Err(HandlerError::retry(reason(&reply, outcome)))
             }
+            // The server is stopping: the entry waits, pending, for the next start (or for
+            // another consumer), without counting as a failure.
+            Outcome::Unavailable => Err(HandlerError::defer("the rpc server is stopping")),
         }
     }
 }
@@ -112,7 +153,13 @@ impl kaiju_streams::Handler<Value> for RpcHandler {
 ///
 /// An entry is acked only after its methods finished. A batch is one unit: its worst request
 /// decides, so a batch that is delivered again runs all its requests again (make batch methods
-/// idempotent, or use `RPC-Batch-Abort-Error`).
+/// idempotent, or use `RPC-Batch-Abort-Error`). An entry read while the server is
+/// [draining](Server::drain) is not run and stays pending for the next start.
+///
+/// The server's `max_request_time` (plus a second) is the least `handler_timeout_ms` of the
+/// listener: it is raised to that when lower (and `pending_messages_time_ms` with it, when
+/// claiming is on), so the server always times a request out first, and answers. Lower
+/// `max_request_time` for faster claiming of a crashed consumer's entries.
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -154,6 +201,18 @@ impl RpcListener {
         scope: Scope,
         server: Server,
     ) -> Result<Self, StreamError> {
+        // The server's time limit must run out first, so that it answers (and a method that
+        // is within its limit is never cut by the listener and run again).
+        let limit = Duration::from_secs(server.settings().max_request_time + 1);
+        let requested = settings.handler_timeout_ms;
+        let settings = settings.with_handler_timeout_at_least(limit);
+        if settings.handler_timeout_ms != requested {
+            tracing::info!(
+                handler_timeout_ms = settings.handler_timeout_ms,
+                pending_messages_time_ms = ?settings.pending_messages_time_ms,
+                "handler timeout raised above the rpc server's max_request_time"
+            );
+        }
         let handler = RpcHandler {
             server: server.clone(),
             scope,

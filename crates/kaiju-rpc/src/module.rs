@@ -24,6 +24,9 @@ pub(crate) enum Failure {
     Params(RpcError),
     /// The method returned an error.
     Method(RpcError),
+    /// The method finished, but its result cannot be encoded: running it again would redo its
+    /// work and fail the same way.
+    Unencodable(RpcError),
 }
 
 pub(crate) type Erased = Arc<dyn Fn(Value, RequestContext) -> MethodFuture + Send + Sync>;
@@ -197,7 +200,7 @@ impl RpcModule {
                 let params = parsed.map_err(Failure::Params)?;
                 match f(params, ctx).await {
                     Ok(result) => to_value(&result).map_err(|e| {
-                        Failure::Method(RpcError::internal(format_args!(
+                        Failure::Unencodable(RpcError::internal(format_args!(
                             "the result cannot be encoded: {e}"
                         )))
                     }),

@@ -9,7 +9,12 @@ use kaiju_streams::{HeaderValue, decode};
 use kaiju_transport::fred::interfaces::{EventInterface, PubsubInterface};
 use kaiju_transport::fred::types::Message;
 use kaiju_transport::{Classify, Connection, Transport, TransportError, events};
-use tokio::sync::oneshot;
+use std::time::Duration;
+
+use kaiju_transport::fred::clients::Client;
+use kaiju_transport::fred::interfaces::ClientLike;
+use tokio::sync::{oneshot, watch};
+use tokio::time::Instant;
 
 use crate::context::headers;
 use crate::request::Response;
@@ -18,8 +23,11 @@ type Waiting = Arc<Mutex<HashMap<String, oneshot::Sender<Response>>>>;
 
 /// The reply subscription of one client.
 pub(crate) struct Replies {
-    _connection: Connection,
+    connection: Connection,
     waiting: Waiting,
+    /// Whether the channel is subscribed on the current connection (false from a reconnect
+    /// until the subscription is made again).
+    subscribed: watch::Receiver<bool>,
 }
 
 /// A request waiting for its response; dropping it (a cancelled request) forgets it.
@@ -94,6 +102,28 @@ fn batch_response(items: &[Value]) -> Response {
     }
 }
 
+/// After a reconnect: the subscription is gone with the old connection; makes it again
+/// (retrying while the client is connected), and tells waiting requests when it is back.
+async fn resubscribe((client, channel, state): (Client, String, Arc<watch::Sender<bool>>)) {
+    state.send_replace(false);
+    let mut pause = Duration::from_millis(50);
+    loop {
+        match client.subscribe(channel.as_str()).await {
+            Ok(()) => {
+                state.send_replace(true);
+                return;
+            }
+            Err(e) if client.is_connected() => {
+                tracing::warn!(error = %e, "could not subscribe to the reply channel again; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            // Disconnected again: the next reconnect subscribes.
+            Err(_) => return,
+        }
+    }
+}
+
 impl Replies {
     /// Subscribes to `channel` on a connection of its own, and waits for the confirmation:
     /// a request written after this returns cannot have its response missed.
@@ -120,24 +150,53 @@ impl Replies {
                 )
             },
         );
-        let again = (client.clone(), channel.to_owned());
+        let (state, subscribed) = watch::channel(false);
+        let state = Arc::new(state);
+        let again = (client.clone(), channel.to_owned(), state.clone());
+        let (missed, on_error) = (again.clone(), again.clone());
         events::listen(
             client.reconnect_rx(),
+            move |_| resubscribe(again.clone()),
             move |_| {
-                let (client, channel) = again.clone();
-                async move {
-                    if let Err(e) = client.subscribe(channel).await {
-                        tracing::warn!(error = %e, "could not subscribe to the reply channel again");
-                    }
-                }
+                tokio::spawn(resubscribe(missed.clone()));
+            },
+        );
+        // A connection error comes before the reconnect: requests wait from here on, not only
+        // from when the reconnect is noticed (a request written in between would lose its
+        // response). Subscribing again is harmless if the connection survived.
+        events::listen(
+            client.error_rx(),
+            move |_| {
+                on_error.2.send_replace(false);
+                tokio::spawn(resubscribe(on_error.clone()));
+                std::future::ready(())
             },
             |_| {},
         );
         client.subscribe(channel).await.classify()?;
+        state.send_replace(true);
         Ok(Arc::new(Self {
-            _connection: connection,
+            connection,
             waiting,
+            subscribed,
         }))
+    }
+
+    /// Waits until the channel is subscribed on a live connection, or until `deadline`: a
+    /// request written while the subscription is being made again after a reconnect would
+    /// have its response published to nobody.
+    pub(crate) async fn ready(&self, deadline: Instant) {
+        let mut subscribed = self.subscribed.clone();
+        loop {
+            if *subscribed.borrow_and_update() && self.connection.client().is_connected() {
+                return;
+            }
+            tokio::select! {
+                _ = subscribed.changed() => {}
+                _ = tokio::time::sleep(Duration::from_millis(5)) => {}
+                _ = tokio::time::sleep_until(deadline) => return,
+            }
+        }
     }
 
     /// Requests waiting for their response now.

@@ -100,15 +100,19 @@ pub enum Outcome {
     Failed,
     /// The deadline passed while the method ran: worth another delivery.
     TimedOut,
-    /// The request itself is wrong (unknown or forbidden method, invalid params, a template
-    /// that cannot be filled, an expired deadline): it never succeeds as sent.
+    /// The request can never succeed as sent: it is wrong (unknown or forbidden method,
+    /// invalid params, a template that cannot be filled, an expired deadline), or its method
+    /// ran but its result cannot be encoded (running it again would redo its work in vain).
     Rejected,
+    /// Not run: the server is stopping ([`Server::drain`](crate::Server::drain)). Deliver it
+    /// again later or elsewhere.
+    Unavailable,
 }
 
 impl Outcome {
     /// Whether the request may succeed if delivered again.
     pub fn is_transient(self) -> bool {
-        matches!(self, Self::Failed | Self::TimedOut)
+        matches!(self, Self::Failed | Self::TimedOut | Self::Unavailable)
     }
 }
 

@@ -87,16 +87,21 @@ impl Server {
                 !(listed || below)
             })
             .collect();
-        let default = Duration::from_secs(settings.default_request_time.max(1));
+        let mut settings = settings;
+        settings.max_parallel_tasks = settings.max_parallel_tasks.clamp(1, MAX_PARALLEL_TASKS);
+        settings.default_request_time = settings.default_request_time.clamp(1, MAX_REQUEST_TIME);
+        settings.max_request_time = settings
+            .max_request_time
+            .clamp(settings.default_request_time, MAX_REQUEST_TIME);
         let limits = Limits {
-            default,
-            max: Duration::from_secs(settings.max_request_time).max(default),
+            default: Duration::from_secs(settings.default_request_time),
+            max: Duration::from_secs(settings.max_request_time),
         };
         let inner = Arc::new(Inner {
             methods,
             limits,
             app: app.clone(),
-            slots: Arc::new(Semaphore::new(settings.max_parallel_tasks.max(1))),
+            slots: Arc::new(Semaphore::new(settings.max_parallel_tasks)),
             settings,
             closing: AtomicBool::new(false),
             counters: Counters::default(),
@@ -109,13 +114,14 @@ impl Server {
     /// headers, for a caller at `scope`. Always answers: errors are responses.
     ///
     /// Waits for a slot when `max_parallel_tasks` requests are running. After
-    /// [`drain`](Self::drain) began, answers a retryable internal error at once.
+    /// [`drain`](Self::drain) began, answers at once with a retryable internal error and the
+    /// outcome [`Outcome::Unavailable`].
     pub async fn call(&self, body: Value, headers: &Headers, scope: Scope) -> Reply {
         let parsed = Parsed::read(headers, self.0.limits);
         let body = Body::read(body);
         let Some(_slot) = self.slot().await else {
             let stopping = RpcError::internal("the server is stopping").retryable();
-            let failed = |id| Response::error(id, stopping.clone(), Outcome::Failed);
+            let failed = |id| Response::error(id, stopping.clone(), Outcome::Unavailable);
             let body = match body {
                 Body::Single(c) => ReplyBody::Single(failed(c.id)),
                 Body::Batch(cs) => ReplyBody::Batch(cs.into_iter().map(|c| failed(c.id)).collect()),
@@ -141,6 +147,11 @@ impl Server {
         }
     }
 
+    /// Whether [`drain`](Self::drain) was called: new requests are refused.
+    pub fn is_draining(&self) -> bool {
+        self.0.closing.load(Ordering::Acquire)
+    }
+
     async fn slot(&self) -> Option<OwnedSemaphorePermit> {
         if self.0.closing.load(Ordering::Acquire) {
             return None;
@@ -152,10 +163,12 @@ impl Server {
     /// the running ones finished, at most `within`. Returns whether they all finished.
     pub async fn drain(&self, within: Duration) -> bool {
         self.0.closing.store(true, Ordering::Release);
-        let all = self.0.settings.max_parallel_tasks.max(1) as u32;
+        let all = u32::try_from(self.0.settings.max_parallel_tasks).unwrap_or(u32::MAX);
         let drained = tokio::time::timeout(within, self.0.slots.acquire_many(all))
             .await
             .is_ok_and(|permit| permit.is_ok());
+        // A call that passed the closing check before it was set cannot take a slot now.
+        self.0.slots.close();
         if !drained {
             tracing::warn!(
                 running = self.running(),
@@ -187,6 +200,7 @@ impl Server {
             failed: get(&c.failed),
             timed_out: get(&c.timed_out),
             aborted: get(&c.aborted),
+            unavailable: get(&c.unavailable),
             running: self.running(),
         }
     }
@@ -196,6 +210,12 @@ impl Server {
         &self.0.settings
     }
 }
+
+/// The most requests a server runs at once (`max_parallel_tasks` is clamped to it).
+pub const MAX_PARALLEL_TASKS: usize = 1 << 20;
+
+/// The longest time limit of a request, in seconds (one day; settings are clamped to it).
+pub const MAX_REQUEST_TIME: u64 = 86_400;
 
 /// A built-in method: reads the server through a weak reference (the server owns its methods).
 fn builtin(

@@ -19,11 +19,15 @@ use crate::scope::Scope;
 #[serde(default, deny_unknown_fields)]
 pub struct ServerSettings {
     /// Requests (a batch counts once) running at the same time; more wait for a slot, and a
-    /// listener stops reading meanwhile. Default: `128`.
+    /// listener stops reading meanwhile. Clamped to `1..=`[`MAX_PARALLEL_TASKS`](crate::MAX_PARALLEL_TASKS). Default: `128`.
     pub max_parallel_tasks: usize,
-    /// Time limit of a request without `Timeout` or `Deadline`, seconds. Default: `90`.
+    /// Time limit of a request without `Timeout` or `Deadline`, seconds, at least 1 and at
+    /// most [`MAX_REQUEST_TIME`](crate::MAX_REQUEST_TIME). Default: `90`.
     pub default_request_time: u64,
-    /// Upper bound of any request's time limit, seconds. Default: `600`.
+    /// Upper bound of any request's time limit, seconds (at least `default_request_time`, at
+    /// most [`MAX_REQUEST_TIME`](crate::MAX_REQUEST_TIME)). An
+    /// [`RpcListener`](crate::RpcListener) raises its `handler_timeout_ms` above it.
+    /// Default: `600`.
     pub max_request_time: u64,
     /// Check scopes. `false` lets every caller reach every method. Default: `true`.
     pub enable_permissions: bool,
@@ -76,6 +80,8 @@ pub struct ServerStats {
     pub timed_out: u64,
     /// Batch requests not run after an earlier failure.
     pub aborted: u64,
+    /// Requests refused because the server was stopping.
+    pub unavailable: u64,
     /// Requests (or batches) running now.
     pub running: u64,
 }
@@ -89,6 +95,7 @@ pub(crate) struct Counters {
     pub(crate) failed: AtomicU64,
     pub(crate) timed_out: AtomicU64,
     pub(crate) aborted: AtomicU64,
+    pub(crate) unavailable: AtomicU64,
 }
 
 impl Counters {
@@ -100,6 +107,7 @@ impl Counters {
             Outcome::Failed => &self.failed,
             Outcome::TimedOut => &self.timed_out,
             Outcome::Aborted => &self.aborted,
+            Outcome::Unavailable => &self.unavailable,
         };
         counter.fetch_add(1, Ordering::Relaxed);
         self.requests.fetch_add(1, Ordering::Relaxed);

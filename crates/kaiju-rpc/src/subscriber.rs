@@ -1,6 +1,7 @@
 //! `RpcSubscriber`: kaiju's `RedisSubscriber`, the server fed by a pub/sub channel.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use kaiju_core::{AppSettings, Namespace, Service, ServiceError, Value};
@@ -26,9 +27,17 @@ pub struct RpcSubscriber {
     channel: String,
     scope: Scope,
     server: Server,
-    connection: Option<Connection>,
-    slots: Arc<Semaphore>,
+    /// The connection and the run's state, while started.
+    running: Option<(Connection, Run)>,
     name: String,
+}
+
+/// One start-to-stop run: its slots, and whether it was stopped (messages still buffered in
+/// the client when `stop` began are dropped, not run).
+#[derive(Clone)]
+struct Run {
+    slots: Arc<Semaphore>,
+    stopped: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for RpcSubscriber {
@@ -52,15 +61,13 @@ impl RpcSubscriber {
         let channel = Namespace::new(&app.env, &app.name)?
             .channel(topic)?
             .into_string();
-        let slots = Arc::new(Semaphore::new(server.settings().max_parallel_tasks.max(1)));
         Ok(Self {
             name: format!("subscriber {channel}"),
             transport,
             channel,
             scope,
             server,
-            connection: None,
-            slots,
+            running: None,
         })
     }
 
@@ -77,7 +84,7 @@ impl Service for RpcSubscriber {
 
     /// Subscribes (on a connection of its own, subscribed again after a reconnect).
     async fn start(&mut self) -> Result<(), ServiceError> {
-        if self.connection.is_some() {
+        if self.running.is_some() {
             return Err(ServiceError::AlreadyStarted {
                 service: self.name.clone(),
             });
@@ -92,16 +99,21 @@ impl Service for RpcSubscriber {
             .await
             .map_err(failed)?;
         let client = connection.client().clone();
-        let (server, scope, transport, slots) = (
+        let run = Run {
+            slots: Arc::new(Semaphore::new(self.server.settings().max_parallel_tasks)),
+            stopped: Arc::new(AtomicBool::new(false)),
+        };
+        let (server, scope, transport, this_run) = (
             self.server.clone(),
             self.scope,
             self.transport.clone(),
-            self.slots.clone(),
+            run.clone(),
         );
         events::listen(
             client.message_rx(),
             move |message: Message| {
-                let (server, transport, slots) = (server.clone(), transport.clone(), slots.clone());
+                let (server, transport, run) =
+                    (server.clone(), transport.clone(), this_run.clone());
                 async move {
                     let Some(Ok((body, headers))) = message.value.as_bytes().map(decode::<Value>)
                     else {
@@ -110,9 +122,12 @@ impl Service for RpcSubscriber {
                     };
                     // Waiting for a slot here stops reading: the messages queue in the
                     // client (and beyond its buffer, are lost: pub/sub has no guarantee).
-                    let Ok(slot) = slots.acquire_owned().await else {
+                    let Ok(slot) = run.slots.clone().acquire_owned().await else {
                         return;
                     };
+                    if run.stopped.load(Ordering::Acquire) {
+                        return;
+                    }
                     tokio::spawn(async move {
                         let reply = server.call(body, &headers, scope).await;
                         send_reply(&transport, &headers, &reply).await;
@@ -140,17 +155,22 @@ impl Service for RpcSubscriber {
             .await
             .classify()
             .map_err(failed)?;
-        self.connection = Some(connection);
+        self.running = Some((connection, run));
         Ok(())
     }
 
     /// Unsubscribes (closing the connection), then waits for running calls within `deadline`.
+    /// No call starts after this returns; messages still buffered are dropped.
     async fn stop(&mut self, deadline: Duration) -> Result<(), ServiceError> {
-        if let Some(connection) = self.connection.take() {
-            let _ = connection.close().await;
-        }
-        let all = self.server.settings().max_parallel_tasks.max(1) as u32;
-        match tokio::time::timeout(deadline, self.slots.acquire_many(all)).await {
+        let Some((connection, run)) = self.running.take() else {
+            return Ok(());
+        };
+        run.stopped.store(true, Ordering::Release);
+        let _ = connection.close().await;
+        let all = u32::try_from(self.server.settings().max_parallel_tasks).unwrap_or(u32::MAX);
+        let drained = tokio::time::timeout(deadline, run.slots.acquire_many(all)).await;
+        run.slots.close();
+        match drained {
             Ok(_) => Ok(()),
             Err(_) => Err(ServiceError::StopTimeout {
                 service: self.name.clone(),

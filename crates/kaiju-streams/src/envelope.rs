@@ -13,8 +13,9 @@ pub const PAYLOAD_FIELD: &str = "_";
 /// The header carrying the correlation id of a request.
 pub const CORRELATION_ID: &str = "Correlation-Id";
 
-/// One header value. kaiju writes strings and integers (`Timeout`, `RPC-Retries`); other msgpack
-/// scalars are accepted when reading.
+/// One header value. kaiju writes strings and integers (`Timeout`, `RPC-Retries`); any other
+/// msgpack value is accepted when reading (a peer's custom header may hold a list or a map),
+/// so that no header makes an entry unreadable.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum HeaderValue {
@@ -28,6 +29,8 @@ pub enum HeaderValue {
     Bool(bool),
     /// `nil`.
     Nil,
+    /// Anything else: bytes, a list, a map, an extension.
+    Other(kaiju_core::Value),
 }
 
 // Hand-written: `#[serde(untagged)]` would buffer every value and build an error per variant
@@ -35,7 +38,7 @@ pub enum HeaderValue {
 impl<'de> Deserialize<'de> for HeaderValue {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct ValueVisitor;
-        impl Visitor<'_> for ValueVisitor {
+        impl<'de> Visitor<'de> for ValueVisitor {
             type Value = HeaderValue;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a string, number, boolean or nil header value")
@@ -65,6 +68,20 @@ impl<'de> Deserialize<'de> for HeaderValue {
             }
             fn visit_none<E>(self) -> Result<HeaderValue, E> {
                 Ok(HeaderValue::Nil)
+            }
+            fn visit_bytes<E>(self, v: &[u8]) -> Result<HeaderValue, E> {
+                Ok(HeaderValue::Other(kaiju_core::Value::Bin(v.to_vec())))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                seq: A,
+            ) -> Result<HeaderValue, A::Error> {
+                kaiju_core::Value::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))
+                    .map(HeaderValue::Other)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<HeaderValue, A::Error> {
+                kaiju_core::Value::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(HeaderValue::Other)
             }
         }
         deserializer.deserialize_any(ValueVisitor)
@@ -266,9 +283,18 @@ mod tests {
         let bytes = Msgpack::WIRE.encode(&headers).unwrap();
         let back: Headers = Msgpack::WIRE.decode(&bytes).unwrap();
         assert_eq!(back, headers);
-        // A nested value is not a header value: a clear error, not a panic.
-        let nested = Msgpack::WIRE.encode(&[("k", vec![1_i64])]).unwrap();
-        assert!(Msgpack::WIRE.decode::<Headers>(&nested).is_err());
+        // A nested value (a peer's custom header) is kept as it is, not an unreadable entry.
+        let nested = Msgpack::WIRE
+            .encode(&std::collections::BTreeMap::from([("k", vec![1_i64])]))
+            .unwrap();
+        let back: Headers = Msgpack::WIRE.decode(&nested).unwrap();
+        assert_eq!(
+            back.get("k"),
+            Some(&HeaderValue::Other(kaiju_core::Value::Array(vec![
+                kaiju_core::Value::Int(1)
+            ])))
+        );
+        assert_eq!(Msgpack::WIRE.encode(&back).unwrap(), nested);
     }
 
     #[test]

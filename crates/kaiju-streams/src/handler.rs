@@ -43,6 +43,11 @@ pub enum Disposition {
     Retry,
     /// A permanent failure: dead-letter the entry now, with the reason; never retry it.
     Reject,
+    /// Not this consumer's to handle now (it is shutting down, say): leave the entry pending
+    /// without counting a failure. It is delivered again when this consumer starts again, or
+    /// claimed by another one after `pending_messages_time_ms`. (Redis still counts the
+    /// delivery, so an entry deferred `max_deliveries` times is dead-lettered.)
+    Defer,
 }
 
 /// A handler failure, and what to do about it: [`retry`](Self::retry) (transient) or
@@ -87,7 +92,16 @@ impl HandlerError {
         }
     }
 
-    /// Whether the entry is retried or rejected.
+    /// Not handled here and now: the entry stays pending for a later delivery (see
+    /// [`Disposition::Defer`]).
+    pub fn defer(error: impl Into<BoxError>) -> Self {
+        Self {
+            disposition: Disposition::Defer,
+            error: error.into(),
+        }
+    }
+
+    /// Whether the entry is retried, rejected or deferred.
     pub fn disposition(&self) -> Disposition {
         self.disposition
     }

@@ -135,6 +135,31 @@ impl ListenerSettings {
         Ok(())
     }
 
+    /// These settings with `handler_timeout_ms` raised to at least `min` and, when claiming is
+    /// on, `pending_messages_time_ms` raised (when needed) to stay above the handler timeout
+    /// plus the longest retry backoff, by a second. For a component with its own time limit
+    /// (an RPC server) that must run out before the listener's.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use kaiju_streams::ListenerSettings;
+    /// let s = ListenerSettings::default().with_handler_timeout_at_least(Duration::from_secs(601));
+    /// assert_eq!(s.handler_timeout_ms, 601_000);
+    /// assert!(s.pending_messages_time_ms.unwrap() > 601_000);
+    /// ```
+    #[must_use]
+    pub fn with_handler_timeout_at_least(mut self, min: Duration) -> Self {
+        let min = u64::try_from(min.as_millis()).unwrap_or(u64::MAX);
+        self.handler_timeout_ms = self.handler_timeout_ms.max(min);
+        if let Some(claim) = self.pending_messages_time_ms {
+            let busy = self.handler_timeout_ms.saturating_add(
+                u64::try_from(self.longest_backoff().as_millis()).unwrap_or(u64::MAX),
+            );
+            self.pending_messages_time_ms = Some(claim.max(busy.saturating_add(1000)));
+        }
+        self
+    }
+
     /// The wait before the delivery after `deliveries` failed ones: `retry_backoff_ms`, doubling
     /// per delivery, at most 2^10 times the first.
     pub(crate) fn backoff(&self, deliveries: u64) -> Duration {

@@ -1,7 +1,7 @@
 //! Batch templates (`RPC-Batch-Template: ?1`): a request's params filled from the results of
 //! earlier requests in the same batch (KAIJU-TOOLS.md §1.10, grammar §2.4).
 //!
-//! [`fill`] walks the params: map values (never keys) and array items recursively, and every
+//! [`fill_within`] walks the params: map values (never keys) and array items recursively, and every
 //! string value that is *exactly* a template, `[` … `]`, is replaced by what it selects:
 //!
 //! | param value | filled with |
@@ -79,10 +79,10 @@ use syntax::{literal, request_index, split_arg, template_body, unquote};
 /// within one template's evaluation (nested templates, lists mapped over, values rendered).
 const MAX_DEPTH: usize = 128;
 
-/// The most values (scalars, arrays, maps, map keys) one [`fill`] may copy out of the results.
+/// The most values (scalars, arrays, maps, map keys) one [`fill_within`] may copy out of the results.
 const MAX_COPIED_VALUES: usize = 1 << 22;
 
-/// The most bytes (of strings, bytes and `!f` output) one [`fill`] may copy out of the results.
+/// The most bytes (of strings, bytes and `!f` output) one [`fill_within`] may copy out of the results.
 const MAX_COPIED_BYTES: usize = 128 << 20;
 
 /// The longest piece of client text quoted in an error message, in characters.
@@ -122,19 +122,49 @@ impl std::error::Error for TemplateError {}
 /// Fills every template in `params` from `results`: `results[n]` is the result of batch request
 /// n, `None` if it failed or has not run. Returns the filled params; values that are not
 /// templates are returned unchanged (except that a string wrapped in backticks loses them).
+#[cfg(test)]
 pub(crate) fn fill(params: &Value, results: &[Option<Value>]) -> Result<Value, TemplateError> {
-    Filler {
-        results,
-        values_left: MAX_COPIED_VALUES,
-        bytes_left: MAX_COPIED_BYTES,
+    fill_within(params, results, &mut Budget::default())
+}
+
+/// What the templates of one batch may still copy out of its results: one budget for the
+/// whole batch, so that a hundred requests cannot each copy the maximum.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Budget {
+    values_left: usize,
+    bytes_left: usize,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Self {
+            values_left: MAX_COPIED_VALUES,
+            bytes_left: MAX_COPIED_BYTES,
+        }
     }
-    .value(params, 0)
+}
+
+/// [`fill_within`], spending from `budget` (shared by the requests of one batch).
+pub(crate) fn fill_within(
+    params: &Value,
+    results: &[Option<Value>],
+    budget: &mut Budget,
+) -> Result<Value, TemplateError> {
+    let mut filler = Filler {
+        results,
+        values_left: budget.values_left,
+        bytes_left: budget.bytes_left,
+    };
+    let filled = filler.value(params, 0);
+    budget.values_left = filler.values_left;
+    budget.bytes_left = filler.bytes_left;
+    filled
 }
 
 /// The outcome of evaluating part of a template: the value, or why it failed.
 type Eval<T> = Result<T, String>;
 
-/// One [`fill`] call: the results to read and what is left of its copy budget.
+/// One [`fill_within`] call: the results to read and what is left of its copy budget.
 struct Filler<'r> {
     /// The batch's results so far, by request index.
     results: &'r [Option<Value>],

@@ -57,6 +57,7 @@ impl Failure {
 enum Verdict {
     Malformed(String),
     Rejected(String),
+    Deferred(String),
     Failed(Failure, String),
 }
 
@@ -123,6 +124,7 @@ where
             Ok(Ok(Ok(()))) => Ok(()),
             Ok(Ok(Err(error))) => Err(match error.disposition() {
                 Disposition::Reject => Verdict::Rejected(error.to_string()),
+                Disposition::Defer => Verdict::Deferred(error.to_string()),
                 _ => Verdict::Failed(Failure::Error, error.to_string()),
             }),
             Ok(Err(panic)) => Err(Verdict::Failed(
@@ -148,6 +150,11 @@ where
                 tracing::info!(stream = %self.stream, id = %entry.id, %reason, "the handler rejected the entry");
                 self.dead_letter_until_written(entry, "rejected", &reason, shutdown)
                     .await;
+            }
+            Verdict::Deferred(reason) => {
+                Counters::add(&c.deferred, 1);
+                tracing::info!(stream = %self.stream, id = %entry.id, %reason, "the handler deferred the entry; it stays pending");
+                self.in_flight.remove(&[entry.id]);
             }
             Verdict::Failed(Failure::Exhausted, reason) => {
                 self.dead_letter_until_written(entry, Failure::Exhausted.kind(), &reason, shutdown)

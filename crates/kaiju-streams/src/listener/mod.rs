@@ -47,6 +47,7 @@ pub(crate) struct Counters {
     pub(crate) panicked: AtomicU64,
     pub(crate) retried: AtomicU64,
     pub(crate) rejected: AtomicU64,
+    pub(crate) deferred: AtomicU64,
     pub(crate) dead_lettered: AtomicU64,
     pub(crate) claimed: AtomicU64,
     pub(crate) lost: AtomicU64,
@@ -75,6 +76,8 @@ pub struct ListenerStats {
     pub retried: u64,
     /// Entries the handler rejected as permanently unprocessable.
     pub rejected: u64,
+    /// Entries the handler deferred: left pending for a later delivery.
+    pub deferred: u64,
     /// Entries moved to the dead-letter stream (malformed, rejected, or out of deliveries).
     pub dead_lettered: u64,
     /// Entries claimed from other consumers.
@@ -274,6 +277,7 @@ impl<B, H> Listener<B, H> {
             panicked: get(&c.panicked),
             retried: get(&c.retried),
             rejected: get(&c.rejected),
+            deferred: get(&c.deferred),
             dead_lettered: get(&c.dead_lettered),
             claimed: get(&c.claimed),
             lost: get(&c.lost),
