@@ -318,6 +318,7 @@ async fn entries_read_after_a_drain_stay_pending_unrun() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let dead = dead_letters(&t, l.listener().dead_letter_key()).await;
     let pending = pending_of(&t, rpc_stream(&app).as_str(), &app.name).await;
+    let deferred = l.stats().await.unwrap().deferred;
     l.stop(Duration::from_secs(5)).await.unwrap();
     assert!(
         dead.is_empty(),
@@ -325,6 +326,20 @@ async fn entries_read_after_a_drain_stay_pending_unrun() {
         counts.sleep.load(Ordering::SeqCst),
         dead.iter().map(|d| field(d, "reason")).collect::<Vec<_>>()
     );
+    assert_eq!(
+        (pending, deferred),
+        (1, 1),
+        "left pending, counted as deferred"
+    );
+    assert_eq!(counts.sleep.load(Ordering::SeqCst), 0);
+    // The next start (a fresh server) runs it.
+    let mut l = listen(&t, &app, quick(), ServerSettings::default(), &counts).await;
+    eventually("the deferred entry ran", Duration::from_secs(10), || {
+        let n = counts.sleep.load(Ordering::SeqCst);
+        async move { n == 1 }
+    })
+    .await;
+    l.stop(Duration::from_secs(5)).await.unwrap();
 }
 
 // ---------------------------------------------------------------------------------------------
