@@ -817,19 +817,8 @@ fn fuzz_server_bodies() {
     )
     .unwrap();
     let random = proptest::collection::vec(any::<u8>(), 0..256);
-    let mutated =
-        proptest::collection::vec((any::<usize>(), any::<u8>()), 1..6).prop_map(move |edits| {
-            let mut bytes = valid.clone();
-            for (at, byte) in edits {
-                let at = at % (bytes.len() + 1);
-                if byte % 3 == 0 {
-                    bytes.insert(at, byte);
-                } else if at < bytes.len() {
-                    bytes[at] = byte;
-                }
-            }
-            bytes
-        });
+    let mutated = proptest::collection::vec((any::<usize>(), any::<u8>()), 1..6)
+        .prop_map(move |edits| kaiju_testkit::mutate(&valid, &edits));
     let cases = kaiju_testkit::fuzz_cases();
     let mut runner = TestRunner::new(Config::with_cases(cases));
     runner

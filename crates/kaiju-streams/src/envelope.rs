@@ -362,15 +362,7 @@ mod tests {
             any::<usize>(),
         )
             .prop_map(move |(edits, cut)| {
-                let mut bytes = valid.clone();
-                for (at, byte) in edits {
-                    let at = at % (bytes.len() + 1);
-                    if byte % 3 == 0 {
-                        bytes.insert(at, byte);
-                    } else if at < bytes.len() {
-                        bytes[at] = byte;
-                    }
-                }
+                let mut bytes = kaiju_testkit::mutate(&valid, &edits);
                 bytes.truncate(cut % (bytes.len() + 1).max(1) + bytes.len() / 2);
                 bytes
             });

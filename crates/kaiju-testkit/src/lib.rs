@@ -26,6 +26,22 @@ pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// A valid input with bytes inserted or overwritten, for the fuzz tests that mutate real
+/// entries: each `(at, byte)` edit inserts `byte` at `at` (modulo the length) when `byte` is
+/// a multiple of 3, and overwrites the byte there otherwise.
+pub fn mutate(valid: &[u8], edits: &[(usize, u8)]) -> Vec<u8> {
+    let mut bytes = valid.to_vec();
+    for &(at, byte) in edits {
+        let at = at % (bytes.len() + 1);
+        if byte % 3 == 0 {
+            bytes.insert(at, byte);
+        } else if let Some(slot) = bytes.get_mut(at) {
+            *slot = byte;
+        }
+    }
+    bytes
+}
+
 /// How many inputs each arbitrary-input (fuzz) test tries: `KAIJU_FUZZ_CASES`, default 2,000.
 /// `cargo xtask fuzz` raises it and prints each test's count.
 pub fn fuzz_cases() -> u32 {
