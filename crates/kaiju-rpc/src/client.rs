@@ -213,15 +213,9 @@ impl RpcClient {
         app: Option<&str>,
         topic: Option<&str>,
     ) -> CallResult<Vec<String>> {
-        let key = self.topic_key(
-            app.unwrap_or(&self.shared.app),
-            topic.unwrap_or(&self.topic),
-        )?;
+        let key = self.target(app, topic)?;
         let options = Options::default();
-        let bodies: Vec<(String, Value)> = calls
-            .iter()
-            .map(|(m, p)| Ok((m.clone(), params_value(p)?)))
-            .collect::<CallResult<_>>()?;
+        let bodies = bodies(&calls)?;
         let entries = bodies
             .iter()
             .map(|body| Outgoing {
@@ -231,6 +225,14 @@ impl RpcClient {
             })
             .collect();
         Ok(self.shared.writer.write_many(entries).await?)
+    }
+
+    /// The stream of `app` (default: the client's own) and `topic` (default: the client's).
+    fn target(&self, app: Option<&str>, topic: Option<&str>) -> Result<Key, KeyError> {
+        self.topic_key(
+            app.unwrap_or(&self.shared.app),
+            topic.unwrap_or(&self.topic),
+        )
     }
 
     /// kaiju's `write`: appends `body` with `headers` to the stream `topic_key` as is
@@ -340,6 +342,14 @@ fn params_value<P: Serialize + ?Sized>(params: &P) -> CallResult<Value> {
     })
 }
 
+/// `[method, params]` of each call, as they go on the wire.
+fn bodies<P: Serialize>(calls: &[(String, P)]) -> CallResult<Vec<(&str, Value)>> {
+    calls
+        .iter()
+        .map(|(method, params)| Ok((method.as_str(), params_value(params)?)))
+        .collect()
+}
+
 /// One call being built; `.await` it to send it.
 #[must_use = "a call is sent when awaited"]
 pub struct Call<'a, P> {
@@ -399,11 +409,8 @@ impl<'a, P: Serialize> Call<'a, P> {
     }
 
     fn target(&self) -> Result<Key, KeyError> {
-        let c = &self.client.shared;
-        self.client.topic_key(
-            self.options.app.as_deref().unwrap_or(&c.app),
-            self.options.topic.as_deref().unwrap_or(&self.client.topic),
-        )
+        self.client
+            .target(self.options.app.as_deref(), self.options.topic.as_deref())
     }
 }
 
@@ -441,16 +448,10 @@ impl<'a, P: Serialize> Batch<'a, P> {
     }
 
     async fn send(self) -> CallResult<String> {
-        let c = &self.client.shared;
-        let key = self.client.topic_key(
-            self.options.app.as_deref().unwrap_or(&c.app),
-            self.options.topic.as_deref().unwrap_or(&self.client.topic),
-        )?;
-        let body: Vec<(&str, Value)> = self
-            .calls
-            .iter()
-            .map(|(m, p)| Ok((m.as_str(), params_value(p)?)))
-            .collect::<CallResult<_>>()?;
+        let key = self
+            .client
+            .target(self.options.app.as_deref(), self.options.topic.as_deref())?;
+        let body = bodies(&self.calls)?;
         let mut headers = self.client.headers(&self.options, None);
         if self.abort_on_error {
             headers.insert(headers::BATCH_ABORT, headers::TRUE);
@@ -458,7 +459,12 @@ impl<'a, P: Serialize> Batch<'a, P> {
         if self.template {
             headers.insert(headers::BATCH_TEMPLATE, headers::TRUE);
         }
-        Ok(c.writer.write(&key, &body, headers).await?)
+        Ok(self
+            .client
+            .shared
+            .writer
+            .write(&key, &body, headers)
+            .await?)
     }
 }
 
