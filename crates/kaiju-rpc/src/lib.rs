@@ -13,6 +13,7 @@ mod scope;
 mod server;
 mod state;
 mod subscriber;
+mod subscription;
 mod template;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

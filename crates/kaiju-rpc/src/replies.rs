@@ -6,18 +6,17 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use kaiju_core::Value;
 use kaiju_streams::{HeaderValue, decode};
-use kaiju_transport::fred::interfaces::{EventInterface, PubsubInterface};
-use kaiju_transport::fred::types::Message;
-use kaiju_transport::{Classify, Connection, Transport, TransportError, events};
 use std::time::Duration;
 
-use kaiju_transport::fred::clients::Client;
-use kaiju_transport::fred::interfaces::ClientLike;
+use kaiju_transport::fred::interfaces::{ClientLike, EventInterface};
+use kaiju_transport::fred::types::Message;
+use kaiju_transport::{Connection, Transport, TransportError, events};
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
 use crate::context::headers;
 use crate::request::Response;
+use crate::subscription;
 
 type Waiting = Arc<Mutex<HashMap<String, oneshot::Sender<Response>>>>;
 
@@ -102,28 +101,6 @@ fn batch_response(items: &[Value]) -> Response {
     }
 }
 
-/// After a reconnect: the subscription is gone with the old connection; makes it again
-/// (retrying while the client is connected), and tells waiting requests when it is back.
-async fn resubscribe((client, channel, state): (Client, String, Arc<watch::Sender<bool>>)) {
-    state.send_replace(false);
-    let mut pause = Duration::from_millis(50);
-    loop {
-        match client.subscribe(channel.as_str()).await {
-            Ok(()) => {
-                state.send_replace(true);
-                return;
-            }
-            Err(e) if client.is_connected() => {
-                tracing::warn!(error = %e, "could not subscribe to the reply channel again; retrying");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(2));
-            }
-            // Disconnected again: the next reconnect subscribes.
-            Err(_) => return,
-        }
-    }
-}
-
 impl Replies {
     /// Subscribes to `channel` on a connection of its own, and waits for the confirmation:
     /// a request written after this returns cannot have its response missed.
@@ -150,31 +127,7 @@ impl Replies {
                 )
             },
         );
-        let (state, subscribed) = watch::channel(false);
-        let state = Arc::new(state);
-        let again = (client.clone(), channel.to_owned(), state.clone());
-        let (missed, on_error) = (again.clone(), again.clone());
-        events::listen(
-            client.reconnect_rx(),
-            move |_| resubscribe(again.clone()),
-            move |_| {
-                tokio::spawn(resubscribe(missed.clone()));
-            },
-        );
-        // A connection error comes before the reconnect: requests wait from here on, not only
-        // from when the reconnect is noticed (a request written in between would lose its
-        // response). Subscribing again is harmless if the connection survived.
-        events::listen(
-            client.error_rx(),
-            move |_| {
-                on_error.2.send_replace(false);
-                tokio::spawn(resubscribe(on_error.clone()));
-                std::future::ready(())
-            },
-            |_| {},
-        );
-        client.subscribe(channel).await.classify()?;
-        state.send_replace(true);
+        let subscribed = subscription::subscribe_and_keep(&client, channel).await?;
         Ok(Arc::new(Self {
             connection,
             waiting,

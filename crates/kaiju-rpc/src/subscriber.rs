@@ -6,14 +6,15 @@ use std::time::Duration;
 
 use kaiju_core::{AppSettings, Namespace, Service, ServiceError, Value};
 use kaiju_streams::decode;
-use kaiju_transport::fred::interfaces::{EventInterface, PubsubInterface};
+use kaiju_transport::fred::interfaces::EventInterface;
 use kaiju_transport::fred::types::Message;
-use kaiju_transport::{Classify, Connection, Transport, events};
+use kaiju_transport::{Connection, Transport, events};
 use tokio::sync::Semaphore;
 
 use crate::listener::send_reply;
 use crate::scope::Scope;
 use crate::server::Server;
+use crate::subscription;
 
 /// Feeds a [`Server`] from `<env>.<app>._sub.<topic>` (kaiju's `RedisSubscriber`): the same
 /// envelope as the stream, fire and forget.
@@ -137,23 +138,10 @@ impl Service for RpcSubscriber {
             },
             |count| tracing::warn!(count, "pub/sub messages were missed in a burst"),
         );
-        let again = (client.clone(), self.channel.clone());
-        events::listen(
-            client.reconnect_rx(),
-            move |_| {
-                let (client, channel) = again.clone();
-                async move {
-                    if let Err(e) = client.subscribe(channel).await {
-                        tracing::warn!(error = %e, "could not subscribe again after a reconnect");
-                    }
-                }
-            },
-            |_| {},
-        );
-        client
-            .subscribe(self.channel.as_str())
+        // Subscribed again after every reconnect; messages published meanwhile are lost
+        // (pub/sub), so nothing waits on the state.
+        subscription::subscribe_and_keep(&client, &self.channel)
             .await
-            .classify()
             .map_err(failed)?;
         self.running = Some((connection, run));
         Ok(())
