@@ -402,14 +402,9 @@ fn redis_cli(port: u16, args: &[&str]) -> String {
 /// On a server of its own: `CLIENT KILL TYPE pubsub` would hit other tests' subscribers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_right_after_the_reply_connection_was_killed_is_answered() {
-    if !kaiju_tests::can_spawn_servers() {
+    let Some((server, t)) = kaiju_tests::own_server().await else {
         return;
-    }
-    let server =
-        kaiju_testkit::RedisServer::start(kaiju_testkit::ServerOptions::default()).unwrap();
-    let t = Transport::connect(&kaiju_core::RedisSettings::from_url(server.url()))
-        .await
-        .unwrap();
+    };
     let app = app(&kaiju_tests::namespace());
     let counts = Arc::new(Counts::default());
     let mut l = listen(&t, &app, quick(), ServerSettings::default(), &counts).await;

@@ -3,34 +3,19 @@
 
 use std::time::{Duration, Instant};
 
-use kaiju_core::{RedisSettings, Service, Value};
+use kaiju_core::{Service, Value};
 use kaiju_rpc::{CallError, RpcClient, Scope};
 use kaiju_streams::{Headers, StreamWriter};
-use kaiju_tests::proxy::Proxy;
 use kaiju_tests::{Target, eventually};
-use kaiju_transport::Transport;
 use kaiju_transport::fred::prelude::*;
 use serde_json::json;
 
 use crate::rpc::{Seen, seen_len, serve};
 use crate::streams::{app, rpc_stream};
 
-async fn through_proxy() -> Option<(Proxy, Transport, Transport)> {
-    let port = kaiju_tests::single_port()?;
-    let proxy = Proxy::start(port).await.unwrap();
-    let through = Transport::connect(&RedisSettings {
-        command_timeout_ms: 1000,
-        ..proxy.settings()
-    })
-    .await
-    .unwrap();
-    let direct = kaiju_tests::connect(Target::Single).await?;
-    Some((proxy, through, direct))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_work_again_after_the_reply_connection_was_cut() {
-    let Some((proxy, through, direct)) = through_proxy().await else {
+    let Some((proxy, through, direct)) = kaiju_tests::through_proxy().await else {
         return;
     };
     let app = app(&kaiju_tests::namespace());
@@ -79,7 +64,7 @@ async fn requests_work_again_after_the_reply_connection_was_cut() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_whose_reply_is_lost_is_not_written_twice() {
-    let Some((proxy, through, direct)) = through_proxy().await else {
+    let Some((proxy, through, direct)) = kaiju_tests::through_proxy().await else {
         return;
     };
     let app = app(&kaiju_tests::namespace());

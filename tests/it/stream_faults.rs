@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use kaiju_core::{Namespace, RedisSettings, Service, ServiceError};
+use kaiju_core::{Namespace, Service, ServiceError};
 use kaiju_streams::{
     HandlerError, Headers, Listener, ListenerSettings, Message, Outgoing, StreamError, StreamWriter,
 };
@@ -1425,15 +1425,7 @@ async fn behind_a_proxy() -> Option<(
     kaiju_core::AppSettings,
     kaiju_core::Key,
 )> {
-    let port = kaiju_tests::single_port()?;
-    let proxy = Proxy::start(port).await.unwrap();
-    let through = Transport::connect(&RedisSettings {
-        command_timeout_ms: 1000,
-        ..proxy.settings()
-    })
-    .await
-    .unwrap();
-    let direct = kaiju_tests::connect(Target::Single).await?;
+    let (proxy, through, direct) = kaiju_tests::through_proxy().await?;
     let app = app(&kaiju_tests::namespace());
     let stream = rpc_stream(&app);
     Some((proxy, through, direct, app, stream))

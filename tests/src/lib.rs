@@ -134,6 +134,22 @@ pub fn single_port() -> Option<u16> {
         .ok()
 }
 
+/// A proxy in front of the single node, a transport through it (1 s command timeout, so a
+/// dropped reply fails fast), and one straight to the server. `None` (after a skip message)
+/// when the single node is not configured.
+pub async fn through_proxy() -> Option<(proxy::Proxy, Transport, Transport)> {
+    let port = single_port()?;
+    let proxy = proxy::Proxy::start(port).await.unwrap();
+    let through = Transport::connect(&RedisSettings {
+        command_timeout_ms: 1000,
+        ..proxy.settings()
+    })
+    .await
+    .unwrap();
+    let direct = connect(Target::Single).await?;
+    Some((proxy, through, direct))
+}
+
 /// A redis-server of the test's own (for tests that pause, kill or count its clients), and a
 /// transport to it. `None` (after a skip message) where servers cannot be started.
 pub async fn own_server() -> Option<(kaiju_testkit::RedisServer, Transport)> {
