@@ -710,7 +710,7 @@ async fn a_stop_while_a_request_runs_drains_it() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Waiting for a server slot counts against the listener's handler timeout.
+// Entries waiting for a server slot (max_parallel_tasks 1) all run; none is dead-lettered.
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -98,7 +98,7 @@ fn reason(reply: &Reply, outcome: Outcome) -> String {
                 .err()
                 .map(ToString::to_string)
                 .unwrap_or_default();
-            if responses.len() > 1 || matches!(reply.body, crate::ReplyBody::Batch(_)) {
+            if matches!(reply.body, crate::ReplyBody::Batch(_)) {
                 format!("batch request {i}: {error}")
             } else {
                 error

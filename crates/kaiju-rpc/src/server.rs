@@ -171,16 +171,11 @@ impl Server {
         self.0.slots.close();
         if !drained {
             tracing::warn!(
-                running = self.running(),
+                running = self.0.running(),
                 "rpc requests still running after the drain deadline"
             );
         }
         drained
-    }
-
-    fn running(&self) -> u64 {
-        let max = self.0.settings.max_parallel_tasks.max(1);
-        max.saturating_sub(self.0.slots.available_permits()) as u64
     }
 
     /// The registered method names (built-ins included), sorted.
@@ -201,7 +196,7 @@ impl Server {
             timed_out: get(&c.timed_out),
             aborted: get(&c.aborted),
             unavailable: get(&c.unavailable),
-            running: self.running(),
+            running: self.0.running() as u64,
         }
     }
 
@@ -268,7 +263,7 @@ fn api(inner: &Inner, params: &Value, ctx: &RequestContext) -> Result<Value, Rpc
 /// `rpc.status`: kaiju's status object.
 fn status(inner: &Inner, _: &Value, _: &RequestContext) -> Result<Value, RpcError> {
     let s = |v: &str| Value::Str(v.to_owned());
-    let max = inner.settings.max_parallel_tasks.max(1);
+    let max = inner.settings.max_parallel_tasks;
     let free = inner.slots.available_permits();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -279,7 +274,7 @@ fn status(inner: &Inner, _: &Value, _: &RequestContext) -> Result<Value, RpcErro
         (s("app_id"), s(&inner.app.id.to_string())),
         (s("env"), s(&inner.app.env)),
         (s("debug"), Value::Bool(false)),
-        (s("rpc_tasks"), Value::Int(max.saturating_sub(free) as i64)),
+        (s("rpc_tasks"), Value::Int(inner.running() as i64)),
         (s("queue_full"), Value::Bool(free == 0)),
         (s("server_time"), Value::Int(now as i64)),
         (s("max_tasks"), Value::Int(max as i64)),

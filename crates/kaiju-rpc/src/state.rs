@@ -125,6 +125,13 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
+    /// Requests (or batches) holding a slot now.
+    pub(crate) fn running(&self) -> usize {
+        self.settings
+            .max_parallel_tasks
+            .saturating_sub(self.slots.available_permits())
+    }
+
     /// Whether a caller at `scope` sees the method.
     pub(crate) fn visible(&self, scope: Scope, method: &Method) -> bool {
         !self.settings.enable_permissions || scope.reaches(method.permission)
