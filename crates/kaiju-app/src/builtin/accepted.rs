@@ -1,0 +1,29 @@
+//! kaiju classes whose job something else does in a Rust app: accepted, and they do nothing.
+
+use crate::error::AppError;
+use crate::service::{Build, Service, ServiceClass};
+
+/// `Scheduler` (tokio schedules kaiju-rs's periodic work) and `LoggingService` (logging is
+/// `tracing`, configured by the binary, e.g. `RUST_LOG`): accepted so that kaiju configs load
+/// unchanged; their settings are ignored, with a log line.
+#[derive(Debug)]
+pub struct Accepted;
+
+impl Service for Accepted {}
+
+impl ServiceClass for Accepted {
+    fn build(b: &Build<'_>) -> Result<Self, AppError> {
+        let what = match b.cls() {
+            "Scheduler" => "tokio schedules kaiju-rs's periodic work",
+            _ => {
+                "kaiju-rs logs through `tracing`; set the level with RUST_LOG or `kaiju run --log`"
+            }
+        };
+        tracing::info!(
+            service = b.name(),
+            cls = b.cls(),
+            "accepted and inactive: {what}"
+        );
+        Ok(Self)
+    }
+}

@@ -1,0 +1,75 @@
+//! `RedisLocksService`.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use kaiju_locks::Locks;
+use serde::Deserialize;
+
+use super::TransportService;
+use crate::error::AppError;
+use crate::service::{BoxError, Build, Context, Dependency, Hook, Service, ServiceClass};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Settings {
+    #[serde(default)]
+    transport: Dependency,
+    /// kaiju's renewal period; kaiju-rs renews each lock on its own timer.
+    #[serde(default)]
+    refresh_interval: Option<f64>,
+    /// kaiju's Scheduler dependency; not needed.
+    #[serde(default)]
+    scheduler: Dependency,
+}
+
+/// kaiju's `RedisLocksService`: [`Locks`] owned by the app's id, on the transport named by
+/// `transport`.
+#[derive(Debug)]
+pub struct LocksService {
+    transport: Dependency,
+    locks: OnceLock<Locks>,
+}
+
+impl LocksService {
+    /// The locks (after `init`).
+    pub fn locks(&self) -> Result<Locks, BoxError> {
+        self.locks
+            .get()
+            .cloned()
+            .ok_or_else(|| "the locks are not ready yet (used before their init)".into())
+    }
+}
+
+impl ServiceClass for LocksService {
+    fn build(b: &Build<'_>) -> Result<Self, AppError> {
+        let s: Settings = b.settings()?;
+        let _ = (s.refresh_interval, s.scheduler);
+        Ok(Self {
+            transport: s.transport,
+            locks: OnceLock::new(),
+        })
+    }
+}
+
+impl Service for LocksService {
+    fn init<'a>(&'a self, cx: &'a Context) -> Hook<'a> {
+        Box::pin(async move {
+            let transport = cx
+                .require::<TransportService>(&self.transport, "RedisTransportService")?
+                .transport()?;
+            let locks = Locks::new(transport, cx.app().id.to_string()).await?;
+            let _ = self.locks.set(locks);
+            Ok(())
+        })
+    }
+
+    fn close(&self, _deadline: Duration) -> Hook<'_> {
+        Box::pin(async move {
+            if let Some(l) = self.locks.get() {
+                l.close().await;
+            }
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,76 @@
+//! The service classes kaiju-rs implements, under kaiju's class names and default names.
+
+mod accepted;
+#[cfg(feature = "cache")]
+mod cache;
+#[cfg(feature = "rpc")]
+mod client;
+#[cfg(feature = "locks")]
+mod locks;
+#[cfg(feature = "rpc")]
+mod rpc;
+mod transport;
+
+pub use accepted::Accepted;
+#[cfg(feature = "cache")]
+pub use cache::CacheService;
+#[cfg(feature = "rpc")]
+pub use client::ClientService;
+#[cfg(feature = "locks")]
+pub use locks::LocksService;
+#[cfg(feature = "rpc")]
+pub use rpc::{ListenerService, RpcServerService, SubscriberService};
+pub use transport::TransportService;
+
+use crate::registry::Registry;
+
+pub(crate) fn register(r: &mut Registry) {
+    r.register::<TransportService>("RedisTransportService", "RedisTransportService");
+    r.register::<Accepted>("Scheduler", "Scheduler");
+    r.register::<Accepted>("LoggingService", "LoggingService");
+    #[cfg(feature = "cache")]
+    {
+        r.register::<CacheService>("RedisCache", "RedisCache");
+        r.register::<CacheService>("RedisCacheService", "cache");
+    }
+    #[cfg(feature = "locks")]
+    r.register::<LocksService>("RedisLocksService", "locks");
+    #[cfg(feature = "rpc")]
+    {
+        r.register::<RpcServerService>("JSONRPCServer", "rpc");
+        r.register::<ListenerService>("RedisListener", "RedisListener");
+        r.register::<SubscriberService>("RedisSubscriber", "RedisSubscriber");
+        r.register::<ClientService>("RedisStreamRPCClient", "RedisStreamRPCClient");
+        r.register::<ClientService>("RedisPublisher", "RedisPublisher");
+    }
+}
+
+/// Removes the keys kaiju accepts but kaiju-rs has no use for, logging each one that is set.
+pub(crate) fn drop_unused(map: &mut serde_json::Value, service: &str, keys: &[&str]) {
+    if let serde_json::Value::Object(m) = map {
+        for key in keys {
+            if let Some(v) = m.remove(*key)
+                && !matches!(v, serde_json::Value::Null | serde_json::Value::Bool(false))
+            {
+                tracing::info!(
+                    service,
+                    setting = key,
+                    "kaiju setting has no effect in kaiju-rs"
+                );
+            }
+        }
+    }
+}
+
+/// Moves `keys` out of `map` into a map of their own.
+pub(crate) fn take(map: &mut serde_json::Value, keys: &[&str]) -> serde_json::Value {
+    let mut out = serde_json::Map::new();
+    if let serde_json::Value::Object(m) = map {
+        for key in keys {
+            if let Some(v) = m.remove(*key) {
+                out.insert((*key).to_owned(), v);
+            }
+        }
+    }
+    serde_json::Value::Object(out)
+}

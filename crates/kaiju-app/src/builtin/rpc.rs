@@ -1,0 +1,287 @@
+//! `JSONRPCServer`, `RedisListener` and `RedisSubscriber`: the RPC server and what feeds it.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use kaiju_core::Service as _;
+use kaiju_rpc::{RpcListener, RpcModule, RpcSubscriber, Scope, Server, ServerSettings};
+use kaiju_streams::{ListenerSettings, ListenerStats};
+use serde::Deserialize;
+use tokio::sync::Mutex;
+
+use super::TransportService;
+use crate::error::AppError;
+use crate::service::{BoxError, Build, Context, Dependency, Hook, Service, ServiceClass};
+
+/// kaiju's `JSONRPCServer`: in `post_init` it collects the RPC methods of every service
+/// ([`Service::rpc_module`]) into one [`Server`]; in `close` it drains running requests.
+///
+/// Settings are [`ServerSettings`]; kaiju's `scheduler`, `session_service`, `auth_service`
+/// and `use_annotation_parser` are accepted and have no effect.
+#[derive(Debug)]
+pub struct RpcServerService {
+    settings: ServerSettings,
+    server: OnceLock<Server>,
+}
+
+impl RpcServerService {
+    /// The server (after `post_init`).
+    pub fn server(&self) -> Result<Server, BoxError> {
+        self.server
+            .get()
+            .cloned()
+            .ok_or_else(|| "the RPC server is not built yet (before post_init)".into())
+    }
+}
+
+impl ServiceClass for RpcServerService {
+    fn build(b: &Build<'_>) -> Result<Self, AppError> {
+        let mut json = b.raw_settings().to_json();
+        super::drop_unused(
+            &mut json,
+            b.name(),
+            &[
+                "scheduler",
+                "session_service",
+                "auth_service",
+                "use_annotation_parser",
+            ],
+        );
+        Ok(Self {
+            settings: b.parse(json)?,
+            server: OnceLock::new(),
+        })
+    }
+}
+
+impl Service for RpcServerService {
+    fn post_init<'a>(&'a self, cx: &'a Context) -> Hook<'a> {
+        Box::pin(async move {
+            let mut all = RpcModule::new("");
+            for (name, service) in cx.services() {
+                if let Some(module) = service.rpc_module() {
+                    all.merge(module)
+                        .map_err(|e| format!("the methods of service `{name}`: {e}"))?;
+                }
+            }
+            let server = Server::new(cx.app(), self.settings.clone(), all)?;
+            tracing::info!(methods = server.methods().count(), "RPC server ready");
+            let _ = self.server.set(server);
+            Ok(())
+        })
+    }
+
+    fn close(&self, deadline: Duration) -> Hook<'_> {
+        Box::pin(async move {
+            if let Some(server) = self.server.get()
+                && !server.drain(deadline).await
+            {
+                return Err(format!("requests were still running after {deadline:?}").into());
+            }
+            Ok(())
+        })
+    }
+}
+
+/// The settings a listener or subscriber takes besides [`ListenerSettings`].
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Feed {
+    /// The caller scope of every request read (`SYSTEM`, `ADMIN`, `USER`, `GUEST`).
+    #[serde(default = "guest")]
+    scope: String,
+    #[serde(default)]
+    transport: Dependency,
+    #[serde(default)]
+    rpc_service: Dependency,
+    // kaiju's, without effect here:
+    #[serde(default)]
+    locks_service: Dependency,
+    #[serde(default)]
+    scheduler: Dependency,
+    #[serde(default)]
+    session_service: Dependency,
+    #[serde(default)]
+    authentication_service: Dependency,
+    #[serde(default)]
+    use_sessions: bool,
+}
+
+const FEED_KEYS: [&str; 8] = [
+    "scope",
+    "transport",
+    "rpc_service",
+    "locks_service",
+    "scheduler",
+    "session_service",
+    "authentication_service",
+    "use_sessions",
+];
+
+fn guest() -> String {
+    "GUEST".into()
+}
+
+/// Reads the feed settings and the listener settings of `b`.
+fn feed(b: &Build<'_>) -> Result<(Feed, Scope, ListenerSettings), AppError> {
+    let mut json = b.raw_settings().to_json();
+    let feed: Feed = b.parse(super::take(&mut json, &FEED_KEYS))?;
+    let scope: Scope = feed
+        .scope
+        .parse()
+        .map_err(|e: kaiju_rpc::UnknownScope| b.invalid("scope", e.to_string()))?;
+    if feed.use_sessions {
+        return Err(b.invalid(
+            "use_sessions",
+            "sessions are not part of kaiju-rs yet; requests run at `scope`",
+        ));
+    }
+    let _ = (
+        &feed.locks_service,
+        &feed.scheduler,
+        &feed.session_service,
+        &feed.authentication_service,
+    );
+    let settings: ListenerSettings = b.parse(json)?;
+    Ok((feed, scope, settings))
+}
+
+/// kaiju's `RedisListener`: reads `<env>.<app>._stream.<topic>` and calls the RPC server at
+/// `scope`. Starts reading in `start`, after every route is registered; `close` stops reading
+/// and finishes the requests in flight within the deadline (unfinished ones stay pending and
+/// are delivered again).
+///
+/// Settings are [`ListenerSettings`] plus `scope` (default `GUEST`, as kaiju), `transport` and
+/// `rpc_service`; kaiju's `locks_service`, `scheduler`, `session_service` and
+/// `authentication_service` are accepted and have no effect.
+#[derive(Debug)]
+pub struct ListenerService {
+    name: String,
+    feed: Feed,
+    scope: Scope,
+    settings: ListenerSettings,
+    listener: Mutex<Option<RpcListener>>,
+}
+
+impl ListenerService {
+    /// The listener's counters and its stream's state, while it runs.
+    pub async fn stats(&self) -> Option<Result<ListenerStats, kaiju_streams::StreamError>> {
+        let guard = self.listener.lock().await;
+        match guard.as_ref() {
+            Some(l) => Some(l.stats().await),
+            None => None,
+        }
+    }
+
+    /// The scope requests run at.
+    pub fn scope(&self) -> Scope {
+        self.scope
+    }
+}
+
+impl ServiceClass for ListenerService {
+    fn build(b: &Build<'_>) -> Result<Self, AppError> {
+        let (feed, scope, settings) = feed(b)?;
+        Ok(Self {
+            name: b.name().to_owned(),
+            feed,
+            scope,
+            settings,
+            listener: Mutex::new(None),
+        })
+    }
+}
+
+impl Service for ListenerService {
+    fn init<'a>(&'a self, cx: &'a Context) -> Hook<'a> {
+        Box::pin(async move {
+            // Fail early when a dependency is missing; the server itself exists after post_init.
+            cx.require::<TransportService>(&self.feed.transport, "RedisTransportService")?;
+            cx.require::<RpcServerService>(&self.feed.rpc_service, "JSONRPCServer")?;
+            Ok(())
+        })
+    }
+
+    fn start<'a>(&'a self, cx: &'a Context) -> Hook<'a> {
+        Box::pin(async move {
+            let transport = cx
+                .require::<TransportService>(&self.feed.transport, "RedisTransportService")?
+                .transport()?;
+            let server = cx
+                .require::<RpcServerService>(&self.feed.rpc_service, "JSONRPCServer")?
+                .server()?;
+            let mut listener = RpcListener::new(
+                transport,
+                cx.app(),
+                self.settings.clone(),
+                self.scope,
+                server,
+            )?;
+            listener.start().await?;
+            tracing::info!(service = %self.name, stream = listener.listener().stream_key(), "listening");
+            *self.listener.lock().await = Some(listener);
+            Ok(())
+        })
+    }
+
+    fn close(&self, deadline: Duration) -> Hook<'_> {
+        Box::pin(async move {
+            let listener = self.listener.lock().await.take();
+            if let Some(mut l) = listener {
+                l.stop(deadline).await?;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// kaiju's `RedisSubscriber`: the RPC server fed from the pub/sub channel
+/// `<env>.<app>._sub.<topic>`, with no delivery guarantee (see [`RpcSubscriber`]). Takes the
+/// listener's settings; only `topic`, `scope`, `transport` and `rpc_service` matter.
+#[derive(Debug)]
+pub struct SubscriberService {
+    feed: Feed,
+    scope: Scope,
+    topic: String,
+    subscriber: Mutex<Option<RpcSubscriber>>,
+}
+
+impl ServiceClass for SubscriberService {
+    fn build(b: &Build<'_>) -> Result<Self, AppError> {
+        let (feed, scope, settings) = feed(b)?;
+        Ok(Self {
+            feed,
+            scope,
+            topic: settings.topic,
+            subscriber: Mutex::new(None),
+        })
+    }
+}
+
+impl Service for SubscriberService {
+    fn start<'a>(&'a self, cx: &'a Context) -> Hook<'a> {
+        Box::pin(async move {
+            let transport = cx
+                .require::<TransportService>(&self.feed.transport, "RedisTransportService")?
+                .transport()?;
+            let server = cx
+                .require::<RpcServerService>(&self.feed.rpc_service, "JSONRPCServer")?
+                .server()?;
+            let mut subscriber =
+                RpcSubscriber::new(transport, cx.app(), &self.topic, self.scope, server)?;
+            subscriber.start().await?;
+            *self.subscriber.lock().await = Some(subscriber);
+            Ok(())
+        })
+    }
+
+    fn close(&self, deadline: Duration) -> Hook<'_> {
+        Box::pin(async move {
+            let subscriber = self.subscriber.lock().await.take();
+            if let Some(mut s) = subscriber {
+                s.stop(deadline).await?;
+            }
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,130 @@
+//! `RedisTransportService`: the connection every other Redis service uses.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use kaiju_core::RedisSettings;
+use kaiju_transport::Transport;
+
+use crate::error::AppError;
+use crate::service::{BoxError, Build, Context, Hook, Service, ServiceClass};
+
+/// kaiju's `RedisTransportService`: connects in `init`, closes in `close`.
+///
+/// Settings are kaiju-rs's [`RedisSettings`] (`host`, `port`, `password`, `db`, `cluster`,
+/// `username`, `url`, `nodes`, ...), plus kaiju's `connect_timeout` (seconds),
+/// `protocol_version` (2 or 3) and `startup_nodes` (a list of `{host, port}`). coredis
+/// tuning keys kaiju forwarded (`max_idle_time`, `max_connections`, `client_name`,
+/// `stream_timeout`, `readonly`, `read_from_replicas`, `non_atomic_cross_slot`,
+/// `decode_responses`: false, `tracking`: false) are accepted and have no effect.
+#[derive(Debug)]
+pub struct TransportService {
+    settings: RedisSettings,
+    transport: OnceLock<Transport>,
+}
+
+impl TransportService {
+    /// The connection (after `init`).
+    pub fn transport(&self) -> Result<Transport, BoxError> {
+        self.transport
+            .get()
+            .cloned()
+            .ok_or_else(|| "the transport is not connected yet (used before its init)".into())
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &RedisSettings {
+        &self.settings
+    }
+}
+
+impl ServiceClass for TransportService {
+    fn build(b: &Build<'_>) -> Result<Self, AppError> {
+        let mut json = b.raw_settings().to_json();
+        if let serde_json::Value::Object(m) = &mut json {
+            if let Some(v) = m.remove("connect_timeout") {
+                let secs = v
+                    .as_f64()
+                    .ok_or_else(|| b.invalid("connect_timeout", "expected seconds"))?;
+                m.insert(
+                    "connect_timeout_ms".into(),
+                    serde_json::json!((secs * 1000.0) as u64),
+                );
+            }
+            if let Some(v) = m.remove("protocol_version") {
+                match v.as_i64() {
+                    Some(2) => m.insert("resp3".into(), false.into()),
+                    Some(3) | None => m.insert("resp3".into(), true.into()),
+                    Some(_) => return Err(b.invalid("protocol_version", "expected 2 or 3")),
+                };
+            }
+            if let Some(serde_json::Value::Array(nodes)) = m.remove("startup_nodes") {
+                let mut list = Vec::new();
+                for n in nodes {
+                    let host = n
+                        .get("host")
+                        .and_then(|h| h.as_str())
+                        .unwrap_or("127.0.0.1")
+                        .to_owned();
+                    let port = n
+                        .get("port")
+                        .and_then(serde_json::Value::as_u64)
+                        .unwrap_or(6379);
+                    list.push(serde_json::Value::String(format!("{host}:{port}")));
+                }
+                m.insert("nodes".into(), list.into());
+            }
+            for (key, must_be_false) in [("decode_responses", true), ("tracking", true)] {
+                if must_be_false && m.get(key).is_some_and(|v| v.as_bool() == Some(true)) {
+                    return Err(b.invalid(
+                        key,
+                        "is not supported by kaiju-rs (use kaiju-cache's near cache for tracking)",
+                    ));
+                }
+            }
+        }
+        super::drop_unused(
+            &mut json,
+            b.name(),
+            &[
+                "max_idle_time",
+                "max_connections",
+                "client_name",
+                "stream_timeout",
+                "readonly",
+                "read_from_replicas",
+                "non_atomic_cross_slot",
+                "decode_responses",
+                "tracking",
+                "tracking_cache_settings",
+            ],
+        );
+        let settings: RedisSettings = b.parse(json)?;
+        settings
+            .validate()
+            .map_err(|e| b.invalid("", e.to_string()))?;
+        Ok(Self {
+            settings,
+            transport: OnceLock::new(),
+        })
+    }
+}
+
+impl Service for TransportService {
+    fn init<'a>(&'a self, _cx: &'a Context) -> Hook<'a> {
+        Box::pin(async move {
+            let transport = Transport::connect(&self.settings).await?;
+            let _ = self.transport.set(transport);
+            Ok(())
+        })
+    }
+
+    fn close(&self, _deadline: Duration) -> Hook<'_> {
+        Box::pin(async move {
+            if let Some(t) = self.transport.get() {
+                t.close().await?;
+            }
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,269 @@
+//! Loading kaiju's YAML (or JSON) config: files layered in order, templates filled from env
+//! files, `--env` values and the OS environment, then checked.
+//!
+//! ```
+//! use kaiju_app::config::ConfigLoader;
+//!
+//! let dir = std::env::temp_dir().join(format!("kaiju-doc-{}", std::process::id()));
+//! std::fs::create_dir_all(&dir)?;
+//! std::fs::write(dir.join("app.yml"), r#"
+//! main: {name: "[main_name]", env: "[main_env:dev]"}
+//! services:
+//!   - cls: RedisTransportService
+//!     settings: {host: '[redis_host:"127.0.0.1"]', port: "[redis_port:6379]"}
+//! "#)?;
+//! let config = ConfigLoader::new()
+//!     .file(dir.join("app.yml"))
+//!     .env_arg("main_name=billing")?
+//!     .env_arg("redis_port=6380")?
+//!     .no_os_env()
+//!     .load()?;
+//! assert_eq!(config.project.main.name, "billing");
+//! assert_eq!(config.project.services[0].settings.get("port").unwrap().to_json(), 6380);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod literal;
+mod merge;
+mod node;
+mod project;
+mod template;
+mod yaml;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use node::{Node, Place, Value};
+pub use project::{MainSettings, Project, RunSettings, ServiceEntry};
+pub use yaml::YamlError;
+
+use template::Env;
+
+/// Largest config or env file read (a config is a few KiB; this stops a wrong path to a huge
+/// file early).
+pub const MAX_FILE_SIZE: u64 = 4 * 1024 * 1024;
+
+/// A config could not be loaded: what is wrong and where (file, line, column; or the
+/// command-line argument or environment variable).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{place}: {message}")]
+pub struct ConfigError {
+    /// Where.
+    pub place: Place,
+    /// What.
+    pub message: String,
+}
+
+impl ConfigError {
+    /// An error at `place`.
+    pub fn new(place: Place, message: impl Into<String>) -> Self {
+        Self {
+            place,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<YamlError> for ConfigError {
+    fn from(e: YamlError) -> Self {
+        Self::new(e.place, e.message)
+    }
+}
+
+/// A loaded config: the merged, filled tree and its checked sections.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The whole config after layering and template filling.
+    pub tree: Node,
+    /// The checked sections.
+    pub project: Project,
+}
+
+/// Keys whose values `Config::redacted` hides.
+const SECRET_WORDS: [&str; 6] = [
+    "password",
+    "secret",
+    "token",
+    "auth",
+    "key_file",
+    "credential",
+];
+
+impl Config {
+    /// The config as JSON with secrets hidden (values of keys that name a password, secret,
+    /// token or auth string, and the password part of URLs), for printing.
+    pub fn redacted(&self) -> serde_json::Value {
+        fn walk(v: &mut serde_json::Value) {
+            match v {
+                serde_json::Value::Object(map) => {
+                    for (k, v) in map.iter_mut() {
+                        let lower = k.to_ascii_lowercase();
+                        if SECRET_WORDS.iter().any(|w| lower.contains(w)) && !v.is_null() {
+                            *v = serde_json::Value::String("<hidden>".into());
+                        } else {
+                            walk(v);
+                        }
+                    }
+                }
+                serde_json::Value::Array(items) => items.iter_mut().for_each(walk),
+                serde_json::Value::String(s) if s.contains("://") => *s = kaiju_core::redact_url(s),
+                _ => {}
+            }
+        }
+        let mut json = self.tree.to_json();
+        walk(&mut json);
+        json
+    }
+}
+
+/// Loads a config as kaiju's `ConfigLoader` does, with its defects fixed (see the crate docs).
+#[derive(Debug, Clone, Default)]
+pub struct ConfigLoader {
+    files: Vec<PathBuf>,
+    env_files: Vec<PathBuf>,
+    cli: Vec<(String, Node)>,
+    os: Option<Vec<(String, String)>>,
+    no_os: bool,
+}
+
+impl ConfigLoader {
+    /// A loader with no files.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a config file (`.yml`, `.yaml` or `.json`), layered over the ones before it.
+    #[must_use]
+    pub fn file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.files.push(path.into());
+        self
+    }
+
+    /// Adds an env file (a YAML or JSON mapping of template values; values keep their YAML
+    /// types). Later files win.
+    #[must_use]
+    pub fn env_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.env_files.push(path.into());
+        self
+    }
+
+    /// Sets a template value as `--env NAME=VALUE` does: typed like an environment variable,
+    /// and above every other source. An empty VALUE is ignored, as in kaiju.
+    pub fn env_arg(mut self, arg: &str) -> Result<Self, ConfigError> {
+        let place = Place::whole(format!("--env {arg}"));
+        let (name, value) = arg
+            .split_once('=')
+            .filter(|(n, _)| !n.trim().is_empty())
+            .ok_or_else(|| ConfigError::new(place.clone(), "expected NAME=VALUE"))?;
+        if let Some(node) = literal::env_value(value, &place) {
+            self.cli.push((name.trim().to_owned(), node));
+        }
+        Ok(self)
+    }
+
+    /// Does not read OS environment variables (kaiju's `--no-os-env`).
+    #[must_use]
+    pub fn no_os_env(mut self) -> Self {
+        self.no_os = true;
+        self
+    }
+
+    /// Reads template values from these variables instead of the process environment.
+    #[must_use]
+    pub fn os_env(mut self, vars: impl IntoIterator<Item = (String, String)>) -> Self {
+        self.os = Some(vars.into_iter().collect());
+        self
+    }
+
+    /// Loads, layers, fills and checks.
+    pub fn load(self) -> Result<Config, ConfigError> {
+        let mut tree = yaml::parse(
+            "{packages: [], main: {}, app: {}, etc: {}, services: []}",
+            &Arc::from("<defaults>"),
+        )?;
+        if self.files.is_empty() {
+            return Err(ConfigError::new(
+                Place::whole("the command line"),
+                "no config file given (-c FILE)",
+            ));
+        }
+        for path in &self.files {
+            let node = read(path)?;
+            match node.value {
+                Value::Map(_) => merge::layer(&mut tree, node),
+                Value::Null => {}
+                _ => {
+                    return Err(ConfigError::new(
+                        node.place.clone(),
+                        "a config file must hold a mapping",
+                    ));
+                }
+            }
+        }
+        let mut env = Env {
+            cli: self.cli,
+            os: Vec::new(),
+            files: Vec::new(),
+        };
+        for path in &self.env_files {
+            let node = read(path)?;
+            match node.value {
+                Value::Map(entries) => {
+                    for (k, v) in entries {
+                        env.files.retain(|(e, _)| *e != k);
+                        env.files.push((k, v));
+                    }
+                }
+                Value::Null => {}
+                _ => {
+                    return Err(ConfigError::new(
+                        node.place.clone(),
+                        "an env file must hold a mapping",
+                    ));
+                }
+            }
+        }
+        if !self.no_os {
+            env.os = self.os.unwrap_or_else(|| std::env::vars().collect());
+        }
+        template::fill(&mut tree, &env)?;
+        let project = Project::read(&tree)?;
+        Ok(Config { tree, project })
+    }
+}
+
+/// Reads one YAML or JSON file.
+fn read(path: &Path) -> Result<Node, ConfigError> {
+    let source: Arc<str> = Arc::from(path.display().to_string());
+    let place = Place::whole(source.clone());
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    if !matches!(ext, "yml" | "yaml" | "json") {
+        return Err(ConfigError::new(
+            place,
+            "unknown file type: use .yml, .yaml or .json",
+        ));
+    }
+    let size = std::fs::metadata(path)
+        .map_err(|e| ConfigError::new(place.clone(), format!("cannot read: {e}")))?
+        .len();
+    if size > MAX_FILE_SIZE {
+        return Err(ConfigError::new(
+            place,
+            format!("larger than {MAX_FILE_SIZE} bytes"),
+        ));
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::new(place.clone(), format!("cannot read: {e}")))?;
+    if ext == "json" {
+        let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| ConfigError {
+            place: Place {
+                source: source.clone(),
+                line: e.line(),
+                col: e.column(),
+            },
+            message: e.to_string(),
+        })?;
+        return Ok(Node::from_json(&json, &place));
+    }
+    Ok(yaml::parse(&text, &source)?)
+}

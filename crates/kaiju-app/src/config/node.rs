@@ -1,0 +1,164 @@
+//! The config tree: YAML values that remember where they were written.
+
+use std::fmt;
+use std::sync::Arc;
+
+/// Where a value was written: the file, line and column (1-based), or the command line or
+/// the environment for values that came from there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Place {
+    /// The file (or a description such as `--env main_name`).
+    pub source: Arc<str>,
+    /// Line, 1-based; `0` when the source has no lines.
+    pub line: usize,
+    /// Column, 1-based; `0` when the source has no lines.
+    pub col: usize,
+}
+
+impl Place {
+    /// A place without lines (`--env`, an OS environment variable, a built-in default).
+    pub fn whole(source: impl Into<Arc<str>>) -> Self {
+        Self {
+            source: source.into(),
+            line: 0,
+            col: 0,
+        }
+    }
+}
+
+impl fmt::Display for Place {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            f.write_str(&self.source)
+        } else {
+            write!(f, "{}:{}:{}", self.source, self.line, self.col)
+        }
+    }
+}
+
+/// A config value and where it was written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    /// The value.
+    pub value: Value,
+    /// Where it was written.
+    pub place: Place,
+}
+
+/// A config value, typed as kaiju's YAML 1.1 loader types it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// `~`, `null`, or nothing.
+    Null,
+    /// `true`, `True`, `yes`, `on`, ... (YAML 1.1).
+    Bool(bool),
+    /// An integer (decimal, `0x`, `0o`/leading-zero octal, `0b`, `1_000`, `1:30` sexagesimal).
+    Int(i64),
+    /// A float (`1.5`, `1.5e+3`, `.inf`).
+    Float(f64),
+    /// A string.
+    Str(String),
+    /// A list.
+    Seq(Vec<Node>),
+    /// A mapping, in file order, keys unique.
+    Map(Vec<(String, Node)>),
+}
+
+impl Node {
+    /// A node at `place`.
+    pub fn new(value: Value, place: Place) -> Self {
+        Self { value, place }
+    }
+
+    /// The entry `key` of a mapping.
+    pub fn get(&self, key: &str) -> Option<&Node> {
+        match &self.value {
+            Value::Map(entries) => entries.iter().find(|(k, _)| k == key).map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
+    /// The node at a serde path such as `settings.nodes[1]` (as `serde_path_to_error` prints
+    /// it), or the deepest node on the way there: where an error about that path points.
+    pub fn locate(&self, path: &str) -> &Node {
+        let mut node = self;
+        for segment in path.split('.').filter(|s| !s.is_empty() && *s != "?") {
+            let (name, indexes) = match segment.find('[') {
+                Some(i) => (&segment[..i], &segment[i..]),
+                None => (segment, ""),
+            };
+            if !name.is_empty() {
+                match node.get(name) {
+                    Some(next) => node = next,
+                    None => return node,
+                }
+            }
+            for index in indexes
+                .split(['[', ']'])
+                .filter_map(|i| i.parse::<usize>().ok())
+            {
+                match &node.value {
+                    Value::Seq(items) if index < items.len() => node = &items[index],
+                    _ => return node,
+                }
+            }
+        }
+        node
+    }
+
+    /// The value as JSON, for typed deserialization and for printing. A float that JSON
+    /// cannot hold (NaN, infinity) becomes `null`.
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::Value as J;
+        match &self.value {
+            Value::Null => J::Null,
+            Value::Bool(b) => J::Bool(*b),
+            Value::Int(i) => J::from(*i),
+            Value::Float(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
+            Value::Str(s) => J::String(s.clone()),
+            Value::Seq(items) => J::Array(items.iter().map(Node::to_json).collect()),
+            Value::Map(entries) => J::Object(
+                entries
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.to_json()))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// A tree from JSON (for values given as JSON on the command line), all at `place`.
+    pub fn from_json(json: &serde_json::Value, place: &Place) -> Self {
+        use serde_json::Value as J;
+        let value = match json {
+            J::Null => Value::Null,
+            J::Bool(b) => Value::Bool(*b),
+            J::Number(n) => match n.as_i64() {
+                Some(i) => Value::Int(i),
+                None => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+            },
+            J::String(s) => Value::Str(s.clone()),
+            J::Array(items) => {
+                Value::Seq(items.iter().map(|i| Self::from_json(i, place)).collect())
+            }
+            J::Object(map) => Value::Map(
+                map.iter()
+                    .map(|(k, v)| (k.clone(), Self::from_json(v, place)))
+                    .collect(),
+            ),
+        };
+        Self::new(value, place.clone())
+    }
+
+    /// What kind of value this is, for error messages.
+    pub fn kind(&self) -> &'static str {
+        match self.value {
+            Value::Null => "null",
+            Value::Bool(_) => "a boolean",
+            Value::Int(_) => "an integer",
+            Value::Float(_) => "a float",
+            Value::Str(_) => "a string",
+            Value::Seq(_) => "a list",
+            Value::Map(_) => "a mapping",
+        }
+    }
+}

@@ -1,0 +1,345 @@
+//! kaiju's config templates: a string value `"[key]"` or `"[key:default]"` is replaced by the
+//! typed value of `key` from the environment (see [`Env`]).
+//!
+//! Grammar (kaiju's select operator): the whole string is in brackets; arguments are split on
+//! `:` outside nested brackets and backticks; `key` may be dotted (`redis.host` descends
+//! nested env-file maps); the default is a Python literal (`True`, `42`, `"1.0.0"`), or kept
+//! as text when it is not one (kaiju crashed on `1.0.0`); a backticked argument is taken
+//! literally (``[url:`"redis://h:6379"`]``); a default may itself be a template, evaluated only
+//! when it is needed. `[key:]` has no default. A whole string in backticks is unquoted.
+//! kaiju's other operators (`!e` eval, `!x` function calls, `!f` format) are rejected: they
+//! run code named by the config.
+
+use super::ConfigError;
+use super::literal;
+use super::node::{Node, Place, Value};
+
+/// Deepest nesting of templates inside templates.
+const MAX_NESTING: usize = 8;
+
+/// Where template values come from, highest precedence first: `--env` values, then OS
+/// environment variables (named exactly as the key, case-sensitive), then env files
+/// (dotted keys descend their maps).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Env {
+    pub(crate) cli: Vec<(String, Node)>,
+    pub(crate) os: Vec<(String, String)>,
+    pub(crate) files: Vec<(String, Node)>,
+}
+
+impl Env {
+    fn lookup(&self, key: &str) -> Option<Node> {
+        if let Some((_, v)) = self.cli.iter().rev().find(|(k, _)| k == key) {
+            return Some(v.clone());
+        }
+        if let Some((k, v)) = self.os.iter().find(|(k, _)| k == key)
+            && let Some(node) =
+                literal::env_value(v, &Place::whole(format!("environment variable {k}")))
+        {
+            return Some(node);
+        }
+        let mut parts = key.split('.');
+        let first = parts.next()?;
+        let (_, root) = self.files.iter().rev().find(|(k, _)| k == first)?;
+        let rest: Vec<&str> = parts.collect();
+        descend(root, &rest)
+    }
+}
+
+/// kaiju's `get_field`: descend maps; over a list, map the rest of the path over the items;
+/// a scalar in the middle means no value.
+fn descend(node: &Node, path: &[&str]) -> Option<Node> {
+    let Some((first, rest)) = path.split_first() else {
+        return Some(node.clone());
+    };
+    match &node.value {
+        Value::Map(_) => descend(node.get(first)?, rest),
+        Value::Seq(items) => {
+            let mapped: Option<Vec<Node>> = items.iter().map(|i| descend(i, path)).collect();
+            Some(Node::new(Value::Seq(mapped?), node.place.clone()))
+        }
+        _ => None,
+    }
+}
+
+/// Fills every template in `node` (mapping values, list items; never keys).
+pub(crate) fn fill(node: &mut Node, env: &Env) -> Result<(), ConfigError> {
+    match &mut node.value {
+        Value::Map(entries) => entries.iter_mut().try_for_each(|(_, v)| fill(v, env)),
+        Value::Seq(items) => items.iter_mut().try_for_each(|v| fill(v, env)),
+        Value::Str(s) => {
+            if let Some(value) = expand(s, &node.place, env, 0)? {
+                *node = value;
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+fn error(place: &Place, template: &str, message: impl std::fmt::Display) -> ConfigError {
+    ConfigError::new(place.clone(), format!("template `{template}`: {message}"))
+}
+
+/// The value of a template string, or `None` when `s` is not a template.
+fn expand(s: &str, place: &Place, env: &Env, depth: usize) -> Result<Option<Node>, ConfigError> {
+    let opens = s.starts_with('[');
+    let closes = s.ends_with(']');
+    if s.len() >= 2 && s.starts_with('`') && s.ends_with('`') {
+        return Ok(Some(Node::new(
+            Value::Str(s[1..s.len() - 1].to_owned()),
+            place.clone(),
+        )));
+    }
+    if !opens && !closes {
+        return Ok(None);
+    }
+    if !(opens && closes) || s.len() < 2 {
+        return Err(error(
+            place,
+            s,
+            "unbalanced brackets: a template is a whole string in brackets, `[key]` or `[key:default]`; quote a literal bracket with backticks",
+        ));
+    }
+    if depth >= MAX_NESTING {
+        return Err(error(
+            place,
+            s,
+            format!("nested deeper than {MAX_NESTING} templates"),
+        ));
+    }
+    let inner = &s[1..s.len() - 1];
+    let mut args = split(inner).map_err(|m| error(place, s, m))?;
+    if let Some(op) = args.first().and_then(|a| a.strip_prefix('!')) {
+        if op != "s" {
+            return Err(error(
+                place,
+                s,
+                format!(
+                    "the operator `!{op}` is not supported by kaiju-rs; only selection (`[key]`, `[key:default]`) is"
+                ),
+            ));
+        }
+        args.remove(0);
+    }
+    if args.len() > 2 {
+        tracing::warn!(template = s, at = %place, "arguments after the default are ignored");
+    }
+    let key = match args.first().copied() {
+        Some(k) if is_template(k) => match expand(k, place, env, depth + 1)? {
+            Some(Node {
+                value: Value::Str(k),
+                ..
+            }) => k,
+            _ => return Err(error(place, s, "a nested key template must give a string")),
+        },
+        Some(k) => unquote(k).to_owned(),
+        None => String::new(),
+    };
+    if key.is_empty() {
+        return Err(error(place, s, "the key is empty"));
+    }
+    if let Some(mut value) = env.lookup(&key) {
+        if value.place.line == 0 {
+            value.place = place.clone();
+        }
+        return Ok(Some(value));
+    }
+    match args.get(1).copied() {
+        None | Some("") => Err(error(
+            place,
+            s,
+            format!(
+                "no value for `{key}` and no default; give it in an env file (-f), with --env {key}=VALUE, or as the environment variable {key}"
+            ),
+        )),
+        Some(default) if is_template(default) => match expand(default, place, env, depth + 1)? {
+            Some(v) => Ok(Some(v)),
+            None => Err(error(place, s, "the default template has no value")),
+        },
+        Some(default) => {
+            let text = unquote(default);
+            Ok(Some(literal::parse(text, place).unwrap_or_else(|| {
+                Node::new(Value::Str(text.to_owned()), place.clone())
+            })))
+        }
+    }
+}
+
+fn is_template(arg: &str) -> bool {
+    arg.len() >= 2 && arg.starts_with('[') && arg.ends_with(']')
+}
+
+fn unquote(arg: &str) -> &str {
+    if arg.len() >= 2 && arg.starts_with('`') && arg.ends_with('`') {
+        &arg[1..arg.len() - 1]
+    } else {
+        arg
+    }
+}
+
+/// Splits on `:` at bracket depth 0, outside backticks.
+fn split(inner: &str) -> Result<Vec<&str>, &'static str> {
+    let mut args = Vec::new();
+    let (mut depth, mut quoted, mut start) = (0usize, false, 0usize);
+    for (i, c) in inner.char_indices() {
+        match c {
+            '`' => quoted = !quoted,
+            '[' if !quoted => depth += 1,
+            ']' if !quoted => depth = depth.checked_sub(1).ok_or("unbalanced brackets")?,
+            ':' if !quoted && depth == 0 => {
+                args.push(&inner[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    if depth != 0 {
+        return Err("unbalanced brackets");
+    }
+    if quoted {
+        return Err("an unclosed backtick");
+    }
+    args.push(&inner[start..]);
+    Ok(args)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    fn place() -> Place {
+        Place {
+            source: "app.yml".into(),
+            line: 3,
+            col: 9,
+        }
+    }
+
+    fn str_node(s: &str) -> Node {
+        Node::new(Value::Str(s.into()), place())
+    }
+
+    fn eval(s: &str, env: &Env) -> Result<Value, ConfigError> {
+        let mut n = str_node(s);
+        fill(&mut n, env)?;
+        Ok(n.value)
+    }
+
+    fn env() -> Env {
+        let file = |v| Node::new(v, Place::whole("env.yml"));
+        Env {
+            cli: vec![("name".into(), file(Value::Str("from-cli".into())))],
+            os: vec![
+                ("name".into(), "from-os".into()),
+                ("port".into(), "6380".into()),
+                ("flag".into(), "".into()),
+            ],
+            files: vec![
+                ("name".into(), file(Value::Str("from-file".into()))),
+                (
+                    "redis".into(),
+                    file(Value::Map(vec![(
+                        "host".into(),
+                        file(Value::Str("h".into())),
+                    )])),
+                ),
+                ("version".into(), file(Value::Str("7".into()))),
+            ],
+        }
+    }
+
+    #[test]
+    fn precedence_cli_then_os_then_files_then_default() {
+        let e = env();
+        assert_eq!(eval("[name]", &e).unwrap(), Value::Str("from-cli".into()));
+        assert_eq!(eval("[port:1]", &e).unwrap(), Value::Int(6380));
+        assert_eq!(
+            eval("[version]", &e).unwrap(),
+            Value::Str("7".into()),
+            "env-file values are not re-parsed"
+        );
+        assert_eq!(eval("[redis.host]", &e).unwrap(), Value::Str("h".into()));
+        assert_eq!(
+            eval("[flag:True]", &e).unwrap(),
+            Value::Bool(true),
+            "an empty OS value is no value"
+        );
+        let mut e = env();
+        e.cli.clear();
+        assert_eq!(eval("[name]", &e).unwrap(), Value::Str("from-os".into()));
+        e.os.clear();
+        assert_eq!(eval("[name]", &e).unwrap(), Value::Str("from-file".into()));
+    }
+
+    #[test]
+    fn typed_defaults_as_kaiju_types_them_without_its_crashes() {
+        let e = Env::default();
+        assert_eq!(eval("[k:True]", &e).unwrap(), Value::Bool(true));
+        assert_eq!(eval("[k:None]", &e).unwrap(), Value::Null);
+        assert_eq!(eval("[k:42]", &e).unwrap(), Value::Int(42));
+        assert_eq!(eval("[k:4.5]", &e).unwrap(), Value::Float(4.5));
+        assert_eq!(eval("[k:dev]", &e).unwrap(), Value::Str("dev".into()));
+        assert_eq!(eval("[k:true]", &e).unwrap(), Value::Str("true".into()));
+        assert_eq!(
+            eval("[k:\"1.0.0\"]", &e).unwrap(),
+            Value::Str("1.0.0".into())
+        );
+        assert_eq!(eval("[k:1.0.0]", &e).unwrap(), Value::Str("1.0.0".into()));
+        assert_eq!(
+            eval("[k:127.0.0.1]", &e).unwrap(),
+            Value::Str("127.0.0.1".into())
+        );
+        assert_eq!(
+            eval("[k:`\"redis://h:6379\"`]", &e).unwrap(),
+            Value::Str("redis://h:6379".into())
+        );
+        assert_eq!(
+            eval("[k:`redis://h:6379`]", &e).unwrap(),
+            Value::Str("redis://h:6379".into())
+        );
+        assert!(matches!(eval("[k:`[1,2]`]", &e).unwrap(), Value::Seq(ref v) if v.len() == 2));
+        assert_eq!(eval("[k:[j:5]]", &e).unwrap(), Value::Int(5));
+        assert_eq!(
+            eval("`[not a template]`", &e).unwrap(),
+            Value::Str("[not a template]".into())
+        );
+        assert_eq!(
+            eval("redis://[::1]:6379", &e).unwrap(),
+            Value::Str("redis://[::1]:6379".into())
+        );
+    }
+
+    #[test]
+    fn lazy_nested_defaults_fix_kaijus_eager_evaluation() {
+        let e = env();
+        assert_eq!(
+            eval("[name:[missing]]", &e).unwrap(),
+            Value::Str("from-cli".into())
+        );
+    }
+
+    #[test]
+    fn errors_name_the_template_and_the_place() {
+        let e = Env::default();
+        let err = eval("[main_name]", &e).unwrap_err().to_string();
+        assert!(
+            err.starts_with("app.yml:3:9: template `[main_name]`"),
+            "{err}"
+        );
+        assert!(err.contains("--env main_name=VALUE"), "{err}");
+        for bad in ["[k", "k]", "[k:[x]", "[k:`x]", "[!e:1+1]", "[]"] {
+            assert!(eval(bad, &e).is_err(), "{bad}");
+        }
+        let err = eval("[k:]", &e).unwrap_err().to_string();
+        assert!(err.contains("no default"), "{err}");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_templates_never_panic(text in "\\[.{0,60}\\]") {
+            let _ = eval(&text, &env());
+        }
+    }
+}

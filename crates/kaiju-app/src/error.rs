@@ -1,0 +1,81 @@
+//! Why an app could not be built, started or stopped.
+
+use crate::config::{ConfigError, Place};
+use crate::service::BoxError;
+
+/// Building or running an app failed. The message names the service, its class and where its
+/// entry is in the config.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AppError {
+    /// The config could not be loaded.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// No class of that name is registered.
+    #[error("{place}: unknown service class `{cls}`{hint}")]
+    UnknownClass {
+        /// The class.
+        cls: String,
+        /// Where the entry is.
+        place: Place,
+        /// A suggestion (" (did you mean ...?)"), or empty.
+        hint: String,
+    },
+    /// A kaiju (Python) class that kaiju-rs does not implement.
+    #[error(
+        "{place}: service class `{cls}` is not available in kaiju-rs: {why}; remove the entry or set `enabled: false`"
+    )]
+    NotAvailable {
+        /// The class.
+        cls: String,
+        /// Where the entry is.
+        place: Place,
+        /// Why, and what to use instead.
+        why: &'static str,
+    },
+    /// Two services have one name and the second has no `override: true`.
+    #[error(
+        "{place}: a service named `{name}` already exists; give this one another `name`, or set `override: true` to replace it"
+    )]
+    DuplicateName {
+        /// The name.
+        name: String,
+        /// Where the second entry is.
+        place: Place,
+    },
+    /// A setting is unknown or has the wrong type or value.
+    #[error(transparent)]
+    Settings(Box<SettingsError>),
+    /// A service failed in one of its lifecycle hooks.
+    #[error("service `{service}` ({cls}) failed in {phase}: {source}")]
+    Service {
+        /// The service name.
+        service: String,
+        /// Its class.
+        cls: String,
+        /// `init`, `post_init`, `start` or `close`.
+        phase: &'static str,
+        /// What went wrong.
+        #[source]
+        source: BoxError,
+    },
+    /// Waiting for a stop signal failed.
+    #[error("cannot wait for SIGINT/SIGTERM: {0}")]
+    Signal(#[source] std::io::Error),
+}
+
+/// A service's setting is unknown or has the wrong type or value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{place}: service `{service}` ({cls}): setting `{field}`: {message}")]
+pub struct SettingsError {
+    /// The service name.
+    pub service: String,
+    /// Its class.
+    pub cls: String,
+    /// Where the setting (or the entry) is.
+    pub place: Place,
+    /// The setting's path (`nodes[1]`).
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}

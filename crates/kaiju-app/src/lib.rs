@@ -1,0 +1,16 @@
+#![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod app;
+pub mod builtin;
+pub mod config;
+mod error;
+mod registry;
+mod service;
+
+pub use app::{App, stop_signal};
+pub use error::{AppError, SettingsError};
+pub use registry::Registry;
+pub use service::{
+    BoxError, Build, Context, Dependency, DiscoveryError, Hook, Service, ServiceClass, done,
+};
