@@ -28,6 +28,10 @@ pub enum StreamError {
         /// The consumer name.
         consumer: String,
     },
+    /// Redis answered with something this crate does not understand (a server that is not
+    /// Redis-compatible, or a key of another type).
+    #[error("unexpected reply from Redis: {0}")]
+    Protocol(String),
     /// Some entries of a [`write_many`](crate::StreamWriter::write_many) were written and
     /// others were not (or it is not known whether they were). Do not write the whole batch
     /// again: `ids[i]` is the id of entry `i` if it was written.
