@@ -1,0 +1,267 @@
+//! Every `kaiju` subcommand.
+
+use std::time::Duration;
+
+use kaiju_app::Registry;
+use kaiju_cache::Cache;
+use kaiju_core::{Codec as _, Key, Namespace, Value};
+use kaiju_locks::Locks;
+use kaiju_rpc::{CallError, RpcClient};
+use kaiju_streams::StreamWriter;
+use kaiju_streams::admin::{self, DeadLetters};
+use serde_json::Value as Json;
+
+use crate::connect::{build, connect, load};
+use crate::json::{self, pretty, to_json};
+use crate::{CacheCommand, Command, Failure, LocksCommand};
+
+pub(crate) async fn run(command: Command) -> Result<(), Failure> {
+    match command {
+        Command::Run { config } => {
+            let config = load(&config)?;
+            let app = kaiju_app::App::build(&config, &Registry::builtin())
+                .map_err(|e| Failure::usage(e.to_string()))?;
+            app.run().await.map_err(Failure::failed)
+        }
+        Command::Check { config } => {
+            let config = load(&config)?;
+            let app = build(&config)?;
+            println!("{}", pretty(&config.redacted()));
+            let names: Vec<String> = app.services().into_iter().map(|(n, _)| n).collect();
+            eprintln!(
+                "config ok: app `{}` in `{}`, {} services: {}",
+                config.project.main.name,
+                config.project.main.env,
+                names.len(),
+                names.join(", ")
+            );
+            Ok(())
+        }
+        Command::Call {
+            conn,
+            app,
+            method,
+            params,
+            wait,
+            timeout,
+            topic,
+            headers,
+        } => {
+            let params = match params {
+                Some(p) => json::parse("params", &p)?,
+                None => Json::Null,
+            };
+            if !matches!(params, Json::Object(_) | Json::Null) {
+                return Err(Failure::usage(
+                    "params must be a JSON object (kaiju takes named params)",
+                ));
+            }
+            let headers = json::headers(&headers)?;
+            let (transport, me) = connect(&conn).await?;
+            let client = RpcClient::new(transport, &me);
+            let timeout = Duration::from_secs(timeout.max(1));
+            if wait {
+                let mut request = client
+                    .request::<_, Value>(method.as_str(), params)
+                    .app(app.as_str())
+                    .topic(topic.as_str())
+                    .timeout(timeout);
+                for (name, value) in headers.iter() {
+                    request = request.header(name, value.clone());
+                }
+                match request.await {
+                    Ok(result) => {
+                        println!("{}", pretty(&to_json(&result)));
+                        Ok(())
+                    }
+                    Err(CallError::Rpc(e)) => {
+                        println!("{e}");
+                        Err(Failure::failed(format!(
+                            "{method} answered with an error (code {})",
+                            e.code()
+                        )))
+                    }
+                    Err(e) => Err(call_failure(e)),
+                }
+            } else {
+                let mut call = client
+                    .call(method.as_str(), params)
+                    .app(app.as_str())
+                    .topic(topic.as_str())
+                    .timeout(timeout);
+                for (name, value) in headers.iter() {
+                    call = call.header(name, value.clone());
+                }
+                let id = call.await.map_err(call_failure)?;
+                println!("{id}");
+                Ok(())
+            }
+        }
+        Command::Write {
+            conn,
+            stream_key,
+            body,
+            headers,
+        } => {
+            let body = json::parse("the body", &body)?;
+            let headers = json::headers(&headers)?;
+            let (transport, _) = connect(&conn).await?;
+            let id = StreamWriter::new(transport)
+                .write(&Key::raw(stream_key), &body, headers)
+                .await
+                .map_err(Failure::failed)?;
+            println!("{id}");
+            Ok(())
+        }
+        Command::Streams { conn, app, topic } => {
+            let (transport, me) = connect(&conn).await?;
+            let (stream, dead) = keys(&me.env, &app, &topic)?;
+            let report = admin::inspect(&transport, &stream, &dead)
+                .await
+                .map_err(Failure::failed)?;
+            let exists = report.length > 0 || !report.groups.is_empty();
+            println!("stream       {}", report.stream);
+            println!("length       {}", report.length);
+            println!("dead letters {}  ({dead})", report.dead_letters);
+            for g in &report.groups {
+                println!("group        {}", g.name);
+                println!(
+                    "  lag                {}",
+                    g.lag.map_or("unknown".into(), |l| l.to_string())
+                );
+                println!("  pending            {}", g.pending);
+                println!(
+                    "  oldest pending age {}",
+                    g.oldest_pending_age
+                        .map_or("-".into(), |a| format!("{:.1} s", a.as_secs_f64()))
+                );
+                println!("  consumers          {}", g.consumers.len());
+                for (name, pending, idle) in &g.consumers {
+                    println!(
+                        "    {name}: {pending} pending, idle {:.1} s",
+                        idle.as_secs_f64()
+                    );
+                }
+            }
+            if exists || report.dead_letters > 0 {
+                Ok(())
+            } else {
+                Err(Failure::not_found(format!(
+                    "no stream {stream} (nothing was ever written to it)"
+                )))
+            }
+        }
+        Command::Dead { conn, args, count } => {
+            let (app, topic, action) = match args.as_slice() {
+                [app, action] => (app, "rpc", action),
+                [app, topic, action] => (app, topic.as_str(), action),
+                _ => {
+                    return Err(Failure::usage(
+                        "expected `kaiju dead <app> [topic] list|replay|purge`",
+                    ));
+                }
+            };
+            let (transport, me) = connect(&conn).await?;
+            let (stream, dead) = keys(&me.env, app, topic)?;
+            let letters = DeadLetters::new(transport, stream.clone(), dead.clone());
+            match action.as_str() {
+                "list" => {
+                    let total = letters.len().await.map_err(Failure::failed)?;
+                    let page = letters.list(None, count).await.map_err(Failure::failed)?;
+                    println!("{total} dead letters in {dead}");
+                    for d in page {
+                        let body = d
+                            .fields
+                            .iter()
+                            .find(|(k, _)| &k[..] == b"_")
+                            .map(
+                                |(_, v)| match kaiju_core::Msgpack::WIRE.decode::<Value>(v) {
+                                    Ok(v) => to_json(&v).to_string(),
+                                    Err(_) => format!("<{} bytes that are not msgpack>", v.len()),
+                                },
+                            )
+                            .unwrap_or_else(|| "<no `_` field>".into());
+                        println!(
+                            "{}  {}  from {} (delivered {}x): {}",
+                            d.id, d.kind, d.origin_id, d.deliveries, d.reason
+                        );
+                        println!("    {body}");
+                    }
+                    Ok(())
+                }
+                "replay" => {
+                    let done = letters
+                        .replay(100, |done, total| eprintln!("replayed {done}/{total}"))
+                        .await
+                        .map_err(Failure::failed)?;
+                    println!(
+                        "replayed {} into {stream}; skipped {} (from another stream or empty)",
+                        done.replayed, done.skipped
+                    );
+                    Ok(())
+                }
+                "purge" => {
+                    let n = letters.purge().await.map_err(Failure::failed)?;
+                    println!("purged {n} dead letters from {dead}");
+                    Ok(())
+                }
+                other => Err(Failure::usage(format!(
+                    "unknown action `{other}`: use list, replay or purge"
+                ))),
+            }
+        }
+        Command::Locks {
+            command: LocksCommand::Owner { conn, key },
+        } => {
+            let (transport, me) = connect(&conn).await?;
+            let locks = Locks::new(transport, me.id.to_string())
+                .await
+                .map_err(Failure::failed)?;
+            let owner = locks.owner(&key).await.map_err(Failure::failed);
+            locks.close().await;
+            match owner? {
+                Some(owner) => {
+                    println!("{owner}");
+                    Ok(())
+                }
+                None => Err(Failure::not_found(format!("{key} is not locked"))),
+            }
+        }
+        Command::Cache {
+            command: CacheCommand::Get { conn, key },
+        } => {
+            let (transport, _) = connect(&conn).await?;
+            match Cache::new(transport)
+                .get::<Value>(&key)
+                .await
+                .map_err(Failure::failed)?
+            {
+                Some(v) => {
+                    println!("{}", pretty(&to_json(&v)));
+                    Ok(())
+                }
+                None => Err(Failure::not_found(format!("no value at {key}"))),
+            }
+        }
+    }
+}
+
+/// The stream and dead-letter keys of `app`'s `topic`.
+fn keys(env: &str, app: &str, topic: &str) -> Result<(String, String), Failure> {
+    let ns = Namespace::new(env, app).map_err(|e| Failure::usage(e.to_string()))?;
+    let stream = ns
+        .stream(topic)
+        .map_err(|e| Failure::usage(e.to_string()))?;
+    let dead = ns
+        .dead_letter_stream(topic)
+        .map_err(|e| Failure::usage(e.to_string()))?;
+    Ok((stream.into_string(), dead.into_string()))
+}
+
+fn call_failure(e: CallError) -> Failure {
+    match e {
+        CallError::Key(e) => Failure::usage(e.to_string()),
+        CallError::Codec(e) => Failure::usage(e.to_string()),
+        other => Failure::failed(other),
+    }
+}

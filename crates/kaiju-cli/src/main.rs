@@ -1,0 +1,254 @@
+//! `kaiju`: run a kaiju app from its YAML config, and look into a running system.
+//!
+//! See `kaiju --help` and the crate README.
+
+mod commands;
+mod connect;
+mod json;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Exit codes, for scripts.
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  the operation failed (an RPC error, a Redis error)
+  2  usage or config error
+  3  Redis cannot be reached
+  4  not found (no value, no owner, no stream)";
+
+/// Run kaiju apps from their YAML config, call their methods, inspect their streams.
+#[derive(Debug, Parser)]
+#[command(name = "kaiju", version, after_help = EXIT_CODES, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log filter (`info`, `debug`, `kaiju_streams=debug`); default: RUST_LOG, else `info`
+    /// for `run` and `warn` otherwise. Logs go to stderr.
+    #[arg(long, global = true, value_name = "FILTER")]
+    log: Option<String>,
+}
+
+/// Where the config comes from (kaiju's `-c`, `-e`, `-f`, `--no-os-env`).
+#[derive(Debug, Clone, Args)]
+struct ConfigArgs {
+    /// Config file (.yml, .yaml, .json); repeat to layer several, later ones over earlier.
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    files: Vec<PathBuf>,
+    /// Template value NAME=VALUE; wins over env files and the OS environment.
+    #[arg(short = 'e', long = "env", value_name = "NAME=VALUE")]
+    env: Vec<String>,
+    /// Env file (YAML or JSON mapping of template values); repeatable.
+    #[arg(short = 'f', long = "env-file", value_name = "FILE")]
+    env_files: Vec<PathBuf>,
+    /// Do not read template values from OS environment variables.
+    #[arg(long)]
+    no_os_env: bool,
+}
+
+/// How to reach Redis and which environment the keys are in.
+#[derive(Debug, Clone, Args)]
+struct Conn {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Redis URL (`redis://`, `rediss://`, `redis-cluster://`); default: the config's first
+    /// RedisTransportService.
+    #[arg(
+        long,
+        env = "KAIJU_REDIS_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    redis_url: Option<String>,
+    /// The kaiju environment (the first part of every key); default: the config's `main.env`,
+    /// else `dev`.
+    #[arg(long, env = "KAIJU_ENV", value_name = "ENV")]
+    environment: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run an app from its config until SIGINT or SIGTERM, then stop it gracefully.
+    Run {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Check a config (templates, classes, every service's settings) without connecting, and
+    /// print it resolved, with secrets hidden.
+    Check {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Call a method of an app: a notification (prints the entry id), or with --wait a
+    /// request that prints the result.
+    Call {
+        #[command(flatten)]
+        conn: Conn,
+        /// The app to call (its stream is `<env>.<app>._stream.<topic>`).
+        app: String,
+        /// The method, `service.method`.
+        method: String,
+        /// Params as a JSON object.
+        params: Option<String>,
+        /// Wait for the result (request/response; kaiju-rs servers only).
+        #[arg(long)]
+        wait: bool,
+        /// Seconds the call may take (sent as the `Timeout`/`Deadline` header).
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+        /// The topic.
+        #[arg(long, default_value = "rpc")]
+        topic: String,
+        /// Extra header NAME=VALUE (VALUE as JSON if it parses, else text); repeatable.
+        #[arg(long = "header", value_name = "NAME=VALUE")]
+        headers: Vec<String>,
+    },
+    /// Write one entry (kaiju's envelope: `[body, headers]`) to a stream key.
+    Write {
+        #[command(flatten)]
+        conn: Conn,
+        /// The full stream key (e.g. `dev.billing._stream.rpc`).
+        stream_key: String,
+        /// The body as JSON (for RPC: `["service.method", {"param": 1}]`).
+        body: String,
+        /// Header NAME=VALUE (VALUE as JSON if it parses, else text); repeatable.
+        #[arg(long = "header", value_name = "NAME=VALUE")]
+        headers: Vec<String>,
+    },
+    /// Show an app's stream: length, groups, lag, pending, oldest pending age, consumers,
+    /// dead letters.
+    Streams {
+        #[command(flatten)]
+        conn: Conn,
+        /// The app.
+        app: String,
+        /// The topic.
+        #[arg(default_value = "rpc")]
+        topic: String,
+    },
+    /// List, replay or purge an app's dead letters: `kaiju dead <app> [topic] list|replay|purge`.
+    Dead {
+        #[command(flatten)]
+        conn: Conn,
+        /// `<app> [topic] <list|replay|purge>`.
+        #[arg(num_args = 2..=3, value_name = "APP [TOPIC] ACTION", required = true)]
+        args: Vec<String>,
+        /// Entries to list.
+        #[arg(long, default_value_t = 20)]
+        count: usize,
+    },
+    /// Locks.
+    Locks {
+        #[command(subcommand)]
+        command: LocksCommand,
+    },
+    /// Cache values.
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum LocksCommand {
+    /// Who holds a lock (exit 4 when nobody does).
+    Owner {
+        #[command(flatten)]
+        conn: Conn,
+        /// The full lock key.
+        key: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CacheCommand {
+    /// A cached value, msgpack shown as JSON (exit 4 when there is none).
+    Get {
+        #[command(flatten)]
+        conn: Conn,
+        /// The full key.
+        key: String,
+    },
+}
+
+/// A failure, with the exit code it maps to.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub(crate) code: u8,
+    pub(crate) message: String,
+}
+
+impl Failure {
+    pub(crate) fn usage(message: impl Into<String>) -> Self {
+        Self {
+            code: 2,
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn failed(message: impl std::fmt::Display) -> Self {
+        Self {
+            code: 1,
+            message: message.to_string(),
+        }
+    }
+
+    pub(crate) fn unreachable(message: impl std::fmt::Display) -> Self {
+        Self {
+            code: 3,
+            message: message.to_string(),
+        }
+    }
+
+    pub(crate) fn not_found(message: impl Into<String>) -> Self {
+        Self {
+            code: 4,
+            message: message.into(),
+        }
+    }
+}
+
+fn init_logs(filter: Option<&str>, default: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match filter {
+        Some(f) => EnvFilter::try_new(f),
+        None => EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(default)),
+    }
+    .unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .try_init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_log = if matches!(cli.command, Command::Run { .. }) {
+        "info"
+    } else {
+        "warn"
+    };
+    init_logs(cli.log.as_deref(), default_log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("kaiju: error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(commands::run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("kaiju: error: {}", f.message.replace('\n', " "));
+            ExitCode::from(f.code)
+        }
+    }
+}
