@@ -1,5 +1,6 @@
 //! `cargo xtask <command>`: project automation that needs no tools beyond cargo and Redis.
 //!
+//! - `demo`: the system working, on a throwaway local Redis.
 //! - `test [--docker|--local] [-- <cargo test args>]`: start a single node and a 6-node cluster,
 //!   run every workspace test against them, stop them.
 //! - `interop`: the same, plus the Python kaiju-redis peer, for the wire-compatibility tests.
@@ -7,6 +8,7 @@
 //! - `redis up|down|status`: the same servers, by hand.
 
 mod bench;
+mod demo;
 mod docker;
 mod fuzz;
 mod interop;
@@ -21,6 +23,10 @@ const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
+  demo
+        the system working: a throwaway local redis-server (installed with apt-get when
+        missing and run as root on Debian/Ubuntu), the example app of examples/demo run from
+        its kaiju YAML config, driven by the RPC client and the `kaiju` tool, then stopped.
   test [--docker|--local] [-- <cargo test args>]
         start Redis (single node + 6-node cluster) on free loopback ports, run every
         workspace test against it with KAIJU_REQUIRE_REDIS=1, stop what was started.
@@ -44,6 +50,7 @@ commands:
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
+        Some("demo") => demo::run(),
         Some("test") => test::run(&args[1..]),
         Some("redis") => redis::run(&args[1..]),
         Some("interop") => interop::run_tests(),
