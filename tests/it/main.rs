@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod app;
 mod cache;
 mod cache_faults;
 mod interop;

@@ -1,0 +1,504 @@
+//! The config loader and the runtime without Redis: layering, precedence, errors with their
+//! places, the registry, discovery, and the order of lifecycle hooks.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kaiju_app::config::{ConfigLoader, Value};
+use kaiju_app::{
+    App, AppError, Build, Context, Dependency, DiscoveryError, Hook, Registry, Service,
+    ServiceClass,
+};
+use serde::Deserialize;
+
+/// A directory of its own per test, with files written into it.
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!("kaiju-app-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    fn file(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn examples() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/kaiju")
+}
+
+#[test]
+fn files_layer_in_order_and_services_concatenate() {
+    let d = Dir::new();
+    let base = d.file(
+        "base.yml",
+        "main: {name: app, env: dev}\nservices: [Scheduler]\netc: {a: 1, list: [1, 2, 3]}\n",
+    );
+    let more = d.file(
+        "more.yml",
+        "main: {env: prod}\nservices: [{cls: LoggingService}]\netc: {b: 2, list: [9]}\n",
+    );
+    let config = ConfigLoader::new()
+        .file(base)
+        .file(more)
+        .no_os_env()
+        .load()
+        .unwrap();
+    assert_eq!(config.project.main.name, "app");
+    assert_eq!(config.project.main.env, "prod");
+    let classes: Vec<&str> = config
+        .project
+        .services
+        .iter()
+        .map(|s| s.cls.as_str())
+        .collect();
+    assert_eq!(classes, ["Scheduler", "LoggingService"]);
+    assert_eq!(
+        config.project.etc.to_json(),
+        serde_json::json!({"a": 1, "b": 2, "list": [9, 2, 3]})
+    );
+}
+
+#[test]
+fn template_precedence_cli_over_os_over_env_files_over_defaults() {
+    let d = Dir::new();
+    let config = d.file(
+        "app.yml",
+        "main: {name: '[main_name]', env: '[main_env:dev]', version: '[v:\"1.0.0\"]'}\netc: {port: '[port:1]', host: '[redis.host]', flag: '[flag:yes]'}\n",
+    );
+    let env1 = d.file(
+        "env1.yml",
+        "main_name: from-file\nport: 2\nredis: {host: h1}\n",
+    );
+    let env2 = d.file("env2.json", r#"{"redis": {"host": "h2"}}"#);
+    let os = vec![
+        ("main_name".to_owned(), "from-os".to_owned()),
+        ("port".to_owned(), "3".to_owned()),
+    ];
+    let load = |cli: &[&str]| {
+        let mut l = ConfigLoader::new()
+            .file(&config)
+            .env_file(&env1)
+            .env_file(&env2)
+            .os_env(os.clone());
+        for arg in cli {
+            l = l.env_arg(arg).unwrap();
+        }
+        l.load().unwrap()
+    };
+    let c = load(&[]);
+    assert_eq!(c.project.main.name, "from-os", "OS beats env files");
+    assert_eq!(
+        c.project.main.env, "dev",
+        "the default when nothing gives it"
+    );
+    assert_eq!(c.project.main.version, "1.0.0");
+    assert_eq!(
+        c.project.etc.get("port").unwrap().value,
+        Value::Int(3),
+        "OS values are typed"
+    );
+    assert_eq!(
+        c.project.etc.get("host").unwrap().value,
+        Value::Str("h2".into()),
+        "later env files win; dotted keys descend"
+    );
+    assert_eq!(
+        c.project.etc.get("flag").unwrap().value,
+        Value::Str("yes".into()),
+        "a default that is not a literal is text"
+    );
+    let c = load(&["main_name=from-cli", "port=4", "main_env=prod"]);
+    assert_eq!(
+        c.project.main.name, "from-cli",
+        "--env beats the OS environment (kaiju had it the other way)"
+    );
+    assert_eq!(c.project.etc.get("port").unwrap().value, Value::Int(4));
+    assert_eq!(c.project.main.env, "prod");
+    let c = ConfigLoader::new()
+        .file(&config)
+        .env_file(&env1)
+        .os_env(os.clone())
+        .no_os_env()
+        .load()
+        .unwrap();
+    assert_eq!(c.project.main.name, "from-file", "--no-os-env");
+    let c = ConfigLoader::new()
+        .file(&config)
+        .env_file(&env1)
+        .env_arg("main_name=a=b")
+        .unwrap()
+        .no_os_env()
+        .load()
+        .unwrap();
+    assert_eq!(
+        c.project.main.name, "a=b",
+        "a value may contain `=` (kaiju crashed)"
+    );
+}
+
+fn error_of(files: &[(&str, &str)], cli: &[&str]) -> String {
+    let d = Dir::new();
+    let mut loader = ConfigLoader::new().no_os_env();
+    for (name, text) in files {
+        loader = loader.file(d.file(name, text));
+    }
+    for arg in cli {
+        loader = loader.env_arg(arg).unwrap();
+    }
+    match loader.load() {
+        Err(e) => e.to_string().replace(&d.0.display().to_string(), "<dir>"),
+        Ok(config) => match App::build(&config, &Registry::builtin()) {
+            Err(e) => e.to_string().replace(&d.0.display().to_string(), "<dir>"),
+            Ok(_) => panic!("expected an error"),
+        },
+    }
+}
+
+#[test]
+fn errors_name_the_file_the_place_and_the_field() {
+    let main = "main: {name: app}\n";
+    let e = error_of(
+        &[(
+            "a.yml",
+            &format!(
+                "{main}services:\n  - cls: RedisListener\n    settings: {{max_batch_sise: 10}}\n"
+            ),
+        )],
+        &[],
+    );
+    assert!(e.starts_with("<dir>/a.yml:4:"), "{e}");
+    assert!(
+        e.contains("RedisListener") && e.contains("max_batch_sise"),
+        "{e}"
+    );
+    let e = error_of(
+        &[(
+            "a.yml",
+            &format!(
+                "{main}services:\n  - cls: RedisListener\n    settings:\n      max_batch_size: ten\n"
+            ),
+        )],
+        &[],
+    );
+    assert!(e.starts_with("<dir>/a.yml:5:23"), "{e}");
+    assert!(
+        e.contains("max_batch_size") && e.contains("invalid type"),
+        "{e}"
+    );
+    let e = error_of(
+        &[("a.yml", &format!("{main}services:\n  - cls: RedisCach\n"))],
+        &[],
+    );
+    assert!(
+        e.contains("unknown service class `RedisCach`") && e.contains("did you mean `RedisCache`"),
+        "{e}"
+    );
+    let e = error_of(
+        &[("a.yml", &format!("{main}services:\n  - HealthService\n"))],
+        &[],
+    );
+    assert!(e.contains("not available in kaiju-rs"), "{e}");
+    let e = error_of(
+        &[(
+            "a.yml",
+            &format!("{main}services: [RedisCache, RedisCache]\n"),
+        )],
+        &[],
+    );
+    assert!(
+        e.contains("already exists") && e.contains("override: true"),
+        "{e}"
+    );
+    let e = error_of(&[("a.yml", "main: {name: '[main_name]'}\n")], &[]);
+    assert!(
+        e.starts_with("<dir>/a.yml:1:14: template `[main_name]`"),
+        "{e}"
+    );
+    let e = error_of(&[("a.yml", &format!("{main}servics: []\n"))], &[]);
+    assert!(e.contains("unknown key `servics`"), "{e}");
+    let e = error_of(
+        &[(
+            "a.yml",
+            &format!("{main}services:\n  - cls: RedisListener\n    enabled: 'yes'\n"),
+        )],
+        &[],
+    );
+    assert!(e.contains("enabled must be a boolean"), "{e}");
+    let e = error_of(
+        &[(
+            "a.yml",
+            &format!("{main}services:\n  - cls: RedisListener\n    settings: {{scope: ROOT}}\n"),
+        )],
+        &[],
+    );
+    assert!(e.contains("scope"), "{e}");
+    let e = error_of(&[("a.txt", main)], &[]);
+    assert!(e.contains("unknown file type"), "{e}");
+    let e = error_of(
+        &[(
+            "a.yml",
+            &format!(
+                "{main}services:\n  - cls: RedisTransportService\n    settings: {{port: 70000}}\n"
+            ),
+        )],
+        &[],
+    );
+    assert!(e.contains("port"), "{e}");
+}
+
+#[test]
+fn disabled_entries_are_skipped_before_their_class_is_looked_up() {
+    let d = Dir::new();
+    let f = d.file(
+        "a.yml",
+        "main: {name: app}\nservices:\n  - {cls: HealthService, enabled: false}\n  - {cls: NoSuchClass, enabled: '[on:False]'}\n  - Scheduler\n",
+    );
+    let config = ConfigLoader::new().file(f).no_os_env().load().unwrap();
+    let app = App::build(&config, &Registry::builtin()).unwrap();
+    assert_eq!(app.services(), [("Scheduler".to_owned(), false)]);
+}
+
+#[test]
+fn the_seed_examples_load_unchanged_and_validate() {
+    for example in ["transport", "cache", "locks", "server", "client"] {
+        let config = ConfigLoader::new()
+            .file(examples().join("app.yml"))
+            .file(examples().join(format!("{example}.yml")))
+            .no_os_env()
+            .load()
+            .unwrap_or_else(|e| panic!("{example}: {e}"));
+        let app =
+            App::build(&config, &Registry::builtin()).unwrap_or_else(|e| panic!("{example}: {e}"));
+        assert!(!app.services().is_empty(), "{example}");
+        let shown = config.redacted().to_string();
+        assert!(
+            !shown.contains("redis1"),
+            "{example}: the password is hidden: {shown}"
+        );
+    }
+}
+
+// ---- lifecycle order, with services that record what happens to them ----
+
+type Log = Arc<Mutex<Vec<String>>>;
+
+fn logs() -> &'static Mutex<Vec<(String, Log)>> {
+    static LOGS: Mutex<Vec<(String, Log)>> = Mutex::new(Vec::new());
+    &LOGS
+}
+
+fn log_for(id: &str) -> Log {
+    let mut logs = logs().lock().unwrap();
+    if let Some((_, l)) = logs.iter().find(|(k, _)| k == id) {
+        return l.clone();
+    }
+    let l = Log::default();
+    logs.push((id.to_owned(), l.clone()));
+    l
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecorderSettings {
+    log: String,
+    #[serde(default)]
+    fail_in: Option<String>,
+    #[serde(default = "no_dependency")]
+    needs: Dependency,
+}
+
+fn no_dependency() -> Dependency {
+    Dependency::Disabled
+}
+
+struct Recorder {
+    name: String,
+    log: Log,
+    fail_in: Option<String>,
+    needs: Dependency,
+}
+
+impl Recorder {
+    fn record(&self, phase: &str) -> Result<(), kaiju_app::BoxError> {
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("{phase} {}", self.name));
+        if self.fail_in.as_deref() == Some(phase) {
+            return Err(format!("{} fails in {phase}", self.name).into());
+        }
+        Ok(())
+    }
+}
+
+impl ServiceClass for Recorder {
+    fn build(b: &Build<'_>) -> Result<Self, AppError> {
+        let s: RecorderSettings = b.settings()?;
+        Ok(Self {
+            name: b.name().to_owned(),
+            log: log_for(&s.log),
+            fail_in: s.fail_in,
+            needs: s.needs,
+        })
+    }
+}
+
+impl Service for Recorder {
+    fn init<'a>(&'a self, cx: &'a Context) -> Hook<'a> {
+        Box::pin(async move {
+            if let Some(other) = cx.optional::<Recorder>(&self.needs, "Recorder")? {
+                self.log
+                    .lock()
+                    .unwrap()
+                    .push(format!("{} found {}", self.name, other.name));
+            }
+            self.record("init")
+        })
+    }
+    fn post_init<'a>(&'a self, _cx: &'a Context) -> Hook<'a> {
+        Box::pin(async move { self.record("post_init") })
+    }
+    fn start<'a>(&'a self, _cx: &'a Context) -> Hook<'a> {
+        Box::pin(async move { self.record("start") })
+    }
+    fn close(&self, _deadline: Duration) -> Hook<'_> {
+        Box::pin(async move { self.record("close") })
+    }
+}
+
+fn recorder_app(services: &str) -> (App, Log) {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let d = Dir::new();
+    let f = d.file(
+        "a.yml",
+        &format!(
+            "main: {{name: app}}\nservices:\n{}",
+            services.replace("LOG", &id)
+        ),
+    );
+    let config = ConfigLoader::new().file(f).no_os_env().load().unwrap();
+    let mut registry = Registry::builtin();
+    registry.register::<Recorder>("Recorder", "Recorder");
+    (App::build(&config, &registry).unwrap(), log_for(&id))
+}
+
+#[tokio::test]
+async fn hooks_run_in_config_order_and_close_in_reverse() {
+    let (mut app, log) = recorder_app(
+        "  - {cls: Recorder, name: s1, settings: {log: LOG}}\n  - {cls: Recorder, name: s2, settings: {log: LOG, needs: null}}\n  - {cls: Recorder, name: s3, settings: {log: LOG, needs: s2}}\n",
+    );
+    app.start().await.unwrap();
+    assert!(app.stop().await.is_empty());
+    assert_eq!(
+        *log.lock().unwrap(),
+        [
+            "init s1",
+            "s2 found s1",
+            "init s2",
+            "s3 found s2",
+            "init s3",
+            "post_init s1",
+            "post_init s2",
+            "post_init s3",
+            "start s1",
+            "start s2",
+            "start s3",
+            "close s3",
+            "close s2",
+            "close s1",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_required_failure_closes_what_started_in_reverse() {
+    let (mut app, log) = recorder_app(
+        "  - {cls: Recorder, name: s1, settings: {log: LOG}}\n  - {cls: Recorder, name: s2, settings: {log: LOG}}\n  - {cls: Recorder, name: s3, settings: {log: LOG, fail_in: init}}\n  - {cls: Recorder, name: s4, settings: {log: LOG}}\n",
+    );
+    let e = app.start().await.unwrap_err().to_string();
+    assert!(e.contains("service `s3` (Recorder) failed in init"), "{e}");
+    assert_eq!(
+        *log.lock().unwrap(),
+        ["init s1", "init s2", "init s3", "close s2", "close s1"]
+    );
+}
+
+#[tokio::test]
+async fn an_optional_failure_is_left_out_and_not_discoverable() {
+    let (mut app, log) = recorder_app(
+        "  - {cls: Recorder, name: s1, required: false, settings: {log: LOG, fail_in: init}}\n  - {cls: Recorder, name: s2, required: false, settings: {log: LOG, needs: s1}}\n  - {cls: Recorder, name: s3, settings: {log: LOG}}\n",
+    );
+    app.start().await.unwrap();
+    app.stop().await;
+    assert_eq!(
+        *log.lock().unwrap(),
+        ["init s1", "init s3", "post_init s3", "start s3", "close s3"],
+        "s1 failed and s2, which needs it, failed too; neither got later hooks (kaiju kept them)"
+    );
+    assert_eq!(
+        app.services(),
+        [
+            ("s1".into(), false),
+            ("s2".into(), false),
+            ("s3".into(), false)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn discovery_errors_are_explicit() {
+    let (app, _) =
+        recorder_app("  - {cls: Recorder, name: s1, settings: {log: LOG}}\n  - Scheduler\n");
+    let cx = app.context();
+    assert!(cx.require::<Recorder>(&Dependency::Any, "Recorder").is_ok());
+    assert_eq!(
+        cx.require::<Recorder>(&Dependency::Named("nope".into()), "Recorder")
+            .err(),
+        Some(DiscoveryError::NotFound("nope".into()))
+    );
+    assert!(matches!(
+        cx.require::<Recorder>(&Dependency::Named("Scheduler".into()), "Recorder"),
+        Err(DiscoveryError::WrongClass { .. })
+    ));
+    assert_eq!(
+        cx.require::<Recorder>(&Dependency::Disabled, "Recorder")
+            .err(),
+        Some(DiscoveryError::Disabled("Recorder"))
+    );
+    assert!(
+        cx.optional::<Recorder>(&Dependency::Disabled, "Recorder")
+            .unwrap()
+            .is_none()
+    );
+    assert!(matches!(
+        cx.require::<kaiju_app::builtin::TransportService>(
+            &Dependency::Any,
+            "RedisTransportService"
+        ),
+        Err(DiscoveryError::NoneOfClass(_))
+    ));
+}
+
+#[test]
+fn an_override_replaces_the_earlier_service_in_its_position() {
+    let (app, _) = recorder_app(
+        "  - {cls: Recorder, name: a, settings: {log: LOG}}\n  - Scheduler\n  - {cls: Recorder, name: a, override: true, settings: {log: LOG}}\n",
+    );
+    let names: Vec<String> = app.services().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, ["a", "Scheduler"]);
+}

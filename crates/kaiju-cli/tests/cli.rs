@@ -1,0 +1,341 @@
+//! Every `kaiju` subcommand, run as a process against the Redis `cargo xtask test` started:
+//! output, and the exit codes scripts rely on.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use kaiju_core::Namespace;
+use kaiju_tests::Target;
+
+fn examples() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/kaiju")
+}
+
+fn url() -> Option<String> {
+    kaiju_tests::settings(Target::Single).map(|s| s.url.unwrap().expose().to_owned())
+}
+
+fn kaiju(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kaiju"))
+        .args(args)
+        .env_remove("KAIJU_REDIS_URL")
+        .env_remove("KAIJU_ENV")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+/// `--redis-url <url> --environment <env>` for a namespace.
+fn conn<'a>(url: &'a str, ns: &'a Namespace) -> [&'a str; 4] {
+    [
+        "--redis-url",
+        url,
+        "--environment",
+        ns.prefix().split_once('.').unwrap().0,
+    ]
+}
+
+/// A temporary file, removed on drop.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn new(text: &str) -> Self {
+        let path =
+            std::env::temp_dir().join(format!("kaiju-cli-{}.yml", uuid::Uuid::new_v4().simple()));
+        std::fs::write(&path, text).unwrap();
+        Self(path)
+    }
+    fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[test]
+fn check_prints_the_resolved_config_with_secrets_hidden() {
+    let app = examples().join("app.yml");
+    let transport = examples().join("transport.yml");
+    let o = kaiju(&[
+        "check",
+        "-c",
+        app.to_str().unwrap(),
+        "-c",
+        transport.to_str().unwrap(),
+        "-e",
+        "main_name=billing",
+    ]);
+    let (out, err) = text(&o);
+    assert_eq!(code(&o), 0, "{err}");
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["main"]["name"], "billing");
+    assert_eq!(json["services"][0]["settings"]["password"], "<hidden>");
+    assert!(!out.contains("redis1") && !err.contains("redis1"));
+    assert!(err.contains("config ok: app `billing`"), "{err}");
+}
+
+#[test]
+fn config_errors_are_one_line_and_exit_2() {
+    let bad = TempFile::new(
+        "main: {name: app}\nservices:\n  - cls: RedisListener\n    settings: {max_batch_sise: 1}\n",
+    );
+    let o = kaiju(&["check", "-c", bad.path()]);
+    let (_, err) = text(&o);
+    assert_eq!(code(&o), 2, "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains(&format!("{}:4:", bad.path())) && err.contains("max_batch_sise"),
+        "{err}"
+    );
+    let o = kaiju(&["check", "-c", "/nonexistent/app.yml"]);
+    assert_eq!(code(&o), 2);
+    let o = kaiju(&["bogus"]);
+    assert_eq!(code(&o), 2, "clap usage errors exit 2");
+}
+
+#[test]
+fn connection_problems_have_their_own_exit_codes() {
+    let o = kaiju(&["cache", "get", "k"]);
+    let (_, err) = text(&o);
+    assert_eq!(code(&o), 2, "no connection given: {err}");
+    assert!(err.contains("KAIJU_REDIS_URL"), "{err}");
+    let port = kaiju_testkit::free_port(false).unwrap();
+    let o = kaiju(&[
+        "cache",
+        "get",
+        "k",
+        "--redis-url",
+        &format!("redis://127.0.0.1:{port}"),
+    ]);
+    let (_, err) = text(&o);
+    assert_eq!(code(&o), 3, "nothing listens there: {err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_get_and_locks_owner() {
+    let Some(url) = url() else { return };
+    let t = kaiju_tests::connect(Target::Single).await.unwrap();
+    let ns = kaiju_tests::namespace();
+    let key = ns.key("user").unwrap();
+    let c = conn(&url, &ns);
+    let o = kaiju(&[&["cache", "get", key.as_str()][..], &c].concat());
+    assert_eq!(code(&o), 4, "a missing value is exit 4");
+    kaiju_cache::Cache::new(t.clone())
+        .set(
+            key.as_str(),
+            &serde_json::json!({"name": "bob", "tags": [1, 2]}),
+            None,
+        )
+        .await
+        .unwrap();
+    let o = kaiju(&[&["cache", "get", key.as_str()][..], &c].concat());
+    let (out, err) = text(&o);
+    assert_eq!(code(&o), 0, "{err}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out).unwrap(),
+        serde_json::json!({"name": "bob", "tags": [1, 2]})
+    );
+
+    let lock = ns.key("lock").unwrap();
+    let o = kaiju(&[&["locks", "owner", lock.as_str()][..], &c].concat());
+    assert_eq!(code(&o), 4, "an unheld lock is exit 4");
+    let locks = kaiju_locks::Locks::new(t.clone(), "owner-42")
+        .await
+        .unwrap();
+    let guard = locks.acquire(lock.as_str()).await.unwrap();
+    let o = kaiju(&[&["locks", "owner", lock.as_str()][..], &c].concat());
+    let (out, err) = text(&o);
+    assert_eq!(code(&o), 0, "{err}");
+    assert_eq!(out.trim(), "owner-42");
+    guard.release().await.unwrap();
+}
+
+/// A running `kaiju run`, stopped with SIGTERM on drop.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.0.id().to_string()])
+                .status();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_call_write_streams_and_dead() {
+    let Some(url) = url() else { return };
+    let ns = kaiju_tests::namespace();
+    let (env, app) = ns.prefix().split_once('.').unwrap();
+    let over = TempFile::new(&format!(
+        "services:\n  - cls: RedisTransportService\n    name: redis\n    override: true\n    settings: {{url: \"{url}\"}}\n"
+    ));
+    let (base, server) = (examples().join("app.yml"), examples().join("server.yml"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kaiju"))
+        .args([
+            "run",
+            "-c",
+            base.to_str().unwrap(),
+            "-c",
+            server.to_str().unwrap(),
+            "-c",
+            over.path(),
+        ])
+        .args([
+            "-e",
+            &format!("main_name={app}"),
+            "-e",
+            &format!("main_env={env}"),
+            "--no-os-env",
+        ])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let c = conn(&url, &ns);
+    // Wait until it serves: rpc.status answers.
+    let started = Instant::now();
+    loop {
+        let o = kaiju(
+            &[
+                &["call", app, "rpc.status", "--wait", "--timeout", "2"][..],
+                &c,
+            ]
+            .concat(),
+        );
+        if code(&o) == 0 {
+            let status: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+            assert_eq!(status["app"], app);
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "kaiju run did not serve: {:?}",
+            text(&o)
+        );
+        if let Some(s) = child.try_wait().unwrap() {
+            panic!("kaiju run exited: {s}");
+        }
+    }
+    let running = Running(child);
+
+    let o = kaiju(
+        &[
+            &["call", app, "nope.method", "{\"a\": 1}", "--wait"][..],
+            &c,
+        ]
+        .concat(),
+    );
+    let (out, err) = text(&o);
+    assert_eq!(code(&o), 1, "an RPC error is exit 1: {err}");
+    assert!(
+        out.contains("\"code\":-32601"),
+        "the error object is printed: {out}"
+    );
+    let o = kaiju(&[&["call", app, "nope.method", "[1, 2]"][..], &c].concat());
+    assert_eq!(code(&o), 2, "positional params are a usage error");
+    let o = kaiju(&[&["call", app, "nope.method"][..], &c].concat());
+    let (out, err) = text(&o);
+    assert_eq!(code(&o), 0, "{err}");
+    assert!(
+        out.trim().contains('-'),
+        "a notification prints its entry id: {out}"
+    );
+    let stream = ns.stream("rpc").unwrap();
+    let o = kaiju(
+        &[
+            &[
+                "write",
+                stream.as_str(),
+                "[\"nope.raw\", null]",
+                "--header",
+                "Correlation-Id=abc",
+            ][..],
+            &c,
+        ]
+        .concat(),
+    );
+    assert_eq!(code(&o), 0, "{:?}", text(&o));
+
+    // Three dead letters: the request, the notification, the raw entry.
+    let started = Instant::now();
+    loop {
+        let o = kaiju(&[&["streams", app][..], &c].concat());
+        let (out, err) = text(&o);
+        assert_eq!(code(&o), 0, "{err}");
+        if out.contains("dead letters 3") {
+            assert!(
+                out.contains(&format!("group        {app}"))
+                    && out.contains("pending            0"),
+                "{out}"
+            );
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{out}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let o = kaiju(&[&["dead", app, "list"][..], &c].concat());
+    let (out, _) = text(&o);
+    assert_eq!(code(&o), 0);
+    assert!(
+        out.starts_with("3 dead letters") && out.contains("nope.raw") && out.contains("rejected"),
+        "{out}"
+    );
+    let o = kaiju(&[&["dead", app, "rpc", "replay"][..], &c].concat());
+    let (out, err) = text(&o);
+    assert_eq!(code(&o), 0, "{err}");
+    assert!(out.contains("replayed 3"), "{out}");
+    assert!(err.contains("replayed 3/3"), "progress is shown: {err}");
+    // Replayed, they run again (and are dead-lettered again: the method still does not exist).
+    let started = Instant::now();
+    loop {
+        let o = kaiju(&[&["streams", app][..], &c].concat());
+        if text(&o).0.contains("dead letters 3") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            text(&o)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let o = kaiju(&[&["dead", app, "purge"][..], &c].concat());
+    assert_eq!(code(&o), 0);
+    assert!(text(&o).0.contains("purged 3"));
+    let o = kaiju(&[&["dead", app, "explode"][..], &c].concat());
+    assert_eq!(code(&o), 2);
+    let o = kaiju(&[&["streams", "no-such-app"][..], &c].concat());
+    assert_eq!(code(&o), 4, "a stream that never existed is exit 4");
+
+    // SIGTERM: a graceful stop, exit 0.
+    let mut running = running;
+    let _ = Command::new("kill")
+        .args(["-TERM", &running.0.id().to_string()])
+        .status();
+    let status = running.0.wait().unwrap();
+    assert!(status.success(), "{status}");
+}
