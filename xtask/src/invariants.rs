@@ -131,7 +131,8 @@ fn without_tests_and_comments(text: &str) -> String {
     out
 }
 
-/// The top-level module a source file belongs to (`None` for lib.rs and test files).
+/// The top-level module a source file belongs to (`None` for the crate root, lib.rs or
+/// main.rs, and test files).
 fn module_of(src: &Path, file: &Path) -> Option<String> {
     let relative = file.strip_prefix(src).ok()?;
     let first = relative
@@ -140,7 +141,7 @@ fn module_of(src: &Path, file: &Path) -> Option<String> {
         .as_os_str()
         .to_string_lossy()
         .into_owned();
-    if first == "lib.rs" || relative.ends_with("tests.rs") {
+    if first == "lib.rs" || first == "main.rs" || relative.ends_with("tests.rs") {
         return None;
     }
     Some(first.trim_end_matches(".rs").to_owned())
@@ -234,7 +235,12 @@ fn split_top(list: &str) -> Vec<String> {
 
 /// A cycle between the top-level modules of the crate whose sources are in `src`, if any.
 fn module_cycle(src: &Path, files: &[PathBuf]) -> Result<Option<Vec<String>>, String> {
-    let lib = read(&src.join("lib.rs"))?;
+    let root_file = if src.join("lib.rs").is_file() {
+        "lib.rs"
+    } else {
+        "main.rs"
+    };
+    let lib = read(&src.join(root_file))?;
     let modules: BTreeSet<String> = files.iter().filter_map(|f| module_of(src, f)).collect();
     let exports = root_exports(&lib);
     let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();

@@ -188,7 +188,7 @@ impl App {
         &mut self,
         slot: &Slot,
         phase: &'static str,
-        e: crate::service::BoxError,
+        e: crate::error::BoxError,
     ) -> Result<(), AppError> {
         let error = AppError::Service {
             service: slot.name.clone(),

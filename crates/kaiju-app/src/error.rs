@@ -1,7 +1,9 @@
 //! Why an app could not be built, started or stopped.
 
 use crate::config::{ConfigError, Place};
-use crate::service::BoxError;
+
+/// A boxed error from a service hook.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Building or running an app failed. The message names the service, its class and where its
 /// entry is in the config.

@@ -9,8 +9,6 @@ mod registry;
 mod service;
 
 pub use app::{App, stop_signal};
-pub use error::{AppError, SettingsError};
+pub use error::{AppError, BoxError, SettingsError};
 pub use registry::Registry;
-pub use service::{
-    BoxError, Build, Context, Dependency, DiscoveryError, Hook, Service, ServiceClass, done,
-};
+pub use service::{Build, Context, Dependency, DiscoveryError, Hook, Service, ServiceClass, done};

@@ -73,16 +73,6 @@ impl Registry {
         Self::default()
     }
 
-    /// The built-in classes: `RedisTransportService`, `Scheduler` and `LoggingService`
-    /// (accepted; tokio and tracing do their jobs), and with the default features `RedisCache`,
-    /// `RedisCacheService`, `RedisLocksService`, `JSONRPCServer`, `RedisListener`,
-    /// `RedisSubscriber`, `RedisStreamRPCClient`, `RedisPublisher`.
-    pub fn builtin() -> Self {
-        let mut r = Self::new();
-        crate::builtin::register(&mut r);
-        r
-    }
-
     /// Registers `T` as `cls`, named `default_name` when its entry gives no `name`. A class
     /// registered again replaces the earlier one.
     pub fn register<T: ServiceClass>(&mut self, cls: &str, default_name: &str) -> &mut Self {

@@ -14,10 +14,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 
 use crate::config::{Node, Place};
-use crate::error::{AppError, SettingsError};
-
-/// A boxed error from a service hook.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use crate::error::{AppError, BoxError, SettingsError};
 
 /// The future a lifecycle hook returns.
 pub type Hook<'a> = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send + 'a>>;

@@ -8,7 +8,8 @@ use serde::Deserialize;
 
 use super::TransportService;
 use crate::error::AppError;
-use crate::service::{BoxError, Build, Context, Dependency, Hook, Service, ServiceClass};
+use crate::error::BoxError;
+use crate::service::{Build, Context, Dependency, Hook, Service, ServiceClass};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

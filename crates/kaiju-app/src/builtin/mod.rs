@@ -24,24 +24,32 @@ pub use transport::TransportService;
 
 use crate::registry::Registry;
 
-pub(crate) fn register(r: &mut Registry) {
-    r.register::<TransportService>("RedisTransportService", "RedisTransportService");
-    r.register::<Accepted>("Scheduler", "Scheduler");
-    r.register::<Accepted>("LoggingService", "LoggingService");
-    #[cfg(feature = "cache")]
-    {
-        r.register::<CacheService>("RedisCache", "RedisCache");
-        r.register::<CacheService>("RedisCacheService", "cache");
-    }
-    #[cfg(feature = "locks")]
-    r.register::<LocksService>("RedisLocksService", "locks");
-    #[cfg(feature = "rpc")]
-    {
-        r.register::<RpcServerService>("JSONRPCServer", "rpc");
-        r.register::<ListenerService>("RedisListener", "RedisListener");
-        r.register::<SubscriberService>("RedisSubscriber", "RedisSubscriber");
-        r.register::<ClientService>("RedisStreamRPCClient", "RedisStreamRPCClient");
-        r.register::<ClientService>("RedisPublisher", "RedisPublisher");
+impl Registry {
+    /// The built-in classes: `RedisTransportService`, `Scheduler` and `LoggingService`
+    /// (accepted; tokio and tracing do their jobs), and with the default features `RedisCache`,
+    /// `RedisCacheService`, `RedisLocksService`, `JSONRPCServer`, `RedisListener`,
+    /// `RedisSubscriber`, `RedisStreamRPCClient`, `RedisPublisher`.
+    pub fn builtin() -> Self {
+        let mut r = Self::new();
+        r.register::<TransportService>("RedisTransportService", "RedisTransportService");
+        r.register::<Accepted>("Scheduler", "Scheduler");
+        r.register::<Accepted>("LoggingService", "LoggingService");
+        #[cfg(feature = "cache")]
+        {
+            r.register::<CacheService>("RedisCache", "RedisCache");
+            r.register::<CacheService>("RedisCacheService", "cache");
+        }
+        #[cfg(feature = "locks")]
+        r.register::<LocksService>("RedisLocksService", "locks");
+        #[cfg(feature = "rpc")]
+        {
+            r.register::<RpcServerService>("JSONRPCServer", "rpc");
+            r.register::<ListenerService>("RedisListener", "RedisListener");
+            r.register::<SubscriberService>("RedisSubscriber", "RedisSubscriber");
+            r.register::<ClientService>("RedisStreamRPCClient", "RedisStreamRPCClient");
+            r.register::<ClientService>("RedisPublisher", "RedisPublisher");
+        }
+        r
     }
 }
 

@@ -11,7 +11,8 @@ use tokio::sync::Mutex;
 
 use super::TransportService;
 use crate::error::AppError;
-use crate::service::{BoxError, Build, Context, Dependency, Hook, Service, ServiceClass};
+use crate::error::BoxError;
+use crate::service::{Build, Context, Dependency, Hook, Service, ServiceClass};
 
 /// kaiju's `JSONRPCServer`: in `post_init` it collects the RPC methods of every service
 /// ([`Service::rpc_module`]) into one [`Server`]; in `close` it drains running requests.

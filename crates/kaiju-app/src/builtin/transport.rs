@@ -7,7 +7,8 @@ use kaiju_core::RedisSettings;
 use kaiju_transport::Transport;
 
 use crate::error::AppError;
-use crate::service::{BoxError, Build, Context, Hook, Service, ServiceClass};
+use crate::error::BoxError;
+use crate::service::{Build, Context, Hook, Service, ServiceClass};
 
 /// kaiju's `RedisTransportService`: connects in `init`, closes in `close`.
 ///
