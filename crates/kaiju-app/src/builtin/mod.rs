@@ -71,6 +71,7 @@ pub(crate) fn drop_unused(map: &mut serde_json::Value, service: &str, keys: &[&s
 }
 
 /// Moves `keys` out of `map` into a map of their own.
+#[cfg(feature = "rpc")]
 pub(crate) fn take(map: &mut serde_json::Value, keys: &[&str]) -> serde_json::Value {
     let mut out = serde_json::Map::new();
     if let serde_json::Value::Object(m) = map {
