@@ -261,7 +261,7 @@ impl DeadLetters {
 
 /// `XRANGE` entries as dead letters. Entries that are not dead letters still list, with the
 /// fields they have.
-fn parse_entries(reply: Value) -> Result<Vec<DeadLetter>> {
+pub(crate) fn parse_entries(reply: Value) -> Result<Vec<DeadLetter>> {
     let entries = match reply {
         Value::Array(items) => items,
         Value::Null => Vec::new(),

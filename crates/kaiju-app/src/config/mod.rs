@@ -267,3 +267,60 @@ fn read(path: &Path) -> Result<Node, ConfigError> {
     }
     Ok(yaml::parse(&text, &source)?)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    const VALID: &str = "main: {name: '[main_name:app]', env: dev}\nservices:\n  - cls: RedisListener\n    settings: {scope: SYSTEM, max_batch_size: '[n:10]'}\netc: {a: &x [1, 2], b: *x, c: {<<: {d: 1}}}\n";
+
+    /// Arbitrary and mutated config text through the whole loader path (YAML, literals,
+    /// templates, section checks) never panics or hangs. `cargo xtask fuzz` runs it with more
+    /// cases.
+    #[test]
+    fn fuzz_config_loader() {
+        use proptest::prelude::*;
+        use proptest::test_runner::{Config as RunnerConfig, TestRunner};
+        let cases = kaiju_testkit::fuzz_cases();
+        let source: Arc<str> = Arc::from("fuzz.yml");
+        let env = Env {
+            cli: vec![("n".into(), Node::new(Value::Int(3), Place::whole("t")))],
+            os: vec![("main_name".into(), "x".into())],
+            files: Vec::new(),
+        };
+        let check = |text: &str| {
+            if let Ok(mut node) = yaml::parse(text, &source) {
+                if template::fill(&mut node, &env).is_ok() {
+                    let _ = Project::read(&node);
+                }
+            }
+            let _ = literal::parse(text, &Place::whole("t"));
+            let _ = literal::env_value(text, &Place::whole("t"));
+        };
+        let mut runner = TestRunner::new(RunnerConfig::with_cases(cases));
+        runner
+            .run(&proptest::collection::vec(any::<u8>(), 0..300), |bytes| {
+                check(&String::from_utf8_lossy(&bytes));
+                Ok(())
+            })
+            .unwrap();
+        let edits = proptest::collection::vec((0..VALID.len(), any::<u8>()), 1..6);
+        runner
+            .run(&edits, |edits| {
+                let mutated = kaiju_testkit::mutate(VALID.as_bytes(), &edits);
+                check(&String::from_utf8_lossy(&mutated));
+                Ok(())
+            })
+            .unwrap();
+        runner
+            .run(&"\\[[^\\n]{0,60}\\]", |t| {
+                check(&format!("v: '{}'\n", t.replace('\'', "''")));
+                Ok(())
+            })
+            .unwrap();
+        eprintln!(
+            "fuzz_config_loader: {cases} arbitrary, {cases} mutated and {cases} template inputs loaded without a panic"
+        );
+    }
+}

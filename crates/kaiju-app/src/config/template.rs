@@ -335,11 +335,4 @@ mod tests {
         let err = eval("[k:]", &e).unwrap_err().to_string();
         assert!(err.contains("no default"), "{err}");
     }
-
-    proptest::proptest! {
-        #[test]
-        fn arbitrary_templates_never_panic(text in "\\[.{0,60}\\]") {
-            let _ = eval(&text, &env());
-        }
-    }
 }

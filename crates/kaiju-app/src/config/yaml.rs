@@ -441,16 +441,4 @@ mod tests {
         assert!(err.message.contains("one YAML document"), "{err}");
         assert!(load("a: [1, 2\n").is_err());
     }
-
-    proptest::proptest! {
-        #[test]
-        fn arbitrary_text_never_panics(text in ".{0,200}") {
-            let _ = load(&text);
-        }
-
-        #[test]
-        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
-            let _ = load(&String::from_utf8_lossy(&bytes));
-        }
-    }
 }

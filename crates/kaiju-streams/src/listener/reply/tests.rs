@@ -156,9 +156,12 @@ fn fuzz_stream_replies() {
         .run(&any_value(), |value| {
             let _ = xreadgroup(value.clone());
             let _ = entry_list("XCLAIM", value.clone());
+            let _ = crate::admin::parse_entries(value.clone());
             let _ = xautoclaim(value);
             Ok(())
         })
         .unwrap();
-    eprintln!("fuzz_stream_replies: {cases} reply trees parsed without a panic");
+    eprintln!(
+        "fuzz_stream_replies: {cases} reply trees parsed (reads, claims, dead-letter ranges) without a panic"
+    );
 }
