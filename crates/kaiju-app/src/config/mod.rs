@@ -290,10 +290,10 @@ mod tests {
             files: Vec::new(),
         };
         let check = |text: &str| {
-            if let Ok(mut node) = yaml::parse(text, &source) {
-                if template::fill(&mut node, &env).is_ok() {
-                    let _ = Project::read(&node);
-                }
+            if let Ok(mut node) = yaml::parse(text, &source)
+                && template::fill(&mut node, &env).is_ok()
+            {
+                let _ = Project::read(&node);
             }
             let _ = literal::parse(text, &Place::whole("t"));
             let _ = literal::env_value(text, &Place::whole("t"));
