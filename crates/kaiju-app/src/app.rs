@@ -231,16 +231,37 @@ impl App {
     }
 
     /// Starts, waits for SIGINT or SIGTERM, and stops. Returns an error if the start failed;
-    /// errors while stopping are logged.
+    /// errors while stopping are logged. A signal that arrives while the app is still starting
+    /// abandons the start and stops what had started.
     pub async fn run(mut self) -> Result<(), AppError> {
-        self.start().await?;
-        let signal = stop_signal().await;
-        tracing::info!(
-            "stop signal received; stopping within {:?}",
-            self.shutdown_timeout
-        );
+        let signal = stop_signal();
+        tokio::pin!(signal);
+        let early = {
+            let start = self.start();
+            tokio::select! {
+                started = start => {
+                    started?;
+                    None
+                }
+                received = &mut signal => Some(received),
+            }
+        };
+        let received = match early {
+            Some(received) => {
+                tracing::info!("stop signal received while starting; stopping what started");
+                received
+            }
+            None => {
+                let received = signal.await;
+                tracing::info!(
+                    "stop signal received; stopping within {:?}",
+                    self.shutdown_timeout
+                );
+                received
+            }
+        };
         self.stop().await;
-        signal
+        received
     }
 }
 
