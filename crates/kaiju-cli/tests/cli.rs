@@ -128,11 +128,16 @@ fn connection_problems_have_their_own_exit_codes() {
     ]);
     let (_, err) = text(&o);
     assert_eq!(code(&o), 3, "nothing listens there: {err}");
-    let down = TempFile::new(&format!("main: {{name: x}}\nservices:\n  - cls: RedisTransportService\n    settings: {{port: {port}}}\n"));
+    let down = TempFile::new(&format!(
+        "main: {{name: x}}\nservices:\n  - cls: RedisTransportService\n    settings: {{port: {port}}}\n"
+    ));
     let o = kaiju(&["run", "-c", down.path()]);
     let (_, err) = text(&o);
     assert_eq!(code(&o), 3, "an app whose Redis is unreachable: {err}");
-    assert!(err.contains("RedisTransportService") && err.contains("init"), "{err}");
+    assert!(
+        err.contains("RedisTransportService") && err.contains("init"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

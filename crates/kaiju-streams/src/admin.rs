@@ -170,24 +170,42 @@ impl DeadLetters {
     /// Up to `count` (at most [`MAX_PAGE`]) dead letters, oldest first, after the id `after`
     /// (exclusive; `None` starts at the oldest).
     pub async fn list(&self, after: Option<&str>, count: usize) -> Result<Vec<DeadLetter>> {
+        self.range(after, "+", count).await
+    }
+
+    /// Up to `count` dead letters after `after` (exclusive) and up to `until` (inclusive).
+    async fn range(
+        &self,
+        after: Option<&str>,
+        until: &str,
+        count: usize,
+    ) -> Result<Vec<DeadLetter>> {
         let start = after.map_or_else(|| "-".to_owned(), |id| format!("({id}"));
+        let count = Some(count.clamp(1, MAX_PAGE) as u64);
         let reply: Value = self
             .transport
             .pool()
-            .xrange(
-                self.dead.as_str(),
-                start.as_str(),
-                "+",
-                Some(count.clamp(1, MAX_PAGE) as u64),
-            )
+            .xrange(self.dead.as_str(), start.as_str(), until, count)
             .await
             .classify()?;
         parse_entries(reply)
     }
 
+    /// The id of the newest dead letter, if any.
+    async fn newest(&self) -> Result<Option<String>> {
+        let reply: Value = self
+            .transport
+            .pool()
+            .xrevrange(self.dead.as_str(), "+", "-", Some(1))
+            .await
+            .classify()?;
+        Ok(parse_entries(reply)?.pop().map(|d| d.id))
+    }
+
     /// Writes every dead letter of this stream back to it (its original fields, a new id) and
     /// removes it from the dead letters, `batch` at a time (at most [`MAX_PAGE`]), calling
-    /// `progress(done, total)` after each batch.
+    /// `progress(done, total)` after each batch. Only the dead letters that exist when the
+    /// replay starts are replayed: one that fails again meanwhile stays dead (no endless loop).
     ///
     /// Each entry is written before it is removed, and the write is sent once: an interruption
     /// can leave an entry both replayed and still dead (replayed twice if run again), never
@@ -198,12 +216,15 @@ impl DeadLetters {
         batch: usize,
         mut progress: impl FnMut(u64, u64),
     ) -> Result<Replayed> {
-        let total = self.len().await?;
         let mut done = Replayed::default();
+        let Some(until) = self.newest().await? else {
+            return Ok(done);
+        };
+        let total = self.len().await?;
         let mut after: Option<String> = None;
         loop {
             let page = self
-                .list(after.as_deref(), batch.clamp(1, MAX_PAGE))
+                .range(after.as_deref(), &until, batch.clamp(1, MAX_PAGE))
                 .await?;
             let Some(last) = page.last() else { break };
             after = Some(last.id.clone());
