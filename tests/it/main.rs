@@ -14,6 +14,7 @@ mod recovery;
 mod rpc;
 mod rpc_defects;
 mod rpc_faults;
+mod stream_admin;
 mod stream_faults;
 mod streams;
 mod transport;
