@@ -502,3 +502,27 @@ fn an_override_replaces_the_earlier_service_in_its_position() {
     let names: Vec<String> = app.services().into_iter().map(|(n, _)| n).collect();
     assert_eq!(names, ["a", "Scheduler"]);
 }
+
+#[test]
+fn kaiju_transport_settings_map_onto_redis_settings() {
+    let d = Dir::new();
+    let f = d.file(
+        "a.yml",
+        "main: {name: app}\nservices:\n  - cls: RedisTransportService\n    settings: {host: h, port: 6380, password: 12345, db: 2, connect_timeout: 3, protocol_version: 2, max_idle_time: 60, decode_responses: false, startup_nodes: [{host: a, port: 1}]}\n",
+    );
+    let config = ConfigLoader::new().file(f).no_os_env().load().unwrap();
+    let app = App::build(&config, &Registry::builtin()).unwrap();
+    let t = app
+        .get::<kaiju_app::builtin::TransportService>("RedisTransportService")
+        .unwrap();
+    let s = t.settings();
+    assert_eq!((s.host.as_str(), s.port, s.db), ("h", 6380, Some(2)));
+    assert_eq!(
+        s.password.as_ref().map(|p| p.expose()),
+        Some("12345"),
+        "an unquoted numeric password is its text"
+    );
+    assert_eq!((s.connect_timeout_ms, s.resp3), (3000, false));
+    assert_eq!(s.nodes, ["a:1"]);
+    assert!(!format!("{s:?}").contains("12345"));
+}

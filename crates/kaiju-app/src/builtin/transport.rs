@@ -43,6 +43,12 @@ impl ServiceClass for TransportService {
     fn build(b: &Build<'_>) -> Result<Self, AppError> {
         let mut json = b.raw_settings().to_json();
         if let serde_json::Value::Object(m) = &mut json {
+            // YAML reads an unquoted `password: 12345` as a number; coredis sent its text.
+            for key in ["password", "username"] {
+                if let Some(v) = m.get_mut(key).filter(|v| v.is_number() || v.is_boolean()) {
+                    *v = serde_json::Value::String(v.to_string());
+                }
+            }
             if let Some(v) = m.remove("connect_timeout") {
                 let secs = v
                     .as_f64()
