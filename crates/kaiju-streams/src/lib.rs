@@ -16,5 +16,5 @@ pub use envelope::{
 pub use error::{Result, StreamError};
 pub use handler::{BoxError, Disposition, Handler, HandlerError, Message};
 pub use listener::{Listener, ListenerStats};
-pub use settings::ListenerSettings;
+pub use settings::{ListenerSettings, MAX_BATCH_SIZE, MAX_PARALLEL_BATCHES};
 pub use writer::{Outgoing, StreamWriter};

@@ -19,12 +19,13 @@ pub struct ListenerSettings {
     /// across restarts (a pod name) so a restarted process finds its own pending entries.
     pub consumer_id: Option<String>,
     /// Entries read per batch. 1 processes strictly one at a time; otherwise the entries of a
-    /// batch run concurrently. Default: `10`.
+    /// batch run concurrently. At most [`MAX_BATCH_SIZE`](crate::MAX_BATCH_SIZE). Default: `10`.
     pub max_batch_size: usize,
     /// `BLOCK` time of a read, in ms: how long a read waits for new entries. Default: `500`.
     pub max_wait_time_ms: u64,
     /// Batches processed at the same time. In-flight entries are bounded by
-    /// `max_batch_size * max_parallel_batches`. Default: `1`.
+    /// `max_batch_size * max_parallel_batches`. At most
+    /// [`MAX_PARALLEL_BATCHES`](crate::MAX_PARALLEL_BATCHES). Default: `1`.
     pub max_parallel_batches: usize,
     /// Claim entries another consumer read but did not ack for this long (XAUTOCLAIM) and process
     /// them here, so the entries of a crashed consumer are not stranded. Must be above
@@ -85,22 +86,32 @@ impl Default for ListenerSettings {
     }
 }
 
+/// The largest `max_batch_size` accepted.
+pub const MAX_BATCH_SIZE: usize = 10_000;
+/// The largest `max_parallel_batches` accepted.
+pub const MAX_PARALLEL_BATCHES: usize = 1_000;
+
 impl ListenerSettings {
-    pub(crate) fn validate(&self) -> Result<(), kaiju_core::ConfigError> {
+    /// Checks for values that cannot work (a listener checks them when it is built; an app
+    /// runtime checks them before anything connects).
+    pub fn validate(&self) -> Result<(), kaiju_core::ConfigError> {
         let invalid = |field: &'static str, reason: &str| {
             Err(kaiju_core::ConfigError::Invalid {
                 field,
                 reason: reason.to_owned(),
             })
         };
-        if self.max_batch_size == 0 {
-            return invalid("max_batch_size", "must be at least 1");
+        if self.max_batch_size == 0 || self.max_batch_size > MAX_BATCH_SIZE {
+            return invalid("max_batch_size", "must be 1 to 10000");
         }
-        if self.max_parallel_batches == 0 {
-            return invalid("max_parallel_batches", "must be at least 1");
+        if self.max_parallel_batches == 0 || self.max_parallel_batches > MAX_PARALLEL_BATCHES {
+            return invalid("max_parallel_batches", "must be 1 to 1000");
         }
         if self.max_deliveries == 0 {
             return invalid("max_deliveries", "must be at least 1");
+        }
+        if self.topic.is_empty() {
+            return invalid("topic", "must not be empty");
         }
         if self.max_wait_time_ms == 0 {
             return invalid(

@@ -323,11 +323,14 @@ async fn room(
         () = shutdown.triggered() => return None,
         permit = permits.clone().acquire_owned() => permit.ok()?,
     };
-    while room.num_permits() < batch {
-        match permits.clone().try_acquire_owned() {
-            Ok(more) => room.merge(more),
-            Err(_) => break,
-        }
+    // One call for the rest (the settings cap a batch far below u32::MAX).
+    let wanted = batch.saturating_sub(room.num_permits());
+    let more = wanted.min(permits.available_permits());
+    if let Ok(more) = u32::try_from(more)
+        && more > 0
+        && let Ok(extra) = permits.clone().try_acquire_many_owned(more)
+    {
+        room.merge(extra);
     }
     Some(room)
 }
