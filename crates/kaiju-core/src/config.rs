@@ -180,6 +180,12 @@ impl RedisSettings {
         if self.pool_size == 0 {
             return Err(invalid("pool_size", "must be at least 1"));
         }
+        if self.url.is_none() && self.host.is_empty() {
+            return Err(invalid("host", "must not be empty"));
+        }
+        if self.url.is_none() && self.port == 0 {
+            return Err(invalid("port", "must be 1 to 65535"));
+        }
         if self.command_timeout_ms == 0 {
             return Err(invalid(
                 "command_timeout_ms",

@@ -43,6 +43,12 @@ struct Inner {
 }
 
 impl Transport {
+    /// Checks `settings` as [`connect`](Self::connect) would, without connecting: values that
+    /// cannot work and URLs that do not parse are [`TransportError::Config`] naming the field.
+    pub fn check(settings: &RedisSettings) -> Result<()> {
+        builder(settings).map(|_| ())
+    }
+
     /// Connects, checks the credentials and reads the server's capabilities.
     ///
     /// Fails fast with [`TransportError::Auth`] on bad credentials and with
