@@ -210,7 +210,8 @@ impl App {
     /// them (each gets what is left). Errors are logged, and returned as
     /// `(service, error)` pairs; a failed close does not stop the others.
     pub async fn stop(&mut self) -> Vec<(String, String)> {
-        let deadline = Instant::now() + self.shutdown_timeout;
+        let now = Instant::now();
+        let deadline = now.checked_add(self.shutdown_timeout).unwrap_or(now);
         let mut errors = Vec::new();
         while let Some(i) = self.started.pop() {
             let slot = &self.cx.slots[i];
@@ -230,8 +231,8 @@ impl App {
         errors
     }
 
-    /// Starts, waits for SIGINT or SIGTERM, and stops. Returns an error if the start failed;
-    /// errors while stopping are logged. A signal that arrives while the app is still starting
+    /// Starts, waits for SIGINT or SIGTERM, and stops. Returns an error if the start failed,
+    /// or [`AppError::Unclean`] if a service did not close cleanly. A signal that arrives while the app is still starting
     /// abandons the start and stops what had started.
     pub async fn run(mut self) -> Result<(), AppError> {
         let signal = stop_signal();
@@ -260,8 +261,13 @@ impl App {
                 received
             }
         };
-        self.stop().await;
-        received
+        received?;
+        let errors = self.stop().await;
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(AppError::Unclean { errors })
+        }
     }
 }
 

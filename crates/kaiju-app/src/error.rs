@@ -61,6 +61,13 @@ pub enum AppError {
         #[source]
         source: BoxError,
     },
+    /// The app stopped, but some services did not close cleanly (in-flight work abandoned at
+    /// the deadline; it stays pending for redelivery where the service supports it).
+    #[error("stopped, but {} service(s) did not close cleanly: {}", errors.len(), errors.iter().map(|(s, e)| format!("{s}: {e}")).collect::<Vec<_>>().join("; "))]
+    Unclean {
+        /// `(service, error)` pairs.
+        errors: Vec<(String, String)>,
+    },
     /// Waiting for a stop signal failed.
     #[error("cannot wait for SIGINT/SIGTERM: {0}")]
     Signal(#[source] std::io::Error),

@@ -526,3 +526,159 @@ fn kaiju_transport_settings_map_onto_redis_settings() {
     assert_eq!(s.nodes, ["a:1"]);
     assert!(!format!("{s:?}").contains("12345"));
 }
+
+// ---- the adversarial review's findings, each pinned ----
+
+fn load_text(text: &str) -> Result<kaiju_app::config::Config, String> {
+    let d = Dir::new();
+    let f = d.file("a.yml", text);
+    ConfigLoader::new()
+        .file(f)
+        .no_os_env()
+        .load()
+        .map_err(|e| e.to_string())
+}
+
+fn build_text(text: &str) -> Result<App, String> {
+    let config = load_text(text)?;
+    App::build(&config, &Registry::builtin()).map_err(|e| e.to_string())
+}
+
+#[test]
+fn review_values_that_cannot_work_fail_at_build_with_their_place() {
+    let e =
+        load_text("main: {name: a}\nrun: {shutdown_timeout: 9223372036854775807}\n").unwrap_err();
+    assert!(
+        e.contains("a.yml:2:25") && e.contains("shutdown_timeout"),
+        "{e}"
+    );
+    for (settings, field) in [
+        ("{max_batch_size: 99999999999}", "max_batch_size"),
+        ("{max_batch_size: 0}", "max_batch_size"),
+        ("{max_parallel_batches: 5000}", "max_parallel_batches"),
+        ("{max_wait_time_ms: 0}", "max_wait_time_ms"),
+        ("{topic: ''}", "topic"),
+        ("{topic: a.b}", "topic"),
+    ] {
+        let e = build_text(&format!(
+            "main: {{name: a}}\nservices:\n  - cls: RedisListener\n    settings: {settings}\n"
+        ))
+        .unwrap_err();
+        assert!(
+            e.contains("a.yml:4:") && e.contains(&format!("setting `{field}`")),
+            "{settings}: {e}"
+        );
+    }
+    for (settings, field) in [
+        ("{url: 'redis://h:notaport'}", "url"),
+        ("{url: 'redis://h:6379/abc'}", "url"),
+        ("{port: 0}", "port"),
+        ("{host: ''}", "host"),
+        ("{unix_socket_path: /tmp/r.sock}", "unix_socket_path"),
+        ("{ssl_ca_certs: /etc/ca.pem}", "ssl_ca_certs"),
+        ("{decode_responses: true}", "decode_responses"),
+    ] {
+        let e = build_text(&format!("main: {{name: a}}\nservices:\n  - cls: RedisTransportService\n    settings: {settings}\n")).unwrap_err();
+        assert!(e.contains(&format!("setting `{field}`")), "{settings}: {e}");
+    }
+    let e =
+        build_text("main: {name: a}\nservices:\n  - cls: Scheduler\n    settings: {bogus: 1}\n")
+            .unwrap_err();
+    assert!(e.contains("bogus"), "{e}");
+}
+
+#[test]
+fn review_kaiju_null_defaults_and_accepted_keys_load() {
+    build_text(
+        "main: {name: a}\nservices:\n  - cls: RedisTransportService\n    settings: {ssl: false, unix_socket_path: null, ssl_keyfile: null}\n  - cls: JSONRPCServer\n    settings: {blacklist_routes: null}\n  - cls: RedisListener\n    settings: {max_parallel_batches: null, pending_messages_time_ms: null}\n  - cls: Scheduler\n    settings: {refresh_rate: 1.0}\n  - cls: LoggingService\n    settings: {loggers: [], handlers: [], loglevel: INFO}\n",
+    )
+    .unwrap();
+}
+
+#[test]
+fn review_secrets_stay_hidden_in_errors_and_printed_configs() {
+    let e = load_text("main: {name: a}\netc: {url: 'redis://:s3cret@h:[port]'}\n").unwrap_err();
+    assert!(!e.contains("s3cret"), "{e}");
+    let e = load_text("main: {name: a}\netc: {password: '[s3cret'}\n").unwrap_err();
+    assert!(!e.contains("s3cret") && e.contains("<hidden>"), "{e}");
+    let c = load_text("main: {name: a}\netc: {passwd: s1, pwd: s2, apikey: s3, requirepass: s4, private_key: s5, user: bob}\n").unwrap();
+    let shown = c.redacted().to_string();
+    for secret in ["s1", "s2", "s3", "s4", "s5"] {
+        assert!(
+            !shown.contains(&format!("\"{secret}\"")),
+            "{secret}: {shown}"
+        );
+    }
+    assert!(shown.contains("bob"));
+}
+
+#[test]
+fn review_hostile_yaml_is_an_error_not_a_crash() {
+    // Chained aliases, each adding 100 levels: the depth limit counts what aliases paste in.
+    let mut text = String::from("main: {name: a}\netc:\n");
+    for i in 0..60 {
+        let inner = if i == 0 {
+            "x".to_owned()
+        } else {
+            format!("*a{}", i - 1)
+        };
+        text.push_str(&format!(
+            "  k{i}: &a{i} {}{inner}{}\n",
+            "[".repeat(100),
+            "]".repeat(100)
+        ));
+    }
+    let e = load_text(&text).unwrap_err();
+    assert!(e.contains("nested deeper"), "{}", &e[..e.len().min(200)]);
+    // A large mapping loads (in linear time: it used to take minutes).
+    let mut big = String::from("main: {name: a}\netc:\n");
+    for i in 0..30_000 {
+        big.push_str(&format!("  key{i}: {i}\n"));
+    }
+    let c = load_text(&big).unwrap();
+    assert_eq!(
+        c.project.etc.get("key29999").unwrap().value,
+        Value::Int(29_999)
+    );
+    assert!(
+        load_text("main: {name: a}\netc: {v: !custom x}\n")
+            .unwrap_err()
+            .contains("unknown tag")
+    );
+}
+
+#[test]
+fn review_scalars_pyyaml_keeps_as_strings() {
+    let c = load_text("main: {name: a}\netc: {a: 0x-1, b: 0b-1, c: 0+7, d: 0-7, e: -.5, f: .5, g: '[k:(1)]', h: '[k:(1,)]'}\n").unwrap();
+    let get = |k: &str| c.project.etc.get(k).unwrap().value.clone();
+    for (k, text) in [
+        ("a", "0x-1"),
+        ("b", "0b-1"),
+        ("c", "0+7"),
+        ("d", "0-7"),
+        ("e", "-.5"),
+    ] {
+        assert_eq!(get(k), Value::Str(text.into()), "{k}");
+    }
+    assert_eq!(get("f"), Value::Float(0.5));
+    assert_eq!(get("g"), Value::Int(1), "(1) is 1 in Python");
+    assert!(
+        matches!(get("h"), Value::Seq(ref v) if v.len() == 1),
+        "(1,) is a tuple"
+    );
+}
+
+#[test]
+fn review_an_error_about_a_value_from_env_names_its_source() {
+    let d = Dir::new();
+    let f = d.file("a.yml", "main: {name: a, version: '[v:\"1.0.0\"]'}\n");
+    let e = ConfigLoader::new()
+        .file(f)
+        .env_arg("v=1.0")
+        .unwrap()
+        .no_os_env()
+        .load()
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("a.yml:1:26") && e.contains("--env v=1.0"), "{e}");
+}

@@ -115,7 +115,7 @@ pub(crate) async fn run(command: Command) -> Result<(), Failure> {
             let id = StreamWriter::new(transport)
                 .write(&Key::raw(stream_key), &body, headers)
                 .await
-                .map_err(Failure::failed)?;
+                .map_err(redis_failure)?;
             println!("{id}");
             Ok(())
         }
@@ -124,7 +124,7 @@ pub(crate) async fn run(command: Command) -> Result<(), Failure> {
             let (stream, dead) = keys(&me.env, &app, &topic)?;
             let report = admin::inspect(&transport, &stream, &dead)
                 .await
-                .map_err(Failure::failed)?;
+                .map_err(redis_failure)?;
             let exists = report.length > 0 || !report.groups.is_empty();
             println!("stream       {}", report.stream);
             println!("length       {}", report.length);
@@ -172,26 +172,21 @@ pub(crate) async fn run(command: Command) -> Result<(), Failure> {
             let letters = DeadLetters::new(transport, stream.clone(), dead.clone());
             match action.as_str() {
                 "list" => {
-                    let total = letters.len().await.map_err(Failure::failed)?;
-                    let page = letters.list(None, count).await.map_err(Failure::failed)?;
+                    let total = letters.len().await.map_err(redis_failure)?;
                     println!("{total} dead letters in {dead}");
-                    for d in page {
-                        let body = d
-                            .fields
-                            .iter()
-                            .find(|(k, _)| &k[..] == b"_")
-                            .map(
-                                |(_, v)| match kaiju_core::Msgpack::WIRE.decode::<Value>(v) {
-                                    Ok(v) => to_json(&v).to_string(),
-                                    Err(_) => format!("<{} bytes that are not msgpack>", v.len()),
-                                },
-                            )
-                            .unwrap_or_else(|| "<no `_` field>".into());
-                        println!(
-                            "{}  {}  from {} (delivered {}x): {}",
-                            d.id, d.kind, d.origin_id, d.deliveries, d.reason
-                        );
-                        println!("    {body}");
+                    let mut after: Option<String> = None;
+                    let mut shown = 0;
+                    while shown < count {
+                        let page = letters
+                            .list(after.as_deref(), (count - shown).min(admin::MAX_PAGE))
+                            .await
+                            .map_err(redis_failure)?;
+                        let Some(last) = page.last() else { break };
+                        after = Some(last.id.clone());
+                        shown += page.len();
+                        for d in page {
+                            print_dead_letter(&d);
+                        }
                     }
                     Ok(())
                 }
@@ -199,7 +194,7 @@ pub(crate) async fn run(command: Command) -> Result<(), Failure> {
                     let done = letters
                         .replay(100, |done, total| eprintln!("replayed {done}/{total}"))
                         .await
-                        .map_err(Failure::failed)?;
+                        .map_err(redis_failure)?;
                     println!(
                         "replayed {} into {stream}; skipped {} (from another stream or empty)",
                         done.replayed, done.skipped
@@ -207,7 +202,7 @@ pub(crate) async fn run(command: Command) -> Result<(), Failure> {
                     Ok(())
                 }
                 "purge" => {
-                    let n = letters.purge().await.map_err(Failure::failed)?;
+                    let n = letters.purge().await.map_err(redis_failure)?;
                     println!("purged {n} dead letters from {dead}");
                     Ok(())
                 }
@@ -222,8 +217,8 @@ pub(crate) async fn run(command: Command) -> Result<(), Failure> {
             let (transport, me) = connect(&conn).await?;
             let locks = Locks::new(transport, me.id.to_string())
                 .await
-                .map_err(Failure::failed)?;
-            let owner = locks.owner(&key).await.map_err(Failure::failed);
+                .map_err(redis_failure)?;
+            let owner = locks.owner(&key).await.map_err(redis_failure);
             locks.close().await;
             match owner? {
                 Some(owner) => {
@@ -240,7 +235,7 @@ pub(crate) async fn run(command: Command) -> Result<(), Failure> {
             match Cache::new(transport)
                 .get::<Value>(&key)
                 .await
-                .map_err(Failure::failed)?
+                .map_err(redis_failure)?
             {
                 Some(v) => {
                     println!("{}", pretty(&to_json(&v)));
@@ -280,6 +275,84 @@ fn call_failure(e: CallError) -> Failure {
     match e {
         CallError::Key(e) => Failure::usage(e.to_string()),
         CallError::Codec(e) => Failure::usage(e.to_string()),
-        other => Failure::failed(other),
+        other => redis_failure(other),
     }
+}
+
+fn print_dead_letter(d: &admin::DeadLetter) {
+    let body = d
+        .fields
+        .iter()
+        .find(|(k, _)| &k[..] == b"_")
+        .map(
+            |(_, v)| match kaiju_core::Msgpack::WIRE.decode::<Value>(v) {
+                Ok(v) => to_json(&v).to_string(),
+                Err(_) => format!("<{} bytes that are not msgpack>", v.len()),
+            },
+        )
+        .unwrap_or_else(|| "<no `_` field>".into());
+    println!(
+        "{}  {}  from {} (delivered {}x): {}",
+        printable(&d.id),
+        printable(&d.kind),
+        printable(&d.origin_id),
+        d.deliveries,
+        printable(&d.reason)
+    );
+    println!("    {body}");
+}
+
+/// A failed Redis operation: exit 3 when Redis could not be reached (a lost connection, a
+/// timeout), 1 otherwise.
+fn redis_failure(e: impl std::error::Error + 'static) -> Failure {
+    use kaiju_transport::TransportError;
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    let unreachable = |t: &TransportError| {
+        matches!(
+            t,
+            TransportError::Connection { .. } | TransportError::Timeout { .. }
+        )
+    };
+    while let Some(err) = source {
+        // Wrappers marked `transparent` hide the transport error from `source()`.
+        let transport = err
+            .downcast_ref::<TransportError>()
+            .or_else(|| match err.downcast_ref::<kaiju_streams::StreamError>() {
+                Some(kaiju_streams::StreamError::Transport(t)) => Some(t),
+                _ => None,
+            })
+            .or_else(|| match err.downcast_ref::<CallError>() {
+                Some(CallError::Transport(t)) => Some(t),
+                Some(CallError::Stream(kaiju_streams::StreamError::Transport(t))) => Some(t),
+                _ => None,
+            })
+            .or_else(|| match err.downcast_ref::<kaiju_cache::CacheError>() {
+                Some(kaiju_cache::CacheError::Transport(t)) => Some(t),
+                _ => None,
+            })
+            .or_else(|| match err.downcast_ref::<kaiju_locks::LockError>() {
+                Some(kaiju_locks::LockError::Transport(t)) => Some(t),
+                _ => None,
+            });
+        if transport.is_some_and(unreachable) {
+            return Failure::unreachable(&e);
+        }
+        source = err.source();
+    }
+    Failure::failed(e)
+}
+
+/// Text from Redis, safe for a terminal: control characters (escape sequences, line breaks)
+/// are shown escaped.
+fn printable(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            let shown: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            shown
+        })
+        .collect()
 }

@@ -57,9 +57,7 @@ pub(crate) async fn connect(conn: &Conn) -> Result<(Transport, AppSettings), Fai
             ));
         }
     };
-    settings
-        .validate()
-        .map_err(|e| Failure::usage(e.to_string()))?;
+    Transport::check(&settings).map_err(|e| Failure::usage(e.to_string()))?;
     let env = conn
         .environment
         .clone()

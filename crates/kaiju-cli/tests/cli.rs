@@ -94,6 +94,24 @@ fn check_prints_the_resolved_config_with_secrets_hidden() {
 }
 
 #[test]
+fn environment_variables_that_are_not_utf8_are_skipped() {
+    use std::os::unix::ffi::OsStrExt;
+    let config = TempFile::new("main: {name: '[main_name:app]'}\n");
+    let o = Command::new(env!("CARGO_BIN_EXE_kaiju"))
+        .args(["check", "-c", config.path()])
+        .env(
+            std::ffi::OsStr::from_bytes(b"bad\xff"),
+            std::ffi::OsStr::from_bytes(b"\xfe"),
+        )
+        .env("main_name", "from-os")
+        .output()
+        .unwrap();
+    let (out, err) = text(&o);
+    assert_eq!(code(&o), 0, "{err}");
+    assert!(out.contains("from-os"), "{out}");
+}
+
+#[test]
 fn config_errors_are_one_line_and_exit_2() {
     let bad = TempFile::new(
         "main: {name: app}\nservices:\n  - cls: RedisListener\n    settings: {max_batch_sise: 1}\n",
@@ -314,16 +332,45 @@ async fn run_call_write_streams_and_dead() {
         out.starts_with("3 dead letters") && out.contains("nope.raw") && out.contains("rejected"),
         "{out}"
     );
+    // A dead letter whose text tries to drive the terminal is shown escaped.
+    {
+        use kaiju_transport::fred::prelude::*;
+        let t = kaiju_tests::connect(Target::Single).await.unwrap();
+        let dead = ns.dead_letter_stream("rpc").unwrap();
+        let fields = vec![
+            ("reason", "bad \u{1b}[31mRED\u{1b}]0;pwned\u{7}\nfake line"),
+            ("kind", "rejected\r"),
+            ("stream", "elsewhere"),
+        ];
+        let _: String = t
+            .pool()
+            .xadd(dead.as_str(), false, None, "*", fields)
+            .await
+            .unwrap();
+    }
+    let o = kaiju(&[&["dead", app, "list"][..], &c].concat());
+    let (out, _) = text(&o);
+    assert!(
+        !out.contains('\u{1b}') && !out.contains('\u{7}') && !out.contains('\r'),
+        "{out:?}"
+    );
+    assert!(
+        out.contains("\\u{1b}[31mRED") && !out.contains("\nfake line"),
+        "{out}"
+    );
     let o = kaiju(&[&["dead", app, "rpc", "replay"][..], &c].concat());
     let (out, err) = text(&o);
     assert_eq!(code(&o), 0, "{err}");
-    assert!(out.contains("replayed 3"), "{out}");
-    assert!(err.contains("replayed 3/3"), "progress is shown: {err}");
+    assert!(
+        out.contains("replayed 3") && out.contains("skipped 1"),
+        "{out}"
+    );
+    assert!(err.contains("replayed 4/4"), "progress is shown: {err}");
     // Replayed, they run again (and are dead-lettered again: the method still does not exist).
     let started = Instant::now();
     loop {
         let o = kaiju(&[&["streams", app][..], &c].concat());
-        if text(&o).0.contains("dead letters 3") {
+        if text(&o).0.contains("dead letters 4") {
             break;
         }
         assert!(
@@ -335,7 +382,10 @@ async fn run_call_write_streams_and_dead() {
     }
     let o = kaiju(&[&["dead", app, "purge"][..], &c].concat());
     assert_eq!(code(&o), 0);
-    assert!(text(&o).0.contains("purged 3"));
+    assert!(
+        text(&o).0.contains("purged 4"),
+        "the forged letter was kept, then purged"
+    );
     let o = kaiju(&[&["dead", app, "explode"][..], &c].concat());
     assert_eq!(code(&o), 2);
     let o = kaiju(&[&["streams", "no-such-app"][..], &c].concat());

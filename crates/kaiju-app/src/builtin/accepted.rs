@@ -1,5 +1,7 @@
 //! kaiju classes whose job something else does in a Rust app: accepted, and they do nothing.
 
+use serde::Deserialize;
+
 use crate::error::AppError;
 use crate::service::{Build, Service, ServiceClass};
 
@@ -13,6 +15,12 @@ impl Service for Accepted {}
 
 impl ServiceClass for Accepted {
     fn build(b: &Build<'_>) -> Result<Self, AppError> {
+        // Their settings are still checked, so that a typo is not silently accepted.
+        if b.cls() == "Scheduler" {
+            let _: SchedulerSettings = b.settings()?;
+        } else {
+            let _: LoggingSettings = b.settings()?;
+        }
         let what = match b.cls() {
             "Scheduler" => "tokio schedules kaiju-rs's periodic work",
             _ => {
@@ -26,4 +34,26 @@ impl ServiceClass for Accepted {
         );
         Ok(Self)
     }
+}
+
+/// kaiju's `Scheduler` settings.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct SchedulerSettings {
+    #[serde(default)]
+    refresh_rate: Option<f64>,
+}
+
+/// kaiju's `LoggingService` settings (their shape is not checked further).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct LoggingSettings {
+    #[serde(default)]
+    loggers: Option<Vec<serde_json::Value>>,
+    #[serde(default)]
+    handlers: Option<Vec<serde_json::Value>>,
+    #[serde(default)]
+    loglevel: Option<String>,
 }

@@ -70,6 +70,17 @@ pub(crate) fn drop_unused(map: &mut serde_json::Value, service: &str, keys: &[&s
     }
 }
 
+/// Removes `keys` whose value is `null`: kaiju's way of saying "the default".
+pub(crate) fn drop_null(map: &mut serde_json::Value, keys: &[&str]) {
+    if let serde_json::Value::Object(m) = map {
+        for key in keys {
+            if m.get(*key).is_some_and(serde_json::Value::is_null) {
+                m.remove(*key);
+            }
+        }
+    }
+}
+
 /// Moves `keys` out of `map` into a map of their own.
 #[cfg(feature = "rpc")]
 pub(crate) fn take(map: &mut serde_json::Value, keys: &[&str]) -> serde_json::Value {

@@ -38,6 +38,7 @@ impl RpcServerService {
 impl ServiceClass for RpcServerService {
     fn build(b: &Build<'_>) -> Result<Self, AppError> {
         let mut json = b.raw_settings().to_json();
+        super::drop_null(&mut json, &["blacklist_routes", "max_parallel_tasks"]);
         super::drop_unused(
             &mut json,
             b.name(),
@@ -126,6 +127,16 @@ fn guest() -> String {
 /// Reads the feed settings and the listener settings of `b`.
 fn feed(b: &Build<'_>) -> Result<(Feed, Scope, ListenerSettings), AppError> {
     let mut json = b.raw_settings().to_json();
+    // kaiju's `null` defaults of settings that are plain values here.
+    super::drop_null(
+        &mut json,
+        &[
+            "max_parallel_batches",
+            "max_batch_size",
+            "max_wait_time_ms",
+            "topic",
+        ],
+    );
     let feed: Feed = b.parse(super::take(&mut json, &FEED_KEYS))?;
     let scope: Scope = feed
         .scope
@@ -144,6 +155,13 @@ fn feed(b: &Build<'_>) -> Result<(Feed, Scope, ListenerSettings), AppError> {
         &feed.authentication_service,
     );
     let settings: ListenerSettings = b.parse(json)?;
+    settings.validate().map_err(|e| match e {
+        kaiju_core::ConfigError::Invalid { field, reason } => b.invalid(field, reason),
+        other => b.invalid("", other.to_string()),
+    })?;
+    kaiju_core::Namespace::new(&b.app().env, &b.app().name)
+        .and_then(|ns| ns.stream(&settings.topic))
+        .map_err(|e| b.invalid("topic", e.to_string()))?;
     Ok((feed, scope, settings))
 }
 

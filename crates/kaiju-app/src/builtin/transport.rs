@@ -17,7 +17,9 @@ use crate::service::{Build, Context, Hook, Service, ServiceClass};
 /// `protocol_version` (2 or 3) and `startup_nodes` (a list of `{host, port}`). coredis
 /// tuning keys kaiju forwarded (`max_idle_time`, `max_connections`, `client_name`,
 /// `stream_timeout`, `readonly`, `read_from_replicas`, `non_atomic_cross_slot`,
-/// `decode_responses`: false, `tracking`: false) are accepted and have no effect.
+/// `decode_responses`: false, `tracking`: false, `unix_socket_path`: null) are accepted and
+/// have no effect; `ssl` is `tls`. The URL and every value are checked when the service is
+/// built, before anything connects.
 #[derive(Debug)]
 pub struct TransportService {
     settings: RedisSettings,
@@ -81,13 +83,41 @@ impl ServiceClass for TransportService {
                 }
                 m.insert("nodes".into(), list.into());
             }
-            for (key, must_be_false) in [("decode_responses", true), ("tracking", true)] {
-                if must_be_false && m.get(key).is_some_and(|v| v.as_bool() == Some(true)) {
-                    return Err(b.invalid(
-                        key,
-                        "is not supported by kaiju-rs (use kaiju-cache's near cache for tracking)",
-                    ));
+            if m.get("decode_responses")
+                .and_then(serde_json::Value::as_bool)
+                == Some(true)
+            {
+                return Err(b.invalid(
+                    "decode_responses",
+                    "must be false: kaiju's values are bytes (msgpack)",
+                ));
+            }
+            if m.get("tracking").and_then(serde_json::Value::as_bool) == Some(true) {
+                return Err(b.invalid("tracking", "is not supported; use kaiju-cache's near cache (NearCache) for client-side caching"));
+            }
+            if m.get("unix_socket_path").is_some_and(|v| !v.is_null()) {
+                return Err(b.invalid(
+                    "unix_socket_path",
+                    "Unix sockets are not supported by kaiju-rs; connect over TCP",
+                ));
+            }
+            m.remove("unix_socket_path");
+            if let Some(v) = m.remove("ssl") {
+                let on = v
+                    .as_bool()
+                    .ok_or_else(|| b.invalid("ssl", "expected true or false"))?;
+                m.insert("tls".into(), on.into());
+            }
+            let ssl_files: Vec<String> = m
+                .keys()
+                .filter(|k| k.starts_with("ssl_"))
+                .cloned()
+                .collect();
+            for key in ssl_files {
+                if m.get(&key).is_some_and(|v| !v.is_null()) {
+                    return Err(b.invalid(&key, "TLS certificates are not configurable in kaiju-rs settings yet; use a rediss:// URL with the system's CA store"));
                 }
+                m.remove(&key);
             }
         }
         super::drop_unused(
@@ -107,9 +137,13 @@ impl ServiceClass for TransportService {
             ],
         );
         let settings: RedisSettings = b.parse(json)?;
-        settings
-            .validate()
-            .map_err(|e| b.invalid("", e.to_string()))?;
+        Transport::check(&settings).map_err(|e| match e {
+            kaiju_transport::TransportError::Config(kaiju_core::ConfigError::Invalid {
+                field,
+                reason,
+            }) => b.invalid(field, reason),
+            other => b.invalid("", other.to_string()),
+        })?;
         Ok(Self {
             settings,
             transport: OnceLock::new(),

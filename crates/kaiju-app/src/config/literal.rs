@@ -95,7 +95,14 @@ impl Literal<'_> {
             }
             items.push(self.value(depth + 1)?);
             if !self.eat(b',') {
-                return self.eat(close).then(|| self.node(Value::Seq(items)));
+                if !self.eat(close) {
+                    return None;
+                }
+                // `(1)` is 1 in Python: parentheses without a comma group, they make no tuple.
+                if open == b'(' && items.len() == 1 {
+                    return items.pop();
+                }
+                return Some(self.node(Value::Seq(items)));
             }
         }
     }

@@ -30,10 +30,18 @@ pub(crate) fn layer(base: &mut Node, layer: Node) {
 fn update(base: &mut Node, new: Node) {
     match (&mut base.value, new.value) {
         (Value::Map(entries), Value::Map(more)) => {
+            let mut index: std::collections::HashMap<String, usize> = entries
+                .iter()
+                .enumerate()
+                .map(|(i, (k, _))| (k.clone(), i))
+                .collect();
             for (key, value) in more {
-                match entries.iter_mut().find(|(k, _)| *k == key) {
-                    Some((_, existing)) => update(existing, value),
-                    None => entries.push((key, value)),
+                match index.get(&key) {
+                    Some(&i) => update(&mut entries[i].1, value),
+                    None => {
+                        index.insert(key.clone(), entries.len());
+                        entries.push((key, value));
+                    }
                 }
             }
         }

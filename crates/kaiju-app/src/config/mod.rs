@@ -34,7 +34,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use node::{Node, Place, Value};
-pub use project::{MainSettings, Project, RunSettings, ServiceEntry};
+pub use project::{MAX_SHUTDOWN_TIMEOUT, MainSettings, Project, RunSettings, ServiceEntry};
 pub use yaml::YamlError;
 
 use template::Env;
@@ -79,26 +79,16 @@ pub struct Config {
     pub project: Project,
 }
 
-/// Keys whose values `Config::redacted` hides.
-const SECRET_WORDS: [&str; 6] = [
-    "password",
-    "secret",
-    "token",
-    "auth",
-    "key_file",
-    "credential",
-];
-
 impl Config {
-    /// The config as JSON with secrets hidden (values of keys that name a password, secret,
-    /// token or auth string, and the password part of URLs), for printing.
+    /// The config as JSON with secrets hidden (values of keys that name a password (`passw`,
+    /// `pwd`), secret, token, auth string, API key, private key or credential, and the
+    /// password part of URLs), for printing.
     pub fn redacted(&self) -> serde_json::Value {
         fn walk(v: &mut serde_json::Value) {
             match v {
                 serde_json::Value::Object(map) => {
                     for (k, v) in map.iter_mut() {
-                        let lower = k.to_ascii_lowercase();
-                        if SECRET_WORDS.iter().any(|w| lower.contains(w)) && !v.is_null() {
+                        if template::is_secret_key(k) && !v.is_null() {
                             *v = serde_json::Value::String("<hidden>".into());
                         } else {
                             walk(v);
@@ -224,7 +214,12 @@ impl ConfigLoader {
             }
         }
         if !self.no_os {
-            env.os = self.os.unwrap_or_else(|| std::env::vars().collect());
+            // Variables that are not UTF-8 cannot be template values; they are skipped.
+            env.os = self.os.unwrap_or_else(|| {
+                std::env::vars_os()
+                    .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+                    .collect()
+            });
         }
         template::fill(&mut tree, &env)?;
         let project = Project::read(&tree)?;

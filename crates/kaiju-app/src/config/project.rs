@@ -20,7 +20,8 @@ pub struct MainSettings {
 /// kaiju's `run` section (optional here; kaiju required it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunSettings {
-    /// How long a graceful stop may take, seconds. Default: `30`.
+    /// How long a graceful stop may take, seconds, at most
+    /// [`MAX_SHUTDOWN_TIMEOUT`]. Default: `30`.
     pub shutdown_timeout: u64,
 }
 
@@ -57,6 +58,9 @@ pub struct Project {
     /// `services`, in order.
     pub services: Vec<ServiceEntry>,
 }
+
+/// The longest `run.shutdown_timeout` accepted, seconds (a day).
+pub const MAX_SHUTDOWN_TIMEOUT: i64 = 86_400;
 
 const LOGLEVELS: [&str; 4] = ["DEBUG", "INFO", "WARNING", "ERROR"];
 
@@ -165,7 +169,9 @@ impl Project {
                 ],
             )? {
                 match (key.as_str(), &value.value) {
-                    ("shutdown_timeout", Value::Int(i)) if *i >= 0 => {
+                    ("shutdown_timeout", Value::Int(i))
+                        if (0..=MAX_SHUTDOWN_TIMEOUT).contains(i) =>
+                    {
                         run.shutdown_timeout = *i as u64
                     }
                     ("keepalive_timeout", Value::Int(i)) if *i >= 0 => {}
@@ -174,7 +180,10 @@ impl Project {
                     _ => {
                         return Err(bad(
                             value,
-                            format!("run.{key} has the wrong type ({})", value.kind()),
+                            format!(
+                                "run.{key}: {} is not valid here (shutdown_timeout and keepalive_timeout: 0 to {MAX_SHUTDOWN_TIMEOUT} seconds; port: 1 to 65535; host, path: strings)",
+                                value.kind()
+                            ),
                         ));
                     }
                 }

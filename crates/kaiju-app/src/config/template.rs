@@ -64,11 +64,50 @@ fn descend(node: &Node, path: &[&str]) -> Option<Node> {
 
 /// Fills every template in `node` (mapping values, list items; never keys).
 pub(crate) fn fill(node: &mut Node, env: &Env) -> Result<(), ConfigError> {
+    fill_in(node, env, false)
+}
+
+/// Words that make a key's value a secret: hidden in printed configs and in errors.
+const SECRET_WORDS: [&str; 11] = [
+    "passw",
+    "pwd",
+    "pass",
+    "secret",
+    "token",
+    "auth",
+    "apikey",
+    "api_key",
+    "private",
+    "credential",
+    "key_file",
+];
+
+/// Whether the value of `key` is a secret.
+pub(crate) fn is_secret_key(key: &str) -> bool {
+    let lower = key.to_ascii_lowercase();
+    SECRET_WORDS.iter().any(|w| lower.contains(w))
+}
+
+/// How a config string may appear in a message: hidden under a secret key, URLs without
+/// their password.
+pub(crate) fn shown(s: &str, secret: bool) -> String {
+    if secret {
+        "<hidden>".into()
+    } else if s.contains("://") {
+        kaiju_core::redact_url(s)
+    } else {
+        s.to_owned()
+    }
+}
+
+fn fill_in(node: &mut Node, env: &Env, secret: bool) -> Result<(), ConfigError> {
     match &mut node.value {
-        Value::Map(entries) => entries.iter_mut().try_for_each(|(_, v)| fill(v, env)),
-        Value::Seq(items) => items.iter_mut().try_for_each(|v| fill(v, env)),
+        Value::Map(entries) => entries
+            .iter_mut()
+            .try_for_each(|(k, v)| fill_in(v, env, secret || is_secret_key(k))),
+        Value::Seq(items) => items.iter_mut().try_for_each(|v| fill_in(v, env, secret)),
         Value::Str(s) => {
-            if let Some(value) = expand(s, &node.place, env, 0)? {
+            if let Some(value) = expand(s, &node.place, env, 0, secret)? {
                 *node = value;
             }
             Ok(())
@@ -82,7 +121,15 @@ fn error(place: &Place, template: &str, message: impl std::fmt::Display) -> Conf
 }
 
 /// The value of a template string, or `None` when `s` is not a template.
-fn expand(s: &str, place: &Place, env: &Env, depth: usize) -> Result<Option<Node>, ConfigError> {
+fn expand(
+    s: &str,
+    place: &Place,
+    env: &Env,
+    depth: usize,
+    secret: bool,
+) -> Result<Option<Node>, ConfigError> {
+    let shown = shown(s, secret);
+    let s_shown = shown.as_str();
     let opens = s.starts_with('[');
     let closes = s.ends_with(']');
     if s.len() >= 2 && s.starts_with('`') && s.ends_with('`') {
@@ -97,24 +144,24 @@ fn expand(s: &str, place: &Place, env: &Env, depth: usize) -> Result<Option<Node
     if !(opens && closes) || s.len() < 2 {
         return Err(error(
             place,
-            s,
+            s_shown,
             "unbalanced brackets: a template is a whole string in brackets, `[key]` or `[key:default]`; quote a literal bracket with backticks",
         ));
     }
     if depth >= MAX_NESTING {
         return Err(error(
             place,
-            s,
+            s_shown,
             format!("nested deeper than {MAX_NESTING} templates"),
         ));
     }
     let inner = &s[1..s.len() - 1];
-    let mut args = split(inner).map_err(|m| error(place, s, m))?;
+    let mut args = split(inner).map_err(|m| error(place, s_shown, m))?;
     if let Some(op) = args.first().and_then(|a| a.strip_prefix('!')) {
         if op != "s" {
             return Err(error(
                 place,
-                s,
+                s_shown,
                 format!(
                     "the operator `!{op}` is not supported by kaiju-rs; only selection (`[key]`, `[key:default]`) is"
                 ),
@@ -123,40 +170,49 @@ fn expand(s: &str, place: &Place, env: &Env, depth: usize) -> Result<Option<Node
         args.remove(0);
     }
     if args.len() > 2 {
-        tracing::warn!(template = s, at = %place, "arguments after the default are ignored");
+        tracing::warn!(template = s_shown, at = %place, "arguments after the default are ignored");
     }
     let key = match args.first().copied() {
-        Some(k) if is_template(k) => match expand(k, place, env, depth + 1)? {
+        Some(k) if is_template(k) => match expand(k, place, env, depth + 1, secret)? {
             Some(Node {
                 value: Value::Str(k),
                 ..
             }) => k,
-            _ => return Err(error(place, s, "a nested key template must give a string")),
+            _ => {
+                return Err(error(
+                    place,
+                    s_shown,
+                    "a nested key template must give a string",
+                ));
+            }
         },
         Some(k) => unquote(k).to_owned(),
         None => String::new(),
     };
     if key.is_empty() {
-        return Err(error(place, s, "the key is empty"));
+        return Err(error(place, s_shown, "the key is empty"));
     }
     if let Some(mut value) = env.lookup(&key) {
         if value.place.line == 0 {
-            value.place = place.clone();
+            // From --env or the OS environment: point at the template, and name the source.
+            value.place = Place::whole(format!("{place} (the value of {})", value.place.source));
         }
         return Ok(Some(value));
     }
     match args.get(1).copied() {
         None | Some("") => Err(error(
             place,
-            s,
+            s_shown,
             format!(
                 "no value for `{key}` and no default; give it in an env file (-f), with --env {key}=VALUE, or as the environment variable {key}"
             ),
         )),
-        Some(default) if is_template(default) => match expand(default, place, env, depth + 1)? {
-            Some(v) => Ok(Some(v)),
-            None => Err(error(place, s, "the default template has no value")),
-        },
+        Some(default) if is_template(default) => {
+            match expand(default, place, env, depth + 1, secret)? {
+                Some(v) => Ok(Some(v)),
+                None => Err(error(place, s_shown, "the default template has no value")),
+            }
+        }
         Some(default) => {
             let text = unquote(default);
             Ok(Some(literal::parse(text, place).unwrap_or_else(|| {

@@ -128,12 +128,27 @@ impl<'a> Builder<'a> {
                     .get(&id)
                     .cloned()
                     .ok_or_else(|| self.error(&span, "an alias to an unknown anchor"))?;
-                let size = size(&node);
+                let (size, height) = measure(&node);
+                if depth + height > MAX_DEPTH {
+                    return Err(self.error(
+                        &span,
+                        format!("nested deeper than {MAX_DEPTH} levels (aliases included)"),
+                    ));
+                }
                 self.count(&span, size)?;
                 return Ok(node);
             }
             Event::Scalar(text, style, anchor, tag) => {
-                let tag = tag.map(|t| t.suffix.clone());
+                let tag = match tag {
+                    None => None,
+                    Some(t) if t.handle == "!!" || t.handle == "tag:yaml.org,2002:" => {
+                        Some(t.suffix.clone())
+                    }
+                    Some(t) if t.handle == "!" && t.suffix.is_empty() => Some("str".to_owned()),
+                    Some(t) => {
+                        return Err(self.error(&span, format!("unknown tag `{}{}` (kaiju loads YAML with the safe loader, which has no custom tags)", t.handle, t.suffix)));
+                    }
+                };
                 let value =
                     resolve(&text, style, tag.as_deref()).map_err(|m| self.error(&span, m))?;
                 (Node::new(value, place), anchor)
@@ -160,6 +175,7 @@ impl<'a> Builder<'a> {
 
     fn mapping(&mut self, place: Place, depth: usize) -> Result<Node, YamlError> {
         let mut entries: Vec<(String, Node)> = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
         let mut merged: Vec<(String, Node)> = Vec::new();
         loop {
             let (event, span) = self.next()?;
@@ -207,16 +223,18 @@ impl<'a> Builder<'a> {
                 }
                 continue;
             }
-            if let Some(slot) = entries.iter_mut().find(|(k, _)| *k == key_text) {
+            if let Some(&at) = index.get(&key_text) {
                 // PyYAML keeps the last value of a repeated key; so does kaiju-rs, loudly.
                 tracing::warn!(key = %key_text, at = %key.place, "a mapping repeats a key; the last value wins");
-                slot.1 = value;
+                entries[at].1 = value;
             } else {
+                index.insert(key_text.clone(), entries.len());
                 entries.push((key_text, value));
             }
         }
         for (k, v) in merged {
-            if !entries.iter().any(|(e, _)| *e == k) {
+            if !index.contains_key(&k) {
+                index.insert(k.clone(), entries.len());
                 entries.push((k, v));
             }
         }
@@ -224,12 +242,20 @@ impl<'a> Builder<'a> {
     }
 }
 
-fn size(node: &Node) -> usize {
-    match &node.value {
-        Value::Seq(items) => items.iter().map(size).sum::<usize>() + 1,
-        Value::Map(entries) => entries.iter().map(|(_, v)| size(v)).sum::<usize>() + 1,
-        _ => 1,
+/// The number of values in `node` and its height (1 for a scalar).
+fn measure(node: &Node) -> (usize, usize) {
+    let children: Box<dyn Iterator<Item = &Node>> = match &node.value {
+        Value::Seq(items) => Box::new(items.iter()),
+        Value::Map(entries) => Box::new(entries.iter().map(|(_, v)| v)),
+        _ => return (1, 1),
+    };
+    let (mut size, mut height) = (1usize, 0usize);
+    for child in children {
+        let (s, h) = measure(child);
+        size = size.saturating_add(s);
+        height = height.max(h);
     }
+    (size, height + 1)
 }
 
 /// Types a scalar as PyYAML's resolver does: quoted and block scalars are strings, plain ones
@@ -255,7 +281,9 @@ pub(crate) fn resolve(text: &str, style: ScalarStyle, tag: Option<&str>) -> Resu
                 .ok_or_else(|| format!("`{text}` is not a boolean (!!bool)"));
         }
         Some("null") => return Ok(Value::Null),
-        _ => {}
+        Some("binary" | "timestamp") => return Ok(Value::Str(text.to_owned())),
+        Some(other) => return Err(format!("the tag `!!{other}` cannot be used on a scalar")),
+        None => {}
     }
     if style != ScalarStyle::Plain {
         return Ok(Value::Str(text.to_owned()));
@@ -298,14 +326,20 @@ pub(crate) fn int(text: &str) -> Option<i64> {
         return None;
     }
     let clean: String = digits.chars().filter(|c| *c != '_').collect();
+    // from_str_radix accepts a sign; PyYAML does not after a prefix (`0x-1` is a string).
+    let radix = |digits: &str, radix: u32| {
+        (!digits.is_empty() && digits.chars().all(|c| c.is_digit(radix)))
+            .then(|| i64::from_str_radix(digits, radix).ok())
+            .flatten()
+    };
     let magnitude = if let Some(bin) = clean.strip_prefix("0b") {
-        i64::from_str_radix(bin, 2).ok()?
+        radix(bin, 2)?
     } else if let Some(hex) = clean.strip_prefix("0x") {
-        i64::from_str_radix(hex, 16).ok()?
+        radix(hex, 16)?
     } else if clean.contains(':') {
         sexagesimal_int(&clean)?
     } else if clean.len() > 1 && clean.starts_with('0') {
-        i64::from_str_radix(&clean[1..], 8).ok()?
+        radix(&clean[1..], 8)?
     } else if clean.bytes().all(|b| b.is_ascii_digit()) && !clean.is_empty() {
         clean.parse::<i64>().ok()?
     } else {
@@ -356,6 +390,10 @@ pub(crate) fn float(text: &str) -> Option<f64> {
     let (whole, frac) = mantissa.split_once('.')?;
     let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
     if !digits(whole) || !digits(frac) || (whole.is_empty() && frac.is_empty()) {
+        return None;
+    }
+    // PyYAML: `.5` is a float, `-.5` and `+.5` are strings.
+    if whole.is_empty() && rest.len() != text.len() {
         return None;
     }
     if let Some(exp) = exponent {
