@@ -31,10 +31,7 @@ pub struct CacheService {
 impl CacheService {
     /// The cache (after `init`).
     pub fn cache(&self) -> Result<Cache, BoxError> {
-        self.cache
-            .get()
-            .cloned()
-            .ok_or_else(|| "the cache is not ready yet (used before its init)".into())
+        super::ready(&self.cache, "the cache", "its init")
     }
 }
 
@@ -57,9 +54,7 @@ impl ServiceClass for CacheService {
 impl Service for CacheService {
     fn init<'a>(&'a self, cx: &'a Context) -> Hook<'a> {
         Box::pin(async move {
-            let transport = cx
-                .require::<TransportService>(&self.transport, "RedisTransportService")?
-                .transport()?;
+            let transport = TransportService::discover(cx, &self.transport)?;
             let _ = self.cache.set(Cache::new(transport));
             Ok(())
         })

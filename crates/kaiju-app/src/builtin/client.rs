@@ -56,10 +56,7 @@ pub struct ClientService {
 impl ClientService {
     /// The client (after `init`).
     pub fn client(&self) -> Result<RpcClient, BoxError> {
-        self.client
-            .get()
-            .cloned()
-            .ok_or_else(|| "the RPC client is not ready yet (used before its init)".into())
+        super::ready(&self.client, "the RPC client", "its init")
     }
 }
 
@@ -91,9 +88,7 @@ impl ServiceClass for ClientService {
 impl Service for ClientService {
     fn init<'a>(&'a self, cx: &'a Context) -> Hook<'a> {
         Box::pin(async move {
-            let transport = cx
-                .require::<TransportService>(&self.transport, "RedisTransportService")?
-                .transport()?;
+            let transport = TransportService::discover(cx, &self.transport)?;
             let app = AppSettings {
                 name: self.target.clone().unwrap_or_else(|| cx.app().name.clone()),
                 ..cx.app().clone()

@@ -35,10 +35,7 @@ pub struct LocksService {
 impl LocksService {
     /// The locks (after `init`).
     pub fn locks(&self) -> Result<Locks, BoxError> {
-        self.locks
-            .get()
-            .cloned()
-            .ok_or_else(|| "the locks are not ready yet (used before their init)".into())
+        super::ready(&self.locks, "the locks", "their init")
     }
 }
 
@@ -56,9 +53,7 @@ impl ServiceClass for LocksService {
 impl Service for LocksService {
     fn init<'a>(&'a self, cx: &'a Context) -> Hook<'a> {
         Box::pin(async move {
-            let transport = cx
-                .require::<TransportService>(&self.transport, "RedisTransportService")?
-                .transport()?;
+            let transport = TransportService::discover(cx, &self.transport)?;
             let locks = Locks::new(transport, cx.app().id.to_string()).await?;
             let _ = self.locks.set(locks);
             Ok(())

@@ -22,6 +22,9 @@ pub use locks::LocksService;
 pub use rpc::{ListenerService, RpcServerService, SubscriberService};
 pub use transport::TransportService;
 
+use std::sync::OnceLock;
+
+use crate::error::BoxError;
 use crate::registry::Registry;
 
 impl Registry {
@@ -51,6 +54,13 @@ impl Registry {
         }
         r
     }
+}
+
+/// What a service set up in one of its hooks, or an error saying it was used before `hook`.
+pub(crate) fn ready<T: Clone>(cell: &OnceLock<T>, what: &str, hook: &str) -> Result<T, BoxError> {
+    cell.get()
+        .cloned()
+        .ok_or_else(|| format!("{what} is not ready yet (used before {hook})").into())
 }
 
 /// Removes the keys kaiju accepts but kaiju-rs has no use for, logging each one that is set.

@@ -28,10 +28,7 @@ pub struct RpcServerService {
 impl RpcServerService {
     /// The server (after `post_init`).
     pub fn server(&self) -> Result<Server, BoxError> {
-        self.server
-            .get()
-            .cloned()
-            .ok_or_else(|| "the RPC server is not built yet (before post_init)".into())
+        super::ready(&self.server, "the RPC server", "post_init")
     }
 }
 
@@ -119,6 +116,29 @@ const FEED_KEYS: [&str; 8] = [
     "authentication_service",
     "use_sessions",
 ];
+
+impl Feed {
+    /// The transport and the RPC server this feed uses (after the server's `post_init`).
+    fn parts(&self, cx: &Context) -> Result<(kaiju_transport::Transport, Server), BoxError> {
+        let transport = TransportService::discover(cx, &self.transport)?;
+        let server = cx
+            .require::<RpcServerService>(&self.rpc_service, "JSONRPCServer")?
+            .server()?;
+        Ok((transport, server))
+    }
+}
+
+/// Stops the running component in `slot`, if any, within `deadline`.
+async fn stop_taken<S: kaiju_core::Service>(
+    slot: &Mutex<Option<S>>,
+    deadline: Duration,
+) -> Result<(), BoxError> {
+    let running = slot.lock().await.take();
+    if let Some(mut s) = running {
+        s.stop(deadline).await?;
+    }
+    Ok(())
+}
 
 fn guest() -> String {
     "GUEST".into()
@@ -223,12 +243,7 @@ impl Service for ListenerService {
 
     fn start<'a>(&'a self, cx: &'a Context) -> Hook<'a> {
         Box::pin(async move {
-            let transport = cx
-                .require::<TransportService>(&self.feed.transport, "RedisTransportService")?
-                .transport()?;
-            let server = cx
-                .require::<RpcServerService>(&self.feed.rpc_service, "JSONRPCServer")?
-                .server()?;
+            let (transport, server) = self.feed.parts(cx)?;
             let mut listener = RpcListener::new(
                 transport,
                 cx.app(),
@@ -244,13 +259,7 @@ impl Service for ListenerService {
     }
 
     fn close(&self, deadline: Duration) -> Hook<'_> {
-        Box::pin(async move {
-            let listener = self.listener.lock().await.take();
-            if let Some(mut l) = listener {
-                l.stop(deadline).await?;
-            }
-            Ok(())
-        })
+        Box::pin(async move { stop_taken(&self.listener, deadline).await })
     }
 }
 
@@ -280,12 +289,7 @@ impl ServiceClass for SubscriberService {
 impl Service for SubscriberService {
     fn start<'a>(&'a self, cx: &'a Context) -> Hook<'a> {
         Box::pin(async move {
-            let transport = cx
-                .require::<TransportService>(&self.feed.transport, "RedisTransportService")?
-                .transport()?;
-            let server = cx
-                .require::<RpcServerService>(&self.feed.rpc_service, "JSONRPCServer")?
-                .server()?;
+            let (transport, server) = self.feed.parts(cx)?;
             let mut subscriber =
                 RpcSubscriber::new(transport, cx.app(), &self.topic, self.scope, server)?;
             subscriber.start().await?;
@@ -295,12 +299,6 @@ impl Service for SubscriberService {
     }
 
     fn close(&self, deadline: Duration) -> Hook<'_> {
-        Box::pin(async move {
-            let subscriber = self.subscriber.lock().await.take();
-            if let Some(mut s) = subscriber {
-                s.stop(deadline).await?;
-            }
-            Ok(())
-        })
+        Box::pin(async move { stop_taken(&self.subscriber, deadline).await })
     }
 }

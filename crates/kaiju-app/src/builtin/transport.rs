@@ -8,7 +8,7 @@ use kaiju_transport::Transport;
 
 use crate::error::AppError;
 use crate::error::BoxError;
-use crate::service::{Build, Context, Hook, Service, ServiceClass};
+use crate::service::{Build, Context, Dependency, Hook, Service, ServiceClass};
 
 /// kaiju's `RedisTransportService`: connects in `init`, closes in `close`.
 ///
@@ -29,10 +29,14 @@ pub struct TransportService {
 impl TransportService {
     /// The connection (after `init`).
     pub fn transport(&self) -> Result<Transport, BoxError> {
-        self.transport
-            .get()
-            .cloned()
-            .ok_or_else(|| "the transport is not connected yet (used before its init)".into())
+        super::ready(&self.transport, "the transport", "its init")
+    }
+
+    /// The connection of the transport `dep` names (`null`: the first one), for the `init` of
+    /// a service that depends on it.
+    pub fn discover(cx: &Context, dep: &Dependency) -> Result<Transport, BoxError> {
+        cx.require::<Self>(dep, "RedisTransportService")?
+            .transport()
     }
 
     /// The settings.
