@@ -81,6 +81,7 @@ pub(crate) fn drop_unused(map: &mut serde_json::Value, service: &str, keys: &[&s
 }
 
 /// Removes `keys` whose value is `null`: kaiju's way of saying "the default".
+#[cfg(feature = "rpc")]
 pub(crate) fn drop_null(map: &mut serde_json::Value, keys: &[&str]) {
     if let serde_json::Value::Object(m) = map {
         for key in keys {
