@@ -21,13 +21,7 @@ pub(crate) async fn run(command: Command) -> Result<(), Failure> {
             let config = load(&config)?;
             let app = kaiju_app::App::build(&config, &Registry::builtin())
                 .map_err(|e| Failure::usage(e.to_string()))?;
-            app.run().await.map_err(|e| {
-                if unreachable(&e) {
-                    Failure::unreachable(e)
-                } else {
-                    Failure::failed(e)
-                }
-            })
+            app.run().await.map_err(redis_failure)
         }
         Command::Check { config } => {
             let config = load(&config)?;
@@ -245,18 +239,6 @@ pub(crate) async fn run(command: Command) -> Result<(), Failure> {
             }
         }
     }
-}
-
-/// Whether an app failed to start because Redis could not be reached.
-fn unreachable(e: &kaiju_app::AppError) -> bool {
-    use kaiju_transport::TransportError;
-    let kaiju_app::AppError::Service { source, .. } = e else {
-        return false;
-    };
-    matches!(
-        source.downcast_ref::<TransportError>(),
-        Some(TransportError::Connection { .. } | TransportError::Timeout { .. })
-    )
 }
 
 /// The stream and dead-letter keys of `app`'s `topic`.
