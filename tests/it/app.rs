@@ -12,7 +12,7 @@ use kaiju_app::config::{Config, ConfigLoader};
 use kaiju_app::{App, AppError, Build, Registry, Service, ServiceClass};
 use kaiju_core::Namespace;
 use kaiju_rpc::{RequestContext, RpcError, RpcModule, Scope};
-use kaiju_tests::{Target, eventually, on_both, settings};
+use kaiju_tests::{Target, TempFile, eventually, on_both, settings};
 use kaiju_transport::Transport;
 use serde::Deserialize;
 
@@ -20,31 +20,10 @@ fn examples() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/kaiju")
 }
 
-/// A temporary file, removed on drop.
-struct TempFile(PathBuf);
-
-impl TempFile {
-    fn new(text: &str) -> Self {
-        let path =
-            std::env::temp_dir().join(format!("kaiju-it-{}.yml", uuid::Uuid::new_v4().simple()));
-        std::fs::write(&path, text).unwrap();
-        Self(path)
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 /// An override of the transport named `name`, pointing at `target`'s server.
 fn transport_override(target: Target, name: &str) -> TempFile {
     let url = settings(target).unwrap().url.unwrap();
-    TempFile::new(&format!(
-        "services:\n  - cls: RedisTransportService\n    name: {name}\n    override: true\n    settings: {{url: \"{}\"}}\n",
-        url.expose()
-    ))
+    TempFile::new(&kaiju_tests::transport_override(url.expose(), name))
 }
 
 /// `app.yml` + the example + the override, for an app named after `ns`.
@@ -59,7 +38,7 @@ fn example_config(example: &str, ns: &Namespace, target: Target, extra: &[&str])
     let mut loader = ConfigLoader::new()
         .file(examples().join("app.yml"))
         .file(examples().join(format!("{example}.yml")))
-        .file(&over.0)
+        .file(over.path())
         .env_arg(&format!("main_env={env}"))
         .unwrap()
         .env_arg(&format!("main_name={app}"))
@@ -194,15 +173,16 @@ async fn a_stop_finishes_in_flight_requests_and_acks_them() {
         return;
     };
     let ns = kaiju_tests::namespace();
+    let url = settings(Target::Single).unwrap().url.unwrap();
     let over = TempFile::new(&format!(
-        "services:\n  - cls: Slow\n    settings: {{ms: 700}}\n  - cls: RedisTransportService\n    name: redis\n    override: true\n    settings: {{url: \"{}\"}}\n",
-        settings(Target::Single).unwrap().url.unwrap().expose()
+        "{}  - cls: Slow\n    settings: {{ms: 700}}\n",
+        kaiju_tests::transport_override(url.expose(), "redis")
     ));
     let (env, name) = ns.prefix().split_once('.').unwrap();
     let config = ConfigLoader::new()
         .file(examples().join("app.yml"))
         .file(examples().join("server.yml"))
-        .file(&over.0)
+        .file(over.path())
         .env_arg(&format!("main_env={env}"))
         .unwrap()
         .env_arg(&format!("main_name={name}"))

@@ -196,3 +196,35 @@ pub async fn connections_back_to(t: &Transport, baseline: usize, what: &str) {
     })
     .await;
 }
+
+/// A config file in the temp dir, removed on drop.
+pub struct TempFile(std::path::PathBuf);
+
+impl TempFile {
+    /// Writes `text` to a new `.yml` file.
+    pub fn new(text: &str) -> Self {
+        let name = format!("kaiju-test-{}.yml", uuid::Uuid::new_v4().simple());
+        let path = std::env::temp_dir().join(name);
+        std::fs::write(&path, text).unwrap();
+        Self(path)
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A config layer (YAML) that points the transport named `name` at `url`, as a user layers one
+/// over a kaiju config to connect it elsewhere. More `services` entries may be appended.
+pub fn transport_override(url: &str, name: &str) -> String {
+    format!(
+        "services:\n  - cls: RedisTransportService\n    name: {name}\n    override: true\n    settings: {{url: \"{url}\"}}\n"
+    )
+}

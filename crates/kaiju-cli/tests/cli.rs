@@ -8,7 +8,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use kaiju_core::Namespace;
-use kaiju_tests::Target;
+use kaiju_tests::{Target, TempFile};
 
 fn examples() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/kaiju")
@@ -48,27 +48,6 @@ fn conn<'a>(url: &'a str, ns: &'a Namespace) -> [&'a str; 4] {
         "--environment",
         ns.prefix().split_once('.').unwrap().0,
     ]
-}
-
-/// A temporary file, removed on drop.
-struct TempFile(PathBuf);
-
-impl TempFile {
-    fn new(text: &str) -> Self {
-        let path =
-            std::env::temp_dir().join(format!("kaiju-cli-{}.yml", uuid::Uuid::new_v4().simple()));
-        std::fs::write(&path, text).unwrap();
-        Self(path)
-    }
-    fn path(&self) -> &str {
-        self.0.to_str().unwrap()
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
 }
 
 #[test]
@@ -216,9 +195,7 @@ async fn run_call_write_streams_and_dead() {
     let Some(url) = url() else { return };
     let ns = kaiju_tests::namespace();
     let (env, app) = ns.prefix().split_once('.').unwrap();
-    let over = TempFile::new(&format!(
-        "services:\n  - cls: RedisTransportService\n    name: redis\n    override: true\n    settings: {{url: \"{url}\"}}\n"
-    ));
+    let over = TempFile::new(&kaiju_tests::transport_override(&url, "redis"));
     let (base, server) = (examples().join("app.yml"), examples().join("server.yml"));
     let mut child = Command::new(env!("CARGO_BIN_EXE_kaiju"))
         .args([
