@@ -71,24 +71,15 @@ pub async fn inspect(transport: &Transport, stream: &str, dead: &str) -> Result<
         let Some(name) = field(&g, "name").and_then(Value::as_string) else {
             continue;
         };
-        let pending = field(&g, "pending").and_then(Value::as_u64).unwrap_or(0);
-        let oldest: Vec<(String, String, u64, u64)> = if pending > 0 {
-            pool.xpending(stream, name.as_str(), ("-", "+", 1))
-                .await
-                .classify()?
-        } else {
-            Vec::new()
-        };
+        let (lag, pending, oldest_pending_age) = group_state(transport, stream, &g).await?;
         let consumers: Vec<HashMap<String, Value>> = pool
             .xinfo_consumers(stream, name.as_str())
             .await
             .classify()?;
         report.groups.push(GroupReport {
-            lag: field(&g, "lag").and_then(Value::as_u64),
+            lag,
             pending,
-            oldest_pending_age: oldest
-                .first()
-                .map(|(_, _, idle, _)| Duration::from_millis(*idle)),
+            oldest_pending_age,
             consumers: consumers
                 .iter()
                 .filter_map(|c| {
@@ -105,6 +96,31 @@ pub async fn inspect(transport: &Transport, stream: &str, dead: &str) -> Result<
         });
     }
     Ok(report)
+}
+
+/// A group's lag, pending count and the age of its oldest pending entry, from the group's
+/// `XINFO GROUPS` entry (and one `XPENDING` when something is pending). The listener's stats
+/// use it too.
+pub(crate) async fn group_state(
+    transport: &Transport,
+    stream: &str,
+    info: &HashMap<String, Value>,
+) -> Result<(Option<u64>, u64, Option<Duration>)> {
+    let pending = field(info, "pending").and_then(Value::as_u64).unwrap_or(0);
+    let mut oldest = None;
+    if pending > 0
+        && let Some(group) = field(info, "name").and_then(Value::as_string)
+    {
+        let first: Vec<(String, String, u64, u64)> = transport
+            .pool()
+            .xpending(stream, group.as_str(), ("-", "+", 1))
+            .await
+            .classify()?;
+        oldest = first
+            .first()
+            .map(|(_, _, idle, _)| Duration::from_millis(*idle));
+    }
+    Ok((field(info, "lag").and_then(Value::as_u64), pending, oldest))
 }
 
 /// One dead letter: why the listener gave up on an entry, and the entry's original fields.

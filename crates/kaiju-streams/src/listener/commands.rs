@@ -374,26 +374,15 @@ impl<B, H> Shared<B, H> {
         let mine = groups.into_iter().find(|g| {
             g.get("name").and_then(Value::as_string).as_deref() == Some(self.group.as_str())
         });
-        let field = |name: &str| {
-            mine.as_ref()
-                .and_then(|g| g.get(name))
-                .and_then(Value::as_u64)
-        };
-        let pending = field("pending").unwrap_or(0);
-        let oldest: Vec<(String, String, u64, u64)> = if pending > 0 {
-            pool.xpending(self.stream.as_str(), self.group.as_str(), ("-", "+", 1))
-                .await
-                .classify()?
-        } else {
-            Vec::new()
+        let (lag, pending, oldest_pending_idle) = match &mine {
+            Some(info) => crate::admin::group_state(&self.transport, &self.stream, info).await?,
+            None => (None, 0, None),
         };
         Ok(StreamState {
             length,
-            lag: field("lag"),
+            lag,
             pending,
-            oldest_pending_idle: oldest
-                .first()
-                .map(|(_, _, idle, _)| Duration::from_millis(*idle)),
+            oldest_pending_idle,
         })
     }
 }
