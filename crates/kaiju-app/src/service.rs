@@ -130,14 +130,16 @@ impl Build<'_> {
     pub fn parse<T: DeserializeOwned>(&self, json: serde_json::Value) -> Result<T, AppError> {
         serde_path_to_error::deserialize(json).map_err(|e| {
             let path = e.path().to_string();
-            AppError::Settings(Box::new(SettingsError {
-                service: self.name.to_owned(),
-                cls: self.cls.to_owned(),
-                place: self.settings.locate(&path).place.clone(),
-                field: path,
-                message: e.into_inner().to_string(),
-            }))
+            self.invalid(&path, e.into_inner().to_string())
         })
+    }
+
+    /// A settings check's error (`validate()` of a settings struct) as an error at its field.
+    pub fn config_error(&self, e: kaiju_core::ConfigError) -> AppError {
+        match e {
+            kaiju_core::ConfigError::Invalid { field, reason } => self.invalid(field, reason),
+            other => self.invalid("", other.to_string()),
+        }
     }
 
     /// An error about this service's settings, at `field`.

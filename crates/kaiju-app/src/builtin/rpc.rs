@@ -175,10 +175,7 @@ fn feed(b: &Build<'_>) -> Result<(Feed, Scope, ListenerSettings), AppError> {
         &feed.authentication_service,
     );
     let settings: ListenerSettings = b.parse(json)?;
-    settings.validate().map_err(|e| match e {
-        kaiju_core::ConfigError::Invalid { field, reason } => b.invalid(field, reason),
-        other => b.invalid("", other.to_string()),
-    })?;
+    settings.validate().map_err(|e| b.config_error(e))?;
     kaiju_core::Namespace::new(&b.app().env, &b.app().name)
         .and_then(|ns| ns.stream(&settings.topic))
         .map_err(|e| b.invalid("topic", e.to_string()))?;

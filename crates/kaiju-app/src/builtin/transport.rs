@@ -142,10 +142,7 @@ impl ServiceClass for TransportService {
         );
         let settings: RedisSettings = b.parse(json)?;
         Transport::check(&settings).map_err(|e| match e {
-            kaiju_transport::TransportError::Config(kaiju_core::ConfigError::Invalid {
-                field,
-                reason,
-            }) => b.invalid(field, reason),
+            kaiju_transport::TransportError::Config(e) => b.config_error(e),
             other => b.invalid("", other.to_string()),
         })?;
         Ok(Self {
