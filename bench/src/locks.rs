@@ -13,18 +13,60 @@ use kaiju_transport::fred::types::{Expiration, SetOptions};
 use crate::{BoxError, median};
 
 const UNCONTENDED: usize = 5_000;
+const UNCONTENDED_CONCURRENT: usize = 50_000;
 const HANDOFFS: usize = 2_000;
 
-async fn uncontended(transport: &Transport, kaiju: bool, tasks: usize) -> Result<f64, BoxError> {
+/// How a benchmark loop takes and lets go of a lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Way {
+    /// `Locks::acquire` + `LockGuard::release`.
+    Kaiju,
+    /// `SET NX PX` + `DEL`: the bare commands (unsafe: a late DEL deletes the next holder's lock).
+    Raw,
+    /// `SET NX PX` + a compare-and-delete script: the least a correct hand-written lock does.
+    RawSafe,
+}
+
+impl Way {
+    pub(crate) fn parse(name: &str) -> Option<Self> {
+        match name {
+            "kaiju" => Some(Self::Kaiju),
+            "raw" => Some(Self::Raw),
+            "raw-safe" => Some(Self::RawSafe),
+            _ => None,
+        }
+    }
+}
+
+static COMPARE_AND_DELETE: std::sync::LazyLock<kaiju_transport::Script> = std::sync::LazyLock::new(
+    || {
+        kaiju_transport::Script::new(
+            "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
+        )
+    },
+);
+
+/// Acquire+release pairs per second, and the server's µs per pair.
+pub(crate) async fn uncontended(
+    transport: &Transport,
+    way: Way,
+    tasks: usize,
+) -> Result<(f64, f64), BoxError> {
+    let pairs = if tasks == 1 {
+        UNCONTENDED
+    } else {
+        UNCONTENDED_CONCURRENT
+    };
     let locks = Locks::new(transport.clone(), "bench").await?;
+    let server_before = crate::server_usec(transport).await?;
     let started = Instant::now();
     let mut handles = Vec::new();
     for t in 0..tasks {
-        let (locks, pool) = (locks.clone(), transport.pool().clone());
+        let (locks, pool, transport) = (locks.clone(), transport.pool().clone(), transport.clone());
         handles.push(tokio::spawn(async move {
             let key = format!("bench.lock.{t}");
-            for _ in 0..UNCONTENDED / tasks {
-                if kaiju {
+            for _ in 0..pairs / tasks {
+                if way == Way::Kaiju {
                     locks.acquire(&key).await?.release().await?;
                 } else {
                     let ok: Option<String> = pool
@@ -37,7 +79,14 @@ async fn uncontended(transport: &Transport, kaiju: bool, tasks: usize) -> Result
                         )
                         .await?;
                     assert!(ok.is_some());
-                    let _: i64 = pool.del(key.as_str()).await?;
+                    let deleted: i64 = if way == Way::Raw {
+                        pool.del(key.as_str()).await?
+                    } else {
+                        COMPARE_AND_DELETE
+                            .run(&transport, vec![key.as_str()], vec!["bench"])
+                            .await?
+                    };
+                    assert_eq!(deleted, 1);
                 }
             }
             Ok::<_, BoxError>(())
@@ -46,8 +95,10 @@ async fn uncontended(transport: &Transport, kaiju: bool, tasks: usize) -> Result
     for h in handles {
         h.await??;
     }
+    let rate = pairs as f64 / started.elapsed().as_secs_f64();
+    let server = (crate::server_usec(transport).await? - server_before) / pairs as f64;
     locks.close().await;
-    Ok(UNCONTENDED as f64 / started.elapsed().as_secs_f64())
+    Ok((rate, server))
 }
 
 /// Returns (p50 ms, p99 ms, fewest and most acquisitions of one contender).
@@ -107,21 +158,28 @@ async fn handoff(
 }
 
 pub(crate) async fn run(transport: Transport) -> Result<(), BoxError> {
-    uncontended(&transport, true, 8).await?; // warm-up
+    uncontended(&transport, Way::Kaiju, 8).await?; // warm-up
     println!(
-        "| kaiju-locks, uncontended | kaiju acquire+release | raw SET NX PX + DEL | kaiju / raw |"
+        "| kaiju-locks, uncontended, distinct keys (median of 3) | kaiju acquire+release | raw SET NX PX + DEL | raw SET NX PX + compare-and-delete script | kaiju / raw | kaiju / raw safe | server CPU µs per pair (kaiju, raw, raw safe) |"
     );
-    println!("|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
     for tasks in [1, 64] {
-        let (mut kaiju, mut raw) = (Vec::new(), Vec::new());
+        let mut rates = [Vec::new(), Vec::new(), Vec::new()];
+        let mut server = [Vec::new(), Vec::new(), Vec::new()];
+        // Interleaved, so drift hits every way alike.
         for _ in 0..3 {
-            kaiju.push(uncontended(&transport, true, tasks).await?);
-            raw.push(uncontended(&transport, false, tasks).await?);
+            for (i, way) in [Way::Kaiju, Way::Raw, Way::RawSafe].into_iter().enumerate() {
+                let (rate, us) = uncontended(&transport, way, tasks).await?;
+                rates[i].push(rate);
+                server[i].push(us);
+            }
         }
-        let (kaiju, raw) = (median(kaiju), median(raw));
+        let [kaiju, raw, safe] = rates.map(median);
+        let [kaiju_us, raw_us, safe_us] = server.map(median);
         println!(
-            "| {tasks} task(s), distinct keys | {kaiju:.0} /s | {raw:.0} /s | {:.2}x |",
-            kaiju / raw
+            "| {tasks} task(s) | {kaiju:.0} /s | {raw:.0} /s | {safe:.0} /s | {:.2}x | {:.2}x | {kaiju_us:.1}, {raw_us:.1}, {safe_us:.1} |",
+            kaiju / raw,
+            kaiju / safe,
         );
     }
     println!();

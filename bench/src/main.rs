@@ -11,6 +11,27 @@ use kaiju_transport::Transport;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// The server's CPU time so far (µs, user + system, from `INFO cpu`): the difference across a
+/// run, divided by its operations, is what each costs the server (commands, scripts and
+/// socket I/O), which is what limits throughput once the server's core is saturated.
+async fn server_usec(transport: &Transport) -> Result<f64, BoxError> {
+    use kaiju_transport::fred::prelude::*;
+    use kaiju_transport::fred::types::{ClusterHash, CustomCommand};
+    let info: String = transport
+        .client()
+        .custom(
+            CustomCommand::new_static("INFO", ClusterHash::Random, false),
+            vec!["cpu"],
+        )
+        .await?;
+    let seconds: f64 = info
+        .lines()
+        .filter(|l| l.starts_with("used_cpu_sys:") || l.starts_with("used_cpu_user:"))
+        .filter_map(|l| l.split(':').nth(1)?.trim().parse::<f64>().ok())
+        .sum();
+    Ok(seconds * 1e6)
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -25,6 +46,20 @@ async fn main() -> Result<(), BoxError> {
         Some("locks") => locks::run(transport).await,
         Some("streams") => streams::run(transport).await,
         Some("rpc") => rpc::run(transport).await,
+        // One workload alone, for `perf record`: `kaiju-bench profile locks <kaiju|raw> <tasks>`.
+        Some("profile") => {
+            let arg = |n: usize| std::env::args().nth(n).unwrap_or_default();
+            match (arg(2).as_str(), arg(3).as_str()) {
+                ("locks", way) => {
+                    let way = locks::Way::parse(way).ok_or("kaiju, raw or raw-safe")?;
+                    let tasks = arg(4).parse().unwrap_or(1);
+                    let (rate, server) = locks::uncontended(&transport, way, tasks).await?;
+                    println!("{rate:.0} pairs/s, server {server:.1} µs per pair");
+                    Ok(())
+                }
+                other => Err(format!("nothing to profile as {other:?}").into()),
+            }
+        }
         other => Err(format!("unknown benchmark {other:?} (cache, locks, streams, rpc)").into()),
     }
 }
