@@ -17,6 +17,7 @@ use kaiju_transport::fred::prelude::*;
 
 on_both!(
     side_keys_expire_and_tokens_keep_increasing,
+    a_fence_ahead_of_the_clock_still_gives_larger_tokens,
     acquire_many_rejects_a_repeated_key,
     a_release_publishes_only_when_someone_waits,
     a_cancelled_waiter_leaves_the_queue_at_once,
@@ -31,7 +32,7 @@ fn no_wait() -> AcquireOptions {
 
 /// Every key a lock may leave behind.
 fn side_keys(key: &str) -> Vec<String> {
-    ["fence", "held", "queue", "alive", "arrivals"]
+    ["fence", "queue", "alive", "arrivals"]
         .into_iter()
         .map(|s| side_key(key, s))
         .collect()
@@ -65,6 +66,55 @@ async fn side_keys_expire_and_tokens_keep_increasing(t: &Transport, ns: &Namespa
     let third = locks.acquire(&key).await.unwrap();
     assert!(third.token() > t2, "{} after {t2}", third.token());
     third.release().await.unwrap();
+}
+
+/// A fence ahead of the server clock (a clock that went back, or a fence from a faster
+/// server before a failover), in the current `<token> <state>` form or as a bare number: the
+/// next token is still above it, on the fast path, the queued path and `acquire_many`.
+async fn a_fence_ahead_of_the_clock_still_gives_larger_tokens(
+    t: &Transport,
+    ns: &Namespace,
+    _: Target,
+) {
+    let locks = Locks::new(t.clone(), "me").await.unwrap();
+    let ahead: u64 = 9_000_000_000_000_000; // year 2255, in µs
+    let key = ns.hash_tagged().key("a").unwrap();
+    let fence = side_key(key.as_str(), "fence");
+    for stored in [format!("{ahead} released"), ahead.to_string()] {
+        let _: () = t
+            .pool()
+            .set(fence.as_str(), stored.as_str(), None, None, false)
+            .await
+            .unwrap();
+        let guard = locks.acquire(&key).await.unwrap();
+        assert_eq!(guard.token(), ahead + 1, "after {stored:?}");
+        let state: String = t.pool().get(fence.as_str()).await.unwrap();
+        assert!(state.starts_with(&format!("{} ", ahead + 1)), "{state}");
+        guard.release().await.unwrap();
+        let state: String = t.pool().get(fence.as_str()).await.unwrap();
+        assert_eq!(state, format!("{} released", ahead + 1));
+    }
+    // Through the queue: held, so the next acquire waits and takes it after the release.
+    let first = locks.acquire(&key).await.unwrap();
+    assert_eq!(first.token(), ahead + 2);
+    let waiter = tokio::spawn({
+        let (locks, key) = (locks.clone(), key.clone());
+        async move { locks.acquire(&key).await.unwrap() }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    first.release().await.unwrap();
+    let second = waiter.await.unwrap();
+    assert_eq!(second.token(), ahead + 3);
+    second.release().await.unwrap();
+    // Several keys at once.
+    let other = ns.hash_tagged().key("b").unwrap();
+    let both = locks
+        .acquire_many(&[&key, &other], AcquireOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(both.tokens()[0], ahead + 4);
+    assert!(both.tokens()[1] < ahead, "{:?}", both.tokens());
+    both.release().await.unwrap();
 }
 
 async fn acquire_many_rejects_a_repeated_key(t: &Transport, ns: &Namespace, _: Target) {
@@ -231,14 +281,14 @@ async fn an_acquire_cancelled_in_flight_releases_what_it_took() {
     assert!(cancelled.is_err());
     kaiju_tests::signal(pid, "-CONT");
     // The script ran after the caller left and took the lock; it must be released at once
-    // (the release leaves its tombstone), not stay held for its lease.
-    let held = side_key(key.as_str(), "held");
+    // (the release marks its fence `<token> released`), not stay held for its lease.
+    let fence = side_key(key.as_str(), "fence");
     eventually(
         "the orphaned lock to be released",
         Duration::from_secs(3),
         || async {
-            let state: Option<String> = t.pool().get(held.as_str()).await.unwrap();
-            state.is_some_and(|s| s.starts_with("released "))
+            let state: Option<String> = t.pool().get(fence.as_str()).await.unwrap();
+            state.is_some_and(|s| s.ends_with(" released"))
         },
     )
     .await;

@@ -1,22 +1,50 @@
 -- Acquire one lock, first come first served.
--- KEYS: 1 lock, 2 fence (last token), 3 queue (zset ticket -> arrival), 4 alive (hash waiter ->
---       deadline ms), 5 arrival counter, 6 held ("<attempt> <token>" of the current holder)
+-- KEYS: 1 lock, 2 fence (see next_token), 3 queue (zset ticket -> arrival), 4 alive (hash
+--       waiter -> deadline ms), 5 arrival counter
 -- ARGV: 1 owner, 2 lease ms, 3 ticket ('' = do not queue: fail unless nobody waits),
 --       4 waiter liveness ms, 5 attempt id
 -- Returns the fencing token on success, 0 when the lock is held or another waiter is ahead.
 -- Idempotent per attempt: run again (a resend after a lost reply), it returns the same token.
-local lease = ARGV[2]
-local ticket = ARGV[3]
-local alive_ms = tonumber(ARGV[4])
 
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-    local held = redis.call('GET', KEYS[6])
-    if held then
-        local attempt, token = string.match(held, '^(%S+) (%d+)$')
-        if attempt == ARGV[5] then return token end
+-- The common case first, inline and short (every call, and every closure made, costs server
+-- time): nobody waits and the lock is free.
+if ARGV[3] == '' and redis.call('EXISTS', KEYS[3]) == 0 then
+    if redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'NX') then
+        -- next_token (below), without string.format when the clock is ahead of the fence.
+        local t = redis.call('TIME')
+        local last = tonumber(string.match(redis.call('GET', KEYS[2]) or '', '^(%d+)') or '0') or 0
+        local token
+        if tonumber(t[1]) * 1000000 + tonumber(t[2]) > last then
+            token = t[1] .. string.rep('0', 6 - #t[2]) .. t[2]
+        else
+            token = string.format('%.0f', last + 1)
+        end
+        redis.call('SET', KEYS[2], token .. ' ' .. ARGV[5], 'PX', ARGV[2])
+        return token
     end
+    -- Held: perhaps by this very attempt (a resend after a lost reply); replayed(), inline.
+    if redis.call('GET', KEYS[1]) == ARGV[1] then
+        local token, holder = string.match(redis.call('GET', KEYS[2]) or '', '^(%d+) (%S+)$')
+        if holder == ARGV[5] then return token end
+    end
+    return 0
 end
 
+-- #include token.lua
+
+local lease = ARGV[2]
+local ticket = ARGV[3]
+
+local function take()
+    local token = next_token(KEYS[2])
+    redis.call('SET', KEYS[2], token .. ' ' .. ARGV[5], 'PX', lease)
+    return token
+end
+
+local again = replayed(KEYS[1], KEYS[2], ARGV[1], ARGV[5])
+if again then return again end
+
+local alive_ms = tonumber(ARGV[4])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
@@ -41,9 +69,7 @@ local head = redis.call('ZRANGE', KEYS[3], 0, 0)[1]
 local my_turn = (head == nil and ticket == '') or head == ticket
 local token = nil
 if my_turn and redis.call('SET', KEYS[1], ARGV[1], 'PX', lease, 'NX') then
-    token = next_token(KEYS[2])
-    redis.call('SET', KEYS[2], token, 'PX', lease)
-    redis.call('SET', KEYS[6], ARGV[5] .. ' ' .. token, 'PX', lease)
+    token = take()
     if ticket ~= '' then
         redis.call('ZREM', KEYS[3], ticket)
         redis.call('HDEL', KEYS[4], ticket)

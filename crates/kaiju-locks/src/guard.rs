@@ -31,14 +31,38 @@ pub struct LockGuard {
 
 #[derive(Debug)]
 struct Held {
-    transport: Transport,
-    keys: Vec<LockKeys>,
-    owner: String,
-    tokens: Vec<u64>,
+    set: Arc<Locked>,
     lost: watch::Receiver<bool>,
     /// Until when the lock is surely held (moved on by every successful renewal).
     safe_until: Arc<Mutex<Instant>>,
     keeper: JoinHandle<()>,
+}
+
+/// The locks of one guard, shared with its keeper task (one allocation, not a copy of every
+/// key name per guard).
+#[derive(Debug)]
+struct Locked {
+    transport: Transport,
+    keys: Vec<LockKeys>,
+    owner: String,
+    tokens: Vec<u64>,
+}
+
+impl Locked {
+    fn first_key(&self) -> &str {
+        self.keys.first().map_or("", |k| k.lock.as_str())
+    }
+
+    /// Releases every lock; the last error, if any.
+    async fn release(&self) -> Result<()> {
+        let mut result = Ok(());
+        for (keys, token) in self.keys.iter().zip(&self.tokens) {
+            if let Err(e) = release(&self.transport, keys, &self.owner, *token).await {
+                result = Err(e);
+            }
+        }
+        result
+    }
 }
 
 /// What a guard keeps alive, and until when it may trust it holds the lock.
@@ -66,21 +90,16 @@ impl LockGuard {
     ) -> Self {
         let (lost_tx, lost) = watch::channel(false);
         let safe_until = Arc::new(Mutex::new(lease.sent_at + lease.trusted()));
-        let keeper = tokio::spawn(keep(
-            transport.clone(),
-            keys.clone(),
-            owner.clone(),
-            tokens.clone(),
-            lease,
-            lost_tx,
-            safe_until.clone(),
-        ));
+        let set = Arc::new(Locked {
+            transport: transport.clone(),
+            keys,
+            owner,
+            tokens,
+        });
+        let keeper = tokio::spawn(keep(set.clone(), lease, lost_tx, safe_until.clone()));
         Self {
             held: Some(Held {
-                transport: transport.clone(),
-                keys,
-                owner,
-                tokens,
+                set,
                 lost,
                 safe_until,
                 keeper,
@@ -90,15 +109,12 @@ impl LockGuard {
 
     /// The lock key (the first one for several locks).
     pub fn key(&self) -> &str {
-        self.held
-            .as_ref()
-            .and_then(|h| h.keys.first())
-            .map_or("", |k| k.lock.as_str())
+        self.held.as_ref().map_or("", |h| h.set.first_key())
     }
 
     /// The owner written in the lock.
     pub fn owner(&self) -> &str {
-        self.held.as_ref().map_or("", |h| h.owner.as_str())
+        self.held.as_ref().map_or("", |h| h.set.owner.as_str())
     }
 
     /// The fencing token: strictly larger than every earlier token of this key, also across
@@ -109,13 +125,13 @@ impl LockGuard {
     pub fn token(&self) -> u64 {
         self.held
             .as_ref()
-            .and_then(|h| h.tokens.first().copied())
+            .and_then(|h| h.set.tokens.first().copied())
             .unwrap_or(0)
     }
 
     /// The fencing tokens of every key, in the order given to `acquire_many`.
     pub fn tokens(&self) -> &[u64] {
-        self.held.as_ref().map_or(&[], |h| h.tokens.as_slice())
+        self.held.as_ref().map_or(&[], |h| h.set.tokens.as_slice())
     }
 
     /// Whether the lock may be lost (taken, expired, or not renewed in time). Reads the clock
@@ -144,13 +160,7 @@ impl LockGuard {
             return Ok(());
         };
         held.keeper.abort();
-        let mut result = Ok(());
-        for (keys, token) in held.keys.iter().zip(&held.tokens) {
-            if let Err(e) = release(&held.transport, keys, &held.owner, *token).await {
-                result = Err(e);
-            }
-        }
-        result
+        held.set.release().await
     }
 }
 
@@ -171,10 +181,8 @@ impl Drop for LockGuard {
         held.keeper.abort();
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
-                for (keys, token) in held.keys.iter().zip(&held.tokens) {
-                    if let Err(e) = release(&held.transport, keys, &held.owner, *token).await {
-                        tracing::debug!(key = %keys.lock, error = %e, "background release of a dropped lock guard failed");
-                    }
+                if let Err(e) = held.set.release().await {
+                    tracing::debug!(key = %held.set.first_key(), error = %e, "background release of a dropped lock guard failed");
                 }
             });
         }
@@ -184,15 +192,12 @@ impl Drop for LockGuard {
 /// Renews every lock of a guard every `lease / 3` (if asked to), and declares the lock lost
 /// when a renewal finds it gone, or when the time it is surely held runs out first.
 async fn keep(
-    transport: Transport,
-    keys: Vec<LockKeys>,
-    owner: String,
-    tokens: Vec<u64>,
+    set: Arc<Locked>,
     lease: Lease,
     lost: watch::Sender<bool>,
     safe_until: Arc<Mutex<Instant>>,
 ) {
-    let first = keys.first().map_or("", |k| k.lock.as_str()).to_owned();
+    let first = set.first_key();
     let declare = |why: &str| {
         tracing::warn!(key = %first, why, "lock lost while held");
         lost.send_replace(true);
@@ -211,10 +216,7 @@ async fn keep(
         let renewal = async {
             tokio::time::sleep_until(next).await;
             let sent = Instant::now();
-            (
-                sent,
-                renew_all(&transport, &keys, &owner, &tokens, lease.duration).await,
-            )
+            (sent, renew_all(&set, lease.duration).await)
         };
         let (sent, renewed) = tokio::select! {
             () = tokio::time::sleep_until(valid_until) => {
@@ -246,15 +248,9 @@ fn lock(until: &Mutex<Instant>) -> MutexGuard<'_, Instant> {
 }
 
 /// Renews every lock; `Ok(false)` if any of them is no longer held by this acquisition.
-async fn renew_all(
-    transport: &Transport,
-    keys: &[LockKeys],
-    owner: &str,
-    tokens: &[u64],
-    lease: Duration,
-) -> Result<bool> {
-    for (k, token) in keys.iter().zip(tokens) {
-        if !ops::renew(transport, k, owner, *token, lease).await? {
+async fn renew_all(set: &Locked, lease: Duration) -> Result<bool> {
+    for (k, token) in set.keys.iter().zip(&set.tokens) {
+        if !ops::renew(&set.transport, k, &set.owner, *token, lease).await? {
             return Ok(false);
         }
     }

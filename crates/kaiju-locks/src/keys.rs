@@ -8,10 +8,9 @@ use kaiju_core::{key_slot, side_key};
 pub(crate) struct LockKeys {
     /// The lock: value = owner id, as Python kaiju writes it.
     pub(crate) lock: String,
-    /// The last fencing token handed out.
+    /// `<token> <attempt>` of the current holder, or `<token> released` after its release: the
+    /// last fencing token handed out, and which acquire call got it. It expires with the lock.
     pub(crate) fence: String,
-    /// `<attempt> <token>` of the current holder, or `released <token>` just after a release.
-    pub(crate) held: String,
     /// Waiters in arrival order (zset ticket -> arrival number).
     pub(crate) queue: String,
     /// Live waiters (hash waiter -> deadline ms); a release wakes waiters only if it exists.
@@ -27,7 +26,6 @@ impl LockKeys {
         Self {
             lock: key.to_owned(),
             fence: side_key(key, "fence"),
-            held: side_key(key, "held"),
             queue: side_key(key, "queue"),
             alive: side_key(key, "alive"),
             arrivals: side_key(key, "arrivals"),
@@ -41,11 +39,10 @@ impl LockKeys {
 
     /// Every key a lock may leave behind (the channel is not a key).
     #[cfg(test)]
-    pub(crate) fn all(&self) -> [&str; 6] {
+    pub(crate) fn all(&self) -> [&str; 5] {
         [
             &self.lock,
             &self.fence,
-            &self.held,
             &self.queue,
             &self.alive,
             &self.arrivals,

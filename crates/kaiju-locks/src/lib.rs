@@ -2,6 +2,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod error;
+mod first_try;
 mod guard;
 mod keys;
 mod locks;

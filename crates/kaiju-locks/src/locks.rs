@@ -1,11 +1,13 @@
 //! `Locks`: acquiring, releasing and inspecting locks.
 //!
-//! Every acquire runs in a task of its own and reports to the caller through a channel. A
+//! The first try of an acquire runs in the caller's task ([`first_try`](crate::first_try));
+//! the queued tries after it run in a task of its own and report through a channel. A
 //! caller that gives up (a timeout around the call, a `select!`, a dropped request) only drops
 //! its end: a script already sent still completes in the task, and a lock it took is released
 //! at once; a waiter leaves the queue. No lock is ever held without a guard.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use kaiju_transport::fred::prelude::*;
@@ -14,6 +16,7 @@ use kaiju_transport::{Classify, Transport};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use crate::first_try::{FirstTry, Try};
 use crate::guard::{Lease, LockGuard};
 use crate::keys::LockKeys;
 use crate::ops::{self, Attempt, Released};
@@ -75,6 +78,29 @@ struct Inner {
     transport: Transport,
     owner: String,
     wakeups: Arc<Wakeups>,
+    ids: AttemptIds,
+}
+
+/// Ids of acquire attempts and queue tickets: unique across processes (a random prefix per
+/// `Locks`) without a call to the system's random source per acquire.
+#[derive(Debug)]
+struct AttemptIds {
+    prefix: String,
+    next: AtomicU64,
+}
+
+impl AttemptIds {
+    fn new() -> Self {
+        Self {
+            prefix: uuid::Uuid::new_v4().simple().to_string(),
+            next: AtomicU64::new(0),
+        }
+    }
+
+    fn next(&self) -> String {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        format!("{}-{n:x}", self.prefix)
+    }
 }
 
 /// Where an acquire task reports to its caller.
@@ -90,6 +116,7 @@ impl Locks {
                 transport,
                 owner: owner.into(),
                 wakeups,
+                ids: AttemptIds::new(),
             }),
         })
     }
@@ -111,9 +138,49 @@ impl Locks {
         key: impl AsRef<str>,
         options: AcquireOptions,
     ) -> Result<LockGuard> {
-        let keys = LockKeys::new(key.as_ref());
+        let sent_at = Instant::now();
+        // Fast path, and the only try with `wait: false`: a free lock nobody waits for is taken
+        // without joining the queue or subscribing, from the caller's task.
+        let first = FirstTry::new(Try {
+            transport: self.inner.transport.clone(),
+            keys: LockKeys::new(key.as_ref()),
+            owner: self.owner_for(&options),
+            lease: options.lease,
+            id: self.inner.ids.next(),
+            waiter_alive: WAITER_ALIVE,
+        });
+        let (parts, outcome) = first.await;
+        match outcome {
+            Ok(Some(token)) => {
+                return Ok(self.guard(
+                    vec![parts.keys],
+                    parts.owner,
+                    vec![token],
+                    &options,
+                    sent_at,
+                ));
+            }
+            Ok(None) => {}
+            Err(e) => {
+                if matches!(e, LockError::Transport(_)) {
+                    // The script may have run without the caller hearing of it. In a task, so
+                    // that it completes even if the caller leaves meanwhile.
+                    let _ = tokio::spawn(async move {
+                        ops::abandon(&parts.transport, &parts.keys, &parts.owner, &parts.id).await
+                    })
+                    .await;
+                }
+                return Err(e);
+            }
+        }
+        if !options.wait {
+            return Err(LockError::Exists {
+                owner: ops::owner(&parts.transport, &parts.keys.lock).await?,
+                key: parts.keys.lock,
+            });
+        }
         let (reply, answer) = oneshot::channel();
-        tokio::spawn(self.clone().acquire_task(keys, options, reply));
+        tokio::spawn(self.clone().acquire_task(parts, options, sent_at, reply));
         answer.await.unwrap_or_else(|_| Err(LockError::Abandoned))
     }
 
@@ -156,6 +223,23 @@ impl Locks {
             .unwrap_or_else(|| self.inner.owner.clone())
     }
 
+    /// The guard of locks a script sent at `sent_at` took.
+    fn guard(
+        &self,
+        keys: Vec<LockKeys>,
+        owner: String,
+        tokens: Vec<u64>,
+        options: &AcquireOptions,
+        sent_at: Instant,
+    ) -> LockGuard {
+        let lease = Lease {
+            duration: options.lease,
+            renew: options.renew,
+            sent_at,
+        };
+        LockGuard::new(&self.inner.transport, keys, owner, tokens, lease)
+    }
+
     /// Hands the locks a script took to the caller in a guard, or releases them at once if the
     /// caller is gone.
     fn deliver(
@@ -167,33 +251,28 @@ impl Locks {
         options: &AcquireOptions,
         sent_at: Instant,
     ) {
-        let lease = Lease {
-            duration: options.lease,
-            renew: options.renew,
-            sent_at,
-        };
-        let guard = LockGuard::new(&self.inner.transport, keys, owner, tokens, lease);
+        let guard = self.guard(keys, owner, tokens, options, sent_at);
         if let Err(Ok(unwanted)) = reply.send(Ok(guard)) {
             tracing::debug!(key = %unwanted.key(), "the caller stopped waiting; releasing the lock it would have got");
             drop(unwanted); // the guard releases in the background
         }
     }
 
-    async fn acquire_task(self, keys: LockKeys, options: AcquireOptions, mut reply: Reply) {
-        let owner = self.owner_for(&options);
-        let id = uuid::Uuid::new_v4().simple().to_string();
-        let ticket = uuid::Uuid::new_v4().simple().to_string();
-        let attempt = Attempt {
-            keys: &keys,
-            owner: &owner,
-            lease: options.lease,
-            id: &id,
-            ticket: "",
-            waiter_alive: WAITER_ALIVE,
-        };
+    /// The queued tries of an acquire whose first try found the lock taken.
+    async fn acquire_task(
+        self,
+        parts: Try,
+        options: AcquireOptions,
+        started: Instant,
+        mut reply: Reply,
+    ) {
+        let mut ticket = String::new();
         let outcome = self
-            .acquire_loop(attempt, &ticket, &options, &mut reply)
+            .acquire_loop(&parts, &mut ticket, &options, started, &mut reply)
             .await;
+        let Try {
+            keys, owner, id, ..
+        } = parts;
         match outcome {
             Ok(Some((token, sent_at))) => {
                 self.deliver(reply, vec![keys], owner, vec![token], &options, sent_at);
@@ -210,31 +289,27 @@ impl Locks {
         }
     }
 
-    /// Tries until the lock is taken (its token and when the winning script was sent), the
-    /// caller is gone (`None`), or an error. The first try does not queue; later ones queue
-    /// with `ticket`.
+    /// Tries in the queue until the lock is taken (its token and when the winning script was
+    /// sent), the caller is gone (`None`), or an error. The queue ticket is made into `ticket`.
     async fn acquire_loop(
         &self,
-        attempt: Attempt<'_>,
-        ticket: &str,
+        parts: &Try,
+        ticket: &mut String,
         options: &AcquireOptions,
+        started: Instant,
         reply: &mut Reply,
     ) -> Result<Option<(u64, Instant)>> {
         let transport = &self.inner.transport;
-        let started = Instant::now();
-        // Fast path, and the only try with `wait: false`: a free lock nobody waits for is taken
-        // without joining the queue or subscribing (the script refuses it if anyone is queued).
-        if let Some(token) = ops::acquire(transport, &attempt).await? {
-            return Ok(Some((token, started)));
-        }
-        if !options.wait {
-            return Err(LockError::Exists {
-                owner: ops::owner(transport, &attempt.keys.lock).await?,
-                key: attempt.keys.lock.clone(),
-            });
-        }
-        let waiting = self.inner.wakeups.wait_on(&attempt.keys.channel).await?;
-        let queued = Attempt { ticket, ..attempt };
+        let waiting = self.inner.wakeups.wait_on(&parts.keys.channel).await?;
+        *ticket = self.inner.ids.next();
+        let queued = Attempt {
+            keys: &parts.keys,
+            owner: &parts.owner,
+            lease: parts.lease,
+            id: &parts.id,
+            ticket: ticket.as_str(),
+            waiter_alive: parts.waiter_alive,
+        };
         loop {
             // Listen before trying, so a release between the try and the wait is not missed.
             let notified = waiting.notify.notified();
@@ -265,7 +340,7 @@ impl Locks {
         mut reply: Reply,
     ) {
         let owner = self.owner_for(&options);
-        let id = uuid::Uuid::new_v4().simple().to_string();
+        let id = self.inner.ids.next();
         let outcome = self
             .acquire_many_loop(&all, &owner, &id, &options, &mut reply)
             .await;

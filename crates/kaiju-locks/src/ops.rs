@@ -13,17 +13,17 @@ use kaiju_transport::{Script, Transport, TransportError};
 use crate::Result;
 use crate::keys::LockKeys;
 
-/// The next-token function, prepended to the scripts that hand out tokens.
+/// The next-token and replay functions, included by the scripts that take locks.
 const TOKEN: &str = include_str!("../lua/token.lua");
 
-static ACQUIRE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(format!("{TOKEN}\n{}", include_str!("../lua/acquire.lua"))));
-static ACQUIRE_MANY: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(format!(
-        "{TOKEN}\n{}",
-        include_str!("../lua/acquire_many.lua")
-    ))
-});
+/// A script that takes locks, with [`TOKEN`] in place of its include line.
+fn with_token(lua: &str) -> Script {
+    Script::new(lua.replacen("-- #include token.lua", TOKEN, 1))
+}
+
+static ACQUIRE: LazyLock<Script> = LazyLock::new(|| with_token(include_str!("../lua/acquire.lua")));
+static ACQUIRE_MANY: LazyLock<Script> =
+    LazyLock::new(|| with_token(include_str!("../lua/acquire_many.lua")));
 static RELEASE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/release.lua")));
 static RENEW: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/renew.lua")));
@@ -72,7 +72,6 @@ pub(crate) async fn acquire(transport: &Transport, a: &Attempt<'_>) -> Result<Op
                 k.queue.as_str(),
                 k.alive.as_str(),
                 k.arrivals.as_str(),
-                k.held.as_str(),
             ],
             vec![
                 a.owner.to_owned(),
@@ -98,7 +97,6 @@ pub(crate) async fn acquire_many(
         .iter()
         .map(|k| k.lock.as_str())
         .chain(all.iter().map(|k| k.fence.as_str()))
-        .chain(all.iter().map(|k| k.held.as_str()))
         .collect();
     let reply: Vec<Value> = ACQUIRE_MANY
         .run(
@@ -140,12 +138,7 @@ pub(crate) async fn release(
     let result: i64 = RELEASE
         .run(
             transport,
-            vec![
-                keys.lock.as_str(),
-                keys.fence.as_str(),
-                keys.held.as_str(),
-                keys.alive.as_str(),
-            ],
+            vec![keys.lock.as_str(), keys.fence.as_str(), keys.alive.as_str()],
             vec![owner, token.as_str(), keys.channel.as_str()],
         )
         .await?;
@@ -167,7 +160,7 @@ pub(crate) async fn renew(
     let renewed: i64 = RENEW
         .run(
             transport,
-            vec![keys.lock.as_str(), keys.fence.as_str(), keys.held.as_str()],
+            vec![keys.lock.as_str(), keys.fence.as_str()],
             vec![owner.to_owned(), token.to_string(), ms(lease)],
         )
         .await?;
@@ -185,7 +178,7 @@ pub(crate) async fn abandon(
     let released: i64 = ABANDON
         .run(
             transport,
-            vec![keys.lock.as_str(), keys.held.as_str(), keys.alive.as_str()],
+            vec![keys.lock.as_str(), keys.fence.as_str(), keys.alive.as_str()],
             vec![owner, id, keys.channel.as_str()],
         )
         .await?;

@@ -1,0 +1,86 @@
+//! The first try of an acquire, run in the caller's own task.
+//!
+//! Most acquires find the lock free; sending their script from the caller's task, not from a
+//! task spawned for it, saves a spawn and two task wake-ups per acquire (about a quarter of an
+//! uncontended acquire+release on a 2-core machine). Cancel safety is kept: if the caller drops
+//! the future while the script is in flight, the rest of the try moves to a task of its own,
+//! which waits for the script's outcome and undoes a lock it took, exactly as the acquire task
+//! does for the later, queued tries.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use kaiju_transport::Transport;
+
+use crate::keys::LockKeys;
+use crate::ops::{self, Attempt};
+use crate::{LockError, Result};
+
+/// What one try needs, owned, so that it can outlive its caller.
+pub(crate) struct Try {
+    pub(crate) transport: Transport,
+    pub(crate) keys: LockKeys,
+    pub(crate) owner: String,
+    pub(crate) lease: Duration,
+    /// The attempt id (the acquire script's replay key).
+    pub(crate) id: String,
+    pub(crate) waiter_alive: Duration,
+}
+
+type Running = Pin<Box<dyn Future<Output = (Try, Result<Option<u64>>)> + Send>>;
+
+/// The first try: the token if the lock was free and nobody waited, `None` if not. Gives its
+/// parts back for the later tries.
+pub(crate) struct FirstTry(Option<Running>);
+
+impl FirstTry {
+    pub(crate) fn new(parts: Try) -> Self {
+        Self(Some(Box::pin(async move {
+            let attempt = Attempt {
+                keys: &parts.keys,
+                owner: &parts.owner,
+                lease: parts.lease,
+                id: &parts.id,
+                // Not queued: the script refuses the lock if anyone waits for it.
+                ticket: "",
+                waiter_alive: parts.waiter_alive,
+            };
+            let outcome = ops::acquire(&parts.transport, &attempt).await;
+            (parts, outcome)
+        })))
+    }
+}
+
+impl Future for FirstTry {
+    type Output = (Try, Result<Option<u64>>);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let Some(running) = self.0.as_mut() else {
+            // Polled after it finished: a bug in this crate, never reached from outside.
+            return Poll::Pending;
+        };
+        let done = std::task::ready!(running.as_mut().poll(cx));
+        self.0 = None;
+        Poll::Ready(done)
+    }
+}
+
+impl Drop for FirstTry {
+    fn drop(&mut self) {
+        let Some(running) = self.0.take() else { return };
+        // Outside a runtime nothing can run it; a lock it took expires after its lease.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            let (parts, outcome) = running.await;
+            // Taken, or unknown (the reply was lost): undo it if this attempt holds the lock.
+            if matches!(outcome, Ok(Some(_)) | Err(LockError::Transport(_))) {
+                tracing::debug!(key = %parts.keys.lock, "the caller stopped waiting; releasing the lock it would have got");
+                let _ = ops::abandon(&parts.transport, &parts.keys, &parts.owner, &parts.id).await;
+            }
+        });
+    }
+}
