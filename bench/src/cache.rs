@@ -159,6 +159,7 @@ pub(crate) async fn run(transport: Transport) -> Result<(), BoxError> {
             raw.push(pairs(&cache, false, n, tasks).await?);
         }
         let (typed, raw) = (median(typed), median(raw));
+        crate::record(&format!("cache.set_get.{tasks}"), typed, "cmd/s");
         rows.push(format!(
             "| {label} | {typed:.0} cmd/s | {raw:.0} cmd/s | {:.2}x |",
             typed / raw
@@ -192,8 +193,11 @@ pub(crate) async fn run(transport: Transport) -> Result<(), BoxError> {
     for row in rows {
         println!("{row}");
     }
-    println!("| mset 1,000 values | {:.0} values/s | | |", median(sets));
-    println!("| mget 1,000 values | {:.0} values/s | | |", median(gets));
+    let (sets, gets) = (median(sets), median(gets));
+    crate::record("cache.mset.1000", sets, "values/s");
+    crate::record("cache.mget.1000", gets, "values/s");
+    println!("| mset 1,000 values | {sets:.0} values/s | | |");
+    println!("| mget 1,000 values | {gets:.0} values/s | | |");
     println!();
     println!("| reads of a cached key | kaiju | plain Cache::get | ratio |");
     println!("|---|---|---|---|");

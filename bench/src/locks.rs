@@ -176,6 +176,7 @@ pub(crate) async fn run(transport: Transport) -> Result<(), BoxError> {
         }
         let [kaiju, raw, safe] = rates.map(median);
         let [kaiju_us, raw_us, safe_us] = server.map(median);
+        crate::record(&format!("locks.uncontended.{tasks}"), kaiju, "pairs/s");
         println!(
             "| {tasks} task(s) | {kaiju:.0} /s | {raw:.0} /s | {safe:.0} /s | {:.2}x | {:.2}x | {kaiju_us:.1}, {raw_us:.1}, {safe_us:.1} |",
             kaiju / raw,

@@ -32,6 +32,24 @@ async fn server_usec(transport: &Transport) -> Result<f64, BoxError> {
     Ok(seconds * 1e6)
 }
 
+/// Appends a figure to the file named by `KAIJU_BENCH_JSON` (one JSON object per line), for
+/// `cargo xtask bench --compare-python`, which sets it and reads the same keys from the Python
+/// peer (`bench/python/peer.py`).
+fn record(name: &str, value: f64, unit: &str) {
+    let Ok(path) = std::env::var("KAIJU_BENCH_JSON") else {
+        return;
+    };
+    let line = format!("{{\"name\": \"{name}\", \"value\": {value}, \"unit\": \"{unit}\"}}\n");
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, line.as_bytes()));
+    if let Err(e) = written {
+        eprintln!("kaiju-bench: cannot write {path}: {e}");
+    }
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -46,7 +64,8 @@ async fn main() -> Result<(), BoxError> {
         Some("locks") => locks::run(transport).await,
         Some("streams") => streams::run(transport).await,
         Some("rpc") => rpc::run(transport).await,
-        // One workload alone, for `perf record`: `kaiju-bench profile locks <kaiju|raw> <tasks>`.
+        // One workload alone, for `perf record`: `kaiju-bench profile locks <kaiju|raw|raw-safe>
+        // <tasks>`, `kaiju-bench profile streams <kaiju|raw> <batch>` (end to end).
         Some("profile") => {
             let arg = |n: usize| std::env::args().nth(n).unwrap_or_default();
             match (arg(2).as_str(), arg(3).as_str()) {
@@ -55,6 +74,12 @@ async fn main() -> Result<(), BoxError> {
                     let tasks = arg(4).parse().unwrap_or(1);
                     let (rate, server) = locks::uncontended(&transport, way, tasks).await?;
                     println!("{rate:.0} pairs/s, server {server:.1} µs per pair");
+                    Ok(())
+                }
+                ("streams", way) => {
+                    let batch = arg(4).parse().unwrap_or(100);
+                    let rate = streams::end_to_end(&transport, way == "kaiju", batch).await?;
+                    println!("{rate:.0} msg/s");
                     Ok(())
                 }
                 other => Err(format!("nothing to profile as {other:?}").into()),

@@ -183,6 +183,7 @@ pub(crate) async fn run(transport: Transport) -> Result<(), BoxError> {
             r.push(rpc(&transport, batch).await?);
         }
         let (s, r) = (crate::median(s), crate::median(r));
+        crate::record(&format!("rpc.e2e.{batch}"), r, "calls/s");
         println!(
             "| kaiju-streams writer -> listener, max_batch_size {batch} | {s:.0} msg/s | 1.00x |"
         );
@@ -192,6 +193,8 @@ pub(crate) async fn run(transport: Transport) -> Result<(), BoxError> {
         );
     }
     let (rp50, rp99) = round_trips(&transport).await?;
+    crate::record("rpc.round_trip.p50_ms", rp50, "ms");
+    crate::record("rpc.round_trip.p99_ms", rp99, "ms");
     let (pp50, pp99) = pings(&transport).await?;
     println!();
     println!("| round trip at low load ({ROUND_TRIPS} sequential) | p50 | p99 |");

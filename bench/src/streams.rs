@@ -19,6 +19,7 @@ use crate::BoxError;
 
 const MESSAGES: usize = 100_000;
 const PIPELINE: usize = 100;
+const BIG_BACKLOG: usize = 1_000_000;
 
 type Body = (String, u64);
 
@@ -70,9 +71,17 @@ async fn until_handled(done: &AtomicUsize) {
 
 /// Writes `MESSAGES` entries with the kaiju writer, in pipelines of `PIPELINE`.
 async fn write_all(transport: &Transport, stream: &kaiju_core::Key) -> Result<(), BoxError> {
+    write_n(transport, stream, MESSAGES).await
+}
+
+async fn write_n(
+    transport: &Transport,
+    stream: &kaiju_core::Key,
+    n: usize,
+) -> Result<(), BoxError> {
     let writer = StreamWriter::new(transport.clone());
     let body: Body = ("bench.noop".into(), 0);
-    for _ in 0..MESSAGES / PIPELINE {
+    for _ in 0..n / PIPELINE {
         let entries = (0..PIPELINE)
             .map(|_| Outgoing {
                 stream,
@@ -99,7 +108,9 @@ async fn kaiju(transport: &Transport, batch: usize) -> Result<f64, BoxError> {
     Ok(rate)
 }
 
-async fn raw(transport: &Transport) -> Result<f64, BoxError> {
+/// The hand-written loop: pipelined XADD; XREADGROUP COUNT `count` BLOCK 500, then XACK of
+/// what it read.
+async fn raw(transport: &Transport, count: u64) -> Result<f64, BoxError> {
     let key = "bench.raw._stream.rpc";
     let _: i64 = transport.pool().del(key).await?;
     let _: () = transport.pool().xgroup_create(key, "g", "0", true).await?;
@@ -115,7 +126,7 @@ async fn raw(transport: &Transport) -> Result<f64, BoxError> {
         while done < MESSAGES {
             let reply: Value = reader
                 .client()
-                .xreadgroup("g", "c", Some(100), Some(500), false, key, ">")
+                .xreadgroup("g", "c", Some(count), Some(500), false, key, ">")
                 .await?;
             if reply.is_null() {
                 continue;
@@ -143,6 +154,20 @@ async fn raw(transport: &Transport) -> Result<f64, BoxError> {
     let rate = MESSAGES as f64 / started.elapsed().as_secs_f64();
     let _: i64 = transport.pool().del(key).await?;
     Ok(rate)
+}
+
+/// One end-to-end run: the kaiju listener with `max_batch_size` `batch`, or the raw loop with
+/// `COUNT batch`.
+pub(crate) async fn end_to_end(
+    transport: &Transport,
+    kaiju_listener: bool,
+    batch: usize,
+) -> Result<f64, BoxError> {
+    if kaiju_listener {
+        kaiju(transport, batch).await
+    } else {
+        raw(transport, batch as u64).await
+    }
 }
 
 /// Drains a backlog written beforehand: the listener alone, or the raw consumer alone.
@@ -228,6 +253,28 @@ async fn latency(transport: &Transport) -> Result<(f64, f64), BoxError> {
     Ok((pick(0.5), pick(0.99)))
 }
 
+/// Peak RSS growth (KiB) while a listener drains a backlog of `n` entries, and its rate. The
+/// peak is reset (`/proc/self/clear_refs`) after the backlog is written, so it is the
+/// listener's alone.
+async fn big_drain(transport: &Transport, n: usize) -> Result<(u64, f64), BoxError> {
+    let app = app("bigdrain");
+    let stream = app.namespace()?.stream("rpc")?;
+    let _: i64 = transport.pool().del(stream.as_str()).await?;
+    write_n(transport, &stream, n).await?;
+    let before = memory_kib("VmRSS:");
+    std::fs::write("/proc/self/clear_refs", "5")?;
+    let started = Instant::now();
+    let (mut listener, done) = counting_listener(transport, &app, 100).await?;
+    while done.load(Ordering::Relaxed) < n {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    listener.stop(Duration::from_secs(10)).await?;
+    let peak = memory_kib("VmHWM:");
+    let _: i64 = transport.pool().del(stream.as_str()).await?;
+    Ok((peak.saturating_sub(before), rate))
+}
+
 fn memory_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .unwrap_or_default()
@@ -240,32 +287,23 @@ fn memory_kib(field: &str) -> u64 {
 
 pub(crate) async fn run(transport: Transport) -> Result<(), BoxError> {
     let rss_start = memory_kib("VmRSS:");
-    let mut rows = Vec::new();
-    let raw_rate = {
-        let mut v = Vec::new();
-        for _ in 0..3 {
-            v.push(raw(&transport).await?);
-        }
-        crate::median(v)
-    };
-    for batch in [10, 100] {
-        let mut v = Vec::new();
-        for _ in 0..3 {
-            v.push(kaiju(&transport, batch).await?);
-        }
-        let rate = crate::median(v);
-        rows.push(format!(
-            "| kaiju listener, max_batch_size {batch} | {rate:.0} msg/s | {:.2}x |",
-            rate / raw_rate
-        ));
-    }
-    println!("| end to end, {MESSAGES} messages (median of 3) | rate | vs raw loop |");
-    println!("|---|---|---|");
     println!(
-        "| raw fred: pipelined XADD, XREADGROUP COUNT 100, XACK | {raw_rate:.0} msg/s | 1.00x |"
+        "| end to end, {MESSAGES} messages (median of 3) | kaiju listener | raw fred: pipelined XADD, XREADGROUP COUNT n, XACK | kaiju / raw |"
     );
-    for row in rows {
-        println!("{row}");
+    println!("|---|---|---|---|");
+    for batch in [10, 100] {
+        let (mut k, mut r) = (Vec::new(), Vec::new());
+        // Interleaved, so drift hits both.
+        for _ in 0..3 {
+            k.push(kaiju(&transport, batch).await?);
+            r.push(raw(&transport, batch as u64).await?);
+        }
+        let (k, r) = (crate::median(k), crate::median(r));
+        crate::record(&format!("streams.e2e.{batch}"), k, "msg/s");
+        println!(
+            "| max_batch_size {batch} / COUNT {batch} | {k:.0} msg/s | {r:.0} msg/s | {:.2}x |",
+            k / r
+        );
     }
     let raw_drain = crate::median(vec![
         drain(&transport, None).await?,
@@ -277,6 +315,7 @@ pub(crate) async fn run(transport: Transport) -> Result<(), BoxError> {
         drain(&transport, Some(100)).await?,
         drain(&transport, Some(100)).await?,
     ]);
+    crate::record("streams.drain.100", kaiju_drain, "msg/s");
     println!();
     println!("| draining a backlog of {MESSAGES} (consumer only) | rate | vs raw |");
     println!("|---|---|---|");
@@ -286,11 +325,17 @@ pub(crate) async fn run(transport: Transport) -> Result<(), BoxError> {
         kaiju_drain / raw_drain
     );
     let (p50, p99) = latency(&transport).await?;
+    crate::record("streams.latency.p50_ms", p50, "ms");
+    crate::record("streams.latency.p99_ms", p99, "ms");
     println!();
     println!("| write -> handler latency at 1,000 msg/s (batch 10, 3,000 msgs) | p50 | p99 |");
     println!("|---|---|---|");
     println!("| kaiju writer + listener | {p50:.2} ms | {p99:.2} ms |");
+    let (growth, rate) = big_drain(&transport, BIG_BACKLOG).await?;
     println!();
+    println!(
+        "listener draining a backlog of {BIG_BACKLOG}: {rate:.0} msg/s, peak RSS growth {growth} KiB"
+    );
     println!(
         "process memory: RSS at start {} KiB, peak (VmHWM) {} KiB, after the runs {} KiB",
         rss_start,

@@ -19,7 +19,7 @@ fn run(cmd: &mut Command, what: &str) -> Result<(), String> {
     }
 }
 
-fn venv() -> Result<PathBuf, String> {
+pub(crate) fn venv() -> Result<PathBuf, String> {
     let dir = root().join("target").join("interop-venv");
     let python = dir.join("bin").join("python");
     if !python.is_file() {

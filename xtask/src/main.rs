@@ -40,8 +40,11 @@ commands:
         printing how many each tried
   invariants
         check the architecture invariants a text check can hold (ARCHITECTURE.md)
-  bench [cache|locks|streams]
-        release-mode benchmarks beside raw fred and redis-benchmark, on one server
+  bench [cache|locks|streams|rpc|all] [--compare-python]
+        release-mode benchmarks beside raw fred and redis-benchmark, on one server started
+        for the run. --compare-python also runs the same workloads through the Python
+        kaiju-redis 2.4.2 (bench/python/peer.py, in target/interop-venv) on that server, and
+        prints the two side by side.
   redis up       start the servers in the background and print their URLs
   redis down     stop the servers `redis up` started
   redis status   show whether they run
