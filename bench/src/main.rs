@@ -76,6 +76,11 @@ async fn main() -> Result<(), BoxError> {
                     println!("{rate:.0} pairs/s, server {server:.1} µs per pair");
                     Ok(())
                 }
+                ("write", way) => {
+                    let rate = streams::write_only(&transport, way == "kaiju").await?;
+                    println!("{rate:.0} msg/s");
+                    Ok(())
+                }
                 ("streams", way) => {
                     let batch = arg(4).parse().unwrap_or(100);
                     let rate = streams::end_to_end(&transport, way == "kaiju", batch).await?;

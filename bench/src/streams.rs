@@ -108,16 +108,21 @@ async fn kaiju(transport: &Transport, batch: usize) -> Result<f64, BoxError> {
     Ok(rate)
 }
 
-/// The hand-written loop: pipelined XADD; XREADGROUP COUNT `count` BLOCK 500, then XACK of
-/// what it read.
+/// A message as a hand-written producer sends it: `[body, headers]` in msgpack, encoded per
+/// message (what a kaiju consumer reads; no correlation id).
+fn raw_payload(n: u64) -> Result<Bytes, BoxError> {
+    Ok(Bytes::from(kaiju_streams::encode(
+        &("bench.noop", n),
+        &Headers::new(),
+    )?))
+}
+
+/// The hand-written loop: pipelined XADD of messages encoded one by one; XREADGROUP COUNT
+/// `count` BLOCK 500, each message decoded for a no-op handler, then XACK of what it read.
 async fn raw(transport: &Transport, count: u64) -> Result<f64, BoxError> {
     let key = "bench.raw._stream.rpc";
     let _: i64 = transport.pool().del(key).await?;
     let _: () = transport.pool().xgroup_create(key, "g", "0", true).await?;
-    let payload = Bytes::from(kaiju_streams::encode(
-        &("bench.noop", 0_u64),
-        &Headers::new(),
-    )?);
     let reader = transport
         .blocking_connection(Duration::from_millis(500))
         .await?;
@@ -131,28 +136,58 @@ async fn raw(transport: &Transport, count: u64) -> Result<f64, BoxError> {
             if reply.is_null() {
                 continue;
             }
-            let mut streams = reply.into_xread_response::<String, String, String, Value>()?;
+            let mut streams = reply.into_xread_response::<String, String, String, Bytes>()?;
             let entries = streams.remove(key).unwrap_or_default();
-            let ids: Vec<String> = entries.into_iter().map(|(id, _)| id).collect();
+            let mut ids = Vec::with_capacity(entries.len());
+            for (id, fields) in entries {
+                if let Some(payload) = fields.get("_") {
+                    let (body, _): (Body, Headers) = kaiju_streams::decode(payload)?;
+                    std::hint::black_box(body);
+                }
+                ids.push(id);
+            }
             done += ids.len();
             let _: u64 = reader.client().xack(key, "g", ids).await?;
         }
         Ok::<_, BoxError>(())
     });
     let started = Instant::now();
+    raw_write(transport, key).await?;
+    consumer.await??;
+    let rate = MESSAGES as f64 / started.elapsed().as_secs_f64();
+    let _: i64 = transport.pool().del(key).await?;
+    Ok(rate)
+}
+
+/// The raw loop's producer: `MESSAGES` XADDs in pipelines of `PIPELINE`.
+async fn raw_write(transport: &Transport, key: &str) -> Result<(), BoxError> {
     let client = transport.client();
-    for _ in 0..MESSAGES / PIPELINE {
+    for round in 0..MESSAGES / PIPELINE {
         let pipeline = client.pipeline();
-        for _ in 0..PIPELINE {
+        for i in 0..PIPELINE {
+            let payload = raw_payload((round * PIPELINE + i) as u64)?;
             let _: Value = pipeline
-                .xadd(key, false, None, "*", vec![("_", payload.clone())])
+                .xadd(key, false, None, "*", vec![("_", payload)])
                 .await?;
         }
         let _: Vec<Value> = pipeline.all().await?;
     }
-    consumer.await??;
+    Ok(())
+}
+
+/// The writer alone: `MESSAGES` entries in pipelines of `PIPELINE`, through `StreamWriter`
+/// or as the raw loop writes them.
+pub(crate) async fn write_only(transport: &Transport, kaiju_writer: bool) -> Result<f64, BoxError> {
+    let key = kaiju_core::Key::raw("bench.write._stream.rpc");
+    let _: i64 = transport.pool().del(key.as_str()).await?;
+    let started = Instant::now();
+    if kaiju_writer {
+        write_all(transport, &key).await?;
+    } else {
+        raw_write(transport, key.as_str()).await?;
+    }
     let rate = MESSAGES as f64 / started.elapsed().as_secs_f64();
-    let _: i64 = transport.pool().del(key).await?;
+    let _: i64 = transport.pool().del(key.as_str()).await?;
     Ok(rate)
 }
 
