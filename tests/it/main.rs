@@ -16,6 +16,7 @@ mod rpc_defects;
 mod rpc_faults;
 mod stream_admin;
 mod stream_faults;
+mod stream_writer;
 mod streams;
 mod transport;
 mod transport_faults;

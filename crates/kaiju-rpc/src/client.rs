@@ -196,9 +196,11 @@ impl RpcClient {
         }
     }
 
-    /// Calls several methods as separate entries written in one round trip (one pipeline of
-    /// `XADD`s, each written at most once). Returns the entry ids in order; when only some
-    /// were written, the error is [`StreamError::PartialWrite`] with the ids of those that were.
+    /// Calls several methods as separate entries written in one round trip
+    /// ([`StreamWriter::write_many`](kaiju_streams::StreamWriter::write_many): one call per
+    /// up to 1,000 entries, written at most once). Returns the entry ids in order; when only
+    /// some were written, the error is [`StreamError::PartialWrite`] with the ids of those that
+    /// were.
     pub async fn call_each<P: Serialize>(
         &self,
         calls: Vec<(String, P)>,
