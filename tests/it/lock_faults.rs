@@ -19,6 +19,7 @@ on_both!(
     side_keys_expire_and_tokens_keep_increasing,
     a_fence_ahead_of_the_clock_still_gives_larger_tokens,
     acquire_many_rejects_a_repeated_key,
+    a_release_by_owner_makes_the_guards_own_release_report_the_loss,
     a_release_publishes_only_when_someone_waits,
     a_cancelled_waiter_leaves_the_queue_at_once,
 );
@@ -115,6 +116,28 @@ async fn a_fence_ahead_of_the_clock_still_gives_larger_tokens(
     assert_eq!(both.tokens()[0], ahead + 4);
     assert!(both.tokens()[1] < ahead, "{:?}", both.tokens());
     both.release().await.unwrap();
+}
+
+/// `Locks::release(key, owner)` (no token, as the seed's API) takes the lock away from the
+/// guard that holds it: the guard learns it lost the lock, and its own release says so
+/// instead of pretending it released it.
+async fn a_release_by_owner_makes_the_guards_own_release_report_the_loss(
+    t: &Transport,
+    ns: &Namespace,
+    _: Target,
+) {
+    let locks = Locks::new(t.clone(), "me").await.unwrap();
+    let key = ns.key("lock").unwrap();
+    let guard = locks.acquire(&key).await.unwrap();
+    locks.release(&key, "me").await.unwrap();
+    let released = guard.release().await;
+    assert!(
+        matches!(released, Err(LockError::NotOwner { .. })),
+        "{released:?}"
+    );
+    // The lock is free for the next one, with a larger token.
+    let next = locks.acquire_with(&key, no_wait()).await.unwrap();
+    next.release().await.unwrap();
 }
 
 async fn acquire_many_rejects_a_repeated_key(t: &Transport, ns: &Namespace, _: Target) {
@@ -464,4 +487,41 @@ fn is_lost_is_right_after_a_blocked_executor() {
         );
         drop(guard);
     });
+}
+
+/// An acquire whose first try is in flight, dropped on a thread outside any runtime (a struct
+/// holding the future dropped elsewhere): the try still finishes on its runtime and the lock
+/// it took is released, not left for its lease.
+#[test]
+fn a_first_try_dropped_outside_a_runtime_still_releases_what_it_took() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let Some((server, t)) = rt.block_on(kaiju_tests::own_server()) else {
+        return;
+    };
+    let locks = rt.block_on(Locks::new(t.clone(), "me")).unwrap();
+    let key = kaiju_tests::namespace().key("outside").unwrap();
+    // Scripts loaded, so the stopped server holds the acquire itself.
+    rt.block_on(async { locks.acquire(&key).await.unwrap().release().await.unwrap() });
+    let pid = server.pid().unwrap();
+    kaiju_tests::signal(pid, "-STOP");
+    let mut acquire = Box::pin({
+        let (locks, key) = (locks.clone(), key.clone());
+        async move { locks.acquire(&key).await }
+    });
+    rt.block_on(async {
+        let waited = tokio::time::timeout(Duration::from_millis(100), &mut acquire).await;
+        assert!(waited.is_err());
+    });
+    std::thread::spawn(move || drop(acquire)).join().unwrap();
+    kaiju_tests::signal(pid, "-CONT");
+    rt.block_on(eventually(
+        "the orphaned lock to be released",
+        Duration::from_secs(5),
+        || async { locks.owner(&key).await.unwrap().is_none() },
+    ));
+    rt.block_on(async { t.close().await.unwrap() });
 }

@@ -1,18 +1,22 @@
-//! `StreamWriter::write_many`: one call per stream (a script running one XADD per entry), in
-//! chunks of `MAX_ENTRIES_PER_CALL`. Order and ids across chunks and streams, the length cap,
-//! and a lost reply in the middle of a stream's batch.
+//! `StreamWriter::write_many`: calls of a script running one XADD per entry for streams with
+//! several entries, bounded by `MAX_ENTRIES_PER_CALL` and `MAX_BYTES_PER_CALL`, and a pipeline
+//! for the rest. Order and ids across calls and streams, the length cap, a lost reply in the
+//! middle of a stream's batch, a user without scripting, and which writes use calls.
 
-use kaiju_core::{Key, Namespace};
-use kaiju_streams::{Headers, MAX_ENTRIES_PER_CALL, Outgoing, StreamError, StreamWriter, decode};
+use kaiju_core::{Key, Namespace, RedisSettings};
+use kaiju_streams::{
+    Headers, MAX_BYTES_PER_CALL, MAX_ENTRIES_PER_CALL, Outgoing, StreamError, StreamWriter, decode,
+};
 use kaiju_tests::proxy::Proxy;
 use kaiju_tests::{Target, on_both};
 use kaiju_transport::Transport;
 use kaiju_transport::fred::prelude::*;
-use kaiju_transport::fred::types::Value;
+use kaiju_transport::fred::types::{ClusterHash, CustomCommand, Value};
 
 on_both!(
     write_many_keeps_order_and_ids_across_calls_and_streams,
     write_many_with_a_cap_trims_about_to_it,
+    write_many_with_a_cap_beyond_i64_writes_uncapped,
 );
 
 type Body = (String, u64);
@@ -101,50 +105,172 @@ fn retryable(error: &StreamError) -> bool {
 
 /// A call whose reply is lost may or may not have written its entries: the rest of that
 /// stream's batch is not sent after it (it could overtake them when the caller writes them
-/// again), and the other streams' entries are still written.
+/// again). One stream only: calls for other streams go at the same time, and the proxy drops
+/// whichever reply comes first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lost_reply_stops_the_rest_of_that_streams_batch_only() {
+async fn a_lost_reply_stops_the_rest_of_that_streams_batch() {
     let Some(port) = kaiju_tests::single_port() else {
         return;
     };
     let proxy = Proxy::start(port).await.unwrap();
     let t = Transport::connect(&proxy.settings()).await.unwrap();
-    let ns = kaiju_tests::namespace();
-    let (a, b) = (ns.stream("a").unwrap(), ns.stream("b").unwrap());
+    let stream = kaiju_tests::namespace().stream("a").unwrap();
     let body: Body = ("m".to_owned(), 1);
-    let entry = |stream| Outgoing {
-        stream,
-        body: &body,
-        headers: Headers::new(),
-    };
-    let mut entries: Vec<_> = (0..MAX_ENTRIES_PER_CALL + 500).map(|_| entry(&a)).collect();
-    entries.extend((0..10).map(|_| entry(&b)));
+    let entries: Vec<_> = (0..MAX_ENTRIES_PER_CALL + 500)
+        .map(|_| Outgoing {
+            stream: &stream,
+            body: &body,
+            headers: Headers::new(),
+        })
+        .collect();
     proxy.drop_next_reply();
     let result = StreamWriter::new(t.clone()).write_many(entries).await;
     assert_eq!(proxy.dropped(), 1);
-    // The first call for `a` ran (its reply was dropped); the second was never sent.
-    let len_a: u64 = t.pool().xlen(a.as_str()).await.unwrap();
-    assert_eq!(len_a, MAX_ENTRIES_PER_CALL as u64);
+    // The first call ran (its reply was dropped); the second was never sent.
+    let len: u64 = t.pool().xlen(stream.as_str()).await.unwrap();
+    assert_eq!(len, MAX_ENTRIES_PER_CALL as u64);
     match result {
-        Err(StreamError::PartialWrite { ids, error }) => {
-            assert!(retryable(&error), "{error}");
-            assert!(
-                ids[..MAX_ENTRIES_PER_CALL + 500]
-                    .iter()
-                    .all(Option::is_none)
-            );
-            let len_b: u64 = t.pool().xlen(b.as_str()).await.unwrap();
-            assert_eq!(
-                ids[MAX_ENTRIES_PER_CALL + 500..].iter().flatten().count() as u64,
-                len_b
-            );
-        }
-        // `b`'s call may also find the connection still down.
         Err(error) => assert!(retryable(&error), "{error}"),
         Ok(ids) => panic!("a lost reply reported as written: {} ids", ids.len()),
     }
-    for stream in [&a, &b] {
-        let _: i64 = t.pool().del(stream.as_str()).await.unwrap();
+    let _: i64 = t.pool().del(stream.as_str()).await.unwrap();
+    t.close().await.unwrap();
+}
+
+/// `with_max_len(u64::MAX)` means no real cap, for `write_many` as for `write`.
+async fn write_many_with_a_cap_beyond_i64_writes_uncapped(
+    t: &Transport,
+    ns: &Namespace,
+    _: Target,
+) {
+    let stream = ns.stream("uncapped").unwrap();
+    let writer = StreamWriter::new(t.clone()).with_max_len(u64::MAX);
+    let body: Body = ("m".to_owned(), 1);
+    writer.write(&stream, &body, Headers::new()).await.unwrap();
+    let entries = (0..10)
+        .map(|_| Outgoing {
+            stream: &stream,
+            body: &body,
+            headers: Headers::new(),
+        })
+        .collect();
+    assert_eq!(writer.write_many(entries).await.unwrap().len(), 10);
+    let len: u64 = t.pool().xlen(stream.as_str()).await.unwrap();
+    assert_eq!(len, 11);
+    let _: i64 = t.pool().del(stream.as_str()).await.unwrap();
+}
+
+/// An ACL user that may write streams but not run scripts still batch-writes (in pipelines).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_many_without_script_permission_uses_pipelines() {
+    let Some(admin) = kaiju_tests::connect(Target::Single).await else {
+        return;
+    };
+    let user = format!("nolua_{}", uuid::Uuid::new_v4().simple());
+    let acl = |args: Vec<String>| {
+        let admin = admin.clone();
+        async move {
+            let _: Value = admin
+                .pool()
+                .custom(
+                    CustomCommand::new_static("ACL", ClusterHash::Random, false),
+                    args,
+                )
+                .await
+                .unwrap();
+        }
+    };
+    let setup = [
+        "SETUSER",
+        &user,
+        "on",
+        ">pw",
+        "~*",
+        "&*",
+        "+@all",
+        "-@scripting",
+    ];
+    acl(setup.iter().map(|s| (*s).to_owned()).collect()).await;
+    let t = Transport::connect(&RedisSettings {
+        username: Some(user.clone()),
+        password: Some("pw".to_owned().into()),
+        ..admin.settings().clone()
+    })
+    .await
+    .unwrap();
+    let stream = kaiju_tests::namespace().stream("nolua").unwrap();
+    let writer = StreamWriter::new(t.clone());
+    let body: Body = ("m".to_owned(), 7);
+    for _ in 0..2 {
+        let entries = (0..10)
+            .map(|_| Outgoing {
+                stream: &stream,
+                body: &body,
+                headers: Headers::new(),
+            })
+            .collect();
+        assert_eq!(writer.write_many(entries).await.unwrap().len(), 10);
     }
+    assert_eq!(stored(&admin, &stream).await.len(), 20);
+    let _: i64 = admin.pool().del(stream.as_str()).await.unwrap();
+    acl(vec!["DELUSER".into(), user]).await;
+    t.close().await.unwrap();
+}
+
+/// Calls only where they pay: single entries for many streams go in one pipeline; large
+/// entries are split so that no call carries more than `MAX_BYTES_PER_CALL` (a script holds
+/// the server while it runs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_many_uses_calls_only_where_they_pay() {
+    let Some((_server, t)) = kaiju_tests::own_server().await else {
+        return;
+    };
+    let evalsha_calls = || async {
+        let info: String = t
+            .client()
+            .custom(
+                CustomCommand::new_static("INFO", ClusterHash::Random, false),
+                vec!["commandstats"],
+            )
+            .await
+            .unwrap();
+        // Calls that ran (a NOSCRIPT before the script is loaded fails, and is sent again).
+        let field = |line: &str, name: &str| -> u64 {
+            line.split([':', ','])
+                .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
+                .unwrap_or(0)
+        };
+        info.lines()
+            .find(|l| l.starts_with("cmdstat_evalsha:"))
+            .map_or(0, |l| field(l, "calls") - field(l, "failed_calls"))
+    };
+    let ns = kaiju_tests::namespace();
+    let writer = StreamWriter::new(t.clone());
+    let streams: Vec<Key> = (0..200)
+        .map(|i| ns.stream(&format!("s{i}")).unwrap())
+        .collect();
+    let body: Body = ("m".to_owned(), 1);
+    let entries = streams
+        .iter()
+        .map(|stream| Outgoing {
+            stream,
+            body: &body,
+            headers: Headers::new(),
+        })
+        .collect();
+    assert_eq!(writer.write_many(entries).await.unwrap().len(), 200);
+    assert_eq!(evalsha_calls().await, 0);
+    let big = ns.stream("big").unwrap();
+    let large: Body = ("z".repeat(64 * 1024), 0);
+    let entries = (0..100)
+        .map(|_| Outgoing {
+            stream: &big,
+            body: &large,
+            headers: Headers::new(),
+        })
+        .collect();
+    assert_eq!(writer.write_many(entries).await.unwrap().len(), 100);
+    let per_call = (MAX_BYTES_PER_CALL / (64 * 1024 + 64)) as u64;
+    assert_eq!(evalsha_calls().await, 100_u64.div_ceil(per_call));
     t.close().await.unwrap();
 }

@@ -17,7 +17,10 @@ if ARGV[2] ~= '' and token ~= ARGV[2] then
 end
 redis.call('DEL', KEYS[1])
 if token then
-    redis.call('SET', KEYS[2], token .. ' released', 'KEEPTTL')
+    -- Released by its own acquisition ('released', so that a resend of this release knows it
+    -- ran), or taken away by a release without a token ('revoked': that acquisition's own
+    -- release then reports the lock as lost, not as released).
+    redis.call('SET', KEYS[2], token .. (ARGV[2] ~= '' and ' released' or ' revoked'), 'KEEPTTL')
 end
 -- Wake waiters only if there are any: in a cluster every PUBLISH goes to every node.
 if redis.call('EXISTS', KEYS[3]) == 1 then

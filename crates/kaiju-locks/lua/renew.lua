@@ -4,7 +4,7 @@
 -- Both keys get the same deadline, so they still expire at the same moment.
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 local token, state = string.match(redis.call('GET', KEYS[2]) or '', '^(%d+) (%S+)$')
-if token ~= ARGV[2] or state == 'released' then return 0 end
+if token ~= ARGV[2] or state == 'released' or state == 'revoked' then return 0 end
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
 return 1

@@ -7,8 +7,9 @@
 -- write (as long as the servers' clocks do not go back). Microseconds stay below 2^53, so a Lua
 -- number holds them exactly; '%.0f' writes them without an exponent.
 --
--- The fence key holds '<token> <attempt id>' while that acquisition holds the lock, and
--- '<token> released' once it let go. It expires with the lock (the scripts set and extend both
+-- The fence key holds '<token> <attempt id>' while that acquisition holds the lock,
+-- '<token> released' once it let go, and '<token> revoked' once a release without a token
+-- (`Locks::release` by owner) took it away. It expires with the lock (the scripts set and extend both
 -- with the same lease in the same call, so they expire at the same moment).
 local function next_token(fence_key)
     local t = redis.call('TIME')

@@ -33,11 +33,15 @@ type Running = Pin<Box<dyn Future<Output = (Try, Result<Option<u64>>)> + Send>>;
 
 /// The first try: the token if the lock was free and nobody waited, `None` if not. Gives its
 /// parts back for the later tries.
-pub(crate) struct FirstTry(Option<Running>);
+pub(crate) struct FirstTry {
+    running: Option<Running>,
+    /// The runtime it was started on: a drop elsewhere (a plain thread) still finishes it there.
+    runtime: Option<tokio::runtime::Handle>,
+}
 
 impl FirstTry {
     pub(crate) fn new(parts: Try) -> Self {
-        Self(Some(Box::pin(async move {
+        let running: Running = Box::pin(async move {
             let attempt = Attempt {
                 keys: &parts.keys,
                 owner: &parts.owner,
@@ -49,7 +53,11 @@ impl FirstTry {
             };
             let outcome = ops::acquire(&parts.transport, &attempt).await;
             (parts, outcome)
-        })))
+        });
+        Self {
+            running: Some(running),
+            runtime: tokio::runtime::Handle::try_current().ok(),
+        }
     }
 }
 
@@ -57,21 +65,24 @@ impl Future for FirstTry {
     type Output = (Try, Result<Option<u64>>);
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let Some(running) = self.0.as_mut() else {
+        let Some(running) = self.running.as_mut() else {
             // Polled after it finished: a bug in this crate, never reached from outside.
             return Poll::Pending;
         };
         let done = std::task::ready!(running.as_mut().poll(cx));
-        self.0 = None;
+        self.running = None;
         Poll::Ready(done)
     }
 }
 
 impl Drop for FirstTry {
     fn drop(&mut self) {
-        let Some(running) = self.0.take() else { return };
-        // Outside a runtime nothing can run it; a lock it took expires after its lease.
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        let Some(running) = self.running.take() else {
+            return;
+        };
+        // Only when its runtime is gone (shut down) can nothing run it: a lock it took then
+        // expires after its lease.
+        let Some(runtime) = self.runtime.take() else {
             return;
         };
         runtime.spawn(async move {

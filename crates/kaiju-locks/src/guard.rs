@@ -22,8 +22,9 @@ use crate::{LockError, Result};
 ///   lease/10*, whether or not a renewal is still waiting for its reply. Redis expires the lock
 ///   no earlier than that send time plus the lease, so the signal comes before anyone else can
 ///   hold the lock (as long as this process's timers run on time).
-/// - Dropping the guard never blocks: the release runs in the background on the current Tokio
-///   runtime (or, outside one, the lock expires after its lease).
+/// - Dropping the guard never blocks: the release runs in the background on the Tokio runtime
+///   the lock was acquired on, wherever the guard is dropped (once that runtime has shut down,
+///   the lock expires after its lease).
 #[derive(Debug)]
 pub struct LockGuard {
     held: Option<Held>,
@@ -42,6 +43,8 @@ struct Held {
 /// key name per guard).
 #[derive(Debug)]
 struct Locked {
+    /// The runtime the guard was made on: a guard dropped elsewhere releases there.
+    runtime: tokio::runtime::Handle,
     transport: Transport,
     keys: Vec<LockKeys>,
     owner: String,
@@ -91,6 +94,7 @@ impl LockGuard {
         let (lost_tx, lost) = watch::channel(false);
         let safe_until = Arc::new(Mutex::new(lease.sent_at + lease.trusted()));
         let set = Arc::new(Locked {
+            runtime: tokio::runtime::Handle::current(),
             transport: transport.clone(),
             keys,
             owner,
@@ -179,13 +183,14 @@ impl Drop for LockGuard {
     fn drop(&mut self) {
         let Some(held) = self.held.take() else { return };
         held.keeper.abort();
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                if let Err(e) = held.set.release().await {
-                    tracing::debug!(key = %held.set.first_key(), error = %e, "background release of a dropped lock guard failed");
-                }
-            });
-        }
+        // On the guard's own runtime, wherever it is dropped (if that runtime has shut down,
+        // the task never runs and the lock expires after its lease).
+        let runtime = held.set.runtime.clone();
+        runtime.spawn(async move {
+            if let Err(e) = held.set.release().await {
+                tracing::debug!(key = %held.set.first_key(), error = %e, "background release of a dropped lock guard failed");
+            }
+        });
     }
 }
 

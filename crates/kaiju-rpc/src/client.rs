@@ -69,7 +69,7 @@ struct Shared {
 ///
 /// - [`call`](Self::call): one notification, no result (as kaiju).
 /// - [`call_multiple`](Self::call_multiple): one batch entry, with kaiju's abort and template
-///   flags. [`call_each`](Self::call_each): N entries in one round trip.
+///   flags. [`call_each`](Self::call_each): N entries in one call (per 1,000).
 /// - [`request`](Self::request): waits for the result (kaiju-rs servers only).
 /// - [`publish`](Self::publish): the same envelope over pub/sub (kaiju's `RedisPublisher`).
 ///
@@ -196,9 +196,9 @@ impl RpcClient {
         }
     }
 
-    /// Calls several methods as separate entries written in one round trip
-    /// ([`StreamWriter::write_many`](kaiju_streams::StreamWriter::write_many): one call per
-    /// up to 1,000 entries, written at most once). Returns the entry ids in order; when only
+    /// Calls several methods as separate entries, written with
+    /// [`StreamWriter::write_many`](kaiju_streams::StreamWriter::write_many) (one script call
+    /// per 1,000 entries, each written at most once). Returns the entry ids in order; when only
     /// some were written, the error is [`StreamError::PartialWrite`] with the ids of those that
     /// were.
     pub async fn call_each<P: Serialize>(

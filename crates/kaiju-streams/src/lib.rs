@@ -17,4 +17,4 @@ pub use error::{Result, StreamError};
 pub use handler::{BoxError, Disposition, Handler, HandlerError, Message};
 pub use listener::{Listener, ListenerStats};
 pub use settings::{ListenerSettings, MAX_BATCH_SIZE, MAX_PARALLEL_BATCHES};
-pub use writer::{MAX_ENTRIES_PER_CALL, Outgoing, StreamWriter};
+pub use writer::{MAX_BYTES_PER_CALL, MAX_ENTRIES_PER_CALL, Outgoing, StreamWriter};

@@ -1,0 +1,120 @@
+//! `StreamWriter`: appends entries in kaiju's envelope.
+
+mod many;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use bytes::Bytes;
+use kaiju_core::Key;
+use kaiju_transport::fred::prelude::*;
+use kaiju_transport::fred::types::streams::XCap;
+use kaiju_transport::{Classify, Transport};
+use serde::Serialize;
+
+use crate::envelope::{CORRELATION_ID, Headers, PAYLOAD_FIELD, encode, short_uid};
+use crate::{Result, StreamError};
+
+pub use many::{MAX_BYTES_PER_CALL, MAX_ENTRIES_PER_CALL};
+
+/// Writes kaiju stream entries: `XADD <stream> * _ <msgpack [body, headers]>`, readable by Python
+/// kaiju listeners and by [`Listener`](crate::Listener). Cheap to clone.
+///
+/// A `Correlation-Id` header (10 hex characters) is added when the caller gives none, as kaiju's
+/// client does.
+///
+/// ```no_run
+/// # async fn demo(transport: kaiju_transport::Transport) -> kaiju_streams::Result<()> {
+/// use kaiju_core::Namespace;
+/// use kaiju_streams::{Headers, StreamWriter};
+/// let writer = StreamWriter::new(transport);
+/// let stream = Namespace::new("prod", "billing")?.stream("rpc")?;
+/// let body = ("invoices.create", serde_json_like_params());
+/// # fn serde_json_like_params() -> std::collections::BTreeMap<String, i64> { Default::default() }
+/// let id = writer.write(&stream, &body, Headers::new()).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct StreamWriter {
+    transport: Transport,
+    max_len: Option<u64>,
+    /// The server refused the append script (an ACL without `EVALSHA`, a renamed command):
+    /// `write_many` uses pipelines of `XADD` only.
+    no_scripts: Arc<AtomicBool>,
+}
+
+/// One entry for [`StreamWriter::write_many`].
+#[derive(Debug, Clone)]
+pub struct Outgoing<'a, B: ?Sized> {
+    /// The stream key.
+    pub stream: &'a Key,
+    /// The body (`[method, params]` for kaiju RPC).
+    pub body: &'a B,
+    /// The headers.
+    pub headers: Headers,
+}
+
+impl StreamWriter {
+    /// A writer with no length cap (as kaiju's client).
+    pub fn new(transport: Transport) -> Self {
+        Self {
+            transport,
+            max_len: None,
+            no_scripts: Arc::default(),
+        }
+    }
+
+    /// Caps every written stream at about `max_len` entries (`MAXLEN ~`). Capping removes the
+    /// oldest entries whether or not they were processed.
+    #[must_use]
+    pub fn with_max_len(mut self, max_len: u64) -> Self {
+        self.max_len = Some(max_len);
+        self
+    }
+
+    fn payload<B: Serialize + ?Sized>(body: &B, mut headers: Headers) -> Result<Bytes> {
+        headers.ensure_first(CORRELATION_ID, || short_uid().into());
+        encode(body, &headers)
+            .map(Bytes::from)
+            .map_err(StreamError::Encode)
+    }
+
+    /// The `MAXLEN ~` cap as Redis takes it (an `i64`; larger values mean no real cap).
+    fn cap_value(&self) -> Option<i64> {
+        self.max_len.map(|n| i64::try_from(n).unwrap_or(i64::MAX))
+    }
+
+    fn cap(&self) -> XCap {
+        let capped = self
+            .cap_value()
+            .and_then(|n| XCap::try_from(("MAXLEN", "~", n, None)).ok());
+        capped.unwrap_or_else(|| XCap::from(None::<()>))
+    }
+
+    /// Appends one entry; returns its id.
+    ///
+    /// The `XADD` is written at most once: if the connection drops before the reply arrives,
+    /// the call fails with a [`Connection`](kaiju_transport::TransportError::Connection) error
+    /// and the entry may or may not have been written (it is never written twice behind the
+    /// caller's back).
+    pub async fn write<B: Serialize + ?Sized>(
+        &self,
+        stream: &Key,
+        body: &B,
+        headers: Headers,
+    ) -> Result<String> {
+        let payload = Self::payload(body, headers)?;
+        self.transport
+            .once()
+            .xadd(
+                stream.as_str(),
+                false,
+                self.cap(),
+                "*",
+                vec![(PAYLOAD_FIELD, payload)],
+            )
+            .await
+            .classify()
+            .map_err(StreamError::from)
+    }
+}
