@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use kaiju_core::{Namespace, RedisSettings, side_key};
-use kaiju_locks::{AcquireOptions, LockError, Locks};
+use kaiju_locks::{AcquireOptions, LockError, LockGuard, Locks};
 use kaiju_testkit::{RedisServer, ServerOptions};
 use kaiju_tests::proxy::Proxy;
 use kaiju_tests::{Target, can_spawn_servers, eventually, on_both};
@@ -39,19 +39,25 @@ fn side_keys(key: &str) -> Vec<String> {
         .collect()
 }
 
+/// A holder, and a waiter that gets the lock through the queue when the holder releases it:
+/// the holder's token, and the waiter's guard.
+async fn through_the_queue(locks: &Locks, key: &str) -> (u64, LockGuard) {
+    let first = locks.acquire(key).await.unwrap();
+    let waiter = tokio::spawn({
+        let (locks, key) = (locks.clone(), key.to_owned());
+        async move { locks.acquire(&key).await.unwrap() }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let token = first.token();
+    first.release().await.unwrap();
+    (token, waiter.await.unwrap())
+}
+
 async fn side_keys_expire_and_tokens_keep_increasing(t: &Transport, ns: &Namespace, _: Target) {
     let locks = Locks::new(t.clone(), "me").await.unwrap();
     let key = ns.key("lock").unwrap();
     // A holder and a waiter that gets the lock through the queue.
-    let first = locks.acquire(&key).await.unwrap();
-    let t1 = first.token();
-    let waiter = tokio::spawn({
-        let (locks, key) = (locks.clone(), key.clone());
-        async move { locks.acquire(&key).await.unwrap() }
-    });
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    first.release().await.unwrap();
-    let second = waiter.await.unwrap();
+    let (t1, second) = through_the_queue(&locks, key.as_str()).await;
     let t2 = second.token();
     assert!(t2 > t1);
     second.release().await.unwrap();
@@ -96,15 +102,8 @@ async fn a_fence_ahead_of_the_clock_still_gives_larger_tokens(
         assert_eq!(state, format!("{} released", ahead + 1));
     }
     // Through the queue: held, so the next acquire waits and takes it after the release.
-    let first = locks.acquire(&key).await.unwrap();
-    assert_eq!(first.token(), ahead + 2);
-    let waiter = tokio::spawn({
-        let (locks, key) = (locks.clone(), key.clone());
-        async move { locks.acquire(&key).await.unwrap() }
-    });
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    first.release().await.unwrap();
-    let second = waiter.await.unwrap();
+    let (first, second) = through_the_queue(&locks, key.as_str()).await;
+    assert_eq!(first, ahead + 2);
     assert_eq!(second.token(), ahead + 3);
     second.release().await.unwrap();
     // Several keys at once.

@@ -890,7 +890,7 @@ async fn a_retry_whose_claim_fails_is_claimed_later() {
 }
 
 /// `ACL <args>` on the single node.
-async fn acl(t: &Transport, args: &[&str]) {
+pub(crate) async fn acl(t: &Transport, args: &[&str]) {
     use kaiju_transport::fred::types::{ClusterHash, CustomCommand};
     let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
     let _: Value = t

@@ -13,6 +13,8 @@ use kaiju_transport::Transport;
 use kaiju_transport::fred::prelude::*;
 use kaiju_transport::fred::types::{ClusterHash, CustomCommand, Value};
 
+use crate::stream_faults::acl;
+
 on_both!(
     write_many_keeps_order_and_ids_across_calls_and_streams,
     write_many_with_a_cap_trims_about_to_it,
@@ -20,6 +22,17 @@ on_both!(
 );
 
 type Body = (String, u64);
+
+/// `n` entries with the same body for one stream.
+fn copies<'a>(stream: &'a Key, body: &'a Body, n: usize) -> Vec<Outgoing<'a, Body>> {
+    (0..n)
+        .map(|_| Outgoing {
+            stream,
+            body,
+            headers: Headers::new(),
+        })
+        .collect()
+}
 
 /// Every entry of a stream: (id, body).
 async fn stored(t: &Transport, stream: &Key) -> Vec<(String, Body)> {
@@ -84,13 +97,7 @@ async fn write_many_with_a_cap_trims_about_to_it(t: &Transport, ns: &Namespace, 
     let body: Body = ("m".to_owned(), 1);
     let writer = StreamWriter::new(t.clone()).with_max_len(100);
     for _ in 0..10 {
-        let entries = (0..100)
-            .map(|_| Outgoing {
-                stream: &stream,
-                body: &body,
-                headers: Headers::new(),
-            })
-            .collect();
+        let entries = copies(&stream, &body, 100);
         writer.write_many(entries).await.unwrap();
     }
     // `MAXLEN ~` trims whole nodes (100 entries each by default): about the cap, never below.
@@ -116,13 +123,15 @@ async fn a_lost_reply_stops_the_rest_of_that_streams_batch() {
     let t = Transport::connect(&proxy.settings()).await.unwrap();
     let stream = kaiju_tests::namespace().stream("a").unwrap();
     let body: Body = ("m".to_owned(), 1);
-    let entries: Vec<_> = (0..MAX_ENTRIES_PER_CALL + 500)
-        .map(|_| Outgoing {
-            stream: &stream,
-            body: &body,
-            headers: Headers::new(),
-        })
-        .collect();
+    let entries: Vec<_> = copies(&stream, &body, MAX_ENTRIES_PER_CALL + 500);
+    // The script loaded first: on a fresh server the dropped reply would be the NOSCRIPT of a
+    // call that never ran.
+    let warm_up = kaiju_tests::namespace().stream("warm").unwrap();
+    StreamWriter::new(t.clone())
+        .write_many(copies(&warm_up, &body, 4))
+        .await
+        .unwrap();
+    let _: i64 = t.pool().del(warm_up.as_str()).await.unwrap();
     proxy.drop_next_reply();
     let result = StreamWriter::new(t.clone()).write_many(entries).await;
     assert_eq!(proxy.dropped(), 1);
@@ -147,13 +156,7 @@ async fn write_many_with_a_cap_beyond_i64_writes_uncapped(
     let writer = StreamWriter::new(t.clone()).with_max_len(u64::MAX);
     let body: Body = ("m".to_owned(), 1);
     writer.write(&stream, &body, Headers::new()).await.unwrap();
-    let entries = (0..10)
-        .map(|_| Outgoing {
-            stream: &stream,
-            body: &body,
-            headers: Headers::new(),
-        })
-        .collect();
+    let entries = copies(&stream, &body, 10);
     assert_eq!(writer.write_many(entries).await.unwrap().len(), 10);
     let len: u64 = t.pool().xlen(stream.as_str()).await.unwrap();
     assert_eq!(len, 11);
@@ -167,30 +170,20 @@ async fn write_many_without_script_permission_uses_pipelines() {
         return;
     };
     let user = format!("nolua_{}", uuid::Uuid::new_v4().simple());
-    let acl = |args: Vec<String>| {
-        let admin = admin.clone();
-        async move {
-            let _: Value = admin
-                .pool()
-                .custom(
-                    CustomCommand::new_static("ACL", ClusterHash::Random, false),
-                    args,
-                )
-                .await
-                .unwrap();
-        }
-    };
-    let setup = [
-        "SETUSER",
-        &user,
-        "on",
-        ">pw",
-        "~*",
-        "&*",
-        "+@all",
-        "-@scripting",
-    ];
-    acl(setup.iter().map(|s| (*s).to_owned()).collect()).await;
+    acl(
+        &admin,
+        &[
+            "SETUSER",
+            &user,
+            "on",
+            ">pw",
+            "~*",
+            "&*",
+            "+@all",
+            "-@scripting",
+        ],
+    )
+    .await;
     let t = Transport::connect(&RedisSettings {
         username: Some(user.clone()),
         password: Some("pw".to_owned().into()),
@@ -202,18 +195,12 @@ async fn write_many_without_script_permission_uses_pipelines() {
     let writer = StreamWriter::new(t.clone());
     let body: Body = ("m".to_owned(), 7);
     for _ in 0..2 {
-        let entries = (0..10)
-            .map(|_| Outgoing {
-                stream: &stream,
-                body: &body,
-                headers: Headers::new(),
-            })
-            .collect();
+        let entries = copies(&stream, &body, 10);
         assert_eq!(writer.write_many(entries).await.unwrap().len(), 10);
     }
     assert_eq!(stored(&admin, &stream).await.len(), 20);
     let _: i64 = admin.pool().del(stream.as_str()).await.unwrap();
-    acl(vec!["DELUSER".into(), user]).await;
+    acl(&admin, &["DELUSER", &user]).await;
     t.close().await.unwrap();
 }
 
@@ -262,13 +249,7 @@ async fn write_many_uses_calls_only_where_they_pay() {
     assert_eq!(evalsha_calls().await, 0);
     let big = ns.stream("big").unwrap();
     let large: Body = ("z".repeat(64 * 1024), 0);
-    let entries = (0..100)
-        .map(|_| Outgoing {
-            stream: &big,
-            body: &large,
-            headers: Headers::new(),
-        })
-        .collect();
+    let entries = copies(&big, &large, 100);
     assert_eq!(writer.write_many(entries).await.unwrap().len(), 100);
     let per_call = (MAX_BYTES_PER_CALL / (64 * 1024 + 64)) as u64;
     assert_eq!(evalsha_calls().await, 100_u64.div_ceil(per_call));
