@@ -1,8 +1,9 @@
 //! `cargo xtask <command>`: project automation that needs no tools beyond cargo and Redis.
 //!
 //! - `demo`: the system working, on a throwaway local Redis.
-//! - `test [--docker|--local] [-- <cargo test args>]`: start a single node and a 6-node cluster,
-//!   run every workspace test against them, stop them.
+//! - `test [--docker|--local] [-- <cargo test args>]`: start a single node and a 6-node cluster
+//!   (local processes or containers), run every workspace test against them, stop them.
+//! - `image [--tag T]`: a container image built from the host's `redis-server`.
 //! - `interop`: the same, plus the Python kaiju-redis peer, for the wire-compatibility tests.
 //! - `fuzz [cases]`: the arbitrary-input tests of every decoder, with their counts.
 //! - `redis up|down|status`: the same servers, by hand.
@@ -11,10 +12,12 @@ mod bench;
 mod demo;
 mod docker;
 mod fuzz;
+mod image;
 mod interop;
 mod invariants;
 mod procs;
 mod redis;
+mod resp;
 mod test;
 
 use std::process::ExitCode;
@@ -27,11 +30,21 @@ commands:
         the system working: a throwaway local redis-server (installed with apt-get when
         missing and run as root on Debian/Ubuntu), the example app of examples/demo run from
         its kaiju YAML config, driven by the RPC client and the `kaiju` tool, then stopped.
-  test [--docker|--local] [-- <cargo test args>]
+  test [--local | --docker [--image <image>] [--pull] [--server-cmd <binary>]]
+       [-- <cargo test args>]
         start Redis (single node + 6-node cluster) on free loopback ports, run every
         workspace test against it with KAIJU_REQUIRE_REDIS=1, stop what was started.
-        --docker uses the compose files in docker/ (needs a running Docker engine);
-        --local uses the redis-server binary. Default: Docker if an engine answers, else local.
+        --local runs the redis-server binary (KAIJU_REDIS_SERVER, else PATH).
+        --docker runs containers on the host network with plain `docker run` (a running
+        Docker engine, no compose plugin); they are removed on exit, failure or Ctrl-C.
+          --image      the image (KAIJU_REDIS_IMAGE; default redis:7.4)
+          --pull       pull the image when missing (default: never pull)
+          --server-cmd the server binary in the image (KAIJU_REDIS_SERVER_CMD;
+                       default redis-server; keydb-server for KeyDB images)
+        Default: local when redis-server is installed, else Docker when an engine answers.
+  image [--tag <name:tag>]
+        build a container image (default kaiju-redis:local) from this host's redis-server,
+        redis-cli and the libraries they link, for engines without registry access.
   interop
         run the interop tests against the real Python kaiju-redis 2.4.2 (installed from
         PyPI into target/interop-venv), on the same servers as `test`.
@@ -55,6 +68,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("demo") => demo::run(),
         Some("test") => test::run(&args[1..]),
+        Some("image") => image::run(&args[1..]),
         Some("redis") => redis::run(&args[1..]),
         Some("interop") => interop::run_tests(),
         Some("bench") => bench::run(&args[1..]),

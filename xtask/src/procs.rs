@@ -3,6 +3,7 @@
 use std::sync::Mutex;
 
 static STARTED: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+static CONTAINERS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
 /// Remembers pids to stop on Ctrl-C / SIGTERM.
 pub(crate) fn register(pids: impl IntoIterator<Item = u32>) {
@@ -11,15 +12,32 @@ pub(crate) fn register(pids: impl IntoIterator<Item = u32>) {
     }
 }
 
-/// Installs the handler: kill every registered pid. The test run then fails and xtask's normal
-/// clean-up (Drop of the servers) reaps them.
+/// Remembers containers (by id) to remove on Ctrl-C / SIGTERM.
+pub(crate) fn register_container(id: &str) {
+    if let Ok(mut started) = CONTAINERS.lock() {
+        started.push(id.to_owned());
+    }
+}
+
+/// Installs the handler: kill every registered pid and remove every registered container. The
+/// test run then fails and xtask's normal clean-up (Drop of the servers) reaps the rest.
 pub(crate) fn install_signal_handler() {
     let result = ctrlc::set_handler(|| {
-        eprintln!("xtask: interrupted, stopping the redis-server processes it started");
+        eprintln!("xtask: interrupted, stopping the servers it started");
         if let Ok(started) = STARTED.lock() {
             for pid in started.iter() {
                 kill(*pid);
             }
+        }
+        if let Ok(containers) = CONTAINERS.lock()
+            && !containers.is_empty()
+        {
+            let _ = std::process::Command::new("docker")
+                .args(["rm", "--force", "--volumes"])
+                .args(containers.iter())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
         }
     });
     if let Err(e) = result {

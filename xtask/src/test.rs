@@ -4,30 +4,72 @@ use std::process::{Command, ExitCode};
 
 use kaiju_testkit::{ClusterOptions, RedisCluster, RedisServer, ServerOptions};
 
-use crate::{cargo, docker, procs, root};
+use crate::docker::{self, DockerOptions};
+use crate::{cargo, procs, root};
 
 /// Where the servers come from.
 enum Backend {
     Local,
-    Docker,
+    Docker(DockerOptions),
 }
+
+const USAGE: &str = "usage: cargo xtask test [--local | --docker [--image <image>] [--pull] \
+                     [--server-cmd <binary>]] [-- <cargo test args>]";
 
 pub(crate) fn run(args: &[String]) -> Result<ExitCode, String> {
     let (flags, cargo_args) = match args.iter().position(|a| a == "--") {
         Some(i) => (&args[..i], &args[i + 1..]),
         None => (args, &[][..]),
     };
-    let backend = match flags.first().map(String::as_str) {
-        Some("--docker") => Backend::Docker,
-        Some("--local") => Backend::Local,
-        None if docker::engine_available() => Backend::Docker,
-        None => Backend::Local,
-        Some(other) => return Err(format!("unknown flag `{other}`")),
-    };
-    match backend {
+    match parse_backend(flags)? {
         Backend::Local => run_local(cargo_args, &[]),
-        Backend::Docker => docker::run_tests(cargo_args),
+        Backend::Docker(options) => docker::run_tests(&options, cargo_args),
     }
+}
+
+/// `--docker` and its settings, or `--local`. With neither: the local binaries when
+/// `redis-server` is installed, else containers when a Docker engine answers, else the local
+/// backend's "install redis-server" error.
+fn parse_backend(flags: &[String]) -> Result<Backend, String> {
+    let mut choice = None::<bool>;
+    let mut docker_flags = false;
+    let mut options = DockerOptions::from_env();
+    let mut flags = flags.iter();
+    while let Some(flag) = flags.next() {
+        let mut value = || {
+            docker_flags = true;
+            flags
+                .next()
+                .cloned()
+                .ok_or_else(|| format!("`{flag}` needs a value\n{USAGE}"))
+        };
+        match flag.as_str() {
+            "--local" => choice = Some(false),
+            "--docker" => choice = Some(true),
+            "--image" => options.image = value()?,
+            "--server-cmd" => options.server_cmd = value()?,
+            "--pull" => {
+                options.pull = true;
+                docker_flags = true;
+            }
+            other => return Err(format!("unknown flag `{other}`\n{USAGE}")),
+        }
+    }
+    let docker = match choice {
+        Some(false) if docker_flags => {
+            return Err(format!(
+                "--image, --pull and --server-cmd go with --docker\n{USAGE}"
+            ));
+        }
+        Some(choice) => choice,
+        None if docker_flags => true,
+        None => kaiju_testkit::server_path().is_err() && docker::engine_available(),
+    };
+    Ok(if docker {
+        Backend::Docker(options)
+    } else {
+        Backend::Local
+    })
 }
 
 /// Starts the local servers, runs `cargo test` with `cargo_args` and `extra_env`, stops them.
@@ -90,4 +132,33 @@ pub(crate) fn run_cargo_test(
         .status()
         .map_err(|e| format!("cannot run cargo: {e}"))?;
     Ok(crate::exit_code(status))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(flags: &[&str]) -> Result<Backend, String> {
+        let flags: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
+        parse_backend(&flags)
+    }
+
+    #[test]
+    fn docker_settings_select_docker_and_conflict_with_local() {
+        match parse(&["--image", "valkey/valkey:8", "--pull"]) {
+            Ok(Backend::Docker(options)) => {
+                assert_eq!(options.image, "valkey/valkey:8");
+                assert!(options.pull);
+            }
+            _ => panic!("--image selects the Docker backend"),
+        }
+        match parse(&["--docker", "--server-cmd", "keydb-server"]) {
+            Ok(Backend::Docker(options)) => assert_eq!(options.server_cmd, "keydb-server"),
+            _ => panic!("--docker selects the Docker backend"),
+        }
+        assert!(matches!(parse(&["--local"]), Ok(Backend::Local)));
+        assert!(parse(&["--local", "--pull"]).is_err());
+        assert!(parse(&["--image"]).is_err());
+        assert!(parse(&["--dockr"]).is_err());
+    }
 }
