@@ -20,6 +20,7 @@
 //! ```
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -111,8 +112,19 @@ pub struct RedisSettings {
     pub nodes: Vec<String>,
     /// Connect through Redis Sentinel. Default: `None`.
     pub sentinel: Option<SentinelSettings>,
-    /// Use TLS (needs the `tls` feature of kaiju-transport). Default: `false`.
+    /// Use TLS (needs the `tls` feature of kaiju-transport). A `rediss://` URL turns it on too.
+    /// The server's certificate is always verified, against `tls_ca_file` or else the system's
+    /// roots, and must name the host dialled. Default: `false`.
     pub tls: bool,
+    /// PEM file of the CA certificate(s) the server's certificate must chain to, instead of the
+    /// system's roots (a private CA). Default: `None`.
+    pub tls_ca_file: Option<PathBuf>,
+    /// PEM file of this client's certificate chain, for servers that require client
+    /// certificates (mutual TLS, `tls-auth-clients yes`). Needs `tls_key_file`. Default: `None`.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM file of the private key of `tls_cert_file` (PKCS#8, PKCS#1 or SEC1). Its contents are
+    /// read when connecting and never kept in the settings. Default: `None`.
+    pub tls_key_file: Option<PathBuf>,
     /// Speak RESP3 (`HELLO 3`), as kaiju-redis does. Needs Redis 6+. Default: `true`.
     pub resp3: bool,
     /// Connections in the shared pool. Commands from many tasks are pipelined on each connection,
@@ -145,6 +157,9 @@ impl Default for RedisSettings {
             nodes: Vec::new(),
             sentinel: None,
             tls: false,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
             resp3: true,
             pool_size: 4,
             connect_timeout_ms: 2000,
@@ -215,7 +230,36 @@ impl RedisSettings {
         for node in &self.nodes {
             parse_host_port(node).map_err(|reason| invalid("nodes", reason))?;
         }
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(_), None) => return Err(invalid("tls_key_file", "tls_cert_file needs it")),
+            (None, Some(_)) => return Err(invalid("tls_cert_file", "tls_key_file needs it")),
+            _ => {}
+        }
+        let tls_file = [
+            ("tls_ca_file", &self.tls_ca_file),
+            ("tls_cert_file", &self.tls_cert_file),
+        ]
+        .into_iter()
+        .find_map(|(field, file)| file.as_ref().map(|_| field));
+        if let Some(field) = tls_file
+            && !self.uses_tls()
+        {
+            return Err(invalid(
+                field,
+                "is set but TLS is off: set `tls: true` or use a rediss:// URL \
+                 (a plain connection would silently ignore it)",
+            ));
+        }
         Ok(())
+    }
+
+    /// Whether connections use TLS: `tls: true`, or a `rediss://` (`valkeys://`) URL.
+    pub fn uses_tls(&self) -> bool {
+        self.tls
+            || self.url.as_ref().is_some_and(|url| {
+                let scheme = url.expose().split_once("://").map_or("", |(s, _)| s);
+                scheme.starts_with("rediss") || scheme.starts_with("valkeys")
+            })
     }
 }
 
@@ -247,6 +291,9 @@ impl fmt::Debug for RedisSettings {
             .field("nodes", &self.nodes)
             .field("sentinel", &self.sentinel)
             .field("tls", &self.tls)
+            .field("tls_ca_file", &self.tls_ca_file)
+            .field("tls_cert_file", &self.tls_cert_file)
+            .field("tls_key_file", &self.tls_key_file)
             .field("resp3", &self.resp3)
             .field("pool_size", &self.pool_size)
             .field("connect_timeout_ms", &self.connect_timeout_ms)
@@ -316,6 +363,40 @@ mod tests {
             Err(ConfigError::Invalid { field: "nodes", .. })
         ));
         assert!(RedisSettings::default().validate().is_ok());
+    }
+
+    #[test]
+    fn tls_files_need_tls_and_come_in_pairs() {
+        let ca_only = RedisSettings {
+            tls_ca_file: Some("/ca.pem".into()),
+            ..RedisSettings::default()
+        };
+        assert!(matches!(
+            ca_only.validate(),
+            Err(ConfigError::Invalid {
+                field: "tls_ca_file",
+                ..
+            })
+        ));
+        let over_url = RedisSettings {
+            tls_ca_file: Some("/ca.pem".into()),
+            ..RedisSettings::from_url("rediss://h:1")
+        };
+        assert!(over_url.uses_tls() && over_url.validate().is_ok());
+        let cert_only = RedisSettings {
+            tls: true,
+            tls_cert_file: Some("/c.pem".into()),
+            ..RedisSettings::default()
+        };
+        assert!(matches!(
+            cert_only.validate(),
+            Err(ConfigError::Invalid {
+                field: "tls_key_file",
+                ..
+            })
+        ));
+        assert!(!RedisSettings::from_url("redis://rediss:1").uses_tls());
+        assert!(RedisSettings::from_url("valkeys://h:1").uses_tls());
     }
 
     #[test]

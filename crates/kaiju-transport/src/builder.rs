@@ -123,23 +123,20 @@ fn check_scheme(url: &str) -> Result<()> {
 
 #[cfg(feature = "tls")]
 fn apply_tls(config: &mut Config, settings: &RedisSettings) -> Result<()> {
-    use fred::types::config::TlsConnector;
-    if settings.tls && config.tls.is_none() {
-        let connector = TlsConnector::default_rustls()
-            .map_err(|e| TransportError::config("tls", "cannot set up rustls", &e))?;
-        config.tls = Some(connector.into());
-    }
+    // Replaces the connector fred made for a rediss:// URL too, so every TLS connection is
+    // set up the same way (and none through fred's `default_rustls`, which panics when the
+    // application links two rustls crypto providers).
+    config.tls = if settings.uses_tls() {
+        Some(crate::tls::connector(settings)?.into())
+    } else {
+        None
+    };
     Ok(())
 }
 
 #[cfg(not(feature = "tls"))]
 fn apply_tls(_config: &mut Config, settings: &RedisSettings) -> Result<()> {
-    let wants_tls = settings.tls
-        || settings
-            .url
-            .as_ref()
-            .is_some_and(|url| url.expose().starts_with("rediss"));
-    if wants_tls {
+    if settings.uses_tls() {
         return Err(invalid("tls", "TLS needs the `tls` feature of kaiju-transport").into());
     }
     Ok(())

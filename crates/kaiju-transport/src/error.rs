@@ -18,6 +18,14 @@ pub enum TransportError {
     /// The settings cannot work.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// TLS could not be set up: the server's certificate was refused (a CA the client does not
+    /// trust, another host name, expired), or the server refused the client's (mutual TLS).
+    /// Not retryable: the same settings meet the same certificate.
+    #[error("TLS failed: {message}")]
+    Tls {
+        /// What rustls or the server said.
+        message: String,
+    },
     /// The server rejected the credentials (WRONGPASS, NOAUTH, bad user).
     #[error("authentication failed: {message}")]
     Auth {
@@ -170,6 +178,11 @@ impl From<FredError> for TransportError {
             _ => {}
         }
         match error.kind() {
+            #[cfg(feature = "tls")]
+            ErrorKind::Tls => Self::Tls { message },
+            ErrorKind::IO if is_tls_failure(&message) => Self::Tls {
+                message: unwrap_io_debug(&message).to_owned(),
+            },
             ErrorKind::Auth => Self::Auth { message },
             ErrorKind::Timeout => Self::Timeout { message },
             ErrorKind::IO | ErrorKind::Canceled | ErrorKind::Routing | ErrorKind::Cluster => {
@@ -192,6 +205,31 @@ impl From<FredError> for TransportError {
             },
         }
     }
+}
+
+/// fred reports a refused TLS handshake as an I/O error carrying rustls' error:
+/// `InvalidCertificate(UnknownIssuer)`, `AlertReceived(CertificateRequired)`, ... (its `Debug`
+/// or its `Display` form, depending on the path).
+fn is_tls_failure(message: &str) -> bool {
+    [
+        "InvalidCertificate",
+        "invalid peer certificate",
+        "AlertReceived",
+        "received fatal alert",
+        "NoCertificatesPresented",
+        "peer sent no certificates",
+    ]
+    .iter()
+    .any(|m| message.contains(m))
+}
+
+/// `Custom { kind: InvalidData, error: InvalidCertificate(UnknownIssuer) }` (an `io::Error`'s
+/// `Debug`) → `InvalidCertificate(UnknownIssuer)`.
+fn unwrap_io_debug(message: &str) -> &str {
+    message
+        .split_once("error: ")
+        .and_then(|(_, rest)| rest.strip_suffix(" }"))
+        .unwrap_or(message)
 }
 
 /// Redis error replies start with an upper-case code: `ERR`, `NOPERM`, `READONLY`, `MOVED`...

@@ -8,6 +8,8 @@ mod connection;
 mod error;
 pub mod events;
 mod script;
+#[cfg(feature = "tls")]
+mod tls;
 mod transport;
 mod watchdog;
 
