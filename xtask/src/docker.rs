@@ -8,14 +8,15 @@
 //! handler, so exactly the containers this run started are removed: on success, on failure
 //! (Drop of [`Containers`]) and on Ctrl-C.
 
+use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-use kaiju_testkit::{free_port, wait_until as wait_for};
+use kaiju_testkit::{TlsFiles, free_port, wait_until as wait_for};
 
 use crate::procs;
 use crate::resp::{self, Reply};
-use crate::test::run_cargo_test;
+use crate::test::{Servers, TlsDir, run_cargo_test};
 
 /// The image used when neither `--image` nor `KAIJU_REDIS_IMAGE` names one.
 pub(crate) const DEFAULT_IMAGE: &str = "redis:7.4";
@@ -90,16 +91,20 @@ impl Containers {
         }
     }
 
-    /// `docker run` one server on `127.0.0.1:port` with the host network.
+    /// `docker run` one server on `127.0.0.1:port` with the host network. `extra` server
+    /// arguments come last (a TLS server's `--port 0` overrides `--port`); `mount` is a host
+    /// directory the container sees read-only at the same path.
     fn start(
         &mut self,
         options: &DockerOptions,
         role: &str,
         port: u16,
         extra: &[String],
+        mount: Option<&Path>,
     ) -> Result<(), String> {
         let port_arg = port.to_string();
         let name = format!("kaiju-test-{}-{role}", std::process::id());
+        let volume = mount.map(|dir| format!("{0}:{0}:ro", dir.display()));
         let mut args = vec![
             "run",
             "--detach",
@@ -111,6 +116,11 @@ impl Containers {
             &self.label,
             "--name",
             &name,
+        ];
+        if let Some(volume) = &volume {
+            args.extend(["--volume", volume]);
+        }
+        args.extend([
             &options.image,
             &options.server_cmd,
             "--port",
@@ -125,7 +135,7 @@ impl Containers {
             "no",
             "--repl-diskless-sync-delay",
             "0",
-        ];
+        ]);
         args.extend(extra.iter().map(String::as_str));
         let id = docker_quiet(&args)?;
         procs::register_container(&id);
@@ -218,12 +228,19 @@ pub(crate) fn run_tests(
     }
     warn_about_stale_containers();
     procs::install_signal_handler();
+    let tls = TlsDir::generate(
+        std::env::temp_dir().join(format!("kaiju-tls-docker-{}", std::process::id())),
+    )?;
     let mut containers = Containers::new();
-    let urls = start_servers(options, &mut containers)
+    let servers = start_servers(options, &mut containers, &tls.0)
         .map_err(|e| format!("{e}\n{}", containers.logs()))?;
-    eprintln!("xtask: single node  {}  ({})", urls.0, options.image);
-    eprintln!("xtask: cluster      {}", urls.1);
-    let status = run_cargo_test(&urls.0, &urls.1, cargo_args, &[]);
+    eprintln!(
+        "xtask: single node  {}  ({})",
+        servers.single, options.image
+    );
+    eprintln!("xtask: TLS node     {}", servers.tls);
+    eprintln!("xtask: cluster      {}", servers.cluster);
+    let status = run_cargo_test(&servers, cargo_args, &[]);
     let removed = containers.remove();
     if removed.is_ok() {
         eprintln!("xtask: removed every container it started");
@@ -265,17 +282,21 @@ fn warn_about_stale_containers() {
     }
 }
 
-/// Starts the single node and the cluster; returns their URLs.
+/// Starts the single node, the TLS node and the cluster; returns where they are.
 fn start_servers(
     options: &DockerOptions,
     containers: &mut Containers,
-) -> Result<(String, String), String> {
+    tls: &TlsFiles,
+) -> Result<Servers, String> {
     eprintln!(
-        "xtask: starting a single node and a 6-node cluster from `{}`",
+        "xtask: starting a single node, a TLS one and a 6-node cluster from `{}`",
         options.image
     );
     let single = free_port(false).map_err(|e| e.to_string())?;
-    containers.start(options, "single", single, &[])?;
+    containers.start(options, "single", single, &[], None)?;
+    let tls_port = free_port(false).map_err(|e| e.to_string())?;
+    let tls_args = tls.server_args(tls_port, false, "optional");
+    containers.start(options, "tls", tls_port, &tls_args, Some(&tls.dir))?;
     let mut ports = Vec::new();
     for index in 0..6 {
         let port = free_port(true).map_err(|e| e.to_string())?;
@@ -288,7 +309,7 @@ fn start_servers(
             "2000",
         ]
         .map(String::from);
-        containers.start(options, &format!("node{index}"), port, &extra)?;
+        containers.start(options, &format!("node{index}"), port, &extra, None)?;
         ports.push(port);
     }
     for port in std::iter::once(single).chain(ports.iter().copied()) {
@@ -307,7 +328,22 @@ fn start_servers(
         cluster.push(if i == 1 { '?' } else { '&' });
         cluster.push_str(&format!("node=127.0.0.1:{port}"));
     }
-    Ok((format!("redis://127.0.0.1:{single}"), cluster))
+    // The TLS node answers PING only over TLS, which xtask does not speak: a listening port
+    // is enough, since it starts listening once it is ready.
+    let listening = wait_for(Duration::from_secs(30), || {
+        std::net::TcpStream::connect(("127.0.0.1", tls_port)).is_ok()
+    });
+    if !listening {
+        return Err(format!(
+            "the TLS server on port {tls_port} did not listen in 30 s"
+        ));
+    }
+    Ok(Servers {
+        single: format!("redis://127.0.0.1:{single}"),
+        cluster,
+        tls: format!("rediss://127.0.0.1:{tls_port}"),
+        tls_dir: tls.dir.clone(),
+    })
 }
 
 /// What `redis-cli --cluster create --cluster-replicas 1` does, over RESP: slots to the first

@@ -7,12 +7,18 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use kaiju_testkit::{ClusterOptions, RedisCluster, RedisServer, ServerOptions};
+use kaiju_testkit::{ClusterOptions, RedisCluster, RedisServer, ServerOptions, TlsFiles};
 
+use crate::test::start_tls_server;
 use crate::{procs, root};
 
 fn state_file() -> PathBuf {
     root().join("target").join("kaiju-redis").join("state")
+}
+
+/// The certificates of the TLS server, kept until `down`.
+fn tls_dir() -> PathBuf {
+    root().join("target").join("kaiju-redis").join("tls")
 }
 
 pub(crate) fn run(args: &[String]) -> Result<ExitCode, String> {
@@ -49,24 +55,33 @@ fn up() -> Result<ExitCode, String> {
             "servers from an earlier `redis up` still run; `cargo xtask redis down` first".into(),
         );
     }
+    let tls_dir = tls_dir();
+    let _ = std::fs::remove_dir_all(&tls_dir);
+    let tls_files = TlsFiles::generate(&tls_dir).map_err(|e| e.to_string())?;
     let single = RedisServer::start(ServerOptions::default()).map_err(|e| e.to_string())?;
+    let tls = start_tls_server(&tls_files)?;
     let cluster = RedisCluster::start(ClusterOptions::default()).map_err(|e| e.to_string())?;
     let mut state = format!(
-        "url single {}\nurl cluster {}\n",
+        "url single {}\nurl tls {}\nurl cluster {}\n",
         single.url(),
+        tls.url(),
         cluster.url()
     );
     let exports = format!(
-        "export KAIJU_REDIS_URL={}\nexport KAIJU_REDIS_CLUSTER_URL='{}'\n",
+        "export KAIJU_REDIS_URL={}\nexport KAIJU_REDIS_CLUSTER_URL='{}'\n\
+         export KAIJU_REDIS_TLS_URL={}\nexport KAIJU_REDIS_TLS_DIR={}\n",
         single.url(),
-        cluster.url()
+        cluster.url(),
+        tls.url(),
+        tls_dir.display()
     );
-    let dirs: Vec<String> = std::iter::once(&single)
+    let dirs: Vec<String> = [&single, &tls]
+        .into_iter()
         .chain(cluster.nodes())
         .map(|s| s.dir().display().to_string())
         .collect();
     // Detach: the processes outlive xtask; `down` stops them by pid.
-    let mut servers = vec![single];
+    let mut servers = vec![single, tls];
     servers.extend(cluster.into_nodes());
     for (server, dir) in servers.into_iter().zip(dirs) {
         if let Some(pid) = server.detach() {
@@ -98,6 +113,7 @@ fn down() -> Result<ExitCode, String> {
         let _ = std::fs::remove_dir_all(dir);
     }
     let _ = std::fs::remove_file(state_file());
+    let _ = std::fs::remove_dir_all(tls_dir());
     eprintln!("xtask: stopped {stopped} redis-server process(es)");
     Ok(ExitCode::SUCCESS)
 }

@@ -2,7 +2,11 @@
 
 use std::process::{Command, ExitCode};
 
-use kaiju_testkit::{ClusterOptions, RedisCluster, RedisServer, ServerOptions};
+use std::path::PathBuf;
+
+use kaiju_testkit::{
+    ClusterOptions, RedisCluster, RedisServer, ServerOptions, TlsFiles, TlsOptions,
+};
 
 use crate::docker::{self, DockerOptions};
 use crate::{cargo, procs, root};
@@ -72,6 +76,60 @@ fn parse_backend(flags: &[String]) -> Result<Backend, String> {
     })
 }
 
+/// Where the tests find their servers: exported to `cargo test` as `KAIJU_REDIS_URL`,
+/// `KAIJU_REDIS_CLUSTER_URL`, `KAIJU_REDIS_TLS_URL` and `KAIJU_REDIS_TLS_DIR`.
+pub(crate) struct Servers {
+    pub(crate) single: String,
+    pub(crate) cluster: String,
+    /// A TLS-only single node (`rediss://`), client certificates optional.
+    pub(crate) tls: String,
+    /// The certificates of `tls` ([`TlsFiles`]): the tests trust its `ca.crt`.
+    pub(crate) tls_dir: PathBuf,
+}
+
+impl Servers {
+    /// The environment `cargo test` runs with.
+    pub(crate) fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("KAIJU_REDIS_URL", self.single.clone()),
+            ("KAIJU_REDIS_CLUSTER_URL", self.cluster.clone()),
+            ("KAIJU_REDIS_TLS_URL", self.tls.clone()),
+            ("KAIJU_REDIS_TLS_DIR", self.tls_dir.display().to_string()),
+        ]
+    }
+}
+
+/// Fresh TLS material in a directory of this run's own, removed when the value is dropped.
+pub(crate) struct TlsDir(pub(crate) TlsFiles);
+
+impl TlsDir {
+    pub(crate) fn generate(dir: PathBuf) -> Result<Self, String> {
+        let _ = std::fs::remove_dir_all(&dir);
+        TlsFiles::generate(&dir)
+            .map(Self)
+            .map_err(|e| format!("cannot make the TLS test certificates: {e}"))
+    }
+}
+
+impl Drop for TlsDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0.dir);
+    }
+}
+
+/// A TLS-only server with `files`, client certificates optional.
+pub(crate) fn start_tls_server(files: &TlsFiles) -> Result<RedisServer, String> {
+    RedisServer::start(ServerOptions {
+        tls: Some(TlsOptions {
+            files: files.clone(),
+            wrong_name: false,
+            client_auth: "optional",
+        }),
+        ..ServerOptions::default()
+    })
+    .map_err(|e| e.to_string())
+}
+
 /// Starts the local servers, runs `cargo test` with `cargo_args` and `extra_env`, stops them.
 pub(crate) fn run_local(
     cargo_args: &[String],
@@ -81,21 +139,34 @@ pub(crate) fn run_local(
     kaiju_testkit::cli_path().map_err(|e| e.to_string())?;
     procs::install_signal_handler();
 
-    eprintln!("xtask: starting a single redis-server and a 6-node cluster");
+    eprintln!("xtask: starting a single redis-server, a TLS one and a 6-node cluster");
+    let tls_dir =
+        TlsDir::generate(std::env::temp_dir().join(format!("kaiju-tls-{}", std::process::id())))?;
     let single = RedisServer::start(ServerOptions::default()).map_err(|e| e.to_string())?;
     procs::register(single.pid());
+    let tls = start_tls_server(&tls_dir.0)?;
+    procs::register(tls.pid());
     let cluster = RedisCluster::start(ClusterOptions::default()).map_err(|e| e.to_string())?;
     procs::register(cluster.nodes().iter().filter_map(RedisServer::pid));
-    let pids: Vec<u32> = std::iter::once(&single)
+    let pids: Vec<u32> = [&single, &tls]
+        .into_iter()
         .chain(cluster.nodes())
         .filter_map(RedisServer::pid)
         .collect();
-    eprintln!("xtask: single node  {}", single.url());
-    eprintln!("xtask: cluster      {}", cluster.url());
+    let servers = Servers {
+        single: single.url(),
+        cluster: cluster.url(),
+        tls: tls.url(),
+        tls_dir: tls_dir.0.dir.clone(),
+    };
+    eprintln!("xtask: single node  {}", servers.single);
+    eprintln!("xtask: TLS node     {}", servers.tls);
+    eprintln!("xtask: cluster      {}", servers.cluster);
 
-    let status = run_cargo_test(&single.url(), &cluster.url(), cargo_args, extra_env);
+    let status = run_cargo_test(&servers, cargo_args, extra_env);
 
     drop(single);
+    drop(tls);
     drop(cluster);
     let left: Vec<u32> = pids
         .into_iter()
@@ -114,10 +185,9 @@ pub(crate) fn run_local(
     status
 }
 
-/// `cargo test --workspace` with the URLs exported and skipping forbidden.
+/// `cargo test --workspace` with the servers exported and skipping forbidden.
 pub(crate) fn run_cargo_test(
-    single_url: &str,
-    cluster_url: &str,
+    servers: &Servers,
     cargo_args: &[String],
     extra_env: &[(&str, String)],
 ) -> Result<ExitCode, String> {
@@ -125,8 +195,7 @@ pub(crate) fn run_cargo_test(
         .current_dir(root())
         .args(["test", "--workspace"])
         .args(cargo_args)
-        .env("KAIJU_REDIS_URL", single_url)
-        .env("KAIJU_REDIS_CLUSTER_URL", cluster_url)
+        .envs(servers.env())
         .env("KAIJU_REQUIRE_REDIS", "1")
         .envs(extra_env.iter().map(|(k, v)| (*k, v.as_str())))
         .status()

@@ -36,20 +36,57 @@ pub fn cli_path() -> io::Result<PathBuf> {
     find("KAIJU_REDIS_CLI", "redis-cli")
 }
 
+/// How long one `redis-cli` call may take (`--cluster create` waits for the nodes to agree,
+/// which never happens when they cannot reach each other).
+const CLI_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Runs `redis-cli -h 127.0.0.1 -p <port> <args...>` and returns its standard output.
-/// A non-zero exit is an error carrying standard error.
+/// A non-zero exit is an error carrying standard error; so is a call that takes over a minute
+/// (the process is killed).
 pub fn redis_cli(port: u16, args: &[&str]) -> io::Result<String> {
-    let output = Command::new(cli_path()?)
+    let mut child = Command::new(cli_path()?)
         .args(["-h", "127.0.0.1", "-p", &port.to_string()])
         .args(args)
         .stdin(Stdio::null())
-        .output()?;
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    if !output.status.success() {
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let read = |pipe: Option<Box<dyn io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_string(&mut text);
+            }
+            text
+        })
+    };
+    let stdout = read(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = read(child.stderr.take().map(|p| Box::new(p) as _));
+    let deadline = std::time::Instant::now() + CLI_TIMEOUT;
+    let finished = loop {
+        if !matches!(child.try_wait(), Ok(None)) {
+            break true;
+        }
+        if std::time::Instant::now() >= deadline {
+            break false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    };
+    if !finished {
+        let _ = child.kill();
+    }
+    let status = child.wait()?;
+    let stdout = stdout.join().unwrap_or_default();
+    let stderr = stderr.join().unwrap_or_default();
+    if !finished {
+        return Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("redis-cli {args:?} on port {port} took over {CLI_TIMEOUT:?}: {stdout}"),
+        ));
+    }
+    if !status.success() {
         return Err(io::Error::other(format!(
-            "redis-cli {args:?} on port {port} failed: {}{}",
-            stdout,
-            String::from_utf8_lossy(&output.stderr)
+            "redis-cli {args:?} on port {port} failed: {stdout}{stderr}"
         )));
     }
     Ok(stdout)

@@ -3,7 +3,7 @@
 use std::io;
 use std::time::Duration;
 
-use crate::{RedisServer, ServerOptions, redis_cli, wait_until};
+use crate::{RedisServer, ServerOptions, TlsOptions, wait_until};
 
 /// How to run a cluster.
 #[derive(Debug, Clone)]
@@ -12,6 +12,9 @@ pub struct ClusterOptions {
     pub node_timeout_ms: u32,
     /// Extra arguments for every node.
     pub extra_args: Vec<String>,
+    /// Serve TLS only, the cluster bus and replication included (`tls-cluster`,
+    /// `tls-replication`). `None`: plain TCP.
+    pub tls: Option<TlsOptions>,
 }
 
 impl Default for ClusterOptions {
@@ -19,6 +22,7 @@ impl Default for ClusterOptions {
         Self {
             node_timeout_ms: 2000,
             extra_args: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -34,10 +38,16 @@ const NODES: usize = 6;
 impl RedisCluster {
     /// Starts six nodes, creates the cluster and waits until it is fully usable (30 s at most).
     pub fn start(options: ClusterOptions) -> io::Result<Self> {
+        let mut extra_args = options.extra_args.clone();
+        if options.tls.is_some() {
+            extra_args
+                .extend(["--tls-cluster", "yes", "--tls-replication", "yes"].map(String::from));
+        }
         let node_options = ServerOptions {
             cluster_node_timeout_ms: Some(options.node_timeout_ms),
-            extra_args: options.extra_args.clone(),
+            extra_args,
             port: None,
+            tls: options.tls.clone(),
         };
         let nodes = (0..NODES)
             .map(|_| RedisServer::start(node_options.clone()))
@@ -51,7 +61,7 @@ impl RedisCluster {
         let mut args = vec!["--cluster", "create"];
         args.extend(addresses.iter().map(String::as_str));
         args.extend(["--cluster-replicas", "1", "--cluster-yes"]);
-        redis_cli(cluster.nodes[0].port(), &args)?;
+        cluster.nodes[0].cli(&args)?;
         cluster.wait_ready(Duration::from_secs(30))?;
         Ok(cluster)
     }
@@ -61,12 +71,11 @@ impl RedisCluster {
     pub fn wait_ready(&self, timeout: Duration) -> io::Result<()> {
         let ok = wait_until(timeout, || {
             self.nodes.iter().all(|node| {
-                let port = node.port();
-                let info = redis_cli(port, &["cluster", "info"]).unwrap_or_default();
+                let info = node.cli(&["cluster", "info"]).unwrap_or_default();
                 if !info.contains("cluster_state:ok") || !info.contains("cluster_slots_ok:16384") {
                     return false;
                 }
-                let replication = redis_cli(port, &["info", "replication"]).unwrap_or_default();
+                let replication = node.cli(&["info", "replication"]).unwrap_or_default();
                 !replication.contains("role:slave") || replication.contains("master_link_status:up")
             })
         });
@@ -95,9 +104,15 @@ impl RedisCluster {
         self.nodes.get_mut(index)
     }
 
-    /// A fred-compatible URL: `redis-cluster://127.0.0.1:<p0>?node=127.0.0.1:<p1>&...`.
+    /// A fred-compatible URL: `redis-cluster://127.0.0.1:<p0>?node=127.0.0.1:<p1>&...`
+    /// (`rediss-cluster://` for a TLS cluster).
     pub fn url(&self) -> String {
-        let mut url = format!("redis-cluster://127.0.0.1:{}", self.nodes[0].port());
+        let scheme = if self.nodes[0].url().starts_with("rediss") {
+            "rediss-cluster"
+        } else {
+            "redis-cluster"
+        };
+        let mut url = format!("{scheme}://127.0.0.1:{}", self.nodes[0].port());
         for (i, node) in self.nodes.iter().enumerate().skip(1) {
             url.push(if i == 1 { '?' } else { '&' });
             url.push_str(&format!("node=127.0.0.1:{}", node.port()));
@@ -114,7 +129,7 @@ impl RedisCluster {
             if !self.nodes[index].is_running() {
                 continue;
             }
-            match redis_cli(ports[index], &["cluster", "nodes"]) {
+            match self.nodes[index].cli(&["cluster", "nodes"]) {
                 Ok(listing) => {
                     return primary_in_listing(&listing, slot, &ports).ok_or_else(|| {
                         io::Error::other(format!("no primary for slot {slot}:\n{listing}"))

@@ -5,10 +5,12 @@
 mod cli;
 mod cluster;
 mod server;
+mod tls;
 
 pub use cli::{cli_path, redis_cli, server_path};
 pub use cluster::{ClusterOptions, RedisCluster};
-pub use server::{RedisServer, ServerOptions, free_port};
+pub use server::{RedisServer, ServerOptions, TlsOptions, free_port};
+pub use tls::TlsFiles;
 
 use std::time::{Duration, Instant};
 

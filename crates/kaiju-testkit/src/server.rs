@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use crate::{redis_cli, server_path, wait_until};
+use crate::{TlsFiles, redis_cli, server_path, wait_until};
 
 /// How to run a server.
 #[derive(Debug, Clone, Default)]
@@ -18,6 +18,19 @@ pub struct ServerOptions {
     pub extra_args: Vec<String>,
     /// A fixed port; `None` picks a free one.
     pub port: Option<u16>,
+    /// Serve TLS only (no plain port), with these files. `None`: plain TCP.
+    pub tls: Option<TlsOptions>,
+}
+
+/// How a server speaks TLS.
+#[derive(Debug, Clone)]
+pub struct TlsOptions {
+    /// The certificates ([`TlsFiles::generate`]).
+    pub files: TlsFiles,
+    /// Present the certificate for another host name instead of `127.0.0.1`'s.
+    pub wrong_name: bool,
+    /// `tls-auth-clients`: `"optional"` or `"yes"` (client certificates required).
+    pub client_auth: &'static str,
 }
 
 /// A running `redis-server` child process. Dropping it kills the process and removes its
@@ -94,7 +107,15 @@ impl RedisServer {
         let port = self.port.to_string();
         let dir = self.dir.display().to_string();
         let mut cmd = Command::new(server_path()?);
-        cmd.args(["--port", &port, "--bind", "127.0.0.1", "--daemonize", "no"])
+        match &self.options.tls {
+            Some(tls) => cmd.args(tls.files.server_args(
+                self.port,
+                tls.wrong_name,
+                tls.client_auth,
+            )),
+            None => cmd.args(["--port", &port]),
+        };
+        cmd.args(["--bind", "127.0.0.1", "--daemonize", "no"])
             .args(["--save", "", "--appendonly", "no", "--dir", &dir])
             .args(["--logfile", "redis.log", "--protected-mode", "no"])
             .args(["--repl-diskless-sync-delay", "0"]);
@@ -119,7 +140,7 @@ impl RedisServer {
                 return true;
             }
             // A server with requirepass answers NOAUTH to PING, which is "up" too.
-            redis_cli(self.port, &["ping"])
+            self.cli(&["ping"])
                 .is_ok_and(|out| out.contains("PONG") || out.contains("NOAUTH"))
         });
         if self.exited() || !ready {
@@ -156,9 +177,28 @@ impl RedisServer {
         &self.dir
     }
 
-    /// `redis://127.0.0.1:<port>`.
+    /// `redis://127.0.0.1:<port>`, or `rediss://` for a TLS server.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.options.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// Runs `redis-cli` against this server (over TLS, with the client certificate, for a TLS
+    /// server) and returns its standard output.
+    pub fn cli(&self, args: &[&str]) -> io::Result<String> {
+        match &self.options.tls {
+            Some(tls) => {
+                let mut all: Vec<String> = tls.files.cli_args();
+                all.extend(args.iter().map(|a| (*a).to_owned()));
+                let all: Vec<&str> = all.iter().map(String::as_str).collect();
+                redis_cli(self.port, &all)
+            }
+            None => redis_cli(self.port, args),
+        }
     }
 
     /// Whether the process is still running.
