@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use kaiju_cache::{Cache, CacheError, Condition, NearCache, NearCacheOptions, SetOpts};
 use kaiju_core::Namespace;
-use kaiju_tests::{Target, eventually, on_both};
+use kaiju_tests::{Target, eventually, on_all};
 use kaiju_transport::fred::prelude::*;
 use kaiju_transport::fred::types::Value;
 use kaiju_transport::{Transport, TransportError};
@@ -29,7 +29,7 @@ fn bob() -> User {
     }
 }
 
-on_both!(
+on_all!(
     set_get_delete_exists,
     wrong_types_are_typed_errors,
     expiry_and_conditions,

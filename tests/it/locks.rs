@@ -304,7 +304,7 @@ async fn acquire_many_is_all_or_nothing(t: &Transport, ns: &Namespace, target: T
             matches!(spread, Err(LockError::CrossSlot { .. })),
             "{spread:?}"
         ),
-        Target::Single => spread.unwrap().release().await.unwrap(),
+        Target::Single | Target::Tls => spread.unwrap().release().await.unwrap(),
     }
     assert!(matches!(
         locks.acquire_many::<&str>(&[], opts()).await,
@@ -317,11 +317,7 @@ fn worker() -> Command {
 }
 
 fn url(target: Target) -> String {
-    let var = match target {
-        Target::Single => "KAIJU_REDIS_URL",
-        Target::Cluster => "KAIJU_REDIS_CLUSTER_URL",
-    };
-    std::env::var(var).unwrap()
+    std::env::var(target.url_var()).unwrap()
 }
 
 async fn processes_exclude_each_other(t: &Transport, ns: &Namespace, target: Target) {

@@ -18,5 +18,6 @@ mod stream_admin;
 mod stream_faults;
 mod stream_writer;
 mod streams;
+mod tls;
 mod transport;
 mod transport_faults;

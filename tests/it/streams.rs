@@ -10,7 +10,7 @@ use kaiju_core::{AppSettings, Namespace, Service, ServiceError};
 use kaiju_streams::{
     HandlerError, Headers, Listener, ListenerSettings, Message, Outgoing, StreamWriter,
 };
-use kaiju_tests::{Target, eventually, on_both};
+use kaiju_tests::{Target, eventually, on_all, on_both};
 use kaiju_transport::Transport;
 use kaiju_transport::fred::prelude::*;
 use kaiju_transport::fred::types::Value;
@@ -18,7 +18,7 @@ use kaiju_transport::fred::types::Value;
 pub(crate) type Body = (String, Option<i64>);
 pub(crate) type Seen = Arc<Mutex<Vec<String>>>;
 
-on_both!(
+on_all!(
     a_backlog_written_before_any_listener_is_processed,
     malformed_entries_are_dead_lettered_and_the_rest_run,
     failing_handlers_are_retried_then_dead_lettered,
@@ -27,8 +27,10 @@ on_both!(
     the_pause_key_stops_and_resumes_listeners,
     stop_finishes_in_flight_work_or_leaves_it_pending,
     a_restarted_consumer_processes_its_own_pending_entries,
-    a_killed_consumers_entries_are_claimed_by_the_others,
 );
+
+// Worker processes get a URL only, not the TLS node's CA.
+on_both!(a_killed_consumers_entries_are_claimed_by_the_others);
 
 /// An app in a fresh namespace: env `test`, app name random.
 pub(crate) fn app(ns: &Namespace) -> AppSettings {
@@ -540,11 +542,7 @@ pub(crate) async fn pending_of(t: &Transport, stream: &str, group: &str) -> u64 
 }
 
 fn url(target: Target) -> String {
-    std::env::var(match target {
-        Target::Single => "KAIJU_REDIS_URL",
-        Target::Cluster => "KAIJU_REDIS_CLUSTER_URL",
-    })
-    .unwrap()
+    std::env::var(target.url_var()).unwrap()
 }
 
 async fn a_killed_consumers_entries_are_claimed_by_the_others(

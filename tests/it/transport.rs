@@ -3,11 +3,11 @@
 use std::time::Duration;
 
 use kaiju_core::Namespace;
-use kaiju_tests::{Target, on_both};
+use kaiju_tests::{Target, on_all};
 use kaiju_transport::fred::prelude::*;
 use kaiju_transport::{Deployment, Script, ServerKind, Transport, TransportError};
 
-on_both!(
+on_all!(
     commands_reach_every_slot,
     multi_key_commands_need_one_slot,
     server_errors_are_typed,
@@ -18,7 +18,7 @@ on_both!(
 
 async fn commands_reach_every_slot(t: &Transport, ns: &Namespace, target: Target) {
     let expected = match target {
-        Target::Single => Deployment::Single,
+        Target::Single | Target::Tls => Deployment::Single,
         Target::Cluster => Deployment::Cluster,
     };
     assert_eq!(t.deployment(), expected);
@@ -56,7 +56,7 @@ async fn multi_key_commands_need_one_slot(t: &Transport, ns: &Namespace, target:
         .await
         .map_err(Into::into);
     match target {
-        Target::Single => assert_eq!(result.unwrap(), vec![None, None]),
+        Target::Single | Target::Tls => assert_eq!(result.unwrap(), vec![None, None]),
         Target::Cluster => assert!(
             matches!(result, Err(TransportError::CrossSlot { .. })),
             "{result:?}"

@@ -20,15 +20,34 @@ pub enum Target {
     Single,
     /// The 6-node cluster (`KAIJU_REDIS_CLUSTER_URL`).
     Cluster,
+    /// A single node that speaks TLS only (`KAIJU_REDIS_TLS_URL`, its certificates in
+    /// `KAIJU_REDIS_TLS_DIR`), reached with the CA of that directory.
+    Tls,
 }
 
 impl Target {
-    fn env(self) -> &'static str {
+    /// The environment variable holding its URL.
+    pub fn url_var(self) -> &'static str {
         match self {
             Self::Single => "KAIJU_REDIS_URL",
             Self::Cluster => "KAIJU_REDIS_CLUSTER_URL",
+            Self::Tls => "KAIJU_REDIS_TLS_URL",
         }
     }
+
+    /// Whether keys are sharded over slots (so multi-key operations need one slot).
+    pub fn is_cluster(self) -> bool {
+        self == Self::Cluster
+    }
+}
+
+/// The certificates of the TLS node (`KAIJU_REDIS_TLS_DIR`), if it is configured.
+pub fn tls_files() -> Option<kaiju_testkit::TlsFiles> {
+    let dir = std::env::var_os("KAIJU_REDIS_TLS_DIR").filter(|d| !d.is_empty());
+    if !prerequisite(dir.is_some(), "KAIJU_REDIS_TLS_DIR") {
+        return None;
+    }
+    dir.map(|dir| kaiju_testkit::TlsFiles { dir: dir.into() })
 }
 
 /// Whether missing servers must fail tests rather than skip them.
@@ -51,11 +70,17 @@ pub fn prerequisite(available: bool, what: &str) -> bool {
 
 /// Settings for a target, if its server is configured.
 pub fn settings(target: Target) -> Option<RedisSettings> {
-    let url = std::env::var(target.env()).ok().filter(|u| !u.is_empty());
-    if !prerequisite(url.is_some(), target.env()) {
+    let url = std::env::var(target.url_var())
+        .ok()
+        .filter(|u| !u.is_empty());
+    if !prerequisite(url.is_some(), target.url_var()) {
         return None;
     }
-    url.map(RedisSettings::from_url)
+    let mut settings = RedisSettings::from_url(url?);
+    if target == Target::Tls {
+        settings.tls_ca_file = Some(tls_files()?.ca());
+    }
+    Some(settings)
 }
 
 /// A transport to a target, or `None` (after a skip message) when it is not configured.
@@ -99,22 +124,35 @@ where
 #[macro_export]
 macro_rules! on_both {
     ($($name:ident),+ $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn single() {
-                if let Some(t) = $crate::connect($crate::Target::Single).await {
-                    super::$name(&t, &$crate::namespace(), $crate::Target::Single).await;
-                }
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn cluster() {
-                if let Some(t) = $crate::connect($crate::Target::Cluster).await {
-                    super::$name(&t, &$crate::namespace(), $crate::Target::Cluster).await;
-                }
-            }
-        }
+        $crate::on_targets!($name: single => Single, cluster => Cluster);
     )+};
+}
+
+/// [`on_both!`], plus a third run against the TLS node, as `name::tls`: for the bodies that must
+/// work the same over TLS (transport, cache, streams).
+#[macro_export]
+macro_rules! on_all {
+    ($($name:ident),+ $(,)?) => {$(
+        $crate::on_targets!($name: single => Single, cluster => Cluster, tls => Tls);
+    )+};
+}
+
+/// The tests `name::<test>` running the body `name` against each `Target`.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! on_targets {
+    ($name:ident: $($test:ident => $target:ident),+) => {
+        mod $name {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    if let Some(t) = $crate::connect($crate::Target::$target).await {
+                        super::$name(&t, &$crate::namespace(), $crate::Target::$target).await;
+                    }
+                }
+            )+
+        }
+    };
 }
 
 /// The root README's examples, compiled (and run) as doctests, so they stay true.

@@ -682,3 +682,29 @@ fn review_an_error_about_a_value_from_env_names_its_source() {
         .to_string();
     assert!(e.contains("a.yml:1:26") && e.contains("--env v=1.0"), "{e}");
 }
+
+#[cfg(feature = "tls")]
+#[test]
+fn kaiju_ssl_settings_map_onto_tls_files_and_never_turn_verification_off() {
+    let app = build_text(
+        "main: {name: app}\nservices:\n  - cls: RedisTransportService\n    settings: {ssl: true, ssl_ca_certs: /etc/ca.pem, ssl_certfile: /etc/c.pem, ssl_keyfile: /etc/k.pem, ssl_cert_reqs: required, ssl_check_hostname: true}\n",
+    );
+    // The files do not exist: building reads them, so the error names the mapped setting.
+    let e = app.err().unwrap();
+    assert!(
+        e.contains("tls_ca_file") && e.contains("/etc/ca.pem"),
+        "{e}"
+    );
+    for (setting, field) in [
+        ("ssl_cert_reqs: none", "ssl_cert_reqs"),
+        ("ssl_check_hostname: false", "ssl_check_hostname"),
+        ("ssl_ciphers: ALL", "ssl_ciphers"),
+    ] {
+        let e = build_text(&format!(
+            "main: {{name: app}}\nservices:\n  - cls: RedisTransportService\n    settings: {{ssl: true, {setting}}}\n"
+        ))
+        .err()
+        .unwrap();
+        assert!(e.contains(field), "{setting}: {e}");
+    }
+}

@@ -18,8 +18,10 @@ use crate::service::{Build, Context, Dependency, Hook, Service, ServiceClass};
 /// tuning keys kaiju forwarded (`max_idle_time`, `max_connections`, `client_name`,
 /// `stream_timeout`, `readonly`, `read_from_replicas`, `non_atomic_cross_slot`,
 /// `decode_responses`: false, `tracking`: false, `unix_socket_path`: null) are accepted and
-/// have no effect; `ssl` is `tls`. The URL and every value are checked when the service is
-/// built, before anything connects.
+/// have no effect; `ssl` is `tls`, and `ssl_ca_certs`, `ssl_certfile`, `ssl_keyfile` are
+/// `tls_ca_file`, `tls_cert_file`, `tls_key_file` (`ssl_cert_reqs: required` and
+/// `ssl_check_hostname: true` are accepted; verification cannot be turned off). The URL and
+/// every value are checked when the service is built, before anything connects.
 #[derive(Debug)]
 pub struct TransportService {
     settings: RedisSettings,
@@ -112,14 +114,45 @@ impl ServiceClass for TransportService {
                     .ok_or_else(|| b.invalid("ssl", "expected true or false"))?;
                 m.insert("tls".into(), on.into());
             }
-            let ssl_files: Vec<String> = m
+            // coredis' (Python ssl module's) names for the same files.
+            for (ssl, tls) in [
+                ("ssl_ca_certs", "tls_ca_file"),
+                ("ssl_certfile", "tls_cert_file"),
+                ("ssl_keyfile", "tls_key_file"),
+            ] {
+                if let Some(v) = m.remove(ssl).filter(|v| !v.is_null()) {
+                    m.insert(tls.into(), v);
+                }
+            }
+            // Verification is always on in kaiju-rs; settings that ask for it are accepted.
+            if let Some(v) = m.remove("ssl_cert_reqs").filter(|v| !v.is_null())
+                && v.as_str() != Some("required")
+            {
+                return Err(b.invalid(
+                    "ssl_cert_reqs",
+                    "only \"required\": kaiju-rs always verifies the server's certificate",
+                ));
+            }
+            if let Some(v) = m.remove("ssl_check_hostname").filter(|v| !v.is_null())
+                && v.as_bool() != Some(true)
+            {
+                return Err(b.invalid(
+                    "ssl_check_hostname",
+                    "only true: kaiju-rs always checks the server's host name",
+                ));
+            }
+            let ssl_other: Vec<String> = m
                 .keys()
                 .filter(|k| k.starts_with("ssl_"))
                 .cloned()
                 .collect();
-            for key in ssl_files {
+            for key in ssl_other {
                 if m.get(&key).is_some_and(|v| !v.is_null()) {
-                    return Err(b.invalid(&key, "TLS certificates are not configurable in kaiju-rs settings yet; use a rediss:// URL with the system's CA store"));
+                    return Err(b.invalid(
+                        &key,
+                        "is not supported; kaiju-rs takes ssl_ca_certs, ssl_certfile and \
+                         ssl_keyfile (or tls_ca_file, tls_cert_file, tls_key_file)",
+                    ));
                 }
                 m.remove(&key);
             }
