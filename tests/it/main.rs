@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod acl;
 mod app;
 mod cache;
 mod cache_faults;

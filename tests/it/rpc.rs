@@ -139,9 +139,9 @@ pub(crate) type Seen = Arc<Mutex<Vec<serde_json::Value>>>;
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Add {
-    a: i64,
-    b: i64,
+pub(crate) struct Add {
+    pub(crate) a: i64,
+    pub(crate) b: i64,
 }
 
 fn settings() -> ListenerSettings {

@@ -168,6 +168,10 @@ impl From<FredError> for TransportError {
             "CROSSSLOT" => return Self::CrossSlot { message },
             "WRONGTYPE" => return Self::WrongType { message },
             "NOPERM" => return Self::NoPermission { message },
+            // A command a script runs is checked too, and refused with a plain ERR.
+            "ERR" if message.contains("The user executing the script can't") => {
+                return Self::NoPermission { message };
+            }
             c if AUTH_CODES.contains(&c) => return Self::Auth { message },
             c if UNAVAILABLE_CODES.contains(&c) => {
                 return Self::Unavailable {
@@ -297,6 +301,29 @@ mod tests {
         assert!(matches!(got[3], TransportError::CrossSlot { .. }));
         assert!(matches!(got[4], TransportError::WrongType { .. }));
         assert!(matches!(got[5], TransportError::Auth { .. }));
+    }
+
+    #[test]
+    fn acl_denials_are_no_permission_also_inside_scripts() {
+        let top = classify(
+            ErrorKind::Unknown,
+            "NOPERM this user has no permissions to access one of the keys used as arguments",
+        );
+        assert!(
+            matches!(top, TransportError::NoPermission { .. }),
+            "{top:?}"
+        );
+        let script = classify(
+            ErrorKind::Unknown,
+            "ERR The user executing the script can't run this command or subcommand script: \
+             e9e2, on @user_script:11.",
+        );
+        assert!(
+            matches!(script, TransportError::NoPermission { .. }),
+            "{script:?}"
+        );
+        let other = classify(ErrorKind::Unknown, "ERR unknown command 'FOO'");
+        assert!(matches!(other, TransportError::Server { .. }), "{other:?}");
     }
 
     #[test]

@@ -1,0 +1,584 @@
+//! Least-privilege ACL users: each component works under a user holding exactly the rule the
+//! transport README's "ACL rules" table gives it (read from the README at run time, so the
+//! documented rules are the tested ones), and nothing less or other works.
+//!
+//! Users are made on the shared single node with random names and removed afterwards; ACL
+//! rules are per node, so these run on the single node only.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kaiju_cache::Cache;
+use kaiju_core::{Namespace, RedisSettings, Service};
+use kaiju_locks::{AcquireOptions, LockError, Locks};
+use kaiju_streams::{Headers, Listener, ListenerSettings, Outgoing, StreamWriter};
+use kaiju_tests::{Target, connect, eventually, namespace, settings};
+use kaiju_transport::fred::prelude::*;
+use kaiju_transport::fred::types::{CustomCommand, Value};
+use kaiju_transport::{Transport, TransportError};
+
+use crate::streams::{Body, Seen, app, distinct, recorder, rpc_stream};
+
+/// The rules of the README's table, by component, with `<env>.<app>` as written there.
+fn documented_rules() -> HashMap<String, String> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../crates/kaiju-transport/README.md"
+    );
+    let readme = std::fs::read_to_string(path).unwrap();
+    let table = readme
+        .split("### ACL rules")
+        .nth(1)
+        .expect("the transport README has an `### ACL rules` section");
+    table
+        .lines()
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'))
+        .skip(2)
+        .filter_map(|row| {
+            // A `|` inside a cell is written `\|` (`+client\|setname`).
+            let row = row.replace("\\|", "\u{0}");
+            let cells: Vec<String> = row
+                .split('|')
+                .map(|c| c.trim().replace('\u{0}', "|"))
+                .collect();
+            let component = cells.get(1)?.trim_matches('*').to_owned();
+            let rule = cells.get(2)?.trim_matches('`').to_owned();
+            Some((component, rule))
+        })
+        .collect()
+}
+
+/// The rule of `components` (the connection's first), for the app whose keys start with
+/// `prefix`.
+fn rule(components: &[&str], prefix: &str) -> String {
+    let rules = documented_rules();
+    std::iter::once("connection")
+        .chain(components.iter().copied())
+        .map(|c| {
+            rules
+                .get(c)
+                .unwrap_or_else(|| panic!("no ACL rule documented for `{c}`: {rules:?}"))
+                .replace("<env>.<app>", prefix)
+                .replace("<env>", prefix.split('.').next().unwrap_or(prefix))
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// An ACL user on the single node, removed by [`User::remove`].
+struct User {
+    name: String,
+    admin: Transport,
+    settings: RedisSettings,
+}
+
+impl User {
+    async fn create(admin: &Transport, rule: &str) -> Self {
+        let name = format!("kaiju-acl-{}", uuid::Uuid::new_v4().simple());
+        let password = uuid::Uuid::new_v4().simple().to_string();
+        let mut args = vec![
+            "SETUSER".to_owned(),
+            name.clone(),
+            "reset".into(),
+            "on".into(),
+            format!(">{password}"),
+        ];
+        args.extend(rule.split_whitespace().map(str::to_owned));
+        let _: Value = admin
+            .pool()
+            .custom(CustomCommand::new_static("ACL", None, false), args)
+            .await
+            .unwrap_or_else(|e| panic!("ACL SETUSER {rule}: {e}"));
+        let mut settings = settings(Target::Single).unwrap();
+        settings.username = Some(name.clone());
+        settings.password = Some(password.into());
+        settings.connect_timeout_ms = 1000;
+        settings.command_timeout_ms = 2000;
+        Self {
+            name,
+            admin: admin.clone(),
+            settings,
+        }
+    }
+
+    async fn connect(&self) -> Transport {
+        match Transport::connect(&self.settings).await {
+            Ok(t) => t,
+            Err(e) => panic!("connecting as {}: {e}\n{}", self.name, self.denials().await),
+        }
+    }
+
+    /// What the server refused this user, from `ACL LOG`.
+    async fn denials(&self) -> String {
+        let log: Value = self
+            .admin
+            .pool()
+            .custom(
+                CustomCommand::new_static("ACL", None, false),
+                vec!["LOG", "200"],
+            )
+            .await
+            .unwrap();
+        let mut out = String::new();
+        for entry in log.into_array() {
+            let Ok(fields) = entry.into_map() else {
+                continue;
+            };
+            let field = |name: &str| {
+                fields
+                    .iter()
+                    .find(|(k, _)| k.as_str() == Some(name))
+                    .and_then(|(_, v)| v.as_string())
+                    .unwrap_or_default()
+            };
+            if field("username") == self.name {
+                out.push_str(&format!(
+                    "denied {} {} ({})\n",
+                    field("reason"),
+                    field("object"),
+                    field("context")
+                ));
+            }
+        }
+        out
+    }
+
+    async fn remove(self) {
+        let _: Value = self
+            .admin
+            .pool()
+            .custom(
+                CustomCommand::new_static("ACL", None, false),
+                vec!["DELUSER", &self.name],
+            )
+            .await
+            .unwrap();
+    }
+}
+
+/// Runs `work` as a user holding `components`' rules for `ns`; on failure, shows what the
+/// server denied.
+async fn as_user<F, Fut>(admin: &Transport, ns: &Namespace, components: &[&str], work: F)
+where
+    F: FnOnce(Transport) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let user = User::create(admin, &rule(components, ns.prefix())).await;
+    let t = user.connect().await;
+    let result = work(t.clone()).await;
+    let denials = user.denials().await;
+    t.close().await.ok();
+    user.remove().await;
+    if let Err(e) = result {
+        panic!("{components:?} under its documented rule: {e}\n{denials}");
+    }
+    assert!(
+        denials.is_empty(),
+        "{components:?}: the server denied\n{denials}"
+    );
+}
+
+fn fail(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_works_under_its_rule() {
+    let Some(admin) = connect(Target::Single).await else {
+        return;
+    };
+    let ns = namespace();
+    as_user(&admin, &ns.clone(), &["cache"], |t| async move {
+        let cache = Cache::new(t);
+        let (a, b) = (ns.key("a").map_err(fail)?, ns.key("b").map_err(fail)?);
+        cache.set(&a, &1_i64, None).await.map_err(fail)?;
+        cache
+            .set(&b, &2_i64, Some(Duration::from_secs(60)))
+            .await
+            .map_err(fail)?;
+        let got: Option<i64> = cache.get(&a).await.map_err(fail)?;
+        assert_eq!(got, Some(1));
+        cache
+            .expire(&a, Duration::from_secs(60))
+            .await
+            .map_err(fail)?;
+        assert_eq!(cache.exists(&[&a, &b]).await.map_err(fail)?, 2);
+        let tagged = ns.hash_tagged();
+        let (x, y) = (
+            tagged.key("x").map_err(fail)?,
+            tagged.key("y").map_err(fail)?,
+        );
+        cache
+            .mset(&[(&x, 1_i64), (&y, 2_i64)], None)
+            .await
+            .map_err(fail)?;
+        let both: Vec<Option<i64>> = cache.mget(&[&x, &y]).await.map_err(fail)?;
+        assert_eq!(both, [Some(1), Some(2)]);
+        let filled: i64 = cache
+            .get_or_set_with(
+                &ns.key("filled").map_err(fail)?,
+                Duration::from_secs(60),
+                || async { Ok::<_, std::convert::Infallible>(7_i64) },
+            )
+            .await
+            .map_err(fail)?;
+        assert_eq!(filled, 7);
+        cache.delete(&[&a, &b, &x, &y]).await.map_err(fail)?;
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locks_work_under_their_rule() {
+    let Some(admin) = connect(Target::Single).await else {
+        return;
+    };
+    let ns = namespace();
+    as_user(&admin, &ns.clone(), &["locks"], |t| async move {
+        let locks = Locks::new(t.clone(), "owner-a").await.map_err(fail)?;
+        let other = Locks::new(t, "owner-b").await.map_err(fail)?;
+        let key = ns.key("lock").map_err(fail)?;
+        let guard = locks.acquire(&key).await.map_err(fail)?;
+        assert!(guard.token() > 0);
+        let busy = other
+            .acquire_with(
+                &key,
+                AcquireOptions {
+                    wait: false,
+                    ..AcquireOptions::default()
+                },
+            )
+            .await;
+        assert!(matches!(busy, Err(LockError::Exists { .. })), "{busy:?}");
+        // A waiter is woken by the release (queue, wake-up channel).
+        let waiter = tokio::spawn(async move {
+            other
+                .acquire_with(
+                    &ns.key("lock").unwrap(),
+                    AcquireOptions {
+                        timeout: Some(Duration::from_secs(5)),
+                        ..AcquireOptions::default()
+                    },
+                )
+                .await
+                .map(|g| g.token())
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        guard.release().await.map_err(fail)?;
+        let token = waiter.await.map_err(fail)?.map_err(fail)?;
+        assert!(token > 0);
+        locks.close().await;
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_and_a_listener_work_under_their_rules() {
+    let Some(admin) = connect(Target::Single).await else {
+        return;
+    };
+    let ns = namespace();
+    let app = app(&ns);
+    let stream = rpc_stream(&app);
+    let app_ns = app.namespace().unwrap();
+    assert_eq!(app_ns.prefix(), ns.prefix());
+    as_user(&admin, &ns, &["writer"], |t| async move {
+        let writer = StreamWriter::new(t);
+        let body: Body = ("ext.record".into(), Some(1));
+        writer
+            .write(&stream, &body, Headers::new())
+            .await
+            .map_err(fail)?;
+        let bodies: Vec<Body> = (0..20).map(|i| ("ext.record".into(), Some(i))).collect();
+        let batch = bodies
+            .iter()
+            .map(|body| Outgoing {
+                stream: &stream,
+                body,
+                headers: Headers::new(),
+            })
+            .collect();
+        writer.write_many(batch).await.map_err(fail)?;
+        Ok(())
+    })
+    .await;
+    as_user(&admin, &ns, &["listener"], |t| async move {
+        let seen: Seen = Arc::default();
+        let mut listener =
+            Listener::new(t, &app, ListenerSettings::default(), recorder(&seen)).map_err(fail)?;
+        listener.start().await.map_err(fail)?;
+        eventually("21 entries", Duration::from_secs(10), || async {
+            distinct(&seen) >= 21
+        })
+        .await;
+        listener.stop(Duration::from_secs(5)).await.map_err(fail)?;
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_apps_keys_are_out_of_reach_and_denials_are_typed() {
+    let Some(admin) = connect(Target::Single).await else {
+        return;
+    };
+    let (mine, theirs) = (namespace(), namespace());
+    let user = User::create(&admin, &rule(&["cache", "locks", "writer"], mine.prefix())).await;
+    let t = user.connect().await;
+    let their_key = theirs.key("secret").unwrap();
+    let _: () = admin
+        .pool()
+        .set(their_key.as_str(), "theirs", None, None, false)
+        .await
+        .unwrap();
+    let cache = Cache::new(t.clone());
+    let read = cache.get::<String>(&their_key).await;
+    assert!(
+        matches!(
+            read,
+            Err(kaiju_cache::CacheError::Transport(
+                TransportError::NoPermission { .. }
+            ))
+        ),
+        "{read:?}"
+    );
+    let write = cache.set(&their_key, "mine", None).await;
+    assert!(
+        matches!(
+            write,
+            Err(kaiju_cache::CacheError::Transport(
+                TransportError::NoPermission { .. }
+            ))
+        ),
+        "{write:?}"
+    );
+    let locks = Locks::new(t.clone(), "intruder").await.unwrap();
+    let lock = locks
+        .acquire_with(
+            &theirs.key("lock").unwrap(),
+            AcquireOptions {
+                wait: false,
+                ..AcquireOptions::default()
+            },
+        )
+        .await;
+    assert!(
+        matches!(
+            lock,
+            Err(LockError::Transport(TransportError::NoPermission { .. }))
+        ),
+        "{lock:?}"
+    );
+    let writer = StreamWriter::new(t.clone());
+    let their_stream = theirs.stream("rpc").unwrap();
+    let body: Body = ("x".into(), None);
+    let written = writer.write(&their_stream, &body, Headers::new()).await;
+    assert!(
+        matches!(
+            written,
+            Err(kaiju_streams::StreamError::Transport(
+                TransportError::NoPermission { .. }
+            ))
+        ),
+        "{written:?}"
+    );
+    let many = writer
+        .write_many(vec![Outgoing {
+            stream: &their_stream,
+            body: &body,
+            headers: Headers::new(),
+        }])
+        .await;
+    assert!(many.is_err(), "{many:?}");
+    let value: Option<String> = admin.pool().get(their_key.as_str()).await.unwrap();
+    assert_eq!(value.as_deref(), Some("theirs"));
+    let their_stream_len: u64 = admin.pool().xlen(their_stream.as_str()).await.unwrap();
+    assert_eq!(their_stream_len, 0);
+    let _: i64 = admin.pool().del(their_key.as_str()).await.unwrap();
+    t.close().await.ok();
+    user.remove().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_without_the_rule_gets_a_permission_error() {
+    let Some(admin) = connect(Target::Single).await else {
+        return;
+    };
+    let ns = namespace();
+    // The connection's rule alone: connecting works, the cache's commands do not.
+    let user = User::create(&admin, &rule(&[], ns.prefix())).await;
+    let t = user.connect().await;
+    let cache = Cache::new(t.clone());
+    let denied = cache.set(&ns.key("a").unwrap(), &1_i64, None).await;
+    match denied {
+        Err(kaiju_cache::CacheError::Transport(TransportError::NoPermission { message })) => {
+            assert!(message.starts_with("NOPERM"), "{message}")
+        }
+        other => panic!("expected NoPermission, got {other:?}"),
+    }
+    t.close().await.ok();
+    user.remove().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_rpc_server_and_its_client_work_under_their_rules() {
+    let Some(admin) = connect(Target::Single).await else {
+        return;
+    };
+    let ns = namespace();
+    let app = app(&ns);
+    let server_user = User::create(&admin, &rule(&["listener", "rpc server"], ns.prefix())).await;
+    let client_user = User::create(&admin, &rule(&["writer", "rpc client"], ns.prefix())).await;
+    let (server_t, client_t) = (server_user.connect().await, client_user.connect().await);
+    let seen = crate::rpc::Seen::default();
+    let mut listener = crate::rpc::serve(&server_t, &app, &seen, kaiju_rpc::Scope::Guest).await;
+    let client = kaiju_rpc::RpcClient::new(client_t.clone(), &app);
+    let sum = client
+        .request::<_, i64>("svc.add", crate::rpc::Add { a: 2, b: 3 })
+        .timeout(Duration::from_secs(5))
+        .await;
+    listener.stop(Duration::from_secs(5)).await.unwrap();
+    let denied = format!(
+        "{}{}",
+        server_user.denials().await,
+        client_user.denials().await
+    );
+    drop(client);
+    for (t, user) in [(server_t, server_user), (client_t, client_user)] {
+        t.close().await.ok();
+        user.remove().await;
+    }
+    assert_eq!(sum.ok(), Some(5), "{denied}");
+    assert!(denied.is_empty(), "{denied}");
+}
+
+/// A `tracing` writer into a shared buffer.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Self;
+    fn make_writer(&'a self) -> Self {
+        self.clone()
+    }
+}
+
+/// fred logs through `log`: a logger that appends the records of one thread (the capturing
+/// test's, whose current-thread runtime runs fred's tasks too) to the buffer.
+struct ThreadLogger {
+    thread: std::thread::ThreadId,
+    into: Captured,
+}
+
+impl log::Log for ThreadLogger {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        std::thread::current().id() == self.thread
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        if self.enabled(record.metadata()) {
+            let line = format!("{} {}\n", record.level(), record.args());
+            self.into
+                .0
+                .lock()
+                .unwrap()
+                .extend_from_slice(line.as_bytes());
+        }
+    }
+    fn flush(&self) {}
+}
+
+/// Every failure a secret could leak through: a wrong password for a real user, a user
+/// without permissions, TLS with a client key, and the settings' `Debug`. Logs at TRACE level,
+/// error messages and `Debug` output never hold the password or key material.
+#[tokio::test(flavor = "current_thread")]
+async fn secrets_never_reach_logs_errors_or_debug_output() {
+    let Some(admin) = connect(Target::Single).await else {
+        return;
+    };
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(captured.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let logger = ThreadLogger {
+        thread: std::thread::current().id(),
+        into: captured.clone(),
+    };
+    assert!(
+        log::set_boxed_logger(Box::new(logger)).is_ok(),
+        "no other test installs a logger"
+    );
+    log::set_max_level(log::LevelFilter::Trace);
+    let ns = namespace();
+    let user = User::create(&admin, &rule(&[], ns.prefix())).await;
+    let password = user.settings.password.clone().unwrap().expose().to_owned();
+    let mut texts = vec![format!("{:?}", user.settings)];
+    let wrong = RedisSettings {
+        password: Some("wrong-secret-password".into()),
+        ..user.settings.clone()
+    };
+    match Transport::connect(&wrong).await {
+        Err(e) => texts.push(format!("{e} {e:?}")),
+        Ok(_) => panic!("a wrong password connected"),
+    }
+    let t = user.connect().await;
+    let denied = Cache::new(t.clone())
+        .set(&ns.key("a").unwrap(), &1_i64, None)
+        .await;
+    texts.push(format!("{denied:?}"));
+    t.close().await.ok();
+    if let (Some(tls), Some(files)) = (settings(Target::Tls), kaiju_tests::tls_files()) {
+        let key = std::fs::read_to_string(files.client_key()).unwrap();
+        let with_key = RedisSettings {
+            tls_cert_file: Some(files.client_cert()),
+            tls_key_file: Some(files.client_key()),
+            tls_ca_file: Some(files.other_ca()),
+            password: Some(password.clone().into()),
+            reconnect_max_attempts: 1,
+            ..tls
+        };
+        texts.push(format!("{with_key:?}"));
+        match Transport::connect(&with_key).await {
+            Err(e) => texts.push(format!("{e} {e:?}")),
+            Ok(_) => panic!("an unrelated CA was trusted"),
+        }
+        let body = key.lines().nth(1).unwrap().to_owned();
+        texts.push(String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned());
+        for text in &texts {
+            assert!(!text.contains(&body), "key material in: {text}");
+        }
+    }
+    user.remove().await;
+    texts.push(String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned());
+    for text in &texts {
+        assert!(!text.contains(&password), "the password in: {text}");
+        assert!(
+            !text.contains("wrong-secret-password"),
+            "the password in: {text}"
+        );
+    }
+    assert!(
+        texts.iter().any(|t| t.contains("NoPermission")),
+        "{texts:?}"
+    );
+    // The capture works: fred's trace records of these connections are in it.
+    let logs = texts.last().unwrap();
+    assert!(logs.contains("TRACE"), "nothing was logged: {logs}");
+    log::set_max_level(log::LevelFilter::Off);
+}
