@@ -37,7 +37,9 @@ pub(crate) fn run(args: &[String]) -> Result<ExitCode, String> {
             copy_into(&rootfs, &library, &library)?;
         }
     }
-    import(&rootfs, &tag)?;
+    let imported = import(&rootfs, &tag);
+    let _ = std::fs::remove_dir_all(&rootfs);
+    imported?;
     let version = docker_quiet(&[
         "run",
         "--rm",

@@ -1,9 +1,12 @@
-//! The pids xtask started, so a signal handler can stop them.
+//! The pids and containers xtask started, so a signal handler can stop them, and whether a
+//! signal came, so long steps stop early.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 static STARTED: Mutex<Vec<u32>> = Mutex::new(Vec::new());
-static CONTAINERS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+static CONTAINER_LABELS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 /// Remembers pids to stop on Ctrl-C / SIGTERM.
 pub(crate) fn register(pids: impl IntoIterator<Item = u32>) {
@@ -12,32 +15,35 @@ pub(crate) fn register(pids: impl IntoIterator<Item = u32>) {
     }
 }
 
-/// Remembers containers (by id) to remove on Ctrl-C / SIGTERM.
-pub(crate) fn register_container(id: &str) {
-    if let Ok(mut started) = CONTAINERS.lock() {
-        started.push(id.to_owned());
+/// Remembers a run's container label (`key=value`): every container carrying it is removed on
+/// Ctrl-C / SIGTERM, also one whose `docker run` was cut short before it printed an id.
+pub(crate) fn register_container_label(label: &str) {
+    if let Ok(mut labels) = CONTAINER_LABELS.lock() {
+        labels.push(label.to_owned());
     }
 }
 
-/// Installs the handler: kill every registered pid and remove every registered container. The
-/// test run then fails and xtask's normal clean-up (Drop of the servers) reaps the rest.
+/// Whether Ctrl-C or SIGTERM arrived: long steps check it and give up.
+pub(crate) fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
+/// Installs the handler: note the signal, kill every registered pid and remove every
+/// container with a registered label. The step in progress then fails and xtask's normal
+/// clean-up reaps the rest.
 pub(crate) fn install_signal_handler() {
     let result = ctrlc::set_handler(|| {
+        INTERRUPTED.store(true, Ordering::SeqCst);
         eprintln!("xtask: interrupted, stopping the servers it started");
         if let Ok(started) = STARTED.lock() {
             for pid in started.iter() {
                 kill(*pid);
             }
         }
-        if let Ok(containers) = CONTAINERS.lock()
-            && !containers.is_empty()
-        {
-            let _ = std::process::Command::new("docker")
-                .args(["rm", "--force", "--volumes"])
-                .args(containers.iter())
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .status();
+        if let Ok(labels) = CONTAINER_LABELS.lock() {
+            for label in labels.iter() {
+                remove_labelled(label);
+            }
         }
     });
     if let Err(e) = result {
@@ -45,6 +51,32 @@ pub(crate) fn install_signal_handler() {
             "xtask: cannot install the signal handler ({e}); Ctrl-C may leave servers behind"
         );
     }
+}
+
+/// `docker rm --force` every container carrying `label`; returns the docker error, if any.
+pub(crate) fn remove_labelled(label: &str) -> Option<String> {
+    let listed = std::process::Command::new("docker")
+        .args([
+            "ps",
+            "--all",
+            "--quiet",
+            "--filter",
+            &format!("label={label}"),
+        ])
+        .output()
+        .ok()?;
+    let ids = String::from_utf8_lossy(&listed.stdout).into_owned();
+    let ids: Vec<&str> = ids.split_whitespace().collect();
+    if ids.is_empty() {
+        return None;
+    }
+    let removed = std::process::Command::new("docker")
+        .args(["rm", "--force", "--volumes"])
+        .args(&ids)
+        .stdout(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    (!removed.status.success()).then(|| String::from_utf8_lossy(&removed.stderr).into_owned())
 }
 
 /// SIGKILL one pid through the `kill` command (no unsafe code, no libc dependency).

@@ -3,7 +3,7 @@
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// One reply. Arrays are flattened into [`Reply::Array`] of replies.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,12 +34,18 @@ impl Reply {
 /// Bulk strings and arrays larger than this are a protocol error, not an allocation.
 const MAX_LEN: usize = 64 << 20;
 
-/// Connects to `127.0.0.1:port`, sends one command and reads its reply (5 s timeouts).
+/// A header line (`+OK`, `$5`, an error) longer than this is a protocol error.
+const MAX_LINE: u64 = 64 << 10;
+
+/// One call, connect to last byte, takes at most this long.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connects to `127.0.0.1:port`, sends one command and reads its reply, within 5 s in all (a
+/// server trickling bytes cannot stretch it).
 pub(crate) fn call(port: u16, args: &[&str]) -> io::Result<Reply> {
-    let stream =
-        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+    let deadline = Instant::now() + CALL_TIMEOUT;
+    let stream = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), CALL_TIMEOUT)?;
+    stream.set_write_timeout(Some(CALL_TIMEOUT))?;
     let mut request = format!("*{}\r\n", args.len()).into_bytes();
     for arg in args {
         request.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
@@ -47,7 +53,27 @@ pub(crate) fn call(port: u16, args: &[&str]) -> io::Result<Reply> {
         request.extend_from_slice(b"\r\n");
     }
     (&stream).write_all(&request)?;
-    read_reply(&mut BufReader::new(stream), 0)
+    read_reply(&mut BufReader::new(Deadline { stream, deadline }), 0)
+}
+
+/// A socket whose every read times out at one deadline, not per read.
+struct Deadline {
+    stream: TcpStream,
+    deadline: Instant,
+}
+
+impl Read for Deadline {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "reply took too long",
+            ));
+        }
+        self.stream.set_read_timeout(Some(left))?;
+        self.stream.read(buf)
+    }
 }
 
 /// `call` for commands that answer a string (INFO, CLUSTER NODES, PING).
@@ -60,7 +86,7 @@ fn read_reply(reader: &mut impl BufRead, depth: usize) -> io::Result<Reply> {
         return Err(io::Error::other("reply nested too deeply"));
     }
     let mut line = String::new();
-    reader.read_line(&mut line)?;
+    reader.take(MAX_LINE).read_line(&mut line)?;
     let line = line
         .strip_suffix("\r\n")
         .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "truncated reply"))?;
@@ -72,7 +98,8 @@ fn read_reply(reader: &mut impl BufRead, depth: usize) -> io::Result<Reply> {
         match usize::try_from(n) {
             Ok(n) if n <= MAX_LEN => Ok(Some(n)),
             Ok(_) => Err(io::Error::other(format!("length {n} too large"))),
-            Err(_) => Ok(None),
+            Err(_) if n == -1 => Ok(None),
+            Err(_) => Err(io::Error::other(format!("bad length {n}"))),
         }
     };
     match kind {
@@ -92,6 +119,9 @@ fn read_reply(reader: &mut impl BufRead, depth: usize) -> io::Result<Reply> {
                         io::ErrorKind::UnexpectedEof,
                         "truncated bulk string",
                     ));
+                }
+                if !body.ends_with(b"\r\n") {
+                    return Err(io::Error::other("bulk string without its CRLF"));
                 }
                 body.truncate(n);
                 Ok(Reply::Text(String::from_utf8_lossy(&body).into_owned()))
@@ -143,5 +173,10 @@ mod tests {
         assert!(parse(b"*2\r\n:1\r\n").is_err());
         assert!(parse(b"?\r\n").is_err());
         assert!(parse(b"").is_err());
+        assert!(parse(b"$4\r\nPONGxx").is_err());
+        assert!(parse(b"$-5\r\n").is_err());
+        assert!(parse(b"*-7\r\n").is_err());
+        let endless = vec![b'+'; 200_000];
+        assert!(parse(&endless).is_err());
     }
 }

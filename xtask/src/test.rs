@@ -47,9 +47,18 @@ fn parse_backend(flags: &[String]) -> Result<Backend, String> {
                 .cloned()
                 .ok_or_else(|| format!("`{flag}` needs a value\n{USAGE}"))
         };
+        let mut choose = |docker: bool| match choice {
+            Some(earlier) if earlier != docker => {
+                Err(format!("--local and --docker exclude each other\n{USAGE}"))
+            }
+            _ => {
+                choice = Some(docker);
+                Ok(())
+            }
+        };
         match flag.as_str() {
-            "--local" => choice = Some(false),
-            "--docker" => choice = Some(true),
+            "--local" => choose(false)?,
+            "--docker" => choose(true)?,
             "--image" => options.image = value()?,
             "--server-cmd" => options.server_cmd = value()?,
             "--pull" => {
@@ -191,15 +200,30 @@ pub(crate) fn run_cargo_test(
     cargo_args: &[String],
     extra_env: &[(&str, String)],
 ) -> Result<ExitCode, String> {
-    let status = Command::new(cargo())
+    let mut child = Command::new(cargo())
         .current_dir(root())
         .args(["test", "--workspace"])
         .args(cargo_args)
         .envs(servers.env())
         .env("KAIJU_REQUIRE_REDIS", "1")
         .envs(extra_env.iter().map(|(k, v)| (*k, v.as_str())))
-        .status()
+        .spawn()
         .map_err(|e| format!("cannot run cargo: {e}"))?;
+    // A SIGTERM reaches xtask alone (Ctrl-C reaches the whole group): stop `cargo test` too
+    // rather than let it run on against servers that are gone.
+    let status = loop {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            break status;
+        }
+        if procs::interrupted() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+            return Err("interrupted".into());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
     Ok(crate::exit_code(status))
 }
 
@@ -229,5 +253,6 @@ mod tests {
         assert!(parse(&["--local", "--pull"]).is_err());
         assert!(parse(&["--image"]).is_err());
         assert!(parse(&["--dockr"]).is_err());
+        assert!(parse(&["--docker", "--local"]).is_err());
     }
 }
