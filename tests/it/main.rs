@@ -15,6 +15,7 @@ mod recovery;
 mod rpc;
 mod rpc_defects;
 mod rpc_faults;
+mod sentinel;
 mod stream_admin;
 mod stream_faults;
 mod stream_writer;

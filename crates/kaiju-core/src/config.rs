@@ -306,6 +306,10 @@ impl fmt::Debug for RedisSettings {
 }
 
 /// Redis Sentinel settings: the sentinels are `host:port` plus `nodes`.
+///
+/// The top-level `username` and `password` are the data nodes' credentials (the primary's and
+/// replicas'); sentinels that require a password of their own (`requirepass` in
+/// sentinel.conf) take `username` and `password` here.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SentinelSettings {
@@ -313,6 +317,11 @@ pub struct SentinelSettings {
     pub service_name: String,
     /// Sentinel addresses as `"host:port"`. Default: empty (use the top-level `host:port`).
     pub nodes: Vec<String>,
+    /// ACL user name on the sentinels. Default: `None` (the `default` user).
+    pub username: Option<String>,
+    /// The sentinels' password. Never printed by `Debug`. Default: `None` (sentinels without
+    /// a password).
+    pub password: Option<Secret>,
 }
 
 #[cfg(test)]

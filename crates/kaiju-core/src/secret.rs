@@ -57,13 +57,37 @@ impl<'de> Deserialize<'de> for Secret {
     }
 }
 
-/// `redis://user:pass@host` → `redis://user:***@host`; anything else is returned unchanged.
+/// `redis://user:pass@host` → `redis://user:***@host`, and the value of every query parameter
+/// whose name holds "password" (`?sentinelPassword=x` → `?sentinelPassword=***`); anything
+/// else is returned unchanged.
 pub fn redact_url(url: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let mut out = redact_userinfo(base);
+    if let Some(query) = query {
+        out.push('?');
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((name, _)) if name.to_ascii_lowercase().contains("password") => {
+                    format!("{name}=***")
+                }
+                _ => pair.to_owned(),
+            })
+            .collect();
+        out.push_str(&pairs.join("&"));
+    }
+    out
+}
+
+fn redact_userinfo(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
         return url.to_owned();
     };
     let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let authority_end = rest.find('/').unwrap_or(rest.len());
     let authority = &rest[..authority_end];
     let Some(at) = authority.rfind('@') else {
         return url.to_owned();
@@ -93,8 +117,12 @@ mod tests {
         assert_eq!(redact_url("redis://pw@h"), "redis://***@h");
         assert_eq!(redact_url("redis://h:1"), "redis://h:1");
         assert_eq!(
-            redact_url("redis-sentinel://u:p@h:1?sentinelPassword=x"),
-            "redis-sentinel://u:***@h:1?sentinelPassword=x"
+            redact_url("redis-sentinel://u:p@h:1?sentinelPassword=x&sentinelUsername=s"),
+            "redis-sentinel://u:***@h:1?sentinelPassword=***&sentinelUsername=s"
+        );
+        assert_eq!(
+            redact_url("redis-sentinel://h:1?node=h:2&PASSWORD=x"),
+            "redis-sentinel://h:1?node=h:2&PASSWORD=***"
         );
     }
 }

@@ -48,6 +48,7 @@ impl RedisCluster {
             extra_args,
             port: None,
             tls: options.tls.clone(),
+            sentinel_conf: None,
         };
         let nodes = (0..NODES)
             .map(|_| RedisServer::start(node_options.clone()))

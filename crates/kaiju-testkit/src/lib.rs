@@ -4,11 +4,13 @@
 
 mod cli;
 mod cluster;
+mod sentinel;
 mod server;
 mod tls;
 
 pub use cli::{cli_path, redis_cli, server_path};
 pub use cluster::{ClusterOptions, RedisCluster};
+pub use sentinel::{SentinelOptions, SentinelSet};
 pub use server::{RedisServer, ServerOptions, TlsOptions, free_port};
 pub use tls::TlsFiles;
 

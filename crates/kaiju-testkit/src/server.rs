@@ -20,6 +20,9 @@ pub struct ServerOptions {
     pub port: Option<u16>,
     /// Serve TLS only (no plain port), with these files. `None`: plain TCP.
     pub tls: Option<TlsOptions>,
+    /// Run as a sentinel with this configuration (written to `sentinel.conf` in the server's
+    /// directory, which the sentinel rewrites as it learns). `None`: a data node.
+    pub sentinel_conf: Option<String>,
 }
 
 /// How a server speaks TLS.
@@ -107,6 +110,11 @@ impl RedisServer {
         let port = self.port.to_string();
         let dir = self.dir.display().to_string();
         let mut cmd = Command::new(server_path()?);
+        if let Some(conf) = &self.options.sentinel_conf {
+            let file = self.dir.join("sentinel.conf");
+            std::fs::write(&file, conf)?;
+            cmd.arg(file).arg("--sentinel");
+        }
         match &self.options.tls {
             Some(tls) => cmd.args(tls.files.server_args(
                 self.port,

@@ -62,6 +62,8 @@ pub(crate) fn config(settings: &RedisSettings) -> Result<Config> {
                 ServerConfig::Sentinel {
                     hosts,
                     service_name: sentinel.service_name.clone(),
+                    username: sentinel.username.clone(),
+                    password: sentinel.password.as_ref().map(|p| p.expose().to_owned()),
                 }
             } else if settings.cluster {
                 ServerConfig::Clustered {

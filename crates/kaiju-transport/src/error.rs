@@ -181,7 +181,13 @@ impl From<FredError> for TransportError {
             }
             _ => {}
         }
+        if message.starts_with("Failed to route command") {
+            // No connection to the node that owns the command (a primary mid-failover).
+            return Self::Connection { message };
+        }
         match error.kind() {
+            // A sentinel-managed primary that cannot be found right now (mid-failover).
+            ErrorKind::Sentinel => Self::Connection { message },
             #[cfg(feature = "tls")]
             ErrorKind::Tls => Self::Tls { message },
             ErrorKind::IO if is_tls_failure(&message) => Self::Tls {

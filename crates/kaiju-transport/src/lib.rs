@@ -8,6 +8,7 @@ mod connection;
 mod error;
 pub mod events;
 mod script;
+mod sentinel;
 #[cfg(feature = "tls")]
 mod tls;
 mod transport;

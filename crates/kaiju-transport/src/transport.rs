@@ -67,7 +67,14 @@ impl Transport {
             Ok(Ok(info)) => info,
             Ok(Err(e)) => {
                 let _ = pool.quit().await;
-                return Err(e.into());
+                let e = TransportError::from(e);
+                if let Some(sentinel) = &settings.sentinel
+                    && !matches!(e, TransportError::Auth { .. })
+                {
+                    let diagnose = crate::sentinel::diagnose(settings, sentinel, e);
+                    return Err(diagnose.await);
+                }
+                return Err(e);
             }
             Err(_) => {
                 let _ = pool.quit().await;
