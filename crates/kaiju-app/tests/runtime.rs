@@ -689,10 +689,10 @@ fn kaiju_ssl_settings_map_onto_tls_files_and_never_turn_verification_off() {
     let app = build_text(
         "main: {name: app}\nservices:\n  - cls: RedisTransportService\n    settings: {ssl: true, ssl_ca_certs: /etc/ca.pem, ssl_certfile: /etc/c.pem, ssl_keyfile: /etc/k.pem, ssl_cert_reqs: required, ssl_check_hostname: true}\n",
     );
-    // The files do not exist: building reads them, so the error names the mapped setting.
+    // The files do not exist: building reads them, and the error names the key as written.
     let e = app.err().unwrap();
     assert!(
-        e.contains("tls_ca_file") && e.contains("/etc/ca.pem"),
+        e.contains("setting `ssl_ca_certs`") && e.contains("/etc/ca.pem"),
         "{e}"
     );
     for (setting, field) in [

@@ -50,6 +50,8 @@ impl TransportService {
 impl ServiceClass for TransportService {
     fn build(b: &Build<'_>) -> Result<Self, AppError> {
         let mut json = b.raw_settings().to_json();
+        // Settings read under kaiju's names: an error names the key the user wrote.
+        let mut aliases: Vec<(&'static str, &'static str)> = Vec::new();
         if let serde_json::Value::Object(m) = &mut json {
             // YAML reads an unquoted `password: 12345` as a number; coredis sent its text.
             for key in ["password", "username"] {
@@ -122,6 +124,7 @@ impl ServiceClass for TransportService {
             ] {
                 if let Some(v) = m.remove(ssl).filter(|v| !v.is_null()) {
                     m.insert(tls.into(), v);
+                    aliases.push((tls, ssl));
                 }
             }
             // Verification is always on in kaiju-rs; settings that ask for it are accepted.
@@ -175,6 +178,16 @@ impl ServiceClass for TransportService {
         );
         let settings: RedisSettings = b.parse(json)?;
         Transport::check(&settings).map_err(|e| match e {
+            kaiju_transport::TransportError::Config(kaiju_core::ConfigError::Invalid {
+                field,
+                reason,
+            }) => {
+                let written = aliases
+                    .iter()
+                    .find(|(tls, _)| *tls == field)
+                    .map_or(field, |(_, ssl)| *ssl);
+                b.invalid(written, reason)
+            }
             kaiju_transport::TransportError::Config(e) => b.config_error(e),
             other => b.invalid("", other.to_string()),
         })?;
