@@ -52,7 +52,7 @@ fn documented_rules() -> HashMap<String, String> {
 
 /// The rule of `components` (the connection's first), for the app whose keys start with
 /// `prefix`.
-fn rule(components: &[&str], prefix: &str) -> String {
+pub(crate) fn rule(components: &[&str], prefix: &str) -> String {
     let rules = documented_rules();
     std::iter::once("connection")
         .chain(components.iter().copied())
@@ -67,15 +67,61 @@ fn rule(components: &[&str], prefix: &str) -> String {
         .join(" ")
 }
 
-/// An ACL user on the single node, removed by [`User::remove`].
+/// An ACL user on every node of a target, removed by [`User::remove`].
 struct User {
     name: String,
-    admin: Transport,
+    /// A plain connection to each node (ACL rules are per node).
+    admins: Vec<Transport>,
     settings: RedisSettings,
+}
+
+/// A connection to each node of `target`: the single node, or each node of the cluster (from
+/// the `node=` list of its URL).
+async fn admins(target: Target) -> Option<Vec<Transport>> {
+    let url = settings(target)?.url?.expose().to_owned();
+    if target != Target::Cluster {
+        return Some(vec![
+            Transport::connect(&RedisSettings::from_url(url))
+                .await
+                .unwrap(),
+        ]);
+    }
+    let rest = url.split_once("://").unwrap().1;
+    let (first, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let mut nodes = vec![first.to_owned()];
+    nodes.extend(
+        query
+            .split('&')
+            .filter_map(|p| p.strip_prefix("node="))
+            .map(str::to_owned),
+    );
+    let mut all = Vec::new();
+    for node in nodes {
+        let url = format!("redis://{node}");
+        all.push(
+            Transport::connect(&RedisSettings::from_url(url))
+                .await
+                .unwrap(),
+        );
+    }
+    Some(all)
+}
+
+/// The ACL command, on one node.
+async fn acl(admin: &Transport, args: Vec<String>) -> Value {
+    admin
+        .pool()
+        .custom(CustomCommand::new_static("ACL", None, false), args.clone())
+        .await
+        .unwrap_or_else(|e| panic!("ACL {args:?}: {e}"))
 }
 
 impl User {
     async fn create(admin: &Transport, rule: &str) -> Self {
+        Self::create_on(vec![admin.clone()], Target::Single, rule).await
+    }
+
+    async fn create_on(admins: Vec<Transport>, target: Target, rule: &str) -> Self {
         let name = format!("kaiju-acl-{}", uuid::Uuid::new_v4().simple());
         let password = uuid::Uuid::new_v4().simple().to_string();
         let mut args = vec![
@@ -86,19 +132,17 @@ impl User {
             format!(">{password}"),
         ];
         args.extend(rule.split_whitespace().map(str::to_owned));
-        let _: Value = admin
-            .pool()
-            .custom(CustomCommand::new_static("ACL", None, false), args)
-            .await
-            .unwrap_or_else(|e| panic!("ACL SETUSER {rule}: {e}"));
-        let mut settings = settings(Target::Single).unwrap();
+        for admin in &admins {
+            acl(admin, args.clone()).await;
+        }
+        let mut settings = settings(target).unwrap();
         settings.username = Some(name.clone());
         settings.password = Some(password.into());
         settings.connect_timeout_ms = 1000;
         settings.command_timeout_ms = 2000;
         Self {
             name,
-            admin: admin.clone(),
+            admins,
             settings,
         }
     }
@@ -110,62 +154,59 @@ impl User {
         }
     }
 
-    /// What the server refused this user, from `ACL LOG`.
+    /// What the servers refused this user, from `ACL LOG` on each node.
     async fn denials(&self) -> String {
-        let log: Value = self
-            .admin
-            .pool()
-            .custom(
-                CustomCommand::new_static("ACL", None, false),
-                vec!["LOG", "200"],
-            )
-            .await
-            .unwrap();
         let mut out = String::new();
-        for entry in log.into_array() {
-            let Ok(fields) = entry.into_map() else {
-                continue;
-            };
-            let field = |name: &str| {
-                fields
-                    .iter()
-                    .find(|(k, _)| k.as_str() == Some(name))
-                    .and_then(|(_, v)| v.as_string())
-                    .unwrap_or_default()
-            };
-            if field("username") == self.name {
-                out.push_str(&format!(
-                    "denied {} {} ({})\n",
-                    field("reason"),
-                    field("object"),
-                    field("context")
-                ));
+        for admin in &self.admins {
+            let log = acl(admin, vec!["LOG".into(), "200".into()]).await;
+            for entry in log.into_array() {
+                let Ok(fields) = entry.into_map() else {
+                    continue;
+                };
+                let field = |name: &str| {
+                    fields
+                        .iter()
+                        .find(|(k, _)| k.as_str() == Some(name))
+                        .and_then(|(_, v)| v.as_string())
+                        .unwrap_or_default()
+                };
+                if field("username") == self.name {
+                    out.push_str(&format!(
+                        "denied {} {} ({})\n",
+                        field("reason"),
+                        field("object"),
+                        field("context")
+                    ));
+                }
             }
         }
         out
     }
 
     async fn remove(self) {
-        let _: Value = self
-            .admin
-            .pool()
-            .custom(
-                CustomCommand::new_static("ACL", None, false),
-                vec!["DELUSER", &self.name],
-            )
-            .await
-            .unwrap();
+        for admin in &self.admins {
+            acl(admin, vec!["DELUSER".into(), self.name.clone()]).await;
+        }
     }
 }
 
-/// Runs `work` as a user holding `components`' rules for `ns`; on failure, shows what the
-/// server denied.
+/// Runs `work` as a user holding `components`' rules for `ns` on the single node; on failure,
+/// shows what the server denied.
 async fn as_user<F, Fut>(admin: &Transport, ns: &Namespace, components: &[&str], work: F)
 where
     F: FnOnce(Transport) -> Fut,
     Fut: std::future::Future<Output = Result<(), String>>,
 {
     let user = User::create(admin, &rule(components, ns.prefix())).await;
+    run_as(user, components, work).await;
+}
+
+/// Runs `work` as `user`, then removes it; fails on an error or on any denial.
+async fn run_as<F, Fut>(user: User, components: &[&str], work: F)
+where
+    F: FnOnce(Transport) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
     let t = user.connect().await;
     let result = work(t.clone()).await;
     let denials = user.denials().await;
@@ -581,4 +622,152 @@ async fn secrets_never_reach_logs_errors_or_debug_output() {
     let logs = texts.last().unwrap();
     assert!(logs.contains("TRACE"), "nothing was logged: {logs}");
     log::set_max_level(log::LevelFilter::Off);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_and_locks_work_on_every_cluster_node_under_their_rules() {
+    let Some(admins) = admins(Target::Cluster).await else {
+        return;
+    };
+    let ns = namespace();
+    let components = ["cache", "locks"];
+    let user = User::create_on(admins, Target::Cluster, &rule(&components, ns.prefix())).await;
+    run_as(user, &components, |t| async move {
+        let cache = Cache::new(t.clone());
+        let keys: Vec<_> = (0..30).map(|i| ns.key(&format!("k{i}")).unwrap()).collect();
+        for key in &keys {
+            cache.set(key, &1_i64, None).await.map_err(fail)?;
+        }
+        assert_eq!(cache.exists(&keys).await.map_err(fail)?, 30);
+        cache.delete(&keys).await.map_err(fail)?;
+        let locks = Locks::new(t, "owner").await.map_err(fail)?;
+        let guard = locks
+            .acquire(ns.key("lock").map_err(fail)?)
+            .await
+            .map_err(fail)?;
+        guard.release().await.map_err(fail)?;
+        // Several locks at once need one slot: a hash-tagged namespace.
+        let tagged = ns.hash_tagged();
+        let (a, b) = (
+            tagged.key("a").map_err(fail)?,
+            tagged.key("b").map_err(fail)?,
+        );
+        let both = locks
+            .acquire_many(&[&a, &b], AcquireOptions::default())
+            .await
+            .map_err(fail)?;
+        both.release().await.map_err(fail)?;
+        locks.close().await;
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_other_than_0_works_under_the_connection_rule() {
+    let Some(admin) = connect(Target::Single).await else {
+        return;
+    };
+    let ns = namespace();
+    let mut user = User::create(&admin, &rule(&["cache"], ns.prefix())).await;
+    user.settings.db = Some(1);
+    run_as(user, &["cache"], |t| async move {
+        let cache = Cache::new(t);
+        let key = ns.key("in-db-1").map_err(fail)?;
+        cache.set(&key, &1_i64, None).await.map_err(fail)?;
+        cache.delete(&[&key]).await.map_err(fail)?;
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_listener_works_under_its_rule() {
+    let Some(admin) = connect(Target::Single).await else {
+        return;
+    };
+    let ns = namespace();
+    let app = app(&ns);
+    let topic = format!("t{}", uuid::Uuid::new_v4().simple());
+    let stream = app.shared_namespace().unwrap().stream(&topic).unwrap();
+    let settings = ListenerSettings {
+        topic: topic.clone(),
+        shared: true,
+        ..ListenerSettings::default()
+    };
+    as_user(
+        &admin,
+        &ns,
+        &["writer", "shared listener"],
+        |t| async move {
+            let body: Body = ("ext.record".into(), Some(1));
+            StreamWriter::new(t)
+                .write(&stream, &body, Headers::new())
+                .await
+                .map_err(fail)?;
+            Ok(())
+        },
+    )
+    .await;
+    let cleanup = app.shared_namespace().unwrap();
+    as_user(
+        &admin,
+        &ns,
+        &["listener", "shared listener"],
+        |t| async move {
+            let seen: Seen = Arc::default();
+            let mut listener = Listener::new(t, &app, settings, recorder(&seen)).map_err(fail)?;
+            listener.start().await.map_err(fail)?;
+            eventually("the shared entry", Duration::from_secs(10), || async {
+                distinct(&seen) >= 1
+            })
+            .await;
+            listener.stop(Duration::from_secs(5)).await.map_err(fail)?;
+            Ok(())
+        },
+    )
+    .await;
+    for key in ["", "_lock.", "_dead.", "_consumers."] {
+        let name = format!("{}._stream.{key}{topic}", cleanup.prefix());
+        let _: i64 = admin.pool().del(name.as_str()).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_and_a_subscriber_work_under_their_rules() {
+    let Some(admin) = connect(Target::Single).await else {
+        return;
+    };
+    let ns = namespace();
+    let app = app(&ns);
+    let subscriber = User::create(&admin, &rule(&["subscriber"], ns.prefix())).await;
+    let sub_t = subscriber.connect().await;
+    let seen = crate::rpc::Seen::default();
+    let server = kaiju_rpc::Server::new(
+        &app,
+        kaiju_rpc::ServerSettings::default(),
+        crate::rpc::module(&seen),
+    )
+    .unwrap();
+    let mut sub =
+        kaiju_rpc::RpcSubscriber::new(sub_t.clone(), &app, "rpc", kaiju_rpc::Scope::System, server)
+            .unwrap();
+    sub.start().await.unwrap();
+    let publisher_app = app.clone();
+    as_user(&admin, &ns, &["publisher"], |t| async move {
+        let client = kaiju_rpc::RpcClient::new(t, &publisher_app);
+        let receivers = client
+            .publish("svc.record", serde_json::json!({"i": 1}), None)
+            .await
+            .map_err(fail)?;
+        assert_eq!(receivers, 1);
+        Ok(())
+    })
+    .await;
+    crate::rpc::seen_len(&seen, 1).await;
+    sub.stop(Duration::from_secs(5)).await.unwrap();
+    let denied = subscriber.denials().await;
+    sub_t.close().await.ok();
+    subscriber.remove().await;
+    assert!(denied.is_empty(), "{denied}");
 }

@@ -211,3 +211,32 @@ async fn sentinel_passwords_are_checked_and_never_shown() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_least_privilege_user_works_through_sentinel() {
+    if !can_spawn_servers() {
+        return;
+    }
+    let set = start(options()).await;
+    let ns = namespace();
+    let rule = crate::acl::rule(&["cache"], ns.prefix());
+    let primary = set.primary_port().unwrap();
+    let mut setuser = vec!["ACL", "SETUSER", "kaiju-app", "reset", "on", ">app-pw"];
+    setuser.extend(rule.split_whitespace());
+    // ACL rules are per node: the replica gets them too, for after a failover.
+    for port in set.data_ports() {
+        set.data_cli(port, &setuser).unwrap();
+    }
+    let settings = RedisSettings {
+        username: Some("kaiju-app".into()),
+        ..settings_for(&set, Some("app-pw"), Some("sentinel-pw"))
+    };
+    let t = Transport::connect(&settings).await.unwrap();
+    let cache = kaiju_cache::Cache::new(t.clone());
+    let key = ns.key("k").unwrap();
+    cache.set(&key, &1_i64, None).await.unwrap();
+    assert_eq!(cache.get::<i64>(&key).await.unwrap(), Some(1));
+    let log = set.data_cli(primary, &["ACL", "LOG"]).unwrap();
+    assert!(!log.contains("kaiju-app"), "denied:\n{log}");
+    t.close().await.ok();
+}

@@ -180,6 +180,21 @@ async fn bad_tls_files_are_config_errors_that_never_quote_a_key() {
             },
         ),
         (
+            // A device never ends: refused, not read.
+            "tls_ca_file",
+            RedisSettings {
+                tls_ca_file: Some("/dev/zero".into()),
+                ..base.clone()
+            },
+        ),
+        (
+            "tls_ca_file",
+            RedisSettings {
+                tls_ca_file: Some(dir.clone()),
+                ..base.clone()
+            },
+        ),
+        (
             "tls_ca_file",
             RedisSettings {
                 tls_ca_file: Some(not_pem.clone()),

@@ -696,12 +696,18 @@ fn kaiju_ssl_settings_map_onto_tls_files_and_never_turn_verification_off() {
         "{e}"
     );
     for (setting, field) in [
-        ("ssl_cert_reqs: none", "ssl_cert_reqs"),
-        ("ssl_check_hostname: false", "ssl_check_hostname"),
-        ("ssl_ciphers: ALL", "ssl_ciphers"),
+        ("tls: true, ssl: false", "ssl"),
+        ("ssl: false, tls: true", "ssl"),
+        (
+            "tls: true, tls_ca_file: /a.pem, ssl_ca_certs: /b.pem",
+            "ssl_ca_certs",
+        ),
+        ("ssl: true, ssl_cert_reqs: none", "ssl_cert_reqs"),
+        ("ssl: true, ssl_check_hostname: false", "ssl_check_hostname"),
+        ("ssl: true, ssl_ciphers: ALL", "ssl_ciphers"),
     ] {
         let e = build_text(&format!(
-            "main: {{name: app}}\nservices:\n  - cls: RedisTransportService\n    settings: {{ssl: true, {setting}}}\n"
+            "main: {{name: app}}\nservices:\n  - cls: RedisTransportService\n    settings: {{{setting}}}\n"
         ))
         .err()
         .unwrap();

@@ -258,6 +258,7 @@ impl RedisSettings {
         self.tls
             || self.url.as_ref().is_some_and(|url| {
                 let scheme = url.expose().split_once("://").map_or("", |(s, _)| s);
+                let scheme = scheme.to_ascii_lowercase();
                 scheme.starts_with("rediss") || scheme.starts_with("valkeys")
             })
     }

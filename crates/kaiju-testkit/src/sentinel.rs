@@ -150,6 +150,11 @@ impl SentinelSet {
         Err(last.unwrap_or_else(|| io::Error::other("no sentinel")))
     }
 
+    /// The ports of the data nodes (the first primary, then the replica).
+    pub fn data_ports(&self) -> Vec<u16> {
+        self.data.iter().map(RedisServer::port).collect()
+    }
+
     /// SIGKILLs the data node that is the primary now; returns its port.
     pub fn kill_primary(&mut self) -> io::Result<u16> {
         let port = self.primary_port()?;

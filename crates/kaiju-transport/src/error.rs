@@ -169,7 +169,10 @@ impl From<FredError> for TransportError {
             "WRONGTYPE" => return Self::WrongType { message },
             "NOPERM" => return Self::NoPermission { message },
             // A command a script runs is checked too, and refused with a plain ERR.
-            "ERR" if message.contains("The user executing the script can't") => {
+            "ERR"
+                if message.contains("The user executing the script can't")
+                    || message.contains("ACL failure in script") =>
+            {
                 return Self::NoPermission { message };
             }
             c if AUTH_CODES.contains(&c) => return Self::Auth { message },
@@ -181,8 +184,11 @@ impl From<FredError> for TransportError {
             }
             _ => {}
         }
-        if message.starts_with("Failed to route command") {
-            // No connection to the node that owns the command (a primary mid-failover).
+        if message.starts_with("Failed to route command")
+            || message.starts_with("Too many failed write attempts")
+        {
+            // No connection to the node that owns the command (a primary mid-failover), or
+            // fred gave up writing it: the command may or may not have run.
             return Self::Connection { message };
         }
         match error.kind() {

@@ -65,8 +65,30 @@ pub(crate) fn connector(settings: &RedisSettings) -> Result<TlsConnector> {
     Ok(TlsConnector::from(config))
 }
 
+/// PEM files larger than this are refused rather than read.
+const MAX_FILE: u64 = 1 << 20;
+
+/// Reads a regular file of at most [`MAX_FILE`] bytes (a FIFO or a device would block the
+/// caller or never end).
 fn read(field: &'static str, file: &Path) -> Result<Vec<u8>, ConfigError> {
-    std::fs::read(file).map_err(|e| invalid(field, format!("cannot read {}: {e}", file.display())))
+    let fail = |why: String| invalid(field, format!("cannot read {}: {why}", file.display()));
+    let meta = std::fs::metadata(file).map_err(|e| fail(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(fail("not a regular file".into()));
+    }
+    if meta.len() > MAX_FILE {
+        return Err(fail(format!("larger than {MAX_FILE} bytes")));
+    }
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(
+            std::fs::File::open(file).map_err(|e| fail(e.to_string()))?,
+            MAX_FILE,
+        ),
+        &mut bytes,
+    )
+    .map_err(|e| fail(e.to_string()))?;
+    Ok(bytes)
 }
 
 /// Every certificate in a PEM file; none at all is an error.

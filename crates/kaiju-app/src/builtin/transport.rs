@@ -110,10 +110,15 @@ impl ServiceClass for TransportService {
                 ));
             }
             m.remove("unix_socket_path");
+            // kaiju's name and kaiju-rs's for one setting: both given must agree, or TLS
+            // could be switched off by the one read last.
             if let Some(v) = m.remove("ssl") {
                 let on = v
                     .as_bool()
                     .ok_or_else(|| b.invalid("ssl", "expected true or false"))?;
+                if m.get("tls").is_some_and(|tls| tls.as_bool() != Some(on)) {
+                    return Err(b.invalid("ssl", "contradicts `tls`; give one of them"));
+                }
                 m.insert("tls".into(), on.into());
             }
             // coredis' (Python ssl module's) names for the same files.
@@ -123,6 +128,13 @@ impl ServiceClass for TransportService {
                 ("ssl_keyfile", "tls_key_file"),
             ] {
                 if let Some(v) = m.remove(ssl).filter(|v| !v.is_null()) {
+                    if m.get(tls)
+                        .is_some_and(|given| !given.is_null() && *given != v)
+                    {
+                        return Err(
+                            b.invalid(ssl, format!("contradicts `{tls}`; give one of them"))
+                        );
+                    }
                     m.insert(tls.into(), v);
                     aliases.push((tls, ssl));
                 }
