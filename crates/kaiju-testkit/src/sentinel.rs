@@ -155,6 +155,11 @@ impl SentinelSet {
         self.data.iter().map(RedisServer::port).collect()
     }
 
+    /// The process id of the data node on `port`, while it runs.
+    pub fn data_pid(&self, port: u16) -> Option<u32> {
+        self.data.iter().find(|n| n.port() == port)?.pid()
+    }
+
     /// SIGKILLs the data node that is the primary now; returns its port.
     pub fn kill_primary(&mut self) -> io::Result<u16> {
         let port = self.primary_port()?;

@@ -1,5 +1,6 @@
 //! A dedicated connection for blocking reads.
 
+use kaiju_core::RedisSettings;
 use std::time::Duration;
 
 use fred::clients::Client;
@@ -34,8 +35,13 @@ pub struct BlockingConnection {
 const MARGIN: Duration = Duration::from_secs(2);
 
 impl BlockingConnection {
-    pub(crate) async fn open(shared: &Client, block: Duration, timeout: Duration) -> Result<Self> {
-        let connection = Connection::open(shared, false).await?;
+    pub(crate) async fn open(
+        shared: &Client,
+        block: Duration,
+        settings: &RedisSettings,
+    ) -> Result<Self> {
+        let timeout = settings.command_timeout();
+        let connection = Connection::open(shared, false, settings).await?;
         let options = Options {
             timeout: Some(block + MARGIN.max(timeout)),
             ..once()

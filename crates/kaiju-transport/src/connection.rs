@@ -1,5 +1,6 @@
 //! A connection of its own, closed when the last handle is dropped.
 
+use kaiju_core::RedisSettings;
 use std::sync::Arc;
 
 use fred::clients::{Client, Pipeline, WithOptions};
@@ -39,8 +40,13 @@ impl Drop for Inner {
 impl Connection {
     /// Opens a new connection with the settings of `shared`. A `watched` one is PINGed every
     /// command timeout and reconnected when it stops answering (see the watchdog); a connection
-    /// for blocking reads must not be (a PING would wait behind the read).
-    pub(crate) async fn open(shared: &Client, watched: bool) -> Result<Self> {
+    /// for blocking reads must not be (a PING would wait behind the read). Through Sentinel
+    /// (`settings.sentinel`), every connection follows the primary the sentinels name.
+    pub(crate) async fn open(
+        shared: &Client,
+        watched: bool,
+        settings: &RedisSettings,
+    ) -> Result<Self> {
         let client = shared.clone_new();
         let _connection_task = client.init().await?;
         let inner = Arc::new(Inner { client });
@@ -49,6 +55,14 @@ impl Connection {
             crate::watchdog::spawn(Arc::downgrade(&inner), every, |inner: &Inner| {
                 vec![inner.client.clone()]
             });
+        }
+        if let Some(sentinel) = &settings.sentinel {
+            crate::sentinel::watch_primary(
+                Arc::downgrade(&inner),
+                settings.clone(),
+                sentinel.clone(),
+                |inner: &Inner| vec![inner.client.clone()],
+            );
         }
         Ok(Self { inner })
     }

@@ -102,6 +102,14 @@ impl Transport {
             settings.command_timeout(),
             |inner: &Inner| inner.pool.clients().to_vec(),
         );
+        if let Some(sentinel) = &settings.sentinel {
+            crate::sentinel::watch_primary(
+                Arc::downgrade(&inner),
+                settings.clone(),
+                sentinel.clone(),
+                |inner: &Inner| inner.pool.clients().to_vec(),
+            );
+        }
         Ok(Self { inner })
     }
 
@@ -149,7 +157,7 @@ impl Transport {
     /// Opens a connection of its own (for a subscriber or a tracking connection), closed when
     /// its last handle is dropped.
     pub async fn dedicated_connection(&self) -> Result<Connection> {
-        Connection::open(self.client(), true).await
+        Connection::open(self.client(), true, &self.inner.settings).await
     }
 
     /// Single node, cluster or sentinel.
@@ -174,7 +182,7 @@ impl Transport {
 
     /// Opens a dedicated connection for blocking reads of at most `block`.
     pub async fn blocking_connection(&self, block: Duration) -> Result<BlockingConnection> {
-        BlockingConnection::open(self.client(), block, self.inner.settings.command_timeout()).await
+        BlockingConnection::open(self.client(), block, &self.inner.settings).await
     }
 
     /// `PING` through the pool.
