@@ -251,9 +251,23 @@ async fn writes_follow_the_promoted_primary_when_the_old_one_wakes_up() {
         return;
     }
     let set = start(options()).await;
-    let t = Transport::connect(&settings_for(&set, Some("data-pw"), Some("sentinel-pw")))
-        .await
-        .unwrap();
+    // Configured by URL this time: the watch reads the sentinels from fred's configuration.
+    let sentinels = set.sentinel_addresses();
+    let url = format!(
+        "redis-sentinel://:data-pw@{}?sentinelServiceName={}&node={}&node={}&sentinelPassword=sentinel-pw",
+        sentinels[0],
+        set.service_name(),
+        sentinels[1],
+        sentinels[2]
+    );
+    let settings = RedisSettings {
+        command_timeout_ms: 2000,
+        connect_timeout_ms: 1000,
+        ..RedisSettings::from_url(url)
+    };
+    assert!(!format!("{settings:?}").contains("-pw"), "{settings:?}");
+    let t = Transport::connect(&settings).await.unwrap();
+    assert_eq!(t.deployment(), Deployment::Sentinel);
     let ns = namespace();
     let app = app(&ns);
     let stream = rpc_stream(&app);

@@ -1,6 +1,5 @@
 //! A dedicated connection for blocking reads.
 
-use kaiju_core::RedisSettings;
 use std::time::Duration;
 
 use fred::clients::Client;
@@ -38,10 +37,10 @@ impl BlockingConnection {
     pub(crate) async fn open(
         shared: &Client,
         block: Duration,
-        settings: &RedisSettings,
+        timeout: Duration,
+        primary: Option<crate::sentinel::Primary>,
     ) -> Result<Self> {
-        let timeout = settings.command_timeout();
-        let connection = Connection::open(shared, false, settings).await?;
+        let connection = Connection::open(shared, false, primary).await?;
         let options = Options {
             timeout: Some(block + MARGIN.max(timeout)),
             ..once()

@@ -1,6 +1,5 @@
 //! A connection of its own, closed when the last handle is dropped.
 
-use kaiju_core::RedisSettings;
 use std::sync::Arc;
 
 use fred::clients::{Client, Pipeline, WithOptions};
@@ -41,11 +40,11 @@ impl Connection {
     /// Opens a new connection with the settings of `shared`. A `watched` one is PINGed every
     /// command timeout and reconnected when it stops answering (see the watchdog); a connection
     /// for blocking reads must not be (a PING would wait behind the read). Through Sentinel
-    /// (`settings.sentinel`), every connection follows the primary the sentinels name.
+    /// (`primary`), every connection follows the primary the sentinels name.
     pub(crate) async fn open(
         shared: &Client,
         watched: bool,
-        settings: &RedisSettings,
+        primary: Option<crate::sentinel::Primary>,
     ) -> Result<Self> {
         let client = shared.clone_new();
         let _connection_task = client.init().await?;
@@ -56,13 +55,10 @@ impl Connection {
                 vec![inner.client.clone()]
             });
         }
-        if let Some(sentinel) = &settings.sentinel {
-            crate::sentinel::watch_primary(
-                Arc::downgrade(&inner),
-                settings.clone(),
-                sentinel.clone(),
-                |inner: &Inner| vec![inner.client.clone()],
-            );
+        if let Some(primary) = primary {
+            crate::sentinel::follow_primary(Arc::downgrade(&inner), primary, |inner: &Inner| {
+                vec![inner.client.clone()]
+            });
         }
         Ok(Self { inner })
     }

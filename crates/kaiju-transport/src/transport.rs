@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use fred::clients::{Client, Pipeline, Pool, WithOptions};
@@ -40,6 +41,12 @@ struct Inner {
     deployment: Deployment,
     capabilities: Capabilities,
     settings: RedisSettings,
+    /// Through Sentinel: where the sentinels say the primary is, for every connection to follow.
+    primary: Option<crate::sentinel::Primary>,
+    /// Keeps the primary's asker running; it stops when the last clone is dropped.
+    _alive: Arc<()>,
+    /// Set by `close`: the asker stops too.
+    closed: Arc<AtomicBool>,
 }
 
 impl Transport {
@@ -56,6 +63,9 @@ impl Transport {
     /// after a successful connect, lost connections are re-established in the background.
     pub async fn connect(settings: &RedisSettings) -> Result<Self> {
         let (builder, deployment) = builder(settings)?;
+        let sentinels = builder
+            .get_config()
+            .and_then(|config| crate::sentinel::Sentinels::of(config, settings));
         let pool = builder.build_pool(settings.pool_size)?;
         let connect = async {
             let _connection_tasks = pool.init().await?;
@@ -68,11 +78,10 @@ impl Transport {
             Ok(Err(e)) => {
                 let _ = pool.quit().await;
                 let e = TransportError::from(e);
-                if let Some(sentinel) = &settings.sentinel
+                if let Some(sentinels) = &sentinels
                     && !matches!(e, TransportError::Auth { .. })
                 {
-                    let diagnose = crate::sentinel::diagnose(settings, sentinel, e);
-                    return Err(diagnose.await);
+                    return Err(crate::sentinel::diagnose(sentinels, e).await);
                 }
                 return Err(e);
             }
@@ -90,23 +99,30 @@ impl Transport {
             version = %capabilities.server_version,
             "connected to redis"
         );
+        let alive = Arc::new(());
+        let closed = Arc::new(AtomicBool::new(false));
+        let primary = sentinels.and_then(|sentinels| {
+            crate::sentinel::ask_for_primary(Arc::downgrade(&alive), closed.clone(), sentinels)
+        });
         let inner = Arc::new(Inner {
             once: pool.with_options(&once()),
             pool,
             deployment,
             capabilities,
             settings: settings.clone(),
+            primary,
+            _alive: alive,
+            closed,
         });
         crate::watchdog::spawn(
             Arc::downgrade(&inner),
             settings.command_timeout(),
             |inner: &Inner| inner.pool.clients().to_vec(),
         );
-        if let Some(sentinel) = &settings.sentinel {
-            crate::sentinel::watch_primary(
+        if let Some(primary) = &inner.primary {
+            crate::sentinel::follow_primary(
                 Arc::downgrade(&inner),
-                settings.clone(),
-                sentinel.clone(),
+                primary.clone(),
                 |inner: &Inner| inner.pool.clients().to_vec(),
             );
         }
@@ -157,7 +173,7 @@ impl Transport {
     /// Opens a connection of its own (for a subscriber or a tracking connection), closed when
     /// its last handle is dropped.
     pub async fn dedicated_connection(&self) -> Result<Connection> {
-        Connection::open(self.client(), true, &self.inner.settings).await
+        Connection::open(self.client(), true, self.inner.primary.clone()).await
     }
 
     /// Single node, cluster or sentinel.
@@ -182,7 +198,13 @@ impl Transport {
 
     /// Opens a dedicated connection for blocking reads of at most `block`.
     pub async fn blocking_connection(&self, block: Duration) -> Result<BlockingConnection> {
-        BlockingConnection::open(self.client(), block, &self.inner.settings).await
+        BlockingConnection::open(
+            self.client(),
+            block,
+            self.inner.settings.command_timeout(),
+            self.inner.primary.clone(),
+        )
+        .await
     }
 
     /// `PING` through the pool.
@@ -193,6 +215,7 @@ impl Transport {
 
     /// Closes every connection of the pool. Clones of this transport stop working.
     pub async fn close(&self) -> Result<()> {
+        self.inner.closed.store(true, Ordering::Relaxed);
         self.inner.pool.quit().await?;
         Ok(())
     }
