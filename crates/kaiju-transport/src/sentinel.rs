@@ -162,11 +162,10 @@ fn get_master(service_name: &str) -> (CustomCommand, Vec<String>) {
 pub(crate) type Primary = watch::Receiver<Option<(String, u16)>>;
 
 /// Asks every sentinel where the primary is, twice a second, over one connection to each,
-/// while `alive` can be upgraded and `closed` is unset, and publishes the primary a majority
-/// of them name. One asker per transport; every connection of the transport follows it
-/// ([`follow_primary`]).
-pub(crate) fn ask_for_primary<T: Send + Sync + 'static>(
-    alive: Weak<T>,
+/// until `closed` is set or nothing follows the answer any more (the transport and every
+/// connection it opened are gone), and publishes the primary a majority of them name. One
+/// asker per transport; every connection of the transport follows it ([`follow_primary`]).
+pub(crate) fn ask_for_primary(
     closed: std::sync::Arc<AtomicBool>,
     sentinels: Sentinels,
 ) -> Option<Primary> {
@@ -176,7 +175,7 @@ pub(crate) fn ask_for_primary<T: Send + Sync + 'static>(
         let mut asker = Asker::new(sentinels);
         loop {
             tokio::time::sleep(PRIMARY_CHECK).await;
-            if alive.strong_count() == 0 || closed.load(Ordering::Relaxed) {
+            if tx.is_closed() || closed.load(Ordering::Relaxed) {
                 asker.close().await;
                 return;
             }

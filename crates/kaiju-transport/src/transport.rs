@@ -43,9 +43,7 @@ struct Inner {
     settings: RedisSettings,
     /// Through Sentinel: where the sentinels say the primary is, for every connection to follow.
     primary: Option<crate::sentinel::Primary>,
-    /// Keeps the primary's asker running; it stops when the last clone is dropped.
-    _alive: Arc<()>,
-    /// Set by `close`: the asker stops too.
+    /// Set by `close`: the primary's asker stops too (it also stops once nothing follows it).
     closed: Arc<AtomicBool>,
 }
 
@@ -99,11 +97,9 @@ impl Transport {
             version = %capabilities.server_version,
             "connected to redis"
         );
-        let alive = Arc::new(());
         let closed = Arc::new(AtomicBool::new(false));
-        let primary = sentinels.and_then(|sentinels| {
-            crate::sentinel::ask_for_primary(Arc::downgrade(&alive), closed.clone(), sentinels)
-        });
+        let primary = sentinels
+            .and_then(|sentinels| crate::sentinel::ask_for_primary(closed.clone(), sentinels));
         let inner = Arc::new(Inner {
             once: pool.with_options(&once()),
             pool,
@@ -111,7 +107,6 @@ impl Transport {
             capabilities,
             settings: settings.clone(),
             primary,
-            _alive: alive,
             closed,
         });
         crate::watchdog::spawn(
