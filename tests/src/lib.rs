@@ -34,11 +34,6 @@ impl Target {
             Self::Tls => "KAIJU_REDIS_TLS_URL",
         }
     }
-
-    /// Whether keys are sharded over slots (so multi-key operations need one slot).
-    pub fn is_cluster(self) -> bool {
-        self == Self::Cluster
-    }
 }
 
 /// The certificates of the TLS node (`KAIJU_REDIS_TLS_DIR`), if it is configured.
