@@ -240,15 +240,27 @@ pub fn is_reply_channel(name: &str) -> bool {
 /// assert_eq!(key_slot(odd.as_bytes()), key_slot(b"a}b"));
 /// ```
 pub fn side_key(key: &str, suffix: &str) -> String {
+    let mut name = side_key_prefix(key);
+    name.push_str(suffix);
+    name
+}
+
+/// What every [`side_key`] of `key` starts with: `side_key(key, s)` is this followed by `s`.
+/// For callers that name several side keys of one key, so the rules run once.
+///
+/// ```
+/// use kaiju_core::{side_key, side_key_prefix};
+/// for key in ["app.lock.x", "{t}.x", "a}b"] {
+///     assert_eq!(side_key_prefix(key) + "fence", side_key(key, "fence"));
+/// }
+/// ```
+pub fn side_key_prefix(key: &str) -> String {
     if has_hash_tag(key.as_bytes()) {
-        format!("{key}.__{suffix}")
+        format!("{key}.__")
     } else if !key.contains('}') {
-        format!("{{{key}}}:__{suffix}")
+        format!("{{{key}}}:__")
     } else {
-        format!(
-            "{{{}}}.{key}#__{suffix}",
-            tag_for_slot(key_slot(key.as_bytes()))
-        )
+        format!("{{{}}}.{key}#__", tag_for_slot(key_slot(key.as_bytes())))
     }
 }
 

@@ -1,7 +1,7 @@
 //! The Redis keys of one lock: the lock itself (the caller's key, verbatim, as kaiju-redis uses
 //! it) and its side keys, named by [`kaiju_core::side_key`] so they share the lock's slot.
 
-use kaiju_core::{key_slot, side_key};
+use kaiju_core::{key_slot, side_key_prefix};
 
 /// The names Redis sees for one lock.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,13 +23,21 @@ pub(crate) struct LockKeys {
 
 impl LockKeys {
     pub(crate) fn new(key: &str) -> Self {
+        // The naming rules run once, not once per side key.
+        let prefix = side_key_prefix(key);
+        let side = |suffix: &str| {
+            let mut name = String::with_capacity(prefix.len() + suffix.len());
+            name.push_str(&prefix);
+            name.push_str(suffix);
+            name
+        };
         Self {
             lock: key.to_owned(),
-            fence: side_key(key, "fence"),
-            queue: side_key(key, "queue"),
-            alive: side_key(key, "alive"),
-            arrivals: side_key(key, "arrivals"),
-            channel: side_key(key, "released"),
+            fence: side("fence"),
+            queue: side("queue"),
+            alive: side("alive"),
+            arrivals: side("arrivals"),
+            channel: side("released"),
         }
     }
 
@@ -61,6 +69,8 @@ mod tests {
             for side in keys.all() {
                 assert_eq!(key_slot(side.as_bytes()), keys.slot(), "{key} -> {side}");
             }
+            assert_eq!(keys.fence, kaiju_core::side_key(key, "fence"));
+            assert_eq!(keys.channel, kaiju_core::side_key(key, "released"));
         }
         assert_eq!(LockKeys::new("a.b").fence, "{a.b}:__fence");
         assert_ne!(LockKeys::new("x").fence, LockKeys::new("{x}").fence);
