@@ -9,6 +9,7 @@ mod cache;
 mod cache_faults;
 mod interop;
 mod interop_rpc;
+mod lock_batching;
 mod lock_faults;
 mod locks;
 mod recovery;

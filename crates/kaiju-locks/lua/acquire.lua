@@ -1,34 +1,11 @@
--- Acquire one lock, first come first served.
+-- Acquire one lock, first come first served: the queued tries (a first try that finds the lock
+-- free and nobody waiting is batch.lua's 'a').
 -- KEYS: 1 lock, 2 fence (see next_token), 3 queue (zset ticket -> arrival), 4 alive (hash
 --       waiter -> deadline ms), 5 arrival counter
 -- ARGV: 1 owner, 2 lease ms, 3 ticket ('' = do not queue: fail unless nobody waits),
 --       4 waiter liveness ms, 5 attempt id
 -- Returns the fencing token on success, 0 when the lock is held or another waiter is ahead.
 -- Idempotent per attempt: run again (a resend after a lost reply), it returns the same token.
-
--- The common case first, inline and short (every call, and every closure made, costs server
--- time): nobody waits and the lock is free.
-if ARGV[3] == '' and redis.call('EXISTS', KEYS[3]) == 0 then
-    if redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'NX') then
-        -- next_token (below), without string.format when the clock is ahead of the fence.
-        local t = redis.call('TIME')
-        local last = tonumber(string.match(redis.call('GET', KEYS[2]) or '', '^(%d+)') or '0') or 0
-        local token
-        if tonumber(t[1]) * 1000000 + tonumber(t[2]) > last then
-            token = t[1] .. string.rep('0', 6 - #t[2]) .. t[2]
-        else
-            token = string.format('%.0f', last + 1)
-        end
-        redis.call('SET', KEYS[2], token .. ' ' .. ARGV[5], 'PX', ARGV[2])
-        return token
-    end
-    -- Held: perhaps by this very attempt (a resend after a lost reply); replayed(), inline.
-    if redis.call('GET', KEYS[1]) == ARGV[1] then
-        local token, holder = string.match(redis.call('GET', KEYS[2]) or '', '^(%d+) (%S+)$')
-        if holder == ARGV[5] then return token end
-    end
-    return 0
-end
 
 -- #include token.lua
 

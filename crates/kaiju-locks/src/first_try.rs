@@ -12,7 +12,9 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use kaiju_transport::Transport;
+use std::sync::Arc;
+
+use crate::batch::Batcher;
 
 use crate::keys::LockKeys;
 use crate::ops::{self, Attempt};
@@ -20,13 +22,45 @@ use crate::{LockError, Result};
 
 /// What one try needs, owned, so that it can outlive its caller.
 pub(crate) struct Try {
-    pub(crate) transport: Transport,
+    pub(crate) batcher: Arc<Batcher>,
     pub(crate) keys: LockKeys,
     pub(crate) owner: String,
     pub(crate) lease: Duration,
     /// The attempt id (the acquire script's replay key).
     pub(crate) id: String,
     pub(crate) waiter_alive: Duration,
+    /// Whether the caller waits: if not, a try that finds others waiting also clears waiters
+    /// that are gone (crashed, gave up) and takes the lock if nobody is left.
+    pub(crate) wait: bool,
+}
+
+/// The token if the lock was free and nobody waited, `None` if not.
+async fn try_once(parts: &Try) -> Result<Option<u64>> {
+    let found = ops::first_try(
+        &parts.batcher,
+        &parts.keys,
+        &parts.owner,
+        parts.lease,
+        &parts.id,
+    )
+    .await?;
+    Ok(match found {
+        ops::FirstTry::Taken(token) => Some(token),
+        ops::FirstTry::Held => None,
+        // A waiting caller joins the queue, whose tries clear dead waiters themselves.
+        ops::FirstTry::Waiters if parts.wait => None,
+        ops::FirstTry::Waiters => {
+            let attempt = Attempt {
+                keys: &parts.keys,
+                owner: &parts.owner,
+                lease: parts.lease,
+                id: &parts.id,
+                ticket: "",
+                waiter_alive: parts.waiter_alive,
+            };
+            ops::acquire(parts.batcher.transport(), &attempt).await?
+        }
+    })
 }
 
 type Running = Pin<Box<dyn Future<Output = (Try, Result<Option<u64>>)> + Send>>;
@@ -42,16 +76,7 @@ pub(crate) struct FirstTry {
 impl FirstTry {
     pub(crate) fn new(parts: Try) -> Self {
         let running: Running = Box::pin(async move {
-            let attempt = Attempt {
-                keys: &parts.keys,
-                owner: &parts.owner,
-                lease: parts.lease,
-                id: &parts.id,
-                // Not queued: the script refuses the lock if anyone waits for it.
-                ticket: "",
-                waiter_alive: parts.waiter_alive,
-            };
-            let outcome = ops::acquire(&parts.transport, &attempt).await;
+            let outcome = try_once(&parts).await;
             (parts, outcome)
         });
         Self {
@@ -90,7 +115,7 @@ impl Drop for FirstTry {
             // Taken, or unknown (the reply was lost): undo it if this attempt holds the lock.
             if matches!(outcome, Ok(Some(_)) | Err(LockError::Transport(_))) {
                 tracing::debug!(key = %parts.keys.lock, "the caller stopped waiting; releasing the lock it would have got");
-                let _ = ops::abandon(&parts.transport, &parts.keys, &parts.owner, &parts.id).await;
+                let _ = ops::abandon(parts.batcher.transport(), &parts.keys, &parts.owner, &parts.id).await;
             }
         });
     }

@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use kaiju_transport::Transport;
+use crate::batch::Batcher;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -45,7 +45,7 @@ struct Held {
 struct Locked {
     /// The runtime the guard was made on: a guard dropped elsewhere releases there.
     runtime: tokio::runtime::Handle,
-    transport: Transport,
+    batcher: Arc<Batcher>,
     keys: Vec<LockKeys>,
     owner: String,
     tokens: Vec<u64>,
@@ -60,7 +60,7 @@ impl Locked {
     async fn release(&self) -> Result<()> {
         let mut result = Ok(());
         for (keys, token) in self.keys.iter().zip(&self.tokens) {
-            if let Err(e) = release(&self.transport, keys, &self.owner, *token).await {
+            if let Err(e) = release(&self.batcher, keys, &self.owner, *token).await {
                 result = Err(e);
             }
         }
@@ -85,7 +85,7 @@ impl Lease {
 
 impl LockGuard {
     pub(crate) fn new(
-        transport: &Transport,
+        batcher: &Arc<Batcher>,
         keys: Vec<LockKeys>,
         owner: String,
         tokens: Vec<u64>,
@@ -95,7 +95,7 @@ impl LockGuard {
         let safe_until = Arc::new(Mutex::new(lease.sent_at + lease.trusted()));
         let set = Arc::new(Locked {
             runtime: tokio::runtime::Handle::current(),
-            transport: transport.clone(),
+            batcher: batcher.clone(),
             keys,
             owner,
             tokens,
@@ -169,11 +169,11 @@ impl LockGuard {
 }
 
 /// Releases one lock of a guard; a lock held by someone else is [`LockError::NotOwner`].
-async fn release(transport: &Transport, keys: &LockKeys, owner: &str, token: u64) -> Result<()> {
-    match ops::release(transport, keys, owner, Some(token)).await? {
+async fn release(batcher: &Arc<Batcher>, keys: &LockKeys, owner: &str, token: u64) -> Result<()> {
+    match ops::release(batcher, keys, owner, Some(token)).await? {
         Released::Yes => Ok(()),
         Released::NotOwner | Released::Superseded => Err(LockError::NotOwner {
-            owner: ops::owner(transport, &keys.lock).await?,
+            owner: ops::owner(batcher.transport(), &keys.lock).await?,
             key: keys.lock.clone(),
         }),
     }
@@ -255,7 +255,7 @@ fn lock(until: &Mutex<Instant>) -> MutexGuard<'_, Instant> {
 /// Renews every lock; `Ok(false)` if any of them is no longer held by this acquisition.
 async fn renew_all(set: &Locked, lease: Duration) -> Result<bool> {
     for (k, token) in set.keys.iter().zip(&set.tokens) {
-        if !ops::renew(&set.transport, k, &set.owner, *token, lease).await? {
+        if !ops::renew(set.batcher.transport(), k, &set.owner, *token, lease).await? {
             return Ok(false);
         }
     }

@@ -1,12 +1,14 @@
 #![doc = include_str!("../README.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod batch;
 mod error;
 mod first_try;
 mod guard;
 mod keys;
 mod locks;
 mod ops;
+mod scripts;
 mod wakeups;
 
 pub use error::{LockError, Result};

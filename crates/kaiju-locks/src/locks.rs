@@ -16,6 +16,7 @@ use kaiju_transport::{Classify, Transport};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use crate::batch::Batcher;
 use crate::first_try::{FirstTry, Try};
 use crate::guard::{Lease, LockGuard};
 use crate::keys::LockKeys;
@@ -76,6 +77,8 @@ pub struct Locks {
 #[derive(Debug)]
 struct Inner {
     transport: Transport,
+    /// Sends acquire and release calls, batching those that overlap.
+    batcher: Arc<Batcher>,
     owner: String,
     wakeups: Arc<Wakeups>,
     ids: AttemptIds,
@@ -113,6 +116,7 @@ impl Locks {
         let wakeups = Wakeups::connect(&transport).await?;
         Ok(Self {
             inner: Arc::new(Inner {
+                batcher: Batcher::new(transport.clone()),
                 transport,
                 owner: owner.into(),
                 wakeups,
@@ -142,12 +146,13 @@ impl Locks {
         // Fast path, and the only try with `wait: false`: a free lock nobody waits for is taken
         // without joining the queue or subscribing, from the caller's task.
         let first = FirstTry::new(Try {
-            transport: self.inner.transport.clone(),
+            batcher: self.inner.batcher.clone(),
             keys: LockKeys::new(key.as_ref()),
             owner: self.owner_for(&options),
             lease: options.lease,
             id: self.inner.ids.next(),
             waiter_alive: WAITER_ALIVE,
+            wait: options.wait,
         });
         let (parts, outcome) = first.await;
         match outcome {
@@ -166,7 +171,8 @@ impl Locks {
                     // The script may have run without the caller hearing of it. In a task, so
                     // that it completes even if the caller leaves meanwhile.
                     let _ = tokio::spawn(async move {
-                        ops::abandon(&parts.transport, &parts.keys, &parts.owner, &parts.id).await
+                        let transport = parts.batcher.transport();
+                        ops::abandon(transport, &parts.keys, &parts.owner, &parts.id).await
                     })
                     .await;
                 }
@@ -175,7 +181,7 @@ impl Locks {
         }
         if !options.wait {
             return Err(LockError::Exists {
-                owner: ops::owner(&parts.transport, &parts.keys.lock).await?,
+                owner: ops::owner(parts.batcher.transport(), &parts.keys.lock).await?,
                 key: parts.keys.lock,
             });
         }
@@ -237,7 +243,7 @@ impl Locks {
             renew: options.renew,
             sent_at,
         };
-        LockGuard::new(&self.inner.transport, keys, owner, tokens, lease)
+        LockGuard::new(&self.inner.batcher, keys, owner, tokens, lease)
     }
 
     /// Hands the locks a script took to the caller in a guard, or releases them at once if the
@@ -299,7 +305,6 @@ impl Locks {
         started: Instant,
         reply: &mut Reply,
     ) -> Result<Option<(u64, Instant)>> {
-        let transport = &self.inner.transport;
         let waiting = self.inner.wakeups.wait_on(&parts.keys.channel).await?;
         *ticket = self.inner.ids.next();
         let queued = Attempt {
@@ -316,7 +321,7 @@ impl Locks {
             tokio::pin!(notified);
             notified.as_mut().enable();
             let sent_at = Instant::now();
-            if let Some(token) = ops::acquire(transport, &queued).await? {
+            if let Some(token) = ops::acquire(&self.inner.transport, &queued).await? {
                 return Ok(Some((token, sent_at)));
             }
             let Some(pause) = pause_before_retry(options, started) else {
@@ -466,7 +471,7 @@ impl Locks {
     /// token.
     pub async fn release(&self, key: impl AsRef<str>, owner: &str) -> Result<()> {
         let keys = LockKeys::new(key.as_ref());
-        match ops::release(&self.inner.transport, &keys, owner, None).await? {
+        match ops::release(&self.inner.batcher, &keys, owner, None).await? {
             Released::Yes => Ok(()),
             Released::NotOwner | Released::Superseded => Err(LockError::NotOwner {
                 owner: self.owner(&keys.lock).await?,

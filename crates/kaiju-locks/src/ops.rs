@@ -4,31 +4,16 @@
 //! Every script is idempotent for its own call (acquires by attempt id, releases by token,
 //! renewals by nature), so a script resent after a lost reply returns what the first run did.
 
-use std::sync::LazyLock;
+use std::sync::Arc;
 use std::time::Duration;
 
 use kaiju_transport::fred::types::Value;
-use kaiju_transport::{Script, Transport, TransportError};
+use kaiju_transport::{Transport, TransportError};
 
 use crate::Result;
+use crate::batch::{Batcher, Item, Kind};
 use crate::keys::LockKeys;
-
-/// The next-token and replay functions, included by the scripts that take locks.
-const TOKEN: &str = include_str!("../lua/token.lua");
-
-/// A script that takes locks, with [`TOKEN`] in place of its include line.
-fn with_token(lua: &str) -> Script {
-    Script::new(lua.replacen("-- #include token.lua", TOKEN, 1))
-}
-
-static ACQUIRE: LazyLock<Script> = LazyLock::new(|| with_token(include_str!("../lua/acquire.lua")));
-static ACQUIRE_MANY: LazyLock<Script> =
-    LazyLock::new(|| with_token(include_str!("../lua/acquire_many.lua")));
-static RELEASE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../lua/release.lua")));
-static RENEW: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/renew.lua")));
-static ABANDON: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../lua/abandon.lua")));
+use crate::scripts::{ABANDON, ACQUIRE, ACQUIRE_MANY, RENEW};
 
 /// A duration as whole milliseconds for a script argument, at least 1.
 pub(crate) fn ms(duration: Duration) -> String {
@@ -40,11 +25,17 @@ pub(crate) fn ms(duration: Duration) -> String {
 
 /// A token from a script reply: a decimal string, or an integer.
 fn token(value: &Value) -> Option<u64> {
+    integer(value)
+        .and_then(|n| u64::try_from(n).ok())
+        .filter(|t| *t > 0)
+}
+
+/// An integer reply, or a decimal string.
+fn integer(value: &Value) -> Option<i64> {
     match value {
-        Value::Integer(n) => u64::try_from(*n).ok(),
+        Value::Integer(n) => Some(*n),
         other => other.as_str().and_then(|s| s.parse().ok()),
     }
-    .filter(|t| *t > 0)
 }
 
 /// One acquisition attempt of one lock.
@@ -59,8 +50,41 @@ pub(crate) struct Attempt<'a> {
     pub(crate) waiter_alive: Duration,
 }
 
-/// Runs the acquire script: the fencing token, or `None` if the lock is held or others are
-/// ahead in the queue.
+/// What a first try found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FirstTry {
+    /// Taken: the fencing token.
+    Taken(u64),
+    /// Held by someone.
+    Held,
+    /// Others wait for it: join the queue ([`acquire`]).
+    Waiters,
+}
+
+/// A first try (through the batcher): take the lock only if it is free and nobody waits.
+pub(crate) async fn first_try(
+    batcher: &Arc<Batcher>,
+    keys: &LockKeys,
+    owner: &str,
+    lease: Duration,
+    id: &str,
+) -> Result<FirstTry> {
+    let item = Item {
+        kind: Kind::FirstTry,
+        keys: [keys.lock.clone(), keys.fence.clone(), keys.queue.clone()],
+        args: [owner.into(), ms(lease).into(), id.into()],
+    };
+    let reply = batcher.call(item).await?;
+    match (integer(&reply), token(&reply)) {
+        (_, Some(token)) => Ok(FirstTry::Taken(token)),
+        (Some(0), _) => Ok(FirstTry::Held),
+        (Some(-1), _) => Ok(FirstTry::Waiters),
+        _ => Err(unexpected("first try", &reply)),
+    }
+}
+
+/// Runs the acquire script (a queued try, or with `ticket: ""` a try that also clears dead
+/// waiters): the fencing token, or `None` if the lock is held or others are ahead in the queue.
 pub(crate) async fn acquire(transport: &Transport, a: &Attempt<'_>) -> Result<Option<u64>> {
     let k = a.keys;
     let reply: Value = ACQUIRE
@@ -83,6 +107,13 @@ pub(crate) async fn acquire(transport: &Transport, a: &Attempt<'_>) -> Result<Op
         )
         .await?;
     Ok(token(&reply))
+}
+
+fn unexpected(script: &str, reply: &Value) -> crate::LockError {
+    TransportError::Protocol {
+        message: format!("the {script} script returned {reply:?}"),
+    }
+    .into()
 }
 
 /// Runs the all-or-nothing script: the tokens in key order, or `None` if any lock is held.
@@ -109,12 +140,9 @@ pub(crate) async fn acquire_many(
         return Ok(None);
     }
     let tokens = reply.iter().map(token).collect::<Option<Vec<u64>>>();
-    tokens.map(Some).ok_or_else(|| {
-        TransportError::Protocol {
-            message: "the acquire script returned a token that is not a number".into(),
-        }
-        .into()
-    })
+    tokens
+        .map(Some)
+        .ok_or_else(|| unexpected("acquire-many", &Value::Array(reply)))
 }
 
 /// What a release found.
@@ -127,26 +155,29 @@ pub(crate) enum Released {
     Superseded,
 }
 
-/// Runs the release script (compare-and-delete on owner and, if given, token).
+/// A release (through the batcher): compare-and-delete on owner and, if given, token.
 pub(crate) async fn release(
-    transport: &Transport,
+    batcher: &Arc<Batcher>,
     keys: &LockKeys,
     owner: &str,
     token: Option<u64>,
 ) -> Result<Released> {
-    let token = token.map(|t| t.to_string()).unwrap_or_default();
-    let result: i64 = RELEASE
-        .run(
-            transport,
-            vec![keys.lock.as_str(), keys.fence.as_str(), keys.alive.as_str()],
-            vec![owner, token.as_str(), keys.channel.as_str()],
-        )
-        .await?;
-    Ok(match result {
-        1 => Released::Yes,
-        -2 => Released::Superseded,
-        _ => Released::NotOwner,
-    })
+    let item = Item {
+        kind: Kind::Release,
+        keys: [keys.lock.clone(), keys.fence.clone(), keys.alive.clone()],
+        args: [
+            owner.into(),
+            token.map(|t| t.to_string()).unwrap_or_default().into(),
+            keys.channel.as_str().into(),
+        ],
+    };
+    let reply = batcher.call(item).await?;
+    match integer(&reply) {
+        Some(1) => Ok(Released::Yes),
+        Some(-2) => Ok(Released::Superseded),
+        Some(-1) => Ok(Released::NotOwner),
+        _ => Err(unexpected("release", &reply)),
+    }
 }
 
 /// Runs the renew script: whether this acquisition still holds the lock (now for `lease`).

@@ -1,0 +1,101 @@
+-- The calls every lock makes, one or many per script call: kaiju-locks sends the first tries
+-- and releases of one process that overlap in time as one EVALSHA, so what each EVALSHA costs
+-- on its own (the write, the server's read and reply, the call) is shared.
+--
+-- ARGV[1]: one letter per call, in order. Each call's keys follow the previous call's in KEYS,
+-- and its arguments the previous call's in ARGV (from ARGV[2]):
+--   'a' a first try: take the lock only if it is free and nobody waits for it.
+--       KEYS: lock, fence (see token.lua), queue. ARGV: owner, lease ms, attempt id.
+--       Returns the fencing token; 0 if the lock is held; -1 if others wait for it (the caller
+--       then joins the queue with acquire.lua). Idempotent per attempt: run again after it
+--       took the lock (a resend after a lost reply), it returns the same token.
+--   'r' a release: compare-and-delete on the owner and, if given, the token.
+--       KEYS: lock, fence, alive (live waiters). ARGV: owner, token ('' = any), wake-up channel.
+--       Returns 1 released, -1 held by another owner (or missing), -2 re-acquired since this
+--       token. Idempotent per token: run again after it released, it returns 1 again.
+-- Returns one reply per call, in order: the call's reply, or {message} if it raised an error.
+-- Each call runs under pcall: one call's error does not stop the others (and, as in any
+-- script, does not undo what that call wrote before it).
+--
+-- The calls read their keys and arguments in place (KEYS[k + i], ARGV[a + i]) and are written
+-- out inline: per call, every table, closure and redis.call costs server time.
+
+local function first_try(k, a)
+    local lock, fence = KEYS[k + 1], KEYS[k + 2]
+    local owner, lease, attempt = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+    if redis.call('EXISTS', KEYS[k + 3]) == 1 then
+        return -1
+    end
+    if redis.call('SET', lock, owner, 'PX', lease, 'NX') then
+        -- The next token (token.lua's next_token, without string.format when the clock is
+        -- ahead of the fence, as it nearly always is).
+        local t = redis.call('TIME')
+        local last = tonumber(string.match(redis.call('GET', fence) or '', '^(%d+)') or '0') or 0
+        local token
+        if tonumber(t[1]) * 1000000 + tonumber(t[2]) > last then
+            token = t[1] .. string.rep('0', 6 - #t[2]) .. t[2]
+        else
+            token = string.format('%.0f', last + 1)
+        end
+        redis.call('SET', fence, token .. ' ' .. attempt, 'PX', lease)
+        return token
+    end
+    -- Held: perhaps by this very attempt (a resend after a lost reply).
+    if redis.call('GET', lock) == owner then
+        local token, holder = string.match(redis.call('GET', fence) or '', '^(%d+) (%S+)$')
+        if holder == attempt then
+            return token
+        end
+    end
+    return 0
+end
+
+local function release(k, a)
+    local lock, fence = KEYS[k + 1], KEYS[k + 2]
+    local owner, given = ARGV[a + 1], ARGV[a + 2]
+    local token, state = string.match(redis.call('GET', fence) or '', '^(%d+) (%S+)$')
+    -- A resend of a release that already ran: done, whoever holds the lock now (even a holder
+    -- with the same owner id, such as a Python service of the same app that took it meanwhile).
+    if given ~= '' and token == given and state == 'released' then
+        return 1
+    end
+    if redis.call('GET', lock) ~= owner then
+        return -1
+    end
+    if given ~= '' and token ~= given then
+        return -2
+    end
+    redis.call('DEL', lock)
+    if token then
+        -- Released by its own acquisition ('released', so that a resend of this release knows
+        -- it ran), or taken away by a release without a token ('revoked': that acquisition's
+        -- own release then reports the lock as lost, not as released).
+        redis.call('SET', fence, token .. (given ~= '' and ' released' or ' revoked'), 'KEEPTTL')
+    end
+    -- Wake waiters only if there are any: in a cluster every PUBLISH goes to every node.
+    if redis.call('EXISTS', KEYS[k + 3]) == 1 then
+        redis.call('PUBLISH', ARGV[a + 3], '1')
+    end
+    return 1
+end
+
+local calls = { a = first_try, r = release }
+local replies = {}
+local k, a = 0, 1
+local letters = ARGV[1]
+for i = 1, #letters do
+    local letter = string.sub(letters, i, i)
+    local call = calls[letter]
+    if not call then
+        return redis.error_reply('ERR kaiju-locks batch: unknown call ' .. letter)
+    end
+    local ok, reply = pcall(call, k, a)
+    if ok then
+        replies[i] = reply
+    else
+        replies[i] = { type(reply) == 'table' and reply.err or tostring(reply) }
+    end
+    k = k + 3
+    a = a + 3
+end
+return replies

@@ -1,0 +1,257 @@
+//! kaiju-locks' natural batching: first tries and releases of one `Locks` that overlap share
+//! script calls. Each caller still gets its own outcome, an error stays with its call, and
+//! callers that give up or lose a reply leave no lock held.
+//!
+//! A stopped server (SIGSTOP) makes the batches form for sure: the first calls go out and hang,
+//! the rest queue behind them, and all go when the server resumes.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use kaiju_core::Namespace;
+use kaiju_locks::{AcquireOptions, LockError, Locks};
+use kaiju_tests::proxy::Proxy;
+use kaiju_tests::{Target, eventually, on_both};
+use kaiju_transport::fred::prelude::*;
+use kaiju_transport::{Transport, TransportError};
+
+/// How many calls overlap in these tests: more than one batch call needs.
+const CALLERS: usize = 64;
+
+on_both!(overlapping_locks_under_one_hash_tag_each_get_their_own);
+
+fn no_wait() -> AcquireOptions {
+    AcquireOptions {
+        wait: false,
+        ..AcquireOptions::default()
+    }
+}
+
+/// Script calls the server has run so far (`INFO commandstats`).
+async fn evalsha_calls(t: &Transport) -> u64 {
+    let info: String = t
+        .pool()
+        .info(Some(kaiju_transport::fred::types::InfoKind::CommandStats))
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// In a cluster a batch is one slot's calls: keys under one hash tag share one.
+async fn overlapping_locks_under_one_hash_tag_each_get_their_own(
+    t: &Transport,
+    ns: &Namespace,
+    _: Target,
+) {
+    let locks = Locks::new(t.clone(), "me").await.unwrap();
+    let tag = ns.key("tag").unwrap();
+    for round in 0..3 {
+        let calls = (0..CALLERS).map(|i| {
+            let (locks, key) = (locks.clone(), format!("{{{tag}}}.lock.{i}"));
+            tokio::spawn(async move {
+                let guard = locks.acquire_with(&key, no_wait()).await.unwrap();
+                assert_eq!(locks.owner(&key).await.unwrap().as_deref(), Some("me"));
+                let token = guard.token();
+                guard.release().await.unwrap();
+                token
+            })
+        });
+        let mut tokens = HashSet::new();
+        for call in calls.collect::<Vec<_>>() {
+            assert!(
+                tokens.insert(call.await.unwrap()),
+                "round {round}: a token handed out twice"
+            );
+        }
+        assert_eq!(tokens.len(), CALLERS);
+    }
+    for i in 0..CALLERS {
+        let key = format!("{{{tag}}}.lock.{i}");
+        assert_eq!(locks.owner(&key).await.unwrap(), None, "{key} still held");
+    }
+    locks.close().await;
+}
+
+/// Calls queued while the server is stopped go out together; each caller gets its own
+/// outcome: a lock, `Exists` for a held one, and `WrongType` for a key that is not a lock,
+/// while the calls beside it in the same script call succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_calls_share_script_calls_and_keep_their_own_outcomes() {
+    let Some((server, t)) = kaiju_tests::own_server().await else {
+        return;
+    };
+    let ns = kaiju_tests::namespace();
+    let key = |i: usize| ns.key(&format!("lock_{i}")).unwrap().as_str().to_owned();
+    let locks = Locks::new(t.clone(), "me").await.unwrap();
+    let other = Locks::new(t.clone(), "other").await.unwrap();
+    // Key 0 is held by someone else; key 1 is a hash, not a lock.
+    let held = other.acquire(key(0)).await.unwrap();
+    let _: () = t.pool().hset(key(1), ("f", "v")).await.unwrap();
+    let before = evalsha_calls(&t).await;
+
+    let pid = server.pid().unwrap();
+    kaiju_tests::signal(pid, "-STOP");
+    let calls: Vec<_> = (0..CALLERS)
+        .map(|i| {
+            let (locks, key) = (locks.clone(), key(i));
+            tokio::spawn(async move { locks.acquire_with(&key, no_wait()).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    kaiju_tests::signal(pid, "-CONT");
+
+    let mut guards = Vec::new();
+    let mut tokens = HashSet::new();
+    for (i, call) in calls.into_iter().enumerate() {
+        match (i, call.await.unwrap()) {
+            (0, Err(LockError::Exists { owner, .. })) => {
+                assert_eq!(owner.as_deref(), Some("other"));
+            }
+            (1, Err(LockError::Transport(TransportError::WrongType { .. }))) => {}
+            (i, Ok(guard)) if i > 1 => {
+                assert!(tokens.insert(guard.token()));
+                guards.push(guard);
+            }
+            (i, other) => panic!("call {i}: {other:?}"),
+        }
+    }
+    assert_eq!(guards.len(), CALLERS - 2);
+    // Every acquire of the batch took its lock.
+    for i in 2..CALLERS {
+        assert_eq!(locks.owner(key(i)).await.unwrap().as_deref(), Some("me"));
+    }
+    let acquires = evalsha_calls(&t).await - before;
+    // 64 calls (plus the owner lookup's none): without batching 64 script calls; with it, the
+    // calls that went out before the stop and a few batches after it.
+    assert!(
+        acquires < 16,
+        "{acquires} script calls for {CALLERS} acquires"
+    );
+
+    // Releases batch the same way; one of them finds its lock gone.
+    let _: i64 = t.pool().del(key(2)).await.unwrap();
+    let before = evalsha_calls(&t).await;
+    kaiju_tests::signal(pid, "-STOP");
+    let releases: Vec<_> = guards
+        .into_iter()
+        .map(|g| tokio::spawn(async move { (g.key().to_owned(), g.release().await) }))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    kaiju_tests::signal(pid, "-CONT");
+    for release in releases {
+        match release.await.unwrap() {
+            (k, Err(LockError::NotOwner { owner: None, .. })) if k == key(2) => {}
+            (k, Ok(())) if k != key(2) => {}
+            (k, other) => panic!("release of {k}: {other:?}"),
+        }
+    }
+    assert!(evalsha_calls(&t).await - before < 16);
+    for i in 2..CALLERS {
+        assert_eq!(locks.owner(key(i)).await.unwrap(), None);
+    }
+    held.release().await.unwrap();
+}
+
+/// Callers that give up while their calls wait in a batch (the server is stopped) leave no
+/// lock held: the calls run when the server resumes, and what they took is released at once,
+/// not after the lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_that_give_up_on_a_queued_batch_leave_no_lock_held() {
+    let Some((server, t)) = kaiju_tests::own_server().await else {
+        return;
+    };
+    let ns = kaiju_tests::namespace();
+    let key = |i: usize| ns.key(&format!("lock_{i}")).unwrap().as_str().to_owned();
+    let locks = Locks::new(t.clone(), "me").await.unwrap();
+    let pid = server.pid().unwrap();
+    kaiju_tests::signal(pid, "-STOP");
+    let calls: Vec<_> = (0..CALLERS)
+        .map(|i| {
+            let (locks, key) = (locks.clone(), key(i));
+            tokio::spawn(async move {
+                tokio::time::timeout(Duration::from_millis(100), locks.acquire(&key)).await
+            })
+        })
+        .collect();
+    for call in calls {
+        assert!(call.await.unwrap().is_err(), "the server was stopped");
+    }
+    kaiju_tests::signal(pid, "-CONT");
+    for i in 0..CALLERS {
+        let key = key(i);
+        eventually(
+            "an acquire whose caller gave up to be undone",
+            Duration::from_secs(5),
+            || async { locks.owner(&key).await.unwrap().is_none() },
+        )
+        .await;
+    }
+    // And the locks are usable at once.
+    let guard = locks.acquire_with(key(0), no_wait()).await.unwrap();
+    guard.release().await.unwrap();
+}
+
+/// A batch whose reply is lost (its connection cut after the server ran it) leaves no lock
+/// without a guard: each caller either holds its lock, or gets an error and the lock is free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_batch_reply_leaves_no_lock_without_a_guard() {
+    let Some((server, direct)) = kaiju_tests::own_server().await else {
+        return;
+    };
+    let proxy = Proxy::start(server.port()).await.unwrap();
+    let t = Transport::connect(&kaiju_core::RedisSettings {
+        command_timeout_ms: 2000,
+        ..proxy.settings()
+    })
+    .await
+    .unwrap();
+    let ns = kaiju_tests::namespace();
+    let key = |i: usize| ns.key(&format!("lock_{i}")).unwrap().as_str().to_owned();
+    let locks = Locks::new(t.clone(), "me").await.unwrap();
+    let pid = server.pid().unwrap();
+    kaiju_tests::signal(pid, "-STOP");
+    let calls: Vec<_> = (0..CALLERS)
+        .map(|i| {
+            let (locks, key) = (locks.clone(), key(i));
+            tokio::spawn(async move { locks.acquire_with(&key, no_wait()).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    proxy.drop_next_reply();
+    kaiju_tests::signal(pid, "-CONT");
+    let mut guards = Vec::new();
+    for (i, call) in calls.into_iter().enumerate() {
+        match call.await.unwrap() {
+            Ok(guard) => guards.push(guard),
+            Err(LockError::Transport(_)) => {
+                let key = key(i);
+                let owner =
+                    || async { direct.pool().get::<Option<String>, _>(&key).await.unwrap() };
+                eventually(
+                    "a lock whose acquire failed to be free",
+                    Duration::from_secs(5),
+                    || async { owner().await.is_none() },
+                )
+                .await;
+            }
+            Err(other) => panic!("call {i}: {other:?}"),
+        }
+    }
+    assert!(proxy.dropped() >= 1, "a reply was dropped");
+    for guard in &guards {
+        let owner: Option<String> = direct.pool().get(guard.key()).await.unwrap();
+        assert_eq!(
+            owner.as_deref(),
+            Some("me"),
+            "{} lost its lock",
+            guard.key()
+        );
+    }
+    for guard in guards {
+        guard.release().await.unwrap();
+    }
+}
