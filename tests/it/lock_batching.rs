@@ -255,3 +255,163 @@ async fn a_lost_batch_reply_leaves_no_lock_without_a_guard() {
         guard.release().await.unwrap();
     }
 }
+
+/// Polls `fut` once and leaves it alive, unpolled: a `select!` arm not taken yet.
+async fn poll_once<F: std::future::Future + ?Sized>(fut: &mut std::pin::Pin<Box<F>>) {
+    std::future::poll_fn(|cx| {
+        let _ = fut.as_mut().poll(cx);
+        std::task::Poll::Ready(())
+    })
+    .await;
+}
+
+/// Calls whose futures were polled once and then left alone (their replies long in) do not
+/// hold up any other caller of the same `Locks`: queued calls are sent by a task of the lane,
+/// never by a caller's future.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_that_stop_polling_hold_up_no_one() {
+    let Some((_server, t)) = kaiju_tests::own_server().await else {
+        return;
+    };
+    let ns = kaiju_tests::namespace();
+    let key = |i: usize| ns.key(&format!("lock_{i}")).unwrap().as_str().to_owned();
+    let locks = Locks::new(t.clone(), "me").await.unwrap();
+    type Parked = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<kaiju_locks::LockGuard, LockError>> + Send>,
+    >;
+    let mut parked: Vec<Parked> = Vec::new();
+    for i in 0..CALLERS {
+        let (locks, key) = (locks.clone(), key(i));
+        let mut call: Parked = Box::pin(async move { locks.acquire_with(key, no_wait()).await });
+        poll_once(&mut call).await;
+        parked.push(call);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for i in CALLERS..CALLERS + 8 {
+        let guard = tokio::time::timeout(
+            Duration::from_secs(5),
+            locks.acquire_with(key(i), no_wait()),
+        )
+        .await
+        .expect("an unrelated acquire waited for futures nobody polls")
+        .unwrap();
+        guard.release().await.unwrap();
+    }
+    // The parked calls still complete, each with its own lock, once polled.
+    for (i, call) in parked.into_iter().enumerate() {
+        let guard = call.await.unwrap();
+        assert_eq!(guard.key(), key(i));
+        guard.release().await.unwrap();
+    }
+}
+
+/// A batch the server refuses as a whole because of one call (an ACL user that may not touch
+/// that call's key: checked before the script runs) is sent again call by call: only that
+/// call fails, its neighbours get their locks and releases.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forbidden_key_fails_only_its_own_call_in_a_batch() {
+    let Some((server, admin)) = kaiju_tests::own_server().await else {
+        return;
+    };
+    server
+        .cli(&[
+            "ACL", "SETUSER", "app", "on", ">pw", "~app.*", "~{app.*", "&*", "+@all",
+        ])
+        .unwrap();
+    let t = Transport::connect(&kaiju_core::RedisSettings::from_url(format!(
+        "redis://app:pw@127.0.0.1:{}",
+        server.port()
+    )))
+    .await
+    .unwrap();
+    let locks = Locks::new(t.clone(), "me").await.unwrap();
+    let pid = server.pid().unwrap();
+    let forbidden = |i: usize| i == 10;
+    kaiju_tests::signal(pid, "-STOP");
+    let calls: Vec<_> = (0..CALLERS)
+        .map(|i| {
+            let locks = locks.clone();
+            let key = if forbidden(i) {
+                "secret.lock".to_owned()
+            } else {
+                format!("app.lock.{i}")
+            };
+            tokio::spawn(async move { locks.acquire_with(&key, no_wait()).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    kaiju_tests::signal(pid, "-CONT");
+    let mut guards = Vec::new();
+    for (i, call) in calls.into_iter().enumerate() {
+        match call.await.unwrap() {
+            Err(LockError::Transport(TransportError::NoPermission { .. })) if forbidden(i) => {}
+            Ok(guard) if !forbidden(i) => guards.push(guard),
+            other => panic!("call {i}: {other:?}"),
+        }
+    }
+    // Releases, with a release of the forbidden key among them.
+    kaiju_tests::signal(pid, "-STOP");
+    let mut releases: Vec<_> = guards
+        .into_iter()
+        .map(|g| tokio::spawn(async move { g.release().await }))
+        .collect();
+    let l = locks.clone();
+    let refused = tokio::spawn(async move { l.release("secret.lock", "me").await });
+    releases.insert(5, refused);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    kaiju_tests::signal(pid, "-CONT");
+    for (i, release) in releases.into_iter().enumerate() {
+        match (i, release.await.unwrap()) {
+            (5, Err(LockError::Transport(TransportError::NoPermission { .. }))) => {}
+            (i, Ok(())) if i != 5 => {}
+            (i, other) => panic!("release {i}: {other:?}"),
+        }
+    }
+    for i in (0..CALLERS).filter(|i| !forbidden(*i)) {
+        let owner: Option<String> = admin.pool().get(format!("app.lock.{i}")).await.unwrap();
+        assert_eq!(owner, None, "app.lock.{i} still held after its release");
+    }
+}
+
+/// When the server stops answering, a caller waits about one command timeout, not one per
+/// batch queued ahead of it: a batch that times out fails the calls queued behind it at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_fails_queued_calls_after_one_timeout() {
+    let Some((server, _)) = kaiju_tests::own_server().await else {
+        return;
+    };
+    let proxy = Proxy::start(server.port()).await.unwrap();
+    let t = Transport::connect(&kaiju_core::RedisSettings {
+        command_timeout_ms: 1000,
+        ..proxy.settings()
+    })
+    .await
+    .unwrap();
+    let locks = Locks::new(t.clone(), "me").await.unwrap();
+    proxy.black_hole(true);
+    let started = std::time::Instant::now();
+    // 16 batches' worth of callers.
+    let calls: Vec<_> = (0..16 * 64)
+        .map(|i| {
+            let locks = locks.clone();
+            tokio::spawn(async move {
+                let failed = locks
+                    .acquire_with(format!("outage.{i}"), no_wait())
+                    .await
+                    .is_err();
+                (failed, started.elapsed())
+            })
+        })
+        .collect();
+    let mut slowest = Duration::ZERO;
+    for call in calls {
+        let (failed, took) = call.await.unwrap();
+        assert!(failed, "the server was unreachable");
+        slowest = slowest.max(took);
+    }
+    // One timeout for the call, one for undoing an acquire of unknown outcome, and slack.
+    assert!(
+        slowest < Duration::from_millis(3500),
+        "the slowest caller waited {slowest:?} with a 1 s command timeout"
+    );
+}

@@ -3,10 +3,12 @@
 //!
 //! Both are calls of `batch.lua`, which takes one call or many. Calls are grouped in lanes: a
 //! cluster slot (a script's keys must share one), or the whole server outside a cluster.
-//! - While fewer than [`IN_FLIGHT`] calls of its lane are in flight, a call goes out at once,
-//!   from the caller's own task. A lone caller never waits for another.
-//! - Beyond that it waits in the lane's queue. When a call of the lane completes, everything
-//!   queued (up to [`MAX_BATCH`]) goes out as one call, from a task, in arrival order.
+//! - While fewer than [`DIRECT`] calls of its lane are in flight from their callers' tasks and
+//!   no batch is being sent, a call goes out at once, from the caller's own task. A lone caller
+//!   never waits for another.
+//! - Otherwise it joins the lane's queue, which a task of its own (the lane's flusher) sends
+//!   as one call, up to [`MAX_BATCH`] at a time, in arrival order: while one batch is in
+//!   flight the next one gathers.
 //!
 //! Under load one `EVALSHA` then carries many lock calls, so what each `EVALSHA` costs on its
 //! own (fred's write and flush, the server reading the command, setting up the script and
@@ -14,14 +16,22 @@
 //!
 //! What batching keeps:
 //! - **Each call's own outcome.** The script runs every call under `pcall`: an error in one
-//!   is that call's error, and the others run. An error of the whole call (a lost connection,
-//!   a reply that does not fit) is every call's error, of the kind a lone call would get, so
-//!   callers undo an acquire of unknown outcome as they always do.
-//! - **Resends are safe.** Every call is idempotent (a first try by attempt id, a release by
-//!   token), so a batch resent after a reconnect returns what it did the first time.
-//! - **Nothing is stranded.** A lane's place is held by a [`Slot`] whose drop starts the queued
-//!   calls or frees the place, however its holder ends (completion, cancellation, a panic, a
-//!   runtime shutting down). A queued call whose batch can never run gets an error.
+//!   is that call's error, and the others run. A batch refused as a whole with a definite
+//!   error (an ACL user that may not touch one of its keys: the server checks them before the
+//!   script runs) is sent again call by call, so only the calls it concerns fail. A batch lost
+//!   to the connection is every call's error, of the kind a lone call would get, so callers
+//!   undo an acquire of unknown outcome as they always do.
+//! - **Resends are as safe as alone.** First tries (by attempt id) and releases through a
+//!   guard (by token) are idempotent, so a batch resent (by fred after a reconnect, or call by
+//!   call) returns what it did the first time. A release by owner alone
+//!   ([`Locks::release`](crate::Locks::release)) is not, batched or not: resent after it ran,
+//!   it reports `NotOwner`.
+//! - **No caller holds up another.** Queued calls are sent by the flusher, never by a caller's
+//!   future, so a caller that is slow to poll its own call (a `select!` arm not taken yet)
+//!   delays no one else. A batch that times out fails the calls queued behind it at once,
+//!   with the same error, instead of making each wait a timeout of its own.
+//! - **Nothing is stranded.** A flusher that ends early (a panic, its runtime shutting down)
+//!   hands every call still queued an error, and the next call starts a new one.
 //! - **A caller that gives up.** Its call still runs (once queued or sent, it is part of a
 //!   batch), and its outcome is dropped. A first try is always awaited by a
 //!   [`FirstTry`](crate::first_try::FirstTry), which finishes a dropped try in a task and
@@ -30,14 +40,14 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use kaiju_transport::fred::types::Value;
+use kaiju_transport::fred::types::{Key, Value};
 use kaiju_transport::{Transport, TransportError};
 use tokio::sync::oneshot;
 
 use crate::scripts;
 
-/// Calls of one lane in flight at once before later ones queue to share a call.
-const IN_FLIGHT: usize = 4;
+/// Calls of one lane sent straight from their callers' tasks before later ones queue.
+const DIRECT: usize = 4;
 /// The most calls in one batch: bounds one script's run time, so a batch does not hold the
 /// server up for long.
 const MAX_BATCH: usize = 64;
@@ -65,11 +75,12 @@ impl Kind {
 pub(crate) const ARITY: usize = 3;
 
 /// One call of `batch.lua`: which, its [`ARITY`] keys (every one in the first key's slot) and
-/// [`ARITY`] arguments.
+/// [`ARITY`] arguments. Keys and arguments are cheap to clone (shared bytes), so a batch can
+/// be sent again call by call.
 #[derive(Debug)]
 pub(crate) struct Item {
     pub(crate) kind: Kind,
-    pub(crate) keys: [String; ARITY],
+    pub(crate) keys: [Key; ARITY],
     pub(crate) args: [Value; ARITY],
 }
 
@@ -84,15 +95,25 @@ struct Queued {
 
 #[derive(Default)]
 struct Lane {
-    in_flight: usize,
+    /// Calls sent from their callers' tasks that have not ended yet.
+    direct: usize,
+    /// Calls waiting for the flusher.
     queue: VecDeque<Queued>,
+    /// Whether the lane's flusher task runs.
+    flushing: bool,
 }
 
-/// Sends the acquire and release calls of one `Locks` (and its guards), batching those that
+impl Lane {
+    fn idle(&self) -> bool {
+        self.direct == 0 && !self.flushing && self.queue.is_empty()
+    }
+}
+
+/// Sends the first tries and releases of one `Locks` (and its guards), batching those that
 /// overlap. See the [module docs](self).
 pub(crate) struct Batcher {
     transport: Transport,
-    /// Where batches run: the runtime the `Locks` was made on, wherever a slot is freed.
+    /// Where flushers run: the runtime the `Locks` was made on.
     runtime: tokio::runtime::Handle,
     lanes: Mutex<HashMap<u16, Lane>>,
 }
@@ -104,7 +125,7 @@ impl std::fmt::Debug for Batcher {
 }
 
 impl Batcher {
-    /// A batcher whose batches run on the current Tokio runtime.
+    /// A batcher whose flushers run on the current Tokio runtime.
     pub(crate) fn new(transport: Transport) -> Arc<Self> {
         Arc::new(Self {
             transport,
@@ -117,45 +138,58 @@ impl Batcher {
         &self.transport
     }
 
-    /// Runs `item`: at once if its lane has room, else in the next batch of its lane.
+    /// Runs `item`: at once if its lane has room, else in a batch of its lane.
     pub(crate) async fn call(self: &Arc<Self>, item: Item) -> Outcome {
         let lane = self.lane_of(&item);
         let queued = {
             let mut lanes = self.lanes();
             let state = lanes.entry(lane).or_default();
-            if state.in_flight < IN_FLIGHT {
-                state.in_flight += 1;
+            if state.direct < DIRECT && !state.flushing {
+                state.direct += 1;
                 Err(item)
             } else {
                 let (reply, answer) = oneshot::channel();
                 state.queue.push_back(Queued { item, reply });
-                Ok(answer)
+                let start = !state.flushing;
+                state.flushing = true;
+                Ok((answer, start))
             }
         };
         match queued {
             Err(item) => {
-                // Freed (and the queue started) however this future ends.
-                let _slot = Slot {
-                    batcher: self.clone(),
+                // Counted out however this future ends.
+                let _direct = Direct {
+                    batcher: self,
                     lane,
-                    held: true,
                 };
-                let mut outcomes = run(&self.transport, vec![item]).await;
-                outcomes.pop().unwrap_or_else(|| Err(protocol("no outcome".into())))
+                let mut outcomes = run(&self.transport, std::slice::from_ref(&item)).await;
+                outcomes
+                    .pop()
+                    .unwrap_or_else(|| Err(protocol("no outcome".into())))
             }
-            Ok(answer) => answer.await.unwrap_or_else(|_| {
-                Err(TransportError::Connection {
-                    message: "the batch carrying this lock call ended without a reply (its runtime shut down)".into(),
+            Ok((answer, start)) => {
+                if start {
+                    let flusher = Flusher {
+                        batcher: self.clone(),
+                        lane,
+                        done: false,
+                    };
+                    // If the runtime has shut down, the task is dropped unrun, and the
+                    // flusher's drop hands the queued calls an error.
+                    self.runtime.spawn(flusher.run());
+                }
+                answer.await.unwrap_or_else(|_| {
+                    Err(TransportError::Connection {
+                        message: "the batch carrying this lock call ended without a reply (its runtime shut down)".into(),
+                    })
                 })
-            }),
+            }
         }
     }
 
     fn lane_of(&self, item: &Item) -> u16 {
         if self.transport.is_cluster() {
-            item.keys
-                .first()
-                .map_or(0, |k| kaiju_core::key_slot(k.as_bytes()))
+            kaiju_core::key_slot(item.keys[0].as_bytes())
         } else {
             0
         }
@@ -164,102 +198,152 @@ impl Batcher {
     fn lanes(&self) -> MutexGuard<'_, HashMap<u16, Lane>> {
         self.lanes.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
 
-    /// For the holder of a slot of `lane` that is done: the next batch of its queue, with the
-    /// slot passed on to it, or `None` with the slot freed.
-    fn next_batch(&self, lane: u16) -> Option<Vec<Queued>> {
-        let mut lanes = self.lanes();
-        let state = lanes.get_mut(&lane)?;
+/// A direct call of a lane, counted until it ends.
+struct Direct<'a> {
+    batcher: &'a Batcher,
+    lane: u16,
+}
+
+impl Drop for Direct<'_> {
+    fn drop(&mut self) {
+        let mut lanes = self.batcher.lanes();
+        if let Some(state) = lanes.get_mut(&self.lane) {
+            state.direct = state.direct.saturating_sub(1);
+            if state.idle() {
+                lanes.remove(&self.lane);
+            }
+        }
+    }
+}
+
+/// Sends a lane's queue, batch after batch, until it is empty.
+struct Flusher {
+    batcher: Arc<Batcher>,
+    lane: u16,
+    /// Ended by emptying the queue (not by a panic or a runtime shutting down).
+    done: bool,
+}
+
+impl Flusher {
+    async fn run(mut self) {
+        while let Some(batch) = self.next_batch() {
+            if let Some(timeout) = run_batch(&self.batcher.transport, batch).await {
+                // The server did not answer in time: what is queued behind would wait a
+                // timeout of its own, batch after batch. It fails now, unsent.
+                for queued in self.take_queue() {
+                    let _ = queued.reply.send(Err(timeout.clone()));
+                }
+            }
+        }
+        self.done = true;
+    }
+
+    /// The next batch, or `None` (and the flusher stops) once the queue is empty.
+    fn next_batch(&self) -> Option<Vec<Queued>> {
+        let mut lanes = self.batcher.lanes();
+        let state = lanes.get_mut(&self.lane)?;
         if state.queue.is_empty() {
-            state.in_flight = state.in_flight.saturating_sub(1);
-            if state.in_flight == 0 {
-                lanes.remove(&lane);
+            state.flushing = false;
+            if state.idle() {
+                lanes.remove(&self.lane);
             }
             return None;
         }
         let n = state.queue.len().min(MAX_BATCH);
         Some(state.queue.drain(..n).collect())
     }
+
+    fn take_queue(&self) -> VecDeque<Queued> {
+        let mut lanes = self.batcher.lanes();
+        lanes
+            .get_mut(&self.lane)
+            .map(|state| std::mem::take(&mut state.queue))
+            .unwrap_or_default()
+    }
 }
 
-/// A held place among a lane's [`IN_FLIGHT`] calls. Dropped, it hands the place to the lane's
-/// queued calls (a batch in a task of its own) or frees it.
-struct Slot {
-    batcher: Arc<Batcher>,
-    lane: u16,
-    /// Still to be handed on or freed (false once a batch loop did it itself).
-    held: bool,
-}
-
-impl Drop for Slot {
+impl Drop for Flusher {
     fn drop(&mut self) {
-        if !self.held {
+        if self.done {
             return;
         }
-        if let Some(batch) = self.batcher.next_batch(self.lane) {
-            let slot = Slot {
-                batcher: self.batcher.clone(),
-                lane: self.lane,
-                held: true,
-            };
-            // If the runtime has shut down, the task is dropped unrun: its calls' senders go
-            // with it, and their callers get an error instead of waiting forever.
-            self.batcher.runtime.spawn(run_batches(slot, batch));
-        }
-    }
-}
-
-/// Runs batches of a lane while its queue has calls, then frees the slot.
-async fn run_batches(mut slot: Slot, mut batch: Vec<Queued>) {
-    loop {
-        run_batch(&slot.batcher.transport, batch).await;
-        match slot.batcher.next_batch(slot.lane) {
-            Some(next) => batch = next,
-            None => {
-                slot.held = false;
+        // Ended early (a panic, or its runtime shut down mid-batch or before it ran): the
+        // calls still queued get an error (their senders drop with the queue) instead of
+        // waiting for a flusher that will not come, and the next call starts a new one.
+        let queue = {
+            let mut lanes = self.batcher.lanes();
+            let Some(state) = lanes.get_mut(&self.lane) else {
                 return;
+            };
+            state.flushing = false;
+            let queue = std::mem::take(&mut state.queue);
+            if state.idle() {
+                lanes.remove(&self.lane);
             }
-        }
+            queue
+        };
+        drop(queue);
     }
 }
 
-/// Sends queued calls as one script call and hands each its outcome.
-async fn run_batch(transport: &Transport, mut batch: Vec<Queued>) {
+/// Sends queued calls as one script call and hands each its outcome. Returns the error if the
+/// whole call timed out.
+async fn run_batch(transport: &Transport, mut batch: Vec<Queued>) -> Option<TransportError> {
     // A first try whose caller is already gone need not be sent at all.
     batch.retain(|q| q.item.kind != Kind::FirstTry || !q.reply.is_closed());
     if batch.is_empty() {
-        return;
+        return None;
     }
     let (items, replies): (Vec<Item>, Vec<oneshot::Sender<Outcome>>) =
         batch.into_iter().map(|q| (q.item, q.reply)).unzip();
-    let outcomes = run(transport, items).await;
+    let outcomes = match run_calls(transport, &items).await {
+        Ok(outcomes) => outcomes,
+        Err(e @ TransportError::Timeout { .. }) => {
+            for reply in replies {
+                let _ = reply.send(Err(e.clone()));
+            }
+            return Some(e);
+        }
+        // Refused as a whole with a definite answer (say, an ACL user that may not touch one
+        // call's keys: the server checks them before the script runs): call by call, so only
+        // the calls it concerns fail. The server refused the script before it ran; and had
+        // part of it run, the calls are idempotent (as much as alone, see the module docs).
+        Err(e) if items.len() > 1 && !e.is_retryable() => {
+            tracing::debug!(error = %e, calls = items.len(), "a lock batch was refused as a whole; sending its calls one by one");
+            let mut outcomes = Vec::with_capacity(items.len());
+            for item in &items {
+                outcomes.extend(run(transport, std::slice::from_ref(item)).await);
+            }
+            outcomes
+        }
+        Err(e) => vec![Err(e); items.len()],
+    };
     for (reply, outcome) in replies.into_iter().zip(outcomes) {
         // A caller that left gets nothing; see "A caller that gives up" in the module docs.
         let _ = reply.send(outcome);
     }
+    None
 }
 
 /// Sends calls as one `batch.lua` call: one outcome per call, in order.
-async fn run(transport: &Transport, items: Vec<Item>) -> Vec<Outcome> {
-    let n = items.len();
+async fn run(transport: &Transport, items: &[Item]) -> Vec<Outcome> {
     match run_calls(transport, items).await {
         Ok(outcomes) => outcomes,
-        Err(e) => vec![Err(e); n],
+        Err(e) => vec![Err(e); items.len()],
     }
 }
 
-async fn run_calls(
-    transport: &Transport,
-    items: Vec<Item>,
-) -> Result<Vec<Outcome>, TransportError> {
+async fn run_calls(transport: &Transport, items: &[Item]) -> Result<Vec<Outcome>, TransportError> {
     let n = items.len();
     let letters: String = items.iter().map(|i| i.kind.letter()).collect();
-    let mut keys = Vec::with_capacity(n * ARITY);
-    let mut args = Vec::with_capacity(1 + n * ARITY);
+    let mut keys: Vec<Key> = Vec::with_capacity(n * ARITY);
+    let mut args: Vec<Value> = Vec::with_capacity(1 + n * ARITY);
     args.push(Value::from(letters));
     for item in items {
-        keys.extend(item.keys);
-        args.extend(item.args);
+        keys.extend(item.keys.iter().cloned());
+        args.extend(item.args.iter().cloned());
     }
     let reply: Value = scripts::BATCH.run(transport, keys, args).await?;
     let Value::Array(replies) = reply else {

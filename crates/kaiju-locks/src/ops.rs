@@ -71,7 +71,11 @@ pub(crate) async fn first_try(
 ) -> Result<FirstTry> {
     let item = Item {
         kind: Kind::FirstTry,
-        keys: [keys.lock.clone(), keys.fence.clone(), keys.queue.clone()],
+        keys: [
+            keys.lock.as_str().into(),
+            keys.fence.as_str().into(),
+            keys.queue.as_str().into(),
+        ],
         args: [owner.into(), ms(lease).into(), id.into()],
     };
     let reply = batcher.call(item).await?;
@@ -164,7 +168,11 @@ pub(crate) async fn release(
 ) -> Result<Released> {
     let item = Item {
         kind: Kind::Release,
-        keys: [keys.lock.clone(), keys.fence.clone(), keys.alive.clone()],
+        keys: [
+            keys.lock.as_str().into(),
+            keys.fence.as_str().into(),
+            keys.alive.as_str().into(),
+        ],
         args: [
             owner.into(),
             token.map(|t| t.to_string()).unwrap_or_default().into(),
