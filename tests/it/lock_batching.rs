@@ -18,7 +18,10 @@ use kaiju_transport::{Transport, TransportError};
 /// How many calls overlap in these tests: more than one batch call needs.
 const CALLERS: usize = 64;
 
-on_both!(overlapping_locks_under_one_hash_tag_each_get_their_own);
+on_both!(
+    overlapping_locks_under_one_hash_tag_each_get_their_own,
+    a_lone_call_on_a_key_that_is_not_a_lock_is_wrong_type,
+);
 
 fn no_wait() -> AcquireOptions {
     AcquireOptions {
@@ -73,6 +76,36 @@ async fn overlapping_locks_under_one_hash_tag_each_get_their_own(
         let key = format!("{{{tag}}}.lock.{i}");
         assert_eq!(locks.owner(&key).await.unwrap(), None, "{key} still held");
     }
+    locks.close().await;
+}
+
+/// A call that goes out alone (no batch formed) keeps the class of its error too.
+async fn a_lone_call_on_a_key_that_is_not_a_lock_is_wrong_type(
+    t: &Transport,
+    ns: &Namespace,
+    _: Target,
+) {
+    let locks = Locks::new(t.clone(), "me").await.unwrap();
+    let key = ns.key("hash").unwrap();
+    let _: () = t.pool().hset(key.as_str(), ("f", "v")).await.unwrap();
+    let acquired = locks.acquire_with(key.as_str(), no_wait()).await;
+    assert!(
+        matches!(
+            acquired,
+            Err(LockError::Transport(TransportError::WrongType { .. }))
+        ),
+        "{acquired:?}"
+    );
+    let released = locks.release(key.as_str(), "me").await;
+    assert!(
+        matches!(
+            released,
+            Err(LockError::Transport(TransportError::WrongType { .. }))
+        ),
+        "{released:?}"
+    );
+    let fields: i64 = t.pool().hlen(key.as_str()).await.unwrap();
+    assert_eq!(fields, 1, "the hash was left as it was");
     locks.close().await;
 }
 

@@ -79,10 +79,17 @@ local function release(k, a)
     return 1
 end
 
+local letters = ARGV[1]
+-- One call alone (no batch formed): no pcall, as its error is the whole call's anyway.
+if letters == 'a' then
+    return { first_try(0, 1) }
+elseif letters == 'r' then
+    return { release(0, 1) }
+end
+
 local calls = { a = first_try, r = release }
 local replies = {}
 local k, a = 0, 1
-local letters = ARGV[1]
 for i = 1, #letters do
     local letter = string.sub(letters, i, i)
     local call = calls[letter]

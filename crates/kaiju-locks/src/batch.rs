@@ -6,9 +6,9 @@
 //! - While fewer than [`DIRECT`] calls of its lane are in flight from their callers' tasks and
 //!   no batch is being sent, a call goes out at once, from the caller's own task. A lone caller
 //!   never waits for another.
-//! - Otherwise it joins the lane's queue, which a task of its own (the lane's flusher) sends
-//!   as one call, up to [`MAX_BATCH`] at a time, in arrival order: while one batch is in
-//!   flight the next one gathers.
+//! - Otherwise it joins the lane's queue, which tasks of the lane (up to [`FLUSHERS`]
+//!   flushers, each with one batch in flight) send as one call, up to [`MAX_BATCH`] at a
+//!   time, in arrival order: while batches are in flight the next one gathers.
 //!
 //! Under load one `EVALSHA` then carries many lock calls, so what each `EVALSHA` costs on its
 //! own (fred's write and flush, the server reading the command, setting up the script and
@@ -30,8 +30,8 @@
 //!   future, so a caller that is slow to poll its own call (a `select!` arm not taken yet)
 //!   delays no one else. A batch that times out fails the calls queued behind it at once,
 //!   with the same error, instead of making each wait a timeout of its own.
-//! - **Nothing is stranded.** A flusher that ends early (a panic, its runtime shutting down)
-//!   hands every call still queued an error, and the next call starts a new one.
+//! - **Nothing is stranded.** When the last flusher of a lane ends early (a panic, its runtime
+//!   shutting down), every call still queued gets an error, and the next call starts a new one.
 //! - **A caller that gives up.** Its call still runs (once queued or sent, it is part of a
 //!   batch), and its outcome is dropped. A first try is always awaited by a
 //!   [`FirstTry`](crate::first_try::FirstTry), which finishes a dropped try in a task and
@@ -48,6 +48,9 @@ use crate::scripts;
 
 /// Calls of one lane sent straight from their callers' tasks before later ones queue.
 const DIRECT: usize = 4;
+/// Flusher tasks of one lane, each with one batch in flight: while some wait for replies, the
+/// next batch gathers, and the server always has one to run.
+const FLUSHERS: usize = 2;
 /// The most calls in one batch: bounds one script's run time, so a batch does not hold the
 /// server up for long.
 const MAX_BATCH: usize = 64;
@@ -97,15 +100,15 @@ struct Queued {
 struct Lane {
     /// Calls sent from their callers' tasks that have not ended yet.
     direct: usize,
-    /// Calls waiting for the flusher.
+    /// Calls waiting for a flusher.
     queue: VecDeque<Queued>,
-    /// Whether the lane's flusher task runs.
-    flushing: bool,
+    /// The lane's flusher tasks that run (at most [`FLUSHERS`]).
+    flushers: usize,
 }
 
 impl Lane {
     fn idle(&self) -> bool {
-        self.direct == 0 && !self.flushing && self.queue.is_empty()
+        self.direct == 0 && self.flushers == 0 && self.queue.is_empty()
     }
 }
 
@@ -144,14 +147,16 @@ impl Batcher {
         let queued = {
             let mut lanes = self.lanes();
             let state = lanes.entry(lane).or_default();
-            if state.direct < DIRECT && !state.flushing {
+            if state.direct < DIRECT && state.flushers == 0 {
                 state.direct += 1;
                 Err(item)
             } else {
                 let (reply, answer) = oneshot::channel();
                 state.queue.push_back(Queued { item, reply });
-                let start = !state.flushing;
-                state.flushing = true;
+                let start = state.flushers < FLUSHERS;
+                if start {
+                    state.flushers += 1;
+                }
                 Ok((answer, start))
             }
         };
@@ -245,7 +250,7 @@ impl Flusher {
         let mut lanes = self.batcher.lanes();
         let state = lanes.get_mut(&self.lane)?;
         if state.queue.is_empty() {
-            state.flushing = false;
+            state.flushers = state.flushers.saturating_sub(1);
             if state.idle() {
                 lanes.remove(&self.lane);
             }
@@ -269,16 +274,21 @@ impl Drop for Flusher {
         if self.done {
             return;
         }
-        // Ended early (a panic, or its runtime shut down mid-batch or before it ran): the
-        // calls still queued get an error (their senders drop with the queue) instead of
-        // waiting for a flusher that will not come, and the next call starts a new one.
+        // Ended early (a panic, or its runtime shut down mid-batch or before it ran). If it
+        // was the lane's last, the calls still queued get an error (their senders drop with
+        // the queue) instead of waiting for a flusher that will not come; the next call
+        // starts a new one.
         let queue = {
             let mut lanes = self.batcher.lanes();
             let Some(state) = lanes.get_mut(&self.lane) else {
                 return;
             };
-            state.flushing = false;
-            let queue = std::mem::take(&mut state.queue);
+            state.flushers = state.flushers.saturating_sub(1);
+            let queue = if state.flushers == 0 {
+                std::mem::take(&mut state.queue)
+            } else {
+                VecDeque::new()
+            };
             if state.idle() {
                 lanes.remove(&self.lane);
             }
