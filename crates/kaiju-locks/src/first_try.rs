@@ -9,13 +9,11 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use std::sync::Arc;
-
 use crate::batch::Batcher;
-
 use crate::keys::LockKeys;
 use crate::ops::{self, Attempt};
 use crate::{LockError, Result};

@@ -3,11 +3,11 @@
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use crate::batch::Batcher;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::batch::Batcher;
 use crate::keys::LockKeys;
 use crate::ops::{self, Released};
 use crate::{LockError, Result};
