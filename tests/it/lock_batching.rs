@@ -9,9 +9,12 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use kaiju_core::Namespace;
-use kaiju_locks::{AcquireOptions, LockError, Locks};
+use kaiju_locks::{LockError, Locks};
+use kaiju_testkit::RedisServer;
 use kaiju_tests::proxy::Proxy;
 use kaiju_tests::{Target, eventually, on_both};
+
+use crate::lock_faults::no_wait;
 use kaiju_transport::fred::prelude::*;
 use kaiju_transport::{Transport, TransportError};
 
@@ -23,11 +26,32 @@ on_both!(
     a_lone_call_on_a_key_that_is_not_a_lock_is_wrong_type,
 );
 
-fn no_wait() -> AcquireOptions {
-    AcquireOptions {
-        wait: false,
-        ..AcquireOptions::default()
-    }
+/// The key of lock `i`: `lock_<i>` in the test's namespace.
+fn lock_key(ns: &Namespace, i: usize) -> String {
+    ns.key(&format!("lock_{i}")).unwrap().as_str().to_owned()
+}
+
+/// Starts calls while the server is stopped, so the first few go out and hang and the rest
+/// queue behind them into batches; the server resumes 200 ms later and they all go.
+async fn while_stopped<T>(pid: u32, start: impl FnOnce() -> T) -> T {
+    kaiju_tests::signal(pid, "-STOP");
+    let calls = start();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    kaiju_tests::signal(pid, "-CONT");
+    calls
+}
+
+/// A proxy in front of the test's own server, and a transport through it that gives up on a
+/// reply after `command_timeout_ms`.
+async fn behind_proxy(server: &RedisServer, command_timeout_ms: u64) -> (Proxy, Transport) {
+    let proxy = Proxy::start(server.port()).await.unwrap();
+    let t = Transport::connect(&kaiju_core::RedisSettings {
+        command_timeout_ms,
+        ..proxy.settings()
+    })
+    .await
+    .unwrap();
+    (proxy, t)
 }
 
 /// Script calls the server has run so far (`INFO commandstats`).
@@ -118,7 +142,7 @@ async fn queued_calls_share_script_calls_and_keep_their_own_outcomes() {
         return;
     };
     let ns = kaiju_tests::namespace();
-    let key = |i: usize| ns.key(&format!("lock_{i}")).unwrap().as_str().to_owned();
+    let key = |i: usize| lock_key(&ns, i);
     let locks = Locks::new(t.clone(), "me").await.unwrap();
     let other = Locks::new(t.clone(), "other").await.unwrap();
     // Key 0 is held by someone else; key 1 is a hash, not a lock.
@@ -127,15 +151,15 @@ async fn queued_calls_share_script_calls_and_keep_their_own_outcomes() {
     let before = evalsha_calls(&t).await;
 
     let pid = server.pid().unwrap();
-    kaiju_tests::signal(pid, "-STOP");
-    let calls: Vec<_> = (0..CALLERS)
-        .map(|i| {
-            let (locks, key) = (locks.clone(), key(i));
-            tokio::spawn(async move { locks.acquire_with(&key, no_wait()).await })
-        })
-        .collect();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    kaiju_tests::signal(pid, "-CONT");
+    let calls: Vec<_> = while_stopped(pid, || {
+        (0..CALLERS)
+            .map(|i| {
+                let (locks, key) = (locks.clone(), key(i));
+                tokio::spawn(async move { locks.acquire_with(&key, no_wait()).await })
+            })
+            .collect()
+    })
+    .await;
 
     let mut guards = Vec::new();
     let mut tokens = HashSet::new();
@@ -168,13 +192,13 @@ async fn queued_calls_share_script_calls_and_keep_their_own_outcomes() {
     // Releases batch the same way; one of them finds its lock gone.
     let _: i64 = t.pool().del(key(2)).await.unwrap();
     let before = evalsha_calls(&t).await;
-    kaiju_tests::signal(pid, "-STOP");
-    let releases: Vec<_> = guards
-        .into_iter()
-        .map(|g| tokio::spawn(async move { (g.key().to_owned(), g.release().await) }))
-        .collect();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    kaiju_tests::signal(pid, "-CONT");
+    let releases: Vec<_> = while_stopped(pid, || {
+        guards
+            .into_iter()
+            .map(|g| tokio::spawn(async move { (g.key().to_owned(), g.release().await) }))
+            .collect()
+    })
+    .await;
     for release in releases {
         match release.await.unwrap() {
             (k, Err(LockError::NotOwner { owner: None, .. })) if k == key(2) => {}
@@ -198,7 +222,7 @@ async fn callers_that_give_up_on_a_queued_batch_leave_no_lock_held() {
         return;
     };
     let ns = kaiju_tests::namespace();
-    let key = |i: usize| ns.key(&format!("lock_{i}")).unwrap().as_str().to_owned();
+    let key = |i: usize| lock_key(&ns, i);
     let locks = Locks::new(t.clone(), "me").await.unwrap();
     let pid = server.pid().unwrap();
     kaiju_tests::signal(pid, "-STOP");
@@ -235,27 +259,23 @@ async fn a_lost_batch_reply_leaves_no_lock_without_a_guard() {
     let Some((server, direct)) = kaiju_tests::own_server().await else {
         return;
     };
-    let proxy = Proxy::start(server.port()).await.unwrap();
-    let t = Transport::connect(&kaiju_core::RedisSettings {
-        command_timeout_ms: 2000,
-        ..proxy.settings()
-    })
-    .await
-    .unwrap();
+    let (proxy, t) = behind_proxy(&server, 2000).await;
     let ns = kaiju_tests::namespace();
-    let key = |i: usize| ns.key(&format!("lock_{i}")).unwrap().as_str().to_owned();
+    let key = |i: usize| lock_key(&ns, i);
     let locks = Locks::new(t.clone(), "me").await.unwrap();
     let pid = server.pid().unwrap();
-    kaiju_tests::signal(pid, "-STOP");
-    let calls: Vec<_> = (0..CALLERS)
-        .map(|i| {
-            let (locks, key) = (locks.clone(), key(i));
-            tokio::spawn(async move { locks.acquire_with(&key, no_wait()).await })
-        })
-        .collect();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    proxy.drop_next_reply();
-    kaiju_tests::signal(pid, "-CONT");
+    let calls: Vec<_> = while_stopped(pid, || {
+        let calls = (0..CALLERS)
+            .map(|i| {
+                let (locks, key) = (locks.clone(), key(i));
+                tokio::spawn(async move { locks.acquire_with(&key, no_wait()).await })
+            })
+            .collect();
+        // The first reply after the server resumes is dropped, its connection cut.
+        proxy.drop_next_reply();
+        calls
+    })
+    .await;
     let mut guards = Vec::new();
     for (i, call) in calls.into_iter().enumerate() {
         match call.await.unwrap() {
@@ -307,7 +327,7 @@ async fn callers_that_stop_polling_hold_up_no_one() {
         return;
     };
     let ns = kaiju_tests::namespace();
-    let key = |i: usize| ns.key(&format!("lock_{i}")).unwrap().as_str().to_owned();
+    let key = |i: usize| lock_key(&ns, i);
     let locks = Locks::new(t.clone(), "me").await.unwrap();
     type Parked = std::pin::Pin<
         Box<dyn std::future::Future<Output = Result<kaiju_locks::LockGuard, LockError>> + Send>,
@@ -360,20 +380,20 @@ async fn a_forbidden_key_fails_only_its_own_call_in_a_batch() {
     let locks = Locks::new(t.clone(), "me").await.unwrap();
     let pid = server.pid().unwrap();
     let forbidden = |i: usize| i == 10;
-    kaiju_tests::signal(pid, "-STOP");
-    let calls: Vec<_> = (0..CALLERS)
-        .map(|i| {
-            let locks = locks.clone();
-            let key = if forbidden(i) {
-                "secret.lock".to_owned()
-            } else {
-                format!("app.lock.{i}")
-            };
-            tokio::spawn(async move { locks.acquire_with(&key, no_wait()).await })
-        })
-        .collect();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    kaiju_tests::signal(pid, "-CONT");
+    let calls: Vec<_> = while_stopped(pid, || {
+        (0..CALLERS)
+            .map(|i| {
+                let locks = locks.clone();
+                let key = if forbidden(i) {
+                    "secret.lock".to_owned()
+                } else {
+                    format!("app.lock.{i}")
+                };
+                tokio::spawn(async move { locks.acquire_with(&key, no_wait()).await })
+            })
+            .collect()
+    })
+    .await;
     let mut guards = Vec::new();
     for (i, call) in calls.into_iter().enumerate() {
         match call.await.unwrap() {
@@ -383,16 +403,19 @@ async fn a_forbidden_key_fails_only_its_own_call_in_a_batch() {
         }
     }
     // Releases, with a release of the forbidden key among them.
-    kaiju_tests::signal(pid, "-STOP");
-    let mut releases: Vec<_> = guards
-        .into_iter()
-        .map(|g| tokio::spawn(async move { g.release().await }))
-        .collect();
-    let l = locks.clone();
-    let refused = tokio::spawn(async move { l.release("secret.lock", "me").await });
-    releases.insert(5, refused);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    kaiju_tests::signal(pid, "-CONT");
+    let releases: Vec<_> = while_stopped(pid, || {
+        let mut releases: Vec<_> = guards
+            .into_iter()
+            .map(|g| tokio::spawn(async move { g.release().await }))
+            .collect();
+        let l = locks.clone();
+        releases.insert(
+            5,
+            tokio::spawn(async move { l.release("secret.lock", "me").await }),
+        );
+        releases
+    })
+    .await;
     for (i, release) in releases.into_iter().enumerate() {
         match (i, release.await.unwrap()) {
             (5, Err(LockError::Transport(TransportError::NoPermission { .. }))) => {}
@@ -413,13 +436,7 @@ async fn an_outage_fails_queued_calls_after_one_timeout() {
     let Some((server, _)) = kaiju_tests::own_server().await else {
         return;
     };
-    let proxy = Proxy::start(server.port()).await.unwrap();
-    let t = Transport::connect(&kaiju_core::RedisSettings {
-        command_timeout_ms: 1000,
-        ..proxy.settings()
-    })
-    .await
-    .unwrap();
+    let (proxy, t) = behind_proxy(&server, 1000).await;
     let locks = Locks::new(t.clone(), "me").await.unwrap();
     proxy.black_hole(true);
     let started = std::time::Instant::now();

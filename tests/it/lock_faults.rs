@@ -24,7 +24,8 @@ on_both!(
     a_cancelled_waiter_leaves_the_queue_at_once,
 );
 
-fn no_wait() -> AcquireOptions {
+/// Options that fail at once on a held lock instead of waiting.
+pub(crate) fn no_wait() -> AcquireOptions {
     AcquireOptions {
         wait: false,
         ..AcquireOptions::default()
