@@ -20,6 +20,12 @@
 -- The calls read their keys and arguments in place (KEYS[k + i], ARGV[a + i]) and are written
 -- out inline: per call, every table, closure and redis.call costs server time.
 
+-- The server clock in microseconds, read once per script call: the n-th lock a batch takes
+-- gets clock + n - 1 (or the key's last token + 1 if that is more), so tokens still differ
+-- across the keys of a batch, and a batch's script call reads TIME once.
+local clock, clock_text
+local taken = 0
+
 local function first_try(k, a)
     local lock, fence = KEYS[k + 1], KEYS[k + 2]
     local owner, lease, attempt = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
@@ -29,14 +35,23 @@ local function first_try(k, a)
     if redis.call('SET', lock, owner, 'PX', lease, 'NX') then
         -- The next token (token.lua's next_token, without string.format when the clock is
         -- ahead of the fence, as it nearly always is).
-        local t = redis.call('TIME')
-        local last = tonumber(string.match(redis.call('GET', fence) or '', '^(%d+)') or '0') or 0
-        local token
-        if tonumber(t[1]) * 1000000 + tonumber(t[2]) > last then
-            token = t[1] .. string.rep('0', 6 - #t[2]) .. t[2]
-        else
-            token = string.format('%.0f', last + 1)
+        if not clock then
+            local t = redis.call('TIME')
+            clock = tonumber(t[1]) * 1000000 + tonumber(t[2])
+            clock_text = t[1] .. string.rep('0', 6 - #t[2]) .. t[2]
         end
+        local last = redis.call('GET', fence)
+        last = last and tonumber(string.match(last, '^%d+')) or 0
+        local now = clock + taken
+        local token
+        if now <= last then
+            token = string.format('%.0f', last + 1)
+        elseif taken == 0 then
+            token = clock_text
+        else
+            token = string.format('%.0f', now)
+        end
+        taken = taken + 1
         redis.call('SET', fence, token .. ' ' .. attempt, 'PX', lease)
         return token
     end
