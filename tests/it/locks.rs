@@ -18,6 +18,7 @@ on_both!(
     fencing_tokens_strictly_increase,
     a_late_release_never_deletes_the_next_owners_lock,
     renewal_keeps_a_lock_across_five_leases,
+    guards_with_different_leases_each_renew_and_expire_on_their_own_time,
     a_lock_deleted_behind_the_holders_back_is_reported,
     waiters_are_served_in_arrival_order,
     tasks_in_one_process_exclude_each_other,
@@ -182,6 +183,55 @@ async fn renewal_keeps_a_lock_across_five_leases(t: &Transport, ns: &Namespace, 
     // Releasing stopped renewal: nothing re-creates the key.
     tokio::time::sleep(Duration::from_millis(250)).await;
     assert_eq!(locks.owner(&key).await.unwrap(), None);
+}
+
+/// Guards' keepers start from one timer per `Locks`, which sleeps until the earliest one is
+/// due: a short lease taken while it sleeps for a long one must still be renewed on time, and a
+/// guard without renewal must report its loss at its own deadline, not at a later guard's.
+async fn guards_with_different_leases_each_renew_and_expire_on_their_own_time(
+    t: &Transport,
+    ns: &Namespace,
+    _: Target,
+) {
+    let locks = locks(t, "app").await;
+    let with = |ms: u64, renew: bool| AcquireOptions {
+        lease: Duration::from_millis(ms),
+        renew,
+        ..opts()
+    };
+    let (long, short, once) = (
+        ns.key("long").unwrap(),
+        ns.key("short").unwrap(),
+        ns.key("once").unwrap(),
+    );
+    // The timer now sleeps until the long lease's first renewal (10 s away).
+    let long_guard = locks.acquire_with(&long, with(30_000, true)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let short_guard = locks.acquire_with(&short, with(300, true)).await.unwrap();
+    let once_guard = locks.acquire_with(&once, with(400, false)).await.unwrap();
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(2), once_guard.lost())
+        .await
+        .expect("a guard without renewal never reported its loss");
+    let at = started.elapsed();
+    assert!(
+        at >= Duration::from_millis(300) && at < Duration::from_secs(1),
+        "lost after {at:?}, its lease less a tenth is 360 ms"
+    );
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(
+        !short_guard.is_lost(),
+        "the short lease was not renewed in time"
+    );
+    assert!(
+        locks.is_owner(&short, "app").await.unwrap(),
+        "the short lease expired while held"
+    );
+    assert!(!long_guard.is_lost());
+    short_guard.release().await.unwrap();
+    long_guard.release().await.unwrap();
+    assert_eq!(locks.owner(&short).await.unwrap(), None);
+    assert_eq!(locks.owner(&long).await.unwrap(), None);
 }
 
 async fn a_lock_deleted_behind_the_holders_back_is_reported(

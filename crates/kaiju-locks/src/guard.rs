@@ -8,6 +8,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::batch::Batcher;
+use crate::keepers::{Due, Entry};
 use crate::keys::LockKeys;
 use crate::ops::{self, Released};
 use crate::{LockError, Result};
@@ -34,24 +35,59 @@ pub struct LockGuard {
 struct Held {
     set: Arc<Locked>,
     lost: watch::Receiver<bool>,
-    /// Until when the lock is surely held (moved on by every successful renewal).
-    safe_until: Arc<Mutex<Instant>>,
-    keeper: JoinHandle<()>,
 }
 
-/// The locks of one guard, shared with its keeper task (one allocation, not a copy of every
-/// key name per guard).
+/// The timer that starts guards' keepers: one per `Locks`, see [`crate::keepers`].
+pub(crate) type Keepers = crate::keepers::Keepers<Locked>;
+
+/// The locks of one guard, shared with its keeper (one allocation, not a copy of every key
+/// name per guard).
 #[derive(Debug)]
-struct Locked {
+pub(crate) struct Locked {
     /// The runtime the guard was made on: a guard dropped elsewhere releases there.
     runtime: tokio::runtime::Handle,
     batcher: Arc<Batcher>,
+    keepers: Arc<Keepers>,
     keys: Vec<LockKeys>,
     owner: String,
     tokens: Vec<u64>,
+    lease: Lease,
+    lost: watch::Sender<bool>,
+    /// Until when the lock is surely held (moved on by every successful renewal).
+    safe_until: Mutex<Instant>,
+    keeper: Mutex<Keeper>,
+}
+
+/// Where a guard's keeper is.
+#[derive(Debug)]
+enum Keeper {
+    /// Not started: the timer starts it when the first renewal (or the loss deadline) comes.
+    Scheduled(Entry),
+    Running(JoinHandle<()>),
+    /// The guard let go (or never had one).
+    Stopped,
+}
+
+impl Due for Locked {
+    fn start(self: Arc<Self>) {
+        let mut keeper = lock(&self.keeper);
+        if matches!(*keeper, Keeper::Scheduled(_)) {
+            *keeper = Keeper::Running(self.runtime.spawn(keep(self.clone())));
+        }
+    }
 }
 
 impl Locked {
+    /// Stops renewal: takes back the keeper's timer entry, or aborts the keeper.
+    fn stop_keeper(&self) {
+        let keeper = std::mem::replace(&mut *lock(&self.keeper), Keeper::Stopped);
+        match keeper {
+            Keeper::Scheduled(entry) => self.keepers.cancel(entry),
+            Keeper::Running(task) => task.abort(),
+            Keeper::Stopped => {}
+        }
+    }
+
     fn first_key(&self) -> &str {
         self.keys.first().map_or("", |k| k.lock.as_str())
     }
@@ -69,6 +105,7 @@ impl Locked {
 }
 
 /// What a guard keeps alive, and until when it may trust it holds the lock.
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct Lease {
     pub(crate) duration: Duration,
     pub(crate) renew: bool,
@@ -81,33 +118,51 @@ impl Lease {
     fn trusted(&self) -> Duration {
         self.duration.saturating_sub(self.duration / 10)
     }
+
+    /// How often a renewing guard renews.
+    fn period(&self) -> Duration {
+        (self.duration / 3).max(Duration::from_millis(10))
+    }
+
+    /// When the keeper has something to do: the first renewal, or the loss deadline.
+    fn keeper_due(&self) -> Instant {
+        if self.renew {
+            self.sent_at + self.period()
+        } else {
+            self.sent_at + self.trusted()
+        }
+    }
 }
 
 impl LockGuard {
     pub(crate) fn new(
         batcher: &Arc<Batcher>,
+        keepers: &Arc<Keepers>,
         keys: Vec<LockKeys>,
         owner: String,
         tokens: Vec<u64>,
         lease: Lease,
     ) -> Self {
         let (lost_tx, lost) = watch::channel(false);
-        let safe_until = Arc::new(Mutex::new(lease.sent_at + lease.trusted()));
         let set = Arc::new(Locked {
             runtime: tokio::runtime::Handle::current(),
             batcher: batcher.clone(),
+            keepers: keepers.clone(),
             keys,
             owner,
             tokens,
+            lease,
+            lost: lost_tx,
+            safe_until: Mutex::new(lease.sent_at + lease.trusted()),
+            keeper: Mutex::new(Keeper::Stopped),
         });
-        let keeper = tokio::spawn(keep(set.clone(), lease, lost_tx, safe_until.clone()));
+        // Under the keeper's lock, so that the timer cannot start it before it is recorded.
+        {
+            let mut keeper = lock(&set.keeper);
+            *keeper = Keeper::Scheduled(keepers.schedule(lease.keeper_due(), set.clone()));
+        }
         Self {
-            held: Some(Held {
-                set,
-                lost,
-                safe_until,
-                keeper,
-            }),
+            held: Some(Held { set, lost }),
         }
     }
 
@@ -143,7 +198,7 @@ impl LockGuard {
     pub fn is_lost(&self) -> bool {
         self.held
             .as_ref()
-            .is_some_and(|h| *h.lost.borrow() || Instant::now() >= *lock(&h.safe_until))
+            .is_some_and(|h| *h.lost.borrow() || Instant::now() >= *lock(&h.set.safe_until))
     }
 
     /// Resolves when the lock may be lost; never while it is surely held. Use it with
@@ -152,7 +207,7 @@ impl LockGuard {
         let Some(held) = &self.held else { return };
         let mut lost = held.lost.clone();
         if lost.wait_for(|lost| *lost).await.is_err() {
-            // The keeper ended without a verdict (it was aborted): never resolve.
+            // Not reached: the guard's parts (and so the sender) live as long as the guard.
             std::future::pending::<()>().await;
         }
     }
@@ -163,7 +218,7 @@ impl LockGuard {
         let Some(held) = self.held.take() else {
             return Ok(());
         };
-        held.keeper.abort();
+        held.set.stop_keeper();
         held.set.release().await
     }
 }
@@ -182,7 +237,7 @@ async fn release(batcher: &Arc<Batcher>, keys: &LockKeys, owner: &str, token: u6
 impl Drop for LockGuard {
     fn drop(&mut self) {
         let Some(held) = self.held.take() else { return };
-        held.keeper.abort();
+        held.set.stop_keeper();
         // On the guard's own runtime, wherever it is dropped (if that runtime has shut down,
         // the task never runs and the lock expires after its lease).
         let runtime = held.set.runtime.clone();
@@ -196,16 +251,12 @@ impl Drop for LockGuard {
 
 /// Renews every lock of a guard every `lease / 3` (if asked to), and declares the lock lost
 /// when a renewal finds it gone, or when the time it is surely held runs out first.
-async fn keep(
-    set: Arc<Locked>,
-    lease: Lease,
-    lost: watch::Sender<bool>,
-    safe_until: Arc<Mutex<Instant>>,
-) {
+async fn keep(set: Arc<Locked>) {
+    let lease = set.lease;
     let first = set.first_key();
     let declare = |why: &str| {
         tracing::warn!(key = %first, why, "lock lost while held");
-        lost.send_replace(true);
+        set.lost.send_replace(true);
     };
     let trusted = lease.trusted();
     let mut valid_until = lease.sent_at + trusted;
@@ -214,7 +265,7 @@ async fn keep(
         declare("its lease ran out without renewal");
         return;
     }
-    let period = (lease.duration / 3).max(Duration::from_millis(10));
+    let period = lease.period();
     let mut next = lease.sent_at + period;
     loop {
         // The wait for the next renewal and the renewal itself both race the deadline.
@@ -233,7 +284,7 @@ async fn keep(
         match renewed {
             Ok(true) => {
                 valid_until = sent + trusted;
-                *lock(&safe_until) = valid_until;
+                *lock(&set.safe_until) = valid_until;
                 next = sent + period;
             }
             Ok(false) => {
@@ -248,8 +299,8 @@ async fn keep(
     }
 }
 
-fn lock(until: &Mutex<Instant>) -> MutexGuard<'_, Instant> {
-    until.lock().unwrap_or_else(PoisonError::into_inner)
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Renews every lock; `Ok(false)` if any of them is no longer held by this acquisition.

@@ -5,6 +5,7 @@ mod batch;
 mod error;
 mod first_try;
 mod guard;
+mod keepers;
 mod keys;
 mod locks;
 mod ops;

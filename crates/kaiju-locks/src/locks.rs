@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 use crate::batch::Batcher;
 use crate::first_try::{FirstTry, Try};
-use crate::guard::{Lease, LockGuard};
+use crate::guard::{Keepers, Lease, LockGuard};
 use crate::keys::LockKeys;
 use crate::ops::{self, Attempt, Released};
 use crate::wakeups::{Waiting, Wakeups};
@@ -79,6 +79,8 @@ struct Inner {
     transport: Transport,
     /// Sends acquire and release calls, batching those that overlap.
     batcher: Arc<Batcher>,
+    /// Starts guards' keepers when their first renewal comes.
+    keepers: Arc<Keepers>,
     owner: String,
     wakeups: Arc<Wakeups>,
     ids: AttemptIds,
@@ -117,6 +119,7 @@ impl Locks {
         Ok(Self {
             inner: Arc::new(Inner {
                 batcher: Batcher::new(transport.clone()),
+                keepers: Keepers::new(),
                 transport,
                 owner: owner.into(),
                 wakeups,
@@ -243,7 +246,14 @@ impl Locks {
             renew: options.renew,
             sent_at,
         };
-        LockGuard::new(&self.inner.batcher, keys, owner, tokens, lease)
+        LockGuard::new(
+            &self.inner.batcher,
+            &self.inner.keepers,
+            keys,
+            owner,
+            tokens,
+            lease,
+        )
     }
 
     /// Hands the locks a script took to the caller in a guard, or releases them at once if the
