@@ -72,23 +72,34 @@ impl<T: Due> Keepers<T> {
     /// Starts `what` at `at` (at once if `at` has passed), unless [cancelled](Self::cancel)
     /// first.
     pub(crate) fn schedule(self: &Arc<Self>, at: Instant, what: Arc<T>) -> Entry {
-        let mut state = self.state();
-        let entry = (at, state.next_id);
-        state.next_id = state.next_id.wrapping_add(1);
-        state.due.insert(entry, what);
-        let delay = at.saturating_duration_since(Instant::now());
-        state.shortest = state.shortest.min(delay.max(Duration::from_millis(1)));
-        match state.wakes_at {
-            None => {
-                state.wakes_at = Some(at);
-                // If the runtime has shut down, the task is dropped unrun: its drop says so.
-                self.runtime.spawn(Timer(self.clone()).run());
-            }
-            Some(wakes_at) if at < wakes_at => {
-                state.wakes_at = Some(at);
-                self.wake.notify_one();
-            }
-            Some(_) => {}
+        let (entry, start) = {
+            let mut state = self.state();
+            let entry = (at, state.next_id);
+            state.next_id = state.next_id.wrapping_add(1);
+            state.due.insert(entry, what);
+            let delay = at.saturating_duration_since(Instant::now());
+            state.shortest = state.shortest.min(delay.max(Duration::from_millis(1)));
+            let start = match state.wakes_at {
+                None => true,
+                Some(wakes_at) if at < wakes_at => {
+                    self.wake.notify_one();
+                    false
+                }
+                Some(_) => return entry,
+            };
+            state.wakes_at = Some(at);
+            (entry, start)
+        };
+        if start {
+            // Outside the lock: on a runtime that has shut down, the task is dropped at once,
+            // and its drop takes the lock to say that no timer runs.
+            self.runtime.spawn(
+                Timer {
+                    keepers: self.clone(),
+                    ended: false,
+                }
+                .run(),
+            );
         }
         entry
     }
@@ -105,12 +116,16 @@ impl<T: Due> Keepers<T> {
     }
 }
 
-/// The timer task. Its drop (however it ends) lets the next entry start a new one.
-struct Timer<T: Due>(Arc<Keepers<T>>);
+/// The timer task. However it ends, the next entry then starts a new one.
+struct Timer<T: Due> {
+    keepers: Arc<Keepers<T>>,
+    /// Ended by itself, having said so under the lock (not dropped by a runtime shutting down).
+    ended: bool,
+}
 
 impl<T: Due> Timer<T> {
-    async fn run(self) {
-        let keepers = &self.0;
+    async fn run(mut self) {
+        let keepers = self.keepers.clone();
         let mut idle = false;
         loop {
             let (started, wake_at) = {
@@ -129,7 +144,10 @@ impl<T: Due> Timer<T> {
                         *at
                     }
                     None if idle && started.is_empty() => {
-                        // A whole round with nothing to do: end (the drop clears `wakes_at`).
+                        // A whole round with nothing to do: end. Said under the lock, so that
+                        // an entry scheduled from now on starts a new timer.
+                        state.wakes_at = None;
+                        self.ended = true;
                         return;
                     }
                     None => {
@@ -154,7 +172,9 @@ impl<T: Due> Timer<T> {
 
 impl<T: Due> Drop for Timer<T> {
     fn drop(&mut self) {
-        self.0.state().wakes_at = None;
+        if !self.ended {
+            self.keepers.state().wakes_at = None;
+        }
     }
 }
 
@@ -221,6 +241,24 @@ mod tests {
         keepers.schedule(Instant::now() + Duration::from_secs(2), again.clone());
         tokio::time::sleep(Duration::from_millis(2_010)).await;
         assert_eq!(again.0.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn scheduling_after_the_runtime_shut_down_neither_hangs_nor_starts() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("a runtime");
+        let keepers = runtime.block_on(async { Keepers::new() });
+        drop(runtime);
+        let entry = count();
+        keepers.schedule(Instant::now(), entry.clone());
+        assert_eq!(
+            keepers.state().wakes_at,
+            None,
+            "a timer that cannot run is recorded"
+        );
+        assert_eq!(entry.0.load(Ordering::SeqCst), 0);
     }
 
     #[tokio::test(start_paused = true)]
