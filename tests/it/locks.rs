@@ -19,6 +19,7 @@ on_both!(
     a_late_release_never_deletes_the_next_owners_lock,
     renewal_keeps_a_lock_across_five_leases,
     guards_with_different_leases_each_renew_and_expire_on_their_own_time,
+    a_locks_made_on_a_runtime_that_ended_still_renews_its_guards,
     a_lock_deleted_behind_the_holders_back_is_reported,
     waiters_are_served_in_arrival_order,
     tasks_in_one_process_exclude_each_other,
@@ -232,6 +233,55 @@ async fn guards_with_different_leases_each_renew_and_expire_on_their_own_time(
     long_guard.release().await.unwrap();
     assert_eq!(locks.owner(&short).await.unwrap(), None);
     assert_eq!(locks.owner(&long).await.unwrap(), None);
+}
+
+/// A `Locks` kept after the runtime it was made on has ended (a static one shared by tests,
+/// each on a runtime of its own) still renews guards taken on a live runtime.
+async fn a_locks_made_on_a_runtime_that_ended_still_renews_its_guards(
+    t: &Transport,
+    ns: &Namespace,
+    _: Target,
+) {
+    let transport = t.clone();
+    let locks = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let locks = runtime.block_on(Locks::new(transport, "app")).unwrap();
+        drop(runtime);
+        locks
+    })
+    .join()
+    .unwrap();
+    let key = ns.key("lock").unwrap();
+    let options = AcquireOptions {
+        lease: Duration::from_millis(300),
+        wait: false,
+        ..opts()
+    };
+    let guard = locks.acquire_with(&key, options.clone()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(!guard.is_lost(), "not renewed");
+    assert!(
+        locks.is_owner(&key, "app").await.unwrap(),
+        "expired while held"
+    );
+    guard.release().await.unwrap();
+    assert_eq!(locks.owner(&key).await.unwrap(), None);
+    // Enough overlapping calls to queue: their batches go out from this runtime too.
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..64 {
+        let (locks, key) = (locks.clone(), ns.key(&format!("many{i}")).unwrap());
+        let options = options.clone();
+        tasks.spawn(async move {
+            let guard = locks.acquire_with(&key, options).await?;
+            guard.release().await
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap().unwrap();
+    }
 }
 
 async fn a_lock_deleted_behind_the_holders_back_is_reported(

@@ -116,7 +116,8 @@ impl Lane {
 /// overlap. See the [module docs](self).
 pub(crate) struct Batcher {
     transport: Transport,
-    /// Where flushers run: the runtime the `Locks` was made on.
+    /// Where flushers run when a call is made outside a Tokio runtime: the runtime the `Locks`
+    /// was made on. Inside one, they run on the caller's.
     runtime: tokio::runtime::Handle,
     lanes: Mutex<HashMap<u16, Lane>>,
 }
@@ -179,9 +180,13 @@ impl Batcher {
                         lane,
                         done: false,
                     };
-                    // If the runtime has shut down, the task is dropped unrun, and the
-                    // flusher's drop hands the queued calls an error.
-                    self.runtime.spawn(flusher.run());
+                    // On the caller's runtime, so that a `Locks` kept across runtimes (a
+                    // static one shared by tests, each on a runtime of its own) batches on a
+                    // live one. If the runtime has shut down, the task is dropped unrun, and
+                    // the flusher's drop hands the queued calls an error.
+                    tokio::runtime::Handle::try_current()
+                        .unwrap_or_else(|_| self.runtime.clone())
+                        .spawn(flusher.run());
                 }
                 answer.await.unwrap_or_else(|_| {
                     Err(TransportError::Connection {

@@ -23,7 +23,8 @@ use tokio::time::Instant;
 
 /// What is started when an entry is due.
 pub(crate) trait Due: Send + Sync + 'static {
-    /// Called once, from the timer task, when the entry's time has come.
+    /// Called once: from the timer task when the entry's time has come, or earlier if the
+    /// timer task is dropped with its runtime (so what it starts must wait for its own time).
     fn start(self: Arc<Self>);
 }
 
@@ -32,7 +33,8 @@ pub(crate) type Entry = (Instant, u64);
 
 /// The timer of one `Locks`: see the [module docs](self).
 pub(crate) struct Keepers<T: Due> {
-    /// Where the timer task runs: the runtime the `Locks` was made on.
+    /// Where the timer task runs when it is started outside a runtime: the runtime the `Locks`
+    /// was made on. Inside one (as guards are made), it runs where it was started.
     runtime: tokio::runtime::Handle,
     state: Mutex<State<T>>,
     /// Wakes the timer task for an entry due before it planned to wake.
@@ -91,9 +93,13 @@ impl<T: Due> Keepers<T> {
             (entry, start)
         };
         if start {
+            // On the caller's runtime, so that a `Locks` kept across runtimes (a static one
+            // shared by tests, each on a runtime of its own) keeps a timer on a live one.
             // Outside the lock: on a runtime that has shut down, the task is dropped at once,
-            // and its drop takes the lock to say that no timer runs.
-            self.runtime.spawn(
+            // and its drop takes the lock.
+            let runtime =
+                tokio::runtime::Handle::try_current().unwrap_or_else(|_| self.runtime.clone());
+            runtime.spawn(
                 Timer {
                     keepers: self.clone(),
                     ended: false,
@@ -172,8 +178,19 @@ impl<T: Due> Timer<T> {
 
 impl<T: Due> Drop for Timer<T> {
     fn drop(&mut self) {
-        if !self.ended {
-            self.keepers.state().wakes_at = None;
+        if self.ended {
+            return;
+        }
+        // Dropped with its runtime. Entries of guards on other runtimes would wait for the
+        // next entry to start a timer: each starts now instead, and its keeper (on its guard's
+        // own runtime) sleeps until it is due, as if it had been spawned with the guard.
+        let stranded = {
+            let mut state = self.keepers.state();
+            state.wakes_at = None;
+            std::mem::take(&mut state.due)
+        };
+        for what in stranded.into_values() {
+            what.start();
         }
     }
 }
@@ -244,7 +261,31 @@ mod tests {
     }
 
     #[test]
-    fn scheduling_after_the_runtime_shut_down_neither_hangs_nor_starts() {
+    fn a_timer_dropped_with_its_runtime_starts_what_it_held() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("a runtime");
+        let entry = count();
+        let keepers = runtime.block_on(async {
+            let keepers = Keepers::new();
+            keepers.schedule(Instant::now() + Duration::from_secs(3600), entry.clone());
+            tokio::task::yield_now().await;
+            keepers
+        });
+        assert_eq!(entry.0.load(Ordering::SeqCst), 0);
+        drop(runtime);
+        assert_eq!(
+            entry.0.load(Ordering::SeqCst),
+            1,
+            "stranded with a dead timer"
+        );
+        assert!(keepers.state().due.is_empty());
+        assert_eq!(keepers.state().wakes_at, None);
+    }
+
+    #[test]
+    fn scheduling_after_the_runtime_shut_down_starts_at_once_without_hanging() {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
@@ -258,7 +299,9 @@ mod tests {
             None,
             "a timer that cannot run is recorded"
         );
-        assert_eq!(entry.0.load(Ordering::SeqCst), 0);
+        // Nothing can time it: it starts now, and waits for its own time where it runs.
+        assert_eq!(entry.0.load(Ordering::SeqCst), 1);
+        assert!(keepers.state().due.is_empty());
     }
 
     #[tokio::test(start_paused = true)]
