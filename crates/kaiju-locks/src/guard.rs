@@ -61,6 +61,8 @@ pub(crate) struct Locked {
 /// Where a guard's keeper is.
 #[derive(Debug)]
 enum Keeper {
+    /// Being handed to the timer (which may start it at once).
+    Scheduling,
     /// Not started: the timer starts it when the first renewal (or the loss deadline) comes.
     Scheduled(Entry),
     Running(JoinHandle<()>),
@@ -71,7 +73,7 @@ enum Keeper {
 impl Due for Locked {
     fn start(self: Arc<Self>) {
         let mut keeper = lock(&self.keeper);
-        if matches!(*keeper, Keeper::Scheduled(_)) {
+        if matches!(*keeper, Keeper::Scheduling | Keeper::Scheduled(_)) {
             *keeper = Keeper::Running(self.runtime.spawn(keep(self.clone())));
         }
     }
@@ -84,7 +86,7 @@ impl Locked {
         match keeper {
             Keeper::Scheduled(entry) => self.keepers.cancel(entry),
             Keeper::Running(task) => task.abort(),
-            Keeper::Stopped => {}
+            Keeper::Scheduling | Keeper::Stopped => {}
         }
     }
 
@@ -154,12 +156,16 @@ impl LockGuard {
             lease,
             lost: lost_tx,
             safe_until: Mutex::new(lease.sent_at + lease.trusted()),
-            keeper: Mutex::new(Keeper::Stopped),
+            keeper: Mutex::new(Keeper::Scheduling),
         });
-        // Under the keeper's lock, so that the timer cannot start it before it is recorded.
+        // Not under the keeper's lock: the timer may start the keeper before `schedule`
+        // returns (and, its runtime gone, from inside it). Recorded only if not started yet.
+        let entry = keepers.schedule(lease.keeper_due(), set.clone());
         {
             let mut keeper = lock(&set.keeper);
-            *keeper = Keeper::Scheduled(keepers.schedule(lease.keeper_due(), set.clone()));
+            if matches!(*keeper, Keeper::Scheduling) {
+                *keeper = Keeper::Scheduled(entry);
+            }
         }
         Self {
             held: Some(Held { set, lost }),
