@@ -20,6 +20,8 @@ on_both!(
     renewal_keeps_a_lock_across_five_leases,
     guards_with_different_leases_each_renew_and_expire_on_their_own_time,
     a_locks_made_on_a_runtime_that_ended_still_renews_its_guards,
+    a_runtime_that_is_not_driven_holds_up_no_other_runtimes_guards,
+    queued_calls_on_an_undriven_runtime_hold_up_no_other_runtime,
     a_lock_deleted_behind_the_holders_back_is_reported,
     waiters_are_served_in_arrival_order,
     tasks_in_one_process_exclude_each_other,
@@ -282,6 +284,129 @@ async fn a_locks_made_on_a_runtime_that_ended_still_renews_its_guards(
     while let Some(done) = tasks.join_next().await {
         done.unwrap().unwrap();
     }
+}
+
+/// A guard taken on a runtime that then sits idle (a current-thread runtime kept for
+/// `block_on` calls) must not hold up the renewal of guards on other runtimes.
+async fn a_runtime_that_is_not_driven_holds_up_no_other_runtimes_guards(
+    t: &Transport,
+    ns: &Namespace,
+    _: Target,
+) {
+    let locks = locks(t, "app").await;
+    let with = |ms: u64, renew: bool| AcquireOptions {
+        lease: Duration::from_millis(ms),
+        renew,
+        wait: false,
+        ..opts()
+    };
+    let (elsewhere, idle_key) = (locks.clone(), ns.key("idle").unwrap());
+    let (taken, done) = std::sync::mpsc::channel();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let idle = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let guard = runtime
+            .block_on(elsewhere.acquire_with(&idle_key, with(30_000, true)))
+            .unwrap();
+        taken.send(()).unwrap();
+        // Alive, not driven, until the test is over.
+        let _ = released.recv();
+        runtime.block_on(guard.release()).unwrap();
+    });
+    done.recv().unwrap();
+    let (short, once) = (ns.key("short").unwrap(), ns.key("once").unwrap());
+    let short_guard = locks.acquire_with(&short, with(300, true)).await.unwrap();
+    let once_guard = locks.acquire_with(&once, with(400, false)).await.unwrap();
+    let lost = tokio::time::timeout(Duration::from_secs(2), once_guard.lost()).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let short_held = locks.is_owner(&short, "app").await.unwrap();
+    release.send(()).unwrap();
+    tokio::task::spawn_blocking(move || idle.join().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        lost.is_ok(),
+        "lost() of a guard without renewal never resolved"
+    );
+    assert!(
+        short_held && !short_guard.is_lost(),
+        "the 300 ms lease was not renewed"
+    );
+    short_guard.release().await.unwrap();
+}
+
+/// Batches are per runtime too: a runtime left undriven with lock calls queued (a
+/// `block_on` that returned while other tasks of it were mid-call) holds up no call made on
+/// another runtime.
+async fn queued_calls_on_an_undriven_runtime_hold_up_no_other_runtime(
+    t: &Transport,
+    ns: &Namespace,
+    _: Target,
+) {
+    let locks = locks(t, "app").await;
+    let options = AcquireOptions {
+        wait: false,
+        ..opts()
+    };
+    let elsewhere = locks.clone();
+    let keys: Vec<kaiju_core::Key> = (0..64)
+        .map(|i| ns.key(&format!("idle{i}")).unwrap())
+        .collect();
+    let (parked, done) = std::sync::mpsc::channel();
+    let (finish, finished) = std::sync::mpsc::channel::<()>();
+    let idle_options = options.clone();
+    let idle = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut calls = Vec::new();
+        for key in keys {
+            let (locks, options) = (elsewhere.clone(), idle_options.clone());
+            calls.push(runtime.spawn(async move {
+                let guard = locks.acquire_with(&key, options).await?;
+                guard.release().await
+            }));
+        }
+        // Driven only until the first call is done: the others stay mid-call, unpolled.
+        let first = calls.remove(0);
+        runtime.block_on(first).unwrap().unwrap();
+        parked.send(()).unwrap();
+        let _ = finished.recv();
+        for call in calls {
+            runtime.block_on(call).unwrap().unwrap();
+        }
+    });
+    done.recv().unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..64 {
+        let (locks, key, options) = (
+            locks.clone(),
+            ns.key(&format!("live{i}")).unwrap(),
+            options.clone(),
+        );
+        tasks.spawn(async move {
+            let guard = locks.acquire_with(&key, options).await?;
+            guard.release().await
+        });
+    }
+    let all = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(done) = tasks.join_next().await {
+            done.unwrap().unwrap();
+        }
+    })
+    .await;
+    finish.send(()).unwrap();
+    tokio::task::spawn_blocking(move || idle.join().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        all.is_ok(),
+        "calls on a live runtime waited for an undriven one"
+    );
 }
 
 async fn a_lock_deleted_behind_the_holders_back_is_reported(

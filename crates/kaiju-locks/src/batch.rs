@@ -2,7 +2,9 @@
 //! in time share a script call.
 //!
 //! Both are calls of `batch.lua`, which takes one call or many. Calls are grouped in lanes: a
-//! cluster slot (a script's keys must share one), or the whole server outside a cluster.
+//! cluster slot (a script's keys must share one), or the whole server outside a cluster, per
+//! Tokio runtime (a lane's flushers run on its callers' runtime, so that no caller waits on
+//! another runtime, which may be idle, blocked or gone).
 //! - While fewer than [`DIRECT`] calls of its lane are in flight from their callers' tasks and
 //!   no batch is being sent, a call goes out at once, from the caller's own task. A lone caller
 //!   never waits for another.
@@ -42,6 +44,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use kaiju_transport::fred::types::{Key, Value};
 use kaiju_transport::{Transport, TransportError};
+use tokio::runtime::{Handle, Id};
 use tokio::sync::oneshot;
 
 use crate::scripts;
@@ -87,6 +90,9 @@ pub(crate) struct Item {
     pub(crate) args: [Value; ARITY],
 }
 
+/// A lane: the callers' runtime, and the cluster slot (0 outside a cluster).
+type LaneId = (Id, u16);
+
 /// A call's reply, or why there is none.
 pub(crate) type Outcome = Result<Value, TransportError>;
 
@@ -118,8 +124,8 @@ pub(crate) struct Batcher {
     transport: Transport,
     /// Where flushers run when a call is made outside a Tokio runtime: the runtime the `Locks`
     /// was made on. Inside one, they run on the caller's.
-    runtime: tokio::runtime::Handle,
-    lanes: Mutex<HashMap<u16, Lane>>,
+    runtime: Handle,
+    lanes: Mutex<HashMap<LaneId, Lane>>,
 }
 
 impl std::fmt::Debug for Batcher {
@@ -133,7 +139,7 @@ impl Batcher {
     pub(crate) fn new(transport: Transport) -> Arc<Self> {
         Arc::new(Self {
             transport,
-            runtime: tokio::runtime::Handle::current(),
+            runtime: Handle::current(),
             lanes: Mutex::default(),
         })
     }
@@ -144,7 +150,8 @@ impl Batcher {
 
     /// Runs `item`: at once if its lane has room, else in a batch of its lane.
     pub(crate) async fn call(self: &Arc<Self>, item: Item) -> Outcome {
-        let lane = self.lane_of(&item);
+        let runtime = Handle::try_current().unwrap_or_else(|_| self.runtime.clone());
+        let lane = (runtime.id(), self.slot_of(&item));
         let queued = {
             let mut lanes = self.lanes();
             let state = lanes.entry(lane).or_default();
@@ -180,13 +187,9 @@ impl Batcher {
                         lane,
                         done: false,
                     };
-                    // On the caller's runtime, so that a `Locks` kept across runtimes (a
-                    // static one shared by tests, each on a runtime of its own) batches on a
-                    // live one. If the runtime has shut down, the task is dropped unrun, and
-                    // the flusher's drop hands the queued calls an error.
-                    tokio::runtime::Handle::try_current()
-                        .unwrap_or_else(|_| self.runtime.clone())
-                        .spawn(flusher.run());
+                    // On the lane's (the caller's) runtime. If it has shut down, the task is
+                    // dropped unrun, and the flusher's drop hands the queued calls an error.
+                    runtime.spawn(flusher.run());
                 }
                 answer.await.unwrap_or_else(|_| {
                     Err(TransportError::Connection {
@@ -197,7 +200,7 @@ impl Batcher {
         }
     }
 
-    fn lane_of(&self, item: &Item) -> u16 {
+    fn slot_of(&self, item: &Item) -> u16 {
         if self.transport.is_cluster() {
             kaiju_core::key_slot(item.keys[0].as_bytes())
         } else {
@@ -205,7 +208,7 @@ impl Batcher {
         }
     }
 
-    fn lanes(&self) -> MutexGuard<'_, HashMap<u16, Lane>> {
+    fn lanes(&self) -> MutexGuard<'_, HashMap<LaneId, Lane>> {
         self.lanes.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -213,7 +216,7 @@ impl Batcher {
 /// A direct call of a lane, counted until it ends.
 struct Direct<'a> {
     batcher: &'a Batcher,
-    lane: u16,
+    lane: LaneId,
 }
 
 impl Drop for Direct<'_> {
@@ -231,7 +234,7 @@ impl Drop for Direct<'_> {
 /// Sends a lane's queue, batch after batch, until it is empty.
 struct Flusher {
     batcher: Arc<Batcher>,
-    lane: u16,
+    lane: LaneId,
     /// Ended by emptying the queue (not by a panic or a runtime shutting down).
     done: bool,
 }

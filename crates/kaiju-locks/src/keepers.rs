@@ -1,4 +1,5 @@
-//! When each guard's keeper starts: one timer task per [`Locks`](crate::Locks) for all of them.
+//! When each guard's keeper starts: one timer task per [`Locks`](crate::Locks) and Tokio
+//! runtime, for all the guards taken on that runtime.
 //!
 //! A guard needs a keeper (a task that renews it, and says when it may be lost) only from its
 //! first renewal on (`lease / 3` after the acquire), or at its loss deadline without renewal.
@@ -13,11 +14,16 @@
 //! sleeps as long as the shortest delay it has seen, so that a steady stream of guards with
 //! the same lease never wakes it. After one such round with nothing to do it ends; the next
 //! entry starts a new one.
+//!
+//! Each runtime has its own timer, so a guard never waits on another runtime (one left idle
+//! after a `block_on`, blocked, or gone). A timer dropped with its runtime starts what it
+//! still held; each keeper then sleeps until it is due.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use tokio::runtime::{Handle, Id};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -28,26 +34,37 @@ pub(crate) trait Due: Send + Sync + 'static {
     fn start(self: Arc<Self>);
 }
 
-/// An entry's place: its due time, and a number that tells apart entries due together.
-pub(crate) type Entry = (Instant, u64);
+/// An entry's place: the runtime whose timer holds it, its due time, and a number that tells
+/// apart entries due together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Entry {
+    runtime: Id,
+    at: Instant,
+    id: u64,
+}
 
-/// The timer of one `Locks`: see the [module docs](self).
+/// The timers of one `Locks`: see the [module docs](self).
 pub(crate) struct Keepers<T: Due> {
-    /// Where the timer task runs when it is started outside a runtime: the runtime the `Locks`
-    /// was made on. Inside one (as guards are made), it runs where it was started.
-    runtime: tokio::runtime::Handle,
+    /// The runtime the `Locks` was made on: where an entry scheduled outside a runtime goes.
+    runtime: Handle,
     state: Mutex<State<T>>,
-    /// Wakes the timer task for an entry due before it planned to wake.
-    wake: Notify,
 }
 
 struct State<T> {
-    due: BTreeMap<Entry, Arc<T>>,
     next_id: u64,
-    /// When the timer task plans to wake next; `None` when no timer task runs.
+    /// One timer per runtime that has entries (or a timer task still running).
+    timers: HashMap<Id, Lane<T>>,
+}
+
+/// The entries of one runtime, and its timer task.
+struct Lane<T> {
+    due: BTreeMap<(Instant, u64), Arc<T>>,
+    /// When the timer task plans to wake next; `None` when none runs.
     wakes_at: Option<Instant>,
     /// The shortest delay of an entry seen: how long the timer task sleeps with nothing due.
     shortest: Duration,
+    /// Wakes the timer task for an entry due before it planned to wake.
+    wake: Arc<Notify>,
 }
 
 impl<T: Due> std::fmt::Debug for Keepers<T> {
@@ -57,51 +74,58 @@ impl<T: Due> std::fmt::Debug for Keepers<T> {
 }
 
 impl<T: Due> Keepers<T> {
-    /// A timer whose task runs on the current Tokio runtime.
+    /// Timers for a `Locks` made on the current Tokio runtime.
     pub(crate) fn new() -> Arc<Self> {
         Arc::new(Self {
-            runtime: tokio::runtime::Handle::current(),
+            runtime: Handle::current(),
             state: Mutex::new(State {
-                due: BTreeMap::new(),
                 next_id: 0,
-                wakes_at: None,
-                shortest: Duration::MAX,
+                timers: HashMap::new(),
             }),
-            wake: Notify::new(),
         })
     }
 
     /// Starts `what` at `at` (at once if `at` has passed), unless [cancelled](Self::cancel)
-    /// first.
+    /// first. The timer is the calling runtime's own: a guard never waits on another runtime,
+    /// which may be idle, blocked or gone.
     pub(crate) fn schedule(self: &Arc<Self>, at: Instant, what: Arc<T>) -> Entry {
+        let handle = Handle::try_current().unwrap_or_else(|_| self.runtime.clone());
         let (entry, start) = {
             let mut state = self.state();
-            let entry = (at, state.next_id);
+            let entry = Entry {
+                runtime: handle.id(),
+                at,
+                id: state.next_id,
+            };
             state.next_id = state.next_id.wrapping_add(1);
-            state.due.insert(entry, what);
+            let lane = state.timers.entry(entry.runtime).or_insert_with(|| Lane {
+                due: BTreeMap::new(),
+                wakes_at: None,
+                shortest: Duration::MAX,
+                wake: Arc::new(Notify::new()),
+            });
+            lane.due.insert((at, entry.id), what);
             let delay = at.saturating_duration_since(Instant::now());
-            state.shortest = state.shortest.min(delay.max(Duration::from_millis(1)));
-            let start = match state.wakes_at {
-                None => true,
+            lane.shortest = lane.shortest.min(delay.max(Duration::from_millis(1)));
+            let start = match lane.wakes_at {
+                None => Some(lane.wake.clone()),
                 Some(wakes_at) if at < wakes_at => {
-                    self.wake.notify_one();
-                    false
+                    lane.wake.notify_one();
+                    None
                 }
                 Some(_) => return entry,
             };
-            state.wakes_at = Some(at);
+            lane.wakes_at = Some(at);
             (entry, start)
         };
-        if start {
-            // On the caller's runtime, so that a `Locks` kept across runtimes (a static one
-            // shared by tests, each on a runtime of its own) keeps a timer on a live one.
+        if let Some(wake) = start {
             // Outside the lock: on a runtime that has shut down, the task is dropped at once,
             // and its drop takes the lock.
-            let runtime =
-                tokio::runtime::Handle::try_current().unwrap_or_else(|_| self.runtime.clone());
-            runtime.spawn(
+            handle.spawn(
                 Timer {
                     keepers: self.clone(),
+                    runtime: entry.runtime,
+                    wake,
                     ended: false,
                 }
                 .run(),
@@ -112,7 +136,11 @@ impl<T: Due> Keepers<T> {
 
     /// Takes back an entry that has not started yet (a no-op once it has).
     pub(crate) fn cancel(&self, entry: Entry) {
-        let removed = self.state().due.remove(&entry);
+        let removed = self
+            .state()
+            .timers
+            .get_mut(&entry.runtime)
+            .and_then(|lane| lane.due.remove(&(entry.at, entry.id)));
         // Dropped outside the lock: it may be the last reference to a guard's parts.
         drop(removed);
     }
@@ -122,9 +150,11 @@ impl<T: Due> Keepers<T> {
     }
 }
 
-/// The timer task. However it ends, the next entry then starts a new one.
+/// The timer task of one runtime. However it ends, the next entry then starts a new one.
 struct Timer<T: Due> {
     keepers: Arc<Keepers<T>>,
+    runtime: Id,
+    wake: Arc<Notify>,
     /// Ended by itself, having said so under the lock (not dropped by a runtime shutting down).
     ended: bool,
 }
@@ -136,15 +166,20 @@ impl<T: Due> Timer<T> {
         loop {
             let (started, wake_at) = {
                 let mut state = keepers.state();
+                let Some(lane) = state.timers.get_mut(&self.runtime) else {
+                    // Not reached: a lane lives as long as its timer task.
+                    self.ended = true;
+                    return;
+                };
                 let now = Instant::now();
                 let mut started = Vec::new();
-                while let Some(first) = state.due.first_entry() {
+                while let Some(first) = lane.due.first_entry() {
                     if first.key().0 > now {
                         break;
                     }
                     started.push(first.remove());
                 }
-                let wake_at = match state.due.first_key_value() {
+                let wake_at = match lane.due.first_key_value() {
                     Some(((at, _), _)) => {
                         idle = false;
                         *at
@@ -152,17 +187,17 @@ impl<T: Due> Timer<T> {
                     None if idle && started.is_empty() => {
                         // A whole round with nothing to do: end. Said under the lock, so that
                         // an entry scheduled from now on starts a new timer.
-                        state.wakes_at = None;
+                        state.timers.remove(&self.runtime);
                         self.ended = true;
                         return;
                     }
                     None => {
                         idle = started.is_empty();
-                        now.checked_add(state.shortest)
+                        now.checked_add(lane.shortest)
                             .unwrap_or(now + Duration::from_secs(3600))
                     }
                 };
-                state.wakes_at = Some(wake_at);
+                lane.wakes_at = Some(wake_at);
                 (started, wake_at)
             };
             for what in started {
@@ -170,7 +205,7 @@ impl<T: Due> Timer<T> {
             }
             tokio::select! {
                 () = tokio::time::sleep_until(wake_at) => {}
-                () = keepers.wake.notified() => {}
+                () = self.wake.notified() => {}
             }
         }
     }
@@ -181,15 +216,11 @@ impl<T: Due> Drop for Timer<T> {
         if self.ended {
             return;
         }
-        // Dropped with its runtime. Entries of guards on other runtimes would wait for the
-        // next entry to start a timer: each starts now instead, and its keeper (on its guard's
-        // own runtime) sleeps until it is due, as if it had been spawned with the guard.
-        let stranded = {
-            let mut state = self.keepers.state();
-            state.wakes_at = None;
-            std::mem::take(&mut state.due)
-        };
-        for what in stranded.into_values() {
+        // Dropped with its runtime. What it held starts now: each keeper runs on its guard's
+        // runtime (if that is gone too, it is dropped unrun, as the guard's own release is) and
+        // sleeps until it is due.
+        let stranded = self.keepers.state().timers.remove(&self.runtime);
+        for what in stranded.into_iter().flat_map(|lane| lane.due.into_values()) {
             what.start();
         }
     }
@@ -249,9 +280,8 @@ mod tests {
         assert_eq!(late.0.load(Ordering::SeqCst), 1);
         // Nothing due for a while: the timer task ends, and a new entry starts another.
         tokio::time::sleep(Duration::from_secs(10)).await;
-        assert_eq!(
-            keepers.state().wakes_at,
-            None,
+        assert!(
+            keepers.state().timers.is_empty(),
             "an idle timer task kept running"
         );
         let again = count();
@@ -280,8 +310,7 @@ mod tests {
             1,
             "stranded with a dead timer"
         );
-        assert!(keepers.state().due.is_empty());
-        assert_eq!(keepers.state().wakes_at, None);
+        assert!(keepers.state().timers.is_empty());
     }
 
     #[test]
@@ -294,14 +323,13 @@ mod tests {
         drop(runtime);
         let entry = count();
         keepers.schedule(Instant::now(), entry.clone());
-        assert_eq!(
-            keepers.state().wakes_at,
-            None,
+        assert!(
+            keepers.state().timers.is_empty(),
             "a timer that cannot run is recorded"
         );
         // Nothing can time it: it starts now, and waits for its own time where it runs.
         assert_eq!(entry.0.load(Ordering::SeqCst), 1);
-        assert!(keepers.state().due.is_empty());
+        assert!(keepers.state().timers.is_empty());
     }
 
     #[tokio::test(start_paused = true)]
