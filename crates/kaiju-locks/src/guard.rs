@@ -37,7 +37,7 @@ struct Held {
     lost: watch::Receiver<bool>,
 }
 
-/// The timer that starts guards' keepers: one per `Locks`, see [`crate::keepers`].
+/// The timers that start guards' keepers: one per `Locks` and runtime, see [`crate::keepers`].
 pub(crate) type Keepers = crate::keepers::Keepers<Locked>;
 
 /// The locks of one guard, shared with its keeper (one allocation, not a copy of every key
