@@ -38,6 +38,48 @@ fn opts() -> AcquireOptions {
     AcquireOptions::default()
 }
 
+/// A lease of `ms`, renewed or not, taken only if free (the keys of these tests are).
+fn lease(ms: u64, renew: bool) -> AcquireOptions {
+    AcquireOptions {
+        lease: Duration::from_millis(ms),
+        renew,
+        wait: false,
+        ..opts()
+    }
+}
+
+/// A runtime of its own, as a sync wrapper or each test of a suite would have.
+fn current_thread_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Takes and releases 64 locks at once (enough overlapping calls to queue and batch).
+async fn take_and_release_64(
+    locks: &Locks,
+    ns: &Namespace,
+    prefix: &str,
+    options: &AcquireOptions,
+) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..64 {
+        let (locks, key, options) = (
+            locks.clone(),
+            ns.key(&format!("{prefix}{i}")).unwrap(),
+            options.clone(),
+        );
+        tasks.spawn(async move {
+            let guard = locks.acquire_with(&key, options).await?;
+            guard.release().await
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap().unwrap();
+    }
+}
+
 async fn acquire_release_owner_exists(t: &Transport, ns: &Namespace, _: Target) {
     let locks = locks(t, "app-1").await;
     let (key, other) = (ns.key("lock").unwrap(), ns.key("other").unwrap());
@@ -188,8 +230,8 @@ async fn renewal_keeps_a_lock_across_five_leases(t: &Transport, ns: &Namespace, 
     assert_eq!(locks.owner(&key).await.unwrap(), None);
 }
 
-/// Guards' keepers start from one timer per `Locks`, which sleeps until the earliest one is
-/// due: a short lease taken while it sleeps for a long one must still be renewed on time, and a
+/// Guards' keepers start from one timer per `Locks` (and runtime), which sleeps until the
+/// earliest one is due: a short lease taken while it sleeps for a long one must still be renewed on time, and a
 /// guard without renewal must report its loss at its own deadline, not at a later guard's.
 async fn guards_with_different_leases_each_renew_and_expire_on_their_own_time(
     t: &Transport,
@@ -197,21 +239,19 @@ async fn guards_with_different_leases_each_renew_and_expire_on_their_own_time(
     _: Target,
 ) {
     let locks = locks(t, "app").await;
-    let with = |ms: u64, renew: bool| AcquireOptions {
-        lease: Duration::from_millis(ms),
-        renew,
-        ..opts()
-    };
     let (long, short, once) = (
         ns.key("long").unwrap(),
         ns.key("short").unwrap(),
         ns.key("once").unwrap(),
     );
     // The timer now sleeps until the long lease's first renewal (10 s away).
-    let long_guard = locks.acquire_with(&long, with(30_000, true)).await.unwrap();
+    let long_guard = locks
+        .acquire_with(&long, lease(30_000, true))
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let short_guard = locks.acquire_with(&short, with(300, true)).await.unwrap();
-    let once_guard = locks.acquire_with(&once, with(400, false)).await.unwrap();
+    let short_guard = locks.acquire_with(&short, lease(300, true)).await.unwrap();
+    let once_guard = locks.acquire_with(&once, lease(400, false)).await.unwrap();
     let started = Instant::now();
     tokio::time::timeout(Duration::from_secs(2), once_guard.lost())
         .await
@@ -246,10 +286,7 @@ async fn a_locks_made_on_a_runtime_that_ended_still_renews_its_guards(
 ) {
     let transport = t.clone();
     let locks = std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let runtime = current_thread_runtime();
         let locks = runtime.block_on(Locks::new(transport, "app")).unwrap();
         drop(runtime);
         locks
@@ -257,11 +294,7 @@ async fn a_locks_made_on_a_runtime_that_ended_still_renews_its_guards(
     .join()
     .unwrap();
     let key = ns.key("lock").unwrap();
-    let options = AcquireOptions {
-        lease: Duration::from_millis(300),
-        wait: false,
-        ..opts()
-    };
+    let options = lease(300, true);
     let guard = locks.acquire_with(&key, options.clone()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert!(!guard.is_lost(), "not renewed");
@@ -271,19 +304,8 @@ async fn a_locks_made_on_a_runtime_that_ended_still_renews_its_guards(
     );
     guard.release().await.unwrap();
     assert_eq!(locks.owner(&key).await.unwrap(), None);
-    // Enough overlapping calls to queue: their batches go out from this runtime too.
-    let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..64 {
-        let (locks, key) = (locks.clone(), ns.key(&format!("many{i}")).unwrap());
-        let options = options.clone();
-        tasks.spawn(async move {
-            let guard = locks.acquire_with(&key, options).await?;
-            guard.release().await
-        });
-    }
-    while let Some(done) = tasks.join_next().await {
-        done.unwrap().unwrap();
-    }
+    // Their batches go out from this runtime too.
+    take_and_release_64(&locks, ns, "many", &options).await;
 }
 
 /// A guard taken on a runtime that then sits idle (a current-thread runtime kept for
@@ -294,22 +316,13 @@ async fn a_runtime_that_is_not_driven_holds_up_no_other_runtimes_guards(
     _: Target,
 ) {
     let locks = locks(t, "app").await;
-    let with = |ms: u64, renew: bool| AcquireOptions {
-        lease: Duration::from_millis(ms),
-        renew,
-        wait: false,
-        ..opts()
-    };
     let (elsewhere, idle_key) = (locks.clone(), ns.key("idle").unwrap());
     let (taken, done) = std::sync::mpsc::channel();
     let (release, released) = std::sync::mpsc::channel::<()>();
     let idle = std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let runtime = current_thread_runtime();
         let guard = runtime
-            .block_on(elsewhere.acquire_with(&idle_key, with(30_000, true)))
+            .block_on(elsewhere.acquire_with(&idle_key, lease(30_000, true)))
             .unwrap();
         taken.send(()).unwrap();
         // Alive, not driven, until the test is over.
@@ -318,8 +331,8 @@ async fn a_runtime_that_is_not_driven_holds_up_no_other_runtimes_guards(
     });
     done.recv().unwrap();
     let (short, once) = (ns.key("short").unwrap(), ns.key("once").unwrap());
-    let short_guard = locks.acquire_with(&short, with(300, true)).await.unwrap();
-    let once_guard = locks.acquire_with(&once, with(400, false)).await.unwrap();
+    let short_guard = locks.acquire_with(&short, lease(300, true)).await.unwrap();
+    let once_guard = locks.acquire_with(&once, lease(400, false)).await.unwrap();
     let lost = tokio::time::timeout(Duration::from_secs(2), once_guard.lost()).await;
     tokio::time::sleep(Duration::from_millis(800)).await;
     let short_held = locks.is_owner(&short, "app").await.unwrap();
@@ -359,10 +372,7 @@ async fn queued_calls_on_an_undriven_runtime_hold_up_no_other_runtime(
     let (finish, finished) = std::sync::mpsc::channel::<()>();
     let idle_options = options.clone();
     let idle = std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let runtime = current_thread_runtime();
         let mut calls = Vec::new();
         for key in keys {
             let (locks, options) = (elsewhere.clone(), idle_options.clone());
@@ -381,23 +391,10 @@ async fn queued_calls_on_an_undriven_runtime_hold_up_no_other_runtime(
         }
     });
     done.recv().unwrap();
-    let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..64 {
-        let (locks, key, options) = (
-            locks.clone(),
-            ns.key(&format!("live{i}")).unwrap(),
-            options.clone(),
-        );
-        tasks.spawn(async move {
-            let guard = locks.acquire_with(&key, options).await?;
-            guard.release().await
-        });
-    }
-    let all = tokio::time::timeout(Duration::from_secs(5), async {
-        while let Some(done) = tasks.join_next().await {
-            done.unwrap().unwrap();
-        }
-    })
+    let all = tokio::time::timeout(
+        Duration::from_secs(5),
+        take_and_release_64(&locks, ns, "live", &options),
+    )
     .await;
     finish.send(()).unwrap();
     tokio::task::spawn_blocking(move || idle.join().unwrap())
