@@ -200,6 +200,10 @@ async fn a_late_release_never_deletes_the_next_owners_lock(
         locks.exists(&[&key]).await.unwrap()[0],
         "the late release deleted the new lock"
     );
+    // It left the new holder's fence as it was, expiry included.
+    let fence = kaiju_core::side_key(key.as_str(), "fence");
+    let expiry: i64 = t.pool().pttl(fence.as_str()).await.unwrap();
+    assert!(expiry > 0, "the fence lost its expiry: {expiry}");
     second.release().await.unwrap();
 }
 

@@ -14,6 +14,7 @@
 --       Returns 1 released, -1 held by another owner (or missing), -2 re-acquired since this
 --       token. Idempotent per token: run again after it released, it returns 1 again.
 -- Returns one reply per call, in order: the call's reply, or {message} if it raised an error.
+-- Needs Redis 6.2+ (SET ... GET).
 -- Each call runs under pcall: one call's error does not stop the others (and, as in any
 -- script, does not undo what that call wrote before it).
 --
@@ -40,19 +41,18 @@ local function first_try(k, a)
             clock = tonumber(t[1]) * 1000000 + tonumber(t[2])
             clock_text = t[1] .. string.rep('0', 6 - #t[2]) .. t[2]
         end
-        local last = redis.call('GET', fence)
-        last = last and tonumber(string.match(last, '^%d+')) or 0
+        -- The token from the clock is written first and the last token read back in the same
+        -- call (SET ... GET). In the rare case that the last token is not below it (a clock
+        -- behind an earlier holder's), the next token above the last is written instead.
         local now = clock + taken
-        local token
+        local token = taken == 0 and clock_text or string.format('%d', now)
+        taken = taken + 1
+        local previous = redis.call('SET', fence, token .. ' ' .. attempt, 'PX', lease, 'GET')
+        local last = previous and tonumber(string.match(previous, '^%d+')) or 0
         if now <= last then
             token = string.format('%.0f', last + 1)
-        elseif taken == 0 then
-            token = clock_text
-        else
-            token = string.format('%.0f', now)
+            redis.call('SET', fence, token .. ' ' .. attempt, 'PX', lease)
         end
-        taken = taken + 1
-        redis.call('SET', fence, token .. ' ' .. attempt, 'PX', lease)
         return token
     end
     -- Held: perhaps by this very attempt (a resend after a lost reply).
@@ -65,32 +65,57 @@ local function first_try(k, a)
     return 0
 end
 
-local function release(k, a)
-    local lock, fence = KEYS[k + 1], KEYS[k + 2]
-    local owner, given = ARGV[a + 1], ARGV[a + 2]
-    local token, state = string.match(redis.call('GET', fence) or '', '^(%d+) (%S+)$')
-    -- A resend of a release that already ran: done, whoever holds the lock now (even a holder
-    -- with the same owner id, such as a Python service of the same app that took it meanwhile).
-    if given ~= '' and token == given and state == 'released' then
-        return 1
-    end
-    if redis.call('GET', lock) ~= owner then
-        return -1
-    end
-    if given ~= '' and token ~= given then
-        return -2
-    end
-    redis.call('DEL', lock)
-    if token then
-        -- Released by its own acquisition ('released', so that a resend of this release knows
-        -- it ran), or taken away by a release without a token ('revoked': that acquisition's
-        -- own release then reports the lock as lost, not as released).
-        redis.call('SET', fence, token .. (given ~= '' and ' released' or ' revoked'), 'KEEPTTL')
-    end
-    -- Wake waiters only if there are any: in a cluster every PUBLISH goes to every node.
+-- After the lock is deleted: wake waiters only if there are any (in a cluster every PUBLISH
+-- goes to every node).
+local function wake(k, a)
     if redis.call('EXISTS', KEYS[k + 3]) == 1 then
         redis.call('PUBLISH', ARGV[a + 3], '1')
     end
+end
+
+local function release(k, a)
+    local lock, fence = KEYS[k + 1], KEYS[k + 2]
+    local owner, given = ARGV[a + 1], ARGV[a + 2]
+    -- The usual case, a guard releasing the lock it holds, in four calls: the fence is marked
+    -- released and its old value read back in the same call (SET ... GET). If the old value
+    -- is another token's (re-acquired since), the old value is put back as it was, TTL
+    -- included.
+    if given ~= '' and redis.call('GET', lock) == owner then
+        local previous = redis.call('SET', fence, given .. ' released', 'KEEPTTL', 'GET')
+        local token, state = string.match(previous or '', '^(%d+) (%S+)$')
+        if token ~= given then
+            if previous then
+                redis.call('SET', fence, previous, 'KEEPTTL')
+            else
+                redis.call('DEL', fence)
+            end
+            return -2
+        end
+        -- Already 'released': a resend of this release, which ran; the write changed nothing.
+        if state ~= 'released' then
+            redis.call('DEL', lock)
+            wake(k, a)
+        end
+        return 1
+    end
+    local token, state = string.match(redis.call('GET', fence) or '', '^(%d+) (%S+)$')
+    if given ~= '' then
+        -- Not held by this owner. A resend of a release that already ran is done, whoever
+        -- holds the lock now (even a holder with the same owner id, such as a Python service
+        -- of the same app that took it meanwhile); otherwise the lock was lost.
+        return (token == given and state == 'released') and 1 or -1
+    end
+    -- A release by owner alone.
+    if redis.call('GET', lock) ~= owner then
+        return -1
+    end
+    redis.call('DEL', lock)
+    if token then
+        -- Taken away from the acquisition that holds it ('revoked': that acquisition's own
+        -- release then reports the lock as lost, not as released).
+        redis.call('SET', fence, token .. ' revoked', 'KEEPTTL')
+    end
+    wake(k, a)
     return 1
 end
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use kaiju_transport::fred::prelude::*;
 use kaiju_transport::fred::types::Value;
-use kaiju_transport::{Classify, Transport};
+use kaiju_transport::{Classify, Transport, TransportError};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
@@ -114,7 +114,19 @@ type Reply = oneshot::Sender<Result<LockGuard>>;
 impl Locks {
     /// Locks whose default owner is `owner` (kaiju uses the app id). Opens one pub/sub
     /// connection for release notifications; it closes when the last clone is dropped.
+    ///
+    /// Needs Redis 6.2+ (or a fork compatible with it, such as KeyDB 6.2+): an older server is
+    /// a [`TransportError::Protocol`] error here, not a failed call later.
     pub async fn new(transport: Transport, owner: impl Into<String>) -> Result<Self> {
+        let server = transport.capabilities();
+        if !server.has_set_get() {
+            return Err(LockError::Transport(TransportError::Protocol {
+                message: format!(
+                    "kaiju-locks needs Redis 6.2+ (SET ... GET); the server is compatible with Redis {}",
+                    server.redis_version
+                ),
+            }));
+        }
         let wakeups = Wakeups::connect(&transport).await?;
         Ok(Self {
             inner: Arc::new(Inner {

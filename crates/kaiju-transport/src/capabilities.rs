@@ -119,8 +119,13 @@ impl Capabilities {
         self.redis_at_least(6, 2)
     }
 
-    /// `XAUTOCLAIM` and `SET ... GET`: Redis 6.2+.
+    /// `XAUTOCLAIM`: Redis 6.2+.
     pub fn has_xautoclaim(&self) -> bool {
+        self.redis_at_least(6, 2)
+    }
+
+    /// `SET ... GET` (write a string and read its old value in one command): Redis 6.2+.
+    pub fn has_set_get(&self) -> bool {
         self.redis_at_least(6, 2)
     }
 
@@ -150,8 +155,10 @@ mod tests {
             Capabilities::from_info("# Server\r\nredis_version:7.0.15\r\nredis_mode:cluster\r\n");
         assert_eq!(c.kind, ServerKind::Redis);
         assert_eq!(c.redis_version, Version::new(7, 0, 15));
-        assert!(c.has_xautoclaim() && c.has_xautoclaim_deleted_ids());
+        assert!(c.has_xautoclaim() && c.has_xautoclaim_deleted_ids() && c.has_set_get());
         assert!(!c.has_xtrim_acked() && !c.has_xreadgroup_claim());
+        let r6 = Capabilities::from_info("redis_version:6.0.16\n");
+        assert!(r6.has_resp3() && !r6.has_set_get() && !r6.has_xautoclaim());
         let r8 = Capabilities::from_info("redis_version:8.4.0\n");
         assert!(r8.has_xtrim_acked() && r8.has_xreadgroup_claim());
         let r82 = Capabilities::from_info("redis_version:8.2.1\n");
@@ -162,7 +169,7 @@ mod tests {
     fn forks_follow_their_compatibility_version() {
         let k = Capabilities::from_info("redis_version:6.3.4\r\nkeydb_version:6.3.4\r\n");
         assert_eq!(k.kind, ServerKind::KeyDb);
-        assert!(k.has_xautoclaim() && !k.has_xautoclaim_deleted_ids());
+        assert!(k.has_xautoclaim() && !k.has_xautoclaim_deleted_ids() && k.has_set_get());
         let v = Capabilities::from_info(
             "redis_version:7.2.4\r\nserver_name:valkey\r\nvalkey_version:8.1.0\r\n",
         );
