@@ -17,6 +17,7 @@ on_both!(
     each_failure_has_its_own_error,
     fencing_tokens_strictly_increase,
     a_late_release_never_deletes_the_next_owners_lock,
+    a_revoked_guard_leaves_its_owners_next_hold_alone,
     renewal_keeps_a_lock_across_five_leases,
     guards_with_different_leases_each_renew_and_expire_on_their_own_time,
     a_locks_made_on_a_runtime_that_ended_still_renews_its_guards,
@@ -205,6 +206,41 @@ async fn a_late_release_never_deletes_the_next_owners_lock(
     let expiry: i64 = t.pool().pttl(fence.as_str()).await.unwrap();
     assert!(expiry > 0, "the fence lost its expiry: {expiry}");
     second.release().await.unwrap();
+}
+
+/// A guard whose hold was taken away (a release by owner alone) does not release the lock
+/// its owner id took again since (here the way Python kaiju takes it): it reports the lock
+/// lost, and the new hold stays.
+async fn a_revoked_guard_leaves_its_owners_next_hold_alone(
+    t: &Transport,
+    ns: &Namespace,
+    _: Target,
+) {
+    let locks = locks(t, "app").await;
+    let key = ns.key("lock").unwrap();
+    let guard = locks
+        .acquire_with(&key, lease(30_000, false))
+        .await
+        .unwrap();
+    locks.release(&key, "app").await.unwrap();
+    let taken: Option<String> = t
+        .pool()
+        .set(
+            key.as_str(),
+            "app",
+            Some(Expiration::EX(30)),
+            Some(SetOptions::NX),
+            false,
+        )
+        .await
+        .unwrap();
+    assert_eq!(taken.as_deref(), Some("OK"));
+    match guard.release().await {
+        Err(LockError::NotOwner { owner, .. }) => assert_eq!(owner.as_deref(), Some("app")),
+        other => panic!("a revoked guard's release: {other:?}"),
+    }
+    assert_eq!(locks.owner(&key).await.unwrap().as_deref(), Some("app"));
+    locks.release(&key, "app").await.unwrap();
 }
 
 async fn renewal_keeps_a_lock_across_five_leases(t: &Transport, ns: &Namespace, _: Target) {

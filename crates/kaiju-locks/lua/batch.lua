@@ -78,18 +78,19 @@ local function release(k, a)
     local owner, given = ARGV[a + 1], ARGV[a + 2]
     -- The usual case, a guard releasing the lock it holds, in four calls: the fence is marked
     -- released and its old value read back in the same call (SET ... GET). If the old value
-    -- is another token's (re-acquired since), the old value is put back as it was, TTL
-    -- included.
+    -- is another token's (re-acquired since) or says this token's hold was revoked (and the
+    -- owner id took the lock again since, say from a Python service), the lock is not this
+    -- guard's: the old value is put back as it was, TTL included.
     if given ~= '' and redis.call('GET', lock) == owner then
         local previous = redis.call('SET', fence, given .. ' released', 'KEEPTTL', 'GET')
         local token, state = string.match(previous or '', '^(%d+) (%S+)$')
-        if token ~= given then
+        if token ~= given or state == 'revoked' then
             if previous then
                 redis.call('SET', fence, previous, 'KEEPTTL')
             else
                 redis.call('DEL', fence)
             end
-            return -2
+            return token ~= given and -2 or -1
         end
         -- Already 'released': a resend of this release, which ran; the write changed nothing.
         if state ~= 'released' then
