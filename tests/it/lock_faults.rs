@@ -288,6 +288,33 @@ async fn a_lost_reply_neither_orphans_a_lock_nor_fakes_not_owner() {
     assert_eq!(locks.owner(&key).await.unwrap(), None);
 }
 
+/// A release by owner alone is not idempotent (resent after it ran, it would take away a lock
+/// the same owner id took since), so a lost reply is an error of unknown outcome, not a
+/// resend: the release ran once, and the caller is told it does not know.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_by_owner_whose_reply_is_lost_is_not_sent_again() {
+    let Some(port) = kaiju_tests::single_port() else {
+        return;
+    };
+    let proxy = Proxy::start(port).await.unwrap();
+    let t = Transport::connect(&proxy.settings()).await.unwrap();
+    let locks = Locks::new(t.clone(), "me").await.unwrap();
+    let key = kaiju_tests::namespace().key("lock").unwrap();
+    let guard = locks.acquire_with(&key, no_wait()).await.unwrap();
+    proxy.drop_next_reply();
+    match locks.release(&key, "me").await {
+        Err(LockError::Transport(e)) => assert!(e.is_retryable(), "{e:?}"),
+        // A resend after the release ran finds no lock: `NotOwner`.
+        other => panic!("a release by owner with a lost reply: {other:?}"),
+    }
+    assert_eq!(proxy.dropped(), 1);
+    assert_eq!(locks.owner(&key).await.unwrap(), None);
+    assert!(matches!(
+        guard.release().await,
+        Err(LockError::NotOwner { owner: None, .. })
+    ));
+}
+
 /// An acquire whose caller gives up while the script is on its way (here: the server is
 /// stopped when it is sent) never leaves a lock without a guard: the script completes in the
 /// background and the lock it took is released at once, not after its 30 s lease.

@@ -23,11 +23,11 @@
 //!   script runs) is sent again call by call, so only the calls it concerns fail. A batch lost
 //!   to the connection is every call's error, of the kind a lone call would get, so callers
 //!   undo an acquire of unknown outcome as they always do.
-//! - **Resends are as safe as alone.** First tries (by attempt id) and releases through a
-//!   guard (by token) are idempotent, so a batch resent (by fred after a reconnect, or call by
-//!   call) returns what it did the first time. A release by owner alone
-//!   ([`Locks::release`](crate::Locks::release)) is not, batched or not: resent after it ran,
-//!   it reports `NotOwner`.
+//! - **Resends are safe.** First tries (by attempt id) and releases through a guard (by
+//!   token) are idempotent, so a batch resent (by fred after a reconnect, or call by call)
+//!   returns what it did the first time. A release by owner alone
+//!   ([`Locks::release`](crate::Locks::release)) is not, so it is never batched: it goes out on
+//!   its own, written at most once ([`call_once`]).
 //! - **No caller holds up another.** Queued calls are sent by the flusher, never by a caller's
 //!   future, so a caller that is slow to poll its own call (a `select!` arm not taken yet)
 //!   delays no one else. A batch that times out fails the calls queued behind it at once,
@@ -316,7 +316,7 @@ async fn run_batch(transport: &Transport, mut batch: Vec<Queued>) -> Option<Tran
     }
     let (items, replies): (Vec<Item>, Vec<oneshot::Sender<Outcome>>) =
         batch.into_iter().map(|q| (q.item, q.reply)).unzip();
-    let outcomes = match run_calls(transport, &items).await {
+    let outcomes = match run_calls(transport, &items, Sending::Resendable).await {
         Ok(outcomes) => outcomes,
         Err(e @ TransportError::Timeout { .. }) => {
             for reply in replies {
@@ -347,13 +347,35 @@ async fn run_batch(transport: &Transport, mut batch: Vec<Queued>) -> Option<Tran
 
 /// Sends calls as one `batch.lua` call: one outcome per call, in order.
 async fn run(transport: &Transport, items: &[Item]) -> Vec<Outcome> {
-    match run_calls(transport, items).await {
+    match run_calls(transport, items, Sending::Resendable).await {
         Ok(outcomes) => outcomes,
         Err(e) => vec![Err(e); items.len()],
     }
 }
 
-async fn run_calls(transport: &Transport, items: &[Item]) -> Result<Vec<Outcome>, TransportError> {
+/// Sends one call on its own, written at most once (a call that is not idempotent): if the
+/// connection drops before the reply, it fails and may or may not have run.
+pub(crate) async fn call_once(transport: &Transport, item: Item) -> Outcome {
+    let mut outcomes = run_calls(transport, std::slice::from_ref(&item), Sending::Once).await?;
+    outcomes
+        .pop()
+        .unwrap_or_else(|| Err(protocol("no outcome".into())))
+}
+
+/// Whether a script call may be sent again after a lost connection.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Sending {
+    /// Its calls are idempotent: the transport resends it after a reconnect.
+    Resendable,
+    /// Written at most once.
+    Once,
+}
+
+async fn run_calls(
+    transport: &Transport,
+    items: &[Item],
+    sending: Sending,
+) -> Result<Vec<Outcome>, TransportError> {
     let n = items.len();
     let letters: String = items.iter().map(|i| i.kind.letter()).collect();
     let mut keys: Vec<Key> = Vec::with_capacity(n * ARITY);
@@ -363,7 +385,10 @@ async fn run_calls(transport: &Transport, items: &[Item]) -> Result<Vec<Outcome>
         keys.extend(item.keys.iter().cloned());
         args.extend(item.args.iter().cloned());
     }
-    let reply: Value = scripts::BATCH.run(transport, keys, args).await?;
+    let reply: Value = match sending {
+        Sending::Resendable => scripts::BATCH.run(transport, keys, args).await?,
+        Sending::Once => scripts::BATCH.run_once(transport, keys, args).await?,
+    };
     let Value::Array(replies) = reply else {
         return Err(protocol(format!(
             "the batch script returned {reply:?}, not an array"

@@ -491,6 +491,11 @@ impl Locks {
     /// Releases `key` if `owner` holds it (the seed's `release(key, id)`); otherwise
     /// [`LockError::NotOwner`]. Prefer [`LockGuard::release`], which also checks the fencing
     /// token.
+    ///
+    /// A release by owner alone cannot tell its own earlier run from a later holder with the
+    /// same owner id, so it is never sent twice: if the connection drops before the reply,
+    /// this is a [`LockError::Transport`] error and the release may or may not have run
+    /// ([`Locks::owner`] tells).
     pub async fn release(&self, key: impl AsRef<str>, owner: &str) -> Result<()> {
         let keys = LockKeys::new(key.as_ref());
         match ops::release(&self.inner.batcher, &keys, owner, None).await? {

@@ -3,6 +3,7 @@
 //!
 //! Every script is idempotent for its own call (acquires by attempt id, releases by token,
 //! renewals by nature), so a script resent after a lost reply returns what the first run did.
+//! The one exception, a release by owner alone, is written at most once.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +12,7 @@ use kaiju_transport::fred::types::Value;
 use kaiju_transport::{Transport, TransportError};
 
 use crate::Result;
-use crate::batch::{Batcher, Item, Kind};
+use crate::batch::{self, Batcher, Item, Kind};
 use crate::keys::LockKeys;
 use crate::scripts::{ABANDON, ACQUIRE, ACQUIRE_MANY, RENEW};
 
@@ -179,7 +180,12 @@ pub(crate) async fn release(
             keys.channel.as_str().into(),
         ],
     };
-    let reply = batcher.call(item).await?;
+    let reply = match token {
+        Some(_) => batcher.call(item).await?,
+        // Not idempotent: resent after it ran, it would take away a lock the same owner id
+        // took since. Written once, and never batched (a batch may be resent).
+        None => batch::call_once(batcher.transport(), item).await?,
+    };
     match integer(&reply) {
         Some(1) => Ok(Released::Yes),
         Some(-2) => Ok(Released::Superseded),
