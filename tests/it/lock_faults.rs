@@ -14,6 +14,7 @@ use kaiju_tests::{Target, can_spawn_servers, eventually, on_both};
 use kaiju_transport::Transport;
 use kaiju_transport::fred::interfaces::{EventInterface, PubsubInterface};
 use kaiju_transport::fred::prelude::*;
+use kaiju_transport::fred::types::{CustomCommand, Value};
 
 on_both!(
     side_keys_expire_and_tokens_keep_increasing,
@@ -313,6 +314,48 @@ async fn a_release_by_owner_whose_reply_is_lost_is_not_sent_again() {
         guard.release().await,
         Err(LockError::NotOwner { owner: None, .. })
     ));
+}
+
+/// Under maxmemory (with the default `noeviction` policy the server refuses writes that may add
+/// memory), a guard's release still frees its lock: a release only removes memory, and its
+/// script's first write is the `DEL`, which the server allows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guard_releases_its_lock_when_the_server_is_out_of_memory() {
+    let Some((_server, t)) = kaiju_tests::own_server().await else {
+        return;
+    };
+    let locks = Locks::new(t.clone(), "me").await.unwrap();
+    let ns = kaiju_tests::namespace();
+    let key = ns.key("lock").unwrap();
+    let guard = locks.acquire_with(&key, no_wait()).await.unwrap();
+    let info: String = t
+        .pool()
+        .info(Some(kaiju_transport::fred::types::InfoKind::Memory))
+        .await
+        .unwrap();
+    let used: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap();
+    set_maxmemory(&t, used / 2).await;
+    let refused = locks
+        .acquire_with(ns.key("other").unwrap(), no_wait())
+        .await;
+    assert!(
+        matches!(refused, Err(LockError::Transport(_))),
+        "the server is not out of memory: {refused:?}"
+    );
+    let released = guard.release().await;
+    set_maxmemory(&t, 0).await;
+    released.unwrap();
+    assert_eq!(locks.owner(&key).await.unwrap(), None);
+}
+
+async fn set_maxmemory(t: &Transport, bytes: u64) {
+    let config = CustomCommand::new_static("CONFIG", None, false);
+    let args = vec!["SET".to_owned(), "maxmemory".into(), bytes.to_string()];
+    let _: Value = t.pool().custom(config, args).await.unwrap();
 }
 
 /// An acquire whose caller gives up while the script is on its way (here: the server is

@@ -18,6 +18,7 @@ on_both!(
     fencing_tokens_strictly_increase,
     a_late_release_never_deletes_the_next_owners_lock,
     a_revoked_guard_leaves_its_owners_next_hold_alone,
+    a_release_that_ran_is_done_whatever_the_key_holds_now,
     renewal_keeps_a_lock_across_five_leases,
     guards_with_different_leases_each_renew_and_expire_on_their_own_time,
     a_locks_made_on_a_runtime_that_ended_still_renews_its_guards,
@@ -241,6 +242,35 @@ async fn a_revoked_guard_leaves_its_owners_next_hold_alone(
     }
     assert_eq!(locks.owner(&key).await.unwrap().as_deref(), Some("app"));
     locks.release(&key, "app").await.unwrap();
+}
+
+/// A release that ran is done, whatever the key holds now: sent again (here: its run
+/// simulated by marking the fence released, and the key then overwritten with a hash), it
+/// still reports success rather than the new value's `WRONGTYPE`.
+async fn a_release_that_ran_is_done_whatever_the_key_holds_now(
+    t: &Transport,
+    ns: &Namespace,
+    _: Target,
+) {
+    let locks = locks(t, "app").await;
+    let key = ns.key("lock").unwrap();
+    let guard = locks
+        .acquire_with(&key, lease(30_000, false))
+        .await
+        .unwrap();
+    let fence = kaiju_core::side_key(key.as_str(), "fence");
+    let released = format!("{} released", guard.token());
+    let _: Value = t
+        .pool()
+        .set(fence.as_str(), released.as_str(), None, None, false)
+        .await
+        .unwrap();
+    let _: Value = t.pool().del(key.as_str()).await.unwrap();
+    let _: Value = t.pool().hset(key.as_str(), ("f", "v")).await.unwrap();
+    guard.release().await.unwrap();
+    let kind: String = t.pool().r#type(key.as_str()).await.unwrap();
+    assert_eq!(kind, "hash", "the release touched the new value");
+    let _: Value = t.pool().del((key.as_str(), fence.as_str())).await.unwrap();
 }
 
 async fn renewal_keeps_a_lock_across_five_leases(t: &Transport, ns: &Namespace, _: Target) {

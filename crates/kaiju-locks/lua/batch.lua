@@ -11,8 +11,9 @@
 --       took the lock (a resend after a lost reply), it returns the same token.
 --   'r' a release: compare-and-delete on the owner and, if given, the token.
 --       KEYS: lock, fence, alive (live waiters). ARGV: owner, token ('' = any), wake-up channel.
---       Returns 1 released, -1 held by another owner (or missing), -2 re-acquired since this
---       token. Idempotent per token: run again after it released, it returns 1 again.
+--       Returns 1 released, -1 held by another owner (or missing, or this token's hold was
+--       revoked by a release without a token), -2 re-acquired since this token. Idempotent per
+--       token: run again after it released, it returns 1 again.
 -- Returns one reply per call, in order: the call's reply, or {message} if it raised an error.
 -- Needs Redis 6.2+ (SET ... GET).
 -- Each call runs under pcall: one call's error does not stop the others (and, as in any
@@ -46,8 +47,8 @@ local function first_try(k, a)
         -- behind an earlier holder's), the next token above the last is written instead.
         local now = clock + taken
         local token = taken == 0 and clock_text or string.format('%d', now)
-        taken = taken + 1
         local previous = redis.call('SET', fence, token .. ' ' .. attempt, 'PX', lease, 'GET')
+        taken = taken + 1
         local last = previous and tonumber(string.match(previous, '^%d+')) or 0
         if now <= last then
             token = string.format('%.0f', last + 1)
@@ -76,45 +77,66 @@ end
 local function release(k, a)
     local lock, fence = KEYS[k + 1], KEYS[k + 2]
     local owner, given = ARGV[a + 1], ARGV[a + 2]
-    -- The usual case, a guard releasing the lock it holds, in four calls: the fence is marked
-    -- released and its old value read back in the same call (SET ... GET). If the old value
-    -- is another token's (re-acquired since) or says this token's hold was revoked (and the
-    -- owner id took the lock again since, say from a Python service), the lock is not this
-    -- guard's: the old value is put back as it was, TTL included.
-    if given ~= '' and redis.call('GET', lock) == owner then
-        local previous = redis.call('SET', fence, given .. ' released', 'KEEPTTL', 'GET')
-        local token, state = string.match(previous or '', '^(%d+) (%S+)$')
+    -- An error (a key of another type) is a table, never equal to the owner.
+    local holder = redis.pcall('GET', lock)
+    if holder ~= owner then
+        if given == '' then
+            if type(holder) == 'table' then
+                error(holder)
+            end
+            return -1
+        end
+        -- A resend of a release that already ran is done, whoever holds the key now (even a
+        -- holder with the same owner id, such as a Python service of the same app that took
+        -- it meanwhile, or a value of another type); otherwise the lock was lost.
+        local token, state = string.match(redis.call('GET', fence) or '', '^(%d+) (%S+)$')
+        if token == given and state == 'released' then
+            return 1
+        end
+        if type(holder) == 'table' then
+            error(holder)
+        end
+        return -1
+    end
+    -- Held by this owner. The usual case, a guard's release, marks the fence released and
+    -- reads its old value back in the same call (SET ... GET), and puts the old value back
+    -- (TTL included) if the hold turns out not to be this guard's. The server refuses that
+    -- SET under maxmemory if it is the script's first write (a SET may add memory; DEL may
+    -- not, and writes after it are allowed): then, as for a release by owner alone, the fence
+    -- is read first and marked after the DEL. The rare outcomes that change nothing (another
+    -- token's hold, a revoked one, a resend) still write the fence and put it back: a replica,
+    -- the AOF and keyspace events see those writes.
+    local previous, marked = nil, false
+    if given ~= '' then
+        previous = redis.pcall('SET', fence, given .. ' released', 'KEEPTTL', 'GET')
+        marked = type(previous) ~= 'table'
+    end
+    if not marked then
+        previous = redis.call('GET', fence)
+    end
+    local token, state = string.match(previous or '', '^(%d+) (%S+)$')
+    if given ~= '' then
+        -- Another token's (re-acquired since), or this token's hold was revoked (and the
+        -- owner id took the lock again since, say from a Python service): not this guard's.
         if token ~= given or state == 'revoked' then
-            if previous then
+            if marked and previous then
                 redis.call('SET', fence, previous, 'KEEPTTL')
-            else
+            elseif marked then
                 redis.call('DEL', fence)
             end
             return token ~= given and -2 or -1
         end
-        -- Already 'released': a resend of this release, which ran; the write changed nothing.
-        if state ~= 'released' then
-            redis.call('DEL', lock)
-            wake(k, a)
+        -- Already released: a resend of this release, which ran.
+        if state == 'released' then
+            return 1
         end
-        return 1
-    end
-    local token, state = string.match(redis.call('GET', fence) or '', '^(%d+) (%S+)$')
-    if given ~= '' then
-        -- Not held by this owner. A resend of a release that already ran is done, whoever
-        -- holds the lock now (even a holder with the same owner id, such as a Python service
-        -- of the same app that took it meanwhile); otherwise the lock was lost.
-        return (token == given and state == 'released') and 1 or -1
-    end
-    -- A release by owner alone.
-    if redis.call('GET', lock) ~= owner then
-        return -1
     end
     redis.call('DEL', lock)
-    if token then
-        -- Taken away from the acquisition that holds it ('revoked': that acquisition's own
-        -- release then reports the lock as lost, not as released).
-        redis.call('SET', fence, token .. ' revoked', 'KEEPTTL')
+    if token and not marked then
+        -- Released by its own acquisition ('released', so that a resend of this release knows
+        -- it ran), or taken away by a release without a token ('revoked': that acquisition's
+        -- own release then reports the lock as lost, not as released).
+        redis.call('SET', fence, token .. (given ~= '' and ' released' or ' revoked'), 'KEEPTTL')
     end
     wake(k, a)
     return 1
