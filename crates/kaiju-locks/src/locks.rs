@@ -495,7 +495,8 @@ impl Locks {
     /// A release by owner alone cannot tell its own earlier run from a later holder with the
     /// same owner id, so it is never sent twice: if the connection drops before the reply,
     /// this is a [`LockError::Transport`] error and the release may or may not have run
-    /// ([`Locks::owner`] tells).
+    /// ([`Locks::owner`] shows who holds the key now, which may be a later hold with the same
+    /// owner id).
     pub async fn release(&self, key: impl AsRef<str>, owner: &str) -> Result<()> {
         let keys = LockKeys::new(key.as_ref());
         match ops::release(&self.inner.batcher, &keys, owner, None).await? {
