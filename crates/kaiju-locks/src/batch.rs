@@ -175,10 +175,7 @@ impl Batcher {
                     batcher: self,
                     lane,
                 };
-                let mut outcomes = run(&self.transport, std::slice::from_ref(&item)).await;
-                outcomes
-                    .pop()
-                    .unwrap_or_else(|| Err(protocol("no outcome".into())))
+                run_alone(&self.transport, &item, Sending::Resendable).await
             }
             Ok((answer, start)) => {
                 if start {
@@ -332,7 +329,7 @@ async fn run_batch(transport: &Transport, mut batch: Vec<Queued>) -> Option<Tran
             tracing::debug!(error = %e, calls = items.len(), "a lock batch was refused as a whole; sending its calls one by one");
             let mut outcomes = Vec::with_capacity(items.len());
             for item in &items {
-                outcomes.extend(run(transport, std::slice::from_ref(item)).await);
+                outcomes.push(run_alone(transport, item, Sending::Resendable).await);
             }
             outcomes
         }
@@ -345,18 +342,15 @@ async fn run_batch(transport: &Transport, mut batch: Vec<Queued>) -> Option<Tran
     None
 }
 
-/// Sends calls as one `batch.lua` call: one outcome per call, in order.
-async fn run(transport: &Transport, items: &[Item]) -> Vec<Outcome> {
-    match run_calls(transport, items, Sending::Resendable).await {
-        Ok(outcomes) => outcomes,
-        Err(e) => vec![Err(e); items.len()],
-    }
-}
-
 /// Sends one call on its own, written at most once (a call that is not idempotent): if the
 /// connection drops before the reply, it fails and may or may not have run.
 pub(crate) async fn call_once(transport: &Transport, item: Item) -> Outcome {
-    let mut outcomes = run_calls(transport, std::slice::from_ref(&item), Sending::Once).await?;
+    run_alone(transport, &item, Sending::Once).await
+}
+
+/// Sends one call as a `batch.lua` call of its own.
+async fn run_alone(transport: &Transport, item: &Item, sending: Sending) -> Outcome {
+    let mut outcomes = run_calls(transport, std::slice::from_ref(item), sending).await?;
     outcomes
         .pop()
         .unwrap_or_else(|| Err(protocol("no outcome".into())))
