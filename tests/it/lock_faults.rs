@@ -267,18 +267,24 @@ async fn lost_fires_before_another_process_can_acquire() {
     drop(guard);
 }
 
+/// A proxy in front of the single node, locks of owner `me` through it, and a fresh key.
+async fn locks_behind_proxy() -> Option<(Proxy, Locks, kaiju_core::Key)> {
+    let port = kaiju_tests::single_port()?;
+    let proxy = Proxy::start(port).await.unwrap();
+    let t = Transport::connect(&proxy.settings()).await.unwrap();
+    let locks = Locks::new(t, "me").await.unwrap();
+    let key = kaiju_tests::namespace().key("lock").unwrap();
+    Some((proxy, locks, key))
+}
+
 /// A lost reply does not turn a successful acquire into `Exists` (with the caller itself as
 /// the owner) and an orphaned lock, nor a successful release into `NotOwner`: the scripts are
 /// idempotent for their own call.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_reply_neither_orphans_a_lock_nor_fakes_not_owner() {
-    let Some(port) = kaiju_tests::single_port() else {
+    let Some((proxy, locks, key)) = locks_behind_proxy().await else {
         return;
     };
-    let proxy = Proxy::start(port).await.unwrap();
-    let t = Transport::connect(&proxy.settings()).await.unwrap();
-    let locks = Locks::new(t.clone(), "me").await.unwrap();
-    let key = kaiju_tests::namespace().key("lock").unwrap();
     proxy.drop_next_reply();
     let guard = locks.acquire_with(&key, no_wait()).await.unwrap();
     assert_eq!(proxy.dropped(), 1);
@@ -294,13 +300,9 @@ async fn a_lost_reply_neither_orphans_a_lock_nor_fakes_not_owner() {
 /// resend: the release ran once, and the caller is told it does not know.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_release_by_owner_whose_reply_is_lost_is_not_sent_again() {
-    let Some(port) = kaiju_tests::single_port() else {
+    let Some((proxy, locks, key)) = locks_behind_proxy().await else {
         return;
     };
-    let proxy = Proxy::start(port).await.unwrap();
-    let t = Transport::connect(&proxy.settings()).await.unwrap();
-    let locks = Locks::new(t.clone(), "me").await.unwrap();
-    let key = kaiju_tests::namespace().key("lock").unwrap();
     let guard = locks.acquire_with(&key, no_wait()).await.unwrap();
     proxy.drop_next_reply();
     match locks.release(&key, "me").await {

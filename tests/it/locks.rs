@@ -12,6 +12,8 @@ use kaiju_transport::Transport;
 use kaiju_transport::fred::prelude::*;
 use tokio::sync::Mutex;
 
+use crate::lock_faults::no_wait;
+
 on_both!(
     acquire_release_owner_exists,
     each_failure_has_its_own_error,
@@ -45,8 +47,7 @@ fn lease(ms: u64, renew: bool) -> AcquireOptions {
     AcquireOptions {
         lease: Duration::from_millis(ms),
         renew,
-        wait: false,
-        ..opts()
+        ..no_wait()
     }
 }
 
@@ -103,15 +104,7 @@ async fn each_failure_has_its_own_error(t: &Transport, ns: &Namespace, _: Target
     let (a, b) = (locks(t, "a").await, locks(t, "b").await);
     let key = ns.key("lock").unwrap();
     let guard = a.acquire(&key).await.unwrap();
-    let busy = b
-        .acquire_with(
-            &key,
-            AcquireOptions {
-                wait: false,
-                ..opts()
-            },
-        )
-        .await;
+    let busy = b.acquire_with(&key, no_wait()).await;
     assert!(
         matches!(&busy, Err(LockError::Exists { owner: Some(o), .. }) if o == "a"),
         "{busy:?}"
@@ -143,16 +136,7 @@ async fn each_failure_has_its_own_error(t: &Transport, ns: &Namespace, _: Target
         Err(LockError::NotOwner { owner: None, .. })
     ));
     // The timed-out waiter left the queue: a non-waiting acquire succeeds at once.
-    let again = b
-        .acquire_with(
-            &key,
-            AcquireOptions {
-                wait: false,
-                ..opts()
-            },
-        )
-        .await
-        .unwrap();
+    let again = b.acquire_with(&key, no_wait()).await.unwrap();
     again.release().await.unwrap();
 }
 
@@ -183,16 +167,7 @@ async fn a_late_release_never_deletes_the_next_owners_lock(
     };
     let first = locks.acquire_with(&key, short.clone()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(250)).await;
-    let second = locks
-        .acquire_with(
-            &key,
-            AcquireOptions {
-                wait: false,
-                ..opts()
-            },
-        )
-        .await
-        .unwrap();
+    let second = locks.acquire_with(&key, no_wait()).await.unwrap();
     assert!(second.token() > first.token());
     assert!(matches!(
         first.release().await,
@@ -430,10 +405,7 @@ async fn queued_calls_on_an_undriven_runtime_hold_up_no_other_runtime(
     _: Target,
 ) {
     let locks = locks(t, "app").await;
-    let options = AcquireOptions {
-        wait: false,
-        ..opts()
-    };
+    let options = no_wait();
     let elsewhere = locks.clone();
     let keys: Vec<kaiju_core::Key> = (0..64)
         .map(|i| ns.key(&format!("idle{i}")).unwrap())
@@ -568,11 +540,7 @@ async fn acquire_many_is_all_or_nothing(t: &Transport, ns: &Namespace, target: T
     let tagged = ns.hash_tagged();
     let (a, b) = (tagged.key("a").unwrap(), tagged.key("b").unwrap());
     let held = locks.acquire(&b).await.unwrap();
-    let no_wait = AcquireOptions {
-        wait: false,
-        ..opts()
-    };
-    let busy = locks.acquire_many(&[&a, &b], no_wait.clone()).await;
+    let busy = locks.acquire_many(&[&a, &b], no_wait()).await;
     assert!(
         matches!(&busy, Err(LockError::Exists { key, .. }) if key == b.as_str()),
         "{busy:?}"
@@ -590,7 +558,7 @@ async fn acquire_many_is_all_or_nothing(t: &Transport, ns: &Namespace, target: T
     assert_eq!(locks.exists(&[&a, &b]).await.unwrap(), [false, false]);
 
     let (x, y) = (ns.key("x").unwrap(), ns.key("y").unwrap());
-    let spread = locks.acquire_many(&[&x, &y], no_wait).await;
+    let spread = locks.acquire_many(&[&x, &y], no_wait()).await;
     match target {
         Target::Cluster => assert!(
             matches!(spread, Err(LockError::CrossSlot { .. })),
