@@ -179,5 +179,25 @@ impl Msgpack {
     }
 }
 
+/// Any serialisable value as a [`Value`], as it would read back from the wire (structs as maps,
+/// UUIDs as strings: the [`WIRE`](Msgpack::WIRE) layout), as `serde_json::to_value` does for
+/// JSON. RPC params and results, and header values, are `Value`s.
+///
+/// ```
+/// use kaiju_core::{Value, to_value};
+///
+/// #[derive(serde::Serialize)]
+/// struct Point { x: i64, y: i64 }
+///
+/// let v = to_value(&Point { x: 1, y: 2 })?;
+/// assert_eq!(v.get("y"), Some(&Value::Int(2)));
+/// assert_eq!(to_value(&[1u8, 2])?, Value::Array(vec![Value::Int(1), Value::Int(2)]));
+/// # Ok::<(), kaiju_core::CodecError>(())
+/// ```
+pub fn to_value<T: Serialize + ?Sized>(value: &T) -> Result<Value, CodecError> {
+    let bytes = Msgpack::WIRE.encode(value)?;
+    Msgpack::WIRE.decode_exact(&bytes)
+}
+
 #[cfg(test)]
 mod tests;

@@ -3,7 +3,7 @@
 use crate::codec::CodecError;
 use crate::config::ConfigError;
 use crate::key::KeyError;
-use crate::lifecycle::ServiceError;
+use crate::lifecycle::LifecycleError;
 
 /// Any error raised by kaiju-core.
 #[derive(Debug, thiserror::Error)]
@@ -18,9 +18,9 @@ pub enum Error {
     /// A setting cannot work.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// A service failed to start or stop.
+    /// A component failed to start or stop.
     #[error(transparent)]
-    Service(#[from] ServiceError),
+    Lifecycle(#[from] LifecycleError),
 }
 
 /// `Result` with [`Error`] as the default error.

@@ -10,13 +10,13 @@ mod secret;
 mod slot;
 mod value;
 
-pub use codec::{Codec, CodecError, Layout, Msgpack};
+pub use codec::{Codec, CodecError, Layout, Msgpack, to_value};
 pub use config::{AppSettings, ConfigError, RedisSettings, SentinelSettings, parse_host_port};
 pub use error::{Error, Result};
 pub use key::{
     DELIMITER, Key, KeyError, Namespace, SHARED, is_reply_channel, side_key, side_key_prefix,
 };
-pub use lifecycle::{Service, ServiceError, Shutdown};
+pub use lifecycle::{Lifecycle, LifecycleError, Shutdown};
 pub use secret::{Secret, redact_url};
 pub use slot::{SLOT_COUNT, key_slot};
 pub use value::{Value, ValueError};

@@ -1,9 +1,9 @@
 //! The lifecycle of long-running components: start, then a graceful stop within a deadline.
 //!
 //! A component that runs background work until it is told to stop (today: the stream
-//! listener, `kaiju_streams::Listener`) implements [`Service`]: [`start`](Service::start)
+//! listener, `kaiju_streams::Listener`) implements [`Lifecycle`]: [`start`](Lifecycle::start)
 //! returns once the component is ready (a listener's group exists and its handler is
-//! registered), and [`stop`](Service::stop) stops taking new work, finishes what is in flight and
+//! registered), and [`stop`](Lifecycle::stop) stops taking new work, finishes what is in flight and
 //! returns within the deadline it is given. Components whose background work ends with a value
 //! (a lock guard's renewal, a near cache's invalidations) stop when that value is dropped.
 //!
@@ -36,11 +36,11 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-/// Starting or stopping a [`Service`] failed.
+/// Starting or stopping a [`Lifecycle`] failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum ServiceError {
-    /// [`Service::start`] was called on a running service.
+pub enum LifecycleError {
+    /// [`Lifecycle::start`] was called on a running service.
     #[error("service `{service}` is already running")]
     AlreadyStarted {
         /// The service name.
@@ -67,17 +67,22 @@ pub enum ServiceError {
 }
 
 /// A long-running component with an explicit start and a graceful, bounded stop.
-pub trait Service: Send {
+///
+/// This is the lifecycle of one component (a stream listener, an RPC listener); it is not
+/// `kaiju_app::Service`, the part of an app built from a kaiju YAML config, whose hooks the
+/// app runtime calls. A built-in app service that runs such a component starts it in its
+/// `start` hook and stops it in its `close` hook.
+pub trait Lifecycle: Send {
     /// A short name for logs and errors.
     fn name(&self) -> &str;
 
     /// Start the background work; resolves once the service is ready to do its job.
-    fn start(&mut self) -> impl Future<Output = Result<(), ServiceError>> + Send;
+    fn start(&mut self) -> impl Future<Output = Result<(), LifecycleError>> + Send;
 
     /// Stop taking new work, finish what is in flight, and return within `deadline`.
-    /// Returns [`ServiceError::StopTimeout`] if in-flight work was abandoned.
+    /// Returns [`LifecycleError::StopTimeout`] if in-flight work was abandoned.
     fn stop(&mut self, deadline: Duration)
-    -> impl Future<Output = Result<(), ServiceError>> + Send;
+    -> impl Future<Output = Result<(), LifecycleError>> + Send;
 }
 
 /// A cloneable stop signal for background tasks.
@@ -120,15 +125,15 @@ impl Shutdown {
     }
 }
 
-/// Runs `work` for at most `deadline`; used by [`Service::stop`] implementations.
+/// Runs `work` for at most `deadline`; used by [`Lifecycle::stop`] implementations.
 pub async fn within<T>(
     service: &str,
     deadline: Duration,
     work: impl Future<Output = T>,
-) -> Result<T, ServiceError> {
+) -> Result<T, LifecycleError> {
     tokio::time::timeout(deadline, work)
         .await
-        .map_err(|_| ServiceError::StopTimeout {
+        .map_err(|_| LifecycleError::StopTimeout {
             service: service.to_owned(),
             deadline,
         })
@@ -162,7 +167,7 @@ mod tests {
         )
         .await
         .unwrap_err();
-        assert!(matches!(err, ServiceError::StopTimeout { ref service, .. } if service == "slow"));
+        assert!(matches!(err, LifecycleError::StopTimeout { ref service, .. } if service == "slow"));
         assert_eq!(
             within("fast", Duration::from_secs(1), async { 7 })
                 .await

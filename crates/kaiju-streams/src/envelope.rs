@@ -100,9 +100,73 @@ impl From<String> for HeaderValue {
     }
 }
 
-impl From<i64> for HeaderValue {
-    fn from(v: i64) -> Self {
-        Self::Int(v)
+macro_rules! from_int {
+    ($($t:ty),*) => {$(
+        impl From<$t> for HeaderValue {
+            fn from(v: $t) -> Self {
+                Self::Int(i64::from(v))
+            }
+        }
+    )*};
+}
+from_int!(i8, i16, i32, i64, u8, u16, u32);
+
+/// An integer above `i64::MAX` travels as msgpack's unsigned 64-bit integer.
+impl From<u64> for HeaderValue {
+    fn from(v: u64) -> Self {
+        i64::try_from(v).map_or(Self::Other(kaiju_core::Value::UInt(v)), Self::Int)
+    }
+}
+
+impl From<usize> for HeaderValue {
+    fn from(v: usize) -> Self {
+        Self::from(v as u64)
+    }
+}
+
+impl From<isize> for HeaderValue {
+    fn from(v: isize) -> Self {
+        Self::Int(v as i64)
+    }
+}
+
+impl From<f64> for HeaderValue {
+    fn from(v: f64) -> Self {
+        Self::Float(v)
+    }
+}
+
+impl From<f32> for HeaderValue {
+    fn from(v: f32) -> Self {
+        Self::Float(f64::from(v))
+    }
+}
+
+impl From<bool> for HeaderValue {
+    fn from(v: bool) -> Self {
+        Self::Bool(v)
+    }
+}
+
+impl From<&String> for HeaderValue {
+    fn from(v: &String) -> Self {
+        Self::Str(v.clone())
+    }
+}
+
+/// A [`Value`](kaiju_core::Value) as a header: scalars become their own variant, anything else
+/// is carried as it is.
+impl From<kaiju_core::Value> for HeaderValue {
+    fn from(v: kaiju_core::Value) -> Self {
+        use kaiju_core::Value;
+        match v {
+            Value::Nil => Self::Nil,
+            Value::Bool(b) => Self::Bool(b),
+            Value::Int(n) => Self::Int(n),
+            Value::Float(f) => Self::Float(f),
+            Value::Str(s) => Self::Str(s),
+            other => Self::Other(other),
+        }
     }
 }
 
@@ -269,6 +333,34 @@ mod tests {
         assert_eq!(headers.correlation_id(), Some("my-corr-id"));
         assert_eq!(headers.get("Timeout"), Some(&HeaderValue::Int(5)));
         assert_eq!(encode(&body, &headers).unwrap(), capture);
+    }
+
+    #[test]
+    fn header_values_convert_from_every_scalar() {
+        assert_eq!(HeaderValue::from(7u8), HeaderValue::Int(7));
+        assert_eq!(HeaderValue::from(-7i32), HeaderValue::Int(-7));
+        assert_eq!(HeaderValue::from(7usize), HeaderValue::Int(7));
+        assert_eq!(
+            HeaderValue::from(u64::MAX),
+            HeaderValue::Other(kaiju_core::Value::UInt(u64::MAX))
+        );
+        assert_eq!(HeaderValue::from(0.5f32), HeaderValue::Float(0.5));
+        assert_eq!(HeaderValue::from(true), HeaderValue::Bool(true));
+        assert_eq!(
+            HeaderValue::from(kaiju_core::Value::Str("x".into())),
+            HeaderValue::from("x")
+        );
+        assert_eq!(
+            HeaderValue::from(kaiju_core::Value::Nil),
+            HeaderValue::Nil
+        );
+        // Each kind survives the wire.
+        let mut headers = Headers::new();
+        headers.insert("f", 2.5).insert("b", false);
+        let bytes = encode(&("m", ()), &headers).unwrap();
+        let (_, back): ((String, ()), Headers) = decode(&bytes).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back.get("f"), Some(&HeaderValue::Float(2.5)));
+        assert_eq!(back.get("b"), Some(&HeaderValue::Bool(false)));
     }
 
     #[test]

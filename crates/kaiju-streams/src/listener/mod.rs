@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use kaiju_core::lifecycle::within;
-use kaiju_core::{AppSettings, Namespace, Service, ServiceError, Shutdown};
+use kaiju_core::{AppSettings, Namespace, Lifecycle, LifecycleError, Shutdown};
 use kaiju_transport::Transport;
 use serde::de::DeserializeOwned;
 use tokio::task::JoinHandle;
@@ -143,7 +143,7 @@ pub(crate) struct Shared<B, H> {
 ///
 /// ```no_run
 /// use std::time::Duration;
-/// use kaiju_core::{AppSettings, Service};
+/// use kaiju_core::{AppSettings, Lifecycle};
 /// use kaiju_streams::{HandlerError, Listener, ListenerSettings, Message};
 ///
 /// # async fn demo(transport: kaiju_transport::Transport) -> Result<(), Box<dyn std::error::Error>> {
@@ -182,7 +182,7 @@ where
     H: Handler<B>,
 {
     /// A listener for `app`'s stream of `settings.topic`. Nothing is read before
-    /// [`start`](Service::start).
+    /// [`start`](Lifecycle::start).
     pub fn new(
         transport: Transport,
         app: &AppSettings,
@@ -318,7 +318,7 @@ impl ConsumerLease {
     }
 }
 
-impl<B, H> Service for Listener<B, H>
+impl<B, H> Lifecycle for Listener<B, H>
 where
     B: DeserializeOwned + Send + 'static,
     H: Handler<B>,
@@ -329,16 +329,16 @@ where
 
     /// Creates the group (if needed), takes the consumer name and opens the blocking
     /// connection, then starts reading.
-    async fn start(&mut self) -> std::result::Result<(), ServiceError> {
+    async fn start(&mut self) -> std::result::Result<(), LifecycleError> {
         // A run whose stop was cancelled may still be finishing: it must end first (call
         // `stop` again), or two runs would share this instance.
         if self.task.as_ref().is_some_and(|task| !task.is_finished()) {
-            return Err(ServiceError::AlreadyStarted {
+            return Err(LifecycleError::AlreadyStarted {
                 service: self.name.clone(),
             });
         }
         self.task = None;
-        let failed = |e: StreamError| ServiceError::Failed {
+        let failed = |e: StreamError| LifecycleError::Failed {
             service: self.name.clone(),
             source: Box::new(e),
         };
@@ -369,7 +369,7 @@ where
     /// Cancel-safe: if this future is dropped, the run keeps stopping in the background and
     /// stays attached to the listener (a later `stop` waits for it; dropping the listener aborts
     /// it).
-    async fn stop(&mut self, deadline: Duration) -> std::result::Result<(), ServiceError> {
+    async fn stop(&mut self, deadline: Duration) -> std::result::Result<(), LifecycleError> {
         let Some(task) = self.task.as_mut() else {
             return Ok(());
         };
