@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use kaiju_core::{AppSettings, Service};
+use kaiju_core::{AppSettings, Lifecycle};
 use kaiju_rpc::{
     NoParams, RpcClient, RpcError, RpcListener, RpcModule, Scope, Server, ServerSettings,
 };
@@ -43,7 +43,7 @@ fn listener_settings(batch: usize) -> ListenerSettings {
 fn noop_module(done: &Arc<AtomicUsize>) -> Result<RpcModule, BoxError> {
     let mut m = RpcModule::new("bench").permissions([("*", Scope::Guest)]);
     let counter = done.clone();
-    m.method("noop", move |_: NoParams, _| {
+    m.method("noop", move |_, _: NoParams, _| {
         counter.fetch_add(1, Ordering::Relaxed);
         std::future::ready(Ok::<_, RpcError>(()))
     })?;

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use kaiju_core::{AppSettings, Service};
+use kaiju_core::{AppSettings, Lifecycle};
 use kaiju_streams::{
     HandlerError, Headers, Listener, ListenerSettings, Message, Outgoing, StreamWriter,
 };
@@ -42,7 +42,7 @@ async fn counting_listener(
     transport: &Transport,
     app: &AppSettings,
     batch: usize,
-) -> Result<(impl Service, Arc<AtomicUsize>), BoxError> {
+) -> Result<(impl Lifecycle, Arc<AtomicUsize>), BoxError> {
     let done = Arc::new(AtomicUsize::new(0));
     let counter = done.clone();
     let settings = ListenerSettings {

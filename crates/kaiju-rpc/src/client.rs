@@ -73,6 +73,9 @@ struct Shared {
 /// - [`request`](Self::request): waits for the result (kaiju-rs servers only).
 /// - [`publish`](Self::publish): the same envelope over pub/sub (kaiju's `RedisPublisher`).
 ///
+/// Each returns a builder that takes the same options: `.app(..)`, `.topic(..)`,
+/// `.header(..)`, `.timeout(..)`, `.retries(..)`; `.await` sends it.
+///
 /// Inside a method, calls carry the running request's `Correlation-Id`; otherwise a new one.
 ///
 /// ```no_run
@@ -198,35 +201,15 @@ impl RpcClient {
 
     /// Calls several methods as separate entries, written with
     /// [`StreamWriter::write_many`](kaiju_streams::StreamWriter::write_many) (one script call
-    /// per 1,000 entries, each written at most once). Returns the entry ids in order; when only
-    /// some were written, the error is [`StreamError::PartialWrite`] with the ids of those that
-    /// were.
-    pub async fn call_each<P: Serialize>(
-        &self,
-        calls: Vec<(String, P)>,
-    ) -> CallResult<Vec<String>> {
-        self.call_each_with(calls, None, None).await
-    }
-
-    /// [`call_each`](Self::call_each) to another app and topic.
-    pub async fn call_each_with<P: Serialize>(
-        &self,
-        calls: Vec<(String, P)>,
-        app: Option<&str>,
-        topic: Option<&str>,
-    ) -> CallResult<Vec<String>> {
-        let key = self.target(app, topic)?;
-        let options = Options::default();
-        let bodies = bodies(&calls)?;
-        let entries = bodies
-            .iter()
-            .map(|body| Outgoing {
-                stream: &key,
-                body,
-                headers: self.headers(&options, None),
-            })
-            .collect();
-        Ok(self.shared.writer.write_many(entries).await?)
+    /// per 1,000 entries, each written at most once). `.await` it for the entry ids, in order;
+    /// when only some were written, the error is [`StreamError::PartialWrite`] with the ids of
+    /// those that were. Takes the same options as [`call`](Self::call).
+    pub fn call_each<P: Serialize>(&self, calls: Vec<(String, P)>) -> Each<'_, P> {
+        Each {
+            client: self,
+            calls,
+            options: Options::default(),
+        }
     }
 
     /// The stream of `app` (default: the client's own) and `topic` (default: the client's).
@@ -269,25 +252,12 @@ impl RpcClient {
 
     /// Publishes `[method, params]` on `<env>.<app>._sub.<topic>` (kaiju's `RedisPublisher`):
     /// fire and forget; subscribers that are not connected at that moment never see it.
-    /// Returns how many subscribers received it.
-    pub async fn publish<P: Serialize>(
-        &self,
-        method: &str,
-        params: P,
-        app: Option<&str>,
-    ) -> CallResult<u64> {
-        let channel = Namespace::new(&self.shared.env, app.unwrap_or(&self.shared.app))?
-            .channel(&self.topic)?;
-        let body = (method, params_value(&params)?);
-        let payload = Bytes::from(encode(&body, &self.headers(&Options::default(), None))?);
-        let receivers: i64 = self
-            .shared
-            .transport
-            .client_once()
-            .publish(channel.as_str(), payload)
-            .await
-            .classify()?;
-        Ok(receivers.max(0) as u64)
+    /// `.await` it for how many subscribers received it. Takes the same options as
+    /// [`call`](Self::call).
+    pub fn publish<P: Serialize>(&self, method: impl Into<String>, params: P) -> Publish<'_, P> {
+        Publish {
+            call: self.call(method, params),
+        }
     }
 
     /// The headers of a call, in kaiju's order: `Correlation-Id` first (the caller's, the
@@ -541,6 +511,80 @@ impl<'a, P: Serialize + Send + Sync + 'a, R: DeserializeOwned + Send + 'a> IntoF
     for Request<'a, P, R>
 {
     type Output = CallResult<R>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send + 'a>>;
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.send())
+    }
+}
+
+/// Several calls being built, each its own entry; `.await` it to write them.
+#[must_use = "calls are sent when awaited"]
+pub struct Each<'a, P> {
+    client: &'a RpcClient,
+    calls: Vec<(String, P)>,
+    options: Options,
+}
+
+impl<'a, P: Serialize> Each<'a, P> {
+    options!(options);
+
+    async fn send(self) -> CallResult<Vec<String>> {
+        let client = self.client;
+        let key = client.target(self.options.app.as_deref(), self.options.topic.as_deref())?;
+        let bodies = bodies(&self.calls)?;
+        let entries = bodies
+            .iter()
+            .map(|body| Outgoing {
+                stream: &key,
+                body,
+                headers: client.headers(&self.options, None),
+            })
+            .collect();
+        Ok(client.shared.writer.write_many(entries).await?)
+    }
+}
+
+impl<'a, P: Serialize + Send + Sync + 'a> IntoFuture for Each<'a, P> {
+    type Output = CallResult<Vec<String>>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send + 'a>>;
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.send())
+    }
+}
+
+/// A pub/sub message being built; `.await` it to publish it.
+#[must_use = "a message is published when awaited"]
+pub struct Publish<'a, P> {
+    call: Call<'a, P>,
+}
+
+impl<'a, P: Serialize> Publish<'a, P> {
+    options!(call.options);
+
+    async fn send(self) -> CallResult<u64> {
+        let call = self.call;
+        let client = call.client;
+        let options = &call.options;
+        let channel = Namespace::new(
+            &client.shared.env,
+            options.app.as_deref().unwrap_or(&client.shared.app),
+        )?
+        .channel(options.topic.as_deref().unwrap_or(&client.topic))?;
+        let body = (call.method.as_str(), params_value(&call.params)?);
+        let payload = Bytes::from(encode(&body, &client.headers(options, None))?);
+        let receivers: i64 = client
+            .shared
+            .transport
+            .client_once()
+            .publish(channel.as_str(), payload)
+            .await
+            .classify()?;
+        Ok(receivers.max(0) as u64)
+    }
+}
+
+impl<'a, P: Serialize + Send + Sync + 'a> IntoFuture for Publish<'a, P> {
+    type Output = CallResult<u64>;
     type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send + 'a>>;
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(self.send())

@@ -386,12 +386,7 @@ impl RpcError {
     }
 }
 
-/// Serializes any value into a [`Value`] (through its msgpack bytes in the wire layout).
-pub(crate) fn to_value<T: Serialize + ?Sized>(value: &T) -> Result<Value, kaiju_core::CodecError> {
-    use kaiju_core::{Codec, Msgpack};
-    let bytes = Msgpack::WIRE.encode(value)?;
-    Msgpack::WIRE.decode(&bytes)
-}
+pub(crate) use kaiju_core::to_value;
 
 impl Serialize for RpcError {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {

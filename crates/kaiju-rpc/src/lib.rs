@@ -20,9 +20,13 @@ mod template;
 mod tests;
 
 pub use client::{
-    Batch, Call, CallError, CallResult, DEFAULT_REQUEST_TIMEOUT, MAX_REQUEST_WAIT, Request,
-    RpcClient,
+    Batch, Call, CallError, CallResult, DEFAULT_REQUEST_TIMEOUT, Each, MAX_REQUEST_WAIT, Publish,
+    Request, RpcClient,
 };
+/// The message and header types of the RPC API, from kaiju-streams and kaiju-core, so that a
+/// method's signature needs no other crate.
+pub use kaiju_core::{Value, to_value};
+pub use kaiju_streams::{HeaderValue, Headers};
 pub use context::{RequestContext, headers};
 pub use error::{RpcError, codes};
 pub use listener::RpcListener;

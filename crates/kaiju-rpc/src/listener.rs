@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use kaiju_core::{AppSettings, Service, ServiceError, Value, is_reply_channel};
+use kaiju_core::{AppSettings, Lifecycle, LifecycleError, Value, is_reply_channel};
 use kaiju_streams::{
     HandlerError, HeaderValue, Headers, Listener, ListenerSettings, ListenerStats, Message,
     StreamError, encode,
@@ -163,14 +163,14 @@ impl kaiju_streams::Handler<Value> for RpcHandler {
 ///
 /// ```no_run
 /// use std::time::Duration;
-/// use kaiju_core::{AppSettings, Service};
+/// use kaiju_core::{AppSettings, Lifecycle};
 /// use kaiju_rpc::{RequestContext, RpcError, RpcListener, RpcModule, Scope, Server, ServerSettings};
 /// use kaiju_streams::ListenerSettings;
 ///
 /// # async fn demo(transport: kaiju_transport::Transport) -> Result<(), Box<dyn std::error::Error>> {
 /// let app = AppSettings { env: "prod".into(), name: "billing".into(), ..Default::default() };
 /// let mut m = RpcModule::new("invoices");
-/// m.method("create", |p: serde_json::Value, _ctx: RequestContext| async move { Ok::<_, RpcError>(p) })?;
+/// m.method("create", |_, p: serde_json::Value, _ctx: RequestContext| async move { Ok::<_, RpcError>(p) })?;
 /// let server = Server::new(&app, ServerSettings::default(), m)?;
 /// // kaiju's `scope: SYSTEM`: internal callers reach every method.
 /// let mut listener = RpcListener::new(transport, &app, ListenerSettings::default(), Scope::System, server)?;
@@ -241,18 +241,18 @@ impl RpcListener {
     }
 }
 
-impl Service for RpcListener {
+impl Lifecycle for RpcListener {
     fn name(&self) -> &str {
         self.listener.name()
     }
 
-    async fn start(&mut self) -> Result<(), ServiceError> {
+    async fn start(&mut self) -> Result<(), LifecycleError> {
         self.listener.start().await
     }
 
     /// Stops reading and waits for the running requests (they are acked when they finish),
     /// within `deadline`; unfinished entries stay pending and are delivered again.
-    async fn stop(&mut self, deadline: Duration) -> Result<(), ServiceError> {
+    async fn stop(&mut self, deadline: Duration) -> Result<(), LifecycleError> {
         self.listener.stop(deadline).await
     }
 }

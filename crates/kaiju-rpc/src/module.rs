@@ -125,34 +125,89 @@ fn check_name(name: &str) -> Result<(), RegisterError> {
     Ok(())
 }
 
-/// The methods of one service, named `service.method`, as jsonrpsee's `RpcModule`.
+/// A method as the module holds it: its permission is fixed when it was registered with one
+/// of its own, or comes from the module's patterns when the module is read.
+struct Registered {
+    call: Erased,
+    /// The name within its service (what permission patterns match).
+    route: String,
+    /// Fixed: a method merged in from another module keeps that module's permission.
+    permission: Option<Scope>,
+}
+
+impl Clone for Registered {
+    fn clone(&self) -> Self {
+        Self {
+            call: self.call.clone(),
+            route: self.route.clone(),
+            permission: self.permission,
+        }
+    }
+}
+
+/// The methods of one service, named `service.method`, sharing a context `C`, as jsonrpsee's
+/// `RpcModule`.
+///
+/// Every method receives the module's context (an `Arc<C>`; `()` for [`RpcModule::new`]), its
+/// typed params and the [`RequestContext`]. A kaiju-app service registers its methods with
+/// itself as the context, as a Python service's methods take `self`.
 ///
 /// Permissions follow kaiju: `(pattern, scope)` pairs on the short method name, the last match
-/// wins, and a method nothing matches is `SYSTEM` (reachable only by internal callers).
+/// wins, and a method nothing matches is `SYSTEM` (reachable only by internal callers). They
+/// apply to every method of the module, registered before or after
+/// [`permissions`](Self::permissions) is called.
 ///
 /// ```
-/// use kaiju_rpc::{NoParams, RequestContext, RpcError, RpcModule, Scope};
+/// use std::sync::Arc;
+/// use std::sync::atomic::{AtomicI64, Ordering};
+/// use kaiju_rpc::{NoParams, RpcError, RpcModule, Scope};
 /// use serde::Deserialize;
 ///
 /// #[derive(Deserialize)]
 /// #[serde(deny_unknown_fields)]
 /// struct Add { a: i64, b: i64 }
 ///
+/// // Methods that need nothing shared.
 /// let mut math = RpcModule::new("math").permissions([("*", Scope::Guest)]);
-/// math.method("add", |p: Add, _ctx: RequestContext| async move { Ok::<_, RpcError>(p.a + p.b) })?;
-/// math.method("zero", |_: NoParams, _ctx| async { Ok::<_, RpcError>(0) })?;
-/// assert!(math.method("add", |_: NoParams, _ctx| async { Ok::<_, RpcError>(1) }).is_err());
-/// assert_eq!(math.names().collect::<Vec<_>>(), ["math.add", "math.zero"]);
+/// math.method("add", |_, p: Add, _ctx| async move { Ok::<_, RpcError>(p.a + p.b) })?;
+/// assert!(math.method("add", |_, _: NoParams, _| async { Ok::<_, RpcError>(1) }).is_err());
+///
+/// // Methods sharing state: each gets an `Arc` of the context.
+/// let mut counter = RpcModule::with_context("counter", Arc::new(AtomicI64::new(0)))
+///     .permissions([("*", Scope::User)]);
+/// counter.method("incr", |n, _: NoParams, _| async move {
+///     Ok::<_, RpcError>(n.fetch_add(1, Ordering::Relaxed) + 1)
+/// })?;
+/// math.merge(counter)?;
+/// assert_eq!(math.names().collect::<Vec<_>>(), ["counter.incr", "math.add"]);
+/// assert_eq!(math.permission("counter.incr"), Some(Scope::User));
 /// # Ok::<(), kaiju_rpc::RegisterError>(())
 /// ```
-#[derive(Clone, Default)]
-pub struct RpcModule {
+pub struct RpcModule<C: ?Sized = ()> {
     service: String,
+    context: Arc<C>,
     permissions: Permissions,
-    methods: BTreeMap<String, Method>,
+    methods: BTreeMap<String, Registered>,
 }
 
-impl fmt::Debug for RpcModule {
+impl<C: ?Sized> Clone for RpcModule<C> {
+    fn clone(&self) -> Self {
+        Self {
+            service: self.service.clone(),
+            context: self.context.clone(),
+            permissions: self.permissions.clone(),
+            methods: self.methods.clone(),
+        }
+    }
+}
+
+impl Default for RpcModule {
+    fn default() -> Self {
+        Self::new("")
+    }
+}
+
+impl<C: ?Sized> fmt::Debug for RpcModule<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RpcModule")
             .field("service", &self.service)
@@ -162,15 +217,31 @@ impl fmt::Debug for RpcModule {
 }
 
 impl RpcModule {
-    /// An empty module for `service` (the prefix of its method names).
+    /// An empty module for `service` (the prefix of its method names), whose methods share
+    /// nothing (their context is `()`).
     pub fn new(service: impl Into<String>) -> Self {
+        Self::with_context(service, Arc::new(()))
+    }
+}
+
+impl<C: ?Sized + Send + Sync + 'static> RpcModule<C> {
+    /// An empty module for `service` whose methods share `context`.
+    pub fn with_context(service: impl Into<String>, context: Arc<C>) -> Self {
         Self {
             service: service.into(),
-            ..Self::default()
+            context,
+            permissions: Permissions::default(),
+            methods: BTreeMap::new(),
         }
     }
 
-    /// kaiju's `permissions` of the service, for the methods registered after this call.
+    /// The context the methods share.
+    pub fn context(&self) -> &Arc<C> {
+        &self.context
+    }
+
+    /// kaiju's `permissions` of the service: they apply to every method of this module,
+    /// registered before or after this call (a later call replaces the patterns).
     #[must_use]
     pub fn permissions<P: Into<String>>(
         mut self,
@@ -180,25 +251,29 @@ impl RpcModule {
         self
     }
 
-    /// Registers `service.route`. `P` is read from the request's params (a map); the result
-    /// `R` is serialized back. Errors convert into [`RpcError`] (return the kaiju classes,
-    /// [`RpcError::custom`], or [`RpcError::internal`] for a failure the caller should not
-    /// see).
+    /// Registers `service.route`. The method gets the module's context, `P` read from the
+    /// request's params (a map) and the request's context; its result `R` is serialized back.
+    /// Errors convert into [`RpcError`] (return the kaiju classes, [`RpcError::custom`], or
+    /// [`RpcError::internal`] for a failure the caller should not see).
+    ///
+    /// A name already registered, or one kaiju could not call, is an error.
     pub fn method<P, R, E, F, Fut>(&mut self, route: &str, f: F) -> Result<&mut Self, RegisterError>
     where
         P: DeserializeOwned + Send + 'static,
         R: Serialize + 'static,
         E: Into<RpcError> + 'static,
-        F: Fn(P, RequestContext) -> Fut + Send + Sync + 'static,
+        F: Fn(Arc<C>, P, RequestContext) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<R, E>> + Send + 'static,
     {
         let f = Arc::new(f);
+        let context = self.context.clone();
         let call: Erased = Arc::new(move |params: Value, ctx: RequestContext| {
             let parsed = parse_params::<P>(&params);
             let f = f.clone();
+            let context = context.clone();
             Box::pin(async move {
                 let params = parsed.map_err(Failure::Params)?;
-                match f(params, ctx).await {
+                match f(context, params, ctx).await {
                     Ok(result) => to_value(&result).map_err(|e| {
                         Failure::Unencodable(RpcError::internal(format_args!(
                             "the result cannot be encoded: {e}"
@@ -208,12 +283,17 @@ impl RpcModule {
                 }
             })
         });
-        let permission = self.permissions.of(route);
-        self.insert(route, Method { call, permission })?;
+        self.insert(route, call, None)?;
         Ok(self)
     }
 
-    pub(crate) fn insert(&mut self, route: &str, method: Method) -> Result<(), RegisterError> {
+    /// Registers a method under `route` with a fixed permission (the server's built-ins).
+    pub(crate) fn insert(
+        &mut self,
+        route: &str,
+        call: Erased,
+        permission: Option<Scope>,
+    ) -> Result<(), RegisterError> {
         check_name(route)?;
         let name = if self.service.is_empty() {
             route.to_owned()
@@ -224,12 +304,18 @@ impl RpcModule {
         if self.methods.contains_key(&name) {
             return Err(RegisterError::AlreadyRegistered(name));
         }
+        let method = Registered {
+            call,
+            route: route.to_owned(),
+            permission,
+        };
         self.methods.insert(name, method);
         Ok(())
     }
 
-    /// Adds every method of `other`; fails, changing nothing, if a name is in both.
-    pub fn merge(&mut self, other: RpcModule) -> Result<(), RegisterError> {
+    /// Adds every method of `other` (whatever its context), each keeping the permission
+    /// `other`'s patterns give it; fails, changing nothing, if a name is in both.
+    pub fn merge<D: ?Sized>(&mut self, other: RpcModule<D>) -> Result<(), RegisterError> {
         if let Some(name) = other
             .methods
             .keys()
@@ -237,7 +323,12 @@ impl RpcModule {
         {
             return Err(RegisterError::AlreadyRegistered(name.clone()));
         }
-        self.methods.extend(other.methods);
+        let permissions = other.permissions;
+        self.methods
+            .extend(other.methods.into_iter().map(|(name, mut method)| {
+                method.permission = Some(resolve(&permissions, &method));
+                (name, method)
+            }));
         Ok(())
     }
 
@@ -248,17 +339,40 @@ impl RpcModule {
 
     /// The permission of a method, if it is registered.
     pub fn permission(&self, name: &str) -> Option<Scope> {
-        self.methods.get(name).map(|m| m.permission)
+        self.methods
+            .get(name)
+            .map(|m| resolve(&self.permissions, m))
     }
 
+    /// The methods with their permissions, as a server keeps them.
     pub(crate) fn into_methods(self) -> BTreeMap<String, Method> {
+        let permissions = self.permissions;
         self.methods
+            .into_iter()
+            .map(|(name, m)| {
+                let permission = resolve(&permissions, &m);
+                (
+                    name,
+                    Method {
+                        call: m.call,
+                        permission,
+                    },
+                )
+            })
+            .collect()
     }
+}
+
+fn resolve(permissions: &Permissions, method: &Registered) -> Scope {
+    method
+        .permission
+        .unwrap_or_else(|| permissions.of(&method.route))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kaiju_streams::Headers;
 
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
@@ -319,28 +433,28 @@ mod tests {
     #[test]
     fn modules_reject_duplicates_and_merge() {
         let mut a = RpcModule::new("svc");
-        a.method("x", |_: NoParams, _| async { Ok::<_, RpcError>(1) })
+        a.method("x", |_, _: NoParams, _| async { Ok::<_, RpcError>(1) })
             .unwrap();
         let mut b = RpcModule::new("svc");
-        b.method("x", |_: NoParams, _| async { Ok::<_, RpcError>(2) })
+        b.method("x", |_, _: NoParams, _| async { Ok::<_, RpcError>(2) })
             .unwrap();
-        b.method("y", |_: NoParams, _| async { Ok::<_, RpcError>(2) })
+        b.method("y", |_, _: NoParams, _| async { Ok::<_, RpcError>(2) })
             .unwrap();
         assert_eq!(
             a.clone().merge(b),
             Err(RegisterError::AlreadyRegistered("svc.x".into()))
         );
         let mut c = RpcModule::new("other");
-        c.method("y", |_: NoParams, _| async { Ok::<_, RpcError>(2) })
+        c.method("y", |_, _: NoParams, _| async { Ok::<_, RpcError>(2) })
             .unwrap();
         a.merge(c).unwrap();
         assert_eq!(a.names().collect::<Vec<_>>(), ["other.y", "svc.x"]);
         assert!(
-            a.method("", |_: NoParams, _| async { Ok::<_, RpcError>(1) })
+            a.method("", |_, _: NoParams, _| async { Ok::<_, RpcError>(1) })
                 .is_err()
         );
         assert!(
-            a.method("a b", |_: NoParams, _| async { Ok::<_, RpcError>(1) })
+            a.method("a b", |_, _: NoParams, _| async { Ok::<_, RpcError>(1) })
                 .is_err()
         );
     }
@@ -349,13 +463,48 @@ mod tests {
     fn permissions_apply_to_short_names() {
         let mut m =
             RpcModule::new("svc").permissions([("*", Scope::Guest), ("admin.*", Scope::Admin)]);
-        m.method("list", |_: NoParams, _| async { Ok::<_, RpcError>(1) })
+        m.method("list", |_, _: NoParams, _| async { Ok::<_, RpcError>(1) })
             .unwrap();
-        m.method("admin.drop", |_: NoParams, _| async {
+        m.method("admin.drop", |_, _: NoParams, _| async {
             Ok::<_, RpcError>(1)
         })
         .unwrap();
         assert_eq!(m.permission("svc.list"), Some(Scope::Guest));
         assert_eq!(m.permission("svc.admin.drop"), Some(Scope::Admin));
+    }
+
+    #[test]
+    fn permissions_apply_to_methods_registered_before_and_after() {
+        let mut m = RpcModule::new("svc");
+        m.method("early", |_, _: NoParams, _| async { Ok::<_, RpcError>(1) })
+            .unwrap();
+        let mut m = m.permissions([("*", Scope::User)]);
+        m.method("late", |_, _: NoParams, _| async { Ok::<_, RpcError>(1) })
+            .unwrap();
+        assert_eq!(m.permission("svc.early"), Some(Scope::User));
+        assert_eq!(m.permission("svc.late"), Some(Scope::User));
+        // Merged into a module with other patterns, each method keeps its own module's.
+        let mut all = RpcModule::new("").permissions([("*", Scope::Guest)]);
+        all.merge(m).unwrap();
+        assert_eq!(all.permission("svc.early"), Some(Scope::User));
+        let methods = all.into_methods();
+        assert_eq!(methods["svc.late"].permission, Scope::User);
+    }
+
+    #[tokio::test]
+    async fn methods_share_the_module_context() {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        let mut m = RpcModule::with_context("counter", Arc::new(AtomicU32::new(0)));
+        m.method("incr", |n, _: NoParams, _| async move {
+            Ok::<_, RpcError>(n.fetch_add(1, Ordering::SeqCst) + 1)
+        })
+        .unwrap();
+        let shared = m.context().clone();
+        let methods = m.into_methods();
+        let ctx = || RequestContext::for_test("counter.incr", Headers::new(), Scope::Guest);
+        for _ in 0..3 {
+            (methods["counter.incr"].call)(Value::Nil, ctx()).await.unwrap();
+        }
+        assert_eq!(shared.load(Ordering::SeqCst), 3);
     }
 }

@@ -13,7 +13,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::context::{Limits, Parsed, RequestContext};
 use crate::dispatch;
 use crate::error::RpcError;
-use crate::module::{Erased, Method, MethodFuture, RegisterError, RpcModule};
+use crate::module::{Erased, MethodFuture, RegisterError, RpcModule};
 use crate::request::{Body, Outcome, Reply, ReplyBody, Response};
 use crate::scope::{Scope, fnmatch};
 use crate::state::{Counters, Inner, ServerSettings, ServerStats};
@@ -40,7 +40,7 @@ use crate::state::{Counters, Inner, ServerSettings, ServerStats};
 /// use kaiju_streams::Headers;
 ///
 /// let mut m = RpcModule::new("math").permissions([("*", Scope::Guest)]);
-/// m.method("double", |n: std::collections::BTreeMap<String, i64>, _: RequestContext| async move {
+/// m.method("double", |_, n: std::collections::BTreeMap<String, i64>, _: RequestContext| async move {
 ///     Ok::<_, RpcError>(n.get("n").copied().unwrap_or(0) * 2)
 /// })?;
 /// let server = Server::new(&AppSettings::default(), ServerSettings::default(), m)?;
@@ -67,17 +67,16 @@ impl std::fmt::Debug for Server {
 impl Server {
     /// A server with the methods of `module` and the built-in `rpc.api` and `rpc.status`,
     /// minus what `blacklist_routes` and `blacklist_scope` remove.
-    pub fn new(
+    pub fn new<C: ?Sized + Send + Sync + 'static>(
         app: &AppSettings,
         settings: ServerSettings,
-        module: RpcModule,
+        module: RpcModule<C>,
     ) -> Result<Self, RegisterError> {
-        let mut all = module;
-        let mut builtins = RpcModule::new("");
+        let mut all = RpcModule::new("");
+        all.merge(module)?;
         let weak: Arc<std::sync::OnceLock<Weak<Inner>>> = Arc::default();
-        builtins.insert("rpc.api", builtin(&weak, Scope::Guest, api))?;
-        builtins.insert("rpc.status", builtin(&weak, Scope::System, status))?;
-        all.merge(builtins)?;
+        all.insert("rpc.api", builtin(&weak, api), Some(Scope::Guest))?;
+        all.insert("rpc.status", builtin(&weak, status), Some(Scope::System))?;
         let methods = all
             .into_methods()
             .into_iter()
@@ -215,9 +214,8 @@ pub const MAX_REQUEST_TIME: u64 = 86_400;
 /// A built-in method: reads the server through a weak reference (the server owns its methods).
 fn builtin(
     server: &Arc<std::sync::OnceLock<Weak<Inner>>>,
-    permission: Scope,
     f: fn(&Inner, &Value, &RequestContext) -> Result<Value, RpcError>,
-) -> Method {
+) -> Erased {
     let server = server.clone();
     let call: Erased = Arc::new(move |params: Value, ctx: RequestContext| -> MethodFuture {
         let result = match server.get().and_then(Weak::upgrade) {
@@ -226,7 +224,7 @@ fn builtin(
         };
         Box::pin(async move { result.map_err(crate::module::Failure::Method) })
     });
-    Method { call, permission }
+    call
 }
 
 /// `rpc.api`: the methods the caller may call, filtered by `pattern` (fnmatch on the full

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use kaiju_core::{AppSettings, Namespace, Service, ServiceError, Value};
+use kaiju_core::{AppSettings, Namespace, Lifecycle, LifecycleError, Value};
 use kaiju_streams::decode;
 use kaiju_transport::fred::interfaces::EventInterface;
 use kaiju_transport::fred::types::Message;
@@ -78,19 +78,19 @@ impl RpcSubscriber {
     }
 }
 
-impl Service for RpcSubscriber {
+impl Lifecycle for RpcSubscriber {
     fn name(&self) -> &str {
         &self.name
     }
 
     /// Subscribes (on a connection of its own, subscribed again after a reconnect).
-    async fn start(&mut self) -> Result<(), ServiceError> {
+    async fn start(&mut self) -> Result<(), LifecycleError> {
         if self.running.is_some() {
-            return Err(ServiceError::AlreadyStarted {
+            return Err(LifecycleError::AlreadyStarted {
                 service: self.name.clone(),
             });
         }
-        let failed = |e: kaiju_transport::TransportError| ServiceError::Failed {
+        let failed = |e: kaiju_transport::TransportError| LifecycleError::Failed {
             service: self.name.clone(),
             source: Box::new(e),
         };
@@ -149,7 +149,7 @@ impl Service for RpcSubscriber {
 
     /// Unsubscribes (closing the connection), then waits for running calls within `deadline`.
     /// No call starts after this returns; messages still buffered are dropped.
-    async fn stop(&mut self, deadline: Duration) -> Result<(), ServiceError> {
+    async fn stop(&mut self, deadline: Duration) -> Result<(), LifecycleError> {
         let Some((connection, run)) = self.running.take() else {
             return Ok(());
         };
@@ -160,7 +160,7 @@ impl Service for RpcSubscriber {
         run.slots.close();
         match drained {
             Ok(_) => Ok(()),
-            Err(_) => Err(ServiceError::StopTimeout {
+            Err(_) => Err(LifecycleError::StopTimeout {
                 service: self.name.clone(),
                 deadline,
             }),

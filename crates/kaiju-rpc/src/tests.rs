@@ -56,10 +56,10 @@ fn server_with(settings: ServerSettings, flaky: Arc<AtomicU32>) -> Server {
     ]);
     m.method(
         "add",
-        |p: Add, _| async move { Ok::<_, RpcError>(p.a + p.b) },
+        |_, p: Add, _| async move { Ok::<_, RpcError>(p.a + p.b) },
     )
     .unwrap();
-    m.method("user", |_: NoParams, _| async {
+    m.method("user", |_, _: NoParams, _| async {
         Ok::<_, RpcError>(map(&[
             ("id", Value::Int(7)),
             (
@@ -72,27 +72,27 @@ fn server_with(settings: ServerSettings, flaky: Arc<AtomicU32>) -> Server {
         ]))
     })
     .unwrap();
-    m.method("fail", |_: NoParams, _| async {
+    m.method("fail", |_, _: NoParams, _| async {
         Err::<(), _>(RpcError::not_found("no such thing").with_data("key", "k1"))
     })
     .unwrap();
-    m.method("boom", |_: NoParams, _| async {
+    m.method("boom", |_, _: NoParams, _| async {
         Err::<(), _>(RpcError::internal("db down"))
     })
     .unwrap();
-    m.method("panic", |_: NoParams, _| async {
+    m.method("panic", |_, _: NoParams, _| async {
         if true {
             panic!("handler bug");
         }
         Ok::<(), RpcError>(())
     })
     .unwrap();
-    m.method("sleep", |p: Sleep, _| async move {
+    m.method("sleep", |_, p: Sleep, _| async move {
         tokio::time::sleep(Duration::from_millis(p.ms)).await;
         Ok::<_, RpcError>(p.ms)
     })
     .unwrap();
-    m.method("ctx", |_: NoParams, ctx: RequestContext| async move {
+    m.method("ctx", |_, _: NoParams, ctx: RequestContext| async move {
         // Read the task-local context after an await, as a method doing I/O would.
         tokio::time::sleep(Duration::from_millis(20)).await;
         let current = RequestContext::current().map(|c| c.correlation_id().to_owned());
@@ -104,7 +104,7 @@ fn server_with(settings: ServerSettings, flaky: Arc<AtomicU32>) -> Server {
         ))
     })
     .unwrap();
-    m.method("flaky", move |_: NoParams, _| {
+    m.method("flaky", move |_, _: NoParams, _| {
         let flaky = flaky.clone();
         async move {
             if flaky.fetch_add(1, Ordering::SeqCst) < 2 {
@@ -115,11 +115,11 @@ fn server_with(settings: ServerSettings, flaky: Arc<AtomicU32>) -> Server {
         }
     })
     .unwrap();
-    m.method("admin", |_: NoParams, _| async {
+    m.method("admin", |_, _: NoParams, _| async {
         Ok::<_, RpcError>("admin")
     })
     .unwrap();
-    m.method("internal", |_: NoParams, _| async {
+    m.method("internal", |_, _: NoParams, _| async {
         Ok::<_, RpcError>("internal")
     })
     .unwrap();
@@ -424,7 +424,7 @@ async fn deadlines_cancel_methods_and_an_expired_one_never_starts() {
     let started = Arc::new(AtomicU32::new(0));
     let s2 = started.clone();
     let mut m = RpcModule::new("x").permissions([("*", Scope::Guest)]);
-    m.method("effect", move |_: NoParams, _| {
+    m.method("effect", move |_, _: NoParams, _| {
         s2.fetch_add(1, Ordering::SeqCst);
         async { Ok::<_, RpcError>(()) }
     })
