@@ -1,10 +1,10 @@
 //! An app: its services built from a config, started in order, stopped in reverse.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use kaiju_core::AppSettings;
+use kaiju_core::{AppSettings, Shutdown};
 use tokio::time::Instant;
 
 use crate::config::Config;
@@ -24,6 +24,9 @@ use crate::service::{Build, Context, Service, Slot};
 /// A service with `required: false` whose start fails is logged and left out: it is not
 /// discoverable by the others and gets no further hooks (kaiju kept it, half started).
 ///
+/// Every method takes `&self`, so an app can be shared; [`handle`](Self::handle) gives a
+/// cheap, cloneable [`AppHandle`] that finds services by type and asks a running app to stop.
+///
 /// ```no_run
 /// use kaiju_app::{App, Registry, config::ConfigLoader};
 ///
@@ -35,16 +38,74 @@ use crate::service::{Build, Context, Service, Slot};
 pub struct App {
     cx: Arc<Context>,
     /// Indexes of the services whose `init` succeeded, in order.
-    started: Vec<usize>,
+    started: Mutex<Vec<usize>>,
+    /// Set by the first `start`: an app starts once.
+    begun: AtomicBool,
     shutdown_timeout: Duration,
+    /// A stop asked for through an [`AppHandle`].
+    stop: Shutdown,
 }
 
 impl std::fmt::Debug for App {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("App")
             .field("context", &self.cx)
-            .field("started", &self.started)
+            .field("started", &self.started_indexes())
             .finish()
+    }
+}
+
+/// A cloneable handle on an [`App`]: finds its services by type while it runs, and asks it to
+/// stop as a signal would.
+///
+/// ```no_run
+/// use kaiju_app::{App, Registry, builtin::ListenerService, config::ConfigLoader};
+///
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let config = ConfigLoader::new().file("settings/config.yml").load()?;
+/// let app = App::build(&config, &Registry::builtin())?;
+/// let handle = app.handle();
+/// let running = tokio::spawn(app.run());
+/// // ... later, from anywhere:
+/// if let Some(listener) = handle.service::<ListenerService>() {
+///     println!("{:?}", listener.stats().await);
+/// }
+/// handle.stop();
+/// running.await??;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct AppHandle {
+    cx: Arc<Context>,
+    stop: Shutdown,
+}
+
+impl std::fmt::Debug for AppHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppHandle").field("context", &self.cx).finish()
+    }
+}
+
+impl AppHandle {
+    /// The services and the app's identity.
+    pub fn context(&self) -> &Context {
+        &self.cx
+    }
+
+    /// The first service of type `T` (in config order) that has not failed.
+    pub fn service<T: Service>(&self) -> Option<Arc<T>> {
+        self.cx.first()
+    }
+
+    /// The service named `name`, if it is a `T`.
+    pub fn get<T: Service>(&self, name: &str) -> Option<Arc<T>> {
+        self.cx.get(name)
+    }
+
+    /// Asks the app to stop, as SIGTERM does: [`App::run`] (or [`App::stopped`]) returns, and
+    /// `run` closes the services within `run.shutdown_timeout`.
+    pub fn stop(&self) {
+        self.stop.trigger();
     }
 }
 
@@ -84,7 +145,7 @@ impl App {
                 .name
                 .clone()
                 .unwrap_or_else(|| class.default_name.clone());
-            let service = (class.factory)(&Build {
+            let (hooks, any) = (class.factory)(&Build {
                 name: &name,
                 cls: &entry.cls,
                 settings: &entry.settings,
@@ -95,7 +156,8 @@ impl App {
                 cls: entry.cls.clone(),
                 place: entry.place.clone(),
                 required: entry.required,
-                service,
+                hooks,
+                any,
                 failed: AtomicBool::new(false),
             };
             match slots.iter().position(|s| s.name == name) {
@@ -114,10 +176,21 @@ impl App {
                 app,
                 etc: config.project.etc.clone(),
                 slots,
+                kinds: registry.kinds(),
             }),
-            started: Vec::new(),
+            started: Mutex::new(Vec::new()),
+            begun: AtomicBool::new(false),
             shutdown_timeout: Duration::from_secs(config.project.run.shutdown_timeout),
+            stop: Shutdown::new(),
         })
+    }
+
+    /// A cloneable handle: services by type, and a stop request.
+    pub fn handle(&self) -> AppHandle {
+        AppHandle {
+            cx: self.cx.clone(),
+            stop: self.stop.clone(),
+        }
     }
 
     /// The services and the app's identity.
@@ -125,13 +198,26 @@ impl App {
         &self.cx
     }
 
+    /// The first service of type `T` (in config order) that has not failed.
+    pub fn service<T: Service>(&self) -> Option<Arc<T>> {
+        self.cx.first()
+    }
+
     /// The service named `name`, if it is a `T`.
     pub fn get<T: Service>(&self, name: &str) -> Option<Arc<T>> {
         self.cx.get(name)
     }
 
+    fn started_indexes(&self) -> Vec<usize> {
+        self.started
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     /// The names of the services, in config order, with whether each is running.
     pub fn services(&self) -> Vec<(String, bool)> {
+        let started = self.started_indexes();
         self.cx
             .slots
             .iter()
@@ -139,7 +225,7 @@ impl App {
             .map(|(i, s)| {
                 (
                     s.name.clone(),
-                    self.started.contains(&i) && !s.failed.load(Ordering::Relaxed),
+                    started.contains(&i) && !s.failed.load(Ordering::Relaxed),
                 )
             })
             .collect()
@@ -152,40 +238,48 @@ impl App {
 
     /// Runs `init`, `post_init` and `start` of every service, in config order. When a
     /// required service fails, the started ones are closed in reverse order and the error is
-    /// returned.
-    pub async fn start(&mut self) -> Result<(), AppError> {
+    /// returned. An app starts once: a second call is [`AppError::AlreadyStarted`].
+    pub async fn start(&self) -> Result<(), AppError> {
+        if self.begun.swap(true, Ordering::SeqCst) {
+            return Err(AppError::AlreadyStarted);
+        }
         let cx = self.cx.clone();
         for (i, slot) in cx.slots.iter().enumerate() {
             tracing::debug!(service = %slot.name, "init");
-            match slot.service.init(&cx).await {
-                Ok(()) => self.started.push(i),
+            match slot.hooks.init(&cx).await {
+                Ok(()) => self
+                    .started
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(i),
                 Err(e) => self.failed(slot, "init", e).await?,
             }
         }
         for phase in ["post_init", "start"] {
-            for &i in &self.started.clone() {
+            for i in self.started_indexes() {
                 let slot = &cx.slots[i];
                 if slot.failed.load(Ordering::Relaxed) {
                     continue;
                 }
                 tracing::debug!(service = %slot.name, phase, "starting");
                 let result = if phase == "post_init" {
-                    slot.service.post_init(&cx).await
+                    slot.hooks.post_init(&cx).await
                 } else {
-                    slot.service.start(&cx).await
+                    slot.hooks.start(&cx).await
                 };
                 if let Err(e) = result {
                     self.failed(slot, phase, e).await?;
                 }
             }
         }
-        tracing::info!(app = %cx.app.name, env = %cx.app.env, services = self.started.len(), "app started");
+        let services = self.started_indexes().len();
+        tracing::info!(app = %cx.app.name, env = %cx.app.env, services, "app started");
         Ok(())
     }
 
     /// A service failed in `phase`: left out if optional, otherwise the app stops.
     async fn failed(
-        &mut self,
+        &self,
         slot: &Slot,
         phase: &'static str,
         e: crate::error::BoxError,
@@ -209,16 +303,22 @@ impl App {
     /// Closes the started services in reverse order, sharing `run.shutdown_timeout` among
     /// them (each gets what is left). Errors are logged, and returned as
     /// `(service, error)` pairs; a failed close does not stop the others.
-    pub async fn stop(&mut self) -> Vec<(String, String)> {
+    pub async fn stop(&self) -> Vec<(String, String)> {
         let now = Instant::now();
         let deadline = now.checked_add(self.shutdown_timeout).unwrap_or(now);
         let mut errors = Vec::new();
-        while let Some(i) = self.started.pop() {
+        loop {
+            let next = self
+                .started
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pop();
+            let Some(i) = next else { break };
             let slot = &self.cx.slots[i];
             let left = deadline.saturating_duration_since(Instant::now());
             tracing::debug!(service = %slot.name, ?left, "close");
             let result =
-                tokio::time::timeout(left + Duration::from_millis(100), slot.service.close(left))
+                tokio::time::timeout(left + Duration::from_millis(100), slot.hooks.close(left))
                     .await;
             let error = match result {
                 Ok(Ok(())) => continue,
@@ -231,11 +331,20 @@ impl App {
         errors
     }
 
-    /// Starts, waits for SIGINT or SIGTERM, and stops. Returns an error if the start failed,
-    /// or [`AppError::Unclean`] if a service did not close cleanly. A signal that arrives while the app is still starting
-    /// abandons the start and stops what had started.
-    pub async fn run(mut self) -> Result<(), AppError> {
-        let signal = stop_signal();
+    /// Resolves once a stop is asked for: SIGINT, SIGTERM, or [`AppHandle::stop`].
+    pub async fn stopped(&self) -> Result<(), AppError> {
+        tokio::select! {
+            received = stop_signal() => received,
+            () = self.stop.triggered() => Ok(()),
+        }
+    }
+
+    /// Starts, waits for SIGINT or SIGTERM (or [`AppHandle::stop`]), and stops. Returns an
+    /// error if the start failed, or [`AppError::Unclean`] if a service did not close cleanly.
+    /// A signal that arrives while the app is still starting abandons the start and stops what
+    /// had started.
+    pub async fn run(self) -> Result<(), AppError> {
+        let signal = self.stopped();
         tokio::pin!(signal);
         let early = {
             let start = self.start();

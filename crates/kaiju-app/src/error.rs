@@ -35,6 +35,12 @@ pub enum AppError {
         /// Why, and what to use instead.
         why: &'static str,
     },
+    /// A class name was registered twice ([`Registry::register`](crate::Registry::register)).
+    #[error("service class `{cls}` is already registered; register yours under another name")]
+    DuplicateClass {
+        /// The class name.
+        cls: String,
+    },
     /// Two services have one name and the second has no `override: true`.
     #[error(
         "{place}: a service named `{name}` already exists; give this one another `name`, or set `override: true` to replace it"
@@ -68,6 +74,9 @@ pub enum AppError {
         /// `(service, error)` pairs.
         errors: Vec<(String, String)>,
     },
+    /// [`App::start`](crate::App::start) was called a second time.
+    #[error("the app was started already; an app starts once")]
+    AlreadyStarted,
     /// Waiting for a stop signal failed.
     #[error("cannot wait for SIGINT/SIGTERM: {0}")]
     Signal(#[source] std::io::Error),

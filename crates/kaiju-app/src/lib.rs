@@ -8,7 +8,7 @@ mod error;
 mod registry;
 mod service;
 
-pub use app::{App, stop_signal};
+pub use app::{App, AppHandle, stop_signal};
 pub use error::{AppError, BoxError, SettingsError};
 pub use registry::Registry;
-pub use service::{Build, Context, Dependency, DiscoveryError, Hook, Service, ServiceClass, done};
+pub use service::{Build, Context, Dependency, DiscoveryError, Service, ServiceClass};

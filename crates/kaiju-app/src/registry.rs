@@ -1,18 +1,23 @@
 //! Service classes by name: the built-in ones (behind cargo features), kaiju classes that
 //! kaiju-rs does not implement, and the app's own.
 
+use std::any::{Any, TypeId};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::error::AppError;
-use crate::service::{Build, Service, ServiceClass};
+use crate::service::{Build, Erased, ServiceClass};
 
-type Factory = Arc<dyn Fn(&Build<'_>) -> Result<Arc<dyn Service>, AppError> + Send + Sync>;
+/// A built service, as its two faces: the hooks the runtime calls, and `Any` for discovery.
+pub(crate) type Built = (Arc<dyn Erased>, Arc<dyn Any + Send + Sync>);
+
+type Factory = Arc<dyn Fn(&Build<'_>) -> Result<Built, AppError> + Send + Sync>;
 
 #[derive(Clone)]
 pub(crate) struct Class {
     pub(crate) default_name: String,
     pub(crate) factory: Factory,
+    pub(crate) type_id: TypeId,
 }
 
 /// kaiju-tools / kaiju-redis classes that kaiju-rs does not implement, and why.
@@ -73,19 +78,60 @@ impl Registry {
         Self::default()
     }
 
-    /// Registers `T` as `cls`, named `default_name` when its entry gives no `name`. A class
-    /// registered again replaces the earlier one.
-    pub fn register<T: ServiceClass>(&mut self, cls: &str, default_name: &str) -> &mut Self {
-        let factory: Factory =
-            Arc::new(|b: &Build<'_>| Ok(Arc::new(T::build(b)?) as Arc<dyn Service>));
+    /// Registers `T` as `cls`, named `default_name` when its entry gives no `name`. One type
+    /// may be registered under several class names (kaiju's `RedisCache` and
+    /// `RedisCacheService`); a class name that is registered already is an error, as a
+    /// duplicate RPC method is.
+    ///
+    /// ```
+    /// use kaiju_app::{Registry, Service, ServiceClass};
+    /// # struct Mine;
+    /// # impl Service for Mine {}
+    /// # impl ServiceClass for Mine {
+    /// #     fn build(_: &kaiju_app::Build<'_>) -> Result<Self, kaiju_app::AppError> { Ok(Mine) }
+    /// # }
+    /// let mut registry = Registry::builtin();
+    /// registry.register::<Mine>("Mine", "mine")?;
+    /// assert!(registry.register::<Mine>("RedisCache", "cache").is_err());
+    /// # Ok::<(), kaiju_app::AppError>(())
+    /// ```
+    pub fn register<T: ServiceClass>(
+        &mut self,
+        cls: &str,
+        default_name: &str,
+    ) -> Result<&mut Self, AppError> {
+        if self.classes.contains_key(cls) {
+            return Err(AppError::DuplicateClass {
+                cls: cls.to_owned(),
+            });
+        }
+        self.insert::<T>(cls, default_name);
+        Ok(self)
+    }
+
+    /// Registers a class whose name is known to be new (the built-in ones).
+    pub(crate) fn insert<T: ServiceClass>(&mut self, cls: &str, default_name: &str) {
+        let factory: Factory = Arc::new(|b: &Build<'_>| {
+            let service = Arc::new(T::build(b)?);
+            Ok((service.clone() as Arc<dyn Erased>, service as Arc<dyn Any + Send + Sync>))
+        });
         self.classes.insert(
             cls.to_owned(),
             Class {
                 default_name: default_name.to_owned(),
                 factory,
+                type_id: TypeId::of::<T>(),
             },
         );
-        self
+    }
+
+    /// The class names each registered type is registered under, for error messages.
+    pub(crate) fn kinds(&self) -> BTreeMap<TypeId, Vec<String>> {
+        let mut kinds: BTreeMap<TypeId, Vec<String>> = BTreeMap::new();
+        for (name, class) in &self.classes {
+            kinds.entry(class.type_id).or_default().push(name.clone());
+        }
+        kinds
     }
 
     /// The registered class names.

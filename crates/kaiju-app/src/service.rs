@@ -1,8 +1,13 @@
-//! What a service is to the runtime: a [`Service`] with lifecycle hooks, built by a
-//! [`ServiceClass`] from its config entry, finding the services it depends on through
-//! [`Context`].
+//! What a service is to the runtime: a [`Service`] with lifecycle hooks written as plain
+//! `async fn`s, built by a [`ServiceClass`] from its config entry, finding the services it
+//! depends on by type through [`Context`].
+//!
+//! The runtime holds services of many types in one list, so it calls their hooks through
+//! [`Erased`], an object-safe companion trait implemented for every [`Service`]: the boxing of
+//! hook futures happens there, once, never in user code (as apalis does).
 
-use std::any::Any;
+use std::any::{Any, TypeId};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -16,52 +21,130 @@ use serde::{Deserialize, Deserializer};
 use crate::config::{Node, Place};
 use crate::error::{AppError, BoxError, SettingsError};
 
-/// The future a lifecycle hook returns.
-pub type Hook<'a> = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send + 'a>>;
-
-/// A hook that does nothing.
-pub fn done<'a>() -> Hook<'a> {
-    Box::pin(async { Ok(()) })
-}
-
 /// A part of an app: the runtime calls its hooks in config order to start, and in reverse
-/// order to stop. Every hook has a default that does nothing.
+/// order to stop. Every hook has a default that does nothing; write the ones you need as
+/// `async fn`.
 ///
 /// Hooks take `&self`: a service keeps what it creates at start-up in a `OnceLock` or a
 /// mutex, so that other services can hold an `Arc` of it from the moment it is built.
-pub trait Service: Any + Send + Sync {
+///
+/// Not to be confused with [`kaiju_core::Lifecycle`], the start/stop of one component (a
+/// stream listener) that a service may run inside its hooks.
+///
+/// ```
+/// use std::sync::{Arc, OnceLock};
+/// use kaiju_app::builtin::CacheService;
+/// use kaiju_app::{AppError, BoxError, Build, Context, Dependency, Service, ServiceClass};
+/// use kaiju_cache::Cache;
+/// use kaiju_rpc::{RegisterError, RpcError, RpcModule, Scope};
+///
+/// #[derive(serde::Deserialize)]
+/// #[serde(deny_unknown_fields)]
+/// struct Settings { #[serde(default)] cache: Dependency }
+///
+/// struct Greeter { settings: Settings, cache: OnceLock<Cache> }
+///
+/// impl Service for Greeter {
+///     async fn init(&self, cx: &Context) -> Result<(), BoxError> {
+///         let cache = cx.require::<CacheService>(&self.settings.cache)?.cache()?;
+///         let _ = self.cache.set(cache);
+///         Ok(())
+///     }
+///
+///     // Every method gets the service itself, as a Python method gets `self`.
+///     fn rpc_module(self: Arc<Self>) -> Result<RpcModule<Self>, RegisterError> {
+///         let mut m = RpcModule::with_context("greeter", self).permissions([("*", Scope::Guest)]);
+///         m.method("hello", |this, name: String, _ctx| async move {
+///             let cache = this.cache.get().ok_or_else(|| RpcError::internal("not ready"))?;
+///             let _ = cache; // ... use it
+///             Ok::<_, RpcError>(format!("hello, {name}"))
+///         })?;
+///         Ok(m)
+///     }
+/// }
+///
+/// impl ServiceClass for Greeter {
+///     fn build(b: &Build<'_>) -> Result<Self, AppError> {
+///         Ok(Self { settings: b.settings()?, cache: OnceLock::new() })
+///     }
+/// }
+/// ```
+pub trait Service: Send + Sync + Sized + 'static {
     /// Connects and discovers dependencies (kaiju's `init`). Runs in config order.
-    fn init<'a>(&'a self, cx: &'a Context) -> Hook<'a> {
+    fn init(&self, cx: &Context) -> impl Future<Output = Result<(), BoxError>> + Send {
         let _ = cx;
-        done()
+        async { Ok(()) }
     }
 
     /// Runs after every `init` (kaiju's `post_init`); the RPC server collects the routes of
     /// all services here.
-    fn post_init<'a>(&'a self, cx: &'a Context) -> Hook<'a> {
+    fn post_init(&self, cx: &Context) -> impl Future<Output = Result<(), BoxError>> + Send {
         let _ = cx;
-        done()
+        async { Ok(()) }
     }
 
     /// Starts background work (listeners start reading), after every `post_init`, so no
     /// message is read before every route is registered.
-    fn start<'a>(&'a self, cx: &'a Context) -> Hook<'a> {
+    fn start(&self, cx: &Context) -> impl Future<Output = Result<(), BoxError>> + Send {
         let _ = cx;
-        done()
+        async { Ok(()) }
     }
 
     /// Stops: finish in-flight work within `deadline`, then release connections. Called in
     /// reverse order, for the services whose `init` succeeded.
-    fn close(&self, deadline: Duration) -> Hook<'_> {
+    fn close(&self, deadline: Duration) -> impl Future<Output = Result<(), BoxError>> + Send {
         let _ = deadline;
-        done()
+        async { Ok(()) }
     }
 
-    /// The RPC methods this service offers (kaiju's `PublicInterface`): the app's
-    /// `JSONRPCServer` collects them in its `post_init`, after every `init`.
+    /// The RPC methods this service offers (kaiju's `PublicInterface`), with the service
+    /// itself as their context: the app's `JSONRPCServer` collects them in its `post_init`,
+    /// after every `init`. A route registered twice is an error that stops the start. The
+    /// default offers none.
     #[cfg(feature = "rpc")]
-    fn rpc_module(&self) -> Option<kaiju_rpc::RpcModule> {
-        None
+    fn rpc_module(
+        self: Arc<Self>,
+    ) -> Result<kaiju_rpc::RpcModule<Self>, kaiju_rpc::RegisterError> {
+        Ok(kaiju_rpc::RpcModule::with_context("", self))
+    }
+}
+
+/// The future an erased hook returns.
+pub(crate) type Hook<'a> = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send + 'a>>;
+
+/// The object-safe face of a [`Service`], so that the runtime can hold services of many types.
+pub(crate) trait Erased: Send + Sync {
+    fn init<'a>(&'a self, cx: &'a Context) -> Hook<'a>;
+    fn post_init<'a>(&'a self, cx: &'a Context) -> Hook<'a>;
+    fn start<'a>(&'a self, cx: &'a Context) -> Hook<'a>;
+    fn close(&self, deadline: Duration) -> Hook<'_>;
+    /// Adds the service's RPC methods to `all`.
+    #[cfg(feature = "rpc")]
+    fn rpc_into(
+        self: Arc<Self>,
+        all: &mut kaiju_rpc::RpcModule,
+    ) -> Result<(), kaiju_rpc::RegisterError>;
+}
+
+impl<T: Service> Erased for T {
+    fn init<'a>(&'a self, cx: &'a Context) -> Hook<'a> {
+        Box::pin(Service::init(self, cx))
+    }
+    fn post_init<'a>(&'a self, cx: &'a Context) -> Hook<'a> {
+        Box::pin(Service::post_init(self, cx))
+    }
+    fn start<'a>(&'a self, cx: &'a Context) -> Hook<'a> {
+        Box::pin(Service::start(self, cx))
+    }
+    fn close(&self, deadline: Duration) -> Hook<'_> {
+        Box::pin(Service::close(self, deadline))
+    }
+    #[cfg(feature = "rpc")]
+    fn rpc_into(
+        self: Arc<Self>,
+        all: &mut kaiju_rpc::RpcModule,
+    ) -> Result<(), kaiju_rpc::RegisterError> {
+        all.merge(Service::rpc_module(self)?)
     }
 }
 
@@ -188,16 +271,29 @@ pub(crate) struct Slot {
     pub(crate) cls: String,
     pub(crate) place: Place,
     pub(crate) required: bool,
-    pub(crate) service: Arc<dyn Service>,
+    pub(crate) hooks: Arc<dyn Erased>,
+    pub(crate) any: Arc<dyn Any + Send + Sync>,
     /// Its start failed (a service with `required: false`): not discoverable, not started.
     pub(crate) failed: AtomicBool,
 }
 
-/// The app's services as hooks see them: the app's identity, `etc`, and discovery.
+impl Slot {
+    fn live(&self) -> bool {
+        !self.failed.load(Ordering::Relaxed)
+    }
+
+    fn downcast<T: Service>(&self) -> Option<Arc<T>> {
+        self.any.clone().downcast::<T>().ok()
+    }
+}
+
+/// The app's services as hooks see them: the app's identity, `etc`, and discovery by type.
 pub struct Context {
     pub(crate) app: AppSettings,
     pub(crate) etc: Node,
     pub(crate) slots: Vec<Slot>,
+    /// The class names each service type is registered under, for error messages.
+    pub(crate) kinds: BTreeMap<TypeId, Vec<String>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -226,18 +322,18 @@ pub enum DiscoveryError {
         name: String,
         /// Its class.
         cls: String,
-        /// What was wanted.
-        wanted: &'static str,
+        /// The class (or classes) wanted.
+        wanted: String,
     },
     /// The named service failed to start (`required: false`).
     #[error("service `{0}` failed to start")]
     Failed(String),
     /// No service of the class exists (or every one failed).
     #[error("no {0} service is configured")]
-    NoneOfClass(&'static str),
+    NoneOfClass(String),
     /// The dependency is `false` but is required.
     #[error("a {0} is required here; `false` is not allowed")]
-    Disabled(&'static str),
+    Disabled(String),
 }
 
 impl Context {
@@ -251,32 +347,27 @@ impl Context {
         &self.etc
     }
 
-    /// Every service that has not failed, in config order.
-    pub fn services(&self) -> impl Iterator<Item = (&str, &Arc<dyn Service>)> {
+    /// The names of the services that have not failed, in config order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
         self.slots
             .iter()
-            .filter(|s| !s.failed.load(Ordering::Relaxed))
-            .map(|s| (s.name.as_str(), &s.service))
+            .filter(|s| s.live())
+            .map(|s| s.name.as_str())
     }
 
-    /// The service `dep` names, which must be a `T` (kaiju's `discover_service`); `wanted`
-    /// names the kind for error messages.
-    pub fn require<T: Service>(
-        &self,
-        dep: &Dependency,
-        wanted: &'static str,
-    ) -> Result<Arc<T>, DiscoveryError> {
-        self.optional(dep, wanted)?
-            .ok_or(DiscoveryError::Disabled(wanted))
+    /// The service `dep` names, which must be a `T` (kaiju's `discover_service`): by name, or
+    /// the first `T` in config order for `null`. `false` is an error here; use
+    /// [`optional`](Self::optional) where a dependency may be switched off.
+    pub fn require<T: Service>(&self, dep: &Dependency) -> Result<Arc<T>, DiscoveryError> {
+        self.optional::<T>(dep)?
+            .ok_or_else(|| DiscoveryError::Disabled(self.kind::<T>()))
     }
 
     /// Like [`require`](Self::require), but `false` gives `None`.
     pub fn optional<T: Service>(
         &self,
         dep: &Dependency,
-        wanted: &'static str,
     ) -> Result<Option<Arc<T>>, DiscoveryError> {
-        let live = |s: &Slot| !s.failed.load(Ordering::Relaxed);
         match dep {
             Dependency::Disabled => Ok(None),
             Dependency::Named(name) => {
@@ -285,25 +376,39 @@ impl Context {
                     .iter()
                     .find(|s| s.name == *name)
                     .ok_or_else(|| DiscoveryError::NotFound(name.clone()))?;
-                if !live(slot) {
+                if !slot.live() {
                     return Err(DiscoveryError::Failed(name.clone()));
                 }
-                downcast::<T>(&slot.service)
+                slot.downcast::<T>()
                     .map(Some)
                     .ok_or_else(|| DiscoveryError::WrongClass {
                         name: name.clone(),
                         cls: slot.cls.clone(),
-                        wanted,
+                        wanted: self.kind::<T>(),
                     })
             }
             Dependency::Any => self
-                .slots
-                .iter()
-                .filter(|s| live(s))
-                .find_map(|s| downcast::<T>(&s.service))
+                .first::<T>()
                 .map(Some)
-                .ok_or(DiscoveryError::NoneOfClass(wanted)),
+                .ok_or_else(|| DiscoveryError::NoneOfClass(self.kind::<T>())),
         }
+    }
+
+    /// The first service of type `T` that has not failed, in config order.
+    pub fn first<T: Service>(&self) -> Option<Arc<T>> {
+        self.slots
+            .iter()
+            .filter(|s| s.live())
+            .find_map(Slot::downcast::<T>)
+    }
+
+    /// Every service of type `T` that has not failed, with its name, in config order.
+    pub fn all<T: Service>(&self) -> Vec<(&str, Arc<T>)> {
+        self.slots
+            .iter()
+            .filter(|s| s.live())
+            .filter_map(|s| Some((s.name.as_str(), s.downcast::<T>()?)))
+            .collect()
     }
 
     /// The service named `name` if it is a `T`.
@@ -311,11 +416,31 @@ impl Context {
         self.slots
             .iter()
             .find(|s| s.name == name)
-            .and_then(|s| downcast::<T>(&s.service))
+            .and_then(Slot::downcast::<T>)
     }
-}
 
-fn downcast<T: Service>(service: &Arc<dyn Service>) -> Option<Arc<T>> {
-    let any: Arc<dyn Any + Send + Sync> = service.clone();
-    any.downcast::<T>().ok()
+    /// The RPC methods of every service that has not failed, in one module.
+    #[cfg(feature = "rpc")]
+    pub(crate) fn rpc_methods(&self) -> Result<kaiju_rpc::RpcModule, BoxError> {
+        let mut all = kaiju_rpc::RpcModule::new("");
+        for slot in self.slots.iter().filter(|s| s.live()) {
+            slot.hooks
+                .clone()
+                .rpc_into(&mut all)
+                .map_err(|e| format!("the methods of service `{}`: {e}", slot.name))?;
+        }
+        Ok(all)
+    }
+
+    /// How error messages name the kind of `T`: its registered class names.
+    fn kind<T: Service>(&self) -> String {
+        match self.kinds.get(&TypeId::of::<T>()) {
+            Some(names) if !names.is_empty() => names.join(" or "),
+            _ => {
+                let full = std::any::type_name::<T>();
+                let short = full.split('<').next().unwrap_or(full);
+                short.rsplit("::").next().unwrap_or(short).to_owned()
+            }
+        }
+    }
 }

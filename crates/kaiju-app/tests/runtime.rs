@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use kaiju_app::config::{ConfigLoader, Value};
 use kaiju_app::{
-    App, AppError, Build, Context, Dependency, DiscoveryError, Hook, Registry, Service,
+    App, AppError, BoxError, Build, Context, Dependency, DiscoveryError, Registry, Service,
     ServiceClass,
 };
 use serde::Deserialize;
@@ -359,25 +359,23 @@ impl ServiceClass for Recorder {
 }
 
 impl Service for Recorder {
-    fn init<'a>(&'a self, cx: &'a Context) -> Hook<'a> {
-        Box::pin(async move {
-            if let Some(other) = cx.optional::<Recorder>(&self.needs, "Recorder")? {
-                self.log
-                    .lock()
-                    .unwrap()
-                    .push(format!("{} found {}", self.name, other.name));
-            }
-            self.record("init")
-        })
+    async fn init(&self, cx: &Context) -> Result<(), BoxError> {
+        if let Some(other) = cx.optional::<Recorder>(&self.needs)? {
+            self.log
+                .lock()
+                .unwrap()
+                .push(format!("{} found {}", self.name, other.name));
+        }
+        self.record("init")
     }
-    fn post_init<'a>(&'a self, _cx: &'a Context) -> Hook<'a> {
-        Box::pin(async move { self.record("post_init") })
+    async fn post_init(&self, _cx: &Context) -> Result<(), BoxError> {
+        self.record("post_init")
     }
-    fn start<'a>(&'a self, _cx: &'a Context) -> Hook<'a> {
-        Box::pin(async move { self.record("start") })
+    async fn start(&self, _cx: &Context) -> Result<(), BoxError> {
+        self.record("start")
     }
-    fn close(&self, _deadline: Duration) -> Hook<'_> {
-        Box::pin(async move { self.record("close") })
+    async fn close(&self, _deadline: Duration) -> Result<(), BoxError> {
+        self.record("close")
     }
 }
 
@@ -393,13 +391,13 @@ fn recorder_app(services: &str) -> (App, Log) {
     );
     let config = ConfigLoader::new().file(f).no_os_env().load().unwrap();
     let mut registry = Registry::builtin();
-    registry.register::<Recorder>("Recorder", "Recorder");
+    registry.register::<Recorder>("Recorder", "Recorder").unwrap();
     (App::build(&config, &registry).unwrap(), log_for(&id))
 }
 
 #[tokio::test]
 async fn hooks_run_in_config_order_and_close_in_reverse() {
-    let (mut app, log) = recorder_app(
+    let (app, log) = recorder_app(
         "  - {cls: Recorder, name: s1, settings: {log: LOG}}\n  - {cls: Recorder, name: s2, settings: {log: LOG, needs: null}}\n  - {cls: Recorder, name: s3, settings: {log: LOG, needs: s2}}\n",
     );
     app.start().await.unwrap();
@@ -427,7 +425,7 @@ async fn hooks_run_in_config_order_and_close_in_reverse() {
 
 #[tokio::test]
 async fn a_required_failure_closes_what_started_in_reverse() {
-    let (mut app, log) = recorder_app(
+    let (app, log) = recorder_app(
         "  - {cls: Recorder, name: s1, settings: {log: LOG}}\n  - {cls: Recorder, name: s2, settings: {log: LOG}}\n  - {cls: Recorder, name: s3, settings: {log: LOG, fail_in: init}}\n  - {cls: Recorder, name: s4, settings: {log: LOG}}\n",
     );
     let e = app.start().await.unwrap_err().to_string();
@@ -440,7 +438,7 @@ async fn a_required_failure_closes_what_started_in_reverse() {
 
 #[tokio::test]
 async fn an_optional_failure_is_left_out_and_not_discoverable() {
-    let (mut app, log) = recorder_app(
+    let (app, log) = recorder_app(
         "  - {cls: Recorder, name: s1, required: false, settings: {log: LOG, fail_in: init}}\n  - {cls: Recorder, name: s2, required: false, settings: {log: LOG, needs: s1}}\n  - {cls: Recorder, name: s3, settings: {log: LOG}}\n",
     );
     app.start().await.unwrap();
@@ -465,33 +463,135 @@ async fn discovery_errors_are_explicit() {
     let (app, _) =
         recorder_app("  - {cls: Recorder, name: s1, settings: {log: LOG}}\n  - Scheduler\n");
     let cx = app.context();
-    assert!(cx.require::<Recorder>(&Dependency::Any, "Recorder").is_ok());
+    assert!(cx.require::<Recorder>(&Dependency::Any).is_ok());
     assert_eq!(
-        cx.require::<Recorder>(&Dependency::Named("nope".into()), "Recorder")
+        cx.require::<Recorder>(&Dependency::Named("nope".into()))
             .err(),
         Some(DiscoveryError::NotFound("nope".into()))
     );
     assert!(matches!(
-        cx.require::<Recorder>(&Dependency::Named("Scheduler".into()), "Recorder"),
+        cx.require::<Recorder>(&Dependency::Named("Scheduler".into())),
         Err(DiscoveryError::WrongClass { .. })
     ));
     assert_eq!(
-        cx.require::<Recorder>(&Dependency::Disabled, "Recorder")
+        cx.require::<Recorder>(&Dependency::Disabled)
             .err(),
-        Some(DiscoveryError::Disabled("Recorder"))
+        Some(DiscoveryError::Disabled("Recorder".into()))
     );
     assert!(
-        cx.optional::<Recorder>(&Dependency::Disabled, "Recorder")
+        cx.optional::<Recorder>(&Dependency::Disabled)
             .unwrap()
             .is_none()
     );
+    assert_eq!(
+        cx.require::<kaiju_app::builtin::TransportService>(&Dependency::Any)
+            .err()
+            .map(|e| e.to_string()),
+        Some("no RedisTransportService service is configured".into()),
+        "the error names the class a user writes in the config"
+    );
+    assert_eq!(
+        cx.require::<kaiju_app::builtin::CacheService>(&Dependency::Any)
+            .err()
+            .map(|e| e.to_string()),
+        Some("no RedisCache or RedisCacheService service is configured".into())
+    );
+}
+
+#[tokio::test]
+async fn an_app_handle_stops_a_running_app_and_finds_services_by_type() {
+    let (app, log) = recorder_app(
+        "  - {cls: Recorder, name: s1, settings: {log: LOG}}\n  - {cls: Recorder, name: s2, settings: {log: LOG}}\n",
+    );
+    let handle = app.handle();
+    assert_eq!(handle.service::<Recorder>().map(|r| r.name.clone()), Some("s1".into()));
+    assert_eq!(handle.get::<Recorder>("s2").map(|r| r.name.clone()), Some("s2".into()));
+    assert_eq!(handle.context().all::<Recorder>().len(), 2);
+    let running = tokio::spawn(app.run());
+    // Until the app started, a stop would abandon the start; wait for it to be running.
+    let started = std::time::Instant::now();
+    while !log.lock().unwrap().iter().any(|l| l == "start s2") {
+        assert!(started.elapsed() < Duration::from_secs(5), "the app did not start");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    handle.stop();
+    tokio::time::timeout(Duration::from_secs(5), running)
+        .await
+        .expect("run returns once the handle asks it to stop")
+        .unwrap()
+        .unwrap();
+    let log = log.lock().unwrap();
+    assert_eq!(log[log.len() - 2..], ["close s2", "close s1"]);
+}
+
+#[tokio::test]
+async fn an_app_starts_once() {
+    let (app, _) = recorder_app("  - {cls: Recorder, name: s1, settings: {log: LOG}}\n");
+    app.start().await.unwrap();
+    assert!(matches!(app.start().await, Err(AppError::AlreadyStarted)));
+    assert!(app.stop().await.is_empty());
+}
+
+#[test]
+fn a_class_name_registers_once() {
+    let mut registry = Registry::builtin();
+    registry.register::<Recorder>("Recorder", "Recorder").unwrap();
+    // A type may have several class names, but a name has one type.
+    registry.register::<Recorder>("Recorder2", "Recorder").unwrap();
+    let e = registry
+        .register::<Recorder>("RedisCache", "x")
+        .err()
+        .map(|e| e.to_string());
+    assert_eq!(
+        e.as_deref(),
+        Some("service class `RedisCache` is already registered; register yours under another name")
+    );
     assert!(matches!(
-        cx.require::<kaiju_app::builtin::TransportService>(
-            &Dependency::Any,
-            "RedisTransportService"
-        ),
-        Err(DiscoveryError::NoneOfClass(_))
+        registry.register::<Recorder>("Recorder", "Recorder"),
+        Err(AppError::DuplicateClass { .. })
     ));
+}
+
+/// A service whose RPC module registers one route twice.
+#[cfg(feature = "rpc")]
+struct TwoRoutes;
+
+#[cfg(feature = "rpc")]
+impl Service for TwoRoutes {
+    fn rpc_module(
+        self: Arc<Self>,
+    ) -> Result<kaiju_rpc::RpcModule<Self>, kaiju_rpc::RegisterError> {
+        let mut m = kaiju_rpc::RpcModule::with_context("twice", self);
+        m.method("m", |_, _: kaiju_rpc::NoParams, _| async {
+            Ok::<_, kaiju_rpc::RpcError>(1)
+        })?;
+        m.method("m", |_, _: kaiju_rpc::NoParams, _| async {
+            Ok::<_, kaiju_rpc::RpcError>(2)
+        })?;
+        Ok(m)
+    }
+}
+
+#[cfg(feature = "rpc")]
+impl ServiceClass for TwoRoutes {
+    fn build(_: &Build<'_>) -> Result<Self, AppError> {
+        Ok(Self)
+    }
+}
+
+#[cfg(feature = "rpc")]
+#[tokio::test]
+async fn a_route_registered_twice_stops_the_start() {
+    let config = load_text("main: {name: app}\nservices:\n  - JSONRPCServer\n  - TwoRoutes\n").unwrap();
+    let mut registry = Registry::builtin();
+    registry.register::<TwoRoutes>("TwoRoutes", "twice").unwrap();
+    let app = App::build(&config, &registry).unwrap();
+    let e = app.start().await.unwrap_err().to_string();
+    assert!(
+        e.contains("service `rpc` (JSONRPCServer) failed in post_init")
+            && e.contains("the methods of service `twice`: method `twice.m` is already registered"),
+        "{e}"
+    );
 }
 
 #[test]

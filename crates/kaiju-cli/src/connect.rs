@@ -46,7 +46,7 @@ pub(crate) async fn connect(conn: &Conn) -> Result<(Transport, AppSettings), Fai
         (None, Some(config)) => {
             let app = build(config)?;
             app.context()
-                .require::<TransportService>(&Dependency::Any, "RedisTransportService")
+                .require::<TransportService>(&Dependency::Any)
                 .map_err(|e| Failure::usage(format!("the config has no Redis connection: {e}")))?
                 .settings()
                 .clone()

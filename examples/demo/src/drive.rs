@@ -24,7 +24,7 @@ pub(crate) async fn run(config: Config, registry: Registry) -> Result<(), String
     let app = App::build(&config, &registry).map_err(|e| err(&e))?;
     let settings = app
         .context()
-        .require::<TransportService>(&Dependency::Any, "RedisTransportService")
+        .require::<TransportService>(&Dependency::Any)
         .map_err(|e| err(&e))?
         .settings()
         .clone();
@@ -52,7 +52,8 @@ pub(crate) async fn run(config: Config, registry: Registry) -> Result<(), String
         })
         .collect();
     let ids = client
-        .call_each_with(calls, Some(target.as_str()), None)
+        .call_each(calls)
+        .app(target.as_str())
         .await
         .map_err(|e| err(&e))?;
     println!(

@@ -7,11 +7,11 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use kaiju_app::builtin::{CacheService, LocksService};
-use kaiju_app::{AppError, Build, Context, Dependency, Hook, Service, ServiceClass};
+use kaiju_app::{AppError, BoxError, Build, Context, Dependency, Service, ServiceClass};
 use kaiju_cache::Cache;
 use kaiju_core::Namespace;
 use kaiju_locks::Locks;
-use kaiju_rpc::{NoParams, RequestContext, RpcError, RpcModule, Scope};
+use kaiju_rpc::{NoParams, RegisterError, RpcError, RpcModule, Scope};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Deserialize)]
@@ -43,79 +43,63 @@ struct State {
 /// The demo's service.
 pub(crate) struct Inventory {
     settings: Settings,
-    state: Arc<OnceLock<State>>,
+    /// Set in `init`, once the cache and the locks are found.
+    state: OnceLock<State>,
+}
+
+impl Inventory {
+    fn state(&self) -> Result<&State, RpcError> {
+        self.state
+            .get()
+            .ok_or_else(|| RpcError::internal("the inventory is not initialised"))
+    }
 }
 
 impl ServiceClass for Inventory {
     fn build(b: &Build<'_>) -> Result<Self, AppError> {
         Ok(Self {
             settings: b.settings()?,
-            state: Arc::default(),
+            state: OnceLock::new(),
         })
     }
 }
 
 impl Service for Inventory {
-    fn init<'a>(&'a self, cx: &'a Context) -> Hook<'a> {
-        Box::pin(async move {
-            let cache = cx
-                .require::<CacheService>(&self.settings.cache, "RedisCache")?
-                .cache()?;
-            let locks = cx
-                .require::<LocksService>(&self.settings.locks, "RedisLocksService")?
-                .locks()?;
-            let state = State {
-                cache,
-                locks,
-                ns: cx.app().namespace()?,
-                work: Duration::from_millis(self.settings.work_ms),
-                reservations: AtomicU64::new(0),
-                waits: AtomicU64::new(0),
-            };
-            let _ = self.state.set(state);
-            Ok(())
-        })
+    async fn init(&self, cx: &Context) -> Result<(), BoxError> {
+        let cache = cx.require::<CacheService>(&self.settings.cache)?.cache()?;
+        let locks = cx.require::<LocksService>(&self.settings.locks)?.locks()?;
+        let state = State {
+            cache,
+            locks,
+            ns: cx.app().namespace()?,
+            work: Duration::from_millis(self.settings.work_ms),
+            reservations: AtomicU64::new(0),
+            waits: AtomicU64::new(0),
+        };
+        let _ = self.state.set(state);
+        Ok(())
     }
 
-    fn rpc_module(&self) -> Option<RpcModule> {
-        let mut m = RpcModule::new("inventory").permissions([("*", Scope::Guest)]);
-        let s = self.state.clone();
-        m.method("restock", move |p: Restock, _ctx: RequestContext| {
-            let s = s.clone();
-            async move { state(&s)?.restock(p).await }
-        })
-        .ok()?;
-        let s = self.state.clone();
-        m.method("reserve", move |p: Reserve, _ctx: RequestContext| {
-            let s = s.clone();
-            async move { state(&s)?.reserve(p).await }
-        })
-        .ok()?;
-        let s = self.state.clone();
-        m.method("stock", move |p: Item, _ctx: RequestContext| {
-            let s = s.clone();
-            async move { state(&s)?.stock(&p.item).await }
-        })
-        .ok()?;
-        let s = self.state.clone();
-        m.method("report", move |_: NoParams, _ctx: RequestContext| {
-            let s = s.clone();
-            async move {
-                let s = state(&s)?;
-                Ok::<_, RpcError>(Report {
-                    reservations: s.reservations.load(Ordering::Relaxed),
-                    lock_waits: s.waits.load(Ordering::Relaxed),
-                })
-            }
-        })
-        .ok()?;
-        Some(m)
+    fn rpc_module(self: Arc<Self>) -> Result<RpcModule<Self>, RegisterError> {
+        let mut m = RpcModule::with_context("inventory", self).permissions([("*", Scope::Guest)]);
+        m.method("restock", |inv, p: Restock, _| async move {
+            inv.state()?.restock(p).await
+        })?;
+        m.method("reserve", |inv, p: Reserve, _| async move {
+            inv.state()?.reserve(p).await
+        })?;
+        m.method("stock", |inv, p: Item, _| async move {
+            inv.state()?.stock(&p.item).await
+        })?;
+        m.method("report", |inv, _: NoParams, _| async move {
+            let s = inv.state()?;
+            Ok::<_, RpcError>(Report {
+                reservations: s.reservations.load(Ordering::Relaxed),
+                lock_waits: s.waits.load(Ordering::Relaxed),
+            })
+        })?;
+        Ok(m)
     }
-}
-
-fn state(s: &OnceLock<State>) -> Result<&State, RpcError> {
-    s.get()
-        .ok_or_else(|| RpcError::internal("the inventory is not initialised"))
 }
 
 /// `inventory.restock` params.

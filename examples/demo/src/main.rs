@@ -13,10 +13,11 @@ use kaiju_app::config::{Config, ConfigLoader};
 use kaiju_app::{App, Registry};
 
 /// The built-in classes plus the demo's own.
-fn registry() -> Registry {
+fn registry() -> Result<Registry, String> {
     let mut r = Registry::builtin();
-    r.register::<inventory::Inventory>("Inventory", "inventory");
-    r
+    r.register::<inventory::Inventory>("Inventory", "inventory")
+        .map_err(|e| e.to_string())?;
+    Ok(r)
 }
 
 fn config(args: &[String]) -> Result<Config, String> {
@@ -37,7 +38,7 @@ fn config(args: &[String]) -> Result<Config, String> {
 }
 
 async fn serve(config: Config) -> Result<(), String> {
-    let mut app = App::build(&config, &registry()).map_err(|e| e.to_string())?;
+    let app = App::build(&config, &registry()?).map_err(|e| e.to_string())?;
     app.start().await.map_err(|e| e.to_string())?;
     println!("ready");
     let signal = kaiju_app::stop_signal().await;
@@ -74,7 +75,7 @@ fn main() -> ExitCode {
             rt.block_on(async {
                 match args.first().map(String::as_str) {
                     Some("serve") => serve(config(&args[1..])?).await,
-                    Some("drive") => drive::run(config(&args[1..])?, registry()).await,
+                    Some("drive") => drive::run(config(&args[1..])?, registry()?).await,
                     _ => Err("usage: kaiju-demo serve|drive -c app.yml [-e NAME=VALUE]...".into()),
                 }
             })

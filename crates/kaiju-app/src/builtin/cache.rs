@@ -8,7 +8,7 @@ use serde::Deserialize;
 use super::TransportService;
 use crate::error::AppError;
 use crate::error::BoxError;
-use crate::service::{Build, Context, Dependency, Hook, Service, ServiceClass};
+use crate::service::{Build, Context, Dependency, Service, ServiceClass};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -52,11 +52,9 @@ impl ServiceClass for CacheService {
 }
 
 impl Service for CacheService {
-    fn init<'a>(&'a self, cx: &'a Context) -> Hook<'a> {
-        Box::pin(async move {
-            let transport = TransportService::discover(cx, &self.transport)?;
-            let _ = self.cache.set(Cache::new(transport));
-            Ok(())
-        })
+    async fn init(&self, cx: &Context) -> Result<(), BoxError> {
+        let transport = TransportService::discover(cx, &self.transport)?;
+        let _ = self.cache.set(Cache::new(transport));
+        Ok(())
     }
 }

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use super::TransportService;
 use crate::error::AppError;
 use crate::error::BoxError;
-use crate::service::{Build, Context, Dependency, Hook, Service, ServiceClass};
+use crate::service::{Build, Context, Dependency, Service, ServiceClass};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -86,17 +86,15 @@ impl ServiceClass for ClientService {
 }
 
 impl Service for ClientService {
-    fn init<'a>(&'a self, cx: &'a Context) -> Hook<'a> {
-        Box::pin(async move {
-            let transport = TransportService::discover(cx, &self.transport)?;
-            let app = AppSettings {
-                name: self.target.clone().unwrap_or_else(|| cx.app().name.clone()),
-                ..cx.app().clone()
-            };
-            let _ = self
-                .client
-                .set(RpcClient::new(transport, &app).with_topic(self.topic.clone()));
-            Ok(())
-        })
+    async fn init(&self, cx: &Context) -> Result<(), BoxError> {
+        let transport = TransportService::discover(cx, &self.transport)?;
+        let app = AppSettings {
+            name: self.target.clone().unwrap_or_else(|| cx.app().name.clone()),
+            ..cx.app().clone()
+        };
+        let _ = self
+            .client
+            .set(RpcClient::new(transport, &app).with_topic(self.topic.clone()));
+        Ok(())
     }
 }

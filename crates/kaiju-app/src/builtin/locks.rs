@@ -9,7 +9,7 @@ use serde::Deserialize;
 use super::TransportService;
 use crate::error::AppError;
 use crate::error::BoxError;
-use crate::service::{Build, Context, Dependency, Hook, Service, ServiceClass};
+use crate::service::{Build, Context, Dependency, Service, ServiceClass};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -51,21 +51,17 @@ impl ServiceClass for LocksService {
 }
 
 impl Service for LocksService {
-    fn init<'a>(&'a self, cx: &'a Context) -> Hook<'a> {
-        Box::pin(async move {
-            let transport = TransportService::discover(cx, &self.transport)?;
-            let locks = Locks::new(transport, cx.app().id.to_string()).await?;
-            let _ = self.locks.set(locks);
-            Ok(())
-        })
+    async fn init(&self, cx: &Context) -> Result<(), BoxError> {
+        let transport = TransportService::discover(cx, &self.transport)?;
+        let locks = Locks::new(transport, cx.app().id.to_string()).await?;
+        let _ = self.locks.set(locks);
+        Ok(())
     }
 
-    fn close(&self, _deadline: Duration) -> Hook<'_> {
-        Box::pin(async move {
-            if let Some(l) = self.locks.get() {
-                l.close().await;
-            }
-            Ok(())
-        })
+    async fn close(&self, _deadline: Duration) -> Result<(), BoxError> {
+        if let Some(l) = self.locks.get() {
+            l.close().await;
+        }
+        Ok(())
     }
 }

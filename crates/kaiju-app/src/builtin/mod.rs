@@ -34,23 +34,23 @@ impl Registry {
     /// `RedisSubscriber`, `RedisStreamRPCClient`, `RedisPublisher`.
     pub fn builtin() -> Self {
         let mut r = Self::new();
-        r.register::<TransportService>("RedisTransportService", "RedisTransportService");
-        r.register::<Accepted>("Scheduler", "Scheduler");
-        r.register::<Accepted>("LoggingService", "LoggingService");
+        r.insert::<TransportService>("RedisTransportService", "RedisTransportService");
+        r.insert::<Accepted>("Scheduler", "Scheduler");
+        r.insert::<Accepted>("LoggingService", "LoggingService");
         #[cfg(feature = "cache")]
         {
-            r.register::<CacheService>("RedisCache", "RedisCache");
-            r.register::<CacheService>("RedisCacheService", "cache");
+            r.insert::<CacheService>("RedisCache", "RedisCache");
+            r.insert::<CacheService>("RedisCacheService", "cache");
         }
         #[cfg(feature = "locks")]
-        r.register::<LocksService>("RedisLocksService", "locks");
+        r.insert::<LocksService>("RedisLocksService", "locks");
         #[cfg(feature = "rpc")]
         {
-            r.register::<RpcServerService>("JSONRPCServer", "rpc");
-            r.register::<ListenerService>("RedisListener", "RedisListener");
-            r.register::<SubscriberService>("RedisSubscriber", "RedisSubscriber");
-            r.register::<ClientService>("RedisStreamRPCClient", "RedisStreamRPCClient");
-            r.register::<ClientService>("RedisPublisher", "RedisPublisher");
+            r.insert::<RpcServerService>("JSONRPCServer", "rpc");
+            r.insert::<ListenerService>("RedisListener", "RedisListener");
+            r.insert::<SubscriberService>("RedisSubscriber", "RedisSubscriber");
+            r.insert::<ClientService>("RedisStreamRPCClient", "RedisStreamRPCClient");
+            r.insert::<ClientService>("RedisPublisher", "RedisPublisher");
         }
         r
     }

@@ -3,8 +3,8 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use kaiju_core::Service as _;
-use kaiju_rpc::{RpcListener, RpcModule, RpcSubscriber, Scope, Server, ServerSettings};
+use kaiju_core::Lifecycle as _;
+use kaiju_rpc::{RpcListener, RpcSubscriber, Scope, Server, ServerSettings};
 use kaiju_streams::{ListenerSettings, ListenerStats};
 use serde::Deserialize;
 use tokio::sync::Mutex;
@@ -12,7 +12,7 @@ use tokio::sync::Mutex;
 use super::TransportService;
 use crate::error::AppError;
 use crate::error::BoxError;
-use crate::service::{Build, Context, Dependency, Hook, Service, ServiceClass};
+use crate::service::{Build, Context, Dependency, Service, ServiceClass};
 
 /// kaiju's `JSONRPCServer`: in `post_init` it collects the RPC methods of every service
 /// ([`Service::rpc_module`]) into one [`Server`]; in `close` it drains running requests.
@@ -54,31 +54,20 @@ impl ServiceClass for RpcServerService {
 }
 
 impl Service for RpcServerService {
-    fn post_init<'a>(&'a self, cx: &'a Context) -> Hook<'a> {
-        Box::pin(async move {
-            let mut all = RpcModule::new("");
-            for (name, service) in cx.services() {
-                if let Some(module) = service.rpc_module() {
-                    all.merge(module)
-                        .map_err(|e| format!("the methods of service `{name}`: {e}"))?;
-                }
-            }
-            let server = Server::new(cx.app(), self.settings.clone(), all)?;
-            tracing::info!(methods = server.methods().count(), "RPC server ready");
-            let _ = self.server.set(server);
-            Ok(())
-        })
+    async fn post_init(&self, cx: &Context) -> Result<(), BoxError> {
+        let server = Server::new(cx.app(), self.settings.clone(), cx.rpc_methods()?)?;
+        tracing::info!(methods = server.methods().count(), "RPC server ready");
+        let _ = self.server.set(server);
+        Ok(())
     }
 
-    fn close(&self, deadline: Duration) -> Hook<'_> {
-        Box::pin(async move {
-            if let Some(server) = self.server.get()
-                && !server.drain(deadline).await
-            {
-                return Err(format!("requests were still running after {deadline:?}").into());
-            }
-            Ok(())
-        })
+    async fn close(&self, deadline: Duration) -> Result<(), BoxError> {
+        if let Some(server) = self.server.get()
+            && !server.drain(deadline).await
+        {
+            return Err(format!("requests were still running after {deadline:?}").into());
+        }
+        Ok(())
     }
 }
 
@@ -122,14 +111,14 @@ impl Feed {
     fn parts(&self, cx: &Context) -> Result<(kaiju_transport::Transport, Server), BoxError> {
         let transport = TransportService::discover(cx, &self.transport)?;
         let server = cx
-            .require::<RpcServerService>(&self.rpc_service, "JSONRPCServer")?
+            .require::<RpcServerService>(&self.rpc_service)?
             .server()?;
         Ok((transport, server))
     }
 }
 
 /// Stops the running component in `slot`, if any, within `deadline`.
-async fn stop_taken<S: kaiju_core::Service>(
+async fn stop_taken<S: kaiju_core::Lifecycle>(
     slot: &Mutex<Option<S>>,
     deadline: Duration,
 ) -> Result<(), BoxError> {
@@ -229,34 +218,30 @@ impl ServiceClass for ListenerService {
 }
 
 impl Service for ListenerService {
-    fn init<'a>(&'a self, cx: &'a Context) -> Hook<'a> {
-        Box::pin(async move {
-            // Fail early when a dependency is missing; the server itself exists after post_init.
-            cx.require::<TransportService>(&self.feed.transport, "RedisTransportService")?;
-            cx.require::<RpcServerService>(&self.feed.rpc_service, "JSONRPCServer")?;
-            Ok(())
-        })
+    async fn init(&self, cx: &Context) -> Result<(), BoxError> {
+        // Fail early when a dependency is missing; the server itself exists after post_init.
+        cx.require::<TransportService>(&self.feed.transport)?;
+        cx.require::<RpcServerService>(&self.feed.rpc_service)?;
+        Ok(())
     }
 
-    fn start<'a>(&'a self, cx: &'a Context) -> Hook<'a> {
-        Box::pin(async move {
-            let (transport, server) = self.feed.parts(cx)?;
-            let mut listener = RpcListener::new(
-                transport,
-                cx.app(),
-                self.settings.clone(),
-                self.scope,
-                server,
-            )?;
-            listener.start().await?;
-            tracing::info!(service = %self.name, stream = listener.listener().stream_key(), "listening");
-            *self.listener.lock().await = Some(listener);
-            Ok(())
-        })
+    async fn start(&self, cx: &Context) -> Result<(), BoxError> {
+        let (transport, server) = self.feed.parts(cx)?;
+        let mut listener = RpcListener::new(
+            transport,
+            cx.app(),
+            self.settings.clone(),
+            self.scope,
+            server,
+        )?;
+        listener.start().await?;
+        tracing::info!(service = %self.name, stream = listener.listener().stream_key(), "listening");
+        *self.listener.lock().await = Some(listener);
+        Ok(())
     }
 
-    fn close(&self, deadline: Duration) -> Hook<'_> {
-        Box::pin(async move { stop_taken(&self.listener, deadline).await })
+    async fn close(&self, deadline: Duration) -> Result<(), BoxError> {
+        stop_taken(&self.listener, deadline).await
     }
 }
 
@@ -284,18 +269,16 @@ impl ServiceClass for SubscriberService {
 }
 
 impl Service for SubscriberService {
-    fn start<'a>(&'a self, cx: &'a Context) -> Hook<'a> {
-        Box::pin(async move {
-            let (transport, server) = self.feed.parts(cx)?;
-            let mut subscriber =
-                RpcSubscriber::new(transport, cx.app(), &self.topic, self.scope, server)?;
-            subscriber.start().await?;
-            *self.subscriber.lock().await = Some(subscriber);
-            Ok(())
-        })
+    async fn start(&self, cx: &Context) -> Result<(), BoxError> {
+        let (transport, server) = self.feed.parts(cx)?;
+        let mut subscriber =
+            RpcSubscriber::new(transport, cx.app(), &self.topic, self.scope, server)?;
+        subscriber.start().await?;
+        *self.subscriber.lock().await = Some(subscriber);
+        Ok(())
     }
 
-    fn close(&self, deadline: Duration) -> Hook<'_> {
-        Box::pin(async move { stop_taken(&self.subscriber, deadline).await })
+    async fn close(&self, deadline: Duration) -> Result<(), BoxError> {
+        stop_taken(&self.subscriber, deadline).await
     }
 }

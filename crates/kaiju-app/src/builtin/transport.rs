@@ -8,7 +8,7 @@ use kaiju_transport::Transport;
 
 use crate::error::AppError;
 use crate::error::BoxError;
-use crate::service::{Build, Context, Dependency, Hook, Service, ServiceClass};
+use crate::service::{Build, Context, Dependency, Service, ServiceClass};
 
 /// kaiju's `RedisTransportService`: connects in `init`, closes in `close`.
 ///
@@ -37,7 +37,7 @@ impl TransportService {
     /// The connection of the transport `dep` names (`null`: the first one), for the `init` of
     /// a service that depends on it.
     pub fn discover(cx: &Context, dep: &Dependency) -> Result<Transport, BoxError> {
-        cx.require::<Self>(dep, "RedisTransportService")?
+        cx.require::<Self>(dep)?
             .transport()
     }
 
@@ -211,20 +211,16 @@ impl ServiceClass for TransportService {
 }
 
 impl Service for TransportService {
-    fn init<'a>(&'a self, _cx: &'a Context) -> Hook<'a> {
-        Box::pin(async move {
-            let transport = Transport::connect(&self.settings).await?;
-            let _ = self.transport.set(transport);
-            Ok(())
-        })
+    async fn init(&self, _cx: &Context) -> Result<(), BoxError> {
+        let transport = Transport::connect(&self.settings).await?;
+        let _ = self.transport.set(transport);
+        Ok(())
     }
 
-    fn close(&self, _deadline: Duration) -> Hook<'_> {
-        Box::pin(async move {
-            if let Some(t) = self.transport.get() {
-                t.close().await?;
-            }
-            Ok(())
-        })
+    async fn close(&self, _deadline: Duration) -> Result<(), BoxError> {
+        if let Some(t) = self.transport.get() {
+            t.close().await?;
+        }
+        Ok(())
     }
 }
