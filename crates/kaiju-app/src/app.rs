@@ -171,13 +171,15 @@ impl App {
                 None => slots.push(slot),
             }
         }
+        let cx = Context {
+            app,
+            etc: config.project.etc.clone(),
+            slots,
+            kinds: registry.kinds(),
+        };
+        check(&cx)?;
         Ok(Self {
-            cx: Arc::new(Context {
-                app,
-                etc: config.project.etc.clone(),
-                slots,
-                kinds: registry.kinds(),
-            }),
+            cx: Arc::new(cx),
             started: Mutex::new(Vec::new()),
             begun: AtomicBool::new(false),
             shutdown_timeout: Duration::from_secs(config.project.run.shutdown_timeout),
@@ -378,6 +380,32 @@ impl App {
             Err(AppError::Unclean { errors })
         }
     }
+}
+
+/// Runs every service's [`Service::check`] in config order. A required service's failure
+/// fails the build; an optional one is left out (as if its start had failed), so that the
+/// services that need it fail their own check.
+fn check(cx: &Context) -> Result<(), AppError> {
+    for slot in &cx.slots {
+        let Err(source) = slot.hooks.check(cx) else {
+            continue;
+        };
+        let error = match source.downcast::<crate::SettingsError>() {
+            Ok(settings) => AppError::Settings(settings),
+            Err(source) => AppError::Check {
+                service: slot.name.clone(),
+                cls: slot.cls.clone(),
+                place: slot.place.clone(),
+                source,
+            },
+        };
+        if slot.required {
+            return Err(error);
+        }
+        tracing::warn!(%error, "an optional service cannot start and is left out");
+        slot.failed.store(true, Ordering::Relaxed);
+    }
+    Ok(())
 }
 
 /// Waits for SIGINT (Ctrl-C) or SIGTERM.

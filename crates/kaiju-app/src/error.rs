@@ -54,6 +54,20 @@ pub enum AppError {
     /// A setting is unknown or has the wrong type or value.
     #[error(transparent)]
     Settings(Box<SettingsError>),
+    /// A service cannot start with the others of the config: a dependency is missing or of
+    /// another class, or a setting does not fit theirs ([`Service::check`](crate::Service::check)).
+    #[error("{place}: service `{service}` ({cls}): {source}")]
+    Check {
+        /// The service name.
+        service: String,
+        /// Its class.
+        cls: String,
+        /// Where its entry is.
+        place: Place,
+        /// What is wrong.
+        #[source]
+        source: BoxError,
+    },
     /// A service failed in one of its lifecycle hooks.
     #[error("service `{service}` ({cls}) failed in {phase}: {source}")]
     Service {

@@ -70,6 +70,16 @@ use crate::error::{AppError, BoxError, SettingsError};
 /// }
 /// ```
 pub trait Service: Send + Sync + Sized + 'static {
+    /// Checks, without I/O, what needs the other services: that the services this one depends
+    /// on exist and are of the right class, and settings whose limits come from theirs.
+    /// [`App::build`](crate::App::build) runs it for every service once all are built, so a
+    /// config that cannot start fails there (and in `kaiju check`), before anything connects.
+    /// Return a [`SettingsError`] (see [`Build::place_of`]) to point at a setting.
+    fn check(&self, cx: &Context) -> Result<(), BoxError> {
+        let _ = cx;
+        Ok(())
+    }
+
     /// Connects and discovers dependencies (kaiju's `init`). Runs in config order.
     fn init(&self, cx: &Context) -> impl Future<Output = Result<(), BoxError>> + Send {
         let _ = cx;
@@ -114,6 +124,7 @@ pub(crate) type Hook<'a> = Pin<Box<dyn Future<Output = Result<(), BoxError>> + S
 
 /// The object-safe face of a [`Service`], so that the runtime can hold services of many types.
 pub(crate) trait Erased: Send + Sync {
+    fn check(&self, cx: &Context) -> Result<(), BoxError>;
     fn init<'a>(&'a self, cx: &'a Context) -> Hook<'a>;
     fn post_init<'a>(&'a self, cx: &'a Context) -> Hook<'a>;
     fn start<'a>(&'a self, cx: &'a Context) -> Hook<'a>;
@@ -127,6 +138,9 @@ pub(crate) trait Erased: Send + Sync {
 }
 
 impl<T: Service> Erased for T {
+    fn check(&self, cx: &Context) -> Result<(), BoxError> {
+        Service::check(self, cx)
+    }
     fn init<'a>(&'a self, cx: &'a Context) -> Hook<'a> {
         Box::pin(Service::init(self, cx))
     }
@@ -227,13 +241,24 @@ impl Build<'_> {
 
     /// An error about this service's settings, at `field`.
     pub fn invalid(&self, field: &str, message: impl Into<String>) -> AppError {
-        AppError::Settings(Box::new(SettingsError {
+        AppError::Settings(Box::new(self.setting_error(field, message)))
+    }
+
+    /// Where `field` is written (the entry's place when it is not), for an error found
+    /// later, in [`Service::check`].
+    pub fn place_of(&self, field: &str) -> Place {
+        self.settings.locate(field).place.clone()
+    }
+
+    /// A [`SettingsError`] at `field`, to keep for [`Service::check`] or return from it.
+    pub fn setting_error(&self, field: &str, message: impl Into<String>) -> SettingsError {
+        SettingsError {
             service: self.name.to_owned(),
             cls: self.cls.to_owned(),
-            place: self.settings.locate(field).place.clone(),
+            place: self.place_of(field),
             field: field.to_owned(),
             message: message.into(),
-        }))
+        }
     }
 }
 

@@ -595,6 +595,76 @@ async fn a_route_registered_twice_stops_the_start() {
 }
 
 #[test]
+fn a_config_whose_dependencies_cannot_be_found_fails_at_build() {
+    for (services, wanted) in [
+        (
+            "  - RedisCache\n",
+            "a.yml:3:5: service `RedisCache` (RedisCache): no RedisTransportService service is configured",
+        ),
+        (
+            "  - {cls: RedisTransportService, enabled: false}\n  - RedisLocksService\n",
+            "service `locks` (RedisLocksService): no RedisTransportService service is configured",
+        ),
+        (
+            "  - RedisTransportService\n  - {cls: RedisCache, settings: {transport: nosuch}}\n",
+            "service `RedisCache` (RedisCache): no service is named `nosuch`",
+        ),
+        (
+            "  - RedisTransportService\n  - RedisListener\n",
+            "service `RedisListener` (RedisListener): no JSONRPCServer service is configured",
+        ),
+        (
+            "  - RedisTransportService\n  - {cls: Scheduler, name: s}\n  - {cls: RedisStreamRPCClient, settings: {transport: s}}\n",
+            "service `s` is a `Scheduler`, not a RedisTransportService",
+        ),
+    ] {
+        let e = build_text(&format!("main: {{name: a}}\nservices:\n{services}"))
+            .err()
+            .unwrap_or_else(|| panic!("{services} built"));
+        assert!(e.contains(wanted), "{services}: {e}");
+    }
+}
+
+#[test]
+fn an_optional_service_whose_dependency_is_missing_is_left_out_at_build() {
+    let app = build_text(
+        "main: {name: a}\nservices:\n  - {cls: RedisCache, required: false}\n  - Scheduler\n",
+    )
+    .unwrap();
+    assert!(
+        app.service::<kaiju_app::builtin::CacheService>().is_none(),
+        "left out, as if its start had failed"
+    );
+    assert!(app.service::<kaiju_app::builtin::Accepted>().is_some());
+}
+
+#[test]
+fn a_claim_time_is_checked_against_the_handler_timeout_the_server_imposes() {
+    let config = |listener: &str, server: &str| {
+        format!(
+            "main: {{name: a}}\nservices:\n  - RedisTransportService\n  - {{cls: JSONRPCServer, settings: {server}}}\n  - cls: RedisListener\n    settings: {listener}\n"
+        )
+    };
+    // Valid against the listener's own 30 s default timeout, but the server's default
+    // max_request_time (600 s) raises that timeout to 601 s.
+    let e = build_text(&config("{pending_messages_time_ms: 60000}", "{}"))
+        .err()
+        .unwrap();
+    assert!(
+        e.contains("a.yml:6:")
+            && e.contains("setting `pending_messages_time_ms`: must be above 601")
+            && e.contains("max_request_time (600 s)"),
+        "{e}"
+    );
+    // With the server's limit low enough, the same value works.
+    build_text(&config("{pending_messages_time_ms: 60000}", "{max_request_time: 10, default_request_time: 10}"))
+        .unwrap();
+    // Not written: the raise is the listener's own business.
+    build_text(&config("{}", "{}")).unwrap();
+    build_text(&config("{pending_messages_time_ms: null}", "{}")).unwrap();
+}
+
+#[test]
 fn an_override_replaces_the_earlier_service_in_its_position() {
     let (app, _) = recorder_app(
         "  - {cls: Recorder, name: a, settings: {log: LOG}}\n  - Scheduler\n  - {cls: Recorder, name: a, override: true, settings: {log: LOG}}\n",

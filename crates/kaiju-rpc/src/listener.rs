@@ -15,6 +15,7 @@ use crate::context::headers;
 use crate::request::{Outcome, Reply};
 use crate::scope::Scope;
 use crate::server::Server;
+use crate::state::ServerSettings;
 
 /// Sends a reply to the request's `Reply-To` channel, if it has one (kaiju-rs
 /// request/response). A reply that cannot be sent is logged: the requester times out.
@@ -201,11 +202,8 @@ impl RpcListener {
         scope: Scope,
         server: Server,
     ) -> Result<Self, StreamError> {
-        // The server's time limit must run out first, so that it answers (and a method that
-        // is within its limit is never cut by the listener and run again).
-        let limit = Duration::from_secs(server.settings().max_request_time + 1);
         let requested = settings.handler_timeout_ms;
-        let settings = settings.with_handler_timeout_at_least(limit);
+        let settings = Self::settings_for(settings, server.settings());
         if settings.handler_timeout_ms != requested {
             tracing::info!(
                 handler_timeout_ms = settings.handler_timeout_ms,
@@ -223,6 +221,16 @@ impl RpcListener {
             listener: Listener::new(transport, app, settings, handler)?,
             server,
         })
+    }
+
+    /// The listener settings an `RpcListener` runs with in front of a server with
+    /// `server`'s settings: the server's time limit must run out first, so that it answers
+    /// (and a method within its limit is never cut by the listener and run again), so
+    /// `handler_timeout_ms` is raised above `max_request_time`, and `pending_messages_time_ms`
+    /// with it ([`ListenerSettings::with_handler_timeout_at_least`]).
+    pub fn settings_for(settings: ListenerSettings, server: &ServerSettings) -> ListenerSettings {
+        let limit = Duration::from_secs(server.clone().clamped().max_request_time + 1);
+        settings.with_handler_timeout_at_least(limit)
     }
 
     /// The stream listener (keys, group, consumer).

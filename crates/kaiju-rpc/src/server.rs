@@ -86,12 +86,7 @@ impl Server {
                 !(listed || below)
             })
             .collect();
-        let mut settings = settings;
-        settings.max_parallel_tasks = settings.max_parallel_tasks.clamp(1, MAX_PARALLEL_TASKS);
-        settings.default_request_time = settings.default_request_time.clamp(1, MAX_REQUEST_TIME);
-        settings.max_request_time = settings
-            .max_request_time
-            .clamp(settings.default_request_time, MAX_REQUEST_TIME);
+        let settings = settings.clamped();
         let limits = Limits {
             default: Duration::from_secs(settings.default_request_time),
             max: Duration::from_secs(settings.max_request_time),

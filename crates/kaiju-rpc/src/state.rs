@@ -61,6 +61,29 @@ impl Default for ServerSettings {
     }
 }
 
+impl ServerSettings {
+    /// These settings as a [`Server`](crate::Server) runs them: each clamped to its range.
+    ///
+    /// ```
+    /// use kaiju_rpc::ServerSettings;
+    /// let s = ServerSettings { default_request_time: 900, max_request_time: 60, ..Default::default() };
+    /// assert_eq!(s.clamped().max_request_time, 900);
+    /// ```
+    #[must_use]
+    pub fn clamped(mut self) -> Self {
+        self.max_parallel_tasks = self
+            .max_parallel_tasks
+            .clamp(1, crate::MAX_PARALLEL_TASKS);
+        self.default_request_time = self
+            .default_request_time
+            .clamp(1, crate::MAX_REQUEST_TIME);
+        self.max_request_time = self
+            .max_request_time
+            .clamp(self.default_request_time, crate::MAX_REQUEST_TIME);
+        self
+    }
+}
+
 /// Counters of a server since it was built.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]

@@ -52,6 +52,11 @@ impl ServiceClass for CacheService {
 }
 
 impl Service for CacheService {
+    fn check(&self, cx: &Context) -> Result<(), BoxError> {
+        cx.require::<TransportService>(&self.transport).map(drop)?;
+        Ok(())
+    }
+
     async fn init(&self, cx: &Context) -> Result<(), BoxError> {
         let transport = TransportService::discover(cx, &self.transport)?;
         let _ = self.cache.set(Cache::new(transport));

@@ -86,6 +86,11 @@ impl ServiceClass for ClientService {
 }
 
 impl Service for ClientService {
+    fn check(&self, cx: &Context) -> Result<(), BoxError> {
+        cx.require::<TransportService>(&self.transport).map(drop)?;
+        Ok(())
+    }
+
     async fn init(&self, cx: &Context) -> Result<(), BoxError> {
         let transport = TransportService::discover(cx, &self.transport)?;
         let app = AppSettings {

@@ -51,6 +51,11 @@ impl ServiceClass for LocksService {
 }
 
 impl Service for LocksService {
+    fn check(&self, cx: &Context) -> Result<(), BoxError> {
+        cx.require::<TransportService>(&self.transport).map(drop)?;
+        Ok(())
+    }
+
     async fn init(&self, cx: &Context) -> Result<(), BoxError> {
         let transport = TransportService::discover(cx, &self.transport)?;
         let locks = Locks::new(transport, cx.app().id.to_string()).await?;

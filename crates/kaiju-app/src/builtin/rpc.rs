@@ -10,8 +10,7 @@ use serde::Deserialize;
 use tokio::sync::Mutex;
 
 use super::TransportService;
-use crate::error::AppError;
-use crate::error::BoxError;
+use crate::error::{AppError, BoxError, SettingsError};
 use crate::service::{Build, Context, Dependency, Service, ServiceClass};
 
 /// kaiju's `JSONRPCServer`: in `post_init` it collects the RPC methods of every service
@@ -26,6 +25,11 @@ pub struct RpcServerService {
 }
 
 impl RpcServerService {
+    /// The settings, as written (the server clamps them: [`ServerSettings::clamped`]).
+    pub fn settings(&self) -> &ServerSettings {
+        &self.settings
+    }
+
     /// The server (after `post_init`).
     pub fn server(&self) -> Result<Server, BoxError> {
         super::ready(&self.server, "the RPC server", "post_init")
@@ -107,6 +111,12 @@ const FEED_KEYS: [&str; 8] = [
 ];
 
 impl Feed {
+    /// The services this feed needs exist (no I/O): the transport and the RPC server.
+    fn check(&self, cx: &Context) -> Result<std::sync::Arc<RpcServerService>, BoxError> {
+        cx.require::<TransportService>(&self.transport)?;
+        Ok(cx.require::<RpcServerService>(&self.rpc_service)?)
+    }
+
     /// The transport and the RPC server this feed uses (after the server's `post_init`).
     fn parts(&self, cx: &Context) -> Result<(kaiju_transport::Transport, Server), BoxError> {
         let transport = TransportService::discover(cx, &self.transport)?;
@@ -185,6 +195,8 @@ pub struct ListenerService {
     feed: Feed,
     scope: Scope,
     settings: ListenerSettings,
+    /// `pending_messages_time_ms` as written, if it was: the place of an error about it.
+    claim_written: Option<SettingsError>,
     listener: Mutex<Option<RpcListener>>,
 }
 
@@ -207,21 +219,47 @@ impl ListenerService {
 impl ServiceClass for ListenerService {
     fn build(b: &Build<'_>) -> Result<Self, AppError> {
         let (feed, scope, settings) = feed(b)?;
+        let written = b
+            .raw_settings()
+            .get("pending_messages_time_ms")
+            .is_some_and(|v| !matches!(v.value, crate::config::Value::Null));
         Ok(Self {
             name: b.name().to_owned(),
             feed,
             scope,
             settings,
+            claim_written: written.then(|| b.setting_error("pending_messages_time_ms", "")),
             listener: Mutex::new(None),
         })
     }
 }
 
 impl Service for ListenerService {
-    async fn init(&self, cx: &Context) -> Result<(), BoxError> {
-        // Fail early when a dependency is missing; the server itself exists after post_init.
-        cx.require::<TransportService>(&self.feed.transport)?;
-        cx.require::<RpcServerService>(&self.feed.rpc_service)?;
+    /// The listener runs with its handler timeout raised above the server's
+    /// `max_request_time`; a `pending_messages_time_ms` written in the config must still be
+    /// above that timeout plus the longest backoff, or entries a live consumer works on would
+    /// be claimed by others. It is checked here, with the final values, not against the
+    /// listener's own default timeout.
+    fn check(&self, cx: &Context) -> Result<(), BoxError> {
+        let server = self.feed.check(cx)?;
+        let running = RpcListener::settings_for(self.settings.clone(), server.settings());
+        if let Some(error) = &self.claim_written
+            && running.pending_messages_time_ms != self.settings.pending_messages_time_ms
+        {
+            let needed = running
+                .pending_messages_time_ms
+                .map_or(0, |ms| ms.saturating_sub(1000));
+            let mut error = error.clone();
+            error.message = format!(
+                "must be above {needed} ms: the RPC server's max_request_time ({} s) raises this \
+                 listener's handler timeout to {} ms, and claiming must wait for it plus the \
+                 longest retry backoff; raise it, set null to disable claiming, or lower the \
+                 server's max_request_time",
+                server.settings().clone().clamped().max_request_time,
+                running.handler_timeout_ms,
+            );
+            return Err(Box::new(error));
+        }
         Ok(())
     }
 
@@ -269,6 +307,10 @@ impl ServiceClass for SubscriberService {
 }
 
 impl Service for SubscriberService {
+    fn check(&self, cx: &Context) -> Result<(), BoxError> {
+        self.feed.check(cx).map(drop)
+    }
+
     async fn start(&self, cx: &Context) -> Result<(), BoxError> {
         let (transport, server) = self.feed.parts(cx)?;
         let mut subscriber =
