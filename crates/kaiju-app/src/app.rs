@@ -82,7 +82,9 @@ pub struct AppHandle {
 
 impl std::fmt::Debug for AppHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AppHandle").field("context", &self.cx).finish()
+        f.debug_struct("AppHandle")
+            .field("context", &self.cx)
+            .finish()
     }
 }
 

@@ -113,7 +113,10 @@ impl Registry {
     pub(crate) fn insert<T: ServiceClass>(&mut self, cls: &str, default_name: &str) {
         let factory: Factory = Arc::new(|b: &Build<'_>| {
             let service = Arc::new(T::build(b)?);
-            Ok((service.clone() as Arc<dyn Erased>, service as Arc<dyn Any + Send + Sync>))
+            Ok((
+                service.clone() as Arc<dyn Erased>,
+                service as Arc<dyn Any + Send + Sync>,
+            ))
         });
         self.classes.insert(
             cls.to_owned(),

@@ -112,9 +112,7 @@ pub trait Service: Send + Sync + Sized + 'static {
     /// after every `init`. A route registered twice is an error that stops the start. The
     /// default offers none.
     #[cfg(feature = "rpc")]
-    fn rpc_module(
-        self: Arc<Self>,
-    ) -> Result<kaiju_rpc::RpcModule<Self>, kaiju_rpc::RegisterError> {
+    fn rpc_module(self: Arc<Self>) -> Result<kaiju_rpc::RpcModule<Self>, kaiju_rpc::RegisterError> {
         Ok(kaiju_rpc::RpcModule::with_context("", self))
     }
 }
@@ -389,10 +387,7 @@ impl Context {
     }
 
     /// Like [`require`](Self::require), but `false` gives `None`.
-    pub fn optional<T: Service>(
-        &self,
-        dep: &Dependency,
-    ) -> Result<Option<Arc<T>>, DiscoveryError> {
+    pub fn optional<T: Service>(&self, dep: &Dependency) -> Result<Option<Arc<T>>, DiscoveryError> {
         match dep {
             Dependency::Disabled => Ok(None),
             Dependency::Named(name) => {

@@ -391,7 +391,9 @@ fn recorder_app(services: &str) -> (App, Log) {
     );
     let config = ConfigLoader::new().file(f).no_os_env().load().unwrap();
     let mut registry = Registry::builtin();
-    registry.register::<Recorder>("Recorder", "Recorder").unwrap();
+    registry
+        .register::<Recorder>("Recorder", "Recorder")
+        .unwrap();
     (App::build(&config, &registry).unwrap(), log_for(&id))
 }
 
@@ -474,8 +476,7 @@ async fn discovery_errors_are_explicit() {
         Err(DiscoveryError::WrongClass { .. })
     ));
     assert_eq!(
-        cx.require::<Recorder>(&Dependency::Disabled)
-            .err(),
+        cx.require::<Recorder>(&Dependency::Disabled).err(),
         Some(DiscoveryError::Disabled("Recorder".into()))
     );
     assert!(
@@ -504,14 +505,23 @@ async fn an_app_handle_stops_a_running_app_and_finds_services_by_type() {
         "  - {cls: Recorder, name: s1, settings: {log: LOG}}\n  - {cls: Recorder, name: s2, settings: {log: LOG}}\n",
     );
     let handle = app.handle();
-    assert_eq!(handle.service::<Recorder>().map(|r| r.name.clone()), Some("s1".into()));
-    assert_eq!(handle.get::<Recorder>("s2").map(|r| r.name.clone()), Some("s2".into()));
+    assert_eq!(
+        handle.service::<Recorder>().map(|r| r.name.clone()),
+        Some("s1".into())
+    );
+    assert_eq!(
+        handle.get::<Recorder>("s2").map(|r| r.name.clone()),
+        Some("s2".into())
+    );
     assert_eq!(handle.context().all::<Recorder>().len(), 2);
     let running = tokio::spawn(app.run());
     // Until the app started, a stop would abandon the start; wait for it to be running.
     let started = std::time::Instant::now();
     while !log.lock().unwrap().iter().any(|l| l == "start s2") {
-        assert!(started.elapsed() < Duration::from_secs(5), "the app did not start");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the app did not start"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     handle.stop();
@@ -535,9 +545,13 @@ async fn an_app_starts_once() {
 #[test]
 fn a_class_name_registers_once() {
     let mut registry = Registry::builtin();
-    registry.register::<Recorder>("Recorder", "Recorder").unwrap();
+    registry
+        .register::<Recorder>("Recorder", "Recorder")
+        .unwrap();
     // A type may have several class names, but a name has one type.
-    registry.register::<Recorder>("Recorder2", "Recorder").unwrap();
+    registry
+        .register::<Recorder>("Recorder2", "Recorder")
+        .unwrap();
     let e = registry
         .register::<Recorder>("RedisCache", "x")
         .err()
@@ -558,9 +572,7 @@ struct TwoRoutes;
 
 #[cfg(feature = "rpc")]
 impl Service for TwoRoutes {
-    fn rpc_module(
-        self: Arc<Self>,
-    ) -> Result<kaiju_rpc::RpcModule<Self>, kaiju_rpc::RegisterError> {
+    fn rpc_module(self: Arc<Self>) -> Result<kaiju_rpc::RpcModule<Self>, kaiju_rpc::RegisterError> {
         let mut m = kaiju_rpc::RpcModule::with_context("twice", self);
         m.method("m", |_, _: kaiju_rpc::NoParams, _| async {
             Ok::<_, kaiju_rpc::RpcError>(1)
@@ -582,9 +594,12 @@ impl ServiceClass for TwoRoutes {
 #[cfg(feature = "rpc")]
 #[tokio::test]
 async fn a_route_registered_twice_stops_the_start() {
-    let config = load_text("main: {name: app}\nservices:\n  - JSONRPCServer\n  - TwoRoutes\n").unwrap();
+    let config =
+        load_text("main: {name: app}\nservices:\n  - JSONRPCServer\n  - TwoRoutes\n").unwrap();
     let mut registry = Registry::builtin();
-    registry.register::<TwoRoutes>("TwoRoutes", "twice").unwrap();
+    registry
+        .register::<TwoRoutes>("TwoRoutes", "twice")
+        .unwrap();
     let app = App::build(&config, &registry).unwrap();
     let e = app.start().await.unwrap_err().to_string();
     assert!(
@@ -657,8 +672,11 @@ fn a_claim_time_is_checked_against_the_handler_timeout_the_server_imposes() {
         "{e}"
     );
     // With the server's limit low enough, the same value works.
-    build_text(&config("{pending_messages_time_ms: 60000}", "{max_request_time: 10, default_request_time: 10}"))
-        .unwrap();
+    build_text(&config(
+        "{pending_messages_time_ms: 60000}",
+        "{max_request_time: 10, default_request_time: 10}",
+    ))
+    .unwrap();
     // Not written: the raise is the listener's own business.
     build_text(&config("{}", "{}")).unwrap();
     build_text(&config("{pending_messages_time_ms: null}", "{}")).unwrap();
@@ -851,6 +869,88 @@ fn review_an_error_about_a_value_from_env_names_its_source() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("a.yml:1:26") && e.contains("--env v=1.0"), "{e}");
+}
+
+#[test]
+fn kaiju_transport_names_are_typed_and_errors_name_the_key_as_written() {
+    for (setting, wanted) in [
+        (
+            "connect_timeout: soon",
+            "setting `connect_timeout`: expected seconds",
+        ),
+        (
+            "connect_timeout: -1",
+            "setting `connect_timeout`: expected seconds",
+        ),
+        (
+            "protocol_version: 4",
+            "setting `protocol_version`: expected 2 or 3",
+        ),
+        ("password: [1, 2]", "setting `password`: expected text"),
+        (
+            "startup_nodes: [{host: a, port: 99999}]",
+            "setting `startup_nodes[0].port`",
+        ),
+        ("startup_nodes: [{hots: a}]", "unknown field `hots`"),
+        ("prot: 1", "unknown field `prot`"),
+    ] {
+        let e = build_text(&format!(
+            "main: {{name: app}}\nservices:\n  - cls: RedisTransportService\n    settings: {{{setting}}}\n"
+        ))
+        .err()
+        .unwrap_or_else(|| panic!("{setting} built"));
+        assert!(
+            e.contains("a.yml:4:") && e.contains(wanted),
+            "{setting}: {e}"
+        );
+    }
+    // kaiju's `null` for "the default" is the default.
+    let app = build_text(
+        "main: {name: app}\nservices:\n  - cls: RedisTransportService\n    settings: {protocol_version: null, unix_socket_path: null, ssl_ciphers: null, connect_timeout: 0.25}\n",
+    )
+    .unwrap();
+    let t = app
+        .service::<kaiju_app::builtin::TransportService>()
+        .unwrap();
+    assert_eq!(
+        (t.settings().resp3, t.settings().connect_timeout_ms),
+        (true, 250)
+    );
+}
+
+#[test]
+fn listener_and_server_settings_reject_unknown_keys_and_read_kaiju_nulls() {
+    let base = "main: {name: app}\nservices:\n  - RedisTransportService\n";
+    for (entry, wanted) in [
+        (
+            "  - JSONRPCServer\n  - {cls: RedisListener, settings: {max_batch_sise: 3}}\n",
+            "a.yml:5:",
+        ),
+        (
+            "  - {cls: JSONRPCServer, settings: {max_parallel_task: 3}}\n",
+            "a.yml:4:",
+        ),
+        (
+            "  - JSONRPCServer\n  - {cls: RedisListener, settings: {scope: ROOT}}\n",
+            "setting `scope`",
+        ),
+    ] {
+        let e = build_text(&format!("{base}{entry}"))
+            .err()
+            .unwrap_or_else(|| panic!("{entry}"));
+        assert!(
+            e.contains(wanted) && (e.contains("unknown") || e.contains("scope")),
+            "{entry}: {e}"
+        );
+    }
+    let app = build_text(&format!(
+        "{base}  - {{cls: JSONRPCServer, settings: {{blacklist_routes: null, max_parallel_tasks: null, scheduler: null}}}}\n  - {{cls: RedisListener, settings: {{max_batch_size: null, topic: null, locks_service: null}}}}\n"
+    ))
+    .unwrap();
+    let listener = app
+        .service::<kaiju_app::builtin::ListenerService>()
+        .unwrap();
+    assert_eq!(listener.scope(), kaiju_rpc::Scope::Guest);
 }
 
 #[cfg(feature = "tls")]

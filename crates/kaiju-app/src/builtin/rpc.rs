@@ -36,22 +36,50 @@ impl RpcServerService {
     }
 }
 
+/// kaiju's `JSONRPCServer` settings that are not [`ServerSettings`].
+#[derive(Debug, Deserialize)]
+struct ServerEntry {
+    // kaiju's, without effect here (logged when set).
+    #[serde(default)]
+    scheduler: Dependency,
+    #[serde(default)]
+    session_service: Dependency,
+    #[serde(default)]
+    auth_service: Dependency,
+    #[serde(default)]
+    use_annotation_parser: Option<bool>,
+    /// [`ServerSettings`], read next.
+    #[serde(flatten)]
+    rest: serde_json::Map<String, serde_json::Value>,
+}
+
 impl ServiceClass for RpcServerService {
     fn build(b: &Build<'_>) -> Result<Self, AppError> {
-        let mut json = b.raw_settings().to_json();
-        super::drop_null(&mut json, &["blacklist_routes", "max_parallel_tasks"]);
-        super::drop_unused(
-            &mut json,
-            b.name(),
-            &[
-                "scheduler",
-                "session_service",
-                "auth_service",
+        let entry: ServerEntry = b.settings()?;
+        for (key, set) in [
+            ("scheduler", entry.scheduler != Dependency::Any),
+            ("session_service", entry.session_service != Dependency::Any),
+            ("auth_service", entry.auth_service != Dependency::Any),
+            (
                 "use_annotation_parser",
-            ],
-        );
+                entry.use_annotation_parser == Some(true),
+            ),
+        ] {
+            if set {
+                tracing::info!(
+                    service = b.name(),
+                    setting = key,
+                    "kaiju setting has no effect in kaiju-rs"
+                );
+            }
+        }
+        let mut rest = entry.rest;
+        // kaiju's `null` for "the default" of settings that have no null.
+        rest.retain(|key, value| {
+            !(value.is_null() && ["blacklist_routes", "max_parallel_tasks"].contains(&key.as_str()))
+        });
         Ok(Self {
-            settings: b.parse(json)?,
+            settings: b.parse(serde_json::Value::Object(rest))?,
             server: OnceLock::new(),
         })
     }
@@ -77,7 +105,6 @@ impl Service for RpcServerService {
 
 /// The settings a listener or subscriber takes besides [`ListenerSettings`].
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct Feed {
     /// The caller scope of every request read (`SYSTEM`, `ADMIN`, `USER`, `GUEST`).
     #[serde(default = "guest")]
@@ -97,18 +124,10 @@ struct Feed {
     authentication_service: Dependency,
     #[serde(default)]
     use_sessions: bool,
+    /// The listener's own settings ([`ListenerSettings`]), read next.
+    #[serde(flatten)]
+    rest: serde_json::Map<String, serde_json::Value>,
 }
-
-const FEED_KEYS: [&str; 8] = [
-    "scope",
-    "transport",
-    "rpc_service",
-    "locks_service",
-    "scheduler",
-    "session_service",
-    "authentication_service",
-    "use_sessions",
-];
 
 impl Feed {
     /// The services this feed needs exist (no I/O): the transport and the RPC server.
@@ -143,20 +162,17 @@ fn guest() -> String {
     "GUEST".into()
 }
 
+/// kaiju writes `null` for "the default" of these listener settings (which have no null).
+const NULL_IS_DEFAULT: [&str; 4] = [
+    "max_parallel_batches",
+    "max_batch_size",
+    "max_wait_time_ms",
+    "topic",
+];
+
 /// Reads the feed settings and the listener settings of `b`.
 fn feed(b: &Build<'_>) -> Result<(Feed, Scope, ListenerSettings), AppError> {
-    let mut json = b.raw_settings().to_json();
-    // kaiju's `null` defaults of settings that are plain values here.
-    super::drop_null(
-        &mut json,
-        &[
-            "max_parallel_batches",
-            "max_batch_size",
-            "max_wait_time_ms",
-            "topic",
-        ],
-    );
-    let feed: Feed = b.parse(super::take(&mut json, &FEED_KEYS))?;
+    let mut feed: Feed = b.settings()?;
     let scope: Scope = feed
         .scope
         .parse()
@@ -167,13 +183,23 @@ fn feed(b: &Build<'_>) -> Result<(Feed, Scope, ListenerSettings), AppError> {
             "sessions are not part of kaiju-rs yet; requests run at `scope`",
         ));
     }
-    let _ = (
-        &feed.locks_service,
-        &feed.scheduler,
-        &feed.session_service,
-        &feed.authentication_service,
-    );
-    let settings: ListenerSettings = b.parse(json)?;
+    for (key, dep) in [
+        ("locks_service", &feed.locks_service),
+        ("scheduler", &feed.scheduler),
+        ("session_service", &feed.session_service),
+        ("authentication_service", &feed.authentication_service),
+    ] {
+        if *dep != Dependency::Any {
+            tracing::info!(
+                service = b.name(),
+                setting = key,
+                "kaiju setting has no effect in kaiju-rs"
+            );
+        }
+    }
+    let mut rest = std::mem::take(&mut feed.rest);
+    rest.retain(|key, value| !(value.is_null() && NULL_IS_DEFAULT.contains(&key.as_str())));
+    let settings: ListenerSettings = b.parse(serde_json::Value::Object(rest))?;
     settings.validate().map_err(|e| b.config_error(e))?;
     kaiju_core::Namespace::new(&b.app().env, &b.app().name)
         .and_then(|ns| ns.stream(&settings.topic))

@@ -1,0 +1,285 @@
+//! `RedisTransportService`'s settings: kaiju-rs's [`RedisSettings`] under their own names, plus
+//! the names kaiju (coredis, Python's `ssl` module) gives some of them, read as typed values and
+//! mapped onto [`RedisSettings`].
+
+use std::path::PathBuf;
+
+use kaiju_core::{RedisSettings, Secret};
+use serde::{Deserialize, Deserializer};
+
+use crate::error::AppError;
+use crate::service::Build;
+
+/// The keys of kaiju's transport settings that are not [`RedisSettings`] names. Every other key
+/// is read as a [`RedisSettings`] field (an unknown one is an error naming it).
+#[derive(Deserialize)]
+struct KaijuNames {
+    /// Read here, not in `rest`: YAML reads an unquoted `password: 12345` as a number, and
+    /// coredis sent its text.
+    #[serde(default)]
+    password: Option<Text>,
+    #[serde(default)]
+    username: Option<Text>,
+    /// Seconds (kaiju-rs: `connect_timeout_ms`).
+    #[serde(default)]
+    connect_timeout: Option<Seconds>,
+    /// 2 or 3 (kaiju-rs: `resp3`).
+    #[serde(default)]
+    protocol_version: Option<Protocol>,
+    /// coredis' cluster seed nodes (kaiju-rs: `nodes`).
+    #[serde(default)]
+    startup_nodes: Option<Vec<StartupNode>>,
+    /// kaiju-rs: `tls`.
+    #[serde(default)]
+    ssl: Option<bool>,
+    /// kaiju-rs: `tls_ca_file`.
+    #[serde(default)]
+    ssl_ca_certs: Option<PathBuf>,
+    /// kaiju-rs: `tls_cert_file`.
+    #[serde(default)]
+    ssl_certfile: Option<PathBuf>,
+    /// kaiju-rs: `tls_key_file`.
+    #[serde(default)]
+    ssl_keyfile: Option<PathBuf>,
+    /// Only `required`: kaiju-rs always verifies the server's certificate.
+    #[serde(default)]
+    ssl_cert_reqs: Option<String>,
+    /// Only `true`: kaiju-rs always checks the server's host name.
+    #[serde(default)]
+    ssl_check_hostname: Option<bool>,
+    /// Only `false`: kaiju's values are bytes (msgpack).
+    #[serde(default)]
+    decode_responses: Option<bool>,
+    /// Only `false`: client-side caching is kaiju-cache's near cache.
+    #[serde(default)]
+    tracking: Option<bool>,
+    /// Only `null`: kaiju-rs connects over TCP.
+    #[serde(default)]
+    unix_socket_path: Option<String>,
+    /// coredis tuning, accepted without effect (logged when set).
+    #[serde(default)]
+    max_idle_time: Option<serde_json::Value>,
+    #[serde(default)]
+    max_connections: Option<serde_json::Value>,
+    #[serde(default)]
+    client_name: Option<serde_json::Value>,
+    #[serde(default)]
+    stream_timeout: Option<serde_json::Value>,
+    #[serde(default)]
+    readonly: Option<serde_json::Value>,
+    #[serde(default)]
+    read_from_replicas: Option<serde_json::Value>,
+    #[serde(default)]
+    non_atomic_cross_slot: Option<serde_json::Value>,
+    #[serde(default)]
+    tracking_cache_settings: Option<serde_json::Value>,
+    /// Everything else: [`RedisSettings`] fields, under kaiju-rs's names.
+    #[serde(flatten)]
+    rest: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A text setting YAML may have typed as a number or a boolean.
+struct Text(String);
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match serde_json::Value::deserialize(d)? {
+            serde_json::Value::String(s) => Ok(Self(s)),
+            v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_)) => {
+                Ok(Self(v.to_string()))
+            }
+            _ => Err(serde::de::Error::custom("expected text")),
+        }
+    }
+}
+
+/// A time in seconds, as a whole or fractional number.
+struct Seconds(f64);
+
+impl<'de> Deserialize<'de> for Seconds {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match f64::deserialize(d) {
+            Ok(s) if s.is_finite() && s >= 0.0 => Ok(Self(s)),
+            _ => Err(serde::de::Error::custom(
+                "expected seconds, a number of 0 or more",
+            )),
+        }
+    }
+}
+
+/// The RESP version: 2 or 3.
+struct Protocol(u8);
+
+impl<'de> Deserialize<'de> for Protocol {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match u8::deserialize(d) {
+            Ok(v @ (2 | 3)) => Ok(Self(v)),
+            _ => Err(serde::de::Error::custom("expected 2 or 3")),
+        }
+    }
+}
+
+/// One of coredis' `startup_nodes`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StartupNode {
+    #[serde(default = "default_host")]
+    host: String,
+    #[serde(default = "default_port")]
+    port: u16,
+}
+
+fn default_host() -> String {
+    "127.0.0.1".into()
+}
+
+fn default_port() -> u16 {
+    6379
+}
+
+/// kaiju's name of a kaiju-rs TLS setting, for errors about a value written under it.
+pub(super) type Aliases = Vec<(&'static str, &'static str)>;
+
+/// Reads the settings of `b` as kaiju writes them: kaiju-rs's names and kaiju's, each with its
+/// type; a contradiction or a value kaiju-rs cannot honour is an error at the key as written.
+/// Returns the settings and which kaiju-rs TLS fields came from kaiju's `ssl_*` names.
+pub(super) fn read(b: &Build<'_>) -> Result<(RedisSettings, Aliases), AppError> {
+    let k: KaijuNames = b.settings()?;
+    if k.decode_responses == Some(true) {
+        return Err(b.invalid(
+            "decode_responses",
+            "must be false: kaiju's values are bytes (msgpack)",
+        ));
+    }
+    if k.tracking == Some(true) {
+        return Err(b.invalid(
+            "tracking",
+            "is not supported; use kaiju-cache's near cache (NearCache) for client-side caching",
+        ));
+    }
+    if k.unix_socket_path.is_some() {
+        return Err(b.invalid(
+            "unix_socket_path",
+            "Unix sockets are not supported by kaiju-rs; connect over TCP",
+        ));
+    }
+    if k.ssl_cert_reqs.as_deref().is_some_and(|v| v != "required") {
+        return Err(b.invalid(
+            "ssl_cert_reqs",
+            "only \"required\": kaiju-rs always verifies the server's certificate",
+        ));
+    }
+    if k.ssl_check_hostname == Some(false) {
+        return Err(b.invalid(
+            "ssl_check_hostname",
+            "only true: kaiju-rs always checks the server's host name",
+        ));
+    }
+    let mut rest = k.rest;
+    // Python's other `ssl_*` options (ciphers, passwords of key files, ...) cannot be honoured.
+    let ssl_other: Vec<String> = rest
+        .keys()
+        .filter(|key| key.starts_with("ssl_"))
+        .cloned()
+        .collect();
+    for key in ssl_other {
+        if rest.get(&key).is_some_and(|v| !v.is_null()) {
+            return Err(b.invalid(
+                &key,
+                "is not supported; kaiju-rs takes ssl_ca_certs, ssl_certfile and ssl_keyfile \
+                 (or tls_ca_file, tls_cert_file, tls_key_file)",
+            ));
+        }
+        rest.remove(&key);
+    }
+    // Which kaiju-rs names were written, for contradictions with kaiju's names of them.
+    let written = |key: &str| rest.get(key).is_some_and(|v| !v.is_null());
+    let tls_written = written("tls");
+    let files_written = [
+        written("tls_ca_file"),
+        written("tls_cert_file"),
+        written("tls_key_file"),
+    ];
+    let mut settings: RedisSettings = b.parse(serde_json::Value::Object(rest))?;
+
+    if let Some(Text(password)) = k.password {
+        settings.password = Some(Secret::new(password));
+    }
+    if let Some(Text(username)) = k.username {
+        settings.username = Some(username);
+    }
+    if let Some(Seconds(secs)) = k.connect_timeout {
+        // Saturates on absurd values; Transport::check bounds the result.
+        settings.connect_timeout_ms = (secs * 1000.0) as u64;
+    }
+    if let Some(Protocol(version)) = k.protocol_version {
+        settings.resp3 = version == 3;
+    }
+    if let Some(nodes) = k.startup_nodes {
+        settings.nodes = nodes
+            .into_iter()
+            .map(|n| format!("{}:{}", n.host, n.port))
+            .collect();
+    }
+    // kaiju's name and kaiju-rs's for one setting: both given must agree, or TLS could be
+    // switched off by the one read last.
+    if let Some(on) = k.ssl {
+        if tls_written && settings.tls != on {
+            return Err(b.invalid("ssl", "contradicts `tls`; give one of them"));
+        }
+        settings.tls = on;
+    }
+    let mut aliases = Aliases::new();
+    for (i, (ssl, tls, value, field)) in [
+        (
+            "ssl_ca_certs",
+            "tls_ca_file",
+            k.ssl_ca_certs,
+            &mut settings.tls_ca_file,
+        ),
+        (
+            "ssl_certfile",
+            "tls_cert_file",
+            k.ssl_certfile,
+            &mut settings.tls_cert_file,
+        ),
+        (
+            "ssl_keyfile",
+            "tls_key_file",
+            k.ssl_keyfile,
+            &mut settings.tls_key_file,
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let Some(value) = value else { continue };
+        if files_written[i] && field.as_ref() != Some(&value) {
+            return Err(b.invalid(ssl, format!("contradicts `{tls}`; give one of them")));
+        }
+        *field = Some(value);
+        aliases.push((tls, ssl));
+    }
+    for (key, value) in [
+        ("max_idle_time", &k.max_idle_time),
+        ("max_connections", &k.max_connections),
+        ("client_name", &k.client_name),
+        ("stream_timeout", &k.stream_timeout),
+        ("readonly", &k.readonly),
+        ("read_from_replicas", &k.read_from_replicas),
+        ("non_atomic_cross_slot", &k.non_atomic_cross_slot),
+        ("tracking_cache_settings", &k.tracking_cache_settings),
+    ] {
+        if value
+            .as_ref()
+            .is_some_and(|v| !v.is_null() && *v != serde_json::Value::Bool(false))
+        {
+            tracing::info!(
+                service = b.name(),
+                setting = key,
+                "kaiju setting has no effect in kaiju-rs"
+            );
+        }
+    }
+    Ok((settings, aliases))
+}
