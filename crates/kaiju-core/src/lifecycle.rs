@@ -81,8 +81,10 @@ pub trait Lifecycle: Send {
 
     /// Stop taking new work, finish what is in flight, and return within `deadline`.
     /// Returns [`LifecycleError::StopTimeout`] if in-flight work was abandoned.
-    fn stop(&mut self, deadline: Duration)
-    -> impl Future<Output = Result<(), LifecycleError>> + Send;
+    fn stop(
+        &mut self,
+        deadline: Duration,
+    ) -> impl Future<Output = Result<(), LifecycleError>> + Send;
 }
 
 /// A cloneable stop signal for background tasks.
@@ -167,7 +169,9 @@ mod tests {
         )
         .await
         .unwrap_err();
-        assert!(matches!(err, LifecycleError::StopTimeout { ref service, .. } if service == "slow"));
+        assert!(
+            matches!(err, LifecycleError::StopTimeout { ref service, .. } if service == "slow")
+        );
         assert_eq!(
             within("fast", Duration::from_secs(1), async { 7 })
                 .await

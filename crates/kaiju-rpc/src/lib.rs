@@ -23,12 +23,12 @@ pub use client::{
     Batch, Call, CallError, CallResult, DEFAULT_REQUEST_TIMEOUT, Each, MAX_REQUEST_WAIT, Publish,
     Request, RpcClient,
 };
+pub use context::{RequestContext, headers};
+pub use error::{RpcError, codes};
 /// The message and header types of the RPC API, from kaiju-streams and kaiju-core, so that a
 /// method's signature needs no other crate.
 pub use kaiju_core::{Value, to_value};
 pub use kaiju_streams::{HeaderValue, Headers};
-pub use context::{RequestContext, headers};
-pub use error::{RpcError, codes};
 pub use listener::RpcListener;
 pub use module::{NoParams, RegisterError, RpcModule};
 pub use request::{Outcome, Reply, ReplyBody, Response};

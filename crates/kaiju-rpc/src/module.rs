@@ -503,7 +503,9 @@ mod tests {
         let methods = m.into_methods();
         let ctx = || RequestContext::for_test("counter.incr", Headers::new(), Scope::Guest);
         for _ in 0..3 {
-            (methods["counter.incr"].call)(Value::Nil, ctx()).await.unwrap();
+            (methods["counter.incr"].call)(Value::Nil, ctx())
+                .await
+                .unwrap();
         }
         assert_eq!(shared.load(Ordering::SeqCst), 3);
     }

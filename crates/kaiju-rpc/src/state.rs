@@ -71,12 +71,8 @@ impl ServerSettings {
     /// ```
     #[must_use]
     pub fn clamped(mut self) -> Self {
-        self.max_parallel_tasks = self
-            .max_parallel_tasks
-            .clamp(1, crate::MAX_PARALLEL_TASKS);
-        self.default_request_time = self
-            .default_request_time
-            .clamp(1, crate::MAX_REQUEST_TIME);
+        self.max_parallel_tasks = self.max_parallel_tasks.clamp(1, crate::MAX_PARALLEL_TASKS);
+        self.default_request_time = self.default_request_time.clamp(1, crate::MAX_REQUEST_TIME);
         self.max_request_time = self
             .max_request_time
             .clamp(self.default_request_time, crate::MAX_REQUEST_TIME);

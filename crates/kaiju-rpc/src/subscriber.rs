@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use kaiju_core::{AppSettings, Namespace, Lifecycle, LifecycleError, Value};
+use kaiju_core::{AppSettings, Lifecycle, LifecycleError, Namespace, Value};
 use kaiju_streams::decode;
 use kaiju_transport::fred::interfaces::EventInterface;
 use kaiju_transport::fred::types::Message;

@@ -350,10 +350,7 @@ mod tests {
             HeaderValue::from(kaiju_core::Value::Str("x".into())),
             HeaderValue::from("x")
         );
-        assert_eq!(
-            HeaderValue::from(kaiju_core::Value::Nil),
-            HeaderValue::Nil
-        );
+        assert_eq!(HeaderValue::from(kaiju_core::Value::Nil), HeaderValue::Nil);
         // Each kind survives the wire.
         let mut headers = Headers::new();
         headers.insert("f", 2.5).insert("b", false);

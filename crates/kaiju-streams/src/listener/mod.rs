@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use kaiju_core::lifecycle::within;
-use kaiju_core::{AppSettings, Namespace, Lifecycle, LifecycleError, Shutdown};
+use kaiju_core::{AppSettings, Lifecycle, LifecycleError, Namespace, Shutdown};
 use kaiju_transport::Transport;
 use serde::de::DeserializeOwned;
 use tokio::task::JoinHandle;
