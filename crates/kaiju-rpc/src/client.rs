@@ -414,6 +414,7 @@ impl<'a, P: Serialize> Batch<'a, P> {
     }
 
     /// `RPC-Batch-Template`: fill params from earlier results, e.g. `{"user_id": "[0.id]"}`.
+    /// The grammar is in [`template`](crate::template).
     pub fn template(mut self) -> Self {
         self.template = true;
         self

@@ -14,7 +14,7 @@ mod server;
 mod state;
 mod subscriber;
 mod subscription;
-mod template;
+pub mod template;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests;

@@ -75,7 +75,14 @@ impl ServiceClass for ClientService {
                 "the Authorization header is not part of kaiju-rs yet",
             ));
         }
-        let _ = (s.request_logs, s.response_logs, s.scheduler);
+        super::no_effect(
+            b,
+            &[
+                ("request_logs", s.request_logs),
+                ("response_logs", s.response_logs),
+                ("scheduler", s.scheduler != Dependency::Any),
+            ],
+        );
         Ok(Self {
             transport: s.transport,
             target: s.app_name,

@@ -42,7 +42,13 @@ impl LocksService {
 impl ServiceClass for LocksService {
     fn build(b: &Build<'_>) -> Result<Self, AppError> {
         let s: Settings = b.settings()?;
-        let _ = (s.refresh_interval, s.scheduler);
+        super::no_effect(
+            b,
+            &[
+                ("refresh_interval", s.refresh_interval.is_some()),
+                ("scheduler", s.scheduler != Dependency::Any),
+            ],
+        );
         Ok(Self {
             transport: s.transport,
             locks: OnceLock::new(),

@@ -183,20 +183,18 @@ fn feed(b: &Build<'_>) -> Result<(Feed, Scope, ListenerSettings), AppError> {
             "sessions are not part of kaiju-rs yet; requests run at `scope`",
         ));
     }
-    for (key, dep) in [
-        ("locks_service", &feed.locks_service),
-        ("scheduler", &feed.scheduler),
-        ("session_service", &feed.session_service),
-        ("authentication_service", &feed.authentication_service),
-    ] {
-        if *dep != Dependency::Any {
-            tracing::info!(
-                service = b.name(),
-                setting = key,
-                "kaiju setting has no effect in kaiju-rs"
-            );
-        }
-    }
+    super::no_effect(
+        b,
+        &[
+            ("locks_service", feed.locks_service != Dependency::Any),
+            ("scheduler", feed.scheduler != Dependency::Any),
+            ("session_service", feed.session_service != Dependency::Any),
+            (
+                "authentication_service",
+                feed.authentication_service != Dependency::Any,
+            ),
+        ],
+    );
     let mut rest = std::mem::take(&mut feed.rest);
     rest.retain(|key, value| !(value.is_null() && NULL_IS_DEFAULT.contains(&key.as_str())));
     let settings: ListenerSettings = b.parse(serde_json::Value::Object(rest))?;

@@ -22,6 +22,37 @@
 //! assert_eq!(config.project.services[0].settings.get("port").unwrap().to_json(), 6380);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! # Templates
+//!
+//! A string value that is a whole template, `"[...]"`, is replaced by a typed value before the
+//! config is checked. kaiju's grammar (its select operator):
+//!
+//! | template | value |
+//! |---|---|
+//! | `"[main_name]"` | the value of `main_name`; an error naming the template and its place when there is none |
+//! | `"[redis_port:6379]"` | the value of `redis_port`, else the default `6379` |
+//! | `"[redis.host]"` | a dotted key descends the nested maps of env files |
+//! | `"[debug:True]"`, `"[x:None]"`, `"[v:\"1.0.0\"]"` | a default is a Python literal: `True`/`False`, `None`, numbers, quoted strings |
+//! | `"[v:1.0.0]"`, `"[h:127.0.0.1]"` | a default that is not a literal is kept as text (kaiju crashed on these) |
+//! | ``'[url:`"redis://h:6379"`]'`` | backticks quote an argument, `:` and brackets included |
+//! | `"[a:[b:1]]"` | a default may be a template, filled only when it is needed |
+//! | `"[key:]"` | no default: the key is required |
+//! | ``"`[not a template]`"`` | a whole string in backticks is that text, unquoted |
+//!
+//! Arguments are split on `:` outside nested brackets and backticks, so a default may hold
+//! `:` (``[url:`redis://h:6379`]``). Templates nest at most 8 deep. kaiju's other operators,
+//! `!e` (eval), `!x` (function calls) and `!f` (format), are errors: they run code that a
+//! config names. A string that starts with `[` but does not end with `]`, or the other way
+//! round, is an error (quote a literal bracket with backticks); brackets inside a string
+//! (`"host-[n]-a"`) are text.
+//!
+//! Values come from, highest precedence first: `--env NAME=VALUE`
+//! ([`ConfigLoader::env_arg`]), OS environment variables named exactly as the key (unless
+//! [`ConfigLoader::no_os_env`]), env files ([`ConfigLoader::env_file`], YAML or JSON maps; later
+//! files win), then the default. `--env` and OS values are typed as kaiju types them (`42` is
+//! an int, `true`/`none` in any case are bool and null, `1.0.0` is text); env-file values keep
+//! their YAML types.
 
 mod literal;
 mod merge;

@@ -1,14 +1,6 @@
 //! kaiju's config templates: a string value `"[key]"` or `"[key:default]"` is replaced by the
-//! typed value of `key` from the environment (see [`Env`]).
-//!
-//! Grammar (kaiju's select operator): the whole string is in brackets; arguments are split on
-//! `:` outside nested brackets and backticks; `key` may be dotted (`redis.host` descends
-//! nested env-file maps); the default is a Python literal (`True`, `42`, `"1.0.0"`), or kept
-//! as text when it is not one (kaiju crashed on `1.0.0`); a backticked argument is taken
-//! literally (``[url:`"redis://h:6379"`]``); a default may itself be a template, evaluated only
-//! when it is needed. `[key:]` has no default. A whole string in backticks is unquoted.
-//! kaiju's other operators (`!e` eval, `!x` function calls, `!f` format) are rejected: they
-//! run code named by the config.
+//! typed value of `key` from the environment (see [`Env`]). The grammar users read is in the
+//! docs of the `config` module (docs.rs shows it); this file implements it.
 
 use super::ConfigError;
 use super::literal;

@@ -1,7 +1,8 @@
-//! Batch templates (`RPC-Batch-Template: ?1`): a request's params filled from the results of
-//! earlier requests in the same batch (KAIJU-TOOLS.md §1.10, grammar §2.4).
+//! Batch templates: with `RPC-Batch-Template: ?1` ([`Batch::template`](crate::Batch::template)),
+//! a request's params are filled from the results of earlier requests in the same batch, as
+//! kaiju does. This page is the grammar; the module has no public items.
 //!
-//! [`fill_within`] walks the params: map values (never keys) and array items recursively, and every
+//! The server walks the params: map values (never keys) and array items recursively, and every
 //! string value that is *exactly* a template, `[` … `]`, is replaced by what it selects:
 //!
 //! | param value | filled with |
@@ -59,10 +60,10 @@
 //!   functions from a table, which kaiju-rs does not do.
 //! * A lone backtick stays as it is (Python empties it); ``"``"`` is `""` in both.
 //!
-//! Nothing here panics, and work is bounded: params and template evaluation are limited to
-//! [`MAX_DEPTH`] levels, and one call copies at most [`MAX_COPIED_VALUES`] values and
-//! [`MAX_COPIED_BYTES`] bytes out of the results, so that `["[0]", "[0]", …]` cannot multiply a
-//! large result into an out-of-memory abort.
+//! Filling never panics, and its work is bounded: params and template evaluation are limited
+//! to 128 levels, and filling the requests of one batch copies at most 4,194,304 values and
+//! 128 MiB out of the results, so that `["[0]", "[0]", …]` cannot multiply a large result into
+//! an out-of-memory abort; beyond that, the request fails with "invalid params".
 
 use std::borrow::Cow;
 use std::fmt;

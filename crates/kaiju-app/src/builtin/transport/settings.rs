@@ -260,26 +260,22 @@ pub(super) fn read(b: &Build<'_>) -> Result<(RedisSettings, Aliases), AppError> 
         *field = Some(value);
         aliases.push((tls, ssl));
     }
-    for (key, value) in [
-        ("max_idle_time", &k.max_idle_time),
-        ("max_connections", &k.max_connections),
-        ("client_name", &k.client_name),
-        ("stream_timeout", &k.stream_timeout),
-        ("readonly", &k.readonly),
-        ("read_from_replicas", &k.read_from_replicas),
-        ("non_atomic_cross_slot", &k.non_atomic_cross_slot),
-        ("tracking_cache_settings", &k.tracking_cache_settings),
-    ] {
-        if value
-            .as_ref()
+    let set = |v: &Option<serde_json::Value>| {
+        v.as_ref()
             .is_some_and(|v| !v.is_null() && *v != serde_json::Value::Bool(false))
-        {
-            tracing::info!(
-                service = b.name(),
-                setting = key,
-                "kaiju setting has no effect in kaiju-rs"
-            );
-        }
-    }
+    };
+    crate::builtin::no_effect(
+        b,
+        &[
+            ("max_idle_time", set(&k.max_idle_time)),
+            ("max_connections", set(&k.max_connections)),
+            ("client_name", set(&k.client_name)),
+            ("stream_timeout", set(&k.stream_timeout)),
+            ("readonly", set(&k.readonly)),
+            ("read_from_replicas", set(&k.read_from_replicas)),
+            ("non_atomic_cross_slot", set(&k.non_atomic_cross_slot)),
+            ("tracking_cache_settings", set(&k.tracking_cache_settings)),
+        ],
+    );
     Ok((settings, aliases))
 }
