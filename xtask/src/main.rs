@@ -18,6 +18,7 @@ mod invariants;
 mod procs;
 mod redis;
 mod resp;
+mod servers;
 mod test;
 
 use std::process::ExitCode;

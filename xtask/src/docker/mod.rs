@@ -21,7 +21,7 @@ use containers::Containers;
 
 use crate::procs;
 use crate::resp;
-use crate::test::{Servers, TlsDir, run_cargo_test};
+use crate::servers::{Servers, TlsDir, run_cargo_test};
 
 /// The image used when neither `--image` nor `KAIJU_REDIS_IMAGE` names one.
 pub(crate) const DEFAULT_IMAGE: &str = "redis:7.4";
