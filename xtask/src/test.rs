@@ -1,12 +1,12 @@
-//! `cargo xtask test`.
+//! `cargo xtask test` and `cargo xtask interop`.
 
 use std::process::ExitCode;
 
 use kaiju_testkit::{ClusterOptions, RedisCluster, RedisServer, ServerOptions};
 
 use crate::docker::{self, DockerOptions};
-use crate::procs;
 use crate::servers::{Servers, TlsDir, run_cargo_test, start_tls_server};
+use crate::{interop, procs};
 
 /// Where the servers come from.
 enum Backend {
@@ -14,24 +14,55 @@ enum Backend {
     Docker(DockerOptions),
 }
 
-const USAGE: &str = "usage: cargo xtask test [--local | --docker [--image <image>] [--pull] \
-                     [--server-cmd <binary>]] [-- <cargo test args>]";
+const USAGE: &str = "usage: cargo xtask test [--interop] [--local | --docker [--image <image>] \
+                     [--pull] [--server-cmd <binary>]] [-- <cargo test args>]";
+
+/// What the flags of `cargo xtask test` ask for.
+struct Flags {
+    backend: Backend,
+    /// Run the interop tests too, against the Python peer (`--interop`).
+    interop: bool,
+}
 
 pub(crate) fn run(args: &[String]) -> Result<ExitCode, String> {
     let (flags, cargo_args) = match args.iter().position(|a| a == "--") {
         Some(i) => (&args[..i], &args[i + 1..]),
         None => (args, &[][..]),
     };
-    match parse_backend(flags)? {
-        Backend::Local => run_local(cargo_args, &[]),
-        Backend::Docker(options) => docker::run_tests(&options, cargo_args),
+    let flags = parse_flags(flags)?;
+    // The interop tests run inside the same `cargo test`, on the same servers: no second
+    // server session, no second test run.
+    let env = if flags.interop {
+        interop::env()?
+    } else {
+        Vec::new()
+    };
+    match flags.backend {
+        Backend::Local => run_local(cargo_args, &env),
+        Backend::Docker(options) => docker::run_tests(&options, cargo_args, &env),
     }
 }
 
-/// `--docker` and its settings, or `--local`. With neither: the local binaries when
-/// `redis-server` is installed, else containers when a Docker engine answers, else the local
-/// backend's "install redis-server" error.
-fn parse_backend(flags: &[String]) -> Result<Backend, String> {
+/// `cargo xtask interop`: the interop tests alone, on local servers.
+pub(crate) fn run_interop() -> Result<ExitCode, String> {
+    let args = [
+        "-p",
+        "kaiju-tests",
+        "--test",
+        "it",
+        "interop",
+        "--",
+        "--nocapture",
+    ]
+    .map(String::from);
+    run_local(&args, &interop::env()?)
+}
+
+/// `--interop`, and `--docker` and its settings or `--local`. With neither backend: the local
+/// binaries when `redis-server` is installed, else containers when a Docker engine answers,
+/// else the local backend's "install redis-server" error.
+fn parse_flags(flags: &[String]) -> Result<Flags, String> {
+    let mut interop = false;
     let mut choice = None::<bool>;
     let mut docker_flags = false;
     let mut options = DockerOptions::from_env();
@@ -54,6 +85,7 @@ fn parse_backend(flags: &[String]) -> Result<Backend, String> {
             }
         };
         match flag.as_str() {
+            "--interop" => interop = true,
             "--local" => choose(false)?,
             "--docker" => choose(true)?,
             "--image" => options.image = value()?,
@@ -75,11 +107,12 @@ fn parse_backend(flags: &[String]) -> Result<Backend, String> {
         None if docker_flags => true,
         None => kaiju_testkit::server_path().is_err() && docker::engine_available(),
     };
-    Ok(if docker {
+    let backend = if docker {
         Backend::Docker(options)
     } else {
         Backend::Local
-    })
+    };
+    Ok(Flags { backend, interop })
 }
 
 /// Starts the local servers, runs `cargo test` with `cargo_args` and `extra_env`, stops them.
@@ -143,7 +176,7 @@ mod tests {
 
     fn parse(flags: &[&str]) -> Result<Backend, String> {
         let flags: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
-        parse_backend(&flags)
+        parse_flags(&flags).map(|f| f.backend)
     }
 
     #[test]
@@ -164,5 +197,19 @@ mod tests {
         assert!(parse(&["--image"]).is_err());
         assert!(parse(&["--dockr"]).is_err());
         assert!(parse(&["--docker", "--local"]).is_err());
+    }
+
+    #[test]
+    fn interop_goes_with_either_backend() {
+        let parse = |flags: &[&str]| {
+            let flags: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
+            parse_flags(&flags)
+        };
+        assert!(parse(&["--interop", "--local"]).is_ok_and(|f| f.interop));
+        assert!(
+            parse(&["--docker", "--interop"])
+                .is_ok_and(|f| f.interop && matches!(f.backend, Backend::Docker(_)))
+        );
+        assert!(parse(&["--local"]).is_ok_and(|f| !f.interop));
     }
 }
