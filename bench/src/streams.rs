@@ -136,13 +136,16 @@ fn raw_handle(reply: Value, key: &str) -> Result<Vec<String>, BoxError> {
 /// The hand-written loop: pipelined XADD of messages encoded one by one; XREADGROUP COUNT
 /// `count` BLOCK 500, each message decoded for a no-op handler, then XACK of what it read.
 async fn raw(transport: &Transport, count: u64) -> Result<f64, BoxError> {
-    let key = "bench.raw._stream.rpc";
+    let name = kaiju_core::Namespace::new("bench", "raw")?.stream("rpc")?;
+    let key = name.as_str();
     let _: i64 = transport.pool().del(key).await?;
     let _: () = transport.pool().xgroup_create(key, "g", "0", true).await?;
     let reader = transport
         .blocking_connection(Duration::from_millis(500))
         .await?;
+    let stream = name.clone();
     let consumer = tokio::spawn(async move {
+        let key = stream.as_str();
         let mut done = 0;
         while done < MESSAGES {
             let reply: Value = reader
@@ -185,7 +188,7 @@ async fn raw_write(transport: &Transport, key: &str) -> Result<(), BoxError> {
 /// The writer alone: `MESSAGES` entries in pipelines of `PIPELINE`, through `StreamWriter`
 /// or as the raw loop writes them.
 pub(crate) async fn write_only(transport: &Transport, kaiju_writer: bool) -> Result<f64, BoxError> {
-    let key = kaiju_core::Key::raw("bench.write._stream.rpc");
+    let key = kaiju_core::Namespace::new("bench", "write")?.stream("rpc")?;
     let _: i64 = transport.pool().del(key.as_str()).await?;
     let started = Instant::now();
     if kaiju_writer {

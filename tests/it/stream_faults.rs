@@ -17,9 +17,9 @@ use kaiju_streams::{
 };
 use kaiju_tests::proxy::Proxy;
 use kaiju_tests::{Target, eventually, on_both};
-use kaiju_transport::Transport;
 use kaiju_transport::fred::prelude::*;
 use kaiju_transport::fred::types::Value;
+use kaiju_transport::{Classify, Transport, TransportError};
 
 use crate::streams::{Body, Seen, app, distinct, pending_of, recorder, rpc_stream, write};
 
@@ -57,8 +57,8 @@ async fn xadd_raw(t: &Transport, stream: &str, id: &str, fields: Vec<(&[u8], &[u
 /// leaving them pending: the state a crashed consumer leaves behind.
 async fn read_as(t: &Transport, stream: &str, group: &str, consumer: &str, count: u64) {
     let created: Result<Value, _> = t.pool().xgroup_create(stream, group, "0", true).await;
-    if let Err(e) = created {
-        assert!(e.details().starts_with("BUSYGROUP"), "{e:?}");
+    if let Err(e) = created.classify() {
+        assert!(matches!(e, TransportError::BusyGroup { .. }), "{e:?}");
     }
     let _: Value = t
         .pool()

@@ -1,12 +1,11 @@
-//! `cargo xtask interop`: the Rust crates against the real Python kaiju-redis 2.4.2.
-//!
-//! Creates a venv under `target/interop-venv` (once), installs `kaiju-redis==2.4.2` from PyPI,
-//! then runs the interop tests (`tests/it/interop.rs`) with the servers of `cargo xtask test`.
+//! The Python peer of the interop tests: the real kaiju-redis 2.4.2, in a venv under
+//! `target/interop-venv`, created and filled from PyPI once and reused by every later run
+//! (`cargo xtask interop`, `cargo xtask test --interop`, `cargo xtask bench --compare-python`).
 
 use std::path::PathBuf;
-use std::process::{Command, ExitCode};
+use std::process::Command;
 
-use crate::{root, test};
+use crate::root;
 
 const PACKAGE: &str = "kaiju-redis==2.4.2";
 
@@ -46,24 +45,12 @@ pub(crate) fn venv() -> Result<PathBuf, String> {
     Ok(python)
 }
 
-pub(crate) fn run_tests() -> Result<ExitCode, String> {
+/// The environment that makes `cargo test` run the interop tests (`tests/it/interop.rs`,
+/// `interop_rpc.rs`) with the venv's Python, and fail rather than skip without it.
+pub(crate) fn env() -> Result<Vec<(&'static str, String)>, String> {
     let python = venv()?;
-    let args: Vec<String> = [
-        "-p",
-        "kaiju-tests",
-        "--test",
-        "it",
-        "interop",
-        "--",
-        "--nocapture",
-    ]
-    .map(String::from)
-    .to_vec();
-    test::run_local(
-        &args,
-        &[
-            ("KAIJU_PYTHON", python.display().to_string()),
-            ("KAIJU_REQUIRE_INTEROP", "1".into()),
-        ],
-    )
+    Ok(vec![
+        ("KAIJU_PYTHON", python.display().to_string()),
+        ("KAIJU_REQUIRE_INTEROP", "1".into()),
+    ])
 }

@@ -4,7 +4,8 @@
 //! - `test [--docker|--local] [-- <cargo test args>]`: start a single node and a 6-node cluster
 //!   (local processes or containers), run every workspace test against them, stop them.
 //! - `image [--tag T]`: a container image built from the host's `redis-server`.
-//! - `interop`: the same, plus the Python kaiju-redis peer, for the wire-compatibility tests.
+//! - `interop`: the wire-compatibility tests alone, against the Python kaiju-redis peer
+//!   (`test --interop` runs them with all the others, on the same servers).
 //! - `fuzz [cases]`: the arbitrary-input tests of every decoder, with their counts.
 //! - `redis up|down|status`: the same servers, by hand.
 
@@ -18,6 +19,7 @@ mod invariants;
 mod procs;
 mod redis;
 mod resp;
+mod servers;
 mod test;
 
 use std::process::ExitCode;
@@ -30,10 +32,12 @@ commands:
         the system working: a throwaway local redis-server (installed with apt-get when
         missing and run as root on Debian/Ubuntu), the example app of examples/demo run from
         its kaiju YAML config, driven by the RPC client and the `kaiju` tool, then stopped.
-  test [--local | --docker [--image <image>] [--pull] [--server-cmd <binary>]]
+  test [--interop] [--local | --docker [--image <image>] [--pull] [--server-cmd <binary>]]
        [-- <cargo test args>]
         start Redis (single node + 6-node cluster) on free loopback ports, run every
         workspace test against it with KAIJU_REQUIRE_REDIS=1, stop what was started.
+        --interop runs the interop tests in the same run, against the Python kaiju-redis
+        2.4.2 (in target/interop-venv, installed from PyPI on first use).
         --local runs the redis-server binary (KAIJU_REDIS_SERVER, else PATH).
         --docker runs containers on the host network with plain `docker run` (a running
         Docker engine, no compose plugin); they are removed on exit, failure or Ctrl-C.
@@ -70,7 +74,7 @@ fn main() -> ExitCode {
         Some("test") => test::run(&args[1..]),
         Some("image") => image::run(&args[1..]),
         Some("redis") => redis::run(&args[1..]),
-        Some("interop") => interop::run_tests(),
+        Some("interop") => test::run_interop(),
         Some("bench") => bench::run(&args[1..]),
         Some("fuzz") => fuzz::run(&args[1..]),
         Some("invariants") => invariants::run(),

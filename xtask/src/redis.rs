@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use kaiju_testkit::{ClusterOptions, RedisCluster, RedisServer, ServerOptions, TlsFiles};
 
-use crate::test::start_tls_server;
+use crate::servers::start_tls_server;
 use crate::{procs, root};
 
 fn state_file() -> PathBuf {

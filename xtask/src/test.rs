@@ -1,15 +1,12 @@
-//! `cargo xtask test`.
+//! `cargo xtask test` and `cargo xtask interop`.
 
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 
-use std::path::PathBuf;
-
-use kaiju_testkit::{
-    ClusterOptions, RedisCluster, RedisServer, ServerOptions, TlsFiles, TlsOptions,
-};
+use kaiju_testkit::{ClusterOptions, RedisCluster, RedisServer, ServerOptions};
 
 use crate::docker::{self, DockerOptions};
-use crate::{cargo, procs, root};
+use crate::servers::{Servers, TlsDir, run_cargo_test, start_tls_server};
+use crate::{interop, procs};
 
 /// Where the servers come from.
 enum Backend {
@@ -17,24 +14,55 @@ enum Backend {
     Docker(DockerOptions),
 }
 
-const USAGE: &str = "usage: cargo xtask test [--local | --docker [--image <image>] [--pull] \
-                     [--server-cmd <binary>]] [-- <cargo test args>]";
+const USAGE: &str = "usage: cargo xtask test [--interop] [--local | --docker [--image <image>] \
+                     [--pull] [--server-cmd <binary>]] [-- <cargo test args>]";
+
+/// What the flags of `cargo xtask test` ask for.
+struct Flags {
+    backend: Backend,
+    /// Run the interop tests too, against the Python peer (`--interop`).
+    interop: bool,
+}
 
 pub(crate) fn run(args: &[String]) -> Result<ExitCode, String> {
     let (flags, cargo_args) = match args.iter().position(|a| a == "--") {
         Some(i) => (&args[..i], &args[i + 1..]),
         None => (args, &[][..]),
     };
-    match parse_backend(flags)? {
-        Backend::Local => run_local(cargo_args, &[]),
-        Backend::Docker(options) => docker::run_tests(&options, cargo_args),
+    let flags = parse_flags(flags)?;
+    // The interop tests run inside the same `cargo test`, on the same servers: no second
+    // server session, no second test run.
+    let env = if flags.interop {
+        interop::env()?
+    } else {
+        Vec::new()
+    };
+    match flags.backend {
+        Backend::Local => run_local(cargo_args, &env),
+        Backend::Docker(options) => docker::run_tests(&options, cargo_args, &env),
     }
 }
 
-/// `--docker` and its settings, or `--local`. With neither: the local binaries when
-/// `redis-server` is installed, else containers when a Docker engine answers, else the local
-/// backend's "install redis-server" error.
-fn parse_backend(flags: &[String]) -> Result<Backend, String> {
+/// `cargo xtask interop`: the interop tests alone, on local servers.
+pub(crate) fn run_interop() -> Result<ExitCode, String> {
+    let args = [
+        "-p",
+        "kaiju-tests",
+        "--test",
+        "it",
+        "interop",
+        "--",
+        "--nocapture",
+    ]
+    .map(String::from);
+    run_local(&args, &interop::env()?)
+}
+
+/// `--interop`, and `--docker` and its settings or `--local`. With neither backend: the local
+/// binaries when `redis-server` is installed, else containers when a Docker engine answers,
+/// else the local backend's "install redis-server" error.
+fn parse_flags(flags: &[String]) -> Result<Flags, String> {
+    let mut interop = false;
     let mut choice = None::<bool>;
     let mut docker_flags = false;
     let mut options = DockerOptions::from_env();
@@ -57,6 +85,7 @@ fn parse_backend(flags: &[String]) -> Result<Backend, String> {
             }
         };
         match flag.as_str() {
+            "--interop" => interop = true,
             "--local" => choose(false)?,
             "--docker" => choose(true)?,
             "--image" => options.image = value()?,
@@ -78,65 +107,12 @@ fn parse_backend(flags: &[String]) -> Result<Backend, String> {
         None if docker_flags => true,
         None => kaiju_testkit::server_path().is_err() && docker::engine_available(),
     };
-    Ok(if docker {
+    let backend = if docker {
         Backend::Docker(options)
     } else {
         Backend::Local
-    })
-}
-
-/// Where the tests find their servers: exported to `cargo test` as `KAIJU_REDIS_URL`,
-/// `KAIJU_REDIS_CLUSTER_URL`, `KAIJU_REDIS_TLS_URL` and `KAIJU_REDIS_TLS_DIR`.
-pub(crate) struct Servers {
-    pub(crate) single: String,
-    pub(crate) cluster: String,
-    /// A TLS-only single node (`rediss://`), client certificates optional.
-    pub(crate) tls: String,
-    /// The certificates of `tls` ([`TlsFiles`]): the tests trust its `ca.crt`.
-    pub(crate) tls_dir: PathBuf,
-}
-
-impl Servers {
-    /// The environment `cargo test` runs with.
-    pub(crate) fn env(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("KAIJU_REDIS_URL", self.single.clone()),
-            ("KAIJU_REDIS_CLUSTER_URL", self.cluster.clone()),
-            ("KAIJU_REDIS_TLS_URL", self.tls.clone()),
-            ("KAIJU_REDIS_TLS_DIR", self.tls_dir.display().to_string()),
-        ]
-    }
-}
-
-/// Fresh TLS material in a directory of this run's own, removed when the value is dropped.
-pub(crate) struct TlsDir(pub(crate) TlsFiles);
-
-impl TlsDir {
-    pub(crate) fn generate(dir: PathBuf) -> Result<Self, String> {
-        let _ = std::fs::remove_dir_all(&dir);
-        TlsFiles::generate(&dir)
-            .map(Self)
-            .map_err(|e| format!("cannot make the TLS test certificates: {e}"))
-    }
-}
-
-impl Drop for TlsDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0.dir);
-    }
-}
-
-/// A TLS-only server with `files`, client certificates optional.
-pub(crate) fn start_tls_server(files: &TlsFiles) -> Result<RedisServer, String> {
-    RedisServer::start(ServerOptions {
-        tls: Some(TlsOptions {
-            files: files.clone(),
-            wrong_name: false,
-            client_auth: "optional",
-        }),
-        ..ServerOptions::default()
-    })
-    .map_err(|e| e.to_string())
+    };
+    Ok(Flags { backend, interop })
 }
 
 /// Starts the local servers, runs `cargo test` with `cargo_args` and `extra_env`, stops them.
@@ -194,46 +170,13 @@ pub(crate) fn run_local(
     status
 }
 
-/// `cargo test --workspace` with the servers exported and skipping forbidden.
-pub(crate) fn run_cargo_test(
-    servers: &Servers,
-    cargo_args: &[String],
-    extra_env: &[(&str, String)],
-) -> Result<ExitCode, String> {
-    let mut child = Command::new(cargo())
-        .current_dir(root())
-        .args(["test", "--workspace"])
-        .args(cargo_args)
-        .envs(servers.env())
-        .env("KAIJU_REQUIRE_REDIS", "1")
-        .envs(extra_env.iter().map(|(k, v)| (*k, v.as_str())))
-        .spawn()
-        .map_err(|e| format!("cannot run cargo: {e}"))?;
-    // A SIGTERM reaches xtask alone (Ctrl-C reaches the whole group): stop `cargo test` too
-    // rather than let it run on against servers that are gone.
-    let status = loop {
-        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
-            break status;
-        }
-        if procs::interrupted() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-            let _ = child.wait();
-            return Err("interrupted".into());
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    };
-    Ok(crate::exit_code(status))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn parse(flags: &[&str]) -> Result<Backend, String> {
         let flags: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
-        parse_backend(&flags)
+        parse_flags(&flags).map(|f| f.backend)
     }
 
     #[test]
@@ -254,5 +197,19 @@ mod tests {
         assert!(parse(&["--image"]).is_err());
         assert!(parse(&["--dockr"]).is_err());
         assert!(parse(&["--docker", "--local"]).is_err());
+    }
+
+    #[test]
+    fn interop_goes_with_either_backend() {
+        let parse = |flags: &[&str]| {
+            let flags: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
+            parse_flags(&flags)
+        };
+        assert!(parse(&["--interop", "--local"]).is_ok_and(|f| f.interop));
+        assert!(
+            parse(&["--docker", "--interop"])
+                .is_ok_and(|f| f.interop && matches!(f.backend, Backend::Docker(_)))
+        );
+        assert!(parse(&["--local"]).is_ok_and(|f| !f.interop));
     }
 }

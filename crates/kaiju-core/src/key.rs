@@ -285,6 +285,16 @@ impl Key {
         Self(name.into())
     }
 
+    /// The channel on which RPC client `client` of app `<env>.<app>` receives its responses:
+    /// [`Namespace::reply_channel`]. Settings that name no namespace (an empty part, or one
+    /// holding the delimiter) still give the client a reply channel, `kaiju._reply.<client>`,
+    /// which `client` keeps apart from every other client's.
+    pub fn reply_channel(env: &str, app: &str, client: &str) -> Self {
+        Namespace::new(env, app)
+            .and_then(|ns| ns.reply_channel(client))
+            .unwrap_or_else(|_| Self(format!("kaiju{DELIMITER}_reply{DELIMITER}{client}")))
+    }
+
     /// The key name.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -441,6 +451,16 @@ mod tests {
             .map(|i| plain.key(&format!("u{i}")).unwrap().slot())
             .collect();
         assert!(spread.len() > 50);
+    }
+
+    #[test]
+    fn a_client_gets_a_reply_channel_whatever_its_settings() {
+        assert_eq!(Key::reply_channel("e", "a", "c1").as_str(), "e.a._reply.c1");
+        for (env, app) in [("e", "a.b"), ("", "a")] {
+            let channel = Key::reply_channel(env, app, "c1");
+            assert_eq!(channel.as_str(), "kaiju._reply.c1");
+            assert!(is_reply_channel(channel.as_str()));
+        }
     }
 
     #[test]

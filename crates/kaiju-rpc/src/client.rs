@@ -132,9 +132,7 @@ impl RpcClient {
     /// A client of `app` (its env names the target streams; its name is the default target).
     pub fn new(transport: Transport, app: &AppSettings) -> Self {
         let client_id = uuid::Uuid::new_v4().simple().to_string();
-        let reply_channel = Namespace::new(&app.env, &app.name)
-            .and_then(|ns| ns.reply_channel(&client_id))
-            .unwrap_or_else(|_| Key::raw(format!("kaiju._reply.{client_id}")));
+        let reply_channel = Key::reply_channel(&app.env, &app.name, &client_id);
         Self {
             shared: Arc::new(Shared {
                 writer: StreamWriter::new(transport.clone()),

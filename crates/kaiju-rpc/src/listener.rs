@@ -8,8 +8,8 @@ use kaiju_streams::{
     HandlerError, HeaderValue, Headers, Listener, ListenerSettings, ListenerStats, Message,
     StreamError, encode,
 };
-use kaiju_transport::Transport;
 use kaiju_transport::fred::interfaces::PubsubInterface;
+use kaiju_transport::{Classify, Transport};
 
 use crate::context::headers;
 use crate::request::{Outcome, Reply};
@@ -75,6 +75,7 @@ async fn publish(transport: &Transport, channel: &str, payload: &Bytes) -> Optio
         .client()
         .publish::<i64, _, _>(channel, payload.clone())
         .await
+        .classify()
     {
         Ok(n) => Some(n),
         Err(e) => {

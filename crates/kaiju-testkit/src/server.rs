@@ -1,6 +1,6 @@
 //! One `redis-server` process.
 
-use std::io;
+use std::io::{self, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -61,6 +61,35 @@ fn fresh_dir() -> io::Result<PathBuf> {
     ));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
+}
+
+/// The environment variable naming a file to which every started server's pid is appended,
+/// one per line: `.ci/run` checks at its end that each of them is gone, without mistaking a
+/// server someone else runs on the machine for one the run left behind.
+const PID_FILE_VAR: &str = "KAIJU_TESTKIT_PID_FILE";
+
+/// Appends `pid` to the file named by [`PID_FILE_VAR`], when it is set. One `write` of the
+/// whole line to a file opened for appending, so lines from processes starting servers at the
+/// same time do not interleave.
+fn record_pid(pid: u32) {
+    let Some(path) = std::env::var_os(PID_FILE_VAR).filter(|p| !p.is_empty()) else {
+        return;
+    };
+    let path = PathBuf::from(path);
+    if let Err(e) = append_pid(&path, pid) {
+        eprintln!(
+            "kaiju-testkit: cannot record redis-server pid {pid} in {}: {e}",
+            path.display()
+        );
+    }
+}
+
+fn append_pid(path: &Path, pid: u32) -> io::Result<()> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?
+        .write_all(format!("{pid}\n").as_bytes())
 }
 
 /// A loopback port that is free now. With `cluster`, its bus port (`port + 10000`) is free too.
@@ -142,6 +171,7 @@ impl RedisServer {
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         let child = cmd.spawn()?;
+        record_pid(child.id());
         self.child = Some(child);
         let ready = wait_until(Duration::from_secs(10), || {
             if self.exited() {
@@ -243,5 +273,20 @@ impl Drop for RedisServer {
         if !self.keep_dir {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pids_are_appended_one_per_line() {
+        let dir = fresh_dir().unwrap();
+        let file = dir.join("pids");
+        append_pid(&file, 12).unwrap();
+        append_pid(&file, 345).unwrap();
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "12\n345\n");
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

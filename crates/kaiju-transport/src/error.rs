@@ -129,6 +129,11 @@ impl TransportError {
         )
     }
 
+    /// Whether no reply came within the timeout ([`Timeout`](Self::Timeout)).
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Self::Timeout { .. })
+    }
+
     /// An error reply the server sent inside a larger reply (a script that collects the errors
     /// of the commands it ran), classified like any other.
     pub fn from_reply(message: &str) -> Self {
@@ -341,6 +346,8 @@ mod tests {
     #[test]
     fn client_failures_are_classified_by_kind() {
         assert!(classify(ErrorKind::Timeout, "Request timed out.").is_retryable());
+        assert!(classify(ErrorKind::Timeout, "Request timed out.").is_timeout());
+        assert!(!classify(ErrorKind::IO, "Connection reset").is_timeout());
         assert!(classify(ErrorKind::IO, "Connection reset").is_retryable());
         assert!(classify(ErrorKind::Canceled, "Canceled").is_retryable());
         assert!(matches!(

@@ -13,6 +13,8 @@ use std::time::Duration;
 use fred::clients::Client;
 use fred::interfaces::ClientLike;
 
+use crate::error::TransportError;
+
 /// Watches the clients that `clients` yields while `alive` can be upgraded.
 pub(crate) fn spawn<T, F>(alive: Weak<T>, every: Duration, clients: F)
 where
@@ -45,7 +47,7 @@ async fn check(client: &Client, timeout: Duration) {
     let answered = tokio::time::timeout(timeout, client.ping::<fred::types::Value>(None)).await;
     let silent = match answered {
         Err(_) => true,
-        Ok(Err(e)) => *e.kind() == fred::error::ErrorKind::Timeout,
+        Ok(Err(e)) => TransportError::from(e).is_timeout(),
         Ok(Ok(_)) => false,
     };
     if silent {
@@ -54,7 +56,7 @@ async fn check(client: &Client, timeout: Duration) {
             "a connection did not answer PING within {timeout:?}: reconnecting it (half-open?)"
         );
         if let Err(e) = client.force_reconnection().await {
-            tracing::warn!(error = %e, "forcing a reconnection failed");
+            tracing::warn!(error = %TransportError::from(e), "forcing a reconnection failed");
         }
     }
 }

@@ -21,7 +21,7 @@ use containers::Containers;
 
 use crate::procs;
 use crate::resp;
-use crate::test::{Servers, TlsDir, run_cargo_test};
+use crate::servers::{Servers, TlsDir, run_cargo_test};
 
 /// The image used when neither `--image` nor `KAIJU_REDIS_IMAGE` names one.
 pub(crate) const DEFAULT_IMAGE: &str = "redis:7.4";
@@ -78,10 +78,12 @@ pub(crate) fn docker_quiet(args: &[&str]) -> Result<String, String> {
     }
 }
 
-/// Checks the engine and the image, starts the servers, runs `cargo test`, removes them.
+/// Checks the engine and the image, starts the servers, runs `cargo test` with `cargo_args`
+/// and `extra_env`, removes them.
 pub(crate) fn run_tests(
     options: &DockerOptions,
     cargo_args: &[String],
+    extra_env: &[(&str, String)],
 ) -> Result<ExitCode, String> {
     if !engine_available() {
         return Err(
@@ -120,7 +122,7 @@ pub(crate) fn run_tests(
     );
     eprintln!("xtask: TLS node     {}", servers.tls);
     eprintln!("xtask: cluster      {}", servers.cluster);
-    let status = run_cargo_test(&servers, cargo_args, &[]);
+    let status = run_cargo_test(&servers, cargo_args, extra_env);
     let removed = containers.remove();
     if removed.is_ok() {
         eprintln!("xtask: removed every container it started");

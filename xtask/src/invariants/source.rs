@@ -1,0 +1,318 @@
+//! One Rust source file as the checks see it: code without comments or string contents, the
+//! string literals apart, the test-only items marked, and the `mod name;` declarations.
+//!
+//! A small lexer, not a parser: enough to tell code from comments and strings (raw strings,
+//! byte strings, char literals, lifetimes and nested block comments included) and to match
+//! braces, which is all the checks need.
+
+use std::ops::Range;
+
+/// A string literal of the file.
+pub(super) struct Literal {
+    /// Byte offset of its opening quote.
+    pub(super) at: usize,
+    /// What it holds, escapes left as written.
+    pub(super) text: String,
+}
+
+/// A `mod name;` declaration outside any braces: a module in a file of its own.
+pub(super) struct ModDecl {
+    pub(super) name: String,
+    /// Declared under `#[cfg(test)]` (or in a test-only file): the module is test code.
+    pub(super) test: bool,
+}
+
+/// A parsed source file.
+pub(super) struct Source {
+    /// The text with comments and the contents of string and char literals replaced by spaces
+    /// (newlines kept), so offsets and line numbers are those of the file.
+    code: String,
+    /// The byte ranges of test-only items: `#[cfg(test)]` and the item it applies to.
+    test_ranges: Vec<Range<usize>>,
+    /// Every string literal, in order.
+    literals: Vec<Literal>,
+    /// `#![cfg(test)]`: the whole file is test code.
+    test_file: bool,
+}
+
+const CFG_TEST: &str = "#[cfg(test)]";
+const CFG_TEST_INNER: &str = "#![cfg(test)]";
+
+fn is_ident(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || !b.is_ascii()
+}
+
+impl Source {
+    pub(super) fn parse(text: &str) -> Self {
+        let (code, literals) = lex(text);
+        let test_file = code.contains(CFG_TEST_INNER);
+        let test_ranges = test_items(&code);
+        Self {
+            code,
+            test_ranges,
+            literals,
+            test_file,
+        }
+    }
+
+    /// The code, comments and literal contents blanked, test items included.
+    pub(super) fn code(&self) -> &str {
+        &self.code
+    }
+
+    /// The code with test-only items blanked too.
+    pub(super) fn code_without_tests(&self) -> String {
+        if self.test_file {
+            return String::new();
+        }
+        let mut bytes = self.code.clone().into_bytes();
+        for range in &self.test_ranges {
+            blank(&mut bytes, range.clone());
+        }
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// Whether the byte at `at` belongs to test code.
+    pub(super) fn is_test(&self, at: usize) -> bool {
+        self.test_file || self.test_ranges.iter().any(|r| r.contains(&at))
+    }
+
+    /// The 1-based line of byte `at`.
+    pub(super) fn line_of(&self, at: usize) -> usize {
+        self.code.as_bytes()[..at.min(self.code.len())]
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count()
+            + 1
+    }
+
+    /// The string literals outside test code.
+    pub(super) fn literals_outside_tests(&self) -> impl Iterator<Item = &Literal> {
+        self.literals.iter().filter(|l| !self.is_test(l.at))
+    }
+
+    /// The `mod name;` declarations outside any braces (inline `mod x { ... }` bodies are not
+    /// followed: their files would live one directory deeper, which nothing here does).
+    pub(super) fn mod_decls(&self) -> Vec<ModDecl> {
+        let bytes = self.code.as_bytes();
+        let mut decls = Vec::new();
+        let mut depth = 0usize;
+        let mut i = 0;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'{' => depth += 1,
+                b'}' => depth = depth.saturating_sub(1),
+                b'm' if depth == 0
+                    && bytes[i..].starts_with(b"mod")
+                    && (i == 0 || !is_ident(bytes[i - 1])) =>
+                {
+                    let rest = &self.code[i + 3..];
+                    let trimmed = rest.trim_start();
+                    if trimmed.len() < rest.len() {
+                        let name: String = trimmed
+                            .bytes()
+                            .take_while(|b| is_ident(*b))
+                            .map(char::from)
+                            .collect();
+                        let after = trimmed[name.len()..].trim_start();
+                        if !name.is_empty() && after.starts_with(';') {
+                            decls.push(ModDecl {
+                                test: self.is_test(i),
+                                name,
+                            });
+                        }
+                    }
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+        decls
+    }
+}
+
+/// Spaces over `range`, newlines kept.
+fn blank(bytes: &mut [u8], range: Range<usize>) {
+    for b in &mut bytes[range] {
+        if *b != b'\n' {
+            *b = b' ';
+        }
+    }
+}
+
+/// The text with comments and literal contents blanked, and the string literals.
+fn lex(text: &str) -> (String, Vec<Literal>) {
+    let src = text.as_bytes();
+    let mut out = src.to_vec();
+    let mut literals = Vec::new();
+    let n = src.len();
+    let mut i = 0;
+    // The end of a quoted string whose opening quote is at `open`, and its contents' range.
+    let quoted = |open: usize| {
+        let mut j = open + 1;
+        while j < n && src[j] != b'"' {
+            j += if src[j] == b'\\' { 2 } else { 1 };
+        }
+        (open + 1..j.min(n), (j + 1).min(n))
+    };
+    while i < n {
+        let c = src[i];
+        let next = src.get(i + 1).copied();
+        if c == b'/' && next == Some(b'/') {
+            let end = src[i..]
+                .iter()
+                .position(|b| *b == b'\n')
+                .map_or(n, |p| i + p);
+            blank(&mut out, i..end);
+            i = end;
+        } else if c == b'/' && next == Some(b'*') {
+            let (mut j, mut depth) = (i + 2, 1);
+            while j < n && depth > 0 {
+                if src[j..].starts_with(b"/*") {
+                    depth += 1;
+                    j += 2;
+                } else if src[j..].starts_with(b"*/") {
+                    depth -= 1;
+                    j += 2;
+                } else {
+                    j += 1;
+                }
+            }
+            blank(&mut out, i..j.min(n));
+            i = j;
+        } else if c == b'"' {
+            let (contents, end) = quoted(i);
+            literals.push(Literal {
+                at: i,
+                text: String::from_utf8_lossy(&src[contents.clone()]).into_owned(),
+            });
+            blank(&mut out, contents);
+            i = end;
+        } else if c == b'\'' {
+            // A char literal ('x', '\n', '"') or a lifetime ('a).
+            if next == Some(b'\\') {
+                let mut j = i + 3;
+                while j < n && src[j] != b'\'' {
+                    j += 1;
+                }
+                blank(&mut out, i + 1..j.min(n));
+                i = j + 1;
+            } else {
+                let width = text
+                    .get(i + 1..)
+                    .and_then(|rest| rest.chars().next())
+                    .map_or(1, char::len_utf8);
+                if src.get(i + 1 + width) == Some(&b'\'') {
+                    blank(&mut out, i + 1..i + 1 + width);
+                    i += 2 + width;
+                } else {
+                    i += 1;
+                }
+            }
+        } else if is_ident(c) && (i == 0 || !is_ident(src[i - 1])) {
+            let mut j = i;
+            while j < n && is_ident(src[j]) {
+                j += 1;
+            }
+            let ident = &src[i..j];
+            let hashes = src[j..].iter().take_while(|b| **b == b'#').count();
+            let raw = matches!(ident, b"r" | b"br" | b"cr") && src.get(j + hashes) == Some(&b'"');
+            if raw {
+                // r#"..."#: ends at a quote followed by as many hashes.
+                let open = j + hashes;
+                let mut close = open + 1;
+                while close < n
+                    && !(src[close] == b'"'
+                        && src[close + 1..]
+                            .iter()
+                            .take(hashes)
+                            .filter(|b| **b == b'#')
+                            .count()
+                            == hashes)
+                {
+                    close += 1;
+                }
+                let contents = open + 1..close.min(n);
+                literals.push(Literal {
+                    at: open,
+                    text: String::from_utf8_lossy(&src[contents.clone()]).into_owned(),
+                });
+                blank(&mut out, contents);
+                i = (close + 1 + hashes).min(n);
+            } else if matches!(ident, b"b" | b"c") && src.get(j) == Some(&b'"') {
+                let (contents, end) = quoted(j);
+                literals.push(Literal {
+                    at: j,
+                    text: String::from_utf8_lossy(&src[contents.clone()]).into_owned(),
+                });
+                blank(&mut out, contents);
+                i = end;
+            } else {
+                i = j;
+            }
+        } else {
+            i += 1;
+        }
+    }
+    (String::from_utf8_lossy(&out).into_owned(), literals)
+}
+
+/// The byte ranges of `#[cfg(test)]` and the item each applies to: up to its `;` or through
+/// its braces.
+fn test_items(code: &str) -> Vec<Range<usize>> {
+    let bytes = code.as_bytes();
+    let mut ranges = Vec::new();
+    let mut from = 0;
+    while let Some(found) = code[from..].find(CFG_TEST) {
+        let start = from + found;
+        let mut i = start + CFG_TEST.len();
+        // Further attributes of the same item.
+        loop {
+            while i < bytes.len() && bytes[i].is_ascii_whitespace() {
+                i += 1;
+            }
+            if !bytes[i..].starts_with(b"#[") {
+                break;
+            }
+            let mut depth = 0usize;
+            while i < bytes.len() {
+                match bytes[i] {
+                    b'[' => depth += 1,
+                    b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            i += 1;
+                            break;
+                        }
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
+        }
+        let (mut round, mut braces, mut end) = (0usize, 0usize, bytes.len());
+        while i < bytes.len() {
+            match bytes[i] {
+                b'(' | b'[' => round += 1,
+                b')' | b']' => round = round.saturating_sub(1),
+                b';' if round == 0 && braces == 0 => {
+                    end = i + 1;
+                    break;
+                }
+                b'{' => braces += 1,
+                b'}' => {
+                    braces = braces.saturating_sub(1);
+                    if braces == 0 && round == 0 {
+                        end = i + 1;
+                        break;
+                    }
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+        ranges.push(start..end);
+        from = end.max(start + 1);
+    }
+    ranges
+}

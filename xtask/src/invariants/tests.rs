@@ -1,0 +1,327 @@
+//! The checker on small trees of its own: a clean one passes, and each invariant fails on a
+//! violation planted in it.
+
+use super::*;
+
+const ROOT: &str = r#"
+[workspace]
+resolver = "3"
+members = [
+    "crates/*",
+    "bench",   # beside raw fred
+    "tests",
+    "xtask",
+]
+default-members = ["crates/kaiju-core"]
+"#;
+
+fn manifest(name: &str, deps: &str) -> String {
+    format!("[package]\nname = \"{name}\"\n\n[dependencies]\n{deps}\n")
+}
+
+/// A small workspace that keeps every invariant, in the shapes the real one has: a library
+/// with re-exports, a `mod.rs` module with children, a binary, an integration-test crate with a
+/// `[[test]]` target, unit tests in `#[cfg(test)]` modules and in `tests.rs` files.
+fn clean() -> Vec<(String, String)> {
+    let files = [
+        ("Cargo.toml", ROOT.to_owned()),
+        (
+            "crates/kaiju-core/Cargo.toml",
+            manifest("kaiju-core", "serde.workspace = true"),
+        ),
+        (
+            "crates/kaiju-core/src/lib.rs",
+            "//! Core.\nmod codec;\nmod key;\npub use key::{Key, Namespace};\npub use codec::Msgpack;\n"
+                .to_owned(),
+        ),
+        (
+            "crates/kaiju-core/src/key.rs",
+            "pub struct Key;\npub struct Namespace;\nimpl Namespace {\n    pub fn reply(&self, c: &str) -> String { format!(\"x._reply.{c}\") }\n}\n"
+                .to_owned(),
+        ),
+        (
+            "crates/kaiju-core/src/codec/mod.rs",
+            "//! Uses the key module: `crate::Key`, a root re-export.\nuse crate::Key;\npub struct Msgpack(Key);\n#[cfg(test)]\nmod tests;\n"
+                .to_owned(),
+        ),
+        (
+            "crates/kaiju-core/src/codec/tests.rs",
+            "use super::*;\nconst NAME: &str = \"env.app._stream.topic\";\n".to_owned(),
+        ),
+        (
+            "crates/kaiju-transport/Cargo.toml",
+            manifest(
+                "kaiju-transport",
+                "fred = { workspace = true }\nkaiju-core.workspace = true",
+            ),
+        ),
+        (
+            "crates/kaiju-transport/src/lib.rs",
+            "mod error;\nmod watchdog;\npub use fred;\npub use error::TransportError;\n"
+                .to_owned(),
+        ),
+        (
+            "crates/kaiju-transport/src/error.rs",
+            "use fred::error::{Error as FredError, ErrorKind};\npub enum TransportError { Timeout }\nfn f(e: FredError) -> bool { *e.kind() == ErrorKind::Timeout && e.details().is_empty() }\n"
+                .to_owned(),
+        ),
+        (
+            "crates/kaiju-transport/src/watchdog.rs",
+            "use crate::TransportError;\nfn silent(e: fred::error::Error) -> bool {\n    matches!(TransportError::from(e), TransportError::Timeout { .. })\n}\n"
+                .to_owned(),
+        ),
+        (
+            "bench/Cargo.toml",
+            manifest("kaiju-bench", "kaiju-transport.workspace = true"),
+        ),
+        (
+            "bench/src/main.rs",
+            "mod streams;\nfn main() {}\n".to_owned(),
+        ),
+        (
+            "bench/src/streams.rs",
+            "use kaiju_transport::fred::prelude::*;\n// A comment may say ._stream.\nfn key() -> &'static str { \"bench.raw.topic\" }\n"
+                .to_owned(),
+        ),
+        (
+            "tests/Cargo.toml",
+            format!(
+                "{}\n[[test]]\nname = \"it\"\npath = \"it/main.rs\"\n",
+                manifest("kaiju-tests", "# fred logs through `log`\nlog = \"0.4\"")
+            ),
+        ),
+        ("tests/src/lib.rs", "//! Helpers.\n".to_owned()),
+        ("tests/it/main.rs", "mod rpc;\n".to_owned()),
+        (
+            "tests/it/rpc.rs",
+            "#[test]\nfn reply_channel() { assert_eq!(\"a.b._reply.c\", \"a.b._reply.c\"); }\n"
+                .to_owned(),
+        ),
+        ("xtask/Cargo.toml", manifest("xtask", "ctrlc = \"3\"")),
+        (
+            "xtask/src/main.rs",
+            "mod docker;\nmod servers;\nmod test;\nfn root() {}\nfn main() {}\n".to_owned(),
+        ),
+        (
+            "xtask/src/servers.rs",
+            "use crate::root;\npub struct Servers;\nfn gone(e: std::io::Error) -> bool { e.kind() == std::io::ErrorKind::NotFound }\n"
+                .to_owned(),
+        ),
+        (
+            "xtask/src/test.rs",
+            "use crate::docker::{self, DockerOptions};\nuse crate::{root, servers::Servers};\n"
+                .to_owned(),
+        ),
+        (
+            "xtask/src/docker/mod.rs",
+            "mod cluster;\nuse crate::servers::Servers;\npub struct DockerOptions;\n"
+                .to_owned(),
+        ),
+        (
+            "xtask/src/docker/cluster.rs",
+            "use super::DockerOptions;\nuse super::super::servers;\n".to_owned(),
+        ),
+    ];
+    files
+        .into_iter()
+        .map(|(path, text)| (path.to_owned(), text))
+        .collect()
+}
+
+/// The problems of the clean tree with `path` replaced (or added) with `text`.
+fn check_with(changes: &[(&str, &str)]) -> Vec<Problem> {
+    let mut files = clean();
+    for (path, text) in changes {
+        files.retain(|(p, _)| p != path);
+        files.push(((*path).to_owned(), (*text).to_owned()));
+    }
+    let tree = Tree::from_files(files.iter().map(|(p, t)| (p.as_str(), t.as_str())));
+    check(&tree).unwrap()
+}
+
+fn places(problems: &[Problem], invariant: Invariant) -> Vec<String> {
+    problems
+        .iter()
+        .filter(|p| p.invariant == invariant)
+        .map(|p| p.place.clone())
+        .collect()
+}
+
+#[test]
+fn a_clean_tree_has_no_problem() {
+    assert_eq!(check_with(&[]), vec![]);
+}
+
+#[test]
+fn members_come_from_the_root_manifest_globs_included() {
+    let files = clean();
+    let tree = Tree::from_files(files.iter().map(|(p, t)| (p.as_str(), t.as_str())));
+    let names: Vec<String> = members(&tree)
+        .unwrap()
+        .into_iter()
+        .map(|m| m.name)
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "kaiju-core",
+            "kaiju-transport",
+            "kaiju-bench",
+            "kaiju-tests",
+            "xtask"
+        ]
+    );
+    let missing = Tree::from_files([("Cargo.toml", "[workspace]\nmembers = [\"gone\"]\n")]);
+    assert!(check(&missing).is_err());
+}
+
+#[test]
+fn a_fred_dependency_outside_kaiju_transport_fails() {
+    for deps in [
+        "fred.workspace = true",
+        "fred = { workspace = true, features = [\"i-std\"] }",
+        "redis = { package = \"fred\", version = \"10\" }",
+    ] {
+        let bench = manifest("kaiju-bench", deps);
+        let problems = check_with(&[("bench/Cargo.toml", &bench)]);
+        assert_eq!(
+            places(&problems, Invariant::FredDependency),
+            ["bench/Cargo.toml"],
+            "{deps}"
+        );
+    }
+    let dev_table =
+        "[package]\nname = \"kaiju-tests\"\n\n[dev-dependencies.fred]\nversion = \"10\"\n";
+    let problems = check_with(&[("tests/Cargo.toml", dev_table)]);
+    assert_eq!(
+        places(&problems, Invariant::FredDependency),
+        ["tests/Cargo.toml"]
+    );
+}
+
+#[test]
+fn a_key_name_spelled_outside_key_rs_fails() {
+    // The loophole of RpcClient::new: a reserved part inside a literal, not at its start.
+    let client = "use kaiju_core::Key;\nfn reply(id: &str) -> Key {\n    Key::raw(format!(\"kaiju._reply.{id}\"))\n}\n";
+    let problems = check_with(&[
+        (
+            "crates/kaiju-transport/src/lib.rs",
+            "mod client;\nmod error;\nmod watchdog;\n",
+        ),
+        ("crates/kaiju-transport/src/client.rs", client),
+    ]);
+    assert_eq!(
+        places(&problems, Invariant::KeyNames),
+        ["crates/kaiju-transport/src/client.rs:3"]
+    );
+    // Outside crates/ too, in every spelling: side-key separators, raw strings, byte strings.
+    let streams = "fn keys() {\n    let _ = \"bench.raw._stream.rpc\";\n    let _ = r#\"{k}:__fence\"#;\n    let _ = b\"k#__fill\";\n}\n";
+    let problems = check_with(&[("bench/src/streams.rs", streams)]);
+    assert_eq!(
+        places(&problems, Invariant::KeyNames),
+        [
+            "bench/src/streams.rs:2",
+            "bench/src/streams.rs:3",
+            "bench/src/streams.rs:4"
+        ]
+    );
+}
+
+#[test]
+fn key_names_in_tests_are_allowed_but_not_in_code_after_them() {
+    // A `#[cfg(test)]` item ends at its closing brace: code after it is checked again.
+    let code = "#[cfg(test)]\nmod tests {\n    const K: &str = \"a.b._sub.t\";\n}\nfn after() -> &'static str { \"a.b._sub.t\" }\n";
+    let problems = check_with(&[("bench/src/streams.rs", code)]);
+    assert_eq!(
+        places(&problems, Invariant::KeyNames),
+        ["bench/src/streams.rs:5"]
+    );
+    // A test support library and worker binaries of the test crate are not tests.
+    let problems = check_with(&[(
+        "tests/src/bin/worker.rs",
+        "fn main() { let _ = \"a._shared.x\"; }\n",
+    )]);
+    assert_eq!(
+        places(&problems, Invariant::KeyNames),
+        ["tests/src/bin/worker.rs:1"]
+    );
+}
+
+#[test]
+fn looking_into_fred_errors_outside_error_rs_fails() {
+    // The loophole of the watchdog: fred's ErrorKind compared outside error.rs.
+    let watchdog = "fn silent(e: fred::error::Error) -> bool {\n    *e.kind() == fred::error::ErrorKind::Timeout\n}\n";
+    let problems = check_with(&[("crates/kaiju-transport/src/watchdog.rs", watchdog)]);
+    assert_eq!(
+        places(&problems, Invariant::FredErrors),
+        [
+            "crates/kaiju-transport/src/watchdog.rs:2",
+            "crates/kaiju-transport/src/watchdog.rs:2",
+            "crates/kaiju-transport/src/watchdog.rs:2",
+        ],
+        "{problems:?}"
+    );
+    // Tests are held to it too: they should see errors as the code does.
+    let test = "use kaiju_transport::fred::prelude::*;\nfn busy(e: Error) -> bool {\n    e.details().starts_with(\"BUSYGROUP\")\n}\n";
+    let problems = check_with(&[("tests/it/rpc.rs", test)]);
+    assert_eq!(
+        places(&problems, Invariant::FredErrors),
+        ["tests/it/rpc.rs:3"]
+    );
+    let import = "use kaiju_transport::fred::error::{Error, ErrorKind};\n";
+    let problems = check_with(&[("bench/src/streams.rs", import)]);
+    assert_eq!(
+        places(&problems, Invariant::FredErrors),
+        ["bench/src/streams.rs:1", "bench/src/streams.rs:1"]
+    );
+}
+
+#[test]
+fn an_import_cycle_between_top_level_modules_fails() {
+    // The cycle xtask had: test.rs and docker/mod.rs importing each other, in a binary.
+    let docker = "mod cluster;\nuse crate::test::run_cargo_test;\npub struct DockerOptions;\n";
+    let problems = check_with(&[("xtask/src/docker/mod.rs", docker)]);
+    assert_eq!(
+        places(&problems, Invariant::ModuleCycles),
+        ["xtask/src/main.rs"]
+    );
+    assert!(
+        problems[0].message.contains("docker -> test -> docker"),
+        "{problems:?}"
+    );
+    // From a nested module's file, through `super::super`.
+    let cluster = "use super::super::test;\n";
+    let problems = check_with(&[("xtask/src/docker/cluster.rs", cluster)]);
+    assert_eq!(
+        places(&problems, Invariant::ModuleCycles),
+        ["xtask/src/main.rs"]
+    );
+    // In a library, through a name the root re-exports.
+    let key = "use crate::Msgpack;\npub struct Key;\npub struct Namespace;\n";
+    let problems = check_with(&[("crates/kaiju-core/src/key.rs", key)]);
+    assert_eq!(
+        places(&problems, Invariant::ModuleCycles),
+        ["crates/kaiju-core/src/lib.rs"]
+    );
+    // Unit tests may import anything.
+    let key = "pub struct Key;\npub struct Namespace;\n#[cfg(test)]\nmod tests {\n    use crate::Msgpack;\n}\n";
+    assert_eq!(check_with(&[("crates/kaiju-core/src/key.rs", key)]), vec![]);
+}
+
+#[test]
+fn the_lexer_tells_code_from_comments_and_literals() {
+    let text = "let c = '\"'; // \"not a literal\"\nlet s = \"a\\\"b\"; /* x /* nested */ \"no\" */ let r = r##\"q\"#\"##;\nfn f<'a>(x: &'a str) {}\nlet b = b'{';\n";
+    let source = Source::parse(text);
+    let literals: Vec<&str> = source
+        .literals_outside_tests()
+        .map(|l| l.text.as_str())
+        .collect();
+    assert_eq!(literals, ["a\\\"b", "q\"#"]);
+    assert!(!source.code().contains("not a literal"));
+    assert!(source.code().contains("fn f<'a>(x: &'a str) {}"));
+    assert_eq!(source.line_of(text.find("fn f").unwrap()), 3);
+    let mods = Source::parse("mod a;\npub(crate) mod b;\n#[cfg(test)]\nmod tests;\nfn x() { mod inner; }\nmod inline { }\n")
+        .mod_decls();
+    let names: Vec<(&str, bool)> = mods.iter().map(|m| (m.name.as_str(), m.test)).collect();
+    assert_eq!(names, [("a", false), ("b", false), ("tests", true)]);
+}
