@@ -33,6 +33,6 @@ pub use listener::RpcListener;
 pub use module::{NoParams, RegisterError, RpcModule};
 pub use request::{Outcome, Reply, ReplyBody, Response};
 pub use scope::{Permissions, Scope, UnknownScope, fnmatch};
-pub use server::{MAX_PARALLEL_TASKS, MAX_REQUEST_TIME, Server};
-pub use state::{ServerSettings, ServerStats};
+pub use server::Server;
+pub use state::{MAX_PARALLEL_TASKS, MAX_REQUEST_TIME, ServerSettings, ServerStats};
 pub use subscriber::RpcSubscriber;

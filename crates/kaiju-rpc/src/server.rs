@@ -200,12 +200,6 @@ impl Server {
     }
 }
 
-/// The most requests a server runs at once (`max_parallel_tasks` is clamped to it).
-pub const MAX_PARALLEL_TASKS: usize = 1 << 20;
-
-/// The longest time limit of a request, in seconds (one day; settings are clamped to it).
-pub const MAX_REQUEST_TIME: u64 = 86_400;
-
 /// A built-in method: reads the server through a weak reference (the server owns its methods).
 fn builtin(
     server: &Arc<std::sync::OnceLock<Weak<Inner>>>,

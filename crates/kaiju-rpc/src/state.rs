@@ -14,18 +14,24 @@ use crate::module::Method;
 use crate::request::Outcome;
 use crate::scope::Scope;
 
+/// The most requests a server runs at once (`max_parallel_tasks` is clamped to it).
+pub const MAX_PARALLEL_TASKS: usize = 1 << 20;
+
+/// The longest time limit of a request, in seconds (one day; settings are clamped to it).
+pub const MAX_REQUEST_TIME: u64 = 86_400;
+
 /// Server settings, named as kaiju's `JSONRPCServer` settings (times in seconds).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerSettings {
     /// Requests (a batch counts once) running at the same time; more wait for a slot, and a
-    /// listener stops reading meanwhile. Clamped to `1..=`[`MAX_PARALLEL_TASKS`](crate::MAX_PARALLEL_TASKS). Default: `128`.
+    /// listener stops reading meanwhile. Clamped to `1..=`[`MAX_PARALLEL_TASKS`]. Default: `128`.
     pub max_parallel_tasks: usize,
     /// Time limit of a request without `Timeout` or `Deadline`, seconds, at least 1 and at
-    /// most [`MAX_REQUEST_TIME`](crate::MAX_REQUEST_TIME). Default: `90`.
+    /// most [`MAX_REQUEST_TIME`]. Default: `90`.
     pub default_request_time: u64,
     /// Upper bound of any request's time limit, seconds (at least `default_request_time`, at
-    /// most [`MAX_REQUEST_TIME`](crate::MAX_REQUEST_TIME)). An
+    /// most [`MAX_REQUEST_TIME`]). An
     /// [`RpcListener`](crate::RpcListener) raises its `handler_timeout_ms` above it.
     /// Default: `600`.
     pub max_request_time: u64,
@@ -71,11 +77,11 @@ impl ServerSettings {
     /// ```
     #[must_use]
     pub fn clamped(mut self) -> Self {
-        self.max_parallel_tasks = self.max_parallel_tasks.clamp(1, crate::MAX_PARALLEL_TASKS);
-        self.default_request_time = self.default_request_time.clamp(1, crate::MAX_REQUEST_TIME);
+        self.max_parallel_tasks = self.max_parallel_tasks.clamp(1, MAX_PARALLEL_TASKS);
+        self.default_request_time = self.default_request_time.clamp(1, MAX_REQUEST_TIME);
         self.max_request_time = self
             .max_request_time
-            .clamp(self.default_request_time, crate::MAX_REQUEST_TIME);
+            .clamp(self.default_request_time, MAX_REQUEST_TIME);
         self
     }
 }
