@@ -2,98 +2,17 @@
 //! behaviour it checks (single node: they break their own connections and servers).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use kaiju_core::{AppSettings, Namespace, Service, Value};
-use kaiju_rpc::{
-    CallError, NoParams, RequestContext, RpcClient, RpcError, RpcListener, RpcModule,
-    RpcSubscriber, Scope, Server, ServerSettings,
-};
+use kaiju_core::{AppSettings, Service, Value};
+use kaiju_rpc::{CallError, RpcClient, RpcSubscriber, Scope, Server, ServerSettings};
 use kaiju_streams::{HeaderValue, Headers, ListenerSettings, StreamWriter};
-use kaiju_tests::{Target, eventually};
+use kaiju_tests::rpc::sleeper::{Counts, listen, module, quick, sleep_params};
+use kaiju_tests::streams::{dead_letters, field, pending_of, rpc_stream};
+use kaiju_tests::{app, eventually, single};
 use kaiju_transport::Transport;
 use kaiju_transport::fred::prelude::*;
-use serde::{Deserialize, Serialize};
-use serde_json::json;
-
-use crate::stream_faults::{dead_letters, field};
-use crate::streams::{app, pending_of, rpc_stream};
-
-async fn single() -> Option<(Transport, Namespace)> {
-    let t = kaiju_tests::connect(Target::Single).await?;
-    Some((t, kaiju_tests::namespace()))
-}
-
-#[derive(Debug, Deserialize)]
-struct Sleep {
-    ms: u64,
-    tag: String,
-}
-
-/// Fails to serialize: a method whose result cannot be encoded.
-struct Unencodable;
-impl Serialize for Unencodable {
-    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
-        Err(serde::ser::Error::custom("cannot encode this"))
-    }
-}
-
-#[derive(Default)]
-struct Counts {
-    sleep: AtomicU64,
-    unencodable: AtomicU64,
-}
-
-fn module(counts: &Arc<Counts>) -> RpcModule {
-    let mut m = RpcModule::new("svc").permissions([("*", Scope::Guest)]);
-    let c = counts.clone();
-    m.method("sleep", move |p: Sleep, _ctx: RequestContext| {
-        let c = c.clone();
-        async move {
-            c.sleep.fetch_add(1, Ordering::SeqCst);
-            tokio::time::sleep(Duration::from_millis(p.ms)).await;
-            Ok::<_, RpcError>(p.tag)
-        }
-    })
-    .unwrap();
-    let c = counts.clone();
-    m.method("unencodable", move |_: NoParams, _| {
-        let c = c.clone();
-        async move {
-            c.unencodable.fetch_add(1, Ordering::SeqCst);
-            Ok::<_, RpcError>(Unencodable)
-        }
-    })
-    .unwrap();
-    m
-}
-
-fn quick() -> ListenerSettings {
-    ListenerSettings {
-        max_wait_time_ms: 50,
-        retry_backoff_ms: 10,
-        max_deliveries: 3,
-        ..ListenerSettings::default()
-    }
-}
-
-async fn listen(
-    t: &Transport,
-    app: &AppSettings,
-    settings: ListenerSettings,
-    server_settings: ServerSettings,
-    counts: &Arc<Counts>,
-) -> RpcListener {
-    let server = Server::new(app, server_settings, module(counts)).unwrap();
-    let mut l = RpcListener::new(t.clone(), app, settings, Scope::Guest, server).unwrap();
-    l.start().await.unwrap();
-    l
-}
-
-fn sleep_params(ms: u64, tag: &str) -> serde_json::Value {
-    json!({"ms": ms, "tag": tag})
-}
 
 // ---------------------------------------------------------------------------------------------
 // D-1: a client and its `with_topic` copy share the reply channel but count request ids from 1

@@ -6,12 +6,11 @@ use std::time::{Duration, Instant};
 use kaiju_core::{Service, Value};
 use kaiju_rpc::{CallError, RpcClient, Scope};
 use kaiju_streams::{Headers, StreamWriter};
-use kaiju_tests::{Target, eventually};
+use kaiju_tests::rpc::{Seen, seen_len, serve};
+use kaiju_tests::streams::rpc_stream;
+use kaiju_tests::{Target, app, eventually};
 use kaiju_transport::fred::prelude::*;
 use serde_json::json;
-
-use crate::rpc::{Seen, seen_len, serve};
-use crate::streams::{app, rpc_stream};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_work_again_after_the_reply_connection_was_cut() {
