@@ -616,6 +616,18 @@ async fn the_cache_and_locks_work_on_every_cluster_node_under_their_rules() {
     .await;
 }
 
+/// Whether `key` exists in database `db`, asked on a connection of its own that SELECTs `db`
+/// itself, so the answer does not depend on how kaiju applies the `db` setting.
+async fn exists_in_db(admin: &Transport, db: i64, key: &str) -> bool {
+    let raw = admin.dedicated_connection().await.unwrap();
+    raw.client().select(db).await.unwrap();
+    let found: u64 = raw.client().exists(key).await.unwrap();
+    raw.close().await.ok();
+    found == 1
+}
+
+/// The user may SELECT (the connection rule allows it), and the `db` setting is applied: what
+/// the cache writes lands in that database and not in database 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_other_than_0_works_under_the_connection_rule() {
     let Some(admin) = connect(Target::Single).await else {
@@ -628,7 +640,20 @@ async fn a_database_other_than_0_works_under_the_connection_rule() {
         let cache = Cache::new(t);
         let key = ns.key("in-db-1").map_err(fail)?;
         cache.set(&key, &1_i64, None).await.map_err(fail)?;
+        let got: Option<i64> = cache.get(&key).await.map_err(fail)?;
+        let placed = (
+            exists_in_db(&admin, 1, key.as_str()).await,
+            exists_in_db(&admin, 0, key.as_str()).await,
+        );
+        if (got, placed) != (Some(1), (true, false)) {
+            return Err(format!(
+                "set with db 1: read back {got:?}; in db 1, in db 0: {placed:?}, expected (true, false)"
+            ));
+        }
         cache.delete(&[&key]).await.map_err(fail)?;
+        if exists_in_db(&admin, 1, key.as_str()).await {
+            return Err("the delete did not reach db 1".into());
+        }
         Ok(())
     })
     .await;
