@@ -5,6 +5,7 @@
 
 mod app;
 mod cache;
+mod cli;
 mod deployments;
 mod interop;
 mod locks;

@@ -1,7 +1,7 @@
 //! `cargo xtask interop`: the Rust crates against the real Python kaiju-redis 2.4.2.
 //!
 //! Creates a venv under `target/interop-venv` (once), installs `kaiju-redis==2.4.2` from PyPI,
-//! then runs the interop tests (`tests/it/interop.rs`) with the servers of `cargo xtask test`.
+//! then runs the interop tests (`tests/it/interop/`) with the servers of `cargo xtask test`.
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};

@@ -1,4 +1,5 @@
-//! Values shared with the real Python kaiju-redis 2.4.2 `RedisCache`, both ways.
+//! What crosses the wire between Rust and the real Python kaiju-redis 2.4.2, both ways: cache
+//! values (and schema changes), locks, and stream entries.
 //!
 //! Runs when `KAIJU_PYTHON` names a Python with kaiju-redis installed (`cargo xtask interop`
 //! creates one); with `KAIJU_REQUIRE_INTEROP=1` a missing Python fails instead of skipping.
