@@ -1,6 +1,7 @@
 //! Helpers for the integration tests: connecting to the servers `cargo xtask test` started,
 //! random namespaces, and [`on_both!`] to run one test body against the single node and the
-//! cluster.
+//! cluster. Every helper that more than one test file uses lives here (the modules by topic);
+//! test files never import from each other.
 //!
 //! A test needing Redis skips (with a message) only when no server is configured; with
 //! `KAIJU_REQUIRE_REDIS=1` (set by xtask, so in CI) a missing server fails the test instead.
@@ -8,10 +9,15 @@
 // Test support: a failed expectation here is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use kaiju_core::{Namespace, RedisSettings};
+use kaiju_core::{AppSettings, Namespace, RedisSettings};
 use kaiju_transport::Transport;
 
+pub mod acl;
+pub mod interop;
+pub mod locks;
 pub mod proxy;
+pub mod rpc;
+pub mod streams;
 
 /// Which deployment a test body runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +97,23 @@ pub async fn connect(target: Target) -> Option<Transport> {
 /// A fresh namespace `test.<random>`, so tests never see each other's keys.
 pub fn namespace() -> Namespace {
     Namespace::new("test", &uuid::Uuid::new_v4().simple().to_string()).unwrap()
+}
+
+/// An app in a fresh namespace: env `test`, app name random.
+pub fn app(ns: &Namespace) -> AppSettings {
+    let name = ns.prefix().split('.').nth(1).unwrap().to_owned();
+    AppSettings {
+        env: "test".into(),
+        name,
+        ..AppSettings::default()
+    }
+}
+
+/// A transport to the single node and a fresh namespace, or `None` (after a skip message) when
+/// the single node is not configured.
+pub async fn single() -> Option<(Transport, Namespace)> {
+    let t = connect(Target::Single).await?;
+    Some((t, namespace()))
 }
 
 /// Whether `redis-server` can be started by the test itself (for restart and failover tests).

@@ -1,6 +1,7 @@
-//! The Python peer of the interop tests: the real kaiju-redis 2.4.2, in a venv under
-//! `target/interop-venv`, created and filled from PyPI once and reused by every later run
-//! (`cargo xtask interop`, `cargo xtask test --interop`, `cargo xtask bench --compare-python`).
+//! The Python peer of the interop tests (`tests/it/interop/`): the real kaiju-redis 2.4.2, in a
+//! venv under `target/interop-venv`, created and filled from PyPI once and reused by every
+//! later run (`cargo xtask interop`, `cargo xtask test --interop`,
+//! `cargo xtask bench --compare-python`).
 
 use std::path::PathBuf;
 use std::process::Command;

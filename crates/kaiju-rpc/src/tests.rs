@@ -1,6 +1,6 @@
 //! The server end to end in memory: scopes, batches, templates, deadlines, retries, panics,
 //! back-pressure, drain, context isolation, built-ins. (The Redis paths are tested in
-//! `tests/it/rpc.rs`.)
+//! `tests/it/rpc/`.)
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};

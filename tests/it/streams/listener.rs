@@ -6,17 +6,13 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kaiju_core::{AppSettings, Namespace, Service, ServiceError};
-use kaiju_streams::{
-    HandlerError, Headers, Listener, ListenerSettings, Message, Outgoing, StreamWriter,
-};
-use kaiju_tests::{Target, eventually, on_all, on_both};
+use kaiju_core::{Namespace, Service, ServiceError};
+use kaiju_streams::{HandlerError, Headers, Listener, ListenerSettings, Message, StreamWriter};
+use kaiju_tests::streams::{Body, Seen, distinct, pending_of, recorder, rpc_stream, write};
+use kaiju_tests::{Target, app, eventually, on_all, on_both};
 use kaiju_transport::Transport;
 use kaiju_transport::fred::prelude::*;
 use kaiju_transport::fred::types::Value;
-
-pub(crate) type Body = (String, Option<i64>);
-pub(crate) type Seen = Arc<Mutex<Vec<String>>>;
 
 on_all!(
     a_backlog_written_before_any_listener_is_processed,
@@ -31,61 +27,6 @@ on_all!(
 
 // Worker processes get a URL only, not the TLS node's CA.
 on_both!(a_killed_consumers_entries_are_claimed_by_the_others);
-
-/// An app in a fresh namespace: env `test`, app name random.
-pub(crate) fn app(ns: &Namespace) -> AppSettings {
-    let name = ns.prefix().split('.').nth(1).unwrap().to_owned();
-    AppSettings {
-        env: "test".into(),
-        name,
-        ..AppSettings::default()
-    }
-}
-
-/// The stream of `app`'s `rpc` topic.
-pub(crate) fn rpc_stream(app: &AppSettings) -> kaiju_core::Key {
-    app.namespace().unwrap().stream("rpc").unwrap()
-}
-
-pub(crate) fn recorder(
-    seen: &Seen,
-) -> impl Fn(Message<Body>) -> std::future::Ready<Result<(), HandlerError>> + Send + Sync + 'static
-{
-    let seen = seen.clone();
-    move |m: Message<Body>| {
-        seen.lock().unwrap().push(m.id);
-        std::future::ready(Ok(()))
-    }
-}
-
-pub(crate) async fn write(
-    t: &Transport,
-    stream: &kaiju_core::Key,
-    n: usize,
-    method: &str,
-) -> Vec<String> {
-    let writer = StreamWriter::new(t.clone());
-    let mut ids = Vec::with_capacity(n);
-    let bodies: Vec<Body> = (0..n)
-        .map(|i| (method.to_owned(), Some(i as i64)))
-        .collect();
-    for chunk in bodies.chunks(500) {
-        let batch = chunk
-            .iter()
-            .map(|body| Outgoing {
-                stream,
-                body,
-                headers: Headers::new(),
-            })
-            .collect();
-        ids.extend(writer.write_many(batch).await.unwrap());
-    }
-    ids
-}
-
-pub(crate) fn distinct(seen: &Seen) -> usize {
-    seen.lock().unwrap().iter().collect::<HashSet<_>>().len()
-}
 
 async fn a_backlog_written_before_any_listener_is_processed(
     t: &Transport,
@@ -534,11 +475,6 @@ async fn a_restarted_consumer_processes_its_own_pending_entries(
     assert_eq!(handled, ids);
     assert_eq!(restarted.stats().await.unwrap().pending, 0);
     let _: i64 = t.pool().del(stream.as_str()).await.unwrap();
-}
-
-pub(crate) async fn pending_of(t: &Transport, stream: &str, group: &str) -> u64 {
-    let summary: Result<(u64, Value, Value, Value), _> = t.pool().xpending(stream, group, ()).await;
-    summary.map(|s| s.0).unwrap_or(0)
 }
 
 fn url(target: Target) -> String {

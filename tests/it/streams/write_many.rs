@@ -7,13 +7,12 @@ use kaiju_core::{Key, Namespace, RedisSettings};
 use kaiju_streams::{
     Headers, MAX_BYTES_PER_CALL, MAX_ENTRIES_PER_CALL, Outgoing, StreamError, StreamWriter, decode,
 };
+use kaiju_tests::acl::acl;
 use kaiju_tests::proxy::Proxy;
 use kaiju_tests::{Target, on_both};
 use kaiju_transport::Transport;
 use kaiju_transport::fred::prelude::*;
 use kaiju_transport::fred::types::{ClusterHash, CustomCommand, Value};
-
-use crate::stream_faults::acl;
 
 on_both!(
     write_many_keeps_order_and_ids_across_calls_and_streams,

@@ -11,10 +11,9 @@ use std::time::Duration;
 use kaiju_core::Namespace;
 use kaiju_locks::{LockError, Locks};
 use kaiju_testkit::RedisServer;
+use kaiju_tests::locks::no_wait;
 use kaiju_tests::proxy::Proxy;
 use kaiju_tests::{Target, eventually, on_both};
-
-use crate::lock_faults::no_wait;
 use kaiju_transport::fred::prelude::*;
 use kaiju_transport::{Transport, TransportError};
 

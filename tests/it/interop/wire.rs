@@ -1,16 +1,17 @@
-//! Values shared with the real Python kaiju-redis 2.4.2 `RedisCache`, both ways.
+//! What crosses the wire between Rust and the real Python kaiju-redis 2.4.2, both ways: cache
+//! values (and schema changes), locks, and stream entries.
 //!
 //! Runs when `KAIJU_PYTHON` names a Python with kaiju-redis installed (`cargo xtask interop`
 //! creates one); with `KAIJU_REQUIRE_INTEROP=1` a missing Python fails instead of skipping.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
-use std::process::Command;
 
-use crate::streams::rpc_stream;
 use kaiju_cache::Cache;
 use kaiju_core::Namespace;
 use kaiju_tests::Target;
+use kaiju_tests::interop::{python, run_peer};
+use kaiju_tests::streams::rpc_stream;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -39,35 +40,8 @@ fn user(name: &str, blocked: bool) -> User {
     }
 }
 
-pub(crate) fn python() -> Option<String> {
-    let python = std::env::var("KAIJU_PYTHON").ok().filter(|p| !p.is_empty());
-    if python.is_none() {
-        assert!(
-            std::env::var("KAIJU_REQUIRE_INTEROP").as_deref() != Ok("1"),
-            "KAIJU_REQUIRE_INTEROP=1 but KAIJU_PYTHON is not set"
-        );
-        eprintln!("skipped: KAIJU_PYTHON is not set (run `cargo xtask interop`)");
-    }
-    python
-}
-
 fn peer(python: &str, mode: &str, url: &str, ns: &Namespace) -> (bool, String) {
     run_peer(python, "cache_peer.py", &[mode, url, ns.prefix()])
-}
-
-pub(crate) fn run_peer(python: &str, script: &str, args: &[&str]) -> (bool, String) {
-    let script = format!("{}/interop/{script}", env!("CARGO_MANIFEST_DIR"));
-    let out = Command::new(python)
-        .arg(script)
-        .args(args)
-        .output()
-        .expect("cannot run the Python peer");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
 }
 
 /// Everything the Python peer defines, written by Rust or checked after Python wrote it.

@@ -5,7 +5,6 @@
 //! Users are made on the shared single node with random names and removed afterwards; ACL
 //! rules are per node, so these run on the single node only.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,59 +12,12 @@ use kaiju_cache::Cache;
 use kaiju_core::{Namespace, RedisSettings, Service};
 use kaiju_locks::{AcquireOptions, LockError, Locks};
 use kaiju_streams::{Headers, Listener, ListenerSettings, Outgoing, StreamWriter};
-use kaiju_tests::{Target, connect, eventually, namespace, settings};
+use kaiju_tests::acl::rule;
+use kaiju_tests::streams::{Body, Seen, distinct, recorder, rpc_stream};
+use kaiju_tests::{Target, app, connect, eventually, namespace, settings};
 use kaiju_transport::fred::prelude::*;
 use kaiju_transport::fred::types::{CustomCommand, Value};
 use kaiju_transport::{Transport, TransportError};
-
-use crate::streams::{Body, Seen, app, distinct, recorder, rpc_stream};
-
-/// The rules of the README's table, by component, with `<env>.<app>` as written there.
-fn documented_rules() -> HashMap<String, String> {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../crates/kaiju-transport/README.md"
-    );
-    let readme = std::fs::read_to_string(path).unwrap();
-    let table = readme
-        .split("### ACL rules")
-        .nth(1)
-        .expect("the transport README has an `### ACL rules` section");
-    table
-        .lines()
-        .skip_while(|l| !l.starts_with('|'))
-        .take_while(|l| l.starts_with('|'))
-        .skip(2)
-        .filter_map(|row| {
-            // A `|` inside a cell is written `\|` (`+client\|setname`).
-            let row = row.replace("\\|", "\u{0}");
-            let cells: Vec<String> = row
-                .split('|')
-                .map(|c| c.trim().replace('\u{0}', "|"))
-                .collect();
-            let component = cells.get(1)?.trim_matches('*').to_owned();
-            let rule = cells.get(2)?.trim_matches('`').to_owned();
-            Some((component, rule))
-        })
-        .collect()
-}
-
-/// The rule of `components` (the connection's first), for the app whose keys start with
-/// `prefix`.
-pub(crate) fn rule(components: &[&str], prefix: &str) -> String {
-    let rules = documented_rules();
-    std::iter::once("connection")
-        .chain(components.iter().copied())
-        .map(|c| {
-            rules
-                .get(c)
-                .unwrap_or_else(|| panic!("no ACL rule documented for `{c}`: {rules:?}"))
-                .replace("<env>.<app>", prefix)
-                .replace("<env>", prefix.split('.').next().unwrap_or(prefix))
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
 
 /// An ACL user on every node of a target, removed by [`User::remove`].
 struct User {
@@ -475,11 +427,12 @@ async fn an_rpc_server_and_its_client_work_under_their_rules() {
     let server_user = User::create(&admin, &rule(&["listener", "rpc server"], ns.prefix())).await;
     let client_user = User::create(&admin, &rule(&["writer", "rpc client"], ns.prefix())).await;
     let (server_t, client_t) = (server_user.connect().await, client_user.connect().await);
-    let seen = crate::rpc::Seen::default();
-    let mut listener = crate::rpc::serve(&server_t, &app, &seen, kaiju_rpc::Scope::Guest).await;
+    let seen = kaiju_tests::rpc::Seen::default();
+    let mut listener =
+        kaiju_tests::rpc::serve(&server_t, &app, &seen, kaiju_rpc::Scope::Guest).await;
     let client = kaiju_rpc::RpcClient::new(client_t.clone(), &app);
     let sum = client
-        .request::<_, i64>("svc.add", crate::rpc::Add { a: 2, b: 3 })
+        .request::<_, i64>("svc.add", kaiju_tests::rpc::Add { a: 2, b: 3 })
         .timeout(Duration::from_secs(5))
         .await;
     listener.stop(Duration::from_secs(5)).await.unwrap();
@@ -663,6 +616,18 @@ async fn the_cache_and_locks_work_on_every_cluster_node_under_their_rules() {
     .await;
 }
 
+/// Whether `key` exists in database `db`, asked on a connection of its own that SELECTs `db`
+/// itself, so the answer does not depend on how kaiju applies the `db` setting.
+async fn exists_in_db(admin: &Transport, db: i64, key: &str) -> bool {
+    let raw = admin.dedicated_connection().await.unwrap();
+    raw.client().select(db).await.unwrap();
+    let found: u64 = raw.client().exists(key).await.unwrap();
+    raw.close().await.ok();
+    found == 1
+}
+
+/// The user may SELECT (the connection rule allows it), and the `db` setting is applied: what
+/// the cache writes lands in that database and not in database 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_other_than_0_works_under_the_connection_rule() {
     let Some(admin) = connect(Target::Single).await else {
@@ -675,7 +640,20 @@ async fn a_database_other_than_0_works_under_the_connection_rule() {
         let cache = Cache::new(t);
         let key = ns.key("in-db-1").map_err(fail)?;
         cache.set(&key, &1_i64, None).await.map_err(fail)?;
+        let got: Option<i64> = cache.get(&key).await.map_err(fail)?;
+        let placed = (
+            exists_in_db(&admin, 1, key.as_str()).await,
+            exists_in_db(&admin, 0, key.as_str()).await,
+        );
+        if (got, placed) != (Some(1), (true, false)) {
+            return Err(format!(
+                "set with db 1: read back {got:?}; in db 1, in db 0: {placed:?}, expected (true, false)"
+            ));
+        }
         cache.delete(&[&key]).await.map_err(fail)?;
+        if exists_in_db(&admin, 1, key.as_str()).await {
+            return Err("the delete did not reach db 1".into());
+        }
         Ok(())
     })
     .await;
@@ -742,11 +720,11 @@ async fn a_publisher_and_a_subscriber_work_under_their_rules() {
     let app = app(&ns);
     let subscriber = User::create(&admin, &rule(&["subscriber"], ns.prefix())).await;
     let sub_t = subscriber.connect().await;
-    let seen = crate::rpc::Seen::default();
+    let seen = kaiju_tests::rpc::Seen::default();
     let server = kaiju_rpc::Server::new(
         &app,
         kaiju_rpc::ServerSettings::default(),
-        crate::rpc::module(&seen),
+        kaiju_tests::rpc::module(&seen),
     )
     .unwrap();
     let mut sub =
@@ -764,7 +742,7 @@ async fn a_publisher_and_a_subscriber_work_under_their_rules() {
         Ok(())
     })
     .await;
-    crate::rpc::seen_len(&seen, 1).await;
+    kaiju_tests::rpc::seen_len(&seen, 1).await;
     sub.stop(Duration::from_secs(5)).await.unwrap();
     let denied = subscriber.denials().await;
     sub_t.close().await.ok();

@@ -7,12 +7,11 @@ use std::time::{Duration, Instant};
 
 use kaiju_core::Namespace;
 use kaiju_locks::{AcquireOptions, LockError, Locks};
+use kaiju_tests::locks::no_wait;
 use kaiju_tests::{Target, on_both};
 use kaiju_transport::Transport;
 use kaiju_transport::fred::prelude::*;
 use tokio::sync::Mutex;
-
-use crate::lock_faults::no_wait;
 
 on_both!(
     acquire_release_owner_exists,

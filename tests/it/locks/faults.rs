@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use kaiju_core::{Namespace, RedisSettings, side_key};
 use kaiju_locks::{AcquireOptions, LockError, LockGuard, Locks};
 use kaiju_testkit::{RedisServer, ServerOptions};
+use kaiju_tests::locks::no_wait;
 use kaiju_tests::proxy::Proxy;
 use kaiju_tests::{Target, can_spawn_servers, eventually, on_both};
 use kaiju_transport::Transport;
@@ -24,14 +25,6 @@ on_both!(
     a_release_publishes_only_when_someone_waits,
     a_cancelled_waiter_leaves_the_queue_at_once,
 );
-
-/// Options that fail at once on a held lock instead of waiting.
-pub(crate) fn no_wait() -> AcquireOptions {
-    AcquireOptions {
-        wait: false,
-        ..AcquireOptions::default()
-    }
-}
 
 /// Every key a lock may leave behind.
 fn side_keys(key: &str) -> Vec<String> {

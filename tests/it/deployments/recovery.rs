@@ -6,11 +6,11 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::streams::rpc_stream;
 use kaiju_core::{AppSettings, Key, RedisSettings, Service};
 use kaiju_streams::{HandlerError, Headers, Listener, ListenerSettings, Message, StreamWriter};
 use kaiju_testkit::{ClusterOptions, RedisCluster, RedisServer, ServerOptions};
 use kaiju_tests::can_spawn_servers;
+use kaiju_tests::streams::rpc_stream;
 use kaiju_transport::fred::prelude::*;
 use kaiju_transport::fred::types::Value;
 use kaiju_transport::{Transport, TransportError};

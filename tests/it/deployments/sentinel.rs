@@ -8,12 +8,11 @@ use std::time::{Duration, Instant};
 use kaiju_core::{RedisSettings, SentinelSettings, Service};
 use kaiju_streams::{Headers, Listener, ListenerSettings, StreamWriter};
 use kaiju_testkit::{SentinelOptions, SentinelSet};
-use kaiju_tests::{can_spawn_servers, eventually, namespace};
+use kaiju_tests::streams::{Body, Seen, recorder, rpc_stream};
+use kaiju_tests::{app, can_spawn_servers, eventually, namespace};
 use kaiju_transport::fred::prelude::*;
 use kaiju_transport::fred::types::{CustomCommand, Value};
 use kaiju_transport::{Deployment, Transport, TransportError};
-
-use crate::streams::{Body, Seen, app, recorder, rpc_stream};
 
 async fn start(options: SentinelOptions) -> SentinelSet {
     tokio::task::spawn_blocking(move || SentinelSet::start(options))
@@ -219,7 +218,7 @@ async fn a_least_privilege_user_works_through_sentinel() {
     }
     let set = start(options()).await;
     let ns = namespace();
-    let rule = crate::acl::rule(&["cache"], ns.prefix());
+    let rule = kaiju_tests::acl::rule(&["cache"], ns.prefix());
     let primary = set.primary_port().unwrap();
     let mut setuser = vec!["ACL", "SETUSER", "kaiju-app", "reset", "on", ">app-pw"];
     setuser.extend(rule.split_whitespace());

@@ -10,11 +10,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use kaiju_core::{AppSettings, Service};
 use kaiju_rpc::{RpcClient, RpcError, Scope, codes};
+use kaiju_tests::interop::{python, run_peer};
+use kaiju_tests::rpc::{Seen, seen_len, serve};
 use kaiju_tests::{Target, eventually};
 use serde_json::json;
-
-use crate::interop::{python, run_peer};
-use crate::rpc::{Seen, seen_len, serve};
 
 fn peer_script() -> String {
     format!("{}/interop/rpc_peer.py", env!("CARGO_MANIFEST_DIR"))
@@ -270,7 +269,7 @@ async fn a_python_client_calls_a_rust_app() {
     let stats = listener.server().stats();
     assert_eq!((stats.client_errors, stats.aborted), (1, 1), "{stats:?}");
     eventually("all acked", Duration::from_secs(5), || async {
-        crate::streams::pending_of(&t, listener.listener().stream_key(), &app.name).await == 0
+        kaiju_tests::streams::pending_of(&t, listener.listener().stream_key(), &app.name).await == 0
     })
     .await;
     assert_eq!(listener.stats().await.unwrap().dead_lettered, 0);

@@ -15,13 +15,15 @@ use kaiju_core::{Namespace, Service, ServiceError};
 use kaiju_streams::{
     HandlerError, Headers, Listener, ListenerSettings, Message, Outgoing, StreamError, StreamWriter,
 };
+use kaiju_tests::acl::acl;
 use kaiju_tests::proxy::Proxy;
-use kaiju_tests::{Target, eventually, on_both};
+use kaiju_tests::streams::{
+    Body, Seen, dead_letters, distinct, field, pending_of, recorder, rpc_stream, write,
+};
+use kaiju_tests::{Target, app, eventually, on_both};
 use kaiju_transport::fred::prelude::*;
 use kaiju_transport::fred::types::Value;
 use kaiju_transport::{Classify, Transport, TransportError};
-
-use crate::streams::{Body, Seen, app, distinct, pending_of, recorder, rpc_stream, write};
 
 on_both!(
     a_ten_byte_entry_declaring_a_huge_map_is_dead_lettered,
@@ -65,36 +67,6 @@ async fn read_as(t: &Transport, stream: &str, group: &str, consumer: &str, count
         .xreadgroup(group, consumer, Some(count), None, false, stream, ">")
         .await
         .unwrap();
-}
-
-/// The dead letters, as raw field lists (field names may be any bytes).
-pub(crate) async fn dead_letters(t: &Transport, key: &str) -> Vec<Vec<(Vec<u8>, Vec<u8>)>> {
-    let entries: Value = t.pool().xrange(key, "-", "+", None).await.unwrap();
-    entries
-        .into_array()
-        .into_iter()
-        .map(|entry| {
-            let mut parts = entry.into_array().into_iter();
-            let _id = parts.next();
-            let flat: Vec<Vec<u8>> = parts
-                .next()
-                .unwrap()
-                .into_array()
-                .into_iter()
-                .map(|v| v.as_bytes().unwrap().to_vec())
-                .collect();
-            flat.chunks(2)
-                .map(|p| (p[0].clone(), p[1].clone()))
-                .collect()
-        })
-        .collect()
-}
-
-pub(crate) fn field<'a>(letter: &'a [(Vec<u8>, Vec<u8>)], name: &str) -> Option<&'a str> {
-    letter
-        .iter()
-        .find(|(n, _)| n == name.as_bytes())
-        .map(|(_, v)| std::str::from_utf8(v).unwrap())
 }
 
 /// Puts a string where the dead-letter stream goes: every XADD to it fails with WRONGTYPE.
@@ -887,20 +859,6 @@ async fn a_retry_whose_claim_fails_is_claimed_later() {
     cleanup(&t, &[stream.as_str()]).await;
     t.close().await.unwrap();
     acl(&admin, &["DELUSER", &user]).await;
-}
-
-/// `ACL <args>` on the single node.
-pub(crate) async fn acl(t: &Transport, args: &[&str]) {
-    use kaiju_transport::fred::types::{ClusterHash, CustomCommand};
-    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-    let _: Value = t
-        .pool()
-        .custom(
-            CustomCommand::new_static("ACL", ClusterHash::Random, false),
-            args,
-        )
-        .await
-        .unwrap();
 }
 
 /// Dropping a running listener, or a stop that runs past its deadline, closes its blocking

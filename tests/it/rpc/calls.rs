@@ -1,7 +1,6 @@
 //! kaiju-rpc against a real single node and a real cluster: the listener's outcomes, the
 //! client's calls, request/response, pub/sub, correlation ids across apps.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kaiju_core::{AppSettings, Namespace, Service};
@@ -9,15 +8,13 @@ use kaiju_rpc::{
     CallError, NoParams, RequestContext, RpcClient, RpcError, RpcListener, RpcModule,
     RpcSubscriber, Scope, Server, ServerSettings, codes,
 };
-use kaiju_streams::{Headers, ListenerSettings, StreamWriter};
-use kaiju_tests::{Target, eventually, on_both};
+use kaiju_streams::{Headers, StreamWriter};
+use kaiju_tests::rpc::{Add, Seen, module, module_of, seen_len, serve, serve_module, settings};
+use kaiju_tests::streams::{dead_letters, field, pending_of, rpc_stream};
+use kaiju_tests::{Target, app, eventually, on_both};
 use kaiju_transport::Transport;
 use kaiju_transport::fred::prelude::*;
-use serde::{Deserialize, Serialize};
 use serde_json::json;
-
-use crate::stream_faults::{dead_letters, field};
-use crate::streams::{app, pending_of, rpc_stream};
 
 on_both!(
     calls_reach_typed_methods_with_their_headers,
@@ -132,112 +129,6 @@ async fn captured_python_entries_run_on_a_rust_server(t: &Transport, ns: &Namesp
         (Some(5), Some(2))
     );
     listener.stop(Duration::from_secs(5)).await.unwrap();
-}
-
-/// What the methods saw.
-pub(crate) type Seen = Arc<Mutex<Vec<serde_json::Value>>>;
-
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct Add {
-    pub(crate) a: i64,
-    pub(crate) b: i64,
-}
-
-fn settings() -> ListenerSettings {
-    ListenerSettings {
-        max_wait_time_ms: 50,
-        retry_backoff_ms: 10,
-        max_deliveries: 2,
-        ..ListenerSettings::default()
-    }
-}
-
-/// `svc.record` (records params and context), `svc.add`, `svc.fail` (NotFound), `svc.boom`
-/// (internal), `svc.admin` (ADMIN only).
-pub(crate) fn module(seen: &Seen) -> RpcModule {
-    module_of("svc", seen)
-}
-
-fn module_of(service: &str, seen: &Seen) -> RpcModule {
-    let mut m = RpcModule::new(service).permissions([("*", Scope::Guest), ("admin", Scope::Admin)]);
-    for route in ["record", "echo"] {
-        let s = seen.clone();
-        m.method(route, move |p: serde_json::Value, ctx: RequestContext| {
-            let s = s.clone();
-            async move {
-                let header = |name: &str| match ctx.headers().get(name) {
-                    Some(kaiju_streams::HeaderValue::Str(v)) => json!(v),
-                    Some(kaiju_streams::HeaderValue::Int(n)) => json!(n),
-                    _ => serde_json::Value::Null,
-                };
-                s.lock().unwrap().push(json!({
-                    "method": ctx.method(),
-                    "params": p,
-                    "correlation_id": ctx.correlation_id(),
-                    "deadline": ctx.deadline_unix(),
-                    "auth": header("Authorization"),
-                    "retries": header("RPC-Retries"),
-                    "timeout": header("Timeout"),
-                }));
-                Ok::<_, RpcError>(p)
-            }
-        })
-        .unwrap();
-    }
-    let s = seen.clone();
-    m.method("add", move |p: Add, _| {
-        let s = s.clone();
-        async move {
-            s.lock()
-                .unwrap()
-                .push(json!({"method": "svc.add", "params": p}));
-            Ok::<_, RpcError>(p.a + p.b)
-        }
-    })
-    .unwrap();
-    m.method("fail", |_: NoParams, _| async {
-        Err::<(), _>(RpcError::not_found("no such thing").with_data("key", "k1"))
-    })
-    .unwrap();
-    m.method("boom", |_: NoParams, _| async {
-        Err::<(), _>(RpcError::internal("db down"))
-    })
-    .unwrap();
-    m.method("admin", |_: NoParams, _| async {
-        Ok::<_, RpcError>("admin")
-    })
-    .unwrap();
-    m
-}
-
-pub(crate) async fn serve(
-    t: &Transport,
-    app: &AppSettings,
-    seen: &Seen,
-    scope: Scope,
-) -> RpcListener {
-    serve_module(t, app, module(seen), scope).await
-}
-
-async fn serve_module(
-    t: &Transport,
-    app: &AppSettings,
-    module: RpcModule,
-    scope: Scope,
-) -> RpcListener {
-    let server = Server::new(app, ServerSettings::default(), module).unwrap();
-    let mut listener = RpcListener::new(t.clone(), app, settings(), scope, server).unwrap();
-    listener.start().await.unwrap();
-    listener
-}
-
-pub(crate) async fn seen_len(seen: &Seen, n: usize) {
-    eventually(&format!("{n} calls"), Duration::from_secs(20), || {
-        let len = seen.lock().unwrap().len();
-        async move { len >= n }
-    })
-    .await;
 }
 
 async fn calls_reach_typed_methods_with_their_headers(t: &Transport, ns: &Namespace, _: Target) {

@@ -1,0 +1,3 @@
+//! kaiju-app: apps built from kaiju YAML configs, against real Redis.
+
+mod from_config;

@@ -1,0 +1,4 @@
+//! kaiju-cache: its operations against every deployment, and its failure modes.
+
+mod faults;
+mod operations;

@@ -1,0 +1,144 @@
+//! How long a request may run: the client's timeout becomes the server's deadline, whole; the
+//! listener never cuts a method within it; an extreme timeout is clamped; a request nobody
+//! serves ends at its deadline. (Single node; regressions of the kaiju-rpc review, D-2 to D-4.)
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use kaiju_core::Service;
+use kaiju_rpc::{CallError, RpcClient, ServerSettings};
+use kaiju_streams::ListenerSettings;
+use kaiju_tests::rpc::sleeper::{Counts, listen, quick, sleep_params};
+use kaiju_tests::streams::{dead_letters, field};
+use kaiju_tests::{Target, app, single};
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_to_an_app_nobody_serves_times_out_at_its_deadline() {
+    let Some(t) = kaiju_tests::connect(Target::Single).await else {
+        return;
+    };
+    let app = app(&kaiju_tests::namespace());
+    let client = RpcClient::new(t, &app);
+    let started = Instant::now();
+    let r = client
+        .request::<_, i64>("svc.add", json!({"a": 1}))
+        .timeout(Duration::from_millis(700))
+        .await;
+    let took = started.elapsed();
+    assert!(matches!(r, Err(CallError::Timeout(_))), "{r:?}");
+    assert!(
+        took >= Duration::from_millis(650) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// D-2: `request(..).timeout(huge)` panics (Instant + Duration overflow).
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_with_a_huge_timeout_is_clamped_not_a_panic() {
+    let Some((t, ns)) = single().await else {
+        return;
+    };
+    let app = app(&ns);
+    let counts = Arc::new(Counts::default());
+    let mut l = listen(&t, &app, quick(), ServerSettings::default(), &counts).await;
+    let client = RpcClient::new(t.clone(), &app);
+    let joined = tokio::spawn(async move {
+        client
+            .request::<_, String>("svc.sleep", sleep_params(0, "x"))
+            .timeout(Duration::MAX)
+            .await
+    })
+    .await;
+    l.stop(Duration::from_secs(5)).await.unwrap();
+    assert!(
+        matches!(&joined, Ok(Ok(s)) if s == "x"),
+        "request().timeout(Duration::MAX): {joined:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// D-3: the client's `Deadline` is floored to whole seconds: a 1 s request may get ~0 s.
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_second_request_gets_its_whole_second() {
+    let Some((t, ns)) = single().await else {
+        return;
+    };
+    let app = app(&ns);
+    let counts = Arc::new(Counts::default());
+    let mut l = listen(&t, &app, quick(), ServerSettings::default(), &counts).await;
+    let client = RpcClient::new(t.clone(), &app);
+    let _: String = client
+        .request("svc.sleep", sleep_params(0, "warm"))
+        .await
+        .unwrap();
+    // Start at .75 s past a whole second.
+    loop {
+        let sub = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .subsec_millis();
+        if (740..760).contains(&sub) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let started = std::time::Instant::now();
+    let r = client
+        .request::<_, String>("svc.sleep", sleep_params(400, "ok"))
+        .timeout(Duration::from_secs(1))
+        .await;
+    let took = started.elapsed();
+    let dead = dead_letters(&t, l.listener().dead_letter_key()).await;
+    l.stop(Duration::from_secs(5)).await.unwrap();
+    assert!(
+        matches!(&r, Ok(s) if s == "ok"),
+        "a 400 ms method under a 1 s request timeout: {r:?} after {took:?}; dead letters: {}",
+        dead.iter()
+            .map(|d| format!("{:?}", field(d, "reason")))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// D-4: the listener's handler timeout cuts requests the server would still allow, re-runs them
+// (max_deliveries times) and never answers.
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_listener_never_cuts_a_method_within_its_rpc_timeout() {
+    let Some((t, ns)) = single().await else {
+        return;
+    };
+    let app = app(&ns);
+    let counts = Arc::new(Counts::default());
+    // Scaled-down defaults: handler_timeout 30 s vs default_request_time 90 s.
+    let settings = ListenerSettings {
+        handler_timeout_ms: 1_000,
+        pending_messages_time_ms: None,
+        ..quick()
+    };
+    let server = ServerSettings {
+        default_request_time: 3,
+        ..ServerSettings::default()
+    };
+    let mut l = listen(&t, &app, settings, server, &counts).await;
+    let client = RpcClient::new(t.clone(), &app);
+    let r = client
+        .request::<_, String>("svc.sleep", sleep_params(1_500, "slow"))
+        .timeout(Duration::from_secs(8))
+        .await;
+    let runs = counts.sleep.load(Ordering::SeqCst);
+    l.stop(Duration::from_secs(5)).await.unwrap();
+    assert!(
+        matches!(&r, Ok(s) if s == "slow") && runs == 1,
+        "a 1.5 s method with Timeout 8 s: {r:?}; it ran {runs} times"
+    );
+}

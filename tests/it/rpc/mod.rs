@@ -1,0 +1,9 @@
+//! kaiju-rpc behind a real listener: calls against every deployment, then one file per
+//! behaviour (single node), each test named after what it checks.
+
+mod calls;
+mod deadlines;
+mod delivery;
+mod hostile_input;
+mod replies;
+mod shutdown;

@@ -1,0 +1,6 @@
+//! kaiju-streams: the listener, `write_many`, the admin API, and failure modes.
+
+mod admin;
+mod faults;
+mod listener;
+mod write_many;

@@ -1,0 +1,4 @@
+//! kaiju-transport: commands against every deployment, and a bad network.
+
+mod commands;
+mod faults;
