@@ -11,7 +11,7 @@ use kaiju_app::builtin::{ClientService, ListenerService, RpcServerService};
 use kaiju_app::config::{Config, ConfigLoader};
 use kaiju_app::{App, AppError, Build, Registry, Service, ServiceClass};
 use kaiju_core::Namespace;
-use kaiju_rpc::{RequestContext, RpcError, RpcModule, Scope};
+use kaiju_rpc::{RegisterError, RpcError, RpcModule, Scope};
 use kaiju_tests::{Target, TempFile, eventually, on_both, settings};
 use kaiju_transport::Transport;
 use serde::Deserialize;
@@ -53,7 +53,7 @@ fn example_config(example: &str, ns: &Namespace, target: Target, extra: &[&str])
 async fn seed_examples_start_unchanged(_t: &Transport, ns: &Namespace, target: Target) {
     for example in ["transport", "cache", "locks", "server", "client"] {
         let config = example_config(example, ns, target, &[]);
-        let mut app = App::build(&config, &Registry::builtin()).unwrap();
+        let app = App::build(&config, &Registry::builtin()).unwrap();
         app.start()
             .await
             .unwrap_or_else(|e| panic!("{example}: {e}"));
@@ -68,13 +68,13 @@ async fn seed_examples_start_unchanged(_t: &Transport, ns: &Namespace, target: T
 }
 
 async fn a_client_app_calls_a_server_app(_t: &Transport, ns: &Namespace, target: Target) {
-    let mut server = App::build(
+    let server = App::build(
         &example_config("server", ns, target, &[]),
         &Registry::builtin(),
     )
     .unwrap();
     server.start().await.unwrap();
-    let listener = server.get::<ListenerService>("RedisListener").unwrap();
+    let listener = server.service::<ListenerService>().unwrap();
     assert_eq!(
         listener.scope(),
         Scope::System,
@@ -82,7 +82,7 @@ async fn a_client_app_calls_a_server_app(_t: &Transport, ns: &Namespace, target:
     );
     let (_, server_name) = ns.prefix().split_once('.').unwrap();
     let client_ns = kaiju_tests::namespace();
-    let mut client = App::build(
+    let client = App::build(
         &example_config(
             "client",
             &client_ns,
@@ -93,11 +93,7 @@ async fn a_client_app_calls_a_server_app(_t: &Transport, ns: &Namespace, target:
     )
     .unwrap();
     client.start().await.unwrap();
-    let rpc = client
-        .get::<ClientService>("RedisStreamRPCClient")
-        .unwrap()
-        .client()
-        .unwrap();
+    let rpc = client.service::<ClientService>().unwrap().client().unwrap();
     // rpc.status is a SYSTEM method: reachable because the listener runs at SYSTEM.
     let status: serde_json::Value = rpc
         .request("rpc.status", kaiju_rpc::NoParams)
@@ -147,23 +143,15 @@ impl ServiceClass for Slow {
 }
 
 impl Service for Slow {
-    fn rpc_module(&self) -> Option<RpcModule> {
-        let mut m = RpcModule::new("slow");
-        let (ms, started, finished) = (self.ms, self.started.clone(), self.finished.clone());
-        m.method(
-            "sleep",
-            move |_: kaiju_rpc::NoParams, _ctx: RequestContext| {
-                let (started, finished) = (started.clone(), finished.clone());
-                async move {
-                    started.fetch_add(1, Ordering::SeqCst);
-                    tokio::time::sleep(Duration::from_millis(ms)).await;
-                    finished.fetch_add(1, Ordering::SeqCst);
-                    Ok::<_, RpcError>(true)
-                }
-            },
-        )
-        .ok()?;
-        Some(m)
+    fn rpc_module(self: Arc<Self>) -> Result<RpcModule<Self>, RegisterError> {
+        let mut m = RpcModule::with_context("slow", self);
+        m.method("sleep", |this, _: kaiju_rpc::NoParams, _| async move {
+            this.started.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(this.ms)).await;
+            this.finished.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, RpcError>(true)
+        })?;
+        Ok(m)
     }
 }
 
@@ -191,14 +179,10 @@ async fn a_stop_finishes_in_flight_requests_and_acks_them() {
         .load()
         .unwrap();
     let mut registry = Registry::builtin();
-    registry.register::<Slow>("Slow", "slow");
-    let mut app = App::build(&config, &registry).unwrap();
+    registry.register::<Slow>("Slow", "slow").unwrap();
+    let app = App::build(&config, &registry).unwrap();
     app.start().await.unwrap();
-    let server = app
-        .get::<RpcServerService>("rpc")
-        .unwrap()
-        .server()
-        .unwrap();
+    let server = app.service::<RpcServerService>().unwrap().server().unwrap();
     assert!(
         server.methods().any(|m| m == "slow.sleep"),
         "routes of every service are registered in post_init"

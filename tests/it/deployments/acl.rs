@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kaiju_cache::Cache;
-use kaiju_core::{Namespace, RedisSettings, Service};
+use kaiju_core::{Lifecycle, Namespace, RedisSettings};
 use kaiju_locks::{AcquireOptions, LockError, Locks};
 use kaiju_streams::{Headers, Listener, ListenerSettings, Outgoing, StreamWriter};
 use kaiju_tests::acl::rule;
@@ -735,7 +735,7 @@ async fn a_publisher_and_a_subscriber_work_under_their_rules() {
     as_user(&admin, &ns, &["publisher"], |t| async move {
         let client = kaiju_rpc::RpcClient::new(t, &publisher_app);
         let receivers = client
-            .publish("svc.record", serde_json::json!({"i": 1}), None)
+            .publish("svc.record", serde_json::json!({"i": 1}))
             .await
             .map_err(fail)?;
         assert_eq!(receivers, 1);

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kaiju_core::{AppSettings, Key, RedisSettings, Service};
+use kaiju_core::{AppSettings, Key, Lifecycle, RedisSettings};
 use kaiju_streams::{HandlerError, Headers, Listener, ListenerSettings, Message, StreamWriter};
 use kaiju_testkit::{ClusterOptions, RedisCluster, RedisServer, ServerOptions};
 use kaiju_tests::can_spawn_servers;
@@ -228,7 +228,7 @@ type Seen = Arc<Mutex<HashSet<String>>>;
 
 /// A started listener (stable consumer name, 100 ms BLOCK) that records the id of every entry
 /// it handles.
-async fn recording_listener(transport: &Transport, app: &AppSettings) -> (impl Service, Seen) {
+async fn recording_listener(transport: &Transport, app: &AppSettings) -> (impl Lifecycle, Seen) {
     let seen: Seen = Arc::default();
     let record = seen.clone();
     let settings = ListenerSettings {

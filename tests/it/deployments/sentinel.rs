@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kaiju_core::{RedisSettings, SentinelSettings, Service};
+use kaiju_core::{Lifecycle, RedisSettings, SentinelSettings};
 use kaiju_streams::{Headers, Listener, ListenerSettings, StreamWriter};
 use kaiju_testkit::{SentinelOptions, SentinelSet};
 use kaiju_tests::streams::{Body, Seen, recorder, rpc_stream};

@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use kaiju_core::{AppSettings, Service};
+use kaiju_core::{AppSettings, Lifecycle};
 use kaiju_rpc::{RpcClient, RpcError, Scope, codes};
 use kaiju_tests::interop::{python, run_peer};
 use kaiju_tests::rpc::{Seen, seen_len, serve};
@@ -175,10 +175,7 @@ async fn a_rust_client_calls_a_python_kaiju_app() {
     let calls: Vec<_> = (0..3)
         .map(|i| ("ext.add".to_owned(), json!({"a": i, "b": 100})))
         .collect();
-    client
-        .call_each_with(calls, Some(&py_app), None)
-        .await
-        .unwrap();
+    client.call_each(calls).app(&py_app).await.unwrap();
     let records = peer.wait_for(9).await;
     let mut sums: Vec<i64> = records[6..9]
         .iter()

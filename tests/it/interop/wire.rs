@@ -266,7 +266,7 @@ async fn locks_exclude_python_services_both_ways() {
 /// and entries written by kaiju-streams decode in Python with kaiju's own `msgpack_loads`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_entries_cross_between_python_and_rust() {
-    use kaiju_core::{AppSettings, Service};
+    use kaiju_core::{AppSettings, Lifecycle};
     use kaiju_streams::{
         HandlerError, HeaderValue, Headers, Listener, ListenerSettings, Message, StreamWriter,
     };

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use kaiju_core::{AppSettings, Namespace, Service};
+use kaiju_core::{AppSettings, Lifecycle, Namespace};
 use kaiju_rpc::{
     CallError, NoParams, RequestContext, RpcClient, RpcError, RpcListener, RpcModule,
     RpcSubscriber, Scope, Server, ServerSettings, codes,
@@ -470,7 +470,7 @@ async fn correlation_ids_follow_calls_across_apps(t: &Transport, ns: &Namespace,
     let client = RpcClient::new(t.clone(), &a);
     let mut m = RpcModule::new("front").permissions([("*", Scope::Guest)]);
     let (c, target) = (client.clone(), b.name.clone());
-    m.method("forward", move |_: NoParams, _ctx: RequestContext| {
+    m.method("forward", move |_, _: NoParams, _ctx: RequestContext| {
         let (c, target) = (c.clone(), target.clone());
         async move {
             c.call("svc.record", json!({"from": "a"}))
@@ -511,10 +511,7 @@ async fn published_calls_reach_a_subscriber(t: &Transport, ns: &Namespace, targe
     if target == Target::Single {
         let mut receivers = 0;
         for i in 0..3 {
-            receivers += client
-                .publish("svc.record", json!({"i": i}), None)
-                .await
-                .unwrap();
+            receivers += client.publish("svc.record", json!({"i": i})).await.unwrap();
         }
         assert_eq!(receivers, 3);
         seen_len(&seen, 3).await;
@@ -531,10 +528,7 @@ async fn published_calls_reach_a_subscriber(t: &Transport, ns: &Namespace, targe
                 if arrived() {
                     break;
                 }
-                client
-                    .publish("svc.record", json!({"i": i}), None)
-                    .await
-                    .unwrap();
+                client.publish("svc.record", json!({"i": i})).await.unwrap();
                 eventually_or_not(&arrived, Duration::from_secs(1)).await;
             }
             assert!(arrived(), "message {i} never arrived");
@@ -543,11 +537,7 @@ async fn published_calls_reach_a_subscriber(t: &Transport, ns: &Namespace, targe
     sub.stop(Duration::from_secs(5)).await.unwrap();
     // After stop, nothing listens.
     eventually("no subscriber left", Duration::from_secs(5), || async {
-        client
-            .publish("svc.record", json!({"i": 9}), None)
-            .await
-            .unwrap()
-            == 0
+        client.publish("svc.record", json!({"i": 9})).await.unwrap() == 0
     })
     .await;
 }

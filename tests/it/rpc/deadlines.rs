@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use kaiju_core::Service;
+use kaiju_core::Lifecycle;
 use kaiju_rpc::{CallError, RpcClient, ServerSettings};
 use kaiju_streams::ListenerSettings;
 use kaiju_tests::rpc::sleeper::{Counts, listen, quick, sleep_params};

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use kaiju_core::{AppSettings, Service, Value};
+use kaiju_core::{AppSettings, Lifecycle, Value};
 use kaiju_rpc::{Scope, Server, ServerSettings};
 use kaiju_streams::{HeaderValue, Headers, StreamWriter};
 use kaiju_tests::rpc::sleeper::{Counts, listen, module, quick};

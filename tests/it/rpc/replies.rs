@@ -7,7 +7,7 @@ use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kaiju_core::Service;
+use kaiju_core::Lifecycle;
 use kaiju_rpc::{CallError, RpcClient, Scope, ServerSettings};
 use kaiju_streams::ListenerSettings;
 use kaiju_tests::rpc::sleeper::{Counts, listen, quick, sleep_params};

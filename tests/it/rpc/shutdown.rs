@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use kaiju_core::Service;
+use kaiju_core::Lifecycle;
 use kaiju_rpc::{RpcClient, RpcSubscriber, Scope, Server, ServerSettings};
 use kaiju_tests::rpc::sleeper::{Counts, listen, module, quick, sleep_params};
 use kaiju_tests::streams::{dead_letters, field, pending_of, rpc_stream};
@@ -123,7 +123,7 @@ async fn no_subscriber_call_starts_after_stop_returned() {
     let client = RpcClient::new(t.clone(), &app);
     for i in 0..5 {
         client
-            .publish("svc.sleep", sleep_params(200, &i.to_string()), None)
+            .publish("svc.sleep", sleep_params(200, &i.to_string()))
             .await
             .unwrap();
     }

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use kaiju_core::{Namespace, Service, ServiceError};
+use kaiju_core::{Lifecycle, LifecycleError, Namespace};
 use kaiju_streams::{
     HandlerError, Headers, Listener, ListenerSettings, Message, Outgoing, StreamError, StreamWriter,
 };
@@ -612,7 +612,7 @@ async fn a_second_listener_with_the_same_consumer_name_is_refused(
     let started = Instant::now();
     let refused = twin.start().await;
     match refused {
-        Err(ServiceError::Failed { source, .. }) => {
+        Err(LifecycleError::Failed { source, .. }) => {
             let error = source.downcast_ref::<StreamError>().unwrap();
             assert!(
                 matches!(error, StreamError::ConsumerInUse { consumer } if consumer == "pod-0"),
@@ -901,7 +901,7 @@ async fn dropped_and_timed_out_listeners_close_their_connections() {
     .await;
     let stopped = slow.stop(Duration::from_millis(200)).await;
     assert!(
-        matches!(stopped, Err(ServiceError::StopTimeout { .. })),
+        matches!(stopped, Err(LifecycleError::StopTimeout { .. })),
         "{stopped:?}"
     );
     kaiju_tests::connections_back_to(&t, baseline, "the stopped listener's connection to close")
@@ -1059,7 +1059,7 @@ async fn start_after_a_timed_out_stop_redelivers_what_was_unfinished(
     })
     .await;
     let stopped = listener.stop(Duration::from_millis(200)).await;
-    assert!(matches!(stopped, Err(ServiceError::StopTimeout { .. })));
+    assert!(matches!(stopped, Err(LifecycleError::StopTimeout { .. })));
     listener.start().await.unwrap();
     eventually(
         "the unfinished entries, again",
@@ -1199,7 +1199,7 @@ async fn a_cancelled_stop_keeps_the_run_attached(t: &Transport, ns: &Namespace, 
     // The run is still stopping: it may not be started twice, and the name is still taken.
     assert!(matches!(
         listener.start().await,
-        Err(ServiceError::AlreadyStarted { .. })
+        Err(LifecycleError::AlreadyStarted { .. })
     ));
     let mut twin = Listener::new(t.clone(), &app, settings, recorder(&Seen::default())).unwrap();
     assert!(

@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kaiju_core::{Namespace, Service, ServiceError};
+use kaiju_core::{Lifecycle, LifecycleError, Namespace};
 use kaiju_streams::{HandlerError, Headers, Listener, ListenerSettings, Message, StreamWriter};
 use kaiju_tests::streams::{Body, Seen, distinct, pending_of, recorder, rpc_stream, write};
 use kaiju_tests::{Target, app, eventually, on_all, on_both};
@@ -425,7 +425,7 @@ async fn stop_finishes_in_flight_work_or_leaves_it_pending(
     let began = Instant::now();
     let stopped = listener.stop(Duration::from_millis(200)).await;
     assert!(
-        matches!(stopped, Err(ServiceError::StopTimeout { .. })),
+        matches!(stopped, Err(LifecycleError::StopTimeout { .. })),
         "{stopped:?}"
     );
     assert!(began.elapsed() < Duration::from_secs(2));

@@ -6,7 +6,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use kaiju_core::{AppSettings, RedisSettings, Service};
+use kaiju_core::{AppSettings, Lifecycle, RedisSettings};
 use kaiju_streams::{HandlerError, Listener, ListenerSettings, Message};
 use kaiju_transport::Transport;
 use kaiju_transport::fred::prelude::*;

@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kaiju_core::{AppSettings, Service};
+use kaiju_core::{AppSettings, Lifecycle};
 use kaiju_rpc::{
     NoParams, RequestContext, RpcError, RpcListener, RpcModule, Scope, Server, ServerSettings,
 };
@@ -51,30 +51,33 @@ pub fn module_of(service: &str, seen: &Seen) -> RpcModule {
     let mut m = RpcModule::new(service).permissions([("*", Scope::Guest), ("admin", Scope::Admin)]);
     for route in ["record", "echo"] {
         let s = seen.clone();
-        m.method(route, move |p: serde_json::Value, ctx: RequestContext| {
-            let s = s.clone();
-            async move {
-                let header = |name: &str| match ctx.headers().get(name) {
-                    Some(kaiju_streams::HeaderValue::Str(v)) => json!(v),
-                    Some(kaiju_streams::HeaderValue::Int(n)) => json!(n),
-                    _ => serde_json::Value::Null,
-                };
-                s.lock().unwrap().push(json!({
-                    "method": ctx.method(),
-                    "params": p,
-                    "correlation_id": ctx.correlation_id(),
-                    "deadline": ctx.deadline_unix(),
-                    "auth": header("Authorization"),
-                    "retries": header("RPC-Retries"),
-                    "timeout": header("Timeout"),
-                }));
-                Ok::<_, RpcError>(p)
-            }
-        })
+        m.method(
+            route,
+            move |_, p: serde_json::Value, ctx: RequestContext| {
+                let s = s.clone();
+                async move {
+                    let header = |name: &str| match ctx.headers().get(name) {
+                        Some(kaiju_streams::HeaderValue::Str(v)) => json!(v),
+                        Some(kaiju_streams::HeaderValue::Int(n)) => json!(n),
+                        _ => serde_json::Value::Null,
+                    };
+                    s.lock().unwrap().push(json!({
+                        "method": ctx.method(),
+                        "params": p,
+                        "correlation_id": ctx.correlation_id(),
+                        "deadline": ctx.deadline_unix(),
+                        "auth": header("Authorization"),
+                        "retries": header("RPC-Retries"),
+                        "timeout": header("Timeout"),
+                    }));
+                    Ok::<_, RpcError>(p)
+                }
+            },
+        )
         .unwrap();
     }
     let s = seen.clone();
-    m.method("add", move |p: Add, _| {
+    m.method("add", move |_, p: Add, _| {
         let s = s.clone();
         async move {
             s.lock()
@@ -84,15 +87,15 @@ pub fn module_of(service: &str, seen: &Seen) -> RpcModule {
         }
     })
     .unwrap();
-    m.method("fail", |_: NoParams, _| async {
+    m.method("fail", |_, _: NoParams, _| async {
         Err::<(), _>(RpcError::not_found("no such thing").with_data("key", "k1"))
     })
     .unwrap();
-    m.method("boom", |_: NoParams, _| async {
+    m.method("boom", |_, _: NoParams, _| async {
         Err::<(), _>(RpcError::internal("db down"))
     })
     .unwrap();
-    m.method("admin", |_: NoParams, _| async {
+    m.method("admin", |_, _: NoParams, _| async {
         Ok::<_, RpcError>("admin")
     })
     .unwrap();

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use kaiju_core::{AppSettings, Service};
+use kaiju_core::{AppSettings, Lifecycle};
 use kaiju_rpc::{
     NoParams, RequestContext, RpcError, RpcListener, RpcModule, Scope, Server, ServerSettings,
 };
@@ -43,7 +43,7 @@ pub struct Counts {
 pub fn module(counts: &Arc<Counts>) -> RpcModule {
     let mut m = RpcModule::new("svc").permissions([("*", Scope::Guest)]);
     let c = counts.clone();
-    m.method("sleep", move |p: Sleep, _ctx: RequestContext| {
+    m.method("sleep", move |_, p: Sleep, _ctx: RequestContext| {
         let c = c.clone();
         async move {
             c.sleep.fetch_add(1, Ordering::SeqCst);
@@ -53,7 +53,7 @@ pub fn module(counts: &Arc<Counts>) -> RpcModule {
     })
     .unwrap();
     let c = counts.clone();
-    m.method("unencodable", move |_: NoParams, _| {
+    m.method("unencodable", move |_, _: NoParams, _| {
         let c = c.clone();
         async move {
             c.unencodable.fetch_add(1, Ordering::SeqCst);
