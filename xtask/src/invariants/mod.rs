@@ -9,6 +9,8 @@
 //!    other file reads their text (`.details()`) or kind (`.kind()`, fred's `ErrorKind`).
 //! 4. [`Invariant::ModuleCycles`]: no import cycle between the top-level modules of any crate
 //!    (library, binary, test, example) of any member.
+//! 5. [`Invariant::ReadmeLinks`]: a member README that is its crate's docs.rs front page
+//!    (`include_str!("../README.md")`) has no relative link: docs.rs cannot follow one.
 //!
 //! The checker reads a [`Tree`] of files, so the tests run it on trees of their own.
 
@@ -54,6 +56,9 @@ pub(crate) enum Invariant {
     FredErrors,
     /// No import cycle between the top-level modules of a crate.
     ModuleCycles,
+    /// A crate's README, its docs.rs front page, links only to absolute URLs, anchors and
+    /// Rust items.
+    ReadmeLinks,
 }
 
 /// One broken invariant.
@@ -204,7 +209,7 @@ fn collect(
             if name != "target" && !name.starts_with('.') {
                 collect(&path, &child, false, files)?;
             }
-        } else if name.ends_with(".rs") || (top && name == "Cargo.toml") {
+        } else if name.ends_with(".rs") || (top && (name == "Cargo.toml" || name == "README.md")) {
             files.insert(child, read(&path)?);
         }
     }
@@ -356,6 +361,7 @@ fn check_member(tree: &Tree, member: &Member<'_>, all: &[Member<'_>], problems: 
             });
         }
     }
+    readme_links(tree, member, problems);
     for (path, source) in &sources {
         // A file no crate reaches is not compiled; it is held to the rules of production code.
         let test_file = !production.get(path.as_str()).copied().unwrap_or(true);
@@ -364,6 +370,36 @@ fn check_member(tree: &Tree, member: &Member<'_>, all: &[Member<'_>], problems: 
         }
         if path != FRED_ERROR_HOME {
             fred_errors(path, source, problems);
+        }
+    }
+}
+
+/// Relative links in the README a member's library takes as its crate docs. A Rust item path
+/// (`[x](crate::Key)`) has no `/` and no `.md`; anything else must be an absolute URL or an
+/// anchor.
+fn readme_links(tree: &Tree, member: &Member<'_>, problems: &mut Vec<Problem>) {
+    let readme = format!("{}/README.md", member.dir);
+    let front_page = tree
+        .get(&format!("{}/src/lib.rs", member.dir))
+        .is_some_and(|lib| lib.contains("include_str!(\"../README.md\")"));
+    let Some(text) = tree.get(&readme).filter(|_| front_page) else {
+        return;
+    };
+    for (n, line) in text.lines().enumerate() {
+        for (at, _) in line.match_indices("](") {
+            let target = line[at + 2..].split(')').next().unwrap_or("").trim();
+            let absolute = ["http://", "https://", "#"]
+                .iter()
+                .any(|p| target.starts_with(p));
+            if !absolute && (target.contains('/') || target.contains(".md")) {
+                problems.push(Problem {
+                    invariant: Invariant::ReadmeLinks,
+                    place: format!("{readme}:{}", n + 1),
+                    message: format!(
+                        "links to `{target}`, which docs.rs cannot follow; link to the repository's URL"
+                    ),
+                });
+            }
         }
     }
 }

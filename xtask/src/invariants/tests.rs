@@ -148,6 +148,36 @@ fn places(problems: &[Problem], invariant: Invariant) -> Vec<String> {
 }
 
 #[test]
+fn a_relative_link_in_a_crate_readme_fails() {
+    let lib = "#![doc = include_str!(\"../README.md\")]\nmod key;\nmod codec;\npub use key::{Key, Namespace};\npub use codec::Msgpack;\n";
+    let fine = "# core\nPart of [kaiju-rs](https://github.com/kaiju-rs/kaiju-rs); see [`Key`](crate::Key) and [below](#use).\n";
+    assert_eq!(
+        check_with(&[
+            ("crates/kaiju-core/src/lib.rs", lib),
+            ("crates/kaiju-core/README.md", fine),
+        ]),
+        vec![]
+    );
+    let broken = "# core\nPart of [kaiju-rs](../../README.md).\nSee [wire](docs/wire.md).\n";
+    let problems = check_with(&[
+        ("crates/kaiju-core/src/lib.rs", lib),
+        ("crates/kaiju-core/README.md", broken),
+    ]);
+    assert_eq!(
+        places(&problems, Invariant::ReadmeLinks),
+        [
+            "crates/kaiju-core/README.md:2",
+            "crates/kaiju-core/README.md:3"
+        ]
+    );
+    // A README that is not a crate's front page may link within the repository.
+    assert_eq!(
+        check_with(&[("crates/kaiju-core/README.md", broken)]),
+        vec![]
+    );
+}
+
+#[test]
 fn a_clean_tree_has_no_problem() {
     assert_eq!(check_with(&[]), vec![]);
 }
