@@ -37,13 +37,32 @@ use crate::service::{Build, Context, Service, Slot};
 /// ```
 pub struct App {
     cx: Arc<Context>,
-    /// Indexes of the services whose `init` succeeded, in order.
+    /// Indexes of the services whose `init` succeeded and that are not closed yet, in order.
     started: Mutex<Vec<usize>>,
-    /// Set by the first `start`: an app starts once.
-    begun: AtomicBool,
+    /// Where the app is in its life.
+    phase: Mutex<Phase>,
+    /// Held by `start` and `stop` for their whole run: they never interleave, so no hook of a
+    /// service runs after its `close`, and concurrent stops close in reverse order once.
+    lifecycle: tokio::sync::Mutex<()>,
+    /// Set by `stop` before it waits for a running `start`: the start stops at its next hook.
+    abandon: AtomicBool,
+    /// A copy of the error a required service failed with during the start, for `run` when a
+    /// stop signal cut the start short.
+    failure: Mutex<Option<AppError>>,
     shutdown_timeout: Duration,
     /// A stop asked for through an [`AppHandle`].
     stop: Shutdown,
+}
+
+/// Where an [`App`] is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Built,
+    Starting,
+    Running,
+    /// A required service failed; what had started is closed.
+    Failed,
+    Stopped,
 }
 
 impl std::fmt::Debug for App {
@@ -99,7 +118,7 @@ impl AppHandle {
         self.cx.first()
     }
 
-    /// The service named `name`, if it is a `T`.
+    /// The service named `name`, if it is a `T` and has not failed.
     pub fn get<T: Service>(&self, name: &str) -> Option<Arc<T>> {
         self.cx.get(name)
     }
@@ -183,7 +202,10 @@ impl App {
         Ok(Self {
             cx: Arc::new(cx),
             started: Mutex::new(Vec::new()),
-            begun: AtomicBool::new(false),
+            phase: Mutex::new(Phase::Built),
+            lifecycle: tokio::sync::Mutex::new(()),
+            abandon: AtomicBool::new(false),
+            failure: Mutex::new(None),
             shutdown_timeout: Duration::from_secs(config.project.run.shutdown_timeout),
             stop: Shutdown::new(),
         })
@@ -207,7 +229,7 @@ impl App {
         self.cx.first()
     }
 
-    /// The service named `name`, if it is a `T`.
+    /// The service named `name`, if it is a `T` and has not failed.
     pub fn get<T: Service>(&self, name: &str) -> Option<Arc<T>> {
         self.cx.get(name)
     }
@@ -240,15 +262,32 @@ impl App {
         self.shutdown_timeout
     }
 
+    fn phase(&self) -> Phase {
+        *self.phase.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn set_phase(&self, phase: Phase) {
+        *self.phase.lock().unwrap_or_else(PoisonError::into_inner) = phase;
+    }
+
     /// Runs `init`, `post_init` and `start` of every service, in config order. When a
     /// required service fails, the started ones are closed in reverse order and the error is
     /// returned. An app starts once: a second call is [`AppError::AlreadyStarted`].
+    ///
+    /// A [`stop`](Self::stop) called while the start runs makes it end at the next hook, with
+    /// [`AppError::Stopped`]; the stop then closes what had started.
     pub async fn start(&self) -> Result<(), AppError> {
-        if self.begun.swap(true, Ordering::SeqCst) {
+        let _lifecycle = self.lifecycle.lock().await;
+        if self.phase() != Phase::Built {
             return Err(AppError::AlreadyStarted);
         }
+        self.set_phase(Phase::Starting);
         let cx = self.cx.clone();
         for (i, slot) in cx.slots.iter().enumerate() {
+            if slot.failed.load(Ordering::Relaxed) {
+                continue; // left out at build: its check failed
+            }
+            self.continuing()?;
             tracing::debug!(service = %slot.name, "init");
             match slot.hooks.init(&cx).await {
                 Ok(()) => self
@@ -265,6 +304,7 @@ impl App {
                 if slot.failed.load(Ordering::Relaxed) {
                     continue;
                 }
+                self.continuing()?;
                 tracing::debug!(service = %slot.name, phase, "starting");
                 let result = if phase == "post_init" {
                     slot.hooks.post_init(&cx).await
@@ -276,29 +316,47 @@ impl App {
                 }
             }
         }
+        self.set_phase(Phase::Running);
         let services = self.started_indexes().len();
         tracing::info!(app = %cx.app.name, env = %cx.app.env, services, "app started");
         Ok(())
     }
 
-    /// A service failed in `phase`: left out if optional, otherwise the app stops.
+    /// Whether the start may go on: not when a stop is waiting for it.
+    fn continuing(&self) -> Result<(), AppError> {
+        if self.abandon.load(Ordering::SeqCst) {
+            tracing::info!("a stop was asked for while starting; the start ends here");
+            return Err(AppError::Stopped);
+        }
+        Ok(())
+    }
+
+    /// A service failed in `phase`: left out if optional, otherwise the started services are
+    /// closed and the app's start fails.
     async fn failed(
         &self,
         slot: &Slot,
         phase: &'static str,
-        e: crate::error::BoxError,
+        source: crate::error::BoxError,
     ) -> Result<(), AppError> {
-        let error = AppError::Service {
+        let error = |source| AppError::Service {
             service: slot.name.clone(),
             cls: slot.cls.clone(),
             phase,
-            source: e,
+            source,
         };
         if slot.required {
+            let copy = error(source.to_string().into());
+            let error = error(source);
             tracing::error!(%error, at = %slot.place, "a required service failed; stopping the services started so far");
-            self.stop().await;
+            // Recorded before the rollback: a stop signal may cut the rollback short, and
+            // `run` must still report why the app did not start.
+            *self.failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(copy);
+            self.close_started().await;
+            self.set_phase(Phase::Failed);
             return Err(error);
         }
+        let error = error(source);
         tracing::warn!(%error, at = %slot.place, "an optional service failed and is left out");
         slot.failed.store(true, Ordering::Relaxed);
         Ok(())
@@ -307,7 +365,21 @@ impl App {
     /// Closes the started services in reverse order, sharing `run.shutdown_timeout` among
     /// them (each gets what is left). Errors are logged, and returned as
     /// `(service, error)` pairs; a failed close does not stop the others.
+    ///
+    /// A start that is running is asked to end at its next hook, and waited for; a second
+    /// stop waits for the first and closes nothing more.
     pub async fn stop(&self) -> Vec<(String, String)> {
+        self.abandon.store(true, Ordering::SeqCst);
+        let _lifecycle = self.lifecycle.lock().await;
+        let errors = self.close_started().await;
+        self.set_phase(Phase::Stopped);
+        errors
+    }
+
+    /// Closes what `started` holds, last first. A service leaves the list only once its close
+    /// returned, so a close cut short (a stop signal during a failed start's rollback) is
+    /// done again by the next stop.
+    async fn close_started(&self) -> Vec<(String, String)> {
         let now = Instant::now();
         let deadline = now.checked_add(self.shutdown_timeout).unwrap_or(now);
         let mut errors = Vec::new();
@@ -316,7 +388,8 @@ impl App {
                 .started
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .pop();
+                .last()
+                .copied();
             let Some(i) = next else { break };
             let slot = &self.cx.slots[i];
             let left = deadline.saturating_duration_since(Instant::now());
@@ -324,6 +397,10 @@ impl App {
             let result =
                 tokio::time::timeout(left + Duration::from_millis(100), slot.hooks.close(left))
                     .await;
+            self.started
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .retain(|&s| s != i);
             let error = match result {
                 Ok(Ok(())) => continue,
                 Ok(Err(e)) => e.to_string(),
@@ -343,21 +420,28 @@ impl App {
         }
     }
 
-    /// Starts, waits for SIGINT or SIGTERM (or [`AppHandle::stop`]), and stops. Returns an
-    /// error if the start failed, or [`AppError::Unclean`] if a service did not close cleanly.
-    /// A signal that arrives while the app is still starting abandons the start and stops what
-    /// had started.
+    /// Starts (unless [`start`](Self::start) was called already and succeeded), waits for
+    /// SIGINT or SIGTERM (or [`AppHandle::stop`]), and stops. Returns an error if the start
+    /// failed, or [`AppError::Unclean`] if a service did not close cleanly.
+    ///
+    /// A signal that arrives while the app is still starting abandons the start and stops
+    /// what had started; if a required service had failed by then, that failure is returned.
     pub async fn run(self) -> Result<(), AppError> {
         let signal = self.stopped();
         tokio::pin!(signal);
-        let early = {
-            let start = self.start();
-            tokio::select! {
-                started = start => {
-                    started?;
-                    None
+        let early = match self.phase() {
+            Phase::Built => {
+                tokio::select! {
+                    started = self.start() => {
+                        started?;
+                        None
+                    }
+                    received = &mut signal => Some(received),
                 }
-                received = &mut signal => Some(received),
+            }
+            Phase::Running => None,
+            Phase::Starting | Phase::Failed | Phase::Stopped => {
+                return Err(AppError::AlreadyStarted);
             }
         };
         let received = match early {
@@ -374,8 +458,16 @@ impl App {
                 received
             }
         };
-        received?;
         let errors = self.stop().await;
+        if let Some(failure) = self
+            .failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            return Err(failure);
+        }
+        received?;
         if errors.is_empty() {
             Ok(())
         } else {
@@ -384,30 +476,40 @@ impl App {
     }
 }
 
-/// Runs every service's [`Service::check`] in config order. A required service's failure
-/// fails the build; an optional one is left out (as if its start had failed), so that the
-/// services that need it fail their own check.
+/// Runs every service's [`Service::check`]. A required service's failure fails the build;
+/// an optional one is left out (as if its start had failed). Leaving one out can break the
+/// check of a service listed before it, so the checks run again until no more are left out.
 fn check(cx: &Context) -> Result<(), AppError> {
-    for slot in &cx.slots {
-        let Err(source) = slot.hooks.check(cx) else {
-            continue;
-        };
-        let error = match source.downcast::<crate::SettingsError>() {
-            Ok(settings) => AppError::Settings(settings),
-            Err(source) => AppError::Check {
-                service: slot.name.clone(),
-                cls: slot.cls.clone(),
-                place: slot.place.clone(),
-                source,
-            },
-        };
-        if slot.required {
-            return Err(error);
+    loop {
+        let mut left_out = false;
+        for slot in cx
+            .slots
+            .iter()
+            .filter(|s| !s.failed.load(Ordering::Relaxed))
+        {
+            let Err(source) = slot.hooks.check(cx) else {
+                continue;
+            };
+            let error = match source.downcast::<crate::error::SettingsError>() {
+                Ok(settings) => AppError::Settings(settings),
+                Err(source) => AppError::Check {
+                    service: slot.name.clone(),
+                    cls: slot.cls.clone(),
+                    place: slot.place.clone(),
+                    source,
+                },
+            };
+            if slot.required {
+                return Err(error);
+            }
+            tracing::warn!(%error, "an optional service cannot start and is left out");
+            slot.failed.store(true, Ordering::Relaxed);
+            left_out = true;
         }
-        tracing::warn!(%error, "an optional service cannot start and is left out");
-        slot.failed.store(true, Ordering::Relaxed);
+        if !left_out {
+            return Ok(());
+        }
     }
-    Ok(())
 }
 
 /// Waits for SIGINT (Ctrl-C) or SIGTERM.

@@ -88,9 +88,14 @@ pub enum AppError {
         /// `(service, error)` pairs.
         errors: Vec<(String, String)>,
     },
-    /// [`App::start`](crate::App::start) was called a second time.
+    /// [`App::start`](crate::App::start) was called a second time (or `run` after a start
+    /// that failed or a stop).
     #[error("the app was started already; an app starts once")]
     AlreadyStarted,
+    /// [`App::stop`](crate::App::stop) was called while the app was starting: the start ended
+    /// at its next hook, and the stop closed what had started.
+    #[error("the app was stopped while it was starting")]
+    Stopped,
     /// Waiting for a stop signal failed.
     #[error("cannot wait for SIGINT/SIGTERM: {0}")]
     Signal(#[source] std::io::Error),

@@ -431,11 +431,12 @@ impl Context {
             .collect()
     }
 
-    /// The service named `name` if it is a `T`.
+    /// The service named `name` if it is a `T` and has not failed.
     pub fn get<T: Service>(&self, name: &str) -> Option<Arc<T>> {
         self.slots
             .iter()
             .find(|s| s.name == name)
+            .filter(|s| s.live())
             .and_then(Slot::downcast::<T>)
     }
 

@@ -667,10 +667,13 @@ fn a_claim_time_is_checked_against_the_handler_timeout_the_server_imposes() {
         .unwrap();
     assert!(
         e.contains("a.yml:6:")
-            && e.contains("setting `pending_messages_time_ms`: must be above 601")
+            && e.contains("setting `pending_messages_time_ms`: must be at least 602800 ms")
             && e.contains("max_request_time (600 s)"),
         "{e}"
     );
+    // The bound is exact: one below is refused, the bound itself is what the listener runs.
+    assert!(build_text(&config("{pending_messages_time_ms: 602799}", "{}")).is_err());
+    build_text(&config("{pending_messages_time_ms: 602800}", "{}")).unwrap();
     // With the server's limit low enough, the same value works.
     build_text(&config(
         "{pending_messages_time_ms: 60000}",
@@ -882,6 +885,25 @@ fn kaiju_transport_names_are_typed_and_errors_name_the_key_as_written() {
             "connect_timeout: -1",
             "setting `connect_timeout`: expected seconds",
         ),
+        // Not read as null (the default): YAML's non-finite floats are refused.
+        ("connect_timeout: .inf", "setting `connect_timeout`"),
+        ("connect_timeout: .nan", "setting `connect_timeout`"),
+        (
+            "connect_timeout: 1.0e+300",
+            "setting `connect_timeout`: expected seconds",
+        ),
+        (
+            "connect_timeout: 0",
+            "setting `connect_timeout`: must be above 0",
+        ),
+        (
+            "connect_timeout_ms: 9223372036854775807",
+            "setting `connect_timeout_ms`: must be at most",
+        ),
+        (
+            "startup_nodes: [{host: a, port: '0'}]",
+            "expected a port number",
+        ),
         (
             "protocol_version: 4",
             "setting `protocol_version`: expected 2 or 3",
@@ -915,6 +937,17 @@ fn kaiju_transport_names_are_typed_and_errors_name_the_key_as_written() {
     assert_eq!(
         (t.settings().resp3, t.settings().connect_timeout_ms),
         (true, 250)
+    );
+    let app = build_text(
+        "main: {name: app}\nservices:\n  - cls: RedisTransportService\n    settings: {protocol_version: 2.0, startup_nodes: [{host: a, port: '7000'}]}\n",
+    )
+    .unwrap();
+    let t = app
+        .service::<kaiju_app::builtin::TransportService>()
+        .unwrap();
+    assert_eq!(
+        (t.settings().resp3, t.settings().nodes.clone()),
+        (false, vec!["a:7000".to_owned()])
     );
 }
 

@@ -27,7 +27,7 @@ pub(crate) async fn run(command: Command) -> Result<(), Failure> {
             let config = load(&config)?;
             let app = build(&config)?;
             println!("{}", pretty(&config.redacted()));
-            let names: Vec<String> = app.services().into_iter().map(|(n, _)| n).collect();
+            let names: Vec<&str> = app.context().names().collect();
             eprintln!(
                 "config ok: app `{}` in `{}`, {} services: {}",
                 config.project.main.name,
@@ -35,6 +35,18 @@ pub(crate) async fn run(command: Command) -> Result<(), Failure> {
                 names.len(),
                 names.join(", ")
             );
+            let left_out: Vec<String> = app
+                .services()
+                .into_iter()
+                .map(|(n, _)| n)
+                .filter(|n| !names.contains(&n.as_str()))
+                .collect();
+            if !left_out.is_empty() {
+                eprintln!(
+                    "left out (optional, cannot start with this config; see the warnings above): {}",
+                    left_out.join(", ")
+                );
+            }
             Ok(())
         }
         Command::Call {

@@ -110,6 +110,31 @@ fn config_errors_are_one_line_and_exit_2() {
 }
 
 #[test]
+fn check_fails_on_dependencies_run_could_not_find_and_names_what_is_left_out() {
+    // A cache with no transport: `run` could not start it, so `check` fails (exit 2).
+    let missing = TempFile::new("main: {name: app}\nservices:\n  - RedisCache\n");
+    let o = kaiju(&["check", "-c", missing.path()]);
+    let (_, err) = text(&o);
+    assert_eq!(code(&o), 2, "{err}");
+    assert!(
+        err.contains("no RedisTransportService service is configured"),
+        "{err}"
+    );
+    // An optional listener without a JSONRPCServer is left out, and check says so.
+    let optional = TempFile::new(
+        "main: {name: app}\nservices:\n  - RedisTransportService\n  - {cls: RedisListener, required: false}\n",
+    );
+    let o = kaiju(&["check", "-c", optional.path()]);
+    let (_, err) = text(&o);
+    assert_eq!(code(&o), 0, "{err}");
+    assert!(err.contains("1 services: RedisTransportService"), "{err}");
+    assert!(
+        err.contains("left out (optional") && err.contains("RedisListener"),
+        "{err}"
+    );
+}
+
+#[test]
 fn connection_problems_have_their_own_exit_codes() {
     let o = kaiju(&["cache", "get", "k"]);
     let (_, err) = text(&o);

@@ -144,6 +144,9 @@ pub struct RedisSettings {
     pub reconnect_max_attempts: u32,
 }
 
+/// The longest timeout or reconnect delay a setting may give, in ms: a day.
+const MAX_WAIT_MS: u64 = 86_400_000;
+
 impl Default for RedisSettings {
     fn default() -> Self {
         Self {
@@ -209,6 +212,18 @@ impl RedisSettings {
         }
         if self.connect_timeout_ms == 0 {
             return Err(invalid("connect_timeout_ms", "must be above 0"));
+        }
+        // Timeouts are multiplied and added to instants; a day keeps every sum far from
+        // overflowing, and no Redis call should wait longer.
+        for (field, ms) in [
+            ("command_timeout_ms", self.command_timeout_ms),
+            ("connect_timeout_ms", self.connect_timeout_ms),
+            ("reconnect_min_delay_ms", self.reconnect_min_delay_ms),
+            ("reconnect_max_delay_ms", self.reconnect_max_delay_ms),
+        ] {
+            if ms > MAX_WAIT_MS {
+                return Err(invalid(field, "must be at most 86400000 (a day)"));
+            }
         }
         if self.reconnect_min_delay_ms > self.reconnect_max_delay_ms {
             return Err(invalid(

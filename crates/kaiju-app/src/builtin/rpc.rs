@@ -270,15 +270,15 @@ impl Service for ListenerService {
         if let Some(error) = &self.claim_written
             && running.pending_messages_time_ms != self.settings.pending_messages_time_ms
         {
-            let needed = running
-                .pending_messages_time_ms
-                .map_or(0, |ms| ms.saturating_sub(1000));
+            // The listener would raise it to this; a value written in the config is not
+            // changed behind the user's back, it is refused with the number.
+            let needed = running.pending_messages_time_ms.unwrap_or_default();
             let mut error = error.clone();
             error.message = format!(
-                "must be above {needed} ms: the RPC server's max_request_time ({} s) raises this \
-                 listener's handler timeout to {} ms, and claiming must wait for it plus the \
-                 longest retry backoff; raise it, set null to disable claiming, or lower the \
-                 server's max_request_time",
+                "must be at least {needed} ms: the RPC server's max_request_time ({} s) raises \
+                 this listener's handler timeout to {} ms, and claiming must wait for it plus \
+                 the longest retry backoff and a second; raise it, set null to disable \
+                 claiming, or lower the server's max_request_time",
                 server.settings().clone().clamped().max_request_time,
                 running.handler_timeout_ms,
             );

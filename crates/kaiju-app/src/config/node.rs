@@ -107,14 +107,28 @@ impl Node {
     }
 
     /// The value as JSON, for typed deserialization and for printing. A float that JSON
-    /// cannot hold (NaN, infinity) becomes `null`.
+    /// cannot hold (NaN, infinity) becomes its YAML spelling as a string (`.nan`, `.inf`,
+    /// `-.inf`), so that a setting expecting a number refuses it instead of reading `null`
+    /// (its default) in its place.
     pub fn to_json(&self) -> serde_json::Value {
         use serde_json::Value as J;
         match &self.value {
             Value::Null => J::Null,
             Value::Bool(b) => J::Bool(*b),
             Value::Int(i) => J::from(*i),
-            Value::Float(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
+            Value::Float(f) => serde_json::Number::from_f64(*f).map_or_else(
+                || {
+                    J::String(
+                        match (f.is_nan(), f.is_sign_positive()) {
+                            (true, _) => ".nan",
+                            (false, true) => ".inf",
+                            (false, false) => "-.inf",
+                        }
+                        .to_owned(),
+                    )
+                },
+                J::Number,
+            ),
             Value::Str(s) => J::String(s.clone()),
             Value::Seq(items) => J::Array(items.iter().map(Node::to_json).collect()),
             Value::Map(entries) => J::Object(

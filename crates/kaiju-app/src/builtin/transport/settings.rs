@@ -93,27 +93,28 @@ impl<'de> Deserialize<'de> for Text {
     }
 }
 
-/// A time in seconds, as a whole or fractional number.
+/// A time in seconds, as a whole or fractional number, up to a day.
 struct Seconds(f64);
 
 impl<'de> Deserialize<'de> for Seconds {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         match f64::deserialize(d) {
-            Ok(s) if s.is_finite() && s >= 0.0 => Ok(Self(s)),
+            Ok(s) if (0.0..=86_400.0).contains(&s) => Ok(Self(s)),
             _ => Err(serde::de::Error::custom(
-                "expected seconds, a number of 0 or more",
+                "expected seconds, a number from 0 to 86400 (a day)",
             )),
         }
     }
 }
 
-/// The RESP version: 2 or 3.
-struct Protocol(u8);
+/// The RESP version: 2 or 3 (`3.0` too: Python compares it as a number). `true` for RESP3.
+struct Protocol(bool);
 
 impl<'de> Deserialize<'de> for Protocol {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        match u8::deserialize(d) {
-            Ok(v @ (2 | 3)) => Ok(Self(v)),
+        match f64::deserialize(d) {
+            Ok(v) if v == 2.0 => Ok(Self(false)),
+            Ok(v) if v == 3.0 => Ok(Self(true)),
             _ => Err(serde::de::Error::custom("expected 2 or 3")),
         }
     }
@@ -126,23 +127,43 @@ struct StartupNode {
     #[serde(default = "default_host")]
     host: String,
     #[serde(default = "default_port")]
-    port: u16,
+    port: Port,
+}
+
+/// A port number, 1-65535, also written as a string (`"7000"`), as Python's `int()` reads it.
+struct Port(u16);
+
+impl<'de> Deserialize<'de> for Port {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let port = match serde_json::Value::deserialize(d)? {
+            serde_json::Value::Number(n) => n.as_u64().and_then(|n| u16::try_from(n).ok()),
+            serde_json::Value::String(s) => s.trim().parse::<u16>().ok(),
+            _ => None,
+        };
+        match port {
+            Some(p) if p > 0 => Ok(Self(p)),
+            _ => Err(serde::de::Error::custom(
+                "expected a port number, 1 to 65535",
+            )),
+        }
+    }
 }
 
 fn default_host() -> String {
     "127.0.0.1".into()
 }
 
-fn default_port() -> u16 {
-    6379
+fn default_port() -> Port {
+    Port(6379)
 }
 
-/// kaiju's name of a kaiju-rs TLS setting, for errors about a value written under it.
+/// kaiju's names of kaiju-rs settings, `(kaiju-rs field, key as written)`, for errors about a
+/// value written under kaiju's name.
 pub(super) type Aliases = Vec<(&'static str, &'static str)>;
 
 /// Reads the settings of `b` as kaiju writes them: kaiju-rs's names and kaiju's, each with its
 /// type; a contradiction or a value kaiju-rs cannot honour is an error at the key as written.
-/// Returns the settings and which kaiju-rs TLS fields came from kaiju's `ssl_*` names.
+/// Returns the settings and which kaiju-rs fields came from kaiju's names.
 pub(super) fn read(b: &Build<'_>) -> Result<(RedisSettings, Aliases), AppError> {
     let k: KaijuNames = b.settings()?;
     if k.decode_responses == Some(true) {
@@ -208,17 +229,19 @@ pub(super) fn read(b: &Build<'_>) -> Result<(RedisSettings, Aliases), AppError> 
     if let Some(Text(username)) = k.username {
         settings.username = Some(username);
     }
+    let mut aliases = Aliases::new();
     if let Some(Seconds(secs)) = k.connect_timeout {
-        // Saturates on absurd values; Transport::check bounds the result.
-        settings.connect_timeout_ms = (secs * 1000.0) as u64;
+        // At most a day in ms: far inside u64.
+        settings.connect_timeout_ms = (secs * 1000.0).round() as u64;
+        aliases.push(("connect_timeout_ms", "connect_timeout"));
     }
-    if let Some(Protocol(version)) = k.protocol_version {
-        settings.resp3 = version == 3;
+    if let Some(Protocol(resp3)) = k.protocol_version {
+        settings.resp3 = resp3;
     }
     if let Some(nodes) = k.startup_nodes {
         settings.nodes = nodes
             .into_iter()
-            .map(|n| format!("{}:{}", n.host, n.port))
+            .map(|n| format!("{}:{}", n.host, n.port.0))
             .collect();
     }
     // kaiju's name and kaiju-rs's for one setting: both given must agree, or TLS could be
@@ -229,7 +252,6 @@ pub(super) fn read(b: &Build<'_>) -> Result<(RedisSettings, Aliases), AppError> 
         }
         settings.tls = on;
     }
-    let mut aliases = Aliases::new();
     for (i, (ssl, tls, value, field)) in [
         (
             "ssl_ca_certs",
