@@ -46,10 +46,9 @@ impl<'de> Deserialize<'de> for HeaderValue {
             fn visit_i64<E>(self, v: i64) -> Result<HeaderValue, E> {
                 Ok(HeaderValue::Int(v))
             }
-            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<HeaderValue, E> {
-                i64::try_from(v)
-                    .map(HeaderValue::Int)
-                    .map_err(|_| E::custom("header integer above i64::MAX"))
+            fn visit_u64<E>(self, v: u64) -> Result<HeaderValue, E> {
+                // Above i64::MAX it is carried as it is, as Python carries any int.
+                Ok(HeaderValue::from(v))
             }
             fn visit_f64<E>(self, v: f64) -> Result<HeaderValue, E> {
                 Ok(HeaderValue::Float(v))
@@ -353,11 +352,19 @@ mod tests {
         assert_eq!(HeaderValue::from(kaiju_core::Value::Nil), HeaderValue::Nil);
         // Each kind survives the wire.
         let mut headers = Headers::new();
-        headers.insert("f", 2.5).insert("b", false);
+        headers
+            .insert("f", 2.5)
+            .insert("b", false)
+            .insert("big", u64::MAX);
         let bytes = encode(&("m", ()), &headers).unwrap();
         let (_, back): ((String, ()), Headers) = decode(&bytes).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(back.get("f"), Some(&HeaderValue::Float(2.5)));
         assert_eq!(back.get("b"), Some(&HeaderValue::Bool(false)));
+        assert_eq!(
+            back.get("big"),
+            Some(&HeaderValue::Other(kaiju_core::Value::UInt(u64::MAX))),
+            "an integer above i64::MAX is read back, not a malformed entry"
+        );
     }
 
     #[test]

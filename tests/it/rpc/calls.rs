@@ -145,9 +145,24 @@ async fn calls_reach_typed_methods_with_their_headers(t: &Transport, ns: &Namesp
         .await
         .unwrap();
     client.call("svc.record", ()).await.unwrap();
-    seen_len(&seen, 2).await;
+    // Header values of every scalar kind, an integer above i64::MAX included (Python carries
+    // any int): the entry runs, it is not malformed.
+    client
+        .call("svc.record", json!({"big": true}))
+        .header("Correlation-Id", "rust-corr-3")
+        .header("X-Big", u64::MAX)
+        .header("X-Ratio", 0.5)
+        .header("X-Flag", true)
+        .await
+        .unwrap();
+    seen_len(&seen, 3).await;
     // Entries run concurrently: find each by its correlation id.
     let mut seen = seen.lock().unwrap().clone();
+    let big = seen
+        .iter()
+        .position(|r| r["correlation_id"] == "rust-corr-3")
+        .expect("the entry with big headers ran");
+    assert_eq!(seen.remove(big)["params"], json!({"big": true}));
     seen.sort_by_key(|r| r["correlation_id"] != "rust-corr-1");
     assert_eq!(seen[0]["params"], json!({"value": 1, "text": "héllo"}));
     assert_eq!(seen[0]["correlation_id"], "rust-corr-1");
