@@ -80,8 +80,15 @@ fn clean() -> Vec<(String, String)> {
         ),
         (
             "bench/src/streams.rs",
-            "use kaiju_transport::fred::prelude::*;\n// A comment may say ._stream.\nfn key() -> &'static str { \"bench.raw.topic\" }\n"
-                .to_owned(),
+            concat!(
+                "use kaiju_transport::fred::prelude::*;\n// A comment may say ._stream.\n",
+                "fn key() -> &'static str { \"bench.raw.topic\" }\n",
+                // Test code may spell key names: an arm, a module with `#![cfg(test)]`.
+                "fn name(x: u8) -> &'static str {\n    match x {\n        #[cfg(test)]\n",
+                "        0 => \"a.b._stream.t\",\n        _ => \"bench.raw.topic\",\n    }\n}\n",
+                "mod fixtures {\n    #![cfg(test)]\n    const K: &str = \"a.b._sub.t\";\n}\n",
+            )
+            .to_owned(),
         ),
         (
             "tests/Cargo.toml",
@@ -275,6 +282,62 @@ fn key_names_in_tests_are_allowed_but_not_in_code_after_them() {
         places(&problems, Invariant::KeyNames),
         ["tests/src/bin/worker.rs:1"]
     );
+}
+
+#[test]
+fn a_cfg_test_attribute_covers_only_what_it_is_on() {
+    // Review 24: on a match arm, it hid the arms after it.
+    let arms = "fn k(x: u8) -> &'static str {\n    match x {\n        #[cfg(test)]\n        0 => \"a.b._stream.t\",\n        _ => \"env.app._stream.rpc\",\n    }\n}\n";
+    let problems = check_with(&[("bench/src/streams.rs", arms)]);
+    assert_eq!(
+        places(&problems, Invariant::KeyNames),
+        ["bench/src/streams.rs:5"]
+    );
+    // An arm, a field, a statement, an item: what follows each is code again, and nothing
+    // outside the braces the attribute is in.
+    let text = concat!(
+        "fn f(x: u8) {\n",
+        "    match x { #[cfg(test)] 0 => \"t1\", 1 => \"p1\", #[cfg(test)] _ => \"t2\" }\n",
+        "    \"p2\";\n",
+        "    let _ = S { #[cfg(test)] a: \"t3\", b: \"p3\" };\n",
+        "    #[cfg(test)]\n    let s = S { a: \"t4\" }.b(\"t5\");\n",
+        "    \"p4\";\n",
+        "}\n",
+        "#[cfg(test)]\n#[allow(dead_code)]\nfn g<A, B>(a: A, b: B) -> Vec<(A, B)> { \"t6\"; vec![] }\n",
+        "#[cfg(test)]\npub(crate) use a::{b, c};\n",
+        "const P: &str = \"p5\";\n",
+        "struct S {\n    #[cfg(test)]\n    pub a: u8,\n    pub b: &'static str,\n}\n",
+        "const Q: &str = \"p6\";\n",
+    );
+    let source = Source::parse(text);
+    let outside: Vec<&str> = source
+        .literals_outside_tests()
+        .map(|l| l.text.as_str())
+        .collect();
+    assert_eq!(outside, ["p1", "p2", "p3", "p4", "p5", "p6"]);
+    assert!(!source.is_test(text.find("pub b").unwrap()));
+}
+
+#[test]
+fn an_inner_cfg_test_covers_its_module_only() {
+    // Review 24: `#![cfg(test)]` in a nested module made the whole file test code, for the key
+    // names and for the module cycles.
+    let key = "mod t {\n    #![cfg(test)]\n    const K: &str = \"a._sub.t\";\n}\nfn k() -> &'static str { \"env.app._stream.rpc\" }\n";
+    let problems = check_with(&[("bench/src/streams.rs", key)]);
+    assert_eq!(
+        places(&problems, Invariant::KeyNames),
+        ["bench/src/streams.rs:5"]
+    );
+    let docker = "mod cluster;\nuse crate::test::run;\npub struct DockerOptions;\nmod t {\n    #![cfg(test)]\n}\n";
+    let problems = check_with(&[("xtask/src/docker/mod.rs", docker)]);
+    assert_eq!(
+        places(&problems, Invariant::ModuleCycles),
+        ["xtask/src/main.rs"]
+    );
+    // At the top of a file, it covers the file.
+    let file =
+        "#![cfg(test)]\nconst K: &str = \"a._sub.t\";\nmod a { }\nconst L: &str = \"b._sub.t\";\n";
+    assert_eq!(check_with(&[("bench/src/streams.rs", file)]), vec![]);
 }
 
 #[test]
