@@ -159,7 +159,7 @@ fn member_patterns(manifest: &str) -> Vec<String> {
         patterns.extend(
             items
                 .split(',')
-                .map(|item| item.trim().trim_matches('"').trim_end_matches('/'))
+                .map(|item| unquote(item.trim()).trim_end_matches('/'))
                 .filter(|item| !item.is_empty())
                 .map(str::to_owned),
         );
@@ -268,23 +268,29 @@ fn package_name(manifest: &str) -> Option<String> {
             in_package = line == "[package]";
         } else if in_package && let Some(value) = line.strip_prefix("name") {
             let value = value.trim_start().strip_prefix('=')?.trim();
-            return Some(value.trim_matches('"').to_owned());
+            return Some(unquote(value).to_owned());
         }
     }
     None
 }
 
+/// A TOML key or string without its quotes: `"fred"` (basic) or `'fred'` (literal).
+fn unquote(text: &str) -> &str {
+    text.trim().trim_matches(['"', '\''])
+}
+
 /// Whether a manifest depends on `dependency` in any dependency table (normal, dev, build,
-/// target-specific), under its own name or renamed (`package = "fred"`).
+/// target-specific), under its own name or renamed (`package = "fred"`), in either kind of
+/// TOML string (`'fred'`).
 fn depends_on(manifest: &str, dependency: &str) -> bool {
     let mut in_deps = false;
     for line in manifest.lines() {
         let line = line.split('#').next().unwrap_or("").trim();
         if let Some(header) = line.strip_prefix('[') {
-            let header = header.trim_end_matches(']');
+            let header = header.trim_end_matches(']').trim();
             // `[dependencies]`, `[target.'cfg(unix)'.dev-dependencies]`, `[dependencies.fred]`.
             if let Some((_, name)) = header.rsplit_once("dependencies.") {
-                if name.trim_matches('"') == dependency {
+                if unquote(name) == dependency {
                     return true;
                 }
                 in_deps = true;
@@ -298,9 +304,8 @@ fn depends_on(manifest: &str, dependency: &str) -> bool {
         }
         let key = line.split(['=', '.']).next().unwrap_or("").trim();
         let squeezed: String = line.chars().filter(|c| !c.is_whitespace()).collect();
-        if key.trim_matches('"') == dependency
-            || squeezed.contains(&format!("package=\"{dependency}\""))
-        {
+        let renamed = ["\"", "'"].map(|q| format!("package={q}{dependency}{q}"));
+        if unquote(key) == dependency || renamed.iter().any(|r| squeezed.contains(r.as_str())) {
             return true;
         }
     }

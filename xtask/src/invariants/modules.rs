@@ -76,7 +76,7 @@ pub(super) fn crate_roots(tree: &Tree, dir: &str, manifest: &str) -> Vec<CrateRo
             && target
         {
             let value = value.trim_start().trim_start_matches('=').trim();
-            let path = value.trim_matches('"');
+            let path = value.trim_matches(['"', '\'']);
             roots.insert(join(dir, path), section == "[[test]]");
         }
     }

@@ -104,7 +104,10 @@ fn clean() -> Vec<(String, String)> {
             "#[test]\nfn reply_channel() { assert_eq!(\"a.b._reply.c\", \"a.b._reply.c\"); }\n"
                 .to_owned(),
         ),
-        ("xtask/Cargo.toml", manifest("xtask", "ctrlc = \"3\"")),
+        (
+            "xtask/Cargo.toml",
+            manifest("xtask", "ctrlc = '3'\nfredrik = { package = 'fred-rs-not', version = '1' }"),
+        ),
         (
             "xtask/src/main.rs",
             "mod docker;\nmod servers;\nmod test;\nfn root() {}\nfn main() {}\n".to_owned(),
@@ -218,6 +221,13 @@ fn a_fred_dependency_outside_kaiju_transport_fails() {
         "fred.workspace = true",
         "fred = { workspace = true, features = [\"i-std\"] }",
         "redis = { package = \"fred\", version = \"10\" }",
+        // Review 24: TOML's literal strings (single quotes) too.
+        "redis = { package = 'fred', version = \"10\" }",
+        "'fred' = \"10\"",
+        "\"fred\".workspace = true",
+        "\n[dependencies.redis]\npackage = 'fred'\nversion = \"10\"",
+        "\n[target.'cfg(unix)'.dependencies.'fred']\nversion = \"10\"",
+        "\n[ build-dependencies ]\nfred = \"10\"",
     ] {
         let bench = manifest("kaiju-bench", deps);
         let problems = check_with(&[("bench/Cargo.toml", &bench)]);
