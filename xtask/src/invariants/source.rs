@@ -323,7 +323,7 @@ fn inner_test_scopes(code: &str) -> (Vec<Range<usize>>, bool) {
 }
 
 /// The end (past the `}`) of the braces opened at `open`, or of the text if they never close.
-fn closing_brace(bytes: &[u8], open: usize) -> usize {
+pub(super) fn closing_brace(bytes: &[u8], open: usize) -> usize {
     let mut depth = 0usize;
     for (i, b) in bytes.iter().enumerate().skip(open) {
         match b {
