@@ -23,6 +23,9 @@ pub(super) struct ModuleFile {
     pub(super) depth: usize,
     /// Test code: under `#[cfg(test)] mod`, or in an integration test.
     pub(super) test: bool,
+    /// Its modules' files are in its own directory, as a `mod.rs`'s are: the crate root, a
+    /// `mod.rs`, a file a `#[path]` names.
+    mod_rs: bool,
 }
 
 fn join(dir: &str, path: &str) -> String {
@@ -87,14 +90,33 @@ pub(super) fn crate_roots(tree: &Tree, dir: &str, manifest: &str) -> Vec<CrateRo
         .collect()
 }
 
+/// The directory of `file`.
+fn parent(file: &str) -> &str {
+    file.rsplit_once('/').map_or("", |(parent, _)| parent)
+}
+
 /// The directory that holds the files of the modules `file` declares.
-fn module_dir(file: &str, is_root: bool) -> String {
-    let (parent, name) = file.rsplit_once('/').unwrap_or(("", file));
-    if is_root || name == "mod.rs" {
-        parent.to_owned()
+fn module_dir(file: &ModuleFile) -> String {
+    if file.mod_rs {
+        parent(&file.path).to_owned()
     } else {
-        join(parent, name.trim_end_matches(".rs"))
+        file.path.trim_end_matches(".rs").to_owned()
     }
+}
+
+/// `a/./b/../c` as `a/c`.
+fn normalize(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." if parts.last().is_some_and(|p| *p != "..") => {
+                parts.pop();
+            }
+            _ => parts.push(part),
+        }
+    }
+    parts.join("/")
 }
 
 /// Every file of the crate whose root is `root`, found by following `mod name;` declarations.
@@ -110,20 +132,25 @@ pub(super) fn module_files(
         top: None,
         depth: 0,
         test: root.test,
+        mod_rs: true,
     }];
     while let Some(file) = pending.pop() {
         if !seen.insert(file.path.clone()) {
             continue;
         }
         if let Some(source) = sources.get(&file.path) {
-            let dir = module_dir(&file.path, file.depth == 0);
+            let dir = module_dir(&file);
             for decl in source.mod_decls() {
-                let candidates = [
-                    join(&dir, &format!("{}.rs", decl.name)),
-                    join(&dir, &format!("{}/mod.rs", decl.name)),
-                ];
+                let candidates = match &decl.path {
+                    Some(path) => vec![normalize(&join(parent(&file.path), path))],
+                    None => vec![
+                        join(&dir, &format!("{}.rs", decl.name)),
+                        join(&dir, &format!("{}/mod.rs", decl.name)),
+                    ],
+                };
                 if let Some(path) = candidates.into_iter().find(|p| tree.contains(p)) {
                     pending.push(ModuleFile {
+                        mod_rs: decl.path.is_some() || path.ends_with("/mod.rs"),
                         path,
                         top: Some(file.top.clone().unwrap_or_else(|| decl.name.clone())),
                         depth: file.depth + 1,

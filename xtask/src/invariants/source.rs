@@ -20,6 +20,8 @@ pub(super) struct ModDecl {
     pub(super) name: String,
     /// Declared under `#[cfg(test)]` (or in a test-only file): the module is test code.
     pub(super) test: bool,
+    /// Its file as `#[path = "..."]` names it, relative to the declaring file's directory.
+    pub(super) path: Option<String>,
 }
 
 /// A parsed source file.
@@ -118,6 +120,7 @@ impl Source {
                         if !name.is_empty() && after.starts_with(';') {
                             decls.push(ModDecl {
                                 test: self.is_test(i),
+                                path: self.path_attribute(i),
                                 name,
                             });
                         }
@@ -129,6 +132,52 @@ impl Source {
         }
         decls
     }
+
+    /// The path of a `#[path = "..."]` among the attributes of the item at `item` (its
+    /// visibility included).
+    fn path_attribute(&self, item: usize) -> Option<String> {
+        self.literals.iter().find_map(|literal| {
+            let before = self.code[..literal.at].trim_end().strip_suffix('=')?;
+            let open = before.trim_end().strip_suffix("path")?.trim_end();
+            open.strip_suffix("#[")?;
+            let close = literal.at + self.code[literal.at..].find(']')? + 1;
+            let between = self.code.get(close..item)?;
+            attributes_and_visibility(between).then(|| literal.text.clone())
+        })
+    }
+}
+
+/// Whether `text` holds only attributes and a visibility (`pub`, `pub(crate)`): what may stand
+/// between an attribute and its item.
+fn attributes_and_visibility(text: &str) -> bool {
+    let mut rest = text.trim_start();
+    while !rest.is_empty() {
+        if let Some(attribute) = rest.strip_prefix("#[") {
+            let mut depth = 1usize;
+            let Some(end) = attribute.find(|c| {
+                match c {
+                    '[' => depth += 1,
+                    ']' => depth -= 1,
+                    _ => {}
+                }
+                depth == 0
+            }) else {
+                return false;
+            };
+            rest = attribute[end + 1..].trim_start();
+        } else if leading_word(rest) == "pub" {
+            rest = rest[3..].trim_start();
+            if let Some(scope) = rest.strip_prefix('(') {
+                let Some((_, after)) = scope.split_once(')') else {
+                    return false;
+                };
+                rest = after.trim_start();
+            }
+        } else {
+            return false;
+        }
+    }
+    true
 }
 
 /// Spaces over `range`, newlines kept.

@@ -437,6 +437,26 @@ fn an_import_cycle_between_top_level_modules_fails() {
             "{test}"
         );
     }
+    // Through a module whose file `#[path]` names (its own modules' files beside it).
+    let main = "mod docker;\nmod servers;\nmod test;\n#[path = \"run/testing.rs\"]\n#[allow(dead_code)]\npub(crate) mod runner;\nfn root() {}\nfn main() {}\n";
+    let docker = "mod cluster;\nuse crate::runner::run;\npub struct DockerOptions;\n";
+    let problems = check_with(&[
+        ("xtask/src/main.rs", main),
+        ("xtask/src/docker/mod.rs", docker),
+        ("xtask/src/run/testing.rs", "mod sub;\n"),
+        (
+            "xtask/src/run/sub.rs",
+            "use super::super::docker::DockerOptions;\n",
+        ),
+    ]);
+    assert_eq!(
+        places(&problems, Invariant::ModuleCycles),
+        ["xtask/src/main.rs"]
+    );
+    assert!(
+        problems[0].message.contains("docker -> runner -> docker"),
+        "{problems:?}"
+    );
     // In a library, through a name the root re-exports.
     let key = "use crate::Msgpack;\npub struct Key;\npub struct Namespace;\n";
     let problems = check_with(&[("crates/kaiju-core/src/key.rs", key)]);
@@ -461,8 +481,19 @@ fn the_lexer_tells_code_from_comments_and_literals() {
     assert!(!source.code().contains("not a literal"));
     assert!(source.code().contains("fn f<'a>(x: &'a str) {}"));
     assert_eq!(source.line_of(text.find("fn f").unwrap()), 3);
-    let mods = Source::parse("mod a;\npub(crate) mod b;\n#[cfg(test)]\nmod tests;\nfn x() { mod inner; }\nmod inline { }\n")
+    let mods = Source::parse("mod a;\n#[path = \"x/b.rs\"]\n#[cfg(unix)]\npub(crate) mod b;\n#[cfg(test)]\nmod tests;\nfn x() { mod inner; }\nmod inline { }\n#[path = \"no.rs\"]\nfn f() {}\nmod c;\n")
         .mod_decls();
-    let names: Vec<(&str, bool)> = mods.iter().map(|m| (m.name.as_str(), m.test)).collect();
-    assert_eq!(names, [("a", false), ("b", false), ("tests", true)]);
+    let names: Vec<(&str, bool, Option<&str>)> = mods
+        .iter()
+        .map(|m| (m.name.as_str(), m.test, m.path.as_deref()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("a", false, None),
+            ("b", false, Some("x/b.rs")),
+            ("tests", true, None),
+            ("c", false, None)
+        ]
+    );
 }
