@@ -88,6 +88,11 @@ impl Source {
             + 1
     }
 
+    /// Every string literal, test code included.
+    pub(super) fn literals(&self) -> &[Literal] {
+        &self.literals
+    }
+
     /// The string literals outside test code.
     pub(super) fn literals_outside_tests(&self) -> impl Iterator<Item = &Literal> {
         self.literals.iter().filter(|l| !self.is_test(l.at))

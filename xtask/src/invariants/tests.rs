@@ -49,6 +49,17 @@ fn clean() -> Vec<(String, String)> {
             "use super::*;\nconst NAME: &str = \"env.app._stream.topic\";\n".to_owned(),
         ),
         (
+            "crates/kaiju-testkit/Cargo.toml",
+            manifest("kaiju-testkit", ""),
+        ),
+        ("crates/kaiju-testkit/src/lib.rs", "mod server;\n".to_owned()),
+        (
+            "crates/kaiju-testkit/src/server.rs",
+            // redis-cli's output, allowed in this file (REPLY_TEXT_ALLOWED).
+            "fn up(out: &str) -> bool { out.contains(\"PONG\") || out.contains(\"NOAUTH\") }\n"
+                .to_owned(),
+        ),
+        (
             "crates/kaiju-transport/Cargo.toml",
             manifest(
                 "kaiju-transport",
@@ -62,13 +73,24 @@ fn clean() -> Vec<(String, String)> {
         ),
         (
             "crates/kaiju-transport/src/error.rs",
-            "use fred::error::{Error as FredError, ErrorKind};\npub enum TransportError { Timeout }\nfn f(e: FredError) -> bool { *e.kind() == ErrorKind::Timeout && e.details().is_empty() }\n"
-                .to_owned(),
+            concat!(
+                "use fred::error::{Error as FredError, ErrorKind};\npub enum TransportError { Timeout }\n",
+                "fn f(e: FredError) -> bool { *e.kind() == ErrorKind::Timeout && e.details().is_empty() }\n",
+                "fn busy(e: FredError) -> bool { e.details().starts_with(\"BUSYGROUP\") }\n",
+            )
+            .to_owned(),
         ),
         (
             "crates/kaiju-transport/src/watchdog.rs",
-            "use crate::TransportError;\nfn silent(e: fred::error::Error) -> bool {\n    matches!(TransportError::from(e), TransportError::Timeout { .. })\n}\n"
-                .to_owned(),
+            concat!(
+                "use crate::TransportError;\nfn silent(e: fred::error::Error) -> bool {\n",
+                "    matches!(TransportError::from(e), TransportError::Timeout { .. })\n}\n",
+                // fred's `Value` has a `kind()`, and `io::Error` is no fred error.
+                "fn shape(reply: &fred::types::Value) -> String { format!(\"{:?}\", reply.kind()) }\n",
+                "fn gone(e: &std::io::Error) -> bool { std::io::Error::kind(e) == std::io::ErrorKind::NotFound }\n",
+                "const NOT_A_REPLY: [&str; 3] = [\"BUSYGROUPS\", \"ASKED\", \"a NOGROUP\"];\n",
+            )
+            .to_owned(),
         ),
         (
             "bench/Cargo.toml",
@@ -211,6 +233,7 @@ fn members_come_from_the_root_manifest_globs_included() {
         names,
         [
             "kaiju-core",
+            "kaiju-testkit",
             "kaiju-transport",
             "kaiju-bench",
             "kaiju-tests",
@@ -375,13 +398,61 @@ fn looking_into_fred_errors_outside_error_rs_fails() {
     let problems = check_with(&[("tests/it/rpc.rs", test)]);
     assert_eq!(
         places(&problems, Invariant::FredErrors),
-        ["tests/it/rpc.rs:3"]
+        ["tests/it/rpc.rs:3", "tests/it/rpc.rs:3"]
     );
     let import = "use kaiju_transport::fred::error::{Error, ErrorKind};\n";
     let problems = check_with(&[("bench/src/streams.rs", import)]);
     assert_eq!(
         places(&problems, Invariant::FredErrors),
         ["bench/src/streams.rs:1", "bench/src/streams.rs:1"]
+    );
+}
+
+#[test]
+fn reading_fred_errors_in_other_shapes_fails() {
+    // Review 24: UFCS, a method on the next line, and errors read as text (`to_string()`,
+    // `format!`), which show in the reply code they are compared with.
+    let client = concat!(
+        "use fred::error::Error;\n",
+        "fn a(e: Error) -> bool { Error::details(&e).is_empty() }\n",
+        "fn b(e: Error) -> String {\n    format!(\"{:?}\", e\n        .kind ())\n}\n",
+        "fn c(e: Error) -> bool { e.to_string().contains(\"BUSYGROUP\") }\n",
+        "fn d(e: Error) -> bool { format!(\"{e}\").starts_with(\"NOGROUP\") }\n",
+        "fn e(e: Error) -> bool { e.to_string() == \"MOVED 3999 127.0.0.1:6381\" }\n",
+        "fn f(e: Error) -> bool { fred::error::Error::kind(&e).to_str() == \"x\" }\n",
+    );
+    let problems = check_with(&[
+        (
+            "crates/kaiju-transport/src/lib.rs",
+            "mod client;\nmod error;\nmod watchdog;\n",
+        ),
+        ("crates/kaiju-transport/src/client.rs", client),
+    ]);
+    let client = "crates/kaiju-transport/src/client.rs";
+    assert_eq!(
+        places(&problems, Invariant::FredErrors),
+        // Sorted as text: line 10 first.
+        [10, 2, 5, 7, 8, 9].map(|line| format!("{client}:{line}")),
+        "{problems:?}"
+    );
+    assert!(
+        problems[3]
+            .message
+            .contains("`BUSYGROUP` matches a Redis error's text"),
+        "{problems:?}"
+    );
+    // Tests too; and a reply text allowed in one file is not in another.
+    let test = "#[test]\nfn busy() {\n    let e = run();\n    assert!(e.to_string().starts_with(\"BUSY \"));\n}\n";
+    let problems = check_with(&[
+        ("tests/it/rpc.rs", test),
+        (
+            "bench/src/streams.rs",
+            "fn up(out: &str) -> bool { out == \"NOAUTH\" }\n",
+        ),
+    ]);
+    assert_eq!(
+        places(&problems, Invariant::FredErrors),
+        ["bench/src/streams.rs:1", "tests/it/rpc.rs:4"]
     );
 }
 
