@@ -4,7 +4,10 @@
 //!
 //! 1. [`Invariant::FredDependency`]: only the members in [`FRED_DEPENDENTS`] depend on fred.
 //! 2. [`Invariant::KeyNames`]: kaiju key names are built in [`KEY_HOME`] only: no string literal
-//!    of other code holds one of kaiju's reserved key parts ([`key_parts`]).
+//!    of other code holds one of kaiju's reserved key parts ([`key_parts`]). A part assembled
+//!    from pieces (`concat!("a.", "_stream")`, `format!("{}.{}", ns, "_stream")`,
+//!    `String::from("a.") + "_reply"`) is not seen: each literal alone is innocent, and
+//!    reporting every `"_stream"` or `"."` would bury real findings in false ones.
 //! 3. [`Invariant::FredErrors`]: fred's errors are looked into in [`FRED_ERROR_HOME`] only: no
 //!    other file reads their text (`details()`, as a method or `Error::details(&e)`) or kind
 //!    (`kind()` on a receiver named like an error, fred's `ErrorKind`), nor holds a string
@@ -14,9 +17,14 @@
 //!    a receiver named otherwise (`failure.kind()`) is not seen: fred's `Value` has a `kind()`
 //!    too, and only the name tells them apart.
 //! 4. [`Invariant::ModuleCycles`]: no import cycle between the top-level modules of any crate
-//!    (library, binary, test, example) of any member.
+//!    (library, binary, test, example) of any member, through `crate::` and `super::` paths,
+//!    names and aliases the crate root imports, root globs, and `#[path]` files. Inline
+//!    modules of the crate root itself are not modules of their own here.
 //! 5. [`Invariant::ReadmeLinks`]: a member README that is its crate's docs.rs front page
 //!    (`include_str!("../README.md")`) has no relative link: docs.rs cannot follow one.
+//!
+//! The checks are lexical (a small lexer in `source.rs`, no type information): they catch the
+//! shapes above, not every way Rust can spell the same thing.
 //!
 //! The checker reads a [`Tree`] of files, so the tests run it on trees of their own.
 
