@@ -134,6 +134,21 @@ impl TransportError {
         matches!(self, Self::Timeout { .. })
     }
 
+    /// Whether the server refused to run a script at all, so none of it ran: the ACL user may
+    /// not call `EVALSHA` ([`NoPermission`](Self::NoPermission)), or the command is renamed
+    /// away (unknown). The same work sent as plain commands may still succeed; a script refused
+    /// one of its keys or commands is not this (the plain commands would fail the same).
+    pub fn is_script_refused(&self) -> bool {
+        match self {
+            Self::NoPermission { message } => message.to_ascii_lowercase().contains("evalsha"),
+            Self::Server { message, .. } => {
+                let message = message.to_ascii_lowercase();
+                message.contains("unknown command") && message.contains("evalsha")
+            }
+            _ => false,
+        }
+    }
+
     /// An error reply the server sent inside a larger reply (a script that collects the errors
     /// of the commands it ran), classified like any other.
     pub fn from_reply(message: &str) -> Self {
@@ -359,6 +374,25 @@ mod tests {
             TransportError::NoPermission { .. }
         ));
         assert!(!classify(ErrorKind::Unknown, "ERR syntax error").is_retryable());
+    }
+
+    #[test]
+    fn only_a_refusal_of_the_script_itself_is_a_script_refusal() {
+        let refused = |reply: &str| classify(ErrorKind::Unknown, reply).is_script_refused();
+        assert!(refused(
+            "NOPERM this user has no permissions to run the 'evalsha' command"
+        ));
+        assert!(refused(
+            "ERR unknown command 'EVALSHA', with args beginning with: "
+        ));
+        assert!(!refused(
+            "NOPERM this user has no permissions to access one of the keys"
+        ));
+        assert!(!refused(
+            "ERR The user executing the script can't run this command or subcommand script: \
+             a1b2, on @user_script:1."
+        ));
+        assert!(!classify(ErrorKind::Timeout, "timed out").is_script_refused());
     }
 
     #[test]

@@ -408,9 +408,7 @@ async fn a_user_without_the_rule_gets_a_permission_error() {
     let cache = Cache::new(t.clone());
     let denied = cache.set(&ns.key("a").unwrap(), &1_i64, None).await;
     match denied {
-        Err(kaiju_cache::CacheError::Transport(TransportError::NoPermission { message })) => {
-            assert!(message.starts_with("NOPERM"), "{message}")
-        }
+        Err(kaiju_cache::CacheError::Transport(TransportError::NoPermission { .. })) => {}
         other => panic!("expected NoPermission, got {other:?}"),
     }
     t.close().await.ok();

@@ -4,13 +4,27 @@
 //!
 //! 1. [`Invariant::FredDependency`]: only the members in [`FRED_DEPENDENTS`] depend on fred.
 //! 2. [`Invariant::KeyNames`]: kaiju key names are built in [`KEY_HOME`] only: no string literal
-//!    of other code holds one of kaiju's reserved key parts ([`key_parts`]).
+//!    of other code holds one of kaiju's reserved key parts ([`key_parts`]). A part assembled
+//!    from pieces (`concat!("a.", "_stream")`, `format!("{}.{}", ns, "_stream")`,
+//!    `String::from("a.") + "_reply"`) is not seen: each literal alone is innocent, and
+//!    reporting every `"_stream"` or `"."` would bury real findings in false ones.
 //! 3. [`Invariant::FredErrors`]: fred's errors are looked into in [`FRED_ERROR_HOME`] only: no
-//!    other file reads their text (`.details()`) or kind (`.kind()`, fred's `ErrorKind`).
+//!    other file reads their text (`details()`, as a method or `Error::details(&e)`) or kind
+//!    (`kind()` on a receiver named like an error, fred's `ErrorKind`), nor holds a string
+//!    literal that starts with a Redis reply code ([`reply_codes`]: `"BUSYGROUP"`, ...), which
+//!    is how an error read as text (`e.to_string()`, `format!("{e}")`) gets matched; the few
+//!    literals that are no fred error's text are listed in [`REPLY_TEXT_ALLOWED`]. `kind()` on
+//!    a receiver named otherwise (`failure.kind()`) is not seen: fred's `Value` has a `kind()`
+//!    too, and only the name tells them apart.
 //! 4. [`Invariant::ModuleCycles`]: no import cycle between the top-level modules of any crate
-//!    (library, binary, test, example) of any member.
+//!    (library, binary, test, example) of any member, through `crate::` and `super::` paths,
+//!    names and aliases the crate root imports, root globs, and `#[path]` files. Inline
+//!    modules of the crate root itself are not modules of their own here.
 //! 5. [`Invariant::ReadmeLinks`]: a member README that is its crate's docs.rs front page
 //!    (`include_str!("../README.md")`) has no relative link: docs.rs cannot follow one.
+//!
+//! The checks are lexical (a small lexer in `source.rs`, no type information): they catch the
+//! shapes above, not every way Rust can spell the same thing.
 //!
 //! The checker reads a [`Tree`] of files, so the tests run it on trees of their own.
 
@@ -159,7 +173,7 @@ fn member_patterns(manifest: &str) -> Vec<String> {
         patterns.extend(
             items
                 .split(',')
-                .map(|item| item.trim().trim_matches('"').trim_end_matches('/'))
+                .map(|item| unquote(item.trim()).trim_end_matches('/'))
                 .filter(|item| !item.is_empty())
                 .map(str::to_owned),
         );
@@ -268,23 +282,29 @@ fn package_name(manifest: &str) -> Option<String> {
             in_package = line == "[package]";
         } else if in_package && let Some(value) = line.strip_prefix("name") {
             let value = value.trim_start().strip_prefix('=')?.trim();
-            return Some(value.trim_matches('"').to_owned());
+            return Some(unquote(value).to_owned());
         }
     }
     None
 }
 
+/// A TOML key or string without its quotes: `"fred"` (basic) or `'fred'` (literal).
+fn unquote(text: &str) -> &str {
+    text.trim().trim_matches(['"', '\''])
+}
+
 /// Whether a manifest depends on `dependency` in any dependency table (normal, dev, build,
-/// target-specific), under its own name or renamed (`package = "fred"`).
+/// target-specific), under its own name or renamed (`package = "fred"`), in either kind of
+/// TOML string (`'fred'`).
 fn depends_on(manifest: &str, dependency: &str) -> bool {
     let mut in_deps = false;
     for line in manifest.lines() {
         let line = line.split('#').next().unwrap_or("").trim();
         if let Some(header) = line.strip_prefix('[') {
-            let header = header.trim_end_matches(']');
+            let header = header.trim_end_matches(']').trim();
             // `[dependencies]`, `[target.'cfg(unix)'.dev-dependencies]`, `[dependencies.fred]`.
             if let Some((_, name)) = header.rsplit_once("dependencies.") {
-                if name.trim_matches('"') == dependency {
+                if unquote(name) == dependency {
                     return true;
                 }
                 in_deps = true;
@@ -298,9 +318,8 @@ fn depends_on(manifest: &str, dependency: &str) -> bool {
         }
         let key = line.split(['=', '.']).next().unwrap_or("").trim();
         let squeezed: String = line.chars().filter(|c| !c.is_whitespace()).collect();
-        if key.trim_matches('"') == dependency
-            || squeezed.contains(&format!("package=\"{dependency}\""))
-        {
+        let renamed = ["\"", "'"].map(|q| format!("package={q}{dependency}{q}"));
+        if unquote(key) == dependency || renamed.iter().any(|r| squeezed.contains(r.as_str())) {
             return true;
         }
     }
@@ -419,11 +438,49 @@ fn key_names(path: &str, source: &Source, problems: &mut Vec<Problem>) {
     }
 }
 
+/// The leading codes of Redis error replies, which [`FRED_ERROR_HOME`] classifies: a string
+/// literal elsewhere that starts with one matches a server error's text. Written in lower case
+/// here, so this file does not spell them itself.
+pub(crate) fn reply_codes() -> Vec<String> {
+    "busygroup nogroup noscript wrongtype crossslot noperm wrongpass moved ask loading \
+     readonly masterdown execabort oom noauth busy"
+        .split_whitespace()
+        .map(str::to_ascii_uppercase)
+        .collect()
+}
+
+/// The string literals outside [`FRED_ERROR_HOME`] that may start with a Redis reply code,
+/// because they are no fred error's text: (file, the whole literal with its code in lower
+/// case, why).
+const REPLY_TEXT_ALLOWED: [(&str, &str, &str); 2] = [
+    (
+        "crates/kaiju-testkit/src/server.rs",
+        "noauth",
+        "what redis-cli prints for a PING to a server with a password: no fred error",
+    ),
+    (
+        "crates/kaiju-locks/src/batch.rs",
+        "wrongtype Operation against a key holding the wrong kind of value",
+        "the batch script's own reply (an error it caught with pcall and returns as data), fed \
+         to the code that classifies it with TransportError::from_reply",
+    ),
+];
+
+/// The reply code a literal starts with, as a whole word (alone, or before a space).
+fn reply_code(literal: &str) -> Option<String> {
+    reply_codes().into_iter().find(|code| {
+        literal
+            .strip_prefix(code.as_str())
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(' '))
+    })
+}
+
 /// Reading a fred error's text or kind, anywhere but [`FRED_ERROR_HOME`], tests included: a
 /// test that reads fred's text checks something other than what the code sees.
 ///
 /// fred's error type itself may be named (`fred::error::Error` in a bound or a turbofish):
-/// that passes an error on without looking into it.
+/// that passes an error on without looking into it. An error read as text
+/// (`e.to_string()`, `format!("{e}")`) shows in the reply code it is compared with.
 fn fred_errors(path: &str, source: &Source, problems: &mut Vec<Problem>) {
     let code = source.code();
     let mut found = |at: usize, what: &str| {
@@ -433,8 +490,8 @@ fn fred_errors(path: &str, source: &Source, problems: &mut Vec<Problem>) {
             message: format!("{what}; classify fred errors in {FRED_ERROR_HOME} (TransportError)"),
         });
     };
-    for (at, _) in code.match_indices(".details()") {
-        found(at, "reads an error's text (`.details()`)");
+    for at in method_calls(code, "details") {
+        found(at, "reads an error's text (`details()`)");
     }
     for (at, _) in code.match_indices("ErrorKind") {
         let qualified_io = code[..at].ends_with("io::");
@@ -453,26 +510,65 @@ fn fred_errors(path: &str, source: &Source, problems: &mut Vec<Problem>) {
             found(at, "looks into `fred::error` beyond its `Error` type");
         }
     }
-    // `.kind()` of an error, in a file that uses fred: `e.kind()`, `error.kind()`, ...
+    // `.kind()` of an error, in a file that uses fred: `e.kind()`, `error\n.kind()`,
+    // `Error::kind(&e)`, ... (fred's `Value` has a `kind()` too: the receiver tells).
     let uses_fred = code.contains("fred::");
-    for (at, _) in code.match_indices(".kind()").filter(|_| uses_fred) {
-        let before = &code[..at];
-        let receiver: String = before
-            .chars()
-            .rev()
-            .take_while(|c| c.is_alphanumeric() || *c == '_')
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect();
-        let error_like = matches!(receiver.as_str(), "e" | "err" | "error")
-            || receiver.ends_with("_err")
-            || receiver.ends_with("_error")
-            || before.ends_with("unwrap_err()");
+    for at in method_calls(code, "kind").into_iter().filter(|_| uses_fred) {
+        let before = code[..at].trim_end();
+        let (receiver, ufcs) = match before.strip_suffix("::") {
+            Some(path) => (path, true),
+            None => (before.strip_suffix('.').unwrap_or(before).trim_end(), false),
+        };
+        let name = receiver
+            .rsplit(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .next()
+            .unwrap_or("");
+        let error_like = if ufcs {
+            name.ends_with("Error") && !receiver.ends_with("io::Error")
+        } else {
+            matches!(name, "e" | "err" | "error")
+                || name.ends_with("_err")
+                || name.ends_with("_error")
+                || receiver.ends_with("unwrap_err()")
+        };
         if error_like {
-            found(at, "reads an error's kind (`.kind()`)");
+            found(at, "reads an error's kind (`kind()`)");
         }
     }
+    let allowed = |text: &str| {
+        REPLY_TEXT_ALLOWED
+            .iter()
+            .any(|(file, literal, _)| *file == path && literal.eq_ignore_ascii_case(text))
+    };
+    for literal in source.literals() {
+        if let Some(reply) = reply_code(&literal.text).filter(|_| !allowed(&literal.text)) {
+            problems.push(Problem {
+                invariant: Invariant::FredErrors,
+                place: format!("{path}:{}", source.line_of(literal.at)),
+                message: format!(
+                    "`{reply}` matches a Redis error's text; classify it in {FRED_ERROR_HOME} \
+                     and match the TransportError variant"
+                ),
+            });
+        }
+    }
+}
+
+/// Where `code` calls a method or associated function `name`: `x.name(`, `X::name(`, with
+/// any whitespace (newlines included) around the `.`, `::` and `(`. The offset of `name`.
+fn method_calls(code: &str, name: &str) -> Vec<usize> {
+    let ident = |c: char| c.is_alphanumeric() || c == '_';
+    code.match_indices(name)
+        .map(|(at, _)| at)
+        .filter(|&at| {
+            let before = code[..at].trim_end();
+            let after = &code[at + name.len()..];
+            !code[..at].ends_with(ident)
+                && !after.starts_with(ident)
+                && after.trim_start().starts_with('(')
+                && (before.ends_with('.') || before.ends_with("::"))
+        })
+        .collect()
 }
 
 pub(crate) fn run() -> Result<ExitCode, String> {

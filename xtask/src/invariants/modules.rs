@@ -2,9 +2,10 @@
 //! each from its root file, and cycles in the imports between its top-level modules.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
 
 use super::Tree;
-use super::source::Source;
+use super::source::{self, Source};
 
 /// The root file of one crate of a member.
 pub(super) struct CrateRoot {
@@ -22,6 +23,9 @@ pub(super) struct ModuleFile {
     pub(super) depth: usize,
     /// Test code: under `#[cfg(test)] mod`, or in an integration test.
     pub(super) test: bool,
+    /// Its modules' files are in its own directory, as a `mod.rs`'s are: the crate root, a
+    /// `mod.rs`, a file a `#[path]` names.
+    mod_rs: bool,
 }
 
 fn join(dir: &str, path: &str) -> String {
@@ -76,7 +80,7 @@ pub(super) fn crate_roots(tree: &Tree, dir: &str, manifest: &str) -> Vec<CrateRo
             && target
         {
             let value = value.trim_start().trim_start_matches('=').trim();
-            let path = value.trim_matches('"');
+            let path = value.trim_matches(['"', '\'']);
             roots.insert(join(dir, path), section == "[[test]]");
         }
     }
@@ -86,14 +90,33 @@ pub(super) fn crate_roots(tree: &Tree, dir: &str, manifest: &str) -> Vec<CrateRo
         .collect()
 }
 
+/// The directory of `file`.
+fn parent(file: &str) -> &str {
+    file.rsplit_once('/').map_or("", |(parent, _)| parent)
+}
+
 /// The directory that holds the files of the modules `file` declares.
-fn module_dir(file: &str, is_root: bool) -> String {
-    let (parent, name) = file.rsplit_once('/').unwrap_or(("", file));
-    if is_root || name == "mod.rs" {
-        parent.to_owned()
+fn module_dir(file: &ModuleFile) -> String {
+    if file.mod_rs {
+        parent(&file.path).to_owned()
     } else {
-        join(parent, name.trim_end_matches(".rs"))
+        file.path.trim_end_matches(".rs").to_owned()
     }
+}
+
+/// `a/./b/../c` as `a/c`.
+fn normalize(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." if parts.last().is_some_and(|p| *p != "..") => {
+                parts.pop();
+            }
+            _ => parts.push(part),
+        }
+    }
+    parts.join("/")
 }
 
 /// Every file of the crate whose root is `root`, found by following `mod name;` declarations.
@@ -109,20 +132,25 @@ pub(super) fn module_files(
         top: None,
         depth: 0,
         test: root.test,
+        mod_rs: true,
     }];
     while let Some(file) = pending.pop() {
         if !seen.insert(file.path.clone()) {
             continue;
         }
         if let Some(source) = sources.get(&file.path) {
-            let dir = module_dir(&file.path, file.depth == 0);
+            let dir = module_dir(&file);
             for decl in source.mod_decls() {
-                let candidates = [
-                    join(&dir, &format!("{}.rs", decl.name)),
-                    join(&dir, &format!("{}/mod.rs", decl.name)),
-                ];
+                let candidates = match &decl.path {
+                    Some(path) => vec![normalize(&join(parent(&file.path), path))],
+                    None => vec![
+                        join(&dir, &format!("{}.rs", decl.name)),
+                        join(&dir, &format!("{}/mod.rs", decl.name)),
+                    ],
+                };
                 if let Some(path) = candidates.into_iter().find(|p| tree.contains(p)) {
                     pending.push(ModuleFile {
+                        mod_rs: decl.path.is_some() || path.ends_with("/mod.rs"),
                         path,
                         top: Some(file.top.clone().unwrap_or_else(|| decl.name.clone())),
                         depth: file.depth + 1,
@@ -137,6 +165,11 @@ pub(super) fn module_files(
 }
 
 /// A cycle between the top-level modules of one crate, if any: `a -> b -> a`.
+///
+/// A path from the crate root (`crate::x`, or `super::x` from as deep as the root is: files
+/// and inline modules alike) names a top-level module directly, or a name the root imports
+/// from one (`pub use a::B;`, `use a as b;`), or a name a root glob (`pub use a::*;`) brings in
+/// from the modules that define it (from all of them if none visibly does).
 pub(super) fn cycle(
     files: &[ModuleFile],
     sources: &BTreeMap<String, Source>,
@@ -146,26 +179,63 @@ pub(super) fn cycle(
         .filter(|f| f.depth == 1 && !f.test)
         .filter_map(|f| f.top.clone())
         .collect();
-    let exports = files
+    let root = files
         .iter()
         .find(|f| f.depth == 0)
         .and_then(|f| sources.get(&f.path))
-        .map(|s| root_imports(&s.code_without_tests()))
+        .map(Source::code_without_tests)
         .unwrap_or_default();
+    let code = |file: &ModuleFile| {
+        sources
+            .get(&file.path)
+            .filter(|_| !file.test)
+            .map(Source::code_without_tests)
+    };
+    let (imports, globs) = root_imports(&root);
+    // The code of each module the root glob-imports, to tell which defines a name.
+    let globbed: BTreeMap<&String, String> = globs
+        .iter()
+        .filter(|module| modules.contains(*module))
+        .map(|module| {
+            let text = files
+                .iter()
+                .filter(|f| f.top.as_ref() == Some(module))
+                .filter_map(code)
+                .collect::<Vec<_>>()
+                .join("\n;\n");
+            (module, text)
+        })
+        .collect();
+    let resolve = |name: String| -> Vec<String> {
+        if modules.contains(&name) {
+            return vec![name];
+        }
+        if let Some(module) = imports.get(&name) {
+            return modules.get(module).cloned().into_iter().collect();
+        }
+        if defines(&root, &name) {
+            return Vec::new();
+        }
+        // The glob modules that define it; if none visibly does (a macro made it), any may.
+        let definers: Vec<String> = globbed
+            .iter()
+            .filter(|(_, text)| defines(text, &name))
+            .map(|(module, _)| (*module).clone())
+            .collect();
+        if definers.is_empty() {
+            globbed.keys().map(|module| (*module).clone()).collect()
+        } else {
+            definers
+        }
+    };
     let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for file in files.iter().filter(|f| !f.test) {
-        let (Some(module), Some(source)) = (&file.top, sources.get(&file.path)) else {
+        let (Some(module), Some(text)) = (&file.top, code(file)) else {
             continue;
         };
-        let targets = references(&source.code_without_tests(), file.depth)
+        let targets = references(&text, file.depth)
             .into_iter()
-            .filter_map(|name| {
-                if modules.contains(&name) {
-                    Some(name)
-                } else {
-                    exports.get(&name).filter(|m| modules.contains(*m)).cloned()
-                }
-            })
+            .flat_map(&resolve)
             .filter(|target| target != module);
         edges.entry(module.clone()).or_default().extend(targets);
     }
@@ -201,37 +271,117 @@ fn visit(
     None
 }
 
-/// The names the crate root imports or re-exports (`use a::B;`, `pub use a::{B, c::D}`), and
-/// the module each comes from: `crate::B` elsewhere in the crate is a use of module `a`.
-fn root_imports(code: &str) -> BTreeMap<String, String> {
-    let mut imports = BTreeMap::new();
+/// The names the crate root imports or re-exports (`use a::B;`, `pub use a::{B, c::D}`,
+/// `use a as b;`), each with the module it comes from, and the modules it glob-imports
+/// (`pub use a::*;`): `crate::B` elsewhere in the crate is a use of module `a`.
+fn root_imports(code: &str) -> (BTreeMap<String, String>, BTreeSet<String>) {
+    let (mut imports, mut globs) = (BTreeMap::new(), BTreeSet::new());
+    for (_, names) in use_statements(code) {
+        for (name, mut path) in names {
+            if matches!(path.first().map(String::as_str), Some("crate" | "self")) {
+                path.remove(0);
+            }
+            let Some(module) = path.first().cloned() else {
+                continue;
+            };
+            if name == "*" {
+                globs.insert(module);
+            } else {
+                imports.insert(name, module);
+            }
+        }
+    }
+    (imports, globs)
+}
+
+/// A `use` statement: whether it is `pub` (a re-export, `pub(crate)` included), and each name
+/// it brings in with the path it comes from (`*` for a glob, with the path it globs).
+type UseStatement = (bool, Vec<(String, Vec<String>)>);
+
+/// The `use` statements of `code`.
+fn use_statements(code: &str) -> Vec<UseStatement> {
+    let mut statements = Vec::new();
     for statement in code.split(';') {
         let Some(at) = word_positions(statement, "use").last().copied() else {
             continue;
         };
-        let path = statement[at + "use".len()..].trim();
-        let path = path
-            .strip_prefix("crate::")
-            .or_else(|| path.strip_prefix("self::"))
-            .unwrap_or(path);
-        let Some((module, names)) = path.split_once("::") else {
-            continue;
-        };
-        let names = names.trim();
-        let items = match names.strip_prefix('{') {
-            Some(group) => split_top(group.strip_suffix('}').unwrap_or(group)),
-            None => vec![names.to_owned()],
-        };
-        for item in items {
-            // `c::D as E` is imported as `E`.
-            let name = item.rsplit(" as ").next().unwrap_or("");
-            let name = name.rsplit("::").next().unwrap_or("").trim();
-            if !name.is_empty() && name != "*" && name != "self" {
-                imports.insert(name.to_owned(), module.trim().to_owned());
-            }
-        }
+        let before = statement[..at].trim_end();
+        let public = before.ends_with("pub") || (before.ends_with(')') && before.contains("pub"));
+        let mut names = Vec::new();
+        use_tree(&statement[at + "use".len()..], &mut Vec::new(), &mut names);
+        statements.push((public, names));
     }
-    imports
+    statements
+}
+
+/// The names a use tree (`a::{B, c::D as E, f::*}`) brings in, with their paths, after
+/// `prefix`.
+fn use_tree(tree: &str, prefix: &mut Vec<String>, names: &mut Vec<(String, Vec<String>)>) {
+    let tree = tree.trim();
+    let tree = tree.strip_prefix("::").unwrap_or(tree);
+    let segments = |path: &str| -> Vec<String> {
+        path.split("::")
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()
+    };
+    if let Some(open) = tree.find('{') {
+        let group = &tree[open + 1..];
+        let group = group.trim_end().strip_suffix('}').unwrap_or(group);
+        let len = prefix.len();
+        prefix.extend(segments(&tree[..open]));
+        for item in split_top(group) {
+            use_tree(&item, prefix, names);
+        }
+        prefix.truncate(len);
+        return;
+    }
+    let (path, alias) = match word_positions(tree, "as").last() {
+        Some(&at) => (&tree[..at], Some(tree[at + 2..].trim())),
+        None => (tree, None),
+    };
+    let mut full = prefix.clone();
+    full.extend(segments(path));
+    // `a::{self}` is `a`.
+    if full.last().is_some_and(|s| s == "self") {
+        full.pop();
+    }
+    let name = alias.map(str::to_owned).or_else(|| full.last().cloned());
+    if let Some(name) = name.filter(|n| !n.is_empty() && n != "_") {
+        if name == "*" {
+            full.pop();
+        }
+        names.push((name, full));
+    }
+}
+
+/// Whether `code` defines or re-exports `name`: `fn name`, `struct name`, ..., `macro_rules!
+/// name`, `pub use x::name`.
+fn defines(code: &str, name: &str) -> bool {
+    const ITEMS: [&str; 10] = [
+        "fn",
+        "struct",
+        "enum",
+        "trait",
+        "type",
+        "const",
+        "static",
+        "mod",
+        "union",
+        "macro_rules!",
+    ];
+    let item = word_positions(code, name).into_iter().any(|at| {
+        let before = code[..at].trim_end();
+        ITEMS.iter().any(|keyword| {
+            before
+                .strip_suffix(keyword)
+                .is_some_and(|rest| !rest.ends_with(|c: char| c.is_alphanumeric() || c == '_'))
+        })
+    });
+    item || use_statements(code)
+        .into_iter()
+        .any(|(public, names)| public && names.iter().any(|(n, _)| n == name))
 }
 
 /// Where `word` starts in `text` as a whole word.
@@ -248,10 +398,12 @@ fn word_positions(text: &str, word: &str) -> Vec<usize> {
 }
 
 /// The first segment of every path from the crate root in a file `depth` modules deep:
-/// `crate::a::B`, `crate::{a, b::C}`, and `super::super::a` (as many `super`s as `depth`).
+/// `crate::a::B`, `crate::{a, b::C}`, and `super::super::a` (as many `super`s as `depth`, and
+/// one more in each inline `mod x { ... }` the path is in).
 fn references(code: &str, depth: usize) -> BTreeSet<String> {
     let mut found = BTreeSet::new();
     let bytes = code.as_bytes();
+    let inline = inline_modules(code);
     let starts = word_positions(code, "crate")
         .into_iter()
         .chain(word_positions(code, "super"));
@@ -269,7 +421,8 @@ fn references(code: &str, depth: usize) -> BTreeSet<String> {
                 supers += 1;
                 rest = after.trim_start();
             }
-            if supers == 0 || supers != depth {
+            let nested = inline.iter().filter(|body| body.contains(&at)).count();
+            if supers == 0 || supers != depth + nested {
                 continue;
             }
         }
@@ -303,6 +456,24 @@ fn references(code: &str, depth: usize) -> BTreeSet<String> {
         }
     }
     found
+}
+
+/// The bodies of the inline modules (`mod x { ... }`) of `code`.
+fn inline_modules(code: &str) -> Vec<Range<usize>> {
+    let bytes = code.as_bytes();
+    let ident = |c: char| c.is_alphanumeric() || c == '_';
+    (0..bytes.len())
+        .filter(|&i| bytes[i] == b'{')
+        .filter(|&i| {
+            let before = code[..i].trim_end();
+            let name = before.trim_end_matches(ident);
+            name.len() < before.len()
+                && name.trim_end().strip_suffix("mod").is_some_and(|rest| {
+                    name.len() > name.trim_end().len() && !rest.ends_with(ident)
+                })
+        })
+        .map(|open| open..source::closing_brace(bytes, open))
+        .collect()
 }
 
 /// The items of a `{...}` list at its top level.

@@ -20,6 +20,8 @@ pub(super) struct ModDecl {
     pub(super) name: String,
     /// Declared under `#[cfg(test)]` (or in a test-only file): the module is test code.
     pub(super) test: bool,
+    /// Its file as `#[path = "..."]` names it, relative to the declaring file's directory.
+    pub(super) path: Option<String>,
 }
 
 /// A parsed source file.
@@ -27,11 +29,12 @@ pub(super) struct Source {
     /// The text with comments and the contents of string and char literals replaced by spaces
     /// (newlines kept), so offsets and line numbers are those of the file.
     code: String,
-    /// The byte ranges of test-only items: `#[cfg(test)]` and the item it applies to.
+    /// The byte ranges of test-only code: `#[cfg(test)]` and what it is on, and the body of
+    /// a module with `#![cfg(test)]`.
     test_ranges: Vec<Range<usize>>,
     /// Every string literal, in order.
     literals: Vec<Literal>,
-    /// `#![cfg(test)]`: the whole file is test code.
+    /// `#![cfg(test)]` outside any braces: the whole file is test code.
     test_file: bool,
 }
 
@@ -45,8 +48,7 @@ fn is_ident(b: u8) -> bool {
 impl Source {
     pub(super) fn parse(text: &str) -> Self {
         let (code, literals) = lex(text);
-        let test_file = code.contains(CFG_TEST_INNER);
-        let test_ranges = test_items(&code);
+        let (test_ranges, test_file) = test_code(&code);
         Self {
             code,
             test_ranges,
@@ -86,6 +88,11 @@ impl Source {
             + 1
     }
 
+    /// Every string literal, test code included.
+    pub(super) fn literals(&self) -> &[Literal] {
+        &self.literals
+    }
+
     /// The string literals outside test code.
     pub(super) fn literals_outside_tests(&self) -> impl Iterator<Item = &Literal> {
         self.literals.iter().filter(|l| !self.is_test(l.at))
@@ -118,6 +125,7 @@ impl Source {
                         if !name.is_empty() && after.starts_with(';') {
                             decls.push(ModDecl {
                                 test: self.is_test(i),
+                                path: self.path_attribute(i),
                                 name,
                             });
                         }
@@ -129,6 +137,52 @@ impl Source {
         }
         decls
     }
+
+    /// The path of a `#[path = "..."]` among the attributes of the item at `item` (its
+    /// visibility included).
+    fn path_attribute(&self, item: usize) -> Option<String> {
+        self.literals.iter().find_map(|literal| {
+            let before = self.code[..literal.at].trim_end().strip_suffix('=')?;
+            let open = before.trim_end().strip_suffix("path")?.trim_end();
+            open.strip_suffix("#[")?;
+            let close = literal.at + self.code[literal.at..].find(']')? + 1;
+            let between = self.code.get(close..item)?;
+            attributes_and_visibility(between).then(|| literal.text.clone())
+        })
+    }
+}
+
+/// Whether `text` holds only attributes and a visibility (`pub`, `pub(crate)`): what may stand
+/// between an attribute and its item.
+fn attributes_and_visibility(text: &str) -> bool {
+    let mut rest = text.trim_start();
+    while !rest.is_empty() {
+        if let Some(attribute) = rest.strip_prefix("#[") {
+            let mut depth = 1usize;
+            let Some(end) = attribute.find(|c| {
+                match c {
+                    '[' => depth += 1,
+                    ']' => depth -= 1,
+                    _ => {}
+                }
+                depth == 0
+            }) else {
+                return false;
+            };
+            rest = attribute[end + 1..].trim_start();
+        } else if leading_word(rest) == "pub" {
+            rest = rest[3..].trim_start();
+            if let Some(scope) = rest.strip_prefix('(') {
+                let Some((_, after)) = scope.split_once(')') else {
+                    return false;
+                };
+                rest = after.trim_start();
+            }
+        } else {
+            return false;
+        }
+    }
+    true
 }
 
 /// Spaces over `range`, newlines kept.
@@ -257,8 +311,92 @@ fn lex(text: &str) -> (String, Vec<Literal>) {
     (String::from_utf8_lossy(&out).into_owned(), literals)
 }
 
-/// The byte ranges of `#[cfg(test)]` and the item each applies to: up to its `;` or through
-/// its braces.
+/// Words that start an item or a `let` statement: a `#[cfg(test)]` on one covers it up to its
+/// `;` or through its braces. On anything else (a match arm, a field, an argument, an
+/// expression statement) it covers up to the `,` or `;` that ends it.
+const ITEM_KEYWORDS: [&str; 15] = [
+    "fn", "mod", "impl", "struct", "enum", "trait", "union", "type", "use", "const", "static",
+    "let", "extern", "unsafe", "async",
+];
+
+/// The identifier at the start of `text`.
+fn leading_word(text: &str) -> &str {
+    let end = text
+        .bytes()
+        .position(|b| !is_ident(b))
+        .unwrap_or(text.len());
+    &text[..end]
+}
+
+/// Whether the code at `at` (after its attributes) is an item or a `let` statement, rather
+/// than an element of a list (a match arm, a field, an argument) or an expression: `pub fn`
+/// is an item, `pub name: T` a field.
+fn starts_item(code: &str, at: usize) -> bool {
+    let mut rest = code[at..].trim_start();
+    if leading_word(rest) == "pub" {
+        rest = rest[3..].trim_start();
+        if let Some(scope) = rest.strip_prefix('(') {
+            rest = scope
+                .split_once(')')
+                .map_or("", |(_, after)| after)
+                .trim_start();
+        }
+    }
+    let word = leading_word(rest);
+    ITEM_KEYWORDS.contains(&word) || rest.starts_with("macro_rules!")
+}
+
+/// The byte ranges of test-only code, and whether the whole file is: each `#[cfg(test)]` with
+/// the one item, statement, match arm, field or argument it is on (not what follows it), and
+/// the body of each module (or block) with `#![cfg(test)]` in it. `#![cfg(test)]` outside any
+/// braces makes the whole file test code.
+fn test_code(code: &str) -> (Vec<Range<usize>>, bool) {
+    let (mut ranges, test_file) = inner_test_scopes(code);
+    ranges.extend(test_items(code));
+    (ranges, test_file)
+}
+
+/// The bodies that hold `#![cfg(test)]`, and whether one is outside any braces (the file).
+fn inner_test_scopes(code: &str) -> (Vec<Range<usize>>, bool) {
+    let bytes = code.as_bytes();
+    let (mut opens, mut ranges, mut test_file) = (Vec::new(), Vec::new(), false);
+    for (i, b) in bytes.iter().enumerate() {
+        match b {
+            b'{' => opens.push(i),
+            b'}' => {
+                opens.pop();
+            }
+            b'#' if bytes[i..].starts_with(CFG_TEST_INNER.as_bytes()) => match opens.last() {
+                None => test_file = true,
+                Some(&open) => ranges.push(open..closing_brace(bytes, open)),
+            },
+            _ => {}
+        }
+    }
+    (ranges, test_file)
+}
+
+/// The end (past the `}`) of the braces opened at `open`, or of the text if they never close.
+pub(super) fn closing_brace(bytes: &[u8], open: usize) -> usize {
+    let mut depth = 0usize;
+    for (i, b) in bytes.iter().enumerate().skip(open) {
+        match b {
+            b'{' => depth += 1,
+            b'}' => {
+                depth -= 1;
+                if depth == 0 {
+                    return i + 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    bytes.len()
+}
+
+/// The byte ranges of `#[cfg(test)]` and what each applies to: an item up to its `;` or
+/// through its braces, a list element (match arm, field, argument) up to its `,`, and never
+/// past the end of the braces or parentheses it is in.
 fn test_items(code: &str) -> Vec<Range<usize>> {
     let bytes = code.as_bytes();
     let mut ranges = Vec::new();
@@ -290,19 +428,28 @@ fn test_items(code: &str) -> Vec<Range<usize>> {
                 i += 1;
             }
         }
+        let item = starts_item(code, i);
+        // A `let` statement ends at its `;` only: `let s = S { .. };`.
+        let statement = leading_word(code[i.min(code.len())..].trim_start()) == "let";
         let (mut round, mut braces, mut end) = (0usize, 0usize, bytes.len());
         while i < bytes.len() {
+            let outside = round == 0 && braces == 0;
             match bytes[i] {
+                // The end of the list or block the attribute is in.
+                b')' | b']' | b'}' if outside => {
+                    end = i;
+                    break;
+                }
                 b'(' | b'[' => round += 1,
                 b')' | b']' => round = round.saturating_sub(1),
-                b';' if round == 0 && braces == 0 => {
+                b';' | b',' if outside && (bytes[i] == b';' || !item) => {
                     end = i + 1;
                     break;
                 }
                 b'{' => braces += 1,
                 b'}' => {
                     braces = braces.saturating_sub(1);
-                    if braces == 0 && round == 0 {
+                    if braces == 0 && round == 0 && !statement {
                         end = i + 1;
                         break;
                     }

@@ -49,6 +49,17 @@ fn clean() -> Vec<(String, String)> {
             "use super::*;\nconst NAME: &str = \"env.app._stream.topic\";\n".to_owned(),
         ),
         (
+            "crates/kaiju-testkit/Cargo.toml",
+            manifest("kaiju-testkit", ""),
+        ),
+        ("crates/kaiju-testkit/src/lib.rs", "mod server;\n".to_owned()),
+        (
+            "crates/kaiju-testkit/src/server.rs",
+            // redis-cli's output, allowed in this file (REPLY_TEXT_ALLOWED).
+            "fn up(out: &str) -> bool { out.contains(\"PONG\") || out.contains(\"NOAUTH\") }\n"
+                .to_owned(),
+        ),
+        (
             "crates/kaiju-transport/Cargo.toml",
             manifest(
                 "kaiju-transport",
@@ -62,13 +73,24 @@ fn clean() -> Vec<(String, String)> {
         ),
         (
             "crates/kaiju-transport/src/error.rs",
-            "use fred::error::{Error as FredError, ErrorKind};\npub enum TransportError { Timeout }\nfn f(e: FredError) -> bool { *e.kind() == ErrorKind::Timeout && e.details().is_empty() }\n"
-                .to_owned(),
+            concat!(
+                "use fred::error::{Error as FredError, ErrorKind};\npub enum TransportError { Timeout }\n",
+                "fn f(e: FredError) -> bool { *e.kind() == ErrorKind::Timeout && e.details().is_empty() }\n",
+                "fn busy(e: FredError) -> bool { e.details().starts_with(\"BUSYGROUP\") }\n",
+            )
+            .to_owned(),
         ),
         (
             "crates/kaiju-transport/src/watchdog.rs",
-            "use crate::TransportError;\nfn silent(e: fred::error::Error) -> bool {\n    matches!(TransportError::from(e), TransportError::Timeout { .. })\n}\n"
-                .to_owned(),
+            concat!(
+                "use crate::TransportError;\nfn silent(e: fred::error::Error) -> bool {\n",
+                "    matches!(TransportError::from(e), TransportError::Timeout { .. })\n}\n",
+                // fred's `Value` has a `kind()`, and `io::Error` is no fred error.
+                "fn shape(reply: &fred::types::Value) -> String { format!(\"{:?}\", reply.kind()) }\n",
+                "fn gone(e: &std::io::Error) -> bool { std::io::Error::kind(e) == std::io::ErrorKind::NotFound }\n",
+                "const NOT_A_REPLY: [&str; 3] = [\"BUSYGROUPS\", \"ASKED\", \"a NOGROUP\"];\n",
+            )
+            .to_owned(),
         ),
         (
             "bench/Cargo.toml",
@@ -80,8 +102,15 @@ fn clean() -> Vec<(String, String)> {
         ),
         (
             "bench/src/streams.rs",
-            "use kaiju_transport::fred::prelude::*;\n// A comment may say ._stream.\nfn key() -> &'static str { \"bench.raw.topic\" }\n"
-                .to_owned(),
+            concat!(
+                "use kaiju_transport::fred::prelude::*;\n// A comment may say ._stream.\n",
+                "fn key() -> &'static str { \"bench.raw.topic\" }\n",
+                // Test code may spell key names: an arm, a module with `#![cfg(test)]`.
+                "fn name(x: u8) -> &'static str {\n    match x {\n        #[cfg(test)]\n",
+                "        0 => \"a.b._stream.t\",\n        _ => \"bench.raw.topic\",\n    }\n}\n",
+                "mod fixtures {\n    #![cfg(test)]\n    const K: &str = \"a.b._sub.t\";\n}\n",
+            )
+            .to_owned(),
         ),
         (
             "tests/Cargo.toml",
@@ -97,10 +126,14 @@ fn clean() -> Vec<(String, String)> {
             "#[test]\nfn reply_channel() { assert_eq!(\"a.b._reply.c\", \"a.b._reply.c\"); }\n"
                 .to_owned(),
         ),
-        ("xtask/Cargo.toml", manifest("xtask", "ctrlc = \"3\"")),
+        (
+            "xtask/Cargo.toml",
+            manifest("xtask", "ctrlc = '3'\nfredrik = { package = 'fred-rs-not', version = '1' }"),
+        ),
         (
             "xtask/src/main.rs",
-            "mod docker;\nmod servers;\nmod test;\nfn root() {}\nfn main() {}\n".to_owned(),
+            "mod docker;\nmod servers;\nmod test;\nuse servers::*;\nuse test::*;\nfn root() {}\nfn main() {}\n"
+                .to_owned(),
         ),
         (
             "xtask/src/servers.rs",
@@ -114,8 +147,13 @@ fn clean() -> Vec<(String, String)> {
         ),
         (
             "xtask/src/docker/mod.rs",
-            "mod cluster;\nuse crate::servers::Servers;\npub struct DockerOptions;\n"
-                .to_owned(),
+            concat!(
+                "mod cluster;\nuse crate::servers::Servers;\npub struct DockerOptions;\n",
+                // Through the glob of servers, not that of test, which only imports it.
+                "fn servers() -> crate::Servers { crate::Servers }\n",
+                "mod inner {\n    use super::super::servers::Servers;\n    use super::DockerOptions;\n}\n",
+            )
+            .to_owned(),
         ),
         (
             "xtask/src/docker/cluster.rs",
@@ -195,6 +233,7 @@ fn members_come_from_the_root_manifest_globs_included() {
         names,
         [
             "kaiju-core",
+            "kaiju-testkit",
             "kaiju-transport",
             "kaiju-bench",
             "kaiju-tests",
@@ -211,6 +250,13 @@ fn a_fred_dependency_outside_kaiju_transport_fails() {
         "fred.workspace = true",
         "fred = { workspace = true, features = [\"i-std\"] }",
         "redis = { package = \"fred\", version = \"10\" }",
+        // Review 24: TOML's literal strings (single quotes) too.
+        "redis = { package = 'fred', version = \"10\" }",
+        "'fred' = \"10\"",
+        "\"fred\".workspace = true",
+        "\n[dependencies.redis]\npackage = 'fred'\nversion = \"10\"",
+        "\n[target.'cfg(unix)'.dependencies.'fred']\nversion = \"10\"",
+        "\n[ build-dependencies ]\nfred = \"10\"",
     ] {
         let bench = manifest("kaiju-bench", deps);
         let problems = check_with(&[("bench/Cargo.toml", &bench)]);
@@ -278,6 +324,62 @@ fn key_names_in_tests_are_allowed_but_not_in_code_after_them() {
 }
 
 #[test]
+fn a_cfg_test_attribute_covers_only_what_it_is_on() {
+    // Review 24: on a match arm, it hid the arms after it.
+    let arms = "fn k(x: u8) -> &'static str {\n    match x {\n        #[cfg(test)]\n        0 => \"a.b._stream.t\",\n        _ => \"env.app._stream.rpc\",\n    }\n}\n";
+    let problems = check_with(&[("bench/src/streams.rs", arms)]);
+    assert_eq!(
+        places(&problems, Invariant::KeyNames),
+        ["bench/src/streams.rs:5"]
+    );
+    // An arm, a field, a statement, an item: what follows each is code again, and nothing
+    // outside the braces the attribute is in.
+    let text = concat!(
+        "fn f(x: u8) {\n",
+        "    match x { #[cfg(test)] 0 => \"t1\", 1 => \"p1\", #[cfg(test)] _ => \"t2\" }\n",
+        "    \"p2\";\n",
+        "    let _ = S { #[cfg(test)] a: \"t3\", b: \"p3\" };\n",
+        "    #[cfg(test)]\n    let s = S { a: \"t4\" }.b(\"t5\");\n",
+        "    \"p4\";\n",
+        "}\n",
+        "#[cfg(test)]\n#[allow(dead_code)]\nfn g<A, B>(a: A, b: B) -> Vec<(A, B)> { \"t6\"; vec![] }\n",
+        "#[cfg(test)]\npub(crate) use a::{b, c};\n",
+        "const P: &str = \"p5\";\n",
+        "struct S {\n    #[cfg(test)]\n    pub a: u8,\n    pub b: &'static str,\n}\n",
+        "const Q: &str = \"p6\";\n",
+    );
+    let source = Source::parse(text);
+    let outside: Vec<&str> = source
+        .literals_outside_tests()
+        .map(|l| l.text.as_str())
+        .collect();
+    assert_eq!(outside, ["p1", "p2", "p3", "p4", "p5", "p6"]);
+    assert!(!source.is_test(text.find("pub b").unwrap()));
+}
+
+#[test]
+fn an_inner_cfg_test_covers_its_module_only() {
+    // Review 24: `#![cfg(test)]` in a nested module made the whole file test code, for the key
+    // names and for the module cycles.
+    let key = "mod t {\n    #![cfg(test)]\n    const K: &str = \"a._sub.t\";\n}\nfn k() -> &'static str { \"env.app._stream.rpc\" }\n";
+    let problems = check_with(&[("bench/src/streams.rs", key)]);
+    assert_eq!(
+        places(&problems, Invariant::KeyNames),
+        ["bench/src/streams.rs:5"]
+    );
+    let docker = "mod cluster;\nuse crate::test::run;\npub struct DockerOptions;\nmod t {\n    #![cfg(test)]\n}\n";
+    let problems = check_with(&[("xtask/src/docker/mod.rs", docker)]);
+    assert_eq!(
+        places(&problems, Invariant::ModuleCycles),
+        ["xtask/src/main.rs"]
+    );
+    // At the top of a file, it covers the file.
+    let file =
+        "#![cfg(test)]\nconst K: &str = \"a._sub.t\";\nmod a { }\nconst L: &str = \"b._sub.t\";\n";
+    assert_eq!(check_with(&[("bench/src/streams.rs", file)]), vec![]);
+}
+
+#[test]
 fn looking_into_fred_errors_outside_error_rs_fails() {
     // The loophole of the watchdog: fred's ErrorKind compared outside error.rs.
     let watchdog = "fn silent(e: fred::error::Error) -> bool {\n    *e.kind() == fred::error::ErrorKind::Timeout\n}\n";
@@ -296,13 +398,61 @@ fn looking_into_fred_errors_outside_error_rs_fails() {
     let problems = check_with(&[("tests/it/rpc.rs", test)]);
     assert_eq!(
         places(&problems, Invariant::FredErrors),
-        ["tests/it/rpc.rs:3"]
+        ["tests/it/rpc.rs:3", "tests/it/rpc.rs:3"]
     );
     let import = "use kaiju_transport::fred::error::{Error, ErrorKind};\n";
     let problems = check_with(&[("bench/src/streams.rs", import)]);
     assert_eq!(
         places(&problems, Invariant::FredErrors),
         ["bench/src/streams.rs:1", "bench/src/streams.rs:1"]
+    );
+}
+
+#[test]
+fn reading_fred_errors_in_other_shapes_fails() {
+    // Review 24: UFCS, a method on the next line, and errors read as text (`to_string()`,
+    // `format!`), which show in the reply code they are compared with.
+    let client = concat!(
+        "use fred::error::Error;\n",
+        "fn a(e: Error) -> bool { Error::details(&e).is_empty() }\n",
+        "fn b(e: Error) -> String {\n    format!(\"{:?}\", e\n        .kind ())\n}\n",
+        "fn c(e: Error) -> bool { e.to_string().contains(\"BUSYGROUP\") }\n",
+        "fn d(e: Error) -> bool { format!(\"{e}\").starts_with(\"NOGROUP\") }\n",
+        "fn e(e: Error) -> bool { e.to_string() == \"MOVED 3999 127.0.0.1:6381\" }\n",
+        "fn f(e: Error) -> bool { fred::error::Error::kind(&e).to_str() == \"x\" }\n",
+    );
+    let problems = check_with(&[
+        (
+            "crates/kaiju-transport/src/lib.rs",
+            "mod client;\nmod error;\nmod watchdog;\n",
+        ),
+        ("crates/kaiju-transport/src/client.rs", client),
+    ]);
+    let client = "crates/kaiju-transport/src/client.rs";
+    assert_eq!(
+        places(&problems, Invariant::FredErrors),
+        // Sorted as text: line 10 first.
+        [10, 2, 5, 7, 8, 9].map(|line| format!("{client}:{line}")),
+        "{problems:?}"
+    );
+    assert!(
+        problems[3]
+            .message
+            .contains("`BUSYGROUP` matches a Redis error's text"),
+        "{problems:?}"
+    );
+    // Tests too; and a reply text allowed in one file is not in another.
+    let test = "#[test]\nfn busy() {\n    let e = run();\n    assert!(e.to_string().starts_with(\"BUSY \"));\n}\n";
+    let problems = check_with(&[
+        ("tests/it/rpc.rs", test),
+        (
+            "bench/src/streams.rs",
+            "fn up(out: &str) -> bool { out == \"NOAUTH\" }\n",
+        ),
+    ]);
+    assert_eq!(
+        places(&problems, Invariant::FredErrors),
+        ["bench/src/streams.rs:1", "tests/it/rpc.rs:4"]
     );
 }
 
@@ -325,6 +475,58 @@ fn an_import_cycle_between_top_level_modules_fails() {
     assert_eq!(
         places(&problems, Invariant::ModuleCycles),
         ["xtask/src/main.rs"]
+    );
+    // Review 24: from an inline module of a top-level file, through one `super` more.
+    let docker = "mod cluster;\npub struct DockerOptions;\nmod inner {\n    use super::super::test::run;\n}\n";
+    let problems = check_with(&[("xtask/src/docker/mod.rs", docker)]);
+    assert_eq!(
+        places(&problems, Invariant::ModuleCycles),
+        ["xtask/src/main.rs"]
+    );
+    // Review 24: through a module the root renames, or a name a root glob brings in: from the
+    // glob module that defines it, or from any if none visibly does.
+    let main = "mod docker;\nmod servers;\nmod test;\nuse test as t;\nfn root() {}\nfn main() {}\n";
+    let docker = "mod cluster;\nuse crate::t::run;\npub struct DockerOptions;\n";
+    let problems = check_with(&[
+        ("xtask/src/main.rs", main),
+        ("xtask/src/docker/mod.rs", docker),
+    ]);
+    assert_eq!(
+        places(&problems, Invariant::ModuleCycles),
+        ["xtask/src/main.rs"]
+    );
+    let docker = "mod cluster;\nuse crate::run_cargo_test;\npub struct DockerOptions;\n";
+    let test = "use crate::docker::DockerOptions;\npub fn run_cargo_test() {}\n";
+    for test in [test, "use crate::docker::DockerOptions;\n"] {
+        let problems = check_with(&[
+            ("xtask/src/docker/mod.rs", docker),
+            ("xtask/src/test.rs", test),
+        ]);
+        assert_eq!(
+            places(&problems, Invariant::ModuleCycles),
+            ["xtask/src/main.rs"],
+            "{test}"
+        );
+    }
+    // Through a module whose file `#[path]` names (its own modules' files beside it).
+    let main = "mod docker;\nmod servers;\nmod test;\n#[path = \"run/testing.rs\"]\n#[allow(dead_code)]\npub(crate) mod runner;\nfn root() {}\nfn main() {}\n";
+    let docker = "mod cluster;\nuse crate::runner::run;\npub struct DockerOptions;\n";
+    let problems = check_with(&[
+        ("xtask/src/main.rs", main),
+        ("xtask/src/docker/mod.rs", docker),
+        ("xtask/src/run/testing.rs", "mod sub;\n"),
+        (
+            "xtask/src/run/sub.rs",
+            "use super::super::docker::DockerOptions;\n",
+        ),
+    ]);
+    assert_eq!(
+        places(&problems, Invariant::ModuleCycles),
+        ["xtask/src/main.rs"]
+    );
+    assert!(
+        problems[0].message.contains("docker -> runner -> docker"),
+        "{problems:?}"
     );
     // In a library, through a name the root re-exports.
     let key = "use crate::Msgpack;\npub struct Key;\npub struct Namespace;\n";
@@ -350,8 +552,19 @@ fn the_lexer_tells_code_from_comments_and_literals() {
     assert!(!source.code().contains("not a literal"));
     assert!(source.code().contains("fn f<'a>(x: &'a str) {}"));
     assert_eq!(source.line_of(text.find("fn f").unwrap()), 3);
-    let mods = Source::parse("mod a;\npub(crate) mod b;\n#[cfg(test)]\nmod tests;\nfn x() { mod inner; }\nmod inline { }\n")
+    let mods = Source::parse("mod a;\n#[path = \"x/b.rs\"]\n#[cfg(unix)]\npub(crate) mod b;\n#[cfg(test)]\nmod tests;\nfn x() { mod inner; }\nmod inline { }\n#[path = \"no.rs\"]\nfn f() {}\nmod c;\n")
         .mod_decls();
-    let names: Vec<(&str, bool)> = mods.iter().map(|m| (m.name.as_str(), m.test)).collect();
-    assert_eq!(names, [("a", false), ("b", false), ("tests", true)]);
+    let names: Vec<(&str, bool, Option<&str>)> = mods
+        .iter()
+        .map(|m| (m.name.as_str(), m.test, m.path.as_deref()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("a", false, None),
+            ("b", false, Some("x/b.rs")),
+            ("tests", true, None),
+            ("c", false, None)
+        ]
+    );
 }

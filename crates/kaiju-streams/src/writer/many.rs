@@ -135,7 +135,7 @@ impl StreamWriter {
                     }
                     outcomes.extend(chunk.iter().copied().zip(ids));
                 }
-                Err(e) if refuses_scripts(&e) => {
+                Err(StreamError::Transport(e)) if e.is_script_refused() => {
                     // The script did not run: this stream's entries go in a pipeline instead.
                     self.no_scripts.store(true, Ordering::Relaxed);
                     let unsent = chunk.iter().chain(rest).copied().collect();
@@ -250,21 +250,6 @@ fn chunk_len(positions: &[usize], encoded: &[(&Key, Bytes)]) -> usize {
     n.max(1)
 }
 
-/// The server would not run the script at all: an ACL user without `EVALSHA`, or the command
-/// renamed away. (A `NOPERM` about the keys fails the `XADD`s just the same.)
-fn refuses_scripts(error: &StreamError) -> bool {
-    match error {
-        StreamError::Transport(TransportError::NoPermission { message }) => {
-            message.to_ascii_lowercase().contains("evalsha")
-        }
-        StreamError::Transport(TransportError::Server { message, .. }) => {
-            let message = message.to_ascii_lowercase();
-            message.contains("unknown command") && message.contains("evalsha")
-        }
-        _ => false,
-    }
-}
-
 fn protocol(message: &str) -> StreamError {
     StreamError::Transport(TransportError::Protocol {
         message: message.to_owned(),
@@ -340,23 +325,5 @@ mod tests {
         assert_eq!(groups[0].0.as_str(), "a");
         assert_eq!(groups[0].1, vec![0, 2, 3]);
         assert_eq!(groups[1].1, vec![1, 4]);
-    }
-
-    #[test]
-    fn only_a_refusal_of_the_script_itself_falls_back_to_pipelines() {
-        let refused = |e: TransportError| refuses_scripts(&StreamError::Transport(e));
-        assert!(refused(TransportError::NoPermission {
-            message: "NOPERM this user has no permissions to run the 'evalsha' command".into()
-        }));
-        assert!(!refused(TransportError::NoPermission {
-            message: "NOPERM this user has no permissions to access one of the keys".into()
-        }));
-        assert!(refused(TransportError::Server {
-            code: "ERR".into(),
-            message: "ERR unknown command 'EVALSHA', with args beginning with: ".into()
-        }));
-        assert!(!refused(TransportError::Timeout {
-            message: "timed out".into()
-        }));
     }
 }
