@@ -113,8 +113,8 @@ struct Protocol(bool);
 impl<'de> Deserialize<'de> for Protocol {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         match f64::deserialize(d) {
-            Ok(v) if v == 2.0 => Ok(Self(false)),
-            Ok(v) if v == 3.0 => Ok(Self(true)),
+            Ok(2.0) => Ok(Self(false)),
+            Ok(3.0) => Ok(Self(true)),
             _ => Err(serde::de::Error::custom("expected 2 or 3")),
         }
     }
