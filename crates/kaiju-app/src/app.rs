@@ -368,17 +368,30 @@ impl App {
     ///
     /// A start that is running is asked to end at its next hook, and waited for; a second
     /// stop waits for the first and closes nothing more.
+    ///
+    /// The whole stop keeps to `run.shutdown_timeout`: when a start hook does not return
+    /// within it (it hangs), nothing is closed, and the error says so. Do not await `stop`
+    /// inside a hook; [`AppHandle::stop`] asks for a stop without waiting for it.
     pub async fn stop(&self) -> Vec<(String, String)> {
         self.abandon.store(true, Ordering::SeqCst);
-        let _lifecycle = self.lifecycle.lock().await;
+        let Ok(_lifecycle) =
+            tokio::time::timeout(self.shutdown_timeout, self.lifecycle.lock()).await
+        else {
+            let error = format!(
+                "the start did not reach its next hook within {:?}; nothing was closed",
+                self.shutdown_timeout
+            );
+            tracing::error!(%error, "stop gave up");
+            return vec![("app".to_owned(), error)];
+        };
         let errors = self.close_started().await;
         self.set_phase(Phase::Stopped);
         errors
     }
 
-    /// Closes what `started` holds, last first. A service leaves the list only once its close
-    /// returned, so a close cut short (a stop signal during a failed start's rollback) is
-    /// done again by the next stop.
+    /// Closes what `started` holds, last first. A service leaves the list once its close
+    /// returned or panicked; a close cut short (a stop signal during a failed start's
+    /// rollback drops it) leaves the service on the list, so the next stop closes it.
     async fn close_started(&self) -> Vec<(String, String)> {
         let now = Instant::now();
         let deadline = now.checked_add(self.shutdown_timeout).unwrap_or(now);
@@ -394,13 +407,15 @@ impl App {
             let slot = &self.cx.slots[i];
             let left = deadline.saturating_duration_since(Instant::now());
             tracing::debug!(service = %slot.name, ?left, "close");
+            let closing = Closing {
+                app: self,
+                index: i,
+                returned: false,
+            };
             let result =
                 tokio::time::timeout(left + Duration::from_millis(100), slot.hooks.close(left))
                     .await;
-            self.started
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .retain(|&s| s != i);
+            closing.done();
             let error = match result {
                 Ok(Ok(())) => continue,
                 Ok(Err(e)) => e.to_string(),
@@ -410,6 +425,14 @@ impl App {
             errors.push((slot.name.clone(), error));
         }
         errors
+    }
+
+    /// The failure of a required service during the start, once.
+    fn take_failure(&self) -> Option<AppError> {
+        self.failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
     }
 
     /// Resolves once a stop is asked for: SIGINT, SIGTERM, or [`AppHandle::stop`].
@@ -422,7 +445,9 @@ impl App {
 
     /// Starts (unless [`start`](Self::start) was called already and succeeded), waits for
     /// SIGINT or SIGTERM (or [`AppHandle::stop`]), and stops. Returns an error if the start
-    /// failed, or [`AppError::Unclean`] if a service did not close cleanly.
+    /// failed, or [`AppError::Unclean`] if a service did not close cleanly. After a start that
+    /// failed or was cancelled, or after a stop, it closes whatever is still open and returns
+    /// the start's failure (or [`AppError::AlreadyStarted`]).
     ///
     /// A signal that arrives while the app is still starting abandons the start and stops
     /// what had started; if a required service had failed by then, that failure is returned.
@@ -440,8 +465,11 @@ impl App {
                 }
             }
             Phase::Running => None,
+            // A start that was cancelled (dropped) or failed, or a stop: close whatever is
+            // still open, and say why the app cannot run.
             Phase::Starting | Phase::Failed | Phase::Stopped => {
-                return Err(AppError::AlreadyStarted);
+                self.stop().await;
+                return Err(self.take_failure().unwrap_or(AppError::AlreadyStarted));
             }
         };
         let received = match early {
@@ -459,12 +487,7 @@ impl App {
             }
         };
         let errors = self.stop().await;
-        if let Some(failure) = self
-            .failure
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-        {
+        if let Some(failure) = self.take_failure() {
             return Err(failure);
         }
         received?;
@@ -472,6 +495,36 @@ impl App {
             Ok(())
         } else {
             Err(AppError::Unclean { errors })
+        }
+    }
+}
+
+/// A service being closed: it leaves the started list when its close returns ([`done`]) or
+/// panics (this guard is dropped while unwinding), but not when the close is cancelled, so
+/// that a later stop closes it again. A close that panics is not run again: the services
+/// started before it still get theirs.
+///
+/// [`done`]: Closing::done
+struct Closing<'a> {
+    app: &'a App,
+    index: usize,
+    returned: bool,
+}
+
+impl Closing<'_> {
+    fn done(mut self) {
+        self.returned = true;
+    }
+}
+
+impl Drop for Closing<'_> {
+    fn drop(&mut self) {
+        if self.returned || std::thread::panicking() {
+            self.app
+                .started
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .retain(|&s| s != self.index);
         }
     }
 }

@@ -41,6 +41,12 @@ struct Settings {
     /// Hooks that take 200 ms.
     #[serde(default)]
     slow: Vec<String>,
+    /// Hooks that never return.
+    #[serde(default)]
+    hang: Vec<String>,
+    /// Hooks that panic.
+    #[serde(default)]
+    panic_in: Vec<String>,
     #[serde(default = "disabled")]
     needs: Dependency,
 }
@@ -55,6 +61,8 @@ struct Rec {
     fail_check: bool,
     fail_in: Option<String>,
     slow: Vec<String>,
+    hang: Vec<String>,
+    panic_in: Vec<String>,
     needs: Dependency,
     t0: Instant,
 }
@@ -67,6 +75,12 @@ impl Rec {
             .push(format!("{phase}> {}", self.name));
         if self.slow.iter().any(|s| s == phase) {
             tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        if self.hang.iter().any(|s| s == phase) {
+            std::future::pending::<()>().await;
+        }
+        if self.panic_in.iter().any(|s| s == phase) {
+            panic!("{} panics in {phase}", self.name);
         }
         self.log.lock().unwrap().push(format!(
             "{phase}< {} @{}ms",
@@ -89,6 +103,8 @@ impl ServiceClass for Rec {
             fail_check: s.fail_check,
             fail_in: s.fail_in,
             slow: s.slow,
+            hang: s.hang,
+            panic_in: s.panic_in,
             needs: s.needs,
             t0: Instant::now(),
         })
@@ -119,6 +135,10 @@ impl Service for Rec {
 }
 
 fn build(services: &str) -> (Result<App, AppError>, Log) {
+    build_with("", services)
+}
+
+fn build_with(sections: &str, services: &str) -> (Result<App, AppError>, Log) {
     let id = uuid::Uuid::new_v4().simple().to_string();
     let dir = std::env::temp_dir().join(format!("kaiju-review-{id}"));
     std::fs::create_dir_all(&dir).unwrap();
@@ -126,7 +146,7 @@ fn build(services: &str) -> (Result<App, AppError>, Log) {
     std::fs::write(
         &f,
         format!(
-            "main: {{name: app}}\nservices:\n{}",
+            "main: {{name: app}}\n{sections}services:\n{}",
             services.replace("LOG", &id)
         ),
     )
@@ -329,4 +349,78 @@ async fn a_stop_before_run_leaves_nothing_open() {
         let closed = log.iter().filter(|l| l.starts_with("close<")).count();
         assert_eq!(opened, closed, "{log:?}");
     }
+}
+
+#[tokio::test]
+async fn a_stop_keeps_to_the_shutdown_timeout_when_a_start_hook_hangs() {
+    let (app, log) = build_with(
+        "run: {shutdown_timeout: 1}\n",
+        "  - {cls: Rec, name: s1, settings: {log: LOG}}\n  - {cls: Rec, name: s2, settings: {log: LOG, hang: [init]}}\n",
+    );
+    let app = Arc::new(app.unwrap());
+    let a = app.clone();
+    let starting = tokio::spawn(async move { a.start().await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let errors = tokio::time::timeout(Duration::from_secs(5), app.stop())
+        .await
+        .expect("stop returns within the shutdown timeout");
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].1.contains("nothing was closed"), "{errors:?}");
+    starting.abort();
+    // Once the hanging start is gone, a stop closes what it had started.
+    let _ = starting.await;
+    assert!(app.stop().await.is_empty());
+    assert!(position(&entries(&log), "close< s1").is_some());
+}
+
+#[tokio::test]
+async fn a_close_that_panics_does_not_keep_the_services_before_it_open() {
+    let (app, log) = build(
+        "  - {cls: Rec, name: s1, settings: {log: LOG}}\n  - {cls: Rec, name: s2, settings: {log: LOG, panic_in: [close]}}\n",
+    );
+    let app = Arc::new(app.unwrap());
+    app.start().await.unwrap();
+    let a = app.clone();
+    assert!(
+        tokio::spawn(async move { a.stop().await }).await.is_err(),
+        "the panic reaches the stop's caller"
+    );
+    // The panicking close is not run again; the next stop closes s1.
+    assert!(app.stop().await.is_empty());
+    let log = entries(&log);
+    assert_eq!(
+        log.iter().filter(|l| l.starts_with("close> s2")).count(),
+        1,
+        "{log:?}"
+    );
+    assert!(position(&log, "close< s1").is_some(), "{log:?}");
+}
+
+#[tokio::test]
+async fn run_after_a_cancelled_start_closes_what_started() {
+    let (app, log) = build(
+        "  - {cls: Rec, name: s1, settings: {log: LOG}}\n  - {cls: Rec, name: s2, settings: {log: LOG, slow: [init]}}\n",
+    );
+    let app = app.unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), app.start())
+            .await
+            .is_err()
+    );
+    assert!(matches!(app.run().await, Err(AppError::AlreadyStarted)));
+    assert!(position(&entries(&log), "close< s1").is_some());
+}
+
+#[tokio::test]
+async fn run_after_a_failed_start_returns_its_failure() {
+    let (app, _) = build("  - {cls: Rec, name: s1, settings: {log: LOG, fail_in: init}}\n");
+    let app = app.unwrap();
+    assert!(app.start().await.is_err());
+    let e = app
+        .run()
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(e.contains("service `s1` (Rec) failed in init"), "{e}");
 }

@@ -939,7 +939,7 @@ fn kaiju_transport_names_are_typed_and_errors_name_the_key_as_written() {
         (true, 250)
     );
     let app = build_text(
-        "main: {name: app}\nservices:\n  - cls: RedisTransportService\n    settings: {protocol_version: 2.0, startup_nodes: [{host: a, port: '7000'}]}\n",
+        "main: {name: app}\nservices:\n  - cls: RedisTransportService\n    settings: {protocol_version: 2.0, startup_nodes: [{host: a, port: '7000'}], password: .nan}\n",
     )
     .unwrap();
     let t = app
@@ -948,6 +948,11 @@ fn kaiju_transport_names_are_typed_and_errors_name_the_key_as_written() {
     assert_eq!(
         (t.settings().resp3, t.settings().nodes.clone()),
         (false, vec!["a:7000".to_owned()])
+    );
+    assert_eq!(
+        t.settings().password.as_ref().map(|p| p.expose()),
+        Some("nan"),
+        "a YAML float in a text setting is the text Python sends"
     );
 }
 

@@ -60,6 +60,7 @@ pub(crate) fn headers(args: &[String]) -> Result<Headers, Failure> {
             Ok(Json::Null) => HeaderValue::Nil,
             Ok(Json::Bool(b)) => HeaderValue::Bool(b),
             Ok(Json::Number(n)) if n.is_i64() => HeaderValue::Int(n.as_i64().unwrap_or_default()),
+            Ok(Json::Number(n)) if n.is_u64() => HeaderValue::from(n.as_u64().unwrap_or_default()),
             Ok(Json::Number(n)) => HeaderValue::Float(n.as_f64().unwrap_or_default()),
             Ok(Json::String(s)) => HeaderValue::Str(s),
             _ => HeaderValue::Str(value.to_owned()),

@@ -52,9 +52,8 @@ pub(crate) struct Parsed {
 
 fn int(value: Option<&HeaderValue>) -> Option<i64> {
     match value? {
-        HeaderValue::Int(n) => Some(*n),
         HeaderValue::Str(s) => s.trim().parse().ok(),
-        _ => None,
+        other => other.as_i64(),
     }
 }
 
@@ -87,11 +86,11 @@ impl Parsed {
             _ => limits.default,
         };
         let left = by_deadline.unwrap_or_else(by_timeout);
-        let correlation_id = match h.get(CORRELATION_ID) {
-            Some(HeaderValue::Str(s)) if !s.is_empty() => s.clone(),
-            Some(HeaderValue::Int(n)) => n.to_string(),
-            _ => short_uid(),
-        };
+        let correlation_id = h
+            .get(CORRELATION_ID)
+            .and_then(HeaderValue::to_text)
+            .filter(|id| !id.is_empty())
+            .unwrap_or_else(short_uid);
         Self {
             correlation_id,
             deadline: now + left,
@@ -229,6 +228,22 @@ mod tests {
         assert_eq!(left(&with(&[("Timeout", "5.5".into())])), 90);
         assert_eq!(left(&with(&[("Timeout", 100_000.into())])), 600);
         assert_eq!(left(&with(&[("Timeout", (-3).into())])), 90);
+    }
+
+    #[tokio::test]
+    async fn integers_above_i64_max_read_as_the_largest_integer() {
+        let big = || HeaderValue::from(u64::MAX);
+        assert_eq!(
+            left(&with(&[("Timeout", big())])),
+            600,
+            "capped, as i64::MAX is"
+        );
+        let parsed = Parsed::read(
+            &with(&[("RPC-Retries", big()), ("Correlation-Id", big())]),
+            LIMITS,
+        );
+        assert_eq!(parsed.attempts, 10);
+        assert_eq!(parsed.correlation_id, u64::MAX.to_string());
     }
 
     #[tokio::test]

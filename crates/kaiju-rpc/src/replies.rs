@@ -65,10 +65,11 @@ fn route(waiting: &Waiting, payload: &[u8]) {
         tracing::debug!("an unreadable message on the reply channel was dropped");
         return;
     };
-    let id = match headers.get(headers::REQUEST_ID) {
-        Some(HeaderValue::Str(id)) => id.clone(),
-        Some(HeaderValue::Int(id)) => id.to_string(),
-        _ => return,
+    let Some(id) = headers
+        .get(headers::REQUEST_ID)
+        .and_then(HeaderValue::to_text)
+    else {
+        return;
     };
     let Some(tx) = lock(waiting).remove(&id) else {
         tracing::debug!(%id, "a reply for a request nobody waits for (timed out, or a duplicate)");

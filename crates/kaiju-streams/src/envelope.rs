@@ -99,6 +99,28 @@ impl From<String> for HeaderValue {
     }
 }
 
+impl HeaderValue {
+    /// The value as an integer: an `Int`, or an integer above `i64::MAX` (carried as
+    /// `Value::UInt`) saturated to `i64::MAX`. `None` for anything else.
+    pub fn as_i64(&self) -> Option<i64> {
+        match self {
+            Self::Int(n) => Some(*n),
+            Self::Other(kaiju_core::Value::UInt(_)) => Some(i64::MAX),
+            _ => None,
+        }
+    }
+
+    /// The value as text when it is a string or an integer (ids may be written as either).
+    pub fn to_text(&self) -> Option<String> {
+        match self {
+            Self::Str(s) => Some(s.clone()),
+            Self::Int(n) => Some(n.to_string()),
+            Self::Other(kaiju_core::Value::UInt(n)) => Some(n.to_string()),
+            _ => None,
+        }
+    }
+}
+
 macro_rules! from_int {
     ($($t:ty),*) => {$(
         impl From<$t> for HeaderValue {

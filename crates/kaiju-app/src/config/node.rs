@@ -107,9 +107,9 @@ impl Node {
     }
 
     /// The value as JSON, for typed deserialization and for printing. A float that JSON
-    /// cannot hold (NaN, infinity) becomes its YAML spelling as a string (`.nan`, `.inf`,
-    /// `-.inf`), so that a setting expecting a number refuses it instead of reading `null`
-    /// (its default) in its place.
+    /// cannot hold (NaN, infinity) becomes the text Python gives it (`nan`, `inf`, `-inf`), so
+    /// that a setting expecting a number refuses it instead of reading `null` (its default) in
+    /// its place, and a text setting reads what a Python app would send.
     pub fn to_json(&self) -> serde_json::Value {
         use serde_json::Value as J;
         match &self.value {
@@ -120,9 +120,9 @@ impl Node {
                 || {
                     J::String(
                         match (f.is_nan(), f.is_sign_positive()) {
-                            (true, _) => ".nan",
-                            (false, true) => ".inf",
-                            (false, false) => "-.inf",
+                            (true, _) => "nan",
+                            (false, true) => "inf",
+                            (false, false) => "-inf",
                         }
                         .to_owned(),
                     )
