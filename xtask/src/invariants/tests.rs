@@ -109,6 +109,8 @@ fn clean() -> Vec<(String, String)> {
                 "fn name(x: u8) -> &'static str {\n    match x {\n        #[cfg(test)]\n",
                 "        0 => \"a.b._stream.t\",\n        _ => \"bench.raw.topic\",\n    }\n}\n",
                 "mod fixtures {\n    #![cfg(test)]\n    const K: &str = \"a.b._sub.t\";\n}\n",
+                // Test-only on unix: still test code.
+                "#[cfg(all(test, unix))]\nmod unix_fixtures {\n    const K: &str = \"a.b._sub.t\";\n}\n",
             )
             .to_owned(),
         ),
@@ -355,6 +357,46 @@ fn a_cfg_test_attribute_covers_only_what_it_is_on() {
         .collect();
     assert_eq!(outside, ["p1", "p2", "p3", "p4", "p5", "p6"]);
     assert!(!source.is_test(text.find("pub b").unwrap()));
+}
+
+#[test]
+fn a_test_only_cfg_is_test_code_and_a_production_one_is_not() {
+    // Review 24 (second pass): only the exact `#[cfg(test)]` was test code.
+    for cfg in [
+        "#[cfg(all(test, unix))]",
+        "#[cfg(all(unix, test))]",
+        "# [ cfg ( test ) ]",
+        "#[cfg(all(feature = \"x\", any(test)))]",
+    ] {
+        let code = format!("{cfg}\nmod t {{\n    const K: &str = \"a.b._sub.t\";\n}}\n");
+        let problems = check_with(&[("bench/src/streams.rs", &code)]);
+        assert_eq!(problems, vec![], "{cfg}");
+    }
+    // `any(test, X)` and `not(test)` compile in production builds: checked.
+    for cfg in [
+        "#[cfg(any(test, feature = \"fixtures\"))]",
+        "#[cfg(not(test))]",
+        "#[cfg(any(test))]\n#[cfg(unix)]\nconst A: u8 = 0;\n#[cfg(unix)]",
+    ] {
+        let code = format!("{cfg}\nmod t {{\n    const K: &str = \"a.b._sub.t\";\n}}\n");
+        let problems = check_with(&[("bench/src/streams.rs", &code)]);
+        assert_eq!(
+            places(&problems, Invariant::KeyNames).len(),
+            1,
+            "{cfg}: {problems:?}"
+        );
+    }
+    // Inner attributes too.
+    let file = "#![cfg(all(test, unix))]\nconst K: &str = \"a._sub.t\";\n";
+    assert_eq!(check_with(&[("bench/src/streams.rs", file)]), vec![]);
+    let file = "#![cfg(any(test, unix))]\nconst K: &str = \"a._sub.t\";\n";
+    assert_eq!(
+        places(
+            &check_with(&[("bench/src/streams.rs", file)]),
+            Invariant::KeyNames
+        ),
+        ["bench/src/streams.rs:2"]
+    );
 }
 
 #[test]
