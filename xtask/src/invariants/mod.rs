@@ -428,7 +428,7 @@ fn readme_links(tree: &Tree, member: &Member<'_>, problems: &mut Vec<Problem>) {
 fn key_names(path: &str, source: &Source, problems: &mut Vec<Problem>) {
     let parts = key_parts();
     for literal in source.literals_outside_tests() {
-        for part in parts.iter().filter(|p| literal.text.contains(p.as_str())) {
+        for part in parts.iter().filter(|p| literal.value.contains(p.as_str())) {
             problems.push(Problem {
                 invariant: Invariant::KeyNames,
                 place: format!("{path}:{}", source.line_of(literal.at)),

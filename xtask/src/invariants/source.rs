@@ -13,6 +13,82 @@ pub(super) struct Literal {
     pub(super) at: usize,
     /// What it holds, escapes left as written.
     pub(super) text: String,
+    /// What it holds with its escapes decoded (`\x5f` is `_`, a `\` before a newline drops
+    /// the newline and the indentation after it): the string the program sees. A raw
+    /// string's is its text.
+    pub(super) value: String,
+    /// Past its closing quote (and the `#`s of a raw string).
+    pub(super) end: usize,
+}
+
+impl Literal {
+    /// A literal with escapes (not a raw one) whose quote is at `at`.
+    fn escaped(at: usize, contents: &[u8], end: usize) -> Self {
+        let text = String::from_utf8_lossy(contents).into_owned();
+        Self {
+            at,
+            value: unescape(&text),
+            text,
+            end,
+        }
+    }
+}
+
+/// A literal's contents with Rust's escapes decoded: `\n`, `\x5f`, `\u{5f}`, `\"`, ..., and a
+/// `\` before a newline, which drops the newline and the whitespace after it. An escape that
+/// does not decode is kept as written.
+fn unescape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        let Some(e) = chars.next() else {
+            out.push(c);
+            break;
+        };
+        match e {
+            'n' => out.push('\n'),
+            'r' => out.push('\r'),
+            't' => out.push('\t'),
+            '0' => out.push('\0'),
+            '\\' | '\'' | '"' => out.push(e),
+            '\n' | '\r' => {
+                while chars.peek().is_some_and(|c| c.is_whitespace()) {
+                    chars.next();
+                }
+            }
+            'x' => {
+                let hex: String = chars.by_ref().take(2).collect();
+                match u8::from_str_radix(&hex, 16) {
+                    Ok(byte) => out.push(char::from(byte)),
+                    Err(_) => out.extend(['\\', 'x'].into_iter().chain(hex.chars())),
+                }
+            }
+            'u' if chars.peek() == Some(&'{') => {
+                let mut digits = String::new();
+                for d in chars.by_ref() {
+                    digits.push(d);
+                    if d == '}' {
+                        break;
+                    }
+                }
+                let code = digits
+                    .strip_prefix('{')
+                    .and_then(|d| d.strip_suffix('}'))
+                    .and_then(|d| u32::from_str_radix(&d.replace('_', ""), 16).ok())
+                    .and_then(char::from_u32);
+                match code {
+                    Some(decoded) => out.push(decoded),
+                    None => out.extend(['\\', 'u'].into_iter().chain(digits.chars())),
+                }
+            }
+            _ => out.extend([c, e]),
+        }
+    }
+    out
 }
 
 /// A `mod name;` declaration outside any braces: a module in a file of its own.
@@ -144,7 +220,7 @@ impl Source {
             open.strip_suffix("#[")?;
             let close = literal.at + self.code[literal.at..].find(']')? + 1;
             let between = self.code.get(close..item)?;
-            attributes_and_visibility(between).then(|| literal.text.clone())
+            attributes_and_visibility(between).then(|| literal.value.clone())
         })
     }
 }
@@ -233,10 +309,7 @@ fn lex(text: &str) -> (String, Vec<Literal>) {
             i = j;
         } else if c == b'"' {
             let (contents, end) = quoted(i);
-            literals.push(Literal {
-                at: i,
-                text: String::from_utf8_lossy(&src[contents.clone()]).into_owned(),
-            });
+            literals.push(Literal::escaped(i, &src[contents.clone()], end));
             blank(&mut out, contents);
             i = end;
         } else if c == b'\'' {
@@ -284,18 +357,18 @@ fn lex(text: &str) -> (String, Vec<Literal>) {
                     close += 1;
                 }
                 let contents = open + 1..close.min(n);
-                literals.push(Literal {
-                    at: open,
-                    text: String::from_utf8_lossy(&src[contents.clone()]).into_owned(),
-                });
+                let text = String::from_utf8_lossy(&src[contents.clone()]).into_owned();
                 blank(&mut out, contents);
                 i = (close + 1 + hashes).min(n);
+                literals.push(Literal {
+                    at: open,
+                    value: text.clone(),
+                    text,
+                    end: i,
+                });
             } else if matches!(ident, b"b" | b"c") && src.get(j) == Some(&b'"') {
                 let (contents, end) = quoted(j);
-                literals.push(Literal {
-                    at: j,
-                    text: String::from_utf8_lossy(&src[contents.clone()]).into_owned(),
-                });
+                literals.push(Literal::escaped(j, &src[contents.clone()], end));
                 blank(&mut out, contents);
                 i = end;
             } else {

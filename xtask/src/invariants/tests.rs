@@ -306,6 +306,30 @@ fn a_key_name_spelled_outside_key_rs_fails() {
 }
 
 #[test]
+fn a_key_name_spelled_with_escapes_fails() {
+    // Review 24 (second pass): literals were matched as written, escapes undecoded.
+    let streams = concat!(
+        "fn k() -> [&'static str; 4] {\n",
+        "    [\"env.app.\\x5fstream.rpc\", \"env.app.\\u{5f}reply.x\", b\"k\\x23__fill\",\n",
+        "     \"env.app.\\\n     _stream.rpc\"]\n",
+        "}\n",
+        // Decoded, neither is a key part: `._` split by a continuation, an escaped backslash.
+        "const FINE: [&str; 2] = [\"a.\\\n   b_stream\", \"a.\\\\x5fstream\"];\n",
+    );
+    let problems = check_with(&[("bench/src/streams.rs", streams)]);
+    assert_eq!(
+        places(&problems, Invariant::KeyNames),
+        [
+            "bench/src/streams.rs:2",
+            "bench/src/streams.rs:2",
+            "bench/src/streams.rs:2",
+            "bench/src/streams.rs:3"
+        ],
+        "{problems:?}"
+    );
+}
+
+#[test]
 fn key_names_in_tests_are_allowed_but_not_in_code_after_them() {
     // A `#[cfg(test)]` item ends at its closing brace: code after it is checked again.
     let code = "#[cfg(test)]\nmod tests {\n    const K: &str = \"a.b._sub.t\";\n}\nfn after() -> &'static str { \"a.b._sub.t\" }\n";
@@ -591,6 +615,10 @@ fn the_lexer_tells_code_from_comments_and_literals() {
         .map(|l| l.text.as_str())
         .collect();
     assert_eq!(literals, ["a\\\"b", "q\"#"]);
+    let values: Vec<&str> = source.literals().iter().map(|l| l.value.as_str()).collect();
+    assert_eq!(values, ["a\"b", "q\"#"]);
+    let escapes = Source::parse("\"\\x41\\u{1F600}\\u{42}\\t\\\\n\\\n  c\\q\\x\"");
+    assert_eq!(escapes.literals()[0].value, "A\u{1F600}B\t\\nc\\q\\x");
     assert!(!source.code().contains("not a literal"));
     assert!(source.code().contains("fn f<'a>(x: &'a str) {}"));
     assert_eq!(source.line_of(text.find("fn f").unwrap()), 3);
