@@ -296,10 +296,10 @@ fn root_imports(code: &str) -> (BTreeMap<String, String>, BTreeSet<String>) {
 
 /// A `use` statement: whether it is `pub` (a re-export, `pub(crate)` included), and each name
 /// it brings in with the path it comes from (`*` for a glob, with the path it globs).
-type UseStatement = (bool, Vec<(String, Vec<String>)>);
+pub(super) type UseStatement = (bool, Vec<(String, Vec<String>)>);
 
 /// The `use` statements of `code`.
-fn use_statements(code: &str) -> Vec<UseStatement> {
+pub(super) fn use_statements(code: &str) -> Vec<UseStatement> {
     let mut statements = Vec::new();
     for statement in code.split(';') {
         let Some(at) = word_positions(statement, "use").last().copied() else {
@@ -385,7 +385,7 @@ fn defines(code: &str, name: &str) -> bool {
 }
 
 /// Where `word` starts in `text` as a whole word.
-fn word_positions(text: &str, word: &str) -> Vec<usize> {
+pub(super) fn word_positions(text: &str, word: &str) -> Vec<usize> {
     let bytes = text.as_bytes();
     let ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
     text.match_indices(word)

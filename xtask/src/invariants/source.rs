@@ -11,11 +11,9 @@ use std::ops::Range;
 pub(super) struct Literal {
     /// Byte offset of its opening quote.
     pub(super) at: usize,
-    /// What it holds, escapes left as written.
-    pub(super) text: String,
-    /// What it holds with its escapes decoded (`\x5f` is `_`, a `\` before a newline drops
-    /// the newline and the indentation after it): the string the program sees. A raw
-    /// string's is its text.
+    /// What it holds, its escapes decoded (`\x5f` is `_`, a `\` before a newline drops the
+    /// newline and the indentation after it): the string the program sees. A raw string's is
+    /// its text as written.
     pub(super) value: String,
     /// Past its closing quote (and the `#`s of a raw string).
     pub(super) end: usize,
@@ -24,11 +22,9 @@ pub(super) struct Literal {
 impl Literal {
     /// A literal with escapes (not a raw one) whose quote is at `at`.
     fn escaped(at: usize, contents: &[u8], end: usize) -> Self {
-        let text = String::from_utf8_lossy(contents).into_owned();
         Self {
             at,
-            value: unescape(&text),
-            text,
+            value: unescape(&String::from_utf8_lossy(contents)),
             end,
         }
     }
@@ -357,13 +353,12 @@ fn lex(text: &str) -> (String, Vec<Literal>) {
                     close += 1;
                 }
                 let contents = open + 1..close.min(n);
-                let text = String::from_utf8_lossy(&src[contents.clone()]).into_owned();
+                let value = String::from_utf8_lossy(&src[contents.clone()]).into_owned();
                 blank(&mut out, contents);
                 i = (close + 1 + hashes).min(n);
                 literals.push(Literal {
                     at: open,
-                    value: text.clone(),
-                    text,
+                    value,
                     end: i,
                 });
             } else if matches!(ident, b"b" | b"c") && src.get(j) == Some(&b'"') {

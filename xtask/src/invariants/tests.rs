@@ -104,6 +104,12 @@ fn clean() -> Vec<(String, String)> {
             "bench/src/streams.rs",
             concat!(
                 "use kaiju_transport::fred::prelude::*;\n// A comment may say ._stream.\n",
+                // io's ErrorKind, and io errors named `e`, in a file that uses fred; a reply
+                // code as a command's name.
+                "use std::io::{self, ErrorKind};\n",
+                "fn missing(e: &io::Error) -> bool { e.kind() == ErrorKind::NotFound }\n",
+                "fn gone(r: io::Result<()>) -> bool {\n    matches!(r, Err(e) if e.kind() == io::ErrorKind::NotFound)\n}\n",
+                "fn replica_mode() -> [&'static str; 2] { [\"READONLY\", \"busy\"] }\n",
                 "fn key() -> &'static str { \"bench.raw.topic\" }\n",
                 // Test code may spell key names: an arm, a module with `#![cfg(test)]`.
                 "fn name(x: u8) -> &'static str {\n    match x {\n        #[cfg(test)]\n",
@@ -377,7 +383,7 @@ fn a_cfg_test_attribute_covers_only_what_it_is_on() {
     let source = Source::parse(text);
     let outside: Vec<&str> = source
         .literals_outside_tests()
-        .map(|l| l.text.as_str())
+        .map(|l| l.value.as_str())
         .collect();
     assert_eq!(outside, ["p1", "p2", "p3", "p4", "p5", "p6"]);
     assert!(!source.is_test(text.find("pub b").unwrap()));
@@ -523,6 +529,93 @@ fn reading_fred_errors_in_other_shapes_fails() {
 }
 
 #[test]
+fn io_errors_in_a_file_that_uses_fred_are_not_fred_errors() {
+    // Review 24 (second pass): io's ErrorKind imported, and an io error named `e` beside fred.
+    let fine = [
+        "use std::io::ErrorKind;\nfn f(e: std::io::Error) -> bool { e.kind() == ErrorKind::NotFound }\n",
+        "use kaiju_transport::fred::prelude::*;\nfn f(e: std::io::Error) -> bool { e.kind() == std::io::ErrorKind::NotFound }\n",
+        "use kaiju_transport::fred::prelude::*;\nuse std::io::{Error, ErrorKind};\nfn f(e: &Error) -> bool {\n    match e.kind() {\n        ErrorKind::NotFound => true,\n        _ => false,\n    }\n}\n",
+        "use kaiju_transport::fred::prelude::*;\nfn f(r: std::io::Result<()>) -> Option<std::io::ErrorKind> { r.err().map(std::io::Error::kind) }\n",
+        "use kaiju_transport::fred::prelude::*;\nfn f(r: std::io::Result<()>) -> bool {\n    matches!(r, Err(err) if err.kind() != std :: io :: ErrorKind::NotFound)\n}\n",
+    ];
+    for code in fine {
+        assert_eq!(
+            check_with(&[("bench/src/streams.rs", code)]),
+            vec![],
+            "{code}"
+        );
+    }
+    // fred's, beside io's: a bare `ErrorKind` from fred's prelude, an error of no io type.
+    let code = concat!(
+        "use kaiju_transport::fred::prelude::*;\n",
+        "fn f(e: &Error) -> bool { *e.kind() == ErrorKind::Timeout }\n",
+        "fn g(e: std::io::Error) -> bool { e.kind() == std::io::ErrorKind::NotFound }\n",
+        "fn h(e: Error) -> bool { e.kind() == &ErrorKind::IO }\n",
+    );
+    let problems = check_with(&[("bench/src/streams.rs", code)]);
+    assert_eq!(
+        places(&problems, Invariant::FredErrors),
+        [2, 2, 4, 4].map(|line| format!("bench/src/streams.rs:{line}")),
+        "{problems:?}"
+    );
+}
+
+#[test]
+fn a_bare_reply_code_counts_only_where_it_matches_text() {
+    // Review 24 (second pass): `"READONLY"`, the command, was reported as a reply code.
+    let fine = concat!(
+        "fn replica() -> &'static str { \"READONLY\" }\n",
+        "fn send(c: &mut Cmd) { c.arg(\"READONLY\").arg(\"LOADING\"); }\n",
+        "const MODES: [&str; 2] = [\"BUSY\", \"noauth\"];\n",
+        "fn known(c: &str) -> bool { COMMANDS.contains(&\"READONLY\") }\n",
+        // Codes that are words match in upper case only.
+        "fn idle(s: &str) -> bool { s == \"busy\" || s.starts_with(\"loading\") }\n",
+    );
+    assert_eq!(check_with(&[("bench/src/streams.rs", fine)]), vec![]);
+    // Compared, searched for, matched: a reply code; in any case if it is no word, and after
+    // RESP's `-`.
+    let reported = concat!(
+        "fn a(s: &str) -> bool { s == \"READONLY\" }\n",
+        "fn b(s: &str) -> bool { \"NOSCRIPT\" != s }\n",
+        "fn c(s: &str) -> bool { s.to_ascii_lowercase().starts_with(\"busygroup\") }\n",
+        "fn d(s: &str) -> bool { s.starts_with(\"-NOSCRIPT\") }\n",
+        "fn e(s: &str) -> u8 {\n    match s {\n        \"MOVED\" | \"ASK\" => 1,\n        \"TRYAGAIN\" => 2,\n        _ => 0,\n    }\n}\n",
+        "fn f(s: Option<&str>) -> bool { matches!(s, Some(\"NoGroup\")) }\n",
+        "fn g(s: &str) -> bool { s.contains(r#\"WRONGTYPE\"#) }\n",
+        "const H: &str = \"-LOADING Redis is loading\";\n",
+    );
+    let problems = check_with(&[("bench/src/streams.rs", reported)]);
+    assert_eq!(
+        places(&problems, Invariant::FredErrors),
+        // Sorted as text.
+        [1, 12, 13, 14, 2, 3, 4, 7, 7].map(|line| format!("bench/src/streams.rs:{line}")),
+        "{problems:?}"
+    );
+}
+
+#[test]
+fn reading_fred_errors_through_paths_and_aliases_fails() {
+    // Review 24 (second pass): `details` and `kind` named as paths, not called, and fred
+    // imported under another name.
+    let code = concat!(
+        "use kaiju_transport::fred as redis;\n",
+        "use redis::error::Error;\n",
+        "fn a(e: Option<Error>) -> Option<&str> { e.as_ref().map(Error::details) }\n",
+        "fn b(e: Option<Error>) -> String { format!(\"{:?}\", e.as_ref().map(Error::kind)) }\n",
+        "fn c(e: redis::error::Error) -> bool { format!(\"{:?}\", e.kind()) == \"Timeout\" }\n",
+        "fn d(k: redis :: error :: ErrorKind) {}\n",
+        // fred's `Value` has a `kind()`, and `Value::kind` is no error's.
+        "fn e(v: Option<redis::types::Value>) -> bool { v.map(redis::types::Value::kind).is_some() }\n",
+    );
+    let problems = check_with(&[("bench/src/streams.rs", code)]);
+    assert_eq!(
+        places(&problems, Invariant::FredErrors),
+        [3, 4, 5, 6, 6].map(|line| format!("bench/src/streams.rs:{line}")),
+        "{problems:?}"
+    );
+}
+
+#[test]
 fn an_import_cycle_between_top_level_modules_fails() {
     // The cycle xtask had: test.rs and docker/mod.rs importing each other, in a binary.
     let docker = "mod cluster;\nuse crate::test::run_cargo_test;\npub struct DockerOptions;\n";
@@ -612,11 +705,9 @@ fn the_lexer_tells_code_from_comments_and_literals() {
     let source = Source::parse(text);
     let literals: Vec<&str> = source
         .literals_outside_tests()
-        .map(|l| l.text.as_str())
+        .map(|l| l.value.as_str())
         .collect();
-    assert_eq!(literals, ["a\\\"b", "q\"#"]);
-    let values: Vec<&str> = source.literals().iter().map(|l| l.value.as_str()).collect();
-    assert_eq!(values, ["a\"b", "q\"#"]);
+    assert_eq!(literals, ["a\"b", "q\"#"]);
     let escapes = Source::parse("\"\\x41\\u{1F600}\\u{42}\\t\\\\n\\\n  c\\q\\x\"");
     assert_eq!(escapes.literals()[0].value, "A\u{1F600}B\t\\nc\\q\\x");
     assert!(!source.code().contains("not a literal"));
