@@ -284,6 +284,52 @@ fn a_fred_dependency_outside_kaiju_transport_fails() {
 }
 
 #[test]
+fn a_fred_dependency_in_any_toml_spelling_fails() {
+    // Review 24 (second pass): the table or the dependency spelled with TOML's other forms.
+    let package = "[package]\nname = \"kaiju-bench\"\n";
+    for tables in [
+        "[\"dependencies\"]\nfred = \"9\"",
+        "[target.'cfg(unix)']\ndependencies.fred = \"9\"",
+        "[target.\"cfg(unix)\"]\ndev-dependencies . 'fred' . version = \"9\"",
+        "[dependencies . fred]\nversion = \"9\"",
+        "[ 'target' . 'cfg(unix)' . \"build-dependencies\" ]\nfred.workspace = true",
+        "[dependencies]\nredis = { package = \"fred\", version = \"9\" } # renamed",
+        "[target.'cfg(unix)']\ndependencies = { fred = \"9\" }",
+        "[target.'cfg(unix)']\ndependencies = { redis = { package = 'fred' } }",
+        "[workspace.metadata]\nx = 1\n[target]\n'cfg(unix)'.dependencies.fred = \"9\"",
+    ] {
+        let bench = format!("{package}\n{tables}\n");
+        let problems = check_with(&[("bench/Cargo.toml", &bench)]);
+        assert_eq!(
+            places(&problems, Invariant::FredDependency),
+            ["bench/Cargo.toml"],
+            "{tables}"
+        );
+    }
+    // Before any header: the root table.
+    let bench = format!("dependencies.fred = \"9\"\n{package}");
+    let problems = check_with(&[("bench/Cargo.toml", &bench)]);
+    assert_eq!(
+        places(&problems, Invariant::FredDependency),
+        ["bench/Cargo.toml"]
+    );
+    // fred named, but not as a dependency.
+    for tables in [
+        "[features]\nfred = [\"dep:kaiju-transport\"]",
+        "[package.metadata.dependencies]\nfred = \"9\"",
+        "[dependencies]\nfred-utils = \"1\"\nx = { version = \"1\", features = [\"fred\"] }\n# fred = \"9\"",
+        "[dependencies]\nx = { version = \"1\", registry = \"a.b#fred\" }",
+    ] {
+        let bench = format!("{package}\n{tables}\n");
+        assert_eq!(
+            check_with(&[("bench/Cargo.toml", &bench)]),
+            vec![],
+            "{tables}"
+        );
+    }
+}
+
+#[test]
 fn a_key_name_spelled_outside_key_rs_fails() {
     // The loophole of RpcClient::new: a reserved part inside a literal, not at its start.
     let client = "use kaiju_core::Key;\nfn reply(id: &str) -> Key {\n    Key::raw(format!(\"kaiju._reply.{id}\"))\n}\n";
