@@ -28,9 +28,13 @@
 //!    name tells them apart. Nor is a reply code assembled (`concat!("BUSY", "GROUP")`) or
 //!    held in a constant compared elsewhere.
 //! 4. [`Invariant::ModuleCycles`]: no import cycle between the top-level modules of any crate
-//!    (library, binary, test, example) of any member, through `crate::` and `super::` paths,
-//!    names and aliases the crate root imports, root globs, and `#[path]` files. Inline
-//!    modules of the crate root itself are not modules of their own here.
+//!    (library, binary, test, example) of any member, through `crate::` and `super::` paths
+//!    (whitespace around `::` aside), the crate's own name (`extern crate self as me;`),
+//!    names and aliases the crate root imports, root globs, `#[macro_export]` macros called
+//!    by path (`crate::m!()`), and `#[path]` files. A glob of the crate root (`use crate::*;`)
+//!    is a use of every top-level module. Inline modules of the crate root itself are not
+//!    modules of their own here. A `macro_rules!` macro called by its bare name (textual
+//!    scope, `#[macro_use] mod a;`) is not seen, nor is what a macro's expansion names.
 //! 5. [`Invariant::ReadmeLinks`]: a member README that is its crate's docs.rs front page
 //!    (`include_str!("../README.md")`) has no relative link: docs.rs cannot follow one.
 //!

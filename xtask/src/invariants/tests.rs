@@ -746,6 +746,86 @@ fn an_import_cycle_between_top_level_modules_fails() {
 }
 
 #[test]
+fn an_import_cycle_through_globs_macros_and_crate_aliases_fails() {
+    // Review 24 (second pass): codec -> key already (`crate::Key`); each shape adds key ->
+    // codec.
+    let lib = "//! Core.\nmod codec;\nmod key;\npub use key::{Key, Namespace};\npub use codec::Msgpack;\n";
+    let self_named = "//! Core.\nextern crate self as me;\nmod codec;\nmod key;\npub use key::{Key, Namespace};\npub use codec::Msgpack;\n";
+    let codec_macro = "use crate::Key;\npub struct Msgpack(Key);\n#[cfg(test)]\nmod tests;\n#[macro_export]\nmacro_rules! codec_macro {\n    () => {};\n}\n";
+    let codec = "use crate::Key;\npub struct Msgpack(Key);\n#[cfg(test)]\nmod tests;\n";
+    let keys = "pub struct Key;\npub struct Namespace;\n";
+    for (what, root, key, codec) in [
+        ("a glob of the crate root", lib, "use crate::*;\n", codec),
+        ("a glob in a group", lib, "use crate::{*};\n", codec),
+        ("a glob through super", lib, "use super::*;\n", codec),
+        (
+            "an exported macro",
+            lib,
+            "fn f() { crate::codec_macro!(); }\n",
+            codec_macro,
+        ),
+        (
+            "the crate's own name",
+            self_named,
+            "fn f(_: me::codec::Msgpack) {}\n",
+            codec,
+        ),
+        (
+            "the same, from ::",
+            self_named,
+            "fn f(_: ::me::Msgpack) {}\n",
+            codec,
+        ),
+        (
+            "spaces in the path",
+            lib,
+            "fn f(_: crate :: codec::Msgpack) {}\n",
+            codec,
+        ),
+        ("a path over lines", lib, "use crate\n    ::codec;\n", codec),
+    ] {
+        let key = format!("{keys}{key}");
+        let problems = check_with(&[
+            ("crates/kaiju-core/src/lib.rs", root),
+            ("crates/kaiju-core/src/key.rs", &key),
+            ("crates/kaiju-core/src/codec/mod.rs", codec),
+        ]);
+        assert_eq!(
+            places(&problems, Invariant::ModuleCycles),
+            ["crates/kaiju-core/src/lib.rs"],
+            "{what}: {problems:?}"
+        );
+    }
+    // Spaces between `super`s, from a nested file.
+    let cluster = "use super :: super :: test;\n";
+    let problems = check_with(&[("xtask/src/docker/cluster.rs", cluster)]);
+    assert_eq!(
+        places(&problems, Invariant::ModuleCycles),
+        ["xtask/src/main.rs"]
+    );
+    // A macro exported but not used there, a glob in a unit test, a crate named `me` that
+    // is not this one: no cycle.
+    for (root, key, codec) in [
+        (lib, "fn f() { crate::other!(); }\n", codec_macro),
+        (
+            lib,
+            "#[cfg(test)]\nmod tests {\n    use crate::*;\n}\n",
+            codec,
+        ),
+        (lib, "fn f(_: me::codec::Msgpack) {}\n", codec),
+        (self_named, "fn f(_: not::me::codec::Msgpack) {}\n", codec),
+    ] {
+        let key = format!("{keys}{key}");
+        let problems = check_with(&[
+            ("crates/kaiju-core/src/lib.rs", root),
+            ("crates/kaiju-core/src/key.rs", &key),
+            ("crates/kaiju-core/src/codec/mod.rs", codec),
+        ]);
+        assert_eq!(problems, vec![], "{key}");
+    }
+}
+
+#[test]
 fn the_lexer_tells_code_from_comments_and_literals() {
     let text = "let c = '\"'; // \"not a literal\"\nlet s = \"a\\\"b\"; /* x /* nested */ \"no\" */ let r = r##\"q\"#\"##;\nfn f<'a>(x: &'a str) {}\nlet b = b'{';\n";
     let source = Source::parse(text);
