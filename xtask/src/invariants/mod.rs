@@ -7,7 +7,10 @@
 //!    inline, target-specific). A name spelled with a TOML escape (`package = "fr\u0065d"`)
 //!    is not seen: nobody writes that but to get past this check.
 //! 2. [`Invariant::KeyNames`]: kaiju key names are built in [`KEY_HOME`] only: no string literal
-//!    of other code holds one of kaiju's reserved key parts ([`key_parts`]). A part assembled
+//!    of other code holds one of kaiju's reserved key parts ([`key_parts`]), its escapes
+//!    decoded (`"\x5f"`, `"\u{5f}"`, `\`-newline continuations). Test code may: integration
+//!    tests, and what a test-only `cfg` is on (`cfg(test)`, `cfg(all(test, unix))`; not
+//!    `cfg(any(test, unix))`, which production builds compile on unix). A part assembled
 //!    from pieces (`concat!("a.", "_stream")`, `format!("{}.{}", ns, "_stream")`,
 //!    `String::from("a.") + "_reply"`) is not seen: each literal alone is innocent, and
 //!    reporting every `"_stream"` or `"."` would bury real findings in false ones.
@@ -39,7 +42,10 @@
 //!    (`include_str!("../README.md")`) has no relative link: docs.rs cannot follow one.
 //!
 //! The checks are lexical (a small lexer in `source.rs`, no type information): they catch the
-//! shapes above, not every way Rust can spell the same thing.
+//! shapes above, not every way Rust can spell the same thing. They aim at what a user writes
+//! without meaning to break an invariant; what only someone set on getting past them writes
+//! (a TOML escape in a dependency's name, a key part or reply code built from pieces, a fred
+//! error bound to a name no error has) is left out, as said for each check above.
 //!
 //! The checker reads a [`Tree`] of files, so the tests run it on trees of their own.
 
