@@ -2,29 +2,50 @@
 //! over every member of the workspace (`[workspace] members` of the root Cargo.toml) and every
 //! `.rs` file of each: `src/`, `tests/`, `it/`, `examples/`, `benches/`, ...
 //!
-//! 1. [`Invariant::FredDependency`]: only the members in [`FRED_DEPENDENTS`] depend on fred.
+//! 1. [`Invariant::FredDependency`]: only the members in [`FRED_DEPENDENTS`] depend on fred,
+//!    however the manifest spells the table and the key ([`depends_on`]: quoted, dotted,
+//!    inline, target-specific). A name spelled with a TOML escape (`package = "fr\u0065d"`)
+//!    is not seen: nobody writes that but to get past this check.
 //! 2. [`Invariant::KeyNames`]: kaiju key names are built in [`KEY_HOME`] only: no string literal
-//!    of other code holds one of kaiju's reserved key parts ([`key_parts`]). A part assembled
+//!    of other code holds one of kaiju's reserved key parts ([`key_parts`]), its escapes
+//!    decoded (`"\x5f"`, `"\u{5f}"`, `\`-newline continuations). Test code may: integration
+//!    tests, and what a test-only `cfg` is on (`cfg(test)`, `cfg(all(test, unix))`; not
+//!    `cfg(any(test, unix))`, which production builds compile on unix). A part assembled
 //!    from pieces (`concat!("a.", "_stream")`, `format!("{}.{}", ns, "_stream")`,
 //!    `String::from("a.") + "_reply"`) is not seen: each literal alone is innocent, and
 //!    reporting every `"_stream"` or `"."` would bury real findings in false ones.
 //! 3. [`Invariant::FredErrors`]: fred's errors are looked into in [`FRED_ERROR_HOME`] only: no
-//!    other file reads their text (`details()`, as a method or `Error::details(&e)`) or kind
-//!    (`kind()` on a receiver named like an error, fred's `ErrorKind`), nor holds a string
-//!    literal that starts with a Redis reply code ([`reply_codes`]: `"BUSYGROUP"`, ...), which
-//!    is how an error read as text (`e.to_string()`, `format!("{e}")`) gets matched; the few
-//!    literals that are no fred error's text are listed in [`REPLY_TEXT_ALLOWED`]. `kind()` on
-//!    a receiver named otherwise (`failure.kind()`) is not seen: fred's `Value` has a `kind()`
-//!    too, and only the name tells them apart.
+//!    other file reads their text (`details()`: `e.details()`, `Error::details(&e)`,
+//!    `.map(Error::details)`) or kind (`kind()` on a receiver named like an error, in a file
+//!    that names fred under any alias; fred's `ErrorKind`), nor matches text with a Redis
+//!    reply code ([`reply_codes`]: `"BUSYGROUP"`, ...), which is how an error read as text
+//!    (`e.to_string()`, `format!("{e}")`) gets matched. A literal counts when it holds an
+//!    error's text (a code and a space: `"MOVED 3999 ..."`) or when a bare code is compared,
+//!    searched for or matched (`== "READONLY"`, `.starts_with("-NOSCRIPT")`, a match
+//!    pattern), in any case unless the code is a word (`"busygroup"` but not `"busy"`); see
+//!    [`reply_code`]. `"READONLY"` sent as a command is no error's text. The few literals that
+//!    are no fred error's text either are listed in [`REPLY_TEXT_ALLOWED`]. io's errors are
+//!    told apart: an `ErrorKind` the file imports from `io`, and the `kind()` of a binding
+//!    written as an `io::Error` or compared with io's `ErrorKind`. `kind()` on a receiver named
+//!    otherwise (`failure.kind()`) is not seen: fred's `Value` has a `kind()` too, and only the
+//!    name tells them apart. Nor is a reply code assembled (`concat!("BUSY", "GROUP")`) or
+//!    held in a constant compared elsewhere.
 //! 4. [`Invariant::ModuleCycles`]: no import cycle between the top-level modules of any crate
-//!    (library, binary, test, example) of any member, through `crate::` and `super::` paths,
-//!    names and aliases the crate root imports, root globs, and `#[path]` files. Inline
-//!    modules of the crate root itself are not modules of their own here.
+//!    (library, binary, test, example) of any member, through `crate::` and `super::` paths
+//!    (whitespace around `::` aside), the crate's own name (`extern crate self as me;`),
+//!    names and aliases the crate root imports, root globs, `#[macro_export]` macros called
+//!    by path (`crate::m!()`), and `#[path]` files. A glob of the crate root (`use crate::*;`)
+//!    is a use of every top-level module. Inline modules of the crate root itself are not
+//!    modules of their own here. A `macro_rules!` macro called by its bare name (textual
+//!    scope, `#[macro_use] mod a;`) is not seen, nor is what a macro's expansion names.
 //! 5. [`Invariant::ReadmeLinks`]: a member README that is its crate's docs.rs front page
 //!    (`include_str!("../README.md")`) has no relative link: docs.rs cannot follow one.
 //!
 //! The checks are lexical (a small lexer in `source.rs`, no type information): they catch the
-//! shapes above, not every way Rust can spell the same thing.
+//! shapes above, not every way Rust can spell the same thing. They aim at what a user writes
+//! without meaning to break an invariant; what only someone set on getting past them writes
+//! (a TOML escape in a dependency's name, a key part or reply code built from pieces, a fred
+//! error bound to a name no error has) is left out, as said for each check above.
 //!
 //! The checker reads a [`Tree`] of files, so the tests run it on trees of their own.
 
@@ -35,10 +56,11 @@ mod tests;
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::ops::Range;
 use std::path::Path;
 use std::process::ExitCode;
 
-use source::Source;
+use source::{Literal, Source};
 
 /// The members that may depend on fred. kaiju-bench compares kaiju with raw fred, but reaches
 /// fred through kaiju-transport's re-export (`kaiju_transport::fred`), so it needs no entry.
@@ -293,37 +315,133 @@ fn unquote(text: &str) -> &str {
     text.trim().trim_matches(['"', '\''])
 }
 
+/// The tables that list dependencies (the `_` spellings are the old ones Cargo still reads).
+const DEPENDENCY_TABLES: [&str; 5] = [
+    "dependencies",
+    "dev-dependencies",
+    "build-dependencies",
+    "dev_dependencies",
+    "build_dependencies",
+];
+
 /// Whether a manifest depends on `dependency` in any dependency table (normal, dev, build,
-/// target-specific), under its own name or renamed (`package = "fred"`), in either kind of
-/// TOML string (`'fred'`).
+/// target-specific), under its own name or renamed (`package = "fred"`), however the TOML
+/// spells the table and the key: a header (`[dependencies]`, `["dependencies"]`,
+/// `[target.'cfg(unix)'.dependencies]`, `[dependencies . fred]`), a dotted key under any table
+/// or none (`dependencies.fred = ...`, `target.'cfg(unix)'.dependencies.fred = ...`), an inline
+/// table (`dependencies = { fred = ... }`), either kind of TOML string (`'fred'`). A name
+/// spelled with a TOML escape (`"fr\u0065d"`) is not seen.
 fn depends_on(manifest: &str, dependency: &str) -> bool {
-    let mut in_deps = false;
+    let renamed = ["\"", "'"].map(|q| format!("package={q}{dependency}{q}"));
+    let mut table = Vec::new();
     for line in manifest.lines() {
-        let line = line.split('#').next().unwrap_or("").trim();
+        let line = toml_code(line).trim();
         if let Some(header) = line.strip_prefix('[') {
-            let header = header.trim_end_matches(']').trim();
-            // `[dependencies]`, `[target.'cfg(unix)'.dev-dependencies]`, `[dependencies.fred]`.
-            if let Some((_, name)) = header.rsplit_once("dependencies.") {
-                if unquote(name) == dependency {
-                    return true;
-                }
-                in_deps = true;
-            } else {
-                in_deps = header.ends_with("dependencies");
+            let header = header
+                .trim_start_matches('[')
+                .trim_end()
+                .trim_end_matches(']');
+            table = toml_key(header);
+            if dependency_name(&table).is_some_and(|name| name == dependency) {
+                return true;
             }
             continue;
         }
-        if !in_deps {
+        let Some((key, value)) = toml_split(line, '=') else {
             continue;
-        }
-        let key = line.split(['=', '.']).next().unwrap_or("").trim();
+        };
+        let mut path = table.clone();
+        path.extend(toml_key(key));
+        let Some(at) = dependency_table(&path) else {
+            continue;
+        };
+        let name = path.get(at + 1);
+        // `dependencies = { fred = "10" }`: the keys of the inline table are dependencies.
+        let inline = name.is_none()
+            && value.trim().strip_prefix('{').is_some_and(|table| {
+                let table = table.trim_end().trim_end_matches('}');
+                toml_items(table).into_iter().any(|item| {
+                    toml_split(item, '=')
+                        .and_then(|(key, _)| toml_key(key).into_iter().next())
+                        .is_some_and(|key| key == dependency)
+                })
+            });
         let squeezed: String = line.chars().filter(|c| !c.is_whitespace()).collect();
-        let renamed = ["\"", "'"].map(|q| format!("package={q}{dependency}{q}"));
-        if unquote(key) == dependency || renamed.iter().any(|r| squeezed.contains(r.as_str())) {
+        if name.is_some_and(|name| name == dependency)
+            || inline
+            || renamed.iter().any(|r| squeezed.contains(r.as_str()))
+        {
             return true;
         }
     }
     false
+}
+
+/// Where the kind of dependency table is in a key path: `dependencies` at its start, or after
+/// `target.<cfg>`.
+fn dependency_table(path: &[String]) -> Option<usize> {
+    let kind = |segment: &String| DEPENDENCY_TABLES.contains(&segment.as_str());
+    match path {
+        [first, ..] if kind(first) => Some(0),
+        [target, _, third, ..] if target == "target" && kind(third) => Some(2),
+        _ => None,
+    }
+}
+
+/// The dependency a table's key path names (`fred` of `[target.'cfg(unix)'.dependencies.fred]`).
+fn dependency_name(path: &[String]) -> Option<&str> {
+    path.get(dependency_table(path)? + 1).map(String::as_str)
+}
+
+/// The segments of a TOML key (`target . 'cfg(unix)'.dependencies`), unquoted.
+fn toml_key(key: &str) -> Vec<String> {
+    let mut segments = Vec::new();
+    let mut rest = key;
+    while let Some((segment, after)) = toml_split(rest, '.') {
+        segments.push(unquote(segment).to_owned());
+        rest = after;
+    }
+    segments.push(unquote(rest).to_owned());
+    segments
+}
+
+/// `text` split at its first `separator` outside quotes.
+fn toml_split(text: &str, separator: char) -> Option<(&str, &str)> {
+    let mut quote = None;
+    for (i, c) in text.char_indices() {
+        match (quote, c) {
+            (None, '"' | '\'') => quote = Some(c),
+            (Some(q), _) if c == q => quote = None,
+            (None, _) if c == separator => return Some((&text[..i], &text[i + 1..])),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The items of an inline table or array, split at the commas of its top level.
+fn toml_items(text: &str) -> Vec<&str> {
+    let (mut items, mut depth, mut quote, mut from) = (Vec::new(), 0usize, None, 0);
+    for (i, c) in text.char_indices() {
+        match (quote, c) {
+            (None, '"' | '\'') => quote = Some(c),
+            (Some(q), _) if c == q => quote = None,
+            (None, '{' | '[') => depth += 1,
+            (None, '}' | ']') => depth = depth.saturating_sub(1),
+            (None, ',') if depth == 0 => {
+                items.push(&text[from..i]);
+                from = i + 1;
+            }
+            _ => {}
+        }
+    }
+    items.push(&text[from..]);
+    items
+}
+
+/// A TOML line without its comment (a `#` outside quotes).
+fn toml_code(line: &str) -> &str {
+    toml_split(line, '#').map_or(line, |(code, _)| code)
 }
 
 /// Every broken invariant in `tree`, sorted; an error if the tree cannot be read as a
@@ -428,7 +546,7 @@ fn readme_links(tree: &Tree, member: &Member<'_>, problems: &mut Vec<Problem>) {
 fn key_names(path: &str, source: &Source, problems: &mut Vec<Problem>) {
     let parts = key_parts();
     for literal in source.literals_outside_tests() {
-        for part in parts.iter().filter(|p| literal.text.contains(p.as_str())) {
+        for part in parts.iter().filter(|p| literal.value.contains(p.as_str())) {
             problems.push(Problem {
                 invariant: Invariant::KeyNames,
                 place: format!("{path}:{}", source.line_of(literal.at)),
@@ -438,9 +556,8 @@ fn key_names(path: &str, source: &Source, problems: &mut Vec<Problem>) {
     }
 }
 
-/// The leading codes of Redis error replies, which [`FRED_ERROR_HOME`] classifies: a string
-/// literal elsewhere that starts with one matches a server error's text. Written in lower case
-/// here, so this file does not spell them itself.
+/// The leading codes of Redis error replies, which [`FRED_ERROR_HOME`] classifies. Written in
+/// lower case here, so this file does not spell them itself.
 pub(crate) fn reply_codes() -> Vec<String> {
     "busygroup nogroup noscript wrongtype crossslot noperm wrongpass moved ask loading \
      readonly masterdown execabort oom noauth busy"
@@ -448,6 +565,10 @@ pub(crate) fn reply_codes() -> Vec<String> {
         .map(str::to_ascii_uppercase)
         .collect()
 }
+
+/// The reply codes that are also ordinary words (`busy`, `loading`): matched in upper case
+/// only, where the others match in any case.
+const WORD_CODES: [&str; 6] = ["busy", "moved", "ask", "loading", "readonly", "oom"];
 
 /// The string literals outside [`FRED_ERROR_HOME`] that may start with a Redis reply code,
 /// because they are no fred error's text: (file, the whole literal with its code in lower
@@ -466,13 +587,145 @@ const REPLY_TEXT_ALLOWED: [(&str, &str, &str); 2] = [
     ),
 ];
 
-/// The reply code a literal starts with, as a whole word (alone, or before a space).
-fn reply_code(literal: &str) -> Option<String> {
-    reply_codes().into_iter().find(|code| {
-        literal
-            .strip_prefix(code.as_str())
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with(' '))
+/// The `str` methods that look for a pattern in text: a reply code passed to one matches an
+/// error's text.
+const SEARCHES: [&str; 15] = [
+    "starts_with",
+    "ends_with",
+    "contains",
+    "strip_prefix",
+    "strip_suffix",
+    "find",
+    "rfind",
+    "split_once",
+    "rsplit_once",
+    "matches",
+    "match_indices",
+    "eq_ignore_ascii_case",
+    "eq",
+    "ne",
+    "trim_start_matches",
+];
+
+/// The reply code a literal matches an error's text with, if any. The rule: a literal that
+/// starts with a reply code as a word (after RESP's `-`) counts when it goes on after a space
+/// (an error's text: `"MOVED 3999 ..."`) or is used to match text (an operand of `==`/`!=`,
+/// the argument of a `str` search such as `starts_with`, a match pattern); a bare code used
+/// otherwise (`"READONLY"`, the command) does not. Codes that are words ([`WORD_CODES`]) match
+/// in upper case only, the others (`"busygroup"`) in any case when used to match text.
+fn reply_code(code: &str, patterns: &[Range<usize>], literal: &Literal) -> Option<String> {
+    let text = literal.value.strip_prefix('-').unwrap_or(&literal.value);
+    let matching = matches_text(code, patterns, literal);
+    reply_codes().into_iter().find(|reply| {
+        let Some(head) = text.get(..reply.len()) else {
+            return false;
+        };
+        let rest = &text[reply.len()..];
+        let word = rest.is_empty() || rest.starts_with(' ');
+        let any_case = !WORD_CODES.contains(&reply.to_ascii_lowercase().as_str());
+        let exact = head == reply;
+        word && if matching {
+            exact || (any_case && head.eq_ignore_ascii_case(reply))
+        } else {
+            exact && !rest.is_empty()
+        }
     })
+}
+
+/// Whether the literal is used to match text: an operand of `==` or `!=`, the one argument of
+/// a [`SEARCHES`] method, or in a pattern (of a `match` arm: before `=>`, `|` or a guard; of
+/// a `matches!`).
+/// `patterns` are those of the file's `matches!` ([`matches_patterns`]).
+fn matches_text(code: &str, patterns: &[Range<usize>], literal: &Literal) -> bool {
+    // The code before the literal's prefix (`r#`, `b`), and after it.
+    let before = code[..literal.at].trim_end_matches('#');
+    let prefix = before.len()
+        - before
+            .trim_end_matches(|c: char| c.is_alphanumeric() || c == '_')
+            .len();
+    let before = match &before[before.len() - prefix..] {
+        "r" | "b" | "br" | "c" | "cr" => &before[..before.len() - prefix],
+        _ => before,
+    }
+    .trim_end();
+    let after = code.get(literal.end..).unwrap_or("").trim_start();
+    let compared = |text: &str| text.starts_with("==") || text.starts_with("!=");
+    if compared(after) || before.ends_with("==") || before.ends_with("!=") {
+        return true;
+    }
+    // A pattern, maybe inside a tuple struct's: `Some("X") =>`, `"X" | "Y"`, `"X" if`.
+    let pattern_end = after.trim_start_matches(|c: char| c == ')' || c.is_whitespace());
+    let guard = pattern_end
+        .strip_prefix("if")
+        .is_some_and(|rest| !rest.starts_with(|c: char| c.is_alphanumeric() || c == '_'));
+    if pattern_end.starts_with("=>")
+        || (pattern_end.starts_with('|') && !pattern_end.starts_with("||"))
+        || guard
+    {
+        return true;
+    }
+    if patterns.iter().any(|p| p.contains(&literal.at)) {
+        return true;
+    }
+    // The one argument of a search: `.starts_with("X")`.
+    let Some(open) = before.strip_suffix('(') else {
+        return false;
+    };
+    let callee = open
+        .trim_end()
+        .rsplit(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .next()
+        .unwrap_or("");
+    after.starts_with(')') && SEARCHES.contains(&callee)
+}
+
+/// The patterns of the `matches!` of `code`: from the first comma of each to its end.
+fn matches_patterns(code: &str) -> Vec<Range<usize>> {
+    let bytes = code.as_bytes();
+    modules::word_positions(code, "matches")
+        .into_iter()
+        .filter_map(|at| {
+            let rest = code[at + "matches".len()..].strip_prefix('!')?.trim_start();
+            rest.strip_prefix('(')?;
+            let open = code.len() - rest.len();
+            let mut depth = 0usize;
+            let mut comma = None;
+            for (i, b) in bytes.iter().enumerate().skip(open) {
+                match b {
+                    b'(' | b'[' | b'{' => depth += 1,
+                    b')' | b']' | b'}' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(comma?..i);
+                        }
+                    }
+                    b',' if depth == 1 && comma.is_none() => comma = Some(i),
+                    _ => {}
+                }
+            }
+            None
+        })
+        .collect()
+}
+
+/// The nearest type written for the binding `name` before `at` (`name: &std::io::Error`,
+/// in a signature, a closure or a `let`), without whitespace, references and `mut`.
+fn declared_type(code: &str, name: &str, at: usize) -> Option<String> {
+    modules::word_positions(&code[..at], name)
+        .into_iter()
+        .rev()
+        .find_map(|start| {
+            let rest = code[start + name.len()..at].trim_start();
+            let rest = rest.strip_prefix(':').filter(|r| !r.starts_with(':'))?;
+            let rest = rest.trim_start().trim_start_matches('&').trim_start();
+            let rest = rest.strip_prefix("mut ").unwrap_or(rest);
+            let ty: String = rest
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':' || c.is_whitespace())
+                .filter(|c| !c.is_whitespace())
+                .collect();
+            Some(ty)
+        })
 }
 
 /// Reading a fred error's text or kind, anywhere but [`FRED_ERROR_HOME`], tests included: a
@@ -490,46 +743,105 @@ fn fred_errors(path: &str, source: &Source, problems: &mut Vec<Problem>) {
             message: format!("{what}; classify fred errors in {FRED_ERROR_HOME} (TransportError)"),
         });
     };
-    for at in method_calls(code, "details") {
-        found(at, "reads an error's text (`details()`)");
+    let imports: Vec<(String, Vec<String>)> = modules::use_statements(code)
+        .into_iter()
+        .flat_map(|(_, names)| names)
+        .collect();
+    let imported_from_io = |item: &str| {
+        imports
+            .iter()
+            .any(|(name, path)| name == item && path.ends_with(&["io".to_owned(), item.to_owned()]))
+    };
+    // `use std::io::{self, ErrorKind, Error}`: those bare names are io's, not fred's.
+    let (io_kind, io_error) = (imported_from_io("ErrorKind"), imported_from_io("Error"));
+    // The names fred goes by in this file: its own, and aliases (`use x::fred as redis;`).
+    let mut fred_names = vec!["fred".to_owned()];
+    fred_names.extend(
+        imports
+            .iter()
+            .filter(|(name, path)| name != "fred" && path.last().is_some_and(|p| p == "fred"))
+            .map(|(name, _)| name.clone()),
+    );
+    let uses_fred = !modules::word_positions(code, "fred").is_empty();
+    // The receiver of a `name` call or path at `at`: a path (`fred::error::Error` of
+    // `fred::error::Error::kind`), or the name before the `.` of a method call.
+    let receiver = |at: usize| {
+        let before = code[..at].trim_end();
+        match before.strip_suffix("::") {
+            Some(receiver) => (path_before(receiver), true),
+            None => {
+                let receiver = before.strip_suffix('.').unwrap_or(before).trim_end();
+                let name = receiver
+                    .rsplit(|c: char| !(c.is_alphanumeric() || c == '_'))
+                    .next()
+                    .unwrap_or("");
+                let name = if receiver.ends_with("unwrap_err()") {
+                    "unwrap_err()"
+                } else {
+                    name
+                };
+                (name.to_owned(), false)
+            }
+        }
+    };
+    // A path to a type named like an error that is not io's: `Error`, `fred::error::Error`.
+    let fred_error_type = |ty: &str| {
+        let name = ty.rsplit("::").next().unwrap_or("");
+        name.ends_with("Error") && !ty.ends_with("io::Error") && !(io_error && ty == "Error")
+    };
+    for at in method_refs(code, "details") {
+        let (receiver, path) = receiver(at);
+        if !path || fred_error_type(&receiver) || is_call(code, at, "details") {
+            found(at, "reads an error's text (`details()`)");
+        }
     }
-    for (at, _) in code.match_indices("ErrorKind") {
-        let qualified_io = code[..at].ends_with("io::");
-        let word = !code[..at].ends_with(|c: char| c.is_alphanumeric() || c == '_');
-        if word && !qualified_io {
+    for at in modules::word_positions(code, "ErrorKind") {
+        let before = code[..at].trim_end();
+        let qualifier = before.strip_suffix("::").map(path_before);
+        let qualified_io = qualifier
+            .as_deref()
+            .is_some_and(|q| q == "io" || q.ends_with("::io"));
+        if !qualified_io && (qualifier.is_some() || !io_kind) {
             found(at, "names fred's `ErrorKind`");
         }
     }
-    for (at, _) in code.match_indices("fred::error::") {
-        let rest = &code[at + "fred::error::".len()..];
-        let item: String = rest
-            .chars()
-            .take_while(|c| c.is_alphanumeric() || *c == '_')
-            .collect();
-        if item != "Error" {
-            found(at, "looks into `fred::error` beyond its `Error` type");
+    for name in &fred_names {
+        for start in modules::word_positions(code, name) {
+            // `fred::error::X`, whitespace around the `::` aside.
+            let item = ["::", "error", "::"]
+                .iter()
+                .try_fold(&code[start + name.len()..], |rest, token| {
+                    rest.trim_start().strip_prefix(token)
+                });
+            let Some(item) = item.map(str::trim_start) else {
+                continue;
+            };
+            let item: String = item
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            if item != "Error" {
+                found(start, "looks into `fred::error` beyond its `Error` type");
+            }
         }
     }
     // `.kind()` of an error, in a file that uses fred: `e.kind()`, `error\n.kind()`,
-    // `Error::kind(&e)`, ... (fred's `Value` has a `kind()` too: the receiver tells).
-    let uses_fred = code.contains("fred::");
-    for at in method_calls(code, "kind").into_iter().filter(|_| uses_fred) {
-        let before = code[..at].trim_end();
-        let (receiver, ufcs) = match before.strip_suffix("::") {
-            Some(path) => (path, true),
-            None => (before.strip_suffix('.').unwrap_or(before).trim_end(), false),
-        };
-        let name = receiver
-            .rsplit(|c: char| !(c.is_alphanumeric() || c == '_'))
-            .next()
-            .unwrap_or("");
-        let error_like = if ufcs {
-            name.ends_with("Error") && !receiver.ends_with("io::Error")
+    // `Error::kind(&e)`, `.map(Error::kind)`, ... (fred's `Value` has a `kind()` too: the
+    // receiver tells). One known to be an `io::Error` (by the type written for it, or by the
+    // io `ErrorKind` it is compared with) is not fred's.
+    for at in method_refs(code, "kind").into_iter().filter(|_| uses_fred) {
+        let (receiver, path) = receiver(at);
+        let error_like = if path {
+            fred_error_type(&receiver)
         } else {
-            matches!(name, "e" | "err" | "error")
-                || name.ends_with("_err")
-                || name.ends_with("_error")
-                || receiver.ends_with("unwrap_err()")
+            let named = matches!(receiver.as_str(), "e" | "err" | "error" | "unwrap_err()")
+                || receiver.ends_with("_err")
+                || receiver.ends_with("_error");
+            let io_typed = || {
+                declared_type(code, &receiver, at)
+                    .is_some_and(|ty| ty.ends_with("io::Error") || (io_error && ty == "Error"))
+            };
+            named && !io_typed() && !compared_with_io_kind(code, at, io_kind)
         };
         if error_like {
             found(at, "reads an error's kind (`kind()`)");
@@ -540,8 +852,10 @@ fn fred_errors(path: &str, source: &Source, problems: &mut Vec<Problem>) {
             .iter()
             .any(|(file, literal, _)| *file == path && literal.eq_ignore_ascii_case(text))
     };
+    let patterns = matches_patterns(code);
     for literal in source.literals() {
-        if let Some(reply) = reply_code(&literal.text).filter(|_| !allowed(&literal.text)) {
+        let reply = reply_code(code, &patterns, literal).filter(|_| !allowed(&literal.value));
+        if let Some(reply) = reply {
             problems.push(Problem {
                 invariant: Invariant::FredErrors,
                 place: format!("{path}:{}", source.line_of(literal.at)),
@@ -554,19 +868,69 @@ fn fred_errors(path: &str, source: &Source, problems: &mut Vec<Problem>) {
     }
 }
 
-/// Where `code` calls a method or associated function `name`: `x.name(`, `X::name(`, with
-/// any whitespace (newlines included) around the `.`, `::` and `(`. The offset of `name`.
-fn method_calls(code: &str, name: &str) -> Vec<usize> {
-    let ident = |c: char| c.is_alphanumeric() || c == '_';
-    code.match_indices(name)
-        .map(|(at, _)| at)
+/// Whether the `kind()` call at `at` is compared with (`==`, `!=`) or matched against (`match
+/// e.kind() { .. }`) an io `ErrorKind`: `io::ErrorKind::NotFound`, or a bare `ErrorKind` the
+/// file imports from io.
+fn compared_with_io_kind(code: &str, at: usize, io_kind: bool) -> bool {
+    let Some(call) = code[at..].find(')') else {
+        return false;
+    };
+    let after = code[at + call + 1..].trim_start();
+    let Some(other) = ["==", "!=", "{"]
+        .iter()
+        .find_map(|operator| after.strip_prefix(operator))
+    else {
+        return false;
+    };
+    let other: String = other
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':')
+        .collect();
+    let other = other.strip_prefix("::").unwrap_or(&other);
+    other.contains("io::ErrorKind::") || (io_kind && other.starts_with("ErrorKind::"))
+}
+
+/// The path that ends `text`, whitespace around its `::` dropped: `std::io::Error` of
+/// `f(std :: io::Error`.
+fn path_before(text: &str) -> String {
+    let mut segments = Vec::new();
+    let mut rest = text.trim_end();
+    loop {
+        let start = rest
+            .trim_end_matches(|c: char| c.is_alphanumeric() || c == '_')
+            .len();
+        if start == rest.len() {
+            break;
+        }
+        segments.push(&rest[start..]);
+        match rest[..start].trim_end().strip_suffix("::") {
+            Some(before) => rest = before.trim_end(),
+            None => break,
+        }
+    }
+    segments.reverse();
+    segments.join("::")
+}
+
+/// Whether `name` at `at` is called: `(` follows, whitespace aside.
+fn is_call(code: &str, at: usize, name: &str) -> bool {
+    code[at + name.len()..].trim_start().starts_with('(')
+}
+
+/// Where `code` calls a method `name` (`x.name(`) or names an associated function `name` by
+/// its path (`X::name(`, `.map(X::name)`), with any whitespace (newlines included) around the
+/// `.`, `::` and `(`. The offset of `name`.
+fn method_refs(code: &str, name: &str) -> Vec<usize> {
+    modules::word_positions(code, name)
+        .into_iter()
         .filter(|&at| {
             let before = code[..at].trim_end();
-            let after = &code[at + name.len()..];
-            !code[..at].ends_with(ident)
-                && !after.starts_with(ident)
-                && after.trim_start().starts_with('(')
-                && (before.ends_with('.') || before.ends_with("::"))
+            let after = code[at + name.len()..].trim_start();
+            let method = before.ends_with('.') && !before.ends_with("..") && after.starts_with('(');
+            let path =
+                before.ends_with("::") && !after.starts_with("::") && !after.starts_with('!');
+            method || path
         })
         .collect()
 }

@@ -183,15 +183,40 @@ pub(super) fn cycle(
         .iter()
         .find(|f| f.depth == 0)
         .and_then(|f| sources.get(&f.path))
-        .map(Source::code_without_tests)
+        .map(|source| squeeze_paths(&source.code_without_tests()))
         .unwrap_or_default();
     let code = |file: &ModuleFile| {
         sources
             .get(&file.path)
             .filter(|_| !file.test)
-            .map(Source::code_without_tests)
+            .map(|source| squeeze_paths(&source.code_without_tests()))
     };
     let (imports, globs) = root_imports(&root);
+    // `extern crate self as me;`: `me::x` is `crate::x`.
+    let crate_names: Vec<String> = word_positions(&root, "extern")
+        .into_iter()
+        .filter_map(|at| {
+            let words: Vec<&str> = root[at..].split_whitespace().take(5).collect();
+            match words.as_slice() {
+                ["extern", "crate", "self", "as", name] => {
+                    let name = name.trim_end_matches(';');
+                    (!name.is_empty() && name != "_").then(|| name.to_owned())
+                }
+                _ => None,
+            }
+        })
+        .collect();
+    // The `#[macro_export]` macros, which live at the crate root, by the module that defines
+    // each: `crate::m!()` uses that module.
+    let exported: BTreeMap<String, String> = files
+        .iter()
+        .filter_map(|file| Some((file.top.clone()?, code(file)?)))
+        .flat_map(|(module, text)| {
+            exported_macros(&text)
+                .into_iter()
+                .map(move |name| (name, module.clone()))
+        })
+        .collect();
     // The code of each module the root glob-imports, to tell which defines a name.
     let globbed: BTreeMap<&String, String> = globs
         .iter()
@@ -207,11 +232,18 @@ pub(super) fn cycle(
         })
         .collect();
     let resolve = |name: String| -> Vec<String> {
+        // `use crate::*;`: everything the root has, so every module.
+        if name == "*" {
+            return modules.iter().cloned().collect();
+        }
         if modules.contains(&name) {
             return vec![name];
         }
         if let Some(module) = imports.get(&name) {
             return modules.get(module).cloned().into_iter().collect();
+        }
+        if let Some(module) = exported.get(&name) {
+            return vec![module.clone()];
         }
         if defines(&root, &name) {
             return Vec::new();
@@ -233,7 +265,7 @@ pub(super) fn cycle(
         let (Some(module), Some(text)) = (&file.top, code(file)) else {
             continue;
         };
-        let targets = references(&text, file.depth)
+        let targets = references(&text, file.depth, &crate_names)
             .into_iter()
             .flat_map(&resolve)
             .filter(|target| target != module);
@@ -296,10 +328,10 @@ fn root_imports(code: &str) -> (BTreeMap<String, String>, BTreeSet<String>) {
 
 /// A `use` statement: whether it is `pub` (a re-export, `pub(crate)` included), and each name
 /// it brings in with the path it comes from (`*` for a glob, with the path it globs).
-type UseStatement = (bool, Vec<(String, Vec<String>)>);
+pub(super) type UseStatement = (bool, Vec<(String, Vec<String>)>);
 
 /// The `use` statements of `code`.
-fn use_statements(code: &str) -> Vec<UseStatement> {
+pub(super) fn use_statements(code: &str) -> Vec<UseStatement> {
     let mut statements = Vec::new();
     for statement in code.split(';') {
         let Some(at) = word_positions(statement, "use").last().copied() else {
@@ -385,7 +417,7 @@ fn defines(code: &str, name: &str) -> bool {
 }
 
 /// Where `word` starts in `text` as a whole word.
-fn word_positions(text: &str, word: &str) -> Vec<usize> {
+pub(super) fn word_positions(text: &str, word: &str) -> Vec<usize> {
     let bytes = text.as_bytes();
     let ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
     text.match_indices(word)
@@ -398,24 +430,46 @@ fn word_positions(text: &str, word: &str) -> Vec<usize> {
 }
 
 /// The first segment of every path from the crate root in a file `depth` modules deep:
-/// `crate::a::B`, `crate::{a, b::C}`, and `super::super::a` (as many `super`s as `depth`, and
-/// one more in each inline `mod x { ... }` the path is in).
-fn references(code: &str, depth: usize) -> BTreeSet<String> {
+/// `crate::a::B`, `crate::{a, b::C}`, `crate::*` (as `*`), a name the root gives the crate
+/// (`extern crate self as me;`: `me::a`, in `crate_names`), and `super::super::a` (as many
+/// `super`s as `depth`, and one more in each inline `mod x { ... }` the path is in). The code
+/// has no whitespace around its `::` ([`squeeze_paths`]).
+fn references(code: &str, depth: usize, crate_names: &[String]) -> BTreeSet<String> {
     let mut found = BTreeSet::new();
     let bytes = code.as_bytes();
     let inline = inline_modules(code);
+    let named = crate_names
+        .iter()
+        .flat_map(|name| {
+            word_positions(code, name)
+                .into_iter()
+                .map(move |at| (at, name))
+        })
+        // `::me::a` is `me::a`, `x::me::a` is not.
+        .filter(|&(at, _)| {
+            let before = &code[..at];
+            !before.ends_with("::")
+                || !before[..at - 2].ends_with(|c: char| c.is_alphanumeric() || c == '_')
+        })
+        .filter_map(|(at, name)| {
+            code[at + name.len()..]
+                .strip_prefix("::")
+                .map(|_| at + name.len() + 2)
+        });
     let starts = word_positions(code, "crate")
         .into_iter()
         .chain(word_positions(code, "super"));
+    let mut paths: Vec<usize> = named.collect();
     for at in starts {
         // A path's first segment only: not `a::crate`, nor the second `super` of a chain.
         if at >= 2 && &bytes[at - 2..at] == b"::" {
             continue;
         }
-        let mut rest = &code[at..];
-        if let Some(after) = rest.strip_prefix("crate::") {
-            rest = after;
+        let rest = &code[at..];
+        if rest.starts_with("crate::") {
+            paths.push(at + "crate::".len());
         } else {
+            let mut rest = rest;
             let mut supers = 0;
             while let Some(after) = rest.strip_prefix("super::") {
                 supers += 1;
@@ -425,7 +479,11 @@ fn references(code: &str, depth: usize) -> BTreeSet<String> {
             if supers == 0 || supers != depth + nested {
                 continue;
             }
+            paths.push(code.len() - rest.len());
         }
+    }
+    for start in paths {
+        let rest = &code[start..];
         let names = match rest.strip_prefix('{') {
             Some(group) => {
                 let mut level = 1;
@@ -442,6 +500,7 @@ fn references(code: &str, depth: usize) -> BTreeSet<String> {
                     .map_or(group.len(), |(i, _)| i);
                 split_top(&group[..end])
             }
+            None if rest.starts_with('*') => vec!["*".to_owned()],
             None => vec![
                 rest.chars()
                     .take_while(|c| c.is_alphanumeric() || *c == '_')
@@ -456,6 +515,42 @@ fn references(code: &str, depth: usize) -> BTreeSet<String> {
         }
     }
     found
+}
+
+/// `code` without whitespace around its `::`: `crate :: a` is `crate::a`.
+fn squeeze_paths(code: &str) -> String {
+    let mut out = String::with_capacity(code.len());
+    let mut chars = code.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        if c.is_whitespace() {
+            let next = code[i..].trim_start();
+            if out.ends_with("::") || next.starts_with("::") {
+                while chars.peek().is_some_and(|(_, c)| c.is_whitespace()) {
+                    chars.next();
+                }
+                continue;
+            }
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The names of the `#[macro_export]` `macro_rules!` of `code`.
+fn exported_macros(code: &str) -> Vec<String> {
+    word_positions(code, "macro_export")
+        .into_iter()
+        .filter_map(|at| {
+            let rest = &code[at..];
+            let after = &rest[rest.find("macro_rules!")? + "macro_rules!".len()..];
+            let name: String = after
+                .trim_start()
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            (!name.is_empty()).then_some(name)
+        })
+        .collect()
 }
 
 /// The bodies of the inline modules (`mod x { ... }`) of `code`.

@@ -11,8 +11,80 @@ use std::ops::Range;
 pub(super) struct Literal {
     /// Byte offset of its opening quote.
     pub(super) at: usize,
-    /// What it holds, escapes left as written.
-    pub(super) text: String,
+    /// What it holds, its escapes decoded (`\x5f` is `_`, a `\` before a newline drops the
+    /// newline and the indentation after it): the string the program sees. A raw string's is
+    /// its text as written.
+    pub(super) value: String,
+    /// Past its closing quote (and the `#`s of a raw string).
+    pub(super) end: usize,
+}
+
+impl Literal {
+    /// A literal with escapes (not a raw one) whose quote is at `at`.
+    fn escaped(at: usize, contents: &[u8], end: usize) -> Self {
+        Self {
+            at,
+            value: unescape(&String::from_utf8_lossy(contents)),
+            end,
+        }
+    }
+}
+
+/// A literal's contents with Rust's escapes decoded: `\n`, `\x5f`, `\u{5f}`, `\"`, ..., and a
+/// `\` before a newline, which drops the newline and the whitespace after it. An escape that
+/// does not decode is kept as written.
+fn unescape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        let Some(e) = chars.next() else {
+            out.push(c);
+            break;
+        };
+        match e {
+            'n' => out.push('\n'),
+            'r' => out.push('\r'),
+            't' => out.push('\t'),
+            '0' => out.push('\0'),
+            '\\' | '\'' | '"' => out.push(e),
+            '\n' | '\r' => {
+                while chars.peek().is_some_and(|c| c.is_whitespace()) {
+                    chars.next();
+                }
+            }
+            'x' => {
+                let hex: String = chars.by_ref().take(2).collect();
+                match u8::from_str_radix(&hex, 16) {
+                    Ok(byte) => out.push(char::from(byte)),
+                    Err(_) => out.extend(['\\', 'x'].into_iter().chain(hex.chars())),
+                }
+            }
+            'u' if chars.peek() == Some(&'{') => {
+                let mut digits = String::new();
+                for d in chars.by_ref() {
+                    digits.push(d);
+                    if d == '}' {
+                        break;
+                    }
+                }
+                let code = digits
+                    .strip_prefix('{')
+                    .and_then(|d| d.strip_suffix('}'))
+                    .and_then(|d| u32::from_str_radix(&d.replace('_', ""), 16).ok())
+                    .and_then(char::from_u32);
+                match code {
+                    Some(decoded) => out.push(decoded),
+                    None => out.extend(['\\', 'u'].into_iter().chain(digits.chars())),
+                }
+            }
+            _ => out.extend([c, e]),
+        }
+    }
+    out
 }
 
 /// A `mod name;` declaration outside any braces: a module in a file of its own.
@@ -29,17 +101,14 @@ pub(super) struct Source {
     /// The text with comments and the contents of string and char literals replaced by spaces
     /// (newlines kept), so offsets and line numbers are those of the file.
     code: String,
-    /// The byte ranges of test-only code: `#[cfg(test)]` and what it is on, and the body of
-    /// a module with `#![cfg(test)]`.
+    /// The byte ranges of test-only code: `#[cfg(test)]` (or another test-only predicate, see
+    /// [`test_only`]) and what it is on, and the body of a module with `#![cfg(test)]`.
     test_ranges: Vec<Range<usize>>,
     /// Every string literal, in order.
     literals: Vec<Literal>,
     /// `#![cfg(test)]` outside any braces: the whole file is test code.
     test_file: bool,
 }
-
-const CFG_TEST: &str = "#[cfg(test)]";
-const CFG_TEST_INNER: &str = "#![cfg(test)]";
 
 fn is_ident(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_' || !b.is_ascii()
@@ -147,7 +216,7 @@ impl Source {
             open.strip_suffix("#[")?;
             let close = literal.at + self.code[literal.at..].find(']')? + 1;
             let between = self.code.get(close..item)?;
-            attributes_and_visibility(between).then(|| literal.text.clone())
+            attributes_and_visibility(between).then(|| literal.value.clone())
         })
     }
 }
@@ -236,10 +305,7 @@ fn lex(text: &str) -> (String, Vec<Literal>) {
             i = j;
         } else if c == b'"' {
             let (contents, end) = quoted(i);
-            literals.push(Literal {
-                at: i,
-                text: String::from_utf8_lossy(&src[contents.clone()]).into_owned(),
-            });
+            literals.push(Literal::escaped(i, &src[contents.clone()], end));
             blank(&mut out, contents);
             i = end;
         } else if c == b'\'' {
@@ -287,18 +353,17 @@ fn lex(text: &str) -> (String, Vec<Literal>) {
                     close += 1;
                 }
                 let contents = open + 1..close.min(n);
-                literals.push(Literal {
-                    at: open,
-                    text: String::from_utf8_lossy(&src[contents.clone()]).into_owned(),
-                });
+                let value = String::from_utf8_lossy(&src[contents.clone()]).into_owned();
                 blank(&mut out, contents);
                 i = (close + 1 + hashes).min(n);
+                literals.push(Literal {
+                    at: open,
+                    value,
+                    end: i,
+                });
             } else if matches!(ident, b"b" | b"c") && src.get(j) == Some(&b'"') {
                 let (contents, end) = quoted(j);
-                literals.push(Literal {
-                    at: j,
-                    text: String::from_utf8_lossy(&src[contents.clone()]).into_owned(),
-                });
+                literals.push(Literal::escaped(j, &src[contents.clone()], end));
                 blank(&mut out, contents);
                 i = end;
             } else {
@@ -349,7 +414,8 @@ fn starts_item(code: &str, at: usize) -> bool {
 /// The byte ranges of test-only code, and whether the whole file is: each `#[cfg(test)]` with
 /// the one item, statement, match arm, field or argument it is on (not what follows it), and
 /// the body of each module (or block) with `#![cfg(test)]` in it. `#![cfg(test)]` outside any
-/// braces makes the whole file test code.
+/// braces makes the whole file test code. `cfg(all(test, unix))` counts as `cfg(test)`,
+/// `cfg(any(test, unix))` does not ([`test_only`]).
 fn test_code(code: &str) -> (Vec<Range<usize>>, bool) {
     let (mut ranges, test_file) = inner_test_scopes(code);
     ranges.extend(test_items(code));
@@ -359,6 +425,11 @@ fn test_code(code: &str) -> (Vec<Range<usize>>, bool) {
 /// The bodies that hold `#![cfg(test)]`, and whether one is outside any braces (the file).
 fn inner_test_scopes(code: &str) -> (Vec<Range<usize>>, bool) {
     let bytes = code.as_bytes();
+    let inner: Vec<usize> = test_cfgs(code)
+        .into_iter()
+        .filter(|cfg| cfg.inner)
+        .map(|cfg| cfg.start)
+        .collect();
     let (mut opens, mut ranges, mut test_file) = (Vec::new(), Vec::new(), false);
     for (i, b) in bytes.iter().enumerate() {
         match b {
@@ -366,7 +437,7 @@ fn inner_test_scopes(code: &str) -> (Vec<Range<usize>>, bool) {
             b'}' => {
                 opens.pop();
             }
-            b'#' if bytes[i..].starts_with(CFG_TEST_INNER.as_bytes()) => match opens.last() {
+            b'#' if inner.contains(&i) => match opens.last() {
                 None => test_file = true,
                 Some(&open) => ranges.push(open..closing_brace(bytes, open)),
             },
@@ -374,6 +445,113 @@ fn inner_test_scopes(code: &str) -> (Vec<Range<usize>>, bool) {
         }
     }
     (ranges, test_file)
+}
+
+/// A `#[cfg(...)]` or `#![cfg(...)]` attribute whose predicate holds in test builds only.
+struct TestCfg {
+    /// The offset of its `#`.
+    start: usize,
+    /// Past its `]`.
+    end: usize,
+    /// `#![...]`: it is on the module (or block) it is in.
+    inner: bool,
+}
+
+/// The `cfg` attributes of `code` whose predicate is test-only ([`test_only`]), with any
+/// whitespace between their tokens.
+fn test_cfgs(code: &str) -> Vec<TestCfg> {
+    let bytes = code.as_bytes();
+    let mut found = Vec::new();
+    for (start, _) in code.match_indices('#') {
+        let mut rest = code[start + 1..].trim_start();
+        let inner = rest.starts_with('!');
+        if inner {
+            rest = rest[1..].trim_start();
+        }
+        if !rest.starts_with('[') {
+            continue;
+        }
+        let open = code.len() - rest.len();
+        let Some(after) = rest[1..].trim_start().strip_prefix("cfg") else {
+            continue;
+        };
+        if after.starts_with(|c: char| c.is_alphanumeric() || c == '_') {
+            continue;
+        }
+        let Some(close) = matching_bracket(bytes, open) else {
+            continue;
+        };
+        let attribute = &code[open + 1..close];
+        let predicate = attribute.trim().strip_prefix("cfg").unwrap_or("").trim();
+        let predicate = predicate
+            .strip_prefix('(')
+            .and_then(|p| p.strip_suffix(')'));
+        if predicate.is_some_and(test_only) {
+            found.push(TestCfg {
+                start,
+                end: close + 1,
+                inner,
+            });
+        }
+    }
+    found
+}
+
+/// The `]` that closes the `[` at `open`.
+fn matching_bracket(bytes: &[u8], open: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    for (i, b) in bytes.iter().enumerate().skip(open) {
+        match b {
+            b'[' => depth += 1,
+            b']' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(i);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Whether a `cfg` predicate holds in test builds only: `test`, `all(..)` with a test-only
+/// predicate among its own, `any(..)` of test-only predicates only. `any(test, unix)` is not:
+/// it holds in a production build on unix.
+fn test_only(predicate: &str) -> bool {
+    let predicate = predicate.trim();
+    let list = |name: &str| {
+        let rest = predicate.strip_prefix(name)?.trim_start();
+        let args = rest.strip_prefix('(')?.strip_suffix(')')?;
+        Some(split_args(args))
+    };
+    if predicate == "test" {
+        true
+    } else if let Some(args) = list("all") {
+        args.iter().any(|a| test_only(a))
+    } else if let Some(args) = list("any") {
+        !args.is_empty() && args.iter().all(|a| test_only(a))
+    } else {
+        false
+    }
+}
+
+/// The comma-separated items of a list, at its top level.
+fn split_args(list: &str) -> Vec<&str> {
+    let (mut items, mut depth, mut from) = (Vec::new(), 0usize, 0);
+    for (i, c) in list.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth = depth.saturating_sub(1),
+            ',' if depth == 0 => {
+                items.push(&list[from..i]);
+                from = i + 1;
+            }
+            _ => {}
+        }
+    }
+    items.push(&list[from..]);
+    items.into_iter().filter(|i| !i.trim().is_empty()).collect()
 }
 
 /// The end (past the `}`) of the braces opened at `open`, or of the text if they never close.
@@ -394,16 +572,20 @@ pub(super) fn closing_brace(bytes: &[u8], open: usize) -> usize {
     bytes.len()
 }
 
-/// The byte ranges of `#[cfg(test)]` and what each applies to: an item up to its `;` or
+/// The byte ranges of `#[cfg(test)]` (any test-only `cfg`) and what each applies to: an item up to its `;` or
 /// through its braces, a list element (match arm, field, argument) up to its `,`, and never
 /// past the end of the braces or parentheses it is in.
 fn test_items(code: &str) -> Vec<Range<usize>> {
     let bytes = code.as_bytes();
     let mut ranges = Vec::new();
     let mut from = 0;
-    while let Some(found) = code[from..].find(CFG_TEST) {
-        let start = from + found;
-        let mut i = start + CFG_TEST.len();
+    for cfg in test_cfgs(code).into_iter().filter(|cfg| !cfg.inner) {
+        // One inside a range already found is covered by it.
+        if cfg.start < from {
+            continue;
+        }
+        let start = cfg.start;
+        let mut i = cfg.end;
         // Further attributes of the same item.
         loop {
             while i < bytes.len() && bytes[i].is_ascii_whitespace() {

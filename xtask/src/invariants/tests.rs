@@ -104,11 +104,19 @@ fn clean() -> Vec<(String, String)> {
             "bench/src/streams.rs",
             concat!(
                 "use kaiju_transport::fred::prelude::*;\n// A comment may say ._stream.\n",
+                // io's ErrorKind, and io errors named `e`, in a file that uses fred; a reply
+                // code as a command's name.
+                "use std::io::{self, ErrorKind};\n",
+                "fn missing(e: &io::Error) -> bool { e.kind() == ErrorKind::NotFound }\n",
+                "fn gone(r: io::Result<()>) -> bool {\n    matches!(r, Err(e) if e.kind() == io::ErrorKind::NotFound)\n}\n",
+                "fn replica_mode() -> [&'static str; 2] { [\"READONLY\", \"busy\"] }\n",
                 "fn key() -> &'static str { \"bench.raw.topic\" }\n",
                 // Test code may spell key names: an arm, a module with `#![cfg(test)]`.
                 "fn name(x: u8) -> &'static str {\n    match x {\n        #[cfg(test)]\n",
                 "        0 => \"a.b._stream.t\",\n        _ => \"bench.raw.topic\",\n    }\n}\n",
                 "mod fixtures {\n    #![cfg(test)]\n    const K: &str = \"a.b._sub.t\";\n}\n",
+                // Test-only on unix: still test code.
+                "#[cfg(all(test, unix))]\nmod unix_fixtures {\n    const K: &str = \"a.b._sub.t\";\n}\n",
             )
             .to_owned(),
         ),
@@ -276,6 +284,52 @@ fn a_fred_dependency_outside_kaiju_transport_fails() {
 }
 
 #[test]
+fn a_fred_dependency_in_any_toml_spelling_fails() {
+    // Review 24 (second pass): the table or the dependency spelled with TOML's other forms.
+    let package = "[package]\nname = \"kaiju-bench\"\n";
+    for tables in [
+        "[\"dependencies\"]\nfred = \"9\"",
+        "[target.'cfg(unix)']\ndependencies.fred = \"9\"",
+        "[target.\"cfg(unix)\"]\ndev-dependencies . 'fred' . version = \"9\"",
+        "[dependencies . fred]\nversion = \"9\"",
+        "[ 'target' . 'cfg(unix)' . \"build-dependencies\" ]\nfred.workspace = true",
+        "[dependencies]\nredis = { package = \"fred\", version = \"9\" } # renamed",
+        "[target.'cfg(unix)']\ndependencies = { fred = \"9\" }",
+        "[target.'cfg(unix)']\ndependencies = { redis = { package = 'fred' } }",
+        "[workspace.metadata]\nx = 1\n[target]\n'cfg(unix)'.dependencies.fred = \"9\"",
+    ] {
+        let bench = format!("{package}\n{tables}\n");
+        let problems = check_with(&[("bench/Cargo.toml", &bench)]);
+        assert_eq!(
+            places(&problems, Invariant::FredDependency),
+            ["bench/Cargo.toml"],
+            "{tables}"
+        );
+    }
+    // Before any header: the root table.
+    let bench = format!("dependencies.fred = \"9\"\n{package}");
+    let problems = check_with(&[("bench/Cargo.toml", &bench)]);
+    assert_eq!(
+        places(&problems, Invariant::FredDependency),
+        ["bench/Cargo.toml"]
+    );
+    // fred named, but not as a dependency.
+    for tables in [
+        "[features]\nfred = [\"dep:kaiju-transport\"]",
+        "[package.metadata.dependencies]\nfred = \"9\"",
+        "[dependencies]\nfred-utils = \"1\"\nx = { version = \"1\", features = [\"fred\"] }\n# fred = \"9\"",
+        "[dependencies]\nx = { version = \"1\", registry = \"a.b#fred\" }",
+    ] {
+        let bench = format!("{package}\n{tables}\n");
+        assert_eq!(
+            check_with(&[("bench/Cargo.toml", &bench)]),
+            vec![],
+            "{tables}"
+        );
+    }
+}
+
+#[test]
 fn a_key_name_spelled_outside_key_rs_fails() {
     // The loophole of RpcClient::new: a reserved part inside a literal, not at its start.
     let client = "use kaiju_core::Key;\nfn reply(id: &str) -> Key {\n    Key::raw(format!(\"kaiju._reply.{id}\"))\n}\n";
@@ -300,6 +354,30 @@ fn a_key_name_spelled_outside_key_rs_fails() {
             "bench/src/streams.rs:3",
             "bench/src/streams.rs:4"
         ]
+    );
+}
+
+#[test]
+fn a_key_name_spelled_with_escapes_fails() {
+    // Review 24 (second pass): literals were matched as written, escapes undecoded.
+    let streams = concat!(
+        "fn k() -> [&'static str; 4] {\n",
+        "    [\"env.app.\\x5fstream.rpc\", \"env.app.\\u{5f}reply.x\", b\"k\\x23__fill\",\n",
+        "     \"env.app.\\\n     _stream.rpc\"]\n",
+        "}\n",
+        // Decoded, neither is a key part: `._` split by a continuation, an escaped backslash.
+        "const FINE: [&str; 2] = [\"a.\\\n   b_stream\", \"a.\\\\x5fstream\"];\n",
+    );
+    let problems = check_with(&[("bench/src/streams.rs", streams)]);
+    assert_eq!(
+        places(&problems, Invariant::KeyNames),
+        [
+            "bench/src/streams.rs:2",
+            "bench/src/streams.rs:2",
+            "bench/src/streams.rs:2",
+            "bench/src/streams.rs:3"
+        ],
+        "{problems:?}"
     );
 }
 
@@ -351,10 +429,50 @@ fn a_cfg_test_attribute_covers_only_what_it_is_on() {
     let source = Source::parse(text);
     let outside: Vec<&str> = source
         .literals_outside_tests()
-        .map(|l| l.text.as_str())
+        .map(|l| l.value.as_str())
         .collect();
     assert_eq!(outside, ["p1", "p2", "p3", "p4", "p5", "p6"]);
     assert!(!source.is_test(text.find("pub b").unwrap()));
+}
+
+#[test]
+fn a_test_only_cfg_is_test_code_and_a_production_one_is_not() {
+    // Review 24 (second pass): only the exact `#[cfg(test)]` was test code.
+    for cfg in [
+        "#[cfg(all(test, unix))]",
+        "#[cfg(all(unix, test))]",
+        "# [ cfg ( test ) ]",
+        "#[cfg(all(feature = \"x\", any(test)))]",
+    ] {
+        let code = format!("{cfg}\nmod t {{\n    const K: &str = \"a.b._sub.t\";\n}}\n");
+        let problems = check_with(&[("bench/src/streams.rs", &code)]);
+        assert_eq!(problems, vec![], "{cfg}");
+    }
+    // `any(test, X)` and `not(test)` compile in production builds: checked.
+    for cfg in [
+        "#[cfg(any(test, feature = \"fixtures\"))]",
+        "#[cfg(not(test))]",
+        "#[cfg(any(test))]\n#[cfg(unix)]\nconst A: u8 = 0;\n#[cfg(unix)]",
+    ] {
+        let code = format!("{cfg}\nmod t {{\n    const K: &str = \"a.b._sub.t\";\n}}\n");
+        let problems = check_with(&[("bench/src/streams.rs", &code)]);
+        assert_eq!(
+            places(&problems, Invariant::KeyNames).len(),
+            1,
+            "{cfg}: {problems:?}"
+        );
+    }
+    // Inner attributes too.
+    let file = "#![cfg(all(test, unix))]\nconst K: &str = \"a._sub.t\";\n";
+    assert_eq!(check_with(&[("bench/src/streams.rs", file)]), vec![]);
+    let file = "#![cfg(any(test, unix))]\nconst K: &str = \"a._sub.t\";\n";
+    assert_eq!(
+        places(
+            &check_with(&[("bench/src/streams.rs", file)]),
+            Invariant::KeyNames
+        ),
+        ["bench/src/streams.rs:2"]
+    );
 }
 
 #[test]
@@ -457,6 +575,93 @@ fn reading_fred_errors_in_other_shapes_fails() {
 }
 
 #[test]
+fn io_errors_in_a_file_that_uses_fred_are_not_fred_errors() {
+    // Review 24 (second pass): io's ErrorKind imported, and an io error named `e` beside fred.
+    let fine = [
+        "use std::io::ErrorKind;\nfn f(e: std::io::Error) -> bool { e.kind() == ErrorKind::NotFound }\n",
+        "use kaiju_transport::fred::prelude::*;\nfn f(e: std::io::Error) -> bool { e.kind() == std::io::ErrorKind::NotFound }\n",
+        "use kaiju_transport::fred::prelude::*;\nuse std::io::{Error, ErrorKind};\nfn f(e: &Error) -> bool {\n    match e.kind() {\n        ErrorKind::NotFound => true,\n        _ => false,\n    }\n}\n",
+        "use kaiju_transport::fred::prelude::*;\nfn f(r: std::io::Result<()>) -> Option<std::io::ErrorKind> { r.err().map(std::io::Error::kind) }\n",
+        "use kaiju_transport::fred::prelude::*;\nfn f(r: std::io::Result<()>) -> bool {\n    matches!(r, Err(err) if err.kind() != std :: io :: ErrorKind::NotFound)\n}\n",
+    ];
+    for code in fine {
+        assert_eq!(
+            check_with(&[("bench/src/streams.rs", code)]),
+            vec![],
+            "{code}"
+        );
+    }
+    // fred's, beside io's: a bare `ErrorKind` from fred's prelude, an error of no io type.
+    let code = concat!(
+        "use kaiju_transport::fred::prelude::*;\n",
+        "fn f(e: &Error) -> bool { *e.kind() == ErrorKind::Timeout }\n",
+        "fn g(e: std::io::Error) -> bool { e.kind() == std::io::ErrorKind::NotFound }\n",
+        "fn h(e: Error) -> bool { e.kind() == &ErrorKind::IO }\n",
+    );
+    let problems = check_with(&[("bench/src/streams.rs", code)]);
+    assert_eq!(
+        places(&problems, Invariant::FredErrors),
+        [2, 2, 4, 4].map(|line| format!("bench/src/streams.rs:{line}")),
+        "{problems:?}"
+    );
+}
+
+#[test]
+fn a_bare_reply_code_counts_only_where_it_matches_text() {
+    // Review 24 (second pass): `"READONLY"`, the command, was reported as a reply code.
+    let fine = concat!(
+        "fn replica() -> &'static str { \"READONLY\" }\n",
+        "fn send(c: &mut Cmd) { c.arg(\"READONLY\").arg(\"LOADING\"); }\n",
+        "const MODES: [&str; 2] = [\"BUSY\", \"noauth\"];\n",
+        "fn known(c: &str) -> bool { COMMANDS.contains(&\"READONLY\") }\n",
+        // Codes that are words match in upper case only.
+        "fn idle(s: &str) -> bool { s == \"busy\" || s.starts_with(\"loading\") }\n",
+    );
+    assert_eq!(check_with(&[("bench/src/streams.rs", fine)]), vec![]);
+    // Compared, searched for, matched: a reply code; in any case if it is no word, and after
+    // RESP's `-`.
+    let reported = concat!(
+        "fn a(s: &str) -> bool { s == \"READONLY\" }\n",
+        "fn b(s: &str) -> bool { \"NOSCRIPT\" != s }\n",
+        "fn c(s: &str) -> bool { s.to_ascii_lowercase().starts_with(\"busygroup\") }\n",
+        "fn d(s: &str) -> bool { s.starts_with(\"-NOSCRIPT\") }\n",
+        "fn e(s: &str) -> u8 {\n    match s {\n        \"MOVED\" | \"ASK\" => 1,\n        \"TRYAGAIN\" => 2,\n        _ => 0,\n    }\n}\n",
+        "fn f(s: Option<&str>) -> bool { matches!(s, Some(\"NoGroup\")) }\n",
+        "fn g(s: &str) -> bool { s.contains(r#\"WRONGTYPE\"#) }\n",
+        "const H: &str = \"-LOADING Redis is loading\";\n",
+    );
+    let problems = check_with(&[("bench/src/streams.rs", reported)]);
+    assert_eq!(
+        places(&problems, Invariant::FredErrors),
+        // Sorted as text.
+        [1, 12, 13, 14, 2, 3, 4, 7, 7].map(|line| format!("bench/src/streams.rs:{line}")),
+        "{problems:?}"
+    );
+}
+
+#[test]
+fn reading_fred_errors_through_paths_and_aliases_fails() {
+    // Review 24 (second pass): `details` and `kind` named as paths, not called, and fred
+    // imported under another name.
+    let code = concat!(
+        "use kaiju_transport::fred as redis;\n",
+        "use redis::error::Error;\n",
+        "fn a(e: Option<Error>) -> Option<&str> { e.as_ref().map(Error::details) }\n",
+        "fn b(e: Option<Error>) -> String { format!(\"{:?}\", e.as_ref().map(Error::kind)) }\n",
+        "fn c(e: redis::error::Error) -> bool { format!(\"{:?}\", e.kind()) == \"Timeout\" }\n",
+        "fn d(k: redis :: error :: ErrorKind) {}\n",
+        // fred's `Value` has a `kind()`, and `Value::kind` is no error's.
+        "fn e(v: Option<redis::types::Value>) -> bool { v.map(redis::types::Value::kind).is_some() }\n",
+    );
+    let problems = check_with(&[("bench/src/streams.rs", code)]);
+    assert_eq!(
+        places(&problems, Invariant::FredErrors),
+        [3, 4, 5, 6, 6].map(|line| format!("bench/src/streams.rs:{line}")),
+        "{problems:?}"
+    );
+}
+
+#[test]
 fn an_import_cycle_between_top_level_modules_fails() {
     // The cycle xtask had: test.rs and docker/mod.rs importing each other, in a binary.
     let docker = "mod cluster;\nuse crate::test::run_cargo_test;\npub struct DockerOptions;\n";
@@ -541,14 +746,96 @@ fn an_import_cycle_between_top_level_modules_fails() {
 }
 
 #[test]
+fn an_import_cycle_through_globs_macros_and_crate_aliases_fails() {
+    // Review 24 (second pass): codec -> key already (`crate::Key`); each shape adds key ->
+    // codec.
+    let lib = "//! Core.\nmod codec;\nmod key;\npub use key::{Key, Namespace};\npub use codec::Msgpack;\n";
+    let self_named = "//! Core.\nextern crate self as me;\nmod codec;\nmod key;\npub use key::{Key, Namespace};\npub use codec::Msgpack;\n";
+    let codec_macro = "use crate::Key;\npub struct Msgpack(Key);\n#[cfg(test)]\nmod tests;\n#[macro_export]\nmacro_rules! codec_macro {\n    () => {};\n}\n";
+    let codec = "use crate::Key;\npub struct Msgpack(Key);\n#[cfg(test)]\nmod tests;\n";
+    let keys = "pub struct Key;\npub struct Namespace;\n";
+    for (what, root, key, codec) in [
+        ("a glob of the crate root", lib, "use crate::*;\n", codec),
+        ("a glob in a group", lib, "use crate::{*};\n", codec),
+        ("a glob through super", lib, "use super::*;\n", codec),
+        (
+            "an exported macro",
+            lib,
+            "fn f() { crate::codec_macro!(); }\n",
+            codec_macro,
+        ),
+        (
+            "the crate's own name",
+            self_named,
+            "fn f(_: me::codec::Msgpack) {}\n",
+            codec,
+        ),
+        (
+            "the same, from ::",
+            self_named,
+            "fn f(_: ::me::Msgpack) {}\n",
+            codec,
+        ),
+        (
+            "spaces in the path",
+            lib,
+            "fn f(_: crate :: codec::Msgpack) {}\n",
+            codec,
+        ),
+        ("a path over lines", lib, "use crate\n    ::codec;\n", codec),
+    ] {
+        let key = format!("{keys}{key}");
+        let problems = check_with(&[
+            ("crates/kaiju-core/src/lib.rs", root),
+            ("crates/kaiju-core/src/key.rs", &key),
+            ("crates/kaiju-core/src/codec/mod.rs", codec),
+        ]);
+        assert_eq!(
+            places(&problems, Invariant::ModuleCycles),
+            ["crates/kaiju-core/src/lib.rs"],
+            "{what}: {problems:?}"
+        );
+    }
+    // Spaces between `super`s, from a nested file.
+    let cluster = "use super :: super :: test;\n";
+    let problems = check_with(&[("xtask/src/docker/cluster.rs", cluster)]);
+    assert_eq!(
+        places(&problems, Invariant::ModuleCycles),
+        ["xtask/src/main.rs"]
+    );
+    // A macro exported but not used there, a glob in a unit test, a crate named `me` that
+    // is not this one: no cycle.
+    for (root, key, codec) in [
+        (lib, "fn f() { crate::other!(); }\n", codec_macro),
+        (
+            lib,
+            "#[cfg(test)]\nmod tests {\n    use crate::*;\n}\n",
+            codec,
+        ),
+        (lib, "fn f(_: me::codec::Msgpack) {}\n", codec),
+        (self_named, "fn f(_: not::me::codec::Msgpack) {}\n", codec),
+    ] {
+        let key = format!("{keys}{key}");
+        let problems = check_with(&[
+            ("crates/kaiju-core/src/lib.rs", root),
+            ("crates/kaiju-core/src/key.rs", &key),
+            ("crates/kaiju-core/src/codec/mod.rs", codec),
+        ]);
+        assert_eq!(problems, vec![], "{key}");
+    }
+}
+
+#[test]
 fn the_lexer_tells_code_from_comments_and_literals() {
     let text = "let c = '\"'; // \"not a literal\"\nlet s = \"a\\\"b\"; /* x /* nested */ \"no\" */ let r = r##\"q\"#\"##;\nfn f<'a>(x: &'a str) {}\nlet b = b'{';\n";
     let source = Source::parse(text);
     let literals: Vec<&str> = source
         .literals_outside_tests()
-        .map(|l| l.text.as_str())
+        .map(|l| l.value.as_str())
         .collect();
-    assert_eq!(literals, ["a\\\"b", "q\"#"]);
+    assert_eq!(literals, ["a\"b", "q\"#"]);
+    let escapes = Source::parse("\"\\x41\\u{1F600}\\u{42}\\t\\\\n\\\n  c\\q\\x\"");
+    assert_eq!(escapes.literals()[0].value, "A\u{1F600}B\t\\nc\\q\\x");
     assert!(!source.code().contains("not a literal"));
     assert!(source.code().contains("fn f<'a>(x: &'a str) {}"));
     assert_eq!(source.line_of(text.find("fn f").unwrap()), 3);
