@@ -4,8 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 
-use super::Tree;
 use super::source::{self, Source};
+use super::tree::Tree;
 
 /// The root file of one crate of a member.
 pub(super) struct CrateRoot {

@@ -1,7 +1,9 @@
 //! The checker on small trees of its own: a clean one passes, and each invariant fails on a
 //! violation planted in it.
 
-use super::*;
+use super::source::Source;
+use super::tree::{Tree, members};
+use super::{Invariant, Problem, check};
 
 const ROOT: &str = r#"
 [workspace]
