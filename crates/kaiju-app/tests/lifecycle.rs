@@ -4,7 +4,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::sync::{Arc, Mutex};
+mod common;
+
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kaiju_app::config::ConfigLoader;
@@ -13,22 +15,7 @@ use kaiju_app::{
 };
 use serde::Deserialize;
 
-type Log = Arc<Mutex<Vec<String>>>;
-
-fn logs() -> &'static Mutex<Vec<(String, Log)>> {
-    static LOGS: Mutex<Vec<(String, Log)>> = Mutex::new(Vec::new());
-    &LOGS
-}
-
-fn log_for(id: &str) -> Log {
-    let mut logs = logs().lock().unwrap();
-    if let Some((_, l)) = logs.iter().find(|(k, _)| k == id) {
-        return l.clone();
-    }
-    let l = Log::default();
-    logs.push((id.to_owned(), l.clone()));
-    l
-}
+use common::{Log, log_for};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -3,8 +3,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use kaiju_app::config::{ConfigLoader, Value};
@@ -13,6 +15,8 @@ use kaiju_app::{
     ServiceClass,
 };
 use serde::Deserialize;
+
+use common::{Log, log_for};
 
 /// A directory of its own per test, with files written into it.
 struct Dir(PathBuf);
@@ -294,23 +298,6 @@ fn the_seed_examples_load_unchanged_and_validate() {
 }
 
 // ---- lifecycle order, with services that record what happens to them ----
-
-type Log = Arc<Mutex<Vec<String>>>;
-
-fn logs() -> &'static Mutex<Vec<(String, Log)>> {
-    static LOGS: Mutex<Vec<(String, Log)>> = Mutex::new(Vec::new());
-    &LOGS
-}
-
-fn log_for(id: &str) -> Log {
-    let mut logs = logs().lock().unwrap();
-    if let Some((_, l)) = logs.iter().find(|(k, _)| k == id) {
-        return l.clone();
-    }
-    let l = Log::default();
-    logs.push((id.to_owned(), l.clone()));
-    l
-}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
