@@ -53,7 +53,7 @@ impl ServiceClass for CacheService {
 
 impl Service for CacheService {
     fn check(&self, cx: &Context) -> Result<(), BoxError> {
-        cx.require::<TransportService>(&self.transport).map(drop)?;
+        cx.require::<TransportService>(&self.transport)?;
         Ok(())
     }
 

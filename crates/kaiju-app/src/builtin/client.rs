@@ -94,7 +94,7 @@ impl ServiceClass for ClientService {
 
 impl Service for ClientService {
     fn check(&self, cx: &Context) -> Result<(), BoxError> {
-        cx.require::<TransportService>(&self.transport).map(drop)?;
+        cx.require::<TransportService>(&self.transport)?;
         Ok(())
     }
 

@@ -58,7 +58,7 @@ impl ServiceClass for LocksService {
 
 impl Service for LocksService {
     fn check(&self, cx: &Context) -> Result<(), BoxError> {
-        cx.require::<TransportService>(&self.transport).map(drop)?;
+        cx.require::<TransportService>(&self.transport)?;
         Ok(())
     }
 

@@ -159,3 +159,15 @@ pub(crate) fn no_effect(b: &crate::service::Build<'_>, settings: &[(&str, bool)]
         }
     }
 }
+
+/// `settings` without the `keys` whose value is `null`: kaiju's way of saying "the default" for
+/// settings that have no null meaning of their own (for others, such as
+/// `pending_messages_time_ms`, null means "off", so the list is per class).
+#[cfg(feature = "rpc")]
+pub(crate) fn null_is_default(
+    mut settings: serde_json::Map<String, serde_json::Value>,
+    keys: &[&str],
+) -> serde_json::Value {
+    settings.retain(|key, value| !(value.is_null() && keys.contains(&key.as_str())));
+    serde_json::Value::Object(settings)
+}

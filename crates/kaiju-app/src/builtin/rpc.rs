@@ -56,30 +56,21 @@ struct ServerEntry {
 impl ServiceClass for RpcServerService {
     fn build(b: &Build<'_>) -> Result<Self, AppError> {
         let entry: ServerEntry = b.settings()?;
-        for (key, set) in [
-            ("scheduler", entry.scheduler != Dependency::Any),
-            ("session_service", entry.session_service != Dependency::Any),
-            ("auth_service", entry.auth_service != Dependency::Any),
-            (
-                "use_annotation_parser",
-                entry.use_annotation_parser == Some(true),
-            ),
-        ] {
-            if set {
-                tracing::info!(
-                    service = b.name(),
-                    setting = key,
-                    "kaiju setting has no effect in kaiju-rs"
-                );
-            }
-        }
-        let mut rest = entry.rest;
-        // kaiju's `null` for "the default" of settings that have no null.
-        rest.retain(|key, value| {
-            !(value.is_null() && ["blacklist_routes", "max_parallel_tasks"].contains(&key.as_str()))
-        });
+        super::no_effect(
+            b,
+            &[
+                ("scheduler", entry.scheduler != Dependency::Any),
+                ("session_service", entry.session_service != Dependency::Any),
+                ("auth_service", entry.auth_service != Dependency::Any),
+                (
+                    "use_annotation_parser",
+                    entry.use_annotation_parser == Some(true),
+                ),
+            ],
+        );
+        let rest = super::null_is_default(entry.rest, &["blacklist_routes", "max_parallel_tasks"]);
         Ok(Self {
-            settings: b.parse(serde_json::Value::Object(rest))?,
+            settings: b.parse(rest)?,
             server: OnceLock::new(),
         })
     }
@@ -195,9 +186,8 @@ fn feed(b: &Build<'_>) -> Result<(Feed, Scope, ListenerSettings), AppError> {
             ),
         ],
     );
-    let mut rest = std::mem::take(&mut feed.rest);
-    rest.retain(|key, value| !(value.is_null() && NULL_IS_DEFAULT.contains(&key.as_str())));
-    let settings: ListenerSettings = b.parse(serde_json::Value::Object(rest))?;
+    let rest = super::null_is_default(std::mem::take(&mut feed.rest), &NULL_IS_DEFAULT);
+    let settings: ListenerSettings = b.parse(rest)?;
     settings.validate().map_err(|e| b.config_error(e))?;
     kaiju_core::Namespace::new(&b.app().env, &b.app().name)
         .and_then(|ns| ns.stream(&settings.topic))
