@@ -6,7 +6,6 @@
 mod common;
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use kaiju_app::config::{ConfigLoader, Value};
@@ -478,6 +477,7 @@ async fn discovery_errors_are_explicit() {
         Some("no RedisTransportService service is configured".into()),
         "the error names the class a user writes in the config"
     );
+    #[cfg(feature = "cache")]
     assert_eq!(
         cx.require::<kaiju_app::builtin::CacheService>(&Dependency::Any)
             .err()
@@ -559,7 +559,9 @@ struct TwoRoutes;
 
 #[cfg(feature = "rpc")]
 impl Service for TwoRoutes {
-    fn rpc_module(self: Arc<Self>) -> Result<kaiju_rpc::RpcModule<Self>, kaiju_rpc::RegisterError> {
+    fn rpc_module(
+        self: std::sync::Arc<Self>,
+    ) -> Result<kaiju_rpc::RpcModule<Self>, kaiju_rpc::RegisterError> {
         let mut m = kaiju_rpc::RpcModule::with_context("twice", self);
         m.method("m", |_, _: kaiju_rpc::NoParams, _| async {
             Ok::<_, kaiju_rpc::RpcError>(1)
@@ -627,6 +629,7 @@ fn a_config_whose_dependencies_cannot_be_found_fails_at_build() {
     }
 }
 
+#[cfg(feature = "cache")]
 #[test]
 fn an_optional_service_whose_dependency_is_missing_is_left_out_at_build() {
     let app = build_text(
@@ -943,6 +946,7 @@ fn kaiju_transport_names_are_typed_and_errors_name_the_key_as_written() {
     );
 }
 
+#[cfg(feature = "rpc")]
 #[test]
 fn listener_and_server_settings_reject_unknown_keys_and_read_kaiju_nulls() {
     let base = "main: {name: app}\nservices:\n  - RedisTransportService\n";
