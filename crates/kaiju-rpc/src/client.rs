@@ -210,12 +210,18 @@ impl RpcClient {
         }
     }
 
-    /// The stream of `app` (default: the client's own) and `topic` (default: the client's).
-    fn target(&self, app: Option<&str>, topic: Option<&str>) -> Result<Key, KeyError> {
-        self.topic_key(
-            app.unwrap_or(&self.shared.app),
-            topic.unwrap_or(&self.topic),
-        )
+    /// The namespace of the app `options` name (default: the client's own), and their topic
+    /// (default: the client's).
+    fn destination<'o>(&'o self, options: &'o Options) -> Result<(Namespace, &'o str), KeyError> {
+        let app = options.app.as_deref().unwrap_or(&self.shared.app);
+        let topic = options.topic.as_deref().unwrap_or(&self.topic);
+        Ok((Namespace::new(&self.shared.env, app)?, topic))
+    }
+
+    /// The stream `options` target.
+    fn target(&self, options: &Options) -> Result<Key, KeyError> {
+        let (ns, topic) = self.destination(options)?;
+        ns.stream(topic)
     }
 
     /// kaiju's `write`: appends `body` with `headers` to the stream `topic_key` as is
@@ -367,8 +373,8 @@ impl<'a, P: Serialize> Call<'a, P> {
     options!(options);
 
     async fn send(self) -> CallResult<String> {
-        let key = self.target()?;
-        let body = (self.method.as_str(), params_value(&self.params)?);
+        let key = self.client.target(&self.options)?;
+        let body = self.body()?;
         let headers = self.client.headers(&self.options, None);
         Ok(self
             .client
@@ -378,9 +384,9 @@ impl<'a, P: Serialize> Call<'a, P> {
             .await?)
     }
 
-    fn target(&self) -> Result<Key, KeyError> {
-        self.client
-            .target(self.options.app.as_deref(), self.options.topic.as_deref())
+    /// `[method, params]`, as it goes on the wire.
+    fn body(&self) -> CallResult<(&str, Value)> {
+        Ok((self.method.as_str(), params_value(&self.params)?))
     }
 }
 
@@ -419,9 +425,7 @@ impl<'a, P: Serialize> Batch<'a, P> {
     }
 
     async fn send(self) -> CallResult<String> {
-        let key = self
-            .client
-            .target(self.options.app.as_deref(), self.options.topic.as_deref())?;
+        let key = self.client.target(&self.options)?;
         let body = bodies(&self.calls)?;
         let mut headers = self.client.headers(&self.options, None);
         if self.abort_on_error {
@@ -490,8 +494,8 @@ impl<'a, P: Serialize, R: DeserializeOwned> Request<'a, P, R> {
         let mut headers = client.headers(&call.options, Some(deadline_unix));
         headers.insert(headers::REPLY_TO, client.shared.reply_channel.as_str());
         headers.insert(headers::REQUEST_ID, request_id.as_str());
-        let key = call.target()?;
-        let body = (call.method.as_str(), params_value(&call.params)?);
+        let key = client.target(&call.options)?;
+        let body = call.body()?;
         // Registered before the write: the response cannot arrive before anyone waits for it.
         let pending = replies.expect(request_id);
         client.shared.writer.write(&key, &body, headers).await?;
@@ -529,7 +533,7 @@ impl<'a, P: Serialize> Each<'a, P> {
 
     async fn send(self) -> CallResult<Vec<String>> {
         let client = self.client;
-        let key = client.target(self.options.app.as_deref(), self.options.topic.as_deref())?;
+        let key = client.target(&self.options)?;
         let bodies = bodies(&self.calls)?;
         let entries = bodies
             .iter()
@@ -563,14 +567,9 @@ impl<'a, P: Serialize> Publish<'a, P> {
     async fn send(self) -> CallResult<u64> {
         let call = self.call;
         let client = call.client;
-        let options = &call.options;
-        let channel = Namespace::new(
-            &client.shared.env,
-            options.app.as_deref().unwrap_or(&client.shared.app),
-        )?
-        .channel(options.topic.as_deref().unwrap_or(&client.topic))?;
-        let body = (call.method.as_str(), params_value(&call.params)?);
-        let payload = Bytes::from(encode(&body, &client.headers(options, None))?);
+        let (ns, topic) = client.destination(&call.options)?;
+        let channel = ns.channel(topic)?;
+        let payload = Bytes::from(encode(&call.body()?, &client.headers(&call.options, None))?);
         let receivers: i64 = client
             .shared
             .transport

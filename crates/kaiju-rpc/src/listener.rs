@@ -230,7 +230,7 @@ impl RpcListener {
     /// `handler_timeout_ms` is raised above `max_request_time`, and `pending_messages_time_ms`
     /// with it ([`ListenerSettings::with_handler_timeout_at_least`]).
     pub fn settings_for(settings: ListenerSettings, server: &ServerSettings) -> ListenerSettings {
-        let limit = Duration::from_secs(server.clone().clamped().max_request_time + 1);
+        let limit = Duration::from_secs(server.clamped_max_request_time() + 1);
         settings.with_handler_timeout_at_least(limit)
     }
 

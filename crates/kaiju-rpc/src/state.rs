@@ -79,10 +79,15 @@ impl ServerSettings {
     pub fn clamped(mut self) -> Self {
         self.max_parallel_tasks = self.max_parallel_tasks.clamp(1, MAX_PARALLEL_TASKS);
         self.default_request_time = self.default_request_time.clamp(1, MAX_REQUEST_TIME);
-        self.max_request_time = self
-            .max_request_time
-            .clamp(self.default_request_time, MAX_REQUEST_TIME);
+        self.max_request_time = self.clamped_max_request_time();
         self
+    }
+
+    /// `max_request_time` as a server runs it (clamped as in [`clamped`](Self::clamped)),
+    /// seconds.
+    pub fn clamped_max_request_time(&self) -> u64 {
+        let default = self.default_request_time.clamp(1, MAX_REQUEST_TIME);
+        self.max_request_time.clamp(default, MAX_REQUEST_TIME)
     }
 }
 

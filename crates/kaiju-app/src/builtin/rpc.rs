@@ -269,7 +269,7 @@ impl Service for ListenerService {
                  this listener's handler timeout to {} ms, and claiming must wait for it plus \
                  the longest retry backoff and a second; raise it, set null to disable \
                  claiming, or lower the server's max_request_time",
-                server.settings().clone().clamped().max_request_time,
+                server.settings().clamped_max_request_time(),
                 running.handler_timeout_ms,
             );
             return Err(Box::new(error));
