@@ -1,7 +1,7 @@
 //! An app: its services built from a config, started in order, stopped in reverse.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use kaiju_core::{AppSettings, Shutdown};
@@ -235,10 +235,7 @@ impl App {
     }
 
     fn started_indexes(&self) -> Vec<usize> {
-        self.started
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        lock(&self.started).clone()
     }
 
     /// The names of the services, in config order, with whether each is running.
@@ -263,11 +260,11 @@ impl App {
     }
 
     fn phase(&self) -> Phase {
-        *self.phase.lock().unwrap_or_else(PoisonError::into_inner)
+        *lock(&self.phase)
     }
 
     fn set_phase(&self, phase: Phase) {
-        *self.phase.lock().unwrap_or_else(PoisonError::into_inner) = phase;
+        *lock(&self.phase) = phase;
     }
 
     /// Runs `init`, `post_init` and `start` of every service, in config order. When a
@@ -290,11 +287,7 @@ impl App {
             self.continuing()?;
             tracing::debug!(service = %slot.name, "init");
             match slot.hooks.init(&cx).await {
-                Ok(()) => self
-                    .started
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .push(i),
+                Ok(()) => lock(&self.started).push(i),
                 Err(e) => self.failed(slot, "init", e).await?,
             }
         }
@@ -351,7 +344,7 @@ impl App {
             tracing::error!(%error, at = %slot.place, "a required service failed; stopping the services started so far");
             // Recorded before the rollback: a stop signal may cut the rollback short, and
             // `run` must still report why the app did not start.
-            *self.failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(copy);
+            *lock(&self.failure) = Some(copy);
             self.close_started().await;
             self.set_phase(Phase::Failed);
             return Err(error);
@@ -397,12 +390,7 @@ impl App {
         let deadline = now.checked_add(self.shutdown_timeout).unwrap_or(now);
         let mut errors = Vec::new();
         loop {
-            let next = self
-                .started
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .last()
-                .copied();
+            let next = lock(&self.started).last().copied();
             let Some(i) = next else { break };
             let slot = &self.cx.slots[i];
             let left = deadline.saturating_duration_since(Instant::now());
@@ -429,10 +417,7 @@ impl App {
 
     /// The failure of a required service during the start, once.
     fn take_failure(&self) -> Option<AppError> {
-        self.failure
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
+        lock(&self.failure).take()
     }
 
     /// Resolves once a stop is asked for: SIGINT, SIGTERM, or [`AppHandle::stop`].
@@ -520,13 +505,15 @@ impl Closing<'_> {
 impl Drop for Closing<'_> {
     fn drop(&mut self) {
         if self.returned || std::thread::panicking() {
-            self.app
-                .started
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .retain(|&s| s != self.index);
+            lock(&self.app.started).retain(|&s| s != self.index);
         }
     }
+}
+
+/// A lock of the app's state; a panic while it was held (in a hook's caller) leaves the state
+/// as it was, which is still the truth, so poisoning is ignored.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Runs every service's [`Service::check`]. A required service's failure fails the build;
