@@ -57,8 +57,8 @@ impl ServiceClass for TransportService {
             }) => {
                 let written = aliases
                     .iter()
-                    .find(|(tls, _)| *tls == field)
-                    .map_or(field, |(_, ssl)| *ssl);
+                    .find(|(ours, _)| *ours == field)
+                    .map_or(field, |(_, kaijus)| *kaijus);
                 b.invalid(written, reason)
             }
             kaiju_transport::TransportError::Config(e) => b.config_error(e),
