@@ -606,3 +606,29 @@ impl<'a, P: Serialize + Send + Sync + 'a> IntoFuture for Publish<'a, P> {
         Box::pin(self.send())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 128 bits in 32 hex characters, a new value every time (no counter, no shared state
+    /// with correlation ids).
+    #[test]
+    fn request_ids_are_128_random_bits() {
+        let ids: std::collections::HashSet<String> =
+            (0..1000).map(|_| request_id().unwrap()).collect();
+        assert_eq!(ids.len(), 1000);
+        for id in &ids {
+            assert_eq!(id.len(), 32);
+            assert!(id.bytes().all(|b| HEX.contains(&b)), "{id}");
+        }
+        // Every bit varies: OR-ing and AND-ing many ids gives all ones and all zeros.
+        let (mut or, mut and) = (0_u128, u128::MAX);
+        for id in &ids {
+            let n = u128::from_str_radix(id, 16).unwrap();
+            or |= n;
+            and &= n;
+        }
+        assert_eq!((or, and), (u128::MAX, 0));
+    }
+}
