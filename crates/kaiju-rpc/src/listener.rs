@@ -49,7 +49,8 @@ impl Replier {
         let Some(HeaderValue::Str(channel)) = request.get(headers::REPLY_TO) else {
             return;
         };
-        if !Key::parse_reply_channel(channel).is_some_and(|c| c.env == &*self.env) {
+        let ours = Key::parse_reply_channel(channel).is_some_and(|c| c.env == &*self.env);
+        if !ours {
             tracing::warn!(
                 channel = %shortened(channel),
                 env = %self.env,
