@@ -503,6 +503,9 @@ impl<'a, P: Serialize, R: DeserializeOwned> Request<'a, P, R> {
         // Rounded up: a whole-second `Deadline` must not give the server less than `wait`.
         let until = unix_now() + wait;
         let deadline_unix = until.as_secs() + u64::from(until.subsec_nanos() > 0);
+        // Without a namespace of its own (an empty name, or one holding `.`), a client's reply
+        // channel is `kaiju._reply.<client>`, which no server answers: fail now, not by timeout.
+        Namespace::new(&client.shared.env, &client.shared.app)?;
         let replies = client.replies().await?;
         replies.ready(deadline).await;
         // The only thing that ties a response to its request: a response is accepted for

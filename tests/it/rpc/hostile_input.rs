@@ -560,3 +560,27 @@ async fn the_dead_letter_stream_keeps_about_dead_letter_max_length_letters() {
     assert_eq!(field(letters.last().unwrap(), "kind"), Some("rejected"));
     assert!(letters.last().unwrap().iter().any(|(n, _)| n == b"field:_"));
 }
+
+/// A client whose settings name no namespace (an app name holding `.`) has the reply channel
+/// `kaiju._reply.<client>`, which names no env, so no server answers it: its requests fail
+/// at once with the key error instead of timing out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_without_a_namespace_of_its_own_fails_at_once() {
+    let Some(t) = kaiju_tests::connect(Target::Single).await else {
+        return;
+    };
+    let me = AppSettings {
+        env: "test".into(),
+        name: "a.b".into(),
+        ..AppSettings::default()
+    };
+    let client = kaiju_rpc::RpcClient::new(t, &me);
+    let started = std::time::Instant::now();
+    let r = client
+        .request::<_, serde_json::Value>("svc.add", serde_json::json!({"a": 1, "b": 1}))
+        .app(app(&kaiju_tests::namespace()).name)
+        .timeout(Duration::from_secs(5))
+        .await;
+    assert!(matches!(r, Err(kaiju_rpc::CallError::Key(_))), "{r:?}");
+    assert!(started.elapsed() < Duration::from_secs(1));
+}
