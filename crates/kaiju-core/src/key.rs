@@ -210,13 +210,24 @@ impl fmt::Display for Namespace {
     }
 }
 
-/// Whether `name` is named as [`Namespace::reply_channel`] names reply channels. An RPC server
-/// publishes responses only to such channels, so a request cannot make it publish into another
-/// component's channels (a lock's release channel, a topic).
+/// Whether `name` is named exactly as [`Namespace::reply_channel`] names reply channels
+/// ([`Key::parse_reply_channel`]). An RPC server publishes responses only to such channels of
+/// its own environment, so a request cannot make it publish into another component's channels
+/// (a lock's release channel, a topic, a keyspace notification) or into another environment.
 pub fn is_reply_channel(name: &str) -> bool {
-    name.split_once("._reply.").is_some_and(|(prefix, client)| {
-        !prefix.is_empty() && !client.is_empty() && !client.contains('.')
-    })
+    Key::parse_reply_channel(name).is_some()
+}
+
+/// The parts of a reply channel, `<env>.<app>._reply.<client>` ([`Key::parse_reply_channel`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReplyChannel<'a> {
+    /// The environment of the client's app.
+    pub env: &'a str,
+    /// The client's app.
+    pub app: &'a str,
+    /// The client.
+    pub client: &'a str,
 }
 
 /// The name of a side key kept next to `key` (a lock's fencing counter and wait queue, a
@@ -295,6 +306,37 @@ impl Key {
             .unwrap_or_else(|_| Self(format!("kaiju{DELIMITER}_reply{DELIMITER}{client}")))
     }
 
+    /// `name` read as a reply channel named by [`Namespace::reply_channel`]: exactly
+    /// `<env>.<app>._reply.<client>`, four parts, none empty. Anything else is `None`: a
+    /// channel with more parts (`a.b.c._reply.x`), the fallback `kaiju._reply.<client>` of
+    /// [`Key::reply_channel`] (it names no environment), or a hash-tagged name. Check the
+    /// environment too: a prefixed name (`__keyspace@0__:prod.shop._reply.c1`) parses, with
+    /// another environment.
+    ///
+    /// ```
+    /// use kaiju_core::{Key, Namespace};
+    /// let channel = Namespace::new("prod", "shop")?.reply_channel("c1")?;
+    /// let parts = Key::parse_reply_channel(channel.as_str()).unwrap();
+    /// assert_eq!((parts.env, parts.app, parts.client), ("prod", "shop", "c1"));
+    /// let ours = |name: &str| Key::parse_reply_channel(name).is_some_and(|c| c.env == "prod");
+    /// assert!(!ours("__keyspace@0__:prod.shop._reply.c1"));
+    /// assert!(!ours("staging.shop._reply.c1"));
+    /// # Ok::<(), kaiju_core::KeyError>(())
+    /// ```
+    pub fn parse_reply_channel(name: &str) -> Option<ReplyChannel<'_>> {
+        let mut parts = name.split(DELIMITER);
+        let (env, app, reply, client) =
+            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        let valid = |part: &str| check_part("part", part).is_ok() && !part.contains(['{', '}']);
+        let exact = parts.next().is_none()
+            && reply == "_reply"
+            && [env, app, client].into_iter().all(valid)
+            && Namespace::new(env, app)
+                .and_then(|ns| ns.reply_channel(client))
+                .is_ok_and(|key| key.as_str() == name);
+        exact.then_some(ReplyChannel { env, app, client })
+    }
+
     /// The key name.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -356,6 +398,20 @@ mod tests {
         assert!(!is_reply_channel("cap.peer._sub.rpc"));
         assert!(!is_reply_channel("{lock}:__release"));
         assert!(!is_reply_channel("._reply.x"));
+        // Only the exact form: no prefix, no extra part, no tag.
+        for name in [
+            "x.cap.peer._reply.c1",
+            "cap.peer._reply.c1.x",
+            "cap.peer._reply.",
+            "cap._reply.c1",
+            "cap.peer._sub.c1",
+            "{cap.peer}._reply.c1",
+            "cap.{peer}._reply.c1",
+        ] {
+            assert!(!is_reply_channel(name), "{name}");
+        }
+        let parts = Key::parse_reply_channel("cap.peer._reply.c1").unwrap();
+        assert_eq!((parts.env, parts.app, parts.client), ("cap", "peer", "c1"));
         assert_eq!(
             Namespace::shared("cap")
                 .unwrap()
@@ -459,7 +515,8 @@ mod tests {
         for (env, app) in [("e", "a.b"), ("", "a")] {
             let channel = Key::reply_channel(env, app, "c1");
             assert_eq!(channel.as_str(), "kaiju._reply.c1");
-            assert!(is_reply_channel(channel.as_str()));
+            // It names no environment: no server answers on it.
+            assert!(!is_reply_channel(channel.as_str()));
         }
     }
 

@@ -7,6 +7,7 @@ mod error;
 mod key;
 pub mod lifecycle;
 mod secret;
+mod shortened;
 mod slot;
 mod value;
 
@@ -14,9 +15,11 @@ pub use codec::{Codec, CodecError, Layout, Msgpack, to_value};
 pub use config::{AppSettings, ConfigError, RedisSettings, SentinelSettings, parse_host_port};
 pub use error::{Error, Result};
 pub use key::{
-    DELIMITER, Key, KeyError, Namespace, SHARED, is_reply_channel, side_key, side_key_prefix,
+    DELIMITER, Key, KeyError, Namespace, ReplyChannel, SHARED, is_reply_channel, side_key,
+    side_key_prefix,
 };
 pub use lifecycle::{Lifecycle, LifecycleError, Shutdown};
 pub use secret::{Secret, redact_url};
+pub use shortened::{SHOWN_CHARS, Shortened, shortened};
 pub use slot::{SLOT_COUNT, key_slot};
 pub use value::{Value, ValueError};

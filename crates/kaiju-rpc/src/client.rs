@@ -4,7 +4,6 @@
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -46,12 +45,36 @@ pub enum CallError {
     /// The response does not fit the expected type.
     #[error("the response does not fit the expected type: {0}")]
     Response(String),
+    /// The operating system's random generator failed, so no request id could be made (the
+    /// request was not sent).
+    #[error("no request id: the operating system's random generator failed: {0}")]
+    Random(String),
 }
+
+/// The bytes of randomness in a request id: 128 bits, from the operating system's
+/// cryptographically secure generator.
+const REQUEST_ID_BYTES: usize = 16;
+
+/// A new `Request-Id`: 128 bits from the operating system's generator (`getrandom`), as 32
+/// lowercase hex characters. Not the `short_uid` of correlation ids, which are meant to be
+/// seen and are 40 bits of a fast, predictable generator.
+fn request_id() -> CallResult<String> {
+    let mut bytes = [0_u8; REQUEST_ID_BYTES];
+    getrandom::fill(&mut bytes).map_err(|e| CallError::Random(e.to_string()))?;
+    let mut id = String::with_capacity(2 * REQUEST_ID_BYTES);
+    for b in bytes {
+        id.push(char::from(HEX[usize::from(b >> 4)]));
+        id.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
+    Ok(id)
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// Result of client calls.
 pub type CallResult<T> = Result<T, CallError>;
 
-/// What every copy of a client shares: one reply subscription and one request counter.
+/// What every copy of a client shares: one reply subscription.
 struct Shared {
     transport: Transport,
     writer: StreamWriter,
@@ -60,7 +83,6 @@ struct Shared {
     client_id: String,
     reply_channel: Key,
     replies: OnceCell<Arc<Replies>>,
-    next_id: AtomicU64,
 }
 
 /// kaiju's `RedisStreamRPCClient`: calls methods of an app by writing notifications into its
@@ -142,7 +164,6 @@ impl RpcClient {
                 client_id,
                 reply_channel,
                 replies: OnceCell::new(),
-                next_id: AtomicU64::new(1),
             }),
             topic: Arc::from("rpc"),
         }
@@ -482,15 +503,15 @@ impl<'a, P: Serialize, R: DeserializeOwned> Request<'a, P, R> {
         // Rounded up: a whole-second `Deadline` must not give the server less than `wait`.
         let until = unix_now() + wait;
         let deadline_unix = until.as_secs() + u64::from(until.subsec_nanos() > 0);
+        // Without a namespace of its own (an empty name, or one holding `.`), a client's reply
+        // channel is `kaiju._reply.<client>`, which no server answers: fail now, not by timeout.
+        Namespace::new(&client.shared.env, &client.shared.app)?;
         let replies = client.replies().await?;
         replies.ready(deadline).await;
-        // Unique per client, and not guessable from the outside (a response is only accepted
-        // for an id a request is waiting on).
-        let request_id = format!(
-            "{}-{}",
-            client.shared.next_id.fetch_add(1, Ordering::Relaxed),
-            short_uid()
-        );
+        // The only thing that ties a response to its request: a response is accepted for
+        // exactly this id, so it must not be guessable (anyone who can make a server answer
+        // could otherwise answer for it).
+        let request_id = request_id()?;
         let mut headers = client.headers(&call.options, Some(deadline_unix));
         headers.insert(headers::REPLY_TO, client.shared.reply_channel.as_str());
         headers.insert(headers::REQUEST_ID, request_id.as_str());
@@ -586,5 +607,31 @@ impl<'a, P: Serialize + Send + Sync + 'a> IntoFuture for Publish<'a, P> {
     type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send + 'a>>;
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(self.send())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 128 bits in 32 hex characters, a new value every time (no counter, no shared state
+    /// with correlation ids).
+    #[test]
+    fn request_ids_are_128_random_bits() {
+        let ids: std::collections::HashSet<String> =
+            (0..1000).map(|_| request_id().unwrap()).collect();
+        assert_eq!(ids.len(), 1000);
+        for id in &ids {
+            assert_eq!(id.len(), 32);
+            assert!(id.bytes().all(|b| HEX.contains(&b)), "{id}");
+        }
+        // Every bit varies: OR-ing and AND-ing many ids gives all ones and all zeros.
+        let (mut or, mut and) = (0_u128, u128::MAX);
+        for id in &ids {
+            let n = u128::from_str_radix(id, 16).unwrap();
+            or |= n;
+            and &= n;
+        }
+        assert_eq!((or, and), (u128::MAX, 0));
     }
 }

@@ -24,9 +24,12 @@ pub mod headers {
     pub const BATCH_TEMPLATE: &str = "RPC-Batch-Template";
     /// The credentials of the caller (read by an auth layer, not by the server itself).
     pub const AUTHORIZATION: &str = "Authorization";
-    /// kaiju-rs request/response: the pub/sub channel the response goes to.
+    /// kaiju-rs request/response: the pub/sub channel the response goes to. A server answers
+    /// only `<env>.<app>._reply.<client>` channels of its own env.
     pub const REPLY_TO: &str = "Reply-To";
-    /// kaiju-rs request/response: the id the response carries back, unique per client.
+    /// kaiju-rs request/response: the id the response carries back. A client makes it from 128
+    /// bits of the operating system's secure generator (32 hex characters) and accepts a
+    /// response only for the whole id; Python kaiju ignores it.
     pub const REQUEST_ID: &str = "Request-Id";
     /// kaiju's value for a true flag header.
     pub const TRUE: &str = "?1";

@@ -200,9 +200,15 @@ impl RpcError {
 
     /// `MethodNotFound` (−32601), with `data.request_method`. Also what a caller gets for a
     /// method above its scope: the two look the same, as in kaiju.
+    ///
+    /// A name longer than [`kaiju_core::SHOWN_CHARS`] characters is shown
+    /// [shortened](kaiju_core::shortened) (its start and its length): the name is the caller's,
+    /// and this error ends up in logs, replies and dead letters.
     pub fn method_not_found(method: Option<&str>) -> Self {
-        Self::kaiju("MethodNotFound", "Method not found")
-            .with_data("request_method", method.map(str::to_owned))
+        Self::kaiju("MethodNotFound", "Method not found").with_data(
+            "request_method",
+            method.map(|m| kaiju_core::shortened(m).to_string()),
+        )
     }
 
     /// `InvalidParams` (−32602).

@@ -1,9 +1,11 @@
 //! `RpcListener`: the server behind a stream listener, and responses to reply addresses.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use kaiju_core::{AppSettings, Lifecycle, LifecycleError, Value, is_reply_channel};
+use kaiju_core::{AppSettings, Key, Lifecycle, LifecycleError, Value, shortened};
 use kaiju_streams::{
     HandlerError, HeaderValue, Headers, Listener, ListenerSettings, ListenerStats, Message,
     StreamError, encode,
@@ -17,56 +19,123 @@ use crate::scope::Scope;
 use crate::server::Server;
 use crate::state::ServerSettings;
 
-/// Sends a reply to the request's `Reply-To` channel, if it has one (kaiju-rs
-/// request/response). A reply that cannot be sent is logged: the requester times out.
-pub(crate) async fn send_reply(transport: &Transport, request: &Headers, reply: &Reply) {
-    let Some(HeaderValue::Str(channel)) = request.get(headers::REPLY_TO) else {
-        return;
-    };
-    if !is_reply_channel(channel) {
-        tracing::warn!(%channel, "a request named a reply channel that is not one; no reply sent");
-        return;
+/// Sends replies to the `Reply-To` channels of requests (kaiju-rs request/response), for one
+/// listener or subscriber.
+#[derive(Clone)]
+pub(crate) struct Replier {
+    transport: Transport,
+    /// The environment of the app served: the only one whose reply channels are answered.
+    env: Arc<str>,
+    /// Replies nobody received that wait to be published again, at most [`MAX_REPUBLISHING`].
+    republishing: Arc<AtomicUsize>,
+}
+
+impl Replier {
+    pub(crate) fn new(transport: Transport, env: &str) -> Self {
+        Self {
+            transport,
+            env: Arc::from(env),
+            republishing: Arc::default(),
+        }
     }
-    let mut out = Headers::new();
-    out.insert(headers::CORRELATION_ID, reply.correlation_id.as_str());
-    if let Some(id) = request.get(headers::REQUEST_ID) {
-        out.insert(headers::REQUEST_ID, id.clone());
-    }
-    let payload = match encode(&reply.to_value(), &out) {
-        Ok(payload) => Bytes::from(payload),
-        Err(e) => {
-            tracing::error!(error = %e, "a reply could not be encoded");
+
+    /// Sends a reply to the request's `Reply-To` channel, if it has one. A reply that cannot
+    /// be sent is logged: the requester times out.
+    ///
+    /// Only a reply channel of this app's environment, named exactly as kaiju-rs names them
+    /// ([`Key::parse_reply_channel`]), is answered: never another environment's channel, a
+    /// keyspace notification channel, or any other component's channel.
+    pub(crate) async fn send(&self, request: &Headers, reply: &Reply) {
+        let Some(HeaderValue::Str(channel)) = request.get(headers::REPLY_TO) else {
+            return;
+        };
+        let ours = Key::parse_reply_channel(channel).is_some_and(|c| c.env == &*self.env);
+        if !ours {
+            tracing::warn!(
+                channel = %shortened(channel),
+                env = %self.env,
+                "a request named a reply channel that is not one of this environment; no reply sent"
+            );
             return;
         }
-    };
-    // A resent PUBLISH after a reconnect at worst delivers a reply twice; the requester takes
-    // the first and ignores the other.
-    match publish(transport, channel, &payload).await {
-        Some(0) if !transport.is_cluster() => {
-            // Nobody listens on a single node: the requester is gone, or its subscription is
-            // being made again after a reconnect. Try again for a little while, in the
-            // background (the entry's outcome does not wait for it).
-            let (transport, channel) = (transport.clone(), channel.clone());
-            tokio::spawn(async move {
-                let mut pause = REPUBLISH_FIRST_PAUSE;
-                while pause <= REPUBLISH_LAST_PAUSE {
-                    tokio::time::sleep(pause).await;
-                    if publish(&transport, &channel, &payload).await != Some(0) {
-                        return;
-                    }
-                    pause *= 2;
-                }
-                tracing::debug!(%channel, "nobody took the reply; the requester is gone");
-            });
+        let mut out = Headers::new();
+        out.insert(headers::CORRELATION_ID, reply.correlation_id.as_str());
+        if let Some(id) = request.get(headers::REQUEST_ID) {
+            out.insert(headers::REQUEST_ID, id.clone());
         }
-        _ => {}
+        let payload = match encode(&reply.to_value(), &out) {
+            Ok(payload) => Bytes::from(payload),
+            Err(e) => {
+                tracing::error!(error = %e, "a reply could not be encoded");
+                return;
+            }
+        };
+        // A resent PUBLISH after a reconnect at worst delivers a reply twice; the requester
+        // takes the first and ignores the other.
+        if publish(&self.transport, channel, &payload).await != Some(0)
+            || self.transport.is_cluster()
+        {
+            return;
+        }
+        // Nobody listens on a single node: the requester is gone, or its subscription is
+        // being made again after a reconnect. Try again a few times, in the background (the
+        // entry's outcome does not wait for it), while the requester may still wait, and
+        // only for a bounded number of replies at once.
+        let waiting = self.republishing.fetch_add(1, Ordering::AcqRel);
+        if waiting >= MAX_REPUBLISHING {
+            self.republishing.fetch_sub(1, Ordering::AcqRel);
+            tracing::debug!(channel = %shortened(channel), "nobody took the reply, and too many replies wait to be sent again; dropped");
+            return;
+        }
+        let deadline = request_deadline(request);
+        let (transport, channel, republishing) = (
+            self.transport.clone(),
+            channel.clone(),
+            self.republishing.clone(),
+        );
+        tokio::spawn(async move {
+            for pause in REPUBLISH_PAUSES {
+                tokio::time::sleep(pause).await;
+                if deadline.is_some_and(|d| unix_now() >= d) {
+                    break;
+                }
+                if publish(&transport, &channel, &payload).await != Some(0) {
+                    republishing.fetch_sub(1, Ordering::AcqRel);
+                    return;
+                }
+            }
+            republishing.fetch_sub(1, Ordering::AcqRel);
+            tracing::debug!(channel = %shortened(&channel), "nobody took the reply; the requester is gone");
+        });
     }
 }
 
-/// The first wait before publishing a reply nobody received again.
-const REPUBLISH_FIRST_PAUSE: Duration = Duration::from_millis(10);
-/// The last wait (doubling from the first: about 2.5 s in all).
-const REPUBLISH_LAST_PAUSE: Duration = Duration::from_millis(1280);
+/// The waits before each new publication of a reply nobody received (single node only): three
+/// more at most, within about 2.6 s, and never after the request's `Deadline`.
+const REPUBLISH_PAUSES: [Duration; 3] = [
+    Duration::from_millis(100),
+    Duration::from_millis(500),
+    Duration::from_millis(2000),
+];
+
+/// At most this many replies nobody received wait to be published again, per listener or
+/// subscriber; beyond them, such a reply is dropped at once (a flood of requests naming a
+/// channel nobody listens to costs one PUBLISH each).
+const MAX_REPUBLISHING: usize = 100;
+
+/// The request's `Deadline` (integer unix seconds), if it has one.
+fn request_deadline(request: &Headers) -> Option<u64> {
+    match request.get(headers::DEADLINE)? {
+        HeaderValue::Str(s) => s.trim().parse().ok(),
+        other => other.as_i64().and_then(|d| u64::try_from(d).ok()),
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
 
 /// Publishes a reply: how many subscribers received it (in a cluster, on the node it was sent
 /// to), or `None` if it could not be sent.
@@ -114,7 +183,7 @@ fn reason(reply: &Reply, outcome: Outcome) -> String {
 struct RpcHandler {
     server: Server,
     scope: Scope,
-    transport: Transport,
+    replier: Replier,
     max_deliveries: u64,
 }
 
@@ -127,7 +196,7 @@ impl kaiju_streams::Handler<Value> for RpcHandler {
         // again, unless this was the last delivery.
         let last = message.deliveries >= self.max_deliveries && outcome != Outcome::Unavailable;
         if !outcome.is_transient() || last {
-            send_reply(&self.transport, &headers, &reply).await;
+            self.replier.send(&headers, &reply).await;
         }
         match outcome {
             Outcome::Ok | Outcome::ClientError | Outcome::Aborted => Ok(()),
@@ -215,7 +284,7 @@ impl RpcListener {
         let handler = RpcHandler {
             server: server.clone(),
             scope,
-            transport: transport.clone(),
+            replier: Replier::new(transport.clone(), &app.env),
             max_deliveries: settings.max_deliveries,
         };
         Ok(Self {

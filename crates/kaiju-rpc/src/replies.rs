@@ -65,14 +65,13 @@ fn route(waiting: &Waiting, payload: &[u8]) {
         tracing::debug!("an unreadable message on the reply channel was dropped");
         return;
     };
-    let Some(id) = headers
-        .get(headers::REQUEST_ID)
-        .and_then(HeaderValue::to_text)
-    else {
+    // Matched by the whole id, as sent (a string): never by a prefix, a number or any
+    // other form of it.
+    let Some(HeaderValue::Str(id)) = headers.get(headers::REQUEST_ID) else {
         return;
     };
-    let Some(tx) = lock(waiting).remove(&id) else {
-        tracing::debug!(%id, "a reply for a request nobody waits for (timed out, or a duplicate)");
+    let Some(tx) = lock(waiting).remove(id.as_str()) else {
+        tracing::debug!(id = %kaiju_core::shortened(id), "a reply for a request nobody waits for (timed out, or a duplicate)");
         return;
     };
     let response = match &body {

@@ -11,7 +11,7 @@ use kaiju_transport::fred::types::Message;
 use kaiju_transport::{Connection, Transport, events};
 use tokio::sync::Semaphore;
 
-use crate::listener::send_reply;
+use crate::listener::Replier;
 use crate::scope::Scope;
 use crate::server::Server;
 use crate::subscription;
@@ -25,6 +25,7 @@ use crate::subscription;
 /// anything that must run.
 pub struct RpcSubscriber {
     transport: Transport,
+    replier: Replier,
     channel: String,
     scope: Scope,
     server: Server,
@@ -64,6 +65,7 @@ impl RpcSubscriber {
             .into_string();
         Ok(Self {
             name: format!("subscriber {channel}"),
+            replier: Replier::new(transport.clone(), &app.env),
             transport,
             channel,
             scope,
@@ -104,17 +106,16 @@ impl Lifecycle for RpcSubscriber {
             slots: Arc::new(Semaphore::new(self.server.settings().max_parallel_tasks)),
             stopped: Arc::new(AtomicBool::new(false)),
         };
-        let (server, scope, transport, this_run) = (
+        let (server, scope, replier, this_run) = (
             self.server.clone(),
             self.scope,
-            self.transport.clone(),
+            self.replier.clone(),
             run.clone(),
         );
         events::listen(
             client.message_rx(),
             move |message: Message| {
-                let (server, transport, run) =
-                    (server.clone(), transport.clone(), this_run.clone());
+                let (server, replier, run) = (server.clone(), replier.clone(), this_run.clone());
                 async move {
                     let Some(Ok((body, headers))) = message.value.as_bytes().map(decode::<Value>)
                     else {
@@ -131,7 +132,7 @@ impl Lifecycle for RpcSubscriber {
                     }
                     tokio::spawn(async move {
                         let reply = server.call(body, &headers, scope).await;
-                        send_reply(&transport, &headers, &reply).await;
+                        replier.send(&headers, &reply).await;
                         drop(slot);
                     });
                 }

@@ -60,6 +60,12 @@ pub struct ListenerSettings {
     pub retry_backoff_ms: u64,
     /// How often the shared pause key is checked, in ms. Default: `1000`.
     pub pause_check_interval_ms: u64,
+    /// Keep about this many entries in the dead-letter stream: each dead letter is written
+    /// with `XADD MAXLEN ~ n`, which drops the oldest letters (Redis trims whole nodes of the
+    /// stream, so a few more than `n` may remain). A kaiju-rs setting. `None` keeps every
+    /// dead letter (a flood of bad entries then grows the stream without end).
+    /// Default: `10000`.
+    pub dead_letter_max_length: Option<u64>,
 }
 
 impl Default for ListenerSettings {
@@ -82,6 +88,7 @@ impl Default for ListenerSettings {
             max_deliveries: 5,
             retry_backoff_ms: 100,
             pause_check_interval_ms: 1000,
+            dead_letter_max_length: Some(10_000),
         }
     }
 }
@@ -136,6 +143,12 @@ impl ListenerSettings {
                     ),
                 );
             }
+        }
+        if self.dead_letter_max_length == Some(0) {
+            return invalid(
+                "dead_letter_max_length",
+                "must be above 0, or null to keep every dead letter",
+            );
         }
         if self.remove_idle_consumers_ms == Some(0) {
             return invalid(

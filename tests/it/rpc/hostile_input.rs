@@ -247,3 +247,340 @@ async fn a_reply_address_that_is_not_a_reply_channel_gets_nothing() {
     );
     listener.stop(Duration::from_secs(5)).await.unwrap();
 }
+
+// ---------------------------------------------------------------------------------------------
+// Issue 31, item 5: only reply channels of the server's own env, and a bounded re-publishing.
+// ---------------------------------------------------------------------------------------------
+
+/// A request may name any channel as its reply channel. Names that look like reply channels
+/// but are another env's, or a keyspace notification channel of this env's reply channel,
+/// get nothing (both were answered: anything matching `*._reply.<x>` was).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_channel_of_another_env_or_a_keyspace_channel_gets_nothing() {
+    let Some(t) = kaiju_tests::connect(Target::Single).await else {
+        return;
+    };
+    let app = app(&kaiju_tests::namespace());
+    let seen = Seen::default();
+    let mut listener = serve(&t, &app, &seen, Scope::System).await;
+    let foreign = [
+        format!("other.{}._reply.victim", app.name),
+        format!("__keyspace@0__:{}.{}._reply.victim", app.env, app.name),
+        format!("{}.{}.x._reply.victim", app.env, app.name),
+    ];
+    let ours = format!("{}.{}._reply.victim", app.env, app.name);
+    let sub = kaiju_tests::connect(Target::Single).await.unwrap();
+    let watcher = sub.dedicated_connection().await.unwrap();
+    let mut messages = watcher.client().message_rx();
+    for channel in foreign.iter().chain([&ours]) {
+        watcher.client().subscribe(channel.as_str()).await.unwrap();
+    }
+    let writer = StreamWriter::new(t.clone());
+    let body = Value::Array(vec![
+        Value::Str("svc.add".into()),
+        Value::Map(vec![
+            (Value::Str("a".into()), Value::Int(1)),
+            (Value::Str("b".into()), Value::Int(1)),
+        ]),
+    ]);
+    for channel in &foreign {
+        let mut h = Headers::new();
+        h.insert("Reply-To", channel.as_str());
+        h.insert("Request-Id", "1");
+        writer.write(&rpc_stream(&app), &body, h).await.unwrap();
+    }
+    seen_len(&seen, foreign.len()).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut got = Vec::new();
+    while let Ok(m) = messages.try_recv() {
+        got.push(m.channel.to_string());
+    }
+    assert!(got.is_empty(), "the server published into {got:?}");
+    // This env's own reply channel is answered: the check is not simply "never".
+    let mut h = Headers::new();
+    h.insert("Reply-To", ours.as_str());
+    h.insert("Request-Id", "2");
+    writer.write(&rpc_stream(&app), &body, h).await.unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(10), messages.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(answer.channel.to_string(), ours);
+    listener.stop(Duration::from_secs(5)).await.unwrap();
+}
+
+/// A reply nobody receives is published again at most 3 times (it was 9 in all), never after
+/// the request's `Deadline`, and only for 100 replies at once per listener: a flood of
+/// requests naming channels nobody listens to costs about one PUBLISH each. Counted with
+/// MONITOR on a server of the test's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_nobody_receives_are_published_again_a_bounded_number_of_times() {
+    let Some((server, t)) = kaiju_tests::own_server().await else {
+        return;
+    };
+    let mut monitor = std::process::Command::new(kaiju_testkit::cli_path().unwrap())
+        .args(["-p", &server.port().to_string(), "monitor"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = {
+        let stdout = monitor.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+                .collect::<Vec<String>>()
+        })
+    };
+    // MONITOR sees only what comes after it started.
+    eventually("MONITOR", Duration::from_secs(10), || async {
+        t.pool()
+            .client_list::<String, String>(None, None)
+            .await
+            .unwrap()
+            .contains("cmd=monitor")
+    })
+    .await;
+    let app = app(&kaiju_tests::namespace());
+    let seen = Seen::default();
+    let mut listener = serve(&t, &app, &seen, Scope::System).await;
+    let writer = StreamWriter::new(t.clone());
+    let body = Value::Array(vec![
+        Value::Str("svc.add".into()),
+        Value::Map(vec![
+            (Value::Str("a".into()), Value::Int(1)),
+            (Value::Str("b".into()), Value::Int(1)),
+        ]),
+    ]);
+    let channel = |what: &str| format!("{}.{}._reply.{what}", app.env, app.name);
+    let request = |reply_to: String, deadline: Option<i64>| {
+        let mut h = Headers::new();
+        h.insert("Reply-To", reply_to);
+        h.insert("Request-Id", "1");
+        if let Some(d) = deadline {
+            h.insert("Deadline", d);
+        }
+        h
+    };
+    // One reply nobody takes, then one whose request's deadline is a second away.
+    writer
+        .write(&rpc_stream(&app), &body, request(channel("gone"), None))
+        .await
+        .unwrap();
+    seen_len(&seen, 1).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    writer
+        .write(
+            &rpc_stream(&app),
+            &body,
+            request(channel("late"), Some(now + 1)),
+        )
+        .await
+        .unwrap();
+    seen_len(&seen, 2).await;
+    // Let those two finish, then a flood: 150 requests, each naming a channel nobody has.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for i in 0..150 {
+        writer
+            .write(
+                &rpc_stream(&app),
+                &body,
+                request(channel(&format!("flood{i}")), None),
+            )
+            .await
+            .unwrap();
+    }
+    seen_len(&seen, 152).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    listener.stop(Duration::from_secs(5)).await.unwrap();
+    t.close().await.unwrap();
+    monitor.kill().unwrap();
+    let _ = monitor.wait();
+    let lines = lines.join().unwrap();
+    let publishes = |to: &str| {
+        let quoted = format!("\"{to}\"");
+        lines
+            .iter()
+            .filter(|l| l.contains("\"PUBLISH\"") && l.contains(&quoted))
+            .count()
+    };
+    let gone = publishes(&channel("gone"));
+    let late = publishes(&channel("late"));
+    let flood: usize = (0..150)
+        .map(|i| publishes(&channel(&format!("flood{i}"))))
+        .sum();
+    eprintln!("publications: gone {gone}, late {late}, flood of 150: {flood}");
+    assert_eq!(gone, 4, "the first publication and 3 more");
+    assert!((1..=3).contains(&late), "not after the deadline: {late}");
+    assert!(
+        (150..=150 + 100 * 3).contains(&flood),
+        "at most 100 replies are published again at once: {flood}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issue 31, item 8: a huge method name costs logs and dead letters a few hundred bytes, and
+// dead-letter streams are bounded.
+// ---------------------------------------------------------------------------------------------
+
+/// A `tracing` writer into a shared buffer.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Self;
+    fn make_writer(&'a self) -> Self {
+        self.clone()
+    }
+}
+
+/// A 1 MiB method name (unknown, so dead-lettered) took 2 MB of log lines and 2.3 MB of dead
+/// letter: the name went whole into the error, its reason and two log lines. Now the name is
+/// shown shortened; the dead letter still holds the entry itself (`field:_`), for replay.
+/// Current-thread runtime: the listener's tasks log on the test's thread, where the capture is.
+#[tokio::test(flavor = "current_thread")]
+async fn a_huge_method_name_is_shortened_in_logs_and_dead_letters() {
+    let Some(t) = kaiju_tests::connect(Target::Single).await else {
+        return;
+    };
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_writer(captured.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let app = app(&kaiju_tests::namespace());
+    let seen = Seen::default();
+    let mut listener = serve(&t, &app, &seen, Scope::System).await;
+    let name = format!("svc.{}", "m".repeat(1 << 20));
+    let body = Value::Array(vec![Value::Str(name.clone()), Value::Map(vec![])]);
+    let writer = StreamWriter::new(t.clone());
+    let mut h = Headers::new();
+    h.insert("Correlation-Id", "huge-name");
+    writer.write(&rpc_stream(&app), &body, h).await.unwrap();
+    let dead = listener.listener().dead_letter_key().to_owned();
+    eventually("the dead letter", Duration::from_secs(15), || async {
+        !dead_letters(&t, &dead).await.is_empty()
+    })
+    .await;
+    listener.stop(Duration::from_secs(5)).await.unwrap();
+    let letters = dead_letters(&t, &dead).await;
+    let letter = &letters[0];
+    let reason = field(letter, "reason").unwrap();
+    let others: usize = letter
+        .iter()
+        .filter(|(n, _)| n != b"field:_")
+        .map(|(n, v)| n.len() + v.len())
+        .sum();
+    let logged = captured.0.lock().unwrap().len();
+    eprintln!(
+        "reason {} bytes, dead letter without the entry {others} bytes, logs {logged} bytes: {reason}",
+        reason.len()
+    );
+    assert!(reason.contains("MethodNotFound"), "{reason}");
+    assert!(
+        reason.contains(&format!("({} bytes)", name.len())),
+        "the name's length is shown: {reason}"
+    );
+    assert!(reason.len() < 1024, "reason of {} bytes", reason.len());
+    assert!(others < 2048, "dead letter fields of {others} bytes");
+    assert!(logged > 0, "the capture works");
+    assert!(logged < 16 * 1024, "{logged} bytes of logs");
+}
+
+/// Dead letters are written with `XADD MAXLEN ~ dead_letter_max_length`: a flood of bad
+/// entries leaves about that many (Redis trims whole nodes of 100 entries), where every one
+/// of them was kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dead_letter_stream_keeps_about_dead_letter_max_length_letters() {
+    let Some((t, ns)) = single().await else {
+        return;
+    };
+    let app = app(&ns);
+    let seen = Seen::default();
+    let server = Server::new(
+        &app,
+        ServerSettings::default(),
+        kaiju_tests::rpc::module(&seen),
+    )
+    .unwrap();
+    let settings = kaiju_streams::ListenerSettings {
+        dead_letter_max_length: Some(10),
+        max_batch_size: 100,
+        ..kaiju_tests::rpc::settings()
+    };
+    let mut listener =
+        kaiju_rpc::RpcListener::new(t.clone(), &app, settings, Scope::System, server).unwrap();
+    listener.start().await.unwrap();
+    let stream = rpc_stream(&app);
+    let writer = StreamWriter::new(t.clone());
+    let body = Value::Array(vec![Value::Str("svc.nope".into()), Value::Map(vec![])]);
+    let sent = 350;
+    for _ in 0..sent / 50 {
+        let entries = (0..50)
+            .map(|_| kaiju_streams::Outgoing {
+                stream: &stream,
+                body: &body,
+                headers: Headers::new(),
+            })
+            .collect();
+        writer.write_many(entries).await.unwrap();
+    }
+    let dead = listener.listener().dead_letter_key().to_owned();
+    eventually(
+        "every entry dead-lettered",
+        Duration::from_secs(30),
+        || async { listener.stats().await.unwrap().dead_lettered == sent },
+    )
+    .await;
+    listener.stop(Duration::from_secs(5)).await.unwrap();
+    let length: u64 = t.pool().xlen(dead.as_str()).await.unwrap();
+    eprintln!("{sent} dead letters written, {length} kept");
+    assert!(
+        (10..=110).contains(&length),
+        "about 10 kept (whole nodes of 100): {length}"
+    );
+    // The letters kept are the newest, in kaiju-rs's format.
+    let letters = dead_letters(&t, &dead).await;
+    assert_eq!(field(letters.last().unwrap(), "kind"), Some("rejected"));
+    assert!(letters.last().unwrap().iter().any(|(n, _)| n == b"field:_"));
+}
+
+/// A client whose settings name no namespace (an app name holding `.`) has the reply channel
+/// `kaiju._reply.<client>`, which names no env, so no server answers it: its requests fail
+/// at once with the key error instead of timing out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_without_a_namespace_of_its_own_fails_at_once() {
+    let Some(t) = kaiju_tests::connect(Target::Single).await else {
+        return;
+    };
+    let me = AppSettings {
+        env: "test".into(),
+        name: "a.b".into(),
+        ..AppSettings::default()
+    };
+    let client = kaiju_rpc::RpcClient::new(t, &me);
+    let started = std::time::Instant::now();
+    let r = client
+        .request::<_, serde_json::Value>("svc.add", serde_json::json!({"a": 1, "b": 1}))
+        .app(app(&kaiju_tests::namespace()).name)
+        .timeout(Duration::from_secs(5))
+        .await;
+    assert!(matches!(r, Err(kaiju_rpc::CallError::Key(_))), "{r:?}");
+    assert!(started.elapsed() < Duration::from_secs(1));
+}

@@ -4,6 +4,7 @@
 mod calls;
 mod deadlines;
 mod delivery;
+mod forged_replies;
 mod hostile_input;
 mod replies;
 mod shutdown;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use kaiju_transport::fred::prelude::*;
 use kaiju_transport::fred::types::Value;
+use kaiju_transport::fred::types::streams::XCap;
 use kaiju_transport::{BlockingConnection, Classify, Script, TransportError};
 
 use crate::id::StreamId;
@@ -302,11 +303,18 @@ impl<B, H> Shared<B, H> {
             .into_iter()
             .map(|(name, value)| (Key::from(name), Value::Bytes(value)))
             .collect();
+        // Bounded by `dead_letter_max_length` (about: `~` trims whole nodes, the cheap way).
+        let cap = self
+            .settings
+            .dead_letter_max_length
+            .map(|n| i64::try_from(n).unwrap_or(i64::MAX))
+            .and_then(|n| XCap::try_from(("MAXLEN", "~", n, None)).ok())
+            .unwrap_or_else(|| XCap::from(None::<()>));
         // Written once: a dead letter sent twice after a lost reply would be a duplicate.
         let _: Value = self
             .transport
             .once()
-            .xadd(self.dead.as_str(), false, None, "*", fields)
+            .xadd(self.dead.as_str(), false, cap, "*", fields)
             .await
             .classify()?;
         Ok(())

@@ -1,0 +1,51 @@
+//! Text from the wire shown in a log line or an error message, cut to a few characters.
+
+use std::fmt;
+
+/// How many characters of a name [`shortened`] shows.
+pub const SHOWN_CHARS: usize = 100;
+
+/// `text` as a log line or an error message shows it: whole when it has at most
+/// [`SHOWN_CHARS`] characters, else its first [`SHOWN_CHARS`] characters followed by `…` and
+/// its length in bytes. For names a peer chose (a method, a channel, a request id), so that a
+/// megabyte-long one costs a log line or a dead letter a few hundred bytes, not a megabyte.
+///
+/// ```
+/// use kaiju_core::shortened;
+/// assert_eq!(shortened("svc.add").to_string(), "svc.add");
+/// let long = "x".repeat(1 << 20);
+/// assert_eq!(shortened(&long).to_string(), format!("{}… (1048576 bytes)", "x".repeat(100)));
+/// ```
+pub fn shortened(text: &str) -> Shortened<'_> {
+    Shortened(text)
+}
+
+/// What [`shortened`] returns: displays the shortened text, allocating nothing.
+#[derive(Debug, Clone, Copy)]
+pub struct Shortened<'a>(&'a str);
+
+impl fmt::Display for Shortened<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.char_indices().nth(SHOWN_CHARS) {
+            None => f.write_str(self.0),
+            Some((cut, _)) => write!(f, "{}… ({} bytes)", &self.0[..cut], self.0.len()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_cut_on_a_character_boundary() {
+        let exact = "é".repeat(SHOWN_CHARS);
+        assert_eq!(shortened(&exact).to_string(), exact);
+        let long = "é".repeat(SHOWN_CHARS + 1);
+        assert_eq!(
+            shortened(&long).to_string(),
+            format!("{exact}… ({} bytes)", long.len())
+        );
+        assert_eq!(shortened("").to_string(), "");
+    }
+}
