@@ -45,6 +45,9 @@ struct Inner {
     primary: Option<crate::sentinel::Primary>,
     /// Set by `close`: the primary's asker stops too (it also stops once nothing follows it).
     closed: Arc<AtomicBool>,
+    /// Whether scripts are called as functions (`FCALL`) or by `EVALSHA`: see
+    /// [`Transport::scripts_as_functions`].
+    functions: AtomicBool,
 }
 
 impl Transport {
@@ -104,6 +107,7 @@ impl Transport {
             once: pool.with_options(&once()),
             pool,
             deployment,
+            functions: AtomicBool::new(capabilities.has_functions()),
             capabilities,
             settings: settings.clone(),
             primary,
@@ -184,6 +188,19 @@ impl Transport {
     /// What the server is and can do, as read at connect time.
     pub fn capabilities(&self) -> &Capabilities {
         &self.inner.capabilities
+    }
+
+    /// Whether [`Script`](crate::Script)s are called as functions of kaiju's function library
+    /// (`FCALL`), rather than with `EVALSHA`. True on a server with functions (Redis 7+) until
+    /// the first `FCALL` shows that this user or server cannot run them (the function is not
+    /// loaded, or the user may not call `FCALL`); from then on this transport uses `EVALSHA`.
+    pub fn scripts_as_functions(&self) -> bool {
+        self.inner.functions.load(Ordering::Relaxed)
+    }
+
+    /// Makes this transport call scripts with `EVALSHA` from now on.
+    pub(crate) fn use_evalsha(&self) {
+        self.inner.functions.store(false, Ordering::Relaxed);
     }
 
     /// The settings this transport was opened with.
