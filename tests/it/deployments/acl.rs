@@ -902,6 +902,7 @@ async fn attacks_fail(target: Target, components: &[&str], scripts: Scripts) {
             "FCALL",
             words(&[&reclaim, "1", &stream, &billing_name, "thief", &id]),
         ),
+        // Issue 31, item 3: a cache user's endless script made the whole server answer BUSY.
         (
             "run Lua of one's own",
             None,
@@ -925,9 +926,23 @@ async fn attacks_fail(target: Target, components: &[&str], scripts: Scripts) {
             other => allowed.push(format!("{what}: {other:?}")),
         }
     }
-    // Scripts of one's own (the EVALSHA form only): the script runs, the read inside it is
-    // refused.
-    if scripts == Scripts::Evalsha {
+    // Scripts of one's own: refused with kaiju's functions. The EVALSHA form loads and runs
+    // them, as the README warns (an endless one is not run here: it would stop the server);
+    // the read inside it is refused.
+    if scripts == Scripts::Functions {
+        for (name, args) in [
+            ("SCRIPT", words(&["LOAD", READ_STREAM])),
+            (
+                "EVALSHA",
+                words(&["0000000000000000000000000000000000000000", "0"]),
+            ),
+        ] {
+            match raw(&t, None, name, args).await {
+                Err(TransportError::NoPermission { .. }) => {}
+                other => allowed.push(format!("{name} with +fcall alone: {other:?}")),
+            }
+        }
+    } else {
         let sha: Result<Value, _> = raw(&t, None, "SCRIPT", words(&["LOAD", READ_STREAM])).await;
         let sha = sha.unwrap().as_string().unwrap();
         match raw(&t, Some(&stream), "EVALSHA", words(&[&sha, "1", &stream])).await {
@@ -1025,4 +1040,147 @@ async fn combined_rows_keep_another_apps_streams_and_replies_out_of_reach_in_a_c
     for components in COMBINATIONS {
         attacks_fail(Target::Cluster, components, Scripts::Functions).await;
     }
+}
+
+/// A server of this test's own, where kaiju's functions are not loaded (the shared servers
+/// have them: the other tests load them).
+async fn server_without_functions() -> Option<(kaiju_testkit::RedisServer, Transport)> {
+    if !kaiju_tests::can_spawn_servers() {
+        return None;
+    }
+    let server = tokio::task::spawn_blocking(|| {
+        kaiju_testkit::RedisServer::start(kaiju_testkit::ServerOptions::default())
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let admin = Transport::connect(&RedisSettings::from_url(server.url()))
+        .await
+        .unwrap();
+    Some((server, admin))
+}
+
+/// `SETUSER` on `admin` for a fresh user with `rule`; its settings.
+async fn user_on(admin: &Transport, rule: &str) -> RedisSettings {
+    let name = format!("kaiju-acl-{}", uuid::Uuid::new_v4().simple());
+    let mut args = vec![
+        "SETUSER".to_owned(),
+        name.clone(),
+        "reset".into(),
+        "on".into(),
+        ">pw".into(),
+    ];
+    args.extend(kaiju_tests::acl::args(rule));
+    acl(admin, args).await;
+    RedisSettings {
+        username: Some(name),
+        password: Some("pw".into()),
+        ..admin.settings().clone()
+    }
+}
+
+/// Locks, a cache fill, a batch write and a listener: every kind of kaiju script.
+async fn run_every_script(t: &Transport, ns: &Namespace) -> Result<(), String> {
+    let locks = Locks::new(t.clone(), "owner").await.map_err(fail)?;
+    let guard = locks
+        .acquire(ns.key("lock").map_err(fail)?)
+        .await
+        .map_err(fail)?;
+    guard.release().await.map_err(fail)?;
+    locks.close().await;
+    let filled: i64 = Cache::new(t.clone())
+        .get_or_set_with(
+            &ns.key("filled").map_err(fail)?,
+            Duration::from_secs(60),
+            || async { Ok::<_, std::convert::Infallible>(7_i64) },
+        )
+        .await
+        .map_err(fail)?;
+    assert_eq!(filled, 7);
+    let app = app(ns);
+    let stream = rpc_stream(&app);
+    let bodies: Vec<Body> = (0..10).map(|i| ("ext.record".into(), Some(i))).collect();
+    let batch = bodies
+        .iter()
+        .map(|body| Outgoing {
+            stream: &stream,
+            body,
+            headers: Headers::new(),
+        })
+        .collect();
+    StreamWriter::new(t.clone())
+        .write_many(batch)
+        .await
+        .map_err(fail)?;
+    let seen: Seen = Arc::default();
+    let mut listener = Listener::new(
+        t.clone(),
+        &app,
+        ListenerSettings::default(),
+        recorder(&seen),
+    )
+    .map_err(fail)?;
+    listener.start().await.map_err(fail)?;
+    eventually("10 entries", Duration::from_secs(10), || async {
+        distinct(&seen) >= 10
+    })
+    .await;
+    listener.stop(Duration::from_secs(5)).await.map_err(fail)?;
+    Ok(())
+}
+
+/// Where kaiju's functions are not loaded, a user with the EVALSHA form of `<scripts>` runs
+/// every script through EVALSHA (the FCALL that found no function ran nothing); a user with
+/// `+fcall` alone is refused with a typed error that says what to do. Once an admin loaded the
+/// functions, the `+fcall` user runs every script, with no Lua of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_fall_back_to_evalsha_where_the_functions_are_not_loaded() {
+    let Some((_server, admin)) = server_without_functions().await else {
+        return;
+    };
+    let ns = namespace();
+    let components = ["cache", "locks", "writer", "listener"];
+    let with_evalsha = user_on(
+        &admin,
+        &rule_for(&components, ns.prefix(), Scripts::Evalsha, None),
+    )
+    .await;
+    let t = Transport::connect(&with_evalsha).await.unwrap();
+    assert!(t.scripts_as_functions(), "Redis 7 has functions");
+    if let Err(e) = run_every_script(&t, &ns).await {
+        let log = acl(&admin, vec!["LOG".into(), "20".into()]).await;
+        panic!("{e}: {log:?}");
+    }
+    assert!(
+        !t.scripts_as_functions(),
+        "EVALSHA from the first refused FCALL on"
+    );
+    t.close().await.ok();
+
+    let fcall_only = user_on(&admin, &rule(&components, ns.prefix())).await;
+    let t = Transport::connect(&fcall_only).await.unwrap();
+    let refused = Locks::new(t.clone(), "owner")
+        .await
+        .unwrap()
+        .acquire(ns.key("refused").unwrap())
+        .await;
+    match &refused {
+        Err(LockError::Transport(TransportError::NoPermission { message })) => {
+            assert!(message.contains("kaiju functions load"), "{message}");
+        }
+        other => panic!("expected NoPermission, got {other:?}"),
+    }
+    t.close().await.ok();
+
+    load_functions(&admin).await;
+    let t = Transport::connect(&fcall_only).await.unwrap();
+    run_every_script(&t, &ns).await.unwrap();
+    assert!(t.scripts_as_functions(), "FCALL throughout");
+    let eval: Result<Value, _> = raw(&t, None, "EVAL", words(&["return 1", "0"])).await;
+    assert!(
+        matches!(eval, Err(TransportError::NoPermission { .. })),
+        "{eval:?}"
+    );
+    t.close().await.ok();
+    admin.close().await.ok();
 }
