@@ -17,8 +17,10 @@ use crate::{Result, Transport, TransportError};
 /// never calls a function of another version, and apps of several versions share a server.
 /// A transport tries `FCALL` first; when the server or the user refuses the call itself (the
 /// function is not loaded, no `+fcall`, no functions before Redis 7), which means that nothing
-/// ran, it sends the same call with `EVALSHA` and uses `EVALSHA` from then on
-/// ([`Transport::scripts_as_functions`]). A user granted `+fcall` alone runs kaiju's scripts
+/// ran, it sends the same call with `EVALSHA`, and uses `EVALSHA` from then on: for this script
+/// when its function is not loaded, for every script when the user may not call `FCALL`
+/// ([`runs_as_function`](Self::runs_as_function)). Functions loaded later are used by
+/// transports opened later. A user granted `+fcall` alone runs kaiju's scripts
 /// without being able to run Lua of its own.
 ///
 /// Keep scripts in `.lua` files and load them with `include_str!`. In a cluster every key a
@@ -62,6 +64,12 @@ impl Script {
             "#!lua name={name}\nredis.register_function('{name}', function(KEYS, ARGV)\n{}\nend)\n",
             self.lua
         )
+    }
+
+    /// Whether `transport` calls this script as a function (`FCALL`): on a server with
+    /// functions, until `FCALL` was refused to the user or found no such function there.
+    pub fn runs_as_function(&self, transport: &Transport) -> bool {
+        transport.scripts_as_functions() && !transport.function_missing(&self.function)
     }
 
     /// Loads the script as a function library on every primary (`FUNCTION LOAD REPLACE`:
@@ -174,7 +182,7 @@ impl Script {
             }
         };
         let mut unloaded = false;
-        if transport.scripts_as_functions() {
+        if self.runs_as_function(transport) {
             let mut fcall = body.clone();
             fcall[0] = self.function.as_str().into();
             match send("FCALL", fcall).await {
@@ -183,10 +191,14 @@ impl Script {
                     tracing::info!(
                         function = %self.function,
                         error = %e,
-                        "kaiju's function library is not usable here; scripts use EVALSHA"
+                        "this function cannot be called here; the script uses EVALSHA"
                     );
                     unloaded = matches!(e, TransportError::NoFunction { .. });
-                    transport.use_evalsha();
+                    if unloaded {
+                        transport.mark_function_missing(&self.function);
+                    } else {
+                        transport.use_evalsha();
+                    }
                 }
                 other => return Ok(R::from_value(other?)?),
             }

@@ -48,6 +48,9 @@ struct Inner {
     /// Whether scripts are called as functions (`FCALL`) or by `EVALSHA`: see
     /// [`Transport::scripts_as_functions`].
     functions: AtomicBool,
+    /// The functions `FCALL` did not find on this transport's server: their scripts use
+    /// `EVALSHA`.
+    missing_functions: std::sync::RwLock<std::collections::HashSet<String>>,
 }
 
 impl Transport {
@@ -108,6 +111,7 @@ impl Transport {
             pool,
             deployment,
             functions: AtomicBool::new(capabilities.has_functions()),
+            missing_functions: std::sync::RwLock::default(),
             capabilities,
             settings: settings.clone(),
             primary,
@@ -190,17 +194,33 @@ impl Transport {
         &self.inner.capabilities
     }
 
-    /// Whether [`Script`](crate::Script)s are called as functions of kaiju's function library
-    /// (`FCALL`), rather than with `EVALSHA`. True on a server with functions (Redis 7+) until
-    /// the first `FCALL` shows that this user or server cannot run them (the function is not
-    /// loaded, or the user may not call `FCALL`); from then on this transport uses `EVALSHA`.
+    /// Whether [`Script`](crate::Script)s may be called as functions (`FCALL`), rather than
+    /// with `EVALSHA`. True on a server with functions (Redis 7+) until an `FCALL` shows that
+    /// this user or server cannot run any (the user may not call `FCALL`); from then on this
+    /// transport uses `EVALSHA`. A function that is not loaded is remembered on its own
+    /// ([`Script::runs_as_function`](crate::Script::runs_as_function)).
     pub fn scripts_as_functions(&self) -> bool {
         self.inner.functions.load(Ordering::Relaxed)
     }
 
-    /// Makes this transport call scripts with `EVALSHA` from now on.
+    /// Makes this transport call every script with `EVALSHA` from now on.
     pub(crate) fn use_evalsha(&self) {
         self.inner.functions.store(false, Ordering::Relaxed);
+    }
+
+    /// Whether `FCALL` found no function `name` on this transport's server.
+    pub(crate) fn function_missing(&self, name: &str) -> bool {
+        self.inner
+            .missing_functions
+            .read()
+            .map_or(true, |missing| missing.contains(name))
+    }
+
+    /// Makes this transport run the script of function `name` with `EVALSHA` from now on.
+    pub(crate) fn mark_function_missing(&self, name: &str) {
+        if let Ok(mut missing) = self.inner.missing_functions.write() {
+            missing.insert(name.to_owned());
+        }
     }
 
     /// The settings this transport was opened with.
