@@ -1042,24 +1042,6 @@ async fn combined_rows_keep_another_apps_streams_and_replies_out_of_reach_in_a_c
     }
 }
 
-/// A server of this test's own, where kaiju's functions are not loaded (the shared servers
-/// have them: the other tests load them).
-async fn server_without_functions() -> Option<(kaiju_testkit::RedisServer, Transport)> {
-    if !kaiju_tests::can_spawn_servers() {
-        return None;
-    }
-    let server = tokio::task::spawn_blocking(|| {
-        kaiju_testkit::RedisServer::start(kaiju_testkit::ServerOptions::default())
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    let admin = Transport::connect(&RedisSettings::from_url(server.url()))
-        .await
-        .unwrap();
-    Some((server, admin))
-}
-
 /// `SETUSER` on `admin` for a fresh user with `rule`; its settings.
 async fn user_on(admin: &Transport, rule: &str) -> RedisSettings {
     let name = format!("kaiju-acl-{}", uuid::Uuid::new_v4().simple());
@@ -1135,7 +1117,9 @@ async fn run_every_script(t: &Transport, ns: &Namespace) -> Result<(), String> {
 /// functions, the `+fcall` user runs every script, with no Lua of its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scripts_fall_back_to_evalsha_where_the_functions_are_not_loaded() {
-    let Some((_server, admin)) = server_without_functions().await else {
+    // A server of the test's own: the shared servers have kaiju's functions (the other tests
+    // load them).
+    let Some((_server, admin)) = kaiju_tests::own_server().await else {
         return;
     };
     let ns = namespace();
