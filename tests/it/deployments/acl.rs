@@ -1167,5 +1167,16 @@ async fn scripts_fall_back_to_evalsha_where_the_functions_are_not_loaded() {
         "{eval:?}"
     );
     t.close().await.ok();
+    // A script of the app's own (no function of kaiju's) goes to EVALSHA alone: kaiju's
+    // scripts on the same transport stay functions.
+    let own =
+        kaiju_transport::Script::new(format!("return {} -- {}", 7, uuid::Uuid::new_v4().simple()));
+    let seven: i64 = own
+        .run(&admin, Vec::<String>::new(), Vec::<String>::new())
+        .await
+        .unwrap();
+    assert_eq!(seven, 7);
+    assert!(!own.runs_as_function(&admin));
+    assert!(fill.runs_as_function(&admin));
     admin.close().await.ok();
 }
