@@ -34,6 +34,11 @@ static TAKE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lu
 static RELEASE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/release_fill.lua")));
 
+/// The scripts of `get_or_set_with`.
+pub(crate) fn scripts() -> [&'static Script; 2] {
+    [&*TAKE, &*RELEASE]
+}
+
 /// Options of [`Cache::get_or_set_with_options`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FillOptions {

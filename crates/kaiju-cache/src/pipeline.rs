@@ -21,6 +21,11 @@ use crate::{Cache, CacheError, Result};
 static TRANSACTION: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/transaction.lua")));
 
+/// The script of a transaction.
+pub(crate) fn script() -> &'static Script {
+    &TRANSACTION
+}
+
 /// One queued command.
 #[derive(Debug, Clone)]
 enum Op {

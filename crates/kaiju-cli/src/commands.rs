@@ -13,7 +13,7 @@ use serde_json::Value as Json;
 
 use crate::connect::{build, connect, load};
 use crate::json::{self, pretty, to_json};
-use crate::{CacheCommand, Command, Failure, LocksCommand};
+use crate::{CacheCommand, Command, Failure, FunctionsCommand, LocksCommand};
 
 pub(crate) async fn run(command: Command) -> Result<(), Failure> {
     match command {
@@ -250,7 +250,38 @@ pub(crate) async fn run(command: Command) -> Result<(), Failure> {
                 None => Err(Failure::not_found(format!("no value at {key}"))),
             }
         }
+        Command::Functions {
+            command: FunctionsCommand::Load { conn },
+        } => {
+            let (transport, _) = connect(&conn).await?;
+            if !transport.capabilities().has_functions() {
+                return Err(Failure::failed(format!(
+                    "this server ({:?} {}) has no functions; apps use EVALSHA here",
+                    transport.capabilities().kind,
+                    transport.capabilities().server_version
+                )));
+            }
+            let scripts = kaiju_scripts();
+            for script in &scripts {
+                script
+                    .load_function(&transport)
+                    .await
+                    .map_err(redis_failure)?;
+                println!("{}", script.function_name());
+            }
+            eprintln!("loaded {} function libraries", scripts.len());
+            transport.close().await.ok();
+            Ok(())
+        }
     }
+}
+
+/// Every Lua script kaiju-rs runs: the cache's, the locks', the streams'.
+fn kaiju_scripts() -> Vec<&'static kaiju_transport::Script> {
+    let mut all = kaiju_cache::scripts();
+    all.extend(kaiju_locks::scripts());
+    all.extend(kaiju_streams::scripts());
+    all
 }
 
 /// The stream and dead-letter keys of `app`'s `topic`.

@@ -150,6 +150,23 @@ enum Command {
         #[command(subcommand)]
         command: CacheCommand,
     },
+    /// kaiju's Lua scripts as Redis 7 functions, so that app users need `+fcall` and no Lua
+    /// of their own.
+    Functions {
+        #[command(subcommand)]
+        command: FunctionsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum FunctionsCommand {
+    /// Load every script of this kaiju as a function library (`kaiju_<sha1>`) on every
+    /// primary: an admin's step (the user needs `FUNCTION LOAD`; Redis 7+), done once per
+    /// server and again after an upgrade of kaiju-rs. Loading again changes nothing.
+    Load {
+        #[command(flatten)]
+        conn: Conn,
+    },
 }
 
 #[derive(Debug, Subcommand)]

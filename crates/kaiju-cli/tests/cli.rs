@@ -401,3 +401,48 @@ async fn run_call_write_streams_and_dead() {
     let status = running.0.wait().unwrap();
     assert!(status.success(), "{status}");
 }
+
+/// `kaiju functions load` loads every script of kaiju-rs as a function library, named by the
+/// script's SHA1, and loading again changes nothing. On a server of the test's own, which had
+/// none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn functions_load_loads_every_script_as_a_library() {
+    use kaiju_transport::fred::prelude::*;
+    use kaiju_transport::fred::types::{CustomCommand, Value};
+    let Some((server, t)) = kaiju_tests::own_server().await else {
+        return;
+    };
+    let mut expected: Vec<String> = kaiju_cache::scripts()
+        .into_iter()
+        .chain(kaiju_locks::scripts())
+        .chain(kaiju_streams::scripts())
+        .map(|s| s.function_name().to_owned())
+        .collect();
+    expected.sort();
+    let libraries = || async {
+        let list: Value = t
+            .pool()
+            .custom(
+                CustomCommand::new_static("FUNCTION", None, false),
+                vec!["LIST"],
+            )
+            .await
+            .unwrap();
+        let text = format!("{list:?}");
+        expected
+            .iter()
+            .filter(|name| text.contains(name.as_str()))
+            .count()
+    };
+    assert_eq!(libraries().await, 0);
+    for _ in 0..2 {
+        let o = kaiju(&["functions", "load", "--redis-url", &server.url()]);
+        let (out, err) = text(&o);
+        assert_eq!(code(&o), 0, "{err}");
+        let mut printed: Vec<String> = out.lines().map(str::to_owned).collect();
+        printed.sort();
+        assert_eq!(printed, expected);
+        assert_eq!(libraries().await, expected.len());
+    }
+    t.close().await.ok();
+}

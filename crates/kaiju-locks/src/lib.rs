@@ -15,3 +15,9 @@ mod wakeups;
 pub use error::{LockError, Result};
 pub use guard::LockGuard;
 pub use locks::{AcquireOptions, Locks};
+
+/// The Lua scripts the locks run, for an admin to load as functions
+/// ([`Script::load_function`](kaiju_transport::Script::load_function), `kaiju functions load`).
+pub fn scripts() -> Vec<&'static kaiju_transport::Script> {
+    scripts::all()
+}

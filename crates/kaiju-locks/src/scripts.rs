@@ -25,6 +25,11 @@ pub(crate) static ABANDON: LazyLock<Script> =
 pub(crate) static BATCH: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/batch.lua")));
 
+/// Every script of the locks.
+pub(crate) fn all() -> Vec<&'static Script> {
+    vec![&*ACQUIRE, &*ACQUIRE_MANY, &*RENEW, &*ABANDON, &*BATCH]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

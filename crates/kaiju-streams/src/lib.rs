@@ -18,3 +18,11 @@ pub use handler::{BoxError, Disposition, Handler, HandlerError, Message};
 pub use listener::{Listener, ListenerStats};
 pub use settings::{ListenerSettings, MAX_BATCH_SIZE, MAX_PARALLEL_BATCHES};
 pub use writer::{MAX_BYTES_PER_CALL, MAX_ENTRIES_PER_CALL, Outgoing, StreamWriter};
+
+/// The Lua scripts the writer and the listener run, for an admin to load as functions
+/// ([`Script::load_function`](kaiju_transport::Script::load_function), `kaiju functions load`).
+pub fn scripts() -> Vec<&'static kaiju_transport::Script> {
+    let mut all = listener::scripts().to_vec();
+    all.push(writer::script());
+    all
+}

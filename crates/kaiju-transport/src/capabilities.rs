@@ -134,6 +134,12 @@ impl Capabilities {
         self.redis_at_least(7, 0)
     }
 
+    /// Functions (`FUNCTION LOAD`, `FCALL`): Redis 7.0+ and Valkey (KeyDB has none, and other
+    /// servers are not assumed to).
+    pub fn has_functions(&self) -> bool {
+        matches!(self.kind, ServerKind::Redis | ServerKind::Valkey) && self.redis_at_least(7, 0)
+    }
+
     /// `XTRIM ... ACKED` (trim only what every group acknowledged): Redis 8.2+.
     pub fn has_xtrim_acked(&self) -> bool {
         self.redis8_at_least(2)
@@ -157,8 +163,10 @@ mod tests {
         assert_eq!(c.redis_version, Version::new(7, 0, 15));
         assert!(c.has_xautoclaim() && c.has_xautoclaim_deleted_ids() && c.has_set_get());
         assert!(!c.has_xtrim_acked() && !c.has_xreadgroup_claim());
+        assert!(c.has_functions());
         let r6 = Capabilities::from_info("redis_version:6.0.16\n");
         assert!(r6.has_resp3() && !r6.has_set_get() && !r6.has_xautoclaim());
+        assert!(!r6.has_functions());
         let r8 = Capabilities::from_info("redis_version:8.4.0\n");
         assert!(r8.has_xtrim_acked() && r8.has_xreadgroup_claim());
         let r82 = Capabilities::from_info("redis_version:8.2.1\n");
@@ -170,6 +178,7 @@ mod tests {
         let k = Capabilities::from_info("redis_version:6.3.4\r\nkeydb_version:6.3.4\r\n");
         assert_eq!(k.kind, ServerKind::KeyDb);
         assert!(k.has_xautoclaim() && !k.has_xautoclaim_deleted_ids() && k.has_set_get());
+        assert!(!k.has_functions());
         let v = Capabilities::from_info(
             "redis_version:7.2.4\r\nserver_name:valkey\r\nvalkey_version:8.1.0\r\n",
         );

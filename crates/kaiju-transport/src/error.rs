@@ -62,6 +62,13 @@ pub enum TransportError {
         /// The server's reply.
         message: String,
     },
+    /// `ERR Function not found`: `FCALL` named a function the server has not loaded (kaiju's
+    /// function library is loaded by `kaiju functions load`). The call did not run.
+    #[error("function not loaded: {message}")]
+    NoFunction {
+        /// The server's reply.
+        message: String,
+    },
     /// `CROSSSLOT`: a multi-key command spans cluster slots. Put the keys under one hash tag
     /// ([`kaiju_core::Namespace::hash_tagged`]).
     #[error("keys in different cluster slots: {message}")]
@@ -149,6 +156,23 @@ impl TransportError {
         }
     }
 
+    /// Whether the server refused to run a function at all, so none of it ran and the same
+    /// script may be sent with `EVALSHA` instead: the function is not loaded
+    /// ([`NoFunction`](Self::NoFunction)), the ACL user may not call `FCALL`, or the server
+    /// has no such command. A function refused one of its keys (the same keys would be refused
+    /// to `EVALSHA`) or one of its commands (it may have written before) is not this.
+    pub fn is_function_refused(&self) -> bool {
+        match self {
+            Self::NoFunction { .. } => true,
+            Self::NoPermission { message } => message.to_ascii_lowercase().contains("'fcall'"),
+            Self::Server { message, .. } => {
+                let message = message.to_ascii_lowercase();
+                message.contains("unknown command") && message.contains("fcall")
+            }
+            _ => false,
+        }
+    }
+
     /// An error reply the server sent inside a larger reply (a script that collects the errors
     /// of the commands it ran), classified like any other.
     pub fn from_reply(message: &str) -> Self {
@@ -188,6 +212,7 @@ impl From<FredError> for TransportError {
             "CROSSSLOT" => return Self::CrossSlot { message },
             "WRONGTYPE" => return Self::WrongType { message },
             "NOPERM" => return Self::NoPermission { message },
+            "ERR" if message == "ERR Function not found" => return Self::NoFunction { message },
             // A command a script runs is checked too, and refused with a plain ERR.
             "ERR"
                 if message.contains("The user executing the script can't")
@@ -393,6 +418,31 @@ mod tests {
              a1b2, on @user_script:1."
         ));
         assert!(!classify(ErrorKind::Timeout, "timed out").is_script_refused());
+    }
+
+    #[test]
+    fn only_a_refusal_of_the_function_itself_lets_evalsha_take_over() {
+        let refused = |reply: &str| classify(ErrorKind::Unknown, reply).is_function_refused();
+        assert!(matches!(
+            classify(ErrorKind::Unknown, "ERR Function not found"),
+            TransportError::NoFunction { .. }
+        ));
+        assert!(refused("ERR Function not found"));
+        assert!(refused(
+            "NOPERM this user has no permissions to run the 'fcall' command"
+        ));
+        assert!(refused(
+            "ERR unknown command 'FCALL', with args beginning with: "
+        ));
+        // Its keys: EVALSHA would be refused the same. Inside it: it may have written.
+        assert!(!refused(
+            "NOPERM this user has no permissions to access one of the keys used as arguments"
+        ));
+        assert!(!refused(
+            "ERR The user executing the script can't run this command or subcommand script: \
+             kaiju_t1, on @user_function:5."
+        ));
+        assert!(!classify(ErrorKind::Timeout, "timed out").is_function_refused());
     }
 
     #[test]

@@ -45,6 +45,12 @@ struct Inner {
     primary: Option<crate::sentinel::Primary>,
     /// Set by `close`: the primary's asker stops too (it also stops once nothing follows it).
     closed: Arc<AtomicBool>,
+    /// Whether scripts are called as functions (`FCALL`) or by `EVALSHA`: see
+    /// [`Transport::scripts_as_functions`].
+    functions: AtomicBool,
+    /// The functions `FCALL` did not find on this transport's server: their scripts use
+    /// `EVALSHA`.
+    missing_functions: std::sync::RwLock<std::collections::HashSet<String>>,
 }
 
 impl Transport {
@@ -104,6 +110,8 @@ impl Transport {
             once: pool.with_options(&once()),
             pool,
             deployment,
+            functions: AtomicBool::new(capabilities.has_functions()),
+            missing_functions: std::sync::RwLock::default(),
             capabilities,
             settings: settings.clone(),
             primary,
@@ -184,6 +192,35 @@ impl Transport {
     /// What the server is and can do, as read at connect time.
     pub fn capabilities(&self) -> &Capabilities {
         &self.inner.capabilities
+    }
+
+    /// Whether [`Script`](crate::Script)s may be called as functions (`FCALL`), rather than
+    /// with `EVALSHA`. True on a server with functions (Redis 7+) until an `FCALL` shows that
+    /// this user or server cannot run any (the user may not call `FCALL`); from then on this
+    /// transport uses `EVALSHA`. A function that is not loaded is remembered on its own
+    /// ([`Script::runs_as_function`](crate::Script::runs_as_function)).
+    pub fn scripts_as_functions(&self) -> bool {
+        self.inner.functions.load(Ordering::Relaxed)
+    }
+
+    /// Makes this transport call every script with `EVALSHA` from now on.
+    pub(crate) fn use_evalsha(&self) {
+        self.inner.functions.store(false, Ordering::Relaxed);
+    }
+
+    /// Whether `FCALL` found no function `name` on this transport's server.
+    pub(crate) fn function_missing(&self, name: &str) -> bool {
+        self.inner
+            .missing_functions
+            .read()
+            .map_or(true, |missing| missing.contains(name))
+    }
+
+    /// Makes this transport run the script of function `name` with `EVALSHA` from now on.
+    pub(crate) fn mark_function_missing(&self, name: &str) {
+        if let Ok(mut missing) = self.inner.missing_functions.write() {
+            missing.insert(name.to_owned());
+        }
     }
 
     /// The settings this transport was opened with.

@@ -2,8 +2,10 @@
 //! transport README's "ACL rules" table gives it (read from the README at run time, so the
 //! documented rules are the tested ones), and nothing less or other works.
 //!
-//! Users are made on the shared single node with random names and removed afterwards; ACL
-//! rules are per node, so these run on the single node only.
+//! Users are made on the shared single node (or every node of the cluster) with random names
+//! and removed afterwards. The rows are Redis 7 selectors; `<scripts>` is `+fcall` (kaiju's
+//! functions, loaded by each user's creation) unless a test says otherwise. The attacks of
+//! issue 31 run against users holding the rows apps hold together.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,12 +14,17 @@ use kaiju_cache::Cache;
 use kaiju_core::{Lifecycle, Namespace, RedisSettings};
 use kaiju_locks::{AcquireOptions, LockError, Locks};
 use kaiju_streams::{Headers, Listener, ListenerSettings, Outgoing, StreamWriter};
-use kaiju_tests::acl::rule;
+use kaiju_tests::acl::{Scripts, load_functions, rule_for};
 use kaiju_tests::streams::{Body, Seen, distinct, recorder, rpc_stream};
 use kaiju_tests::{Target, app, connect, eventually, namespace, settings};
 use kaiju_transport::fred::prelude::*;
 use kaiju_transport::fred::types::{CustomCommand, Value};
 use kaiju_transport::{Transport, TransportError};
+
+/// The documented rule of `components` for `prefix`, with kaiju's functions (`+fcall`).
+fn rule(components: &[&str], prefix: &str) -> String {
+    rule_for(components, prefix, Scripts::Functions, None)
+}
 
 /// An ACL user on every node of a target, removed by [`User::remove`].
 struct User {
@@ -83,7 +90,12 @@ impl User {
             "on".into(),
             format!(">{password}"),
         ];
-        args.extend(rule.split_whitespace().map(str::to_owned));
+        args.extend(kaiju_tests::acl::args(rule));
+        // kaiju's functions, for the users whose `<scripts>` is `+fcall`.
+        if let Some(loader) = connect(target).await {
+            load_functions(&loader).await;
+            loader.close().await.ok();
+        }
         for admin in &admins {
             acl(admin, args.clone()).await;
         }
@@ -671,19 +683,14 @@ async fn a_shared_listener_works_under_its_rule() {
         shared: true,
         ..ListenerSettings::default()
     };
-    as_user(
-        &admin,
-        &ns,
-        &["writer", "shared listener"],
-        |t| async move {
-            let body: Body = ("ext.record".into(), Some(1));
-            StreamWriter::new(t)
-                .write(&stream, &body, Headers::new())
-                .await
-                .map_err(fail)?;
-            Ok(())
-        },
-    )
+    as_user(&admin, &ns, &["shared writer"], |t| async move {
+        let body: Body = ("ext.record".into(), Some(1));
+        StreamWriter::new(t)
+            .write(&stream, &body, Headers::new())
+            .await
+            .map_err(fail)?;
+        Ok(())
+    })
     .await;
     let cleanup = app.shared_namespace().unwrap();
     as_user(
@@ -746,4 +753,430 @@ async fn a_publisher_and_a_subscriber_work_under_their_rules() {
     sub_t.close().await.ok();
     subscriber.remove().await;
     assert!(denied.is_empty(), "{denied}");
+}
+
+/// Every row of the README's table but the connection's (which every rule starts with).
+const EVERY_ROW: [&str; 11] = [
+    "cache",
+    "locks",
+    "writer",
+    "listener",
+    "shared listener",
+    "shared writer",
+    "rpc server",
+    "rpc client",
+    "calling another app",
+    "publisher",
+    "subscriber",
+];
+
+/// The rows apps hold together (issue 31): the README's example app calling another app, a
+/// listener that is also a client, and every row.
+const COMBINATIONS: [&[&str]; 3] = [
+    &["locks", "listener", "rpc server", "calling another app"],
+    &["listener", "writer", "rpc client", "calling another app"],
+    &EVERY_ROW,
+];
+
+/// `name args...` as `t`'s user, routed by its first key (`key`); the reply or the classified
+/// error.
+async fn raw(
+    t: &Transport,
+    key: Option<&str>,
+    name: &'static str,
+    args: Vec<String>,
+) -> Result<Value, TransportError> {
+    use kaiju_transport::Classify;
+    use kaiju_transport::fred::types::ClusterHash;
+    let hash = key.map_or(ClusterHash::Random, |k| {
+        ClusterHash::Custom(kaiju_core::key_slot(k.as_bytes()))
+    });
+    t.pool()
+        .custom::<Value, String>(CustomCommand::new_static(name, hash, false), args)
+        .await
+        .classify()
+}
+
+fn words(args: &[&str]) -> Vec<String> {
+    args.iter().map(|a| (*a).to_owned()).collect()
+}
+
+/// A Lua script of the user's own that reads its one key: with the `EVALSHA` form of
+/// `<scripts>`, any user can load and run it.
+const READ_STREAM: &str = "return redis.call('XRANGE', KEYS[1], '-', '+')";
+
+/// The attacks of issue 31, item 1, by `shop` (holding `components` and the row calling
+/// `billing`'s `rpc` topic) against `billing`, in the same env: each answers NOPERM, and
+/// billing's stream, pending entries, pause key and dead letters are as they were.
+async fn attacks_fail(target: Target, components: &[&str], scripts: Scripts) {
+    let (Some(admin), Some(nodes)) = (connect(target).await, admins(target).await) else {
+        return;
+    };
+    let shop = namespace();
+    let billing = namespace();
+    let billing_name = billing.prefix().split('.').nth(1).unwrap().to_owned();
+    let stream = billing.stream("rpc").unwrap().into_string();
+    let dead = billing.dead_letter_stream("rpc").unwrap().into_string();
+    let pause = billing.stream_lock("rpc").unwrap().into_string();
+    // Billing's stream holds a request, delivered to billing's group and not yet acked.
+    let _: Value = admin
+        .pool()
+        .xgroup_create(stream.as_str(), billing_name.as_str(), "$", true)
+        .await
+        .unwrap();
+    let id: String = admin
+        .pool()
+        .xadd(stream.as_str(), false, None, "*", ("_", "request"))
+        .await
+        .unwrap();
+    let rule = rule_for(
+        components,
+        shop.prefix(),
+        scripts,
+        Some((billing_name.as_str(), "rpc")),
+    );
+    let user = User::create_on(nodes, target, &rule).await;
+    let t = user.connect().await;
+    let reply_channel = format!("{}._reply.victim", billing.prefix());
+    let trim = kaiju_streams::scripts()[0].function_name().to_owned();
+    let reclaim = kaiju_streams::scripts()[2].function_name().to_owned();
+    let attempts: Vec<(&str, Option<&str>, &'static str, Vec<String>)> = vec![
+        (
+            "read billing's requests",
+            Some(&stream),
+            "XRANGE",
+            words(&[&stream, "-", "+"]),
+        ),
+        (
+            "read billing's length",
+            Some(&stream),
+            "XLEN",
+            words(&[&stream]),
+        ),
+        (
+            "steal a request by reading it in billing's group",
+            Some(&stream),
+            "XREADGROUP",
+            words(&["GROUP", &billing_name, "thief", "STREAMS", &stream, ">"]),
+        ),
+        (
+            "ack billing's request",
+            Some(&stream),
+            "XACK",
+            words(&[&stream, &billing_name, &id]),
+        ),
+        (
+            "claim billing's request",
+            Some(&stream),
+            "XCLAIM",
+            words(&[&stream, &billing_name, "thief", "0", &id]),
+        ),
+        (
+            "read billing's dead letters",
+            Some(&dead),
+            "XRANGE",
+            words(&[&dead, "-", "+"]),
+        ),
+        (
+            "write into billing's dead letters",
+            Some(&dead),
+            "XADD",
+            words(&[&dead, "*", "_", "forged"]),
+        ),
+        ("pause billing", Some(&pause), "SET", words(&[&pause, "1"])),
+        (
+            "read billing's pause key",
+            Some(&pause),
+            "GET",
+            words(&[&pause]),
+        ),
+        (
+            "run kaiju's trim on billing's stream",
+            Some(&stream),
+            "FCALL",
+            words(&[&trim, "1", &stream]),
+        ),
+        (
+            "run kaiju's reclaim on billing's request",
+            Some(&stream),
+            "FCALL",
+            words(&[&reclaim, "1", &stream, &billing_name, "thief", &id]),
+        ),
+        // Issue 31, item 3: a cache user's endless script made the whole server answer BUSY.
+        (
+            "run Lua of one's own",
+            None,
+            "EVAL",
+            words(&["while true do end", "0"]),
+        ),
+        (
+            "load a function of one's own",
+            None,
+            "FUNCTION",
+            words(&[
+                "LOAD",
+                "#!lua name=mine\nredis.register_function('mine', function() end)",
+            ]),
+        ),
+    ];
+    let mut allowed = Vec::new();
+    for (what, key, name, args) in attempts {
+        match raw(&t, key, name, args).await {
+            Err(TransportError::NoPermission { .. }) => {}
+            other => allowed.push(format!("{what}: {other:?}")),
+        }
+    }
+    // Scripts of one's own: refused with kaiju's functions. The EVALSHA form loads and runs
+    // them, as the README warns (an endless one is not run here: it would stop the server);
+    // the read inside it is refused.
+    if scripts == Scripts::Functions {
+        for (name, args) in [
+            ("SCRIPT", words(&["LOAD", READ_STREAM])),
+            (
+                "EVALSHA",
+                words(&["0000000000000000000000000000000000000000", "0"]),
+            ),
+        ] {
+            match raw(&t, None, name, args).await {
+                Err(TransportError::NoPermission { .. }) => {}
+                other => allowed.push(format!("{name} with +fcall alone: {other:?}")),
+            }
+        }
+    } else {
+        let sha: Result<Value, _> = raw(&t, None, "SCRIPT", words(&["LOAD", READ_STREAM])).await;
+        let sha = sha.unwrap().as_string().unwrap();
+        match raw(&t, Some(&stream), "EVALSHA", words(&[&sha, "1", &stream])).await {
+            Err(TransportError::NoPermission { .. }) => {}
+            other => allowed.push(format!(
+                "a script of one's own reading billing's stream: {other:?}"
+            )),
+        }
+    }
+    // Every app's reply channels: only PUBLISH (the rpc server's row), never SUBSCRIBE. fred's
+    // `subscribe` does not report the refusal, so the server is asked: nobody listens on the
+    // channel, on any node, and the refusal is in the ACL log.
+    let subscriber = t.dedicated_connection().await.unwrap();
+    let _ = subscriber.client().subscribe(reply_channel.as_str()).await;
+    let _ = subscriber.client().ping::<Value>(None).await;
+    let mut listeners = 0;
+    for node in &user.admins {
+        let numsub: Vec<Value> = node
+            .pool()
+            .custom(
+                CustomCommand::new_static("PUBSUB", None, false),
+                words(&["NUMSUB", &reply_channel]),
+            )
+            .await
+            .unwrap();
+        listeners += numsub.get(1).and_then(Value::as_u64).unwrap_or(0);
+    }
+    if listeners != 0 {
+        allowed.push(format!(
+            "subscribe to billing's replies: {listeners} subscribed"
+        ));
+    }
+    let denials = user.denials().await;
+    if !denials.contains(&format!("denied channel {reply_channel}")) {
+        allowed.push(format!(
+            "subscribe to billing's replies: no refusal logged in {denials}"
+        ));
+    }
+    subscriber.close().await.ok();
+    // What the rows grant still works: calling billing.
+    let call = raw(
+        &t,
+        Some(&stream),
+        "XADD",
+        words(&[&stream, "*", "_", "call"]),
+    )
+    .await;
+    // Billing's state is untouched: its request pending for nobody, no pause, no dead letters.
+    let delivered = raw(
+        &admin,
+        Some(&stream),
+        "XREADGROUP",
+        words(&[
+            "GROUP",
+            &billing_name,
+            "billing",
+            "COUNT",
+            "1",
+            "STREAMS",
+            &stream,
+            ">",
+        ]),
+    )
+    .await
+    .unwrap();
+    let dead_len: u64 = admin.pool().xlen(dead.as_str()).await.unwrap();
+    let paused: u64 = admin.pool().exists(pause.as_str()).await.unwrap();
+    let _: i64 = admin.pool().del(stream.as_str()).await.unwrap();
+    t.close().await.ok();
+    user.remove().await;
+    assert!(
+        allowed.is_empty(),
+        "{components:?} ({scripts:?}) on {target:?} allowed:\n{}",
+        allowed.join("\n")
+    );
+    assert!(call.is_ok(), "calling billing: {call:?}");
+    assert!(
+        format!("{delivered:?}").contains(&id),
+        "billing no longer gets its request: {delivered:?}"
+    );
+    assert_eq!((dead_len, paused), (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn combined_rows_keep_another_apps_streams_and_replies_out_of_reach() {
+    for components in COMBINATIONS {
+        for scripts in [Scripts::Functions, Scripts::Evalsha] {
+            attacks_fail(Target::Single, components, scripts).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn combined_rows_keep_another_apps_streams_and_replies_out_of_reach_in_a_cluster() {
+    for components in COMBINATIONS {
+        attacks_fail(Target::Cluster, components, Scripts::Functions).await;
+    }
+}
+
+/// `SETUSER` on `admin` for a fresh user with `rule`; its settings.
+async fn user_on(admin: &Transport, rule: &str) -> RedisSettings {
+    let name = format!("kaiju-acl-{}", uuid::Uuid::new_v4().simple());
+    let mut args = vec![
+        "SETUSER".to_owned(),
+        name.clone(),
+        "reset".into(),
+        "on".into(),
+        ">pw".into(),
+    ];
+    args.extend(kaiju_tests::acl::args(rule));
+    acl(admin, args).await;
+    RedisSettings {
+        username: Some(name),
+        password: Some("pw".into()),
+        ..admin.settings().clone()
+    }
+}
+
+/// Locks, a cache fill, a batch write and a listener: every kind of kaiju script.
+async fn run_every_script(t: &Transport, ns: &Namespace) -> Result<(), String> {
+    let locks = Locks::new(t.clone(), "owner").await.map_err(fail)?;
+    let guard = locks
+        .acquire(ns.key("lock").map_err(fail)?)
+        .await
+        .map_err(fail)?;
+    guard.release().await.map_err(fail)?;
+    locks.close().await;
+    let filled: i64 = Cache::new(t.clone())
+        .get_or_set_with(
+            &ns.key("filled").map_err(fail)?,
+            Duration::from_secs(60),
+            || async { Ok::<_, std::convert::Infallible>(7_i64) },
+        )
+        .await
+        .map_err(fail)?;
+    assert_eq!(filled, 7);
+    let app = app(ns);
+    let stream = rpc_stream(&app);
+    let bodies: Vec<Body> = (0..10).map(|i| ("ext.record".into(), Some(i))).collect();
+    let batch = bodies
+        .iter()
+        .map(|body| Outgoing {
+            stream: &stream,
+            body,
+            headers: Headers::new(),
+        })
+        .collect();
+    StreamWriter::new(t.clone())
+        .write_many(batch)
+        .await
+        .map_err(fail)?;
+    let seen: Seen = Arc::default();
+    let mut listener = Listener::new(
+        t.clone(),
+        &app,
+        ListenerSettings::default(),
+        recorder(&seen),
+    )
+    .map_err(fail)?;
+    listener.start().await.map_err(fail)?;
+    eventually("10 entries", Duration::from_secs(10), || async {
+        distinct(&seen) >= 10
+    })
+    .await;
+    listener.stop(Duration::from_secs(5)).await.map_err(fail)?;
+    Ok(())
+}
+
+/// Where kaiju's functions are not loaded, a user with the EVALSHA form of `<scripts>` runs
+/// every script through EVALSHA (the FCALL that found no function ran nothing); a user with
+/// `+fcall` alone is refused with a typed error that says what to do. Once an admin loaded the
+/// functions, the `+fcall` user runs every script, with no Lua of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_fall_back_to_evalsha_where_the_functions_are_not_loaded() {
+    // A server of the test's own: the shared servers have kaiju's functions (the other tests
+    // load them).
+    let Some((_server, admin)) = kaiju_tests::own_server().await else {
+        return;
+    };
+    let ns = namespace();
+    let components = ["cache", "locks", "writer", "listener"];
+    let with_evalsha = user_on(
+        &admin,
+        &rule_for(&components, ns.prefix(), Scripts::Evalsha, None),
+    )
+    .await;
+    let t = Transport::connect(&with_evalsha).await.unwrap();
+    assert!(t.scripts_as_functions(), "Redis 7 has functions");
+    if let Err(e) = run_every_script(&t, &ns).await {
+        let log = acl(&admin, vec!["LOG".into(), "20".into()]).await;
+        panic!("{e}: {log:?}");
+    }
+    let fill = kaiju_cache::scripts()[0];
+    assert!(
+        !fill.runs_as_function(&t),
+        "EVALSHA from the first FCALL that found no function on"
+    );
+    t.close().await.ok();
+
+    let fcall_only = user_on(&admin, &rule(&components, ns.prefix())).await;
+    let t = Transport::connect(&fcall_only).await.unwrap();
+    let refused = Locks::new(t.clone(), "owner")
+        .await
+        .unwrap()
+        .acquire(ns.key("refused").unwrap())
+        .await;
+    match &refused {
+        Err(LockError::Transport(TransportError::NoPermission { message })) => {
+            assert!(message.contains("kaiju functions load"), "{message}");
+        }
+        other => panic!("expected NoPermission, got {other:?}"),
+    }
+    t.close().await.ok();
+
+    load_functions(&admin).await;
+    let t = Transport::connect(&fcall_only).await.unwrap();
+    run_every_script(&t, &ns).await.unwrap();
+    assert!(fill.runs_as_function(&t), "FCALL throughout");
+    let eval: Result<Value, _> = raw(&t, None, "EVAL", words(&["return 1", "0"])).await;
+    assert!(
+        matches!(eval, Err(TransportError::NoPermission { .. })),
+        "{eval:?}"
+    );
+    t.close().await.ok();
+    // A script of the app's own (no function of kaiju's) goes to EVALSHA alone: kaiju's
+    // scripts on the same transport stay functions.
+    let own =
+        kaiju_transport::Script::new(format!("return {} -- {}", 7, uuid::Uuid::new_v4().simple()));
+    let seven: i64 = own
+        .run(&admin, Vec::<String>::new(), Vec::<String>::new())
+        .await
+        .unwrap();
+    assert_eq!(seven, 7);
+    assert!(!own.runs_as_function(&admin));
+    assert!(fill.runs_as_function(&admin));
+    admin.close().await.ok();
 }

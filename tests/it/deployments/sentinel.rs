@@ -221,7 +221,8 @@ async fn a_least_privilege_user_works_through_sentinel() {
     let rule = kaiju_tests::acl::rule(&["cache"], ns.prefix());
     let primary = set.primary_port().unwrap();
     let mut setuser = vec!["ACL", "SETUSER", "kaiju-app", "reset", "on", ">app-pw"];
-    setuser.extend(rule.split_whitespace());
+    let rule = kaiju_tests::acl::args(&rule);
+    setuser.extend(rule.iter().map(String::as_str));
     // ACL rules are per node: the replica gets them too, for after a failover.
     for port in set.data_ports() {
         set.data_cli(port, &setuser).unwrap();

@@ -25,6 +25,17 @@ static TOUCH: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../l
 static CONSUMER_LEASE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/consumer_lease.lua")));
 
+/// Every script of the listener.
+pub(crate) fn scripts() -> [&'static Script; 5] {
+    [
+        &TRIM_DELIVERED,
+        &REMOVE_IDLE_CONSUMERS,
+        &RECLAIM,
+        &TOUCH,
+        &CONSUMER_LEASE,
+    ]
+}
+
 impl From<ReplyError> for StreamError {
     fn from(e: ReplyError) -> Self {
         StreamError::Transport(TransportError::Protocol {

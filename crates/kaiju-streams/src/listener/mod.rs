@@ -9,6 +9,8 @@
 
 mod acks;
 mod commands;
+
+pub(crate) use commands::scripts;
 mod entry;
 mod in_flight;
 mod reply;

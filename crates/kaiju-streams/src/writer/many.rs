@@ -41,6 +41,11 @@ const SCRIPT_MIN_ENTRIES: usize = 4;
 static XADD_MANY: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/xadd_many.lua")));
 
+/// The script of `write_many`.
+pub(crate) fn script() -> &'static Script {
+    &XADD_MANY
+}
+
 /// The outcome of each entry, by its position in the batch.
 type Outcomes = Vec<(usize, Result<String>)>;
 

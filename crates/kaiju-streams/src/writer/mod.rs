@@ -2,6 +2,8 @@
 
 mod many;
 
+pub(crate) use many::script;
+
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
