@@ -148,6 +148,20 @@ pub trait Handler<B>: Send + Sync + 'static {
     /// Handles one entry. `Ok` acks it; [`HandlerError::retry`] redelivers it later;
     /// [`HandlerError::reject`] dead-letters it now.
     fn handle(&self, message: Message<B>) -> impl Future<Output = Result<(), HandlerError>> + Send;
+
+    /// Called for an entry the listener refuses without decoding it (a payload over
+    /// `max_entry_bytes`, or over `max_decoded_bytes` once decoded), just before it is
+    /// dead-lettered, with the entry's headers when they can be read on their own (`None`
+    /// otherwise) and the reason. A handler that answers requests tells the requester here.
+    /// Default: nothing.
+    fn refused(
+        &self,
+        headers: Option<Headers>,
+        reason: &str,
+    ) -> impl Future<Output = ()> + Send {
+        let _ = (headers, reason);
+        std::future::ready(())
+    }
 }
 
 impl<B, F, Fut> Handler<B> for F
