@@ -12,7 +12,8 @@ use kaiju_transport::fred::interfaces::PubsubInterface;
 use kaiju_transport::{Classify, Transport};
 
 use crate::context::headers;
-use crate::request::{Outcome, Reply};
+use crate::error::RpcError;
+use crate::request::{Outcome, Reply, ReplyBody, Response};
 use crate::scope::Scope;
 use crate::server::Server;
 use crate::state::ServerSettings;
@@ -32,7 +33,7 @@ pub(crate) async fn send_reply(transport: &Transport, request: &Headers, reply: 
     if let Some(id) = request.get(headers::REQUEST_ID) {
         out.insert(headers::REQUEST_ID, id.clone());
     }
-    let payload = match encode(&reply.to_value(), &out) {
+    let payload = match encode(reply, &out) {
         Ok(payload) => Bytes::from(payload),
         Err(e) => {
             tracing::error!(error = %e, "a reply could not be encoded");
@@ -139,6 +140,21 @@ impl kaiju_streams::Handler<Value> for RpcHandler {
             // another consumer), without counting as a failure.
             Outcome::Unavailable => Err(HandlerError::defer("the rpc server is stopping")),
         }
+    }
+
+    /// An entry too large to decode: the requester gets one `InvalidRequest` answer, with
+    /// the listener's reason, instead of waiting for its timeout.
+    async fn refused(&self, headers: Option<Headers>, reason: &str) {
+        let Some(headers) = headers else {
+            return;
+        };
+        let parsed = crate::context::Parsed::read(&headers, self.server.limits());
+        let error = RpcError::invalid_request(format!("Invalid request: {reason}"));
+        let reply = Reply {
+            correlation_id: parsed.correlation_id,
+            body: ReplyBody::Single(Response::error(Value::Nil, error, Outcome::Rejected)),
+        };
+        send_reply(&self.transport, &headers, &reply).await;
     }
 }
 

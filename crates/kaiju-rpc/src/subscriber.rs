@@ -5,7 +5,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use kaiju_core::{AppSettings, Lifecycle, LifecycleError, Namespace, Value};
-use kaiju_streams::decode;
+use kaiju_core::codec::decoded_size;
+use kaiju_streams::{DEFAULT_MAX_DECODED_BYTES, DEFAULT_MAX_ENTRY_BYTES, decode};
 use kaiju_transport::fred::interfaces::EventInterface;
 use kaiju_transport::fred::types::Message;
 use kaiju_transport::{Connection, Transport, events};
@@ -116,7 +117,17 @@ impl Lifecycle for RpcSubscriber {
                 let (server, transport, run) =
                     (server.clone(), transport.clone(), this_run.clone());
                 async move {
-                    let Some(Ok((body, headers))) = message.value.as_bytes().map(decode::<Value>)
+                    // The listener's bounds: a message is never decoded when it is too large, or
+                    // would be once decoded.
+                    let bounded = |bytes: &[u8]| {
+                        bytes.len() <= DEFAULT_MAX_ENTRY_BYTES
+                            && decoded_size(bytes, DEFAULT_MAX_DECODED_BYTES).is_ok()
+                    };
+                    let Some(Ok((body, headers))) = message
+                        .value
+                        .as_bytes()
+                        .filter(|bytes| bounded(bytes))
+                        .map(decode::<Value>)
                     else {
                         tracing::warn!(channel = %message.channel, "an unreadable message was dropped");
                         return;
