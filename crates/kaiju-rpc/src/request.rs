@@ -258,7 +258,15 @@ impl Reply {
     /// it, and stopping once past `max`).
     pub(crate) fn fits(&self, max: usize) -> bool {
         let mut left = max;
-        let header = |n: usize| if n < 16 { 1 } else if n <= 0xffff { 3 } else { 5 };
+        let header = |n: usize| {
+            if n < 16 {
+                1
+            } else if n <= 0xffff {
+                3
+            } else {
+                5
+            }
+        };
         if let ReplyBody::Batch(rs) = &self.body {
             match left.checked_sub(header(rs.len())) {
                 Some(l) => left = l,
@@ -355,12 +363,15 @@ mod tests {
             panic!("single")
         };
         assert_eq!(c.method.unwrap(), "a.b");
-        let Body::Batch(cs) = Body::read(Value::Array(vec![
-            Value::Array(vec![s("a.b"), Value::Map(vec![])]),
-            Value::Int(5),
-            Value::Array(vec![]),
-            Value::Map(vec![(s("method"), s("x.y")), (s("id"), s("q"))]),
-        ]), 100) else {
+        let Body::Batch(cs) = Body::read(
+            Value::Array(vec![
+                Value::Array(vec![s("a.b"), Value::Map(vec![])]),
+                Value::Int(5),
+                Value::Array(vec![]),
+                Value::Map(vec![(s("method"), s("x.y")), (s("id"), s("q"))]),
+            ]),
+            100,
+        ) else {
             panic!("batch")
         };
         assert_eq!(cs.len(), 4);

@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use kaiju_core::{AppSettings, Lifecycle, LifecycleError, Namespace, Value};
 use kaiju_core::codec::decoded_size;
+use kaiju_core::{AppSettings, Lifecycle, LifecycleError, Namespace, Value};
 use kaiju_streams::{DEFAULT_MAX_DECODED_BYTES, DEFAULT_MAX_ENTRY_BYTES, decode};
 use kaiju_transport::fred::interfaces::EventInterface;
 use kaiju_transport::fred::types::Message;

@@ -154,11 +154,7 @@ pub trait Handler<B>: Send + Sync + 'static {
     /// dead-lettered, with the entry's headers when they can be read on their own (`None`
     /// otherwise) and the reason. A handler that answers requests tells the requester here.
     /// Default: nothing.
-    fn refused(
-        &self,
-        headers: Option<Headers>,
-        reason: &str,
-    ) -> impl Future<Output = ()> + Send {
+    fn refused(&self, headers: Option<Headers>, reason: &str) -> impl Future<Output = ()> + Send {
         let _ = (headers, reason);
         std::future::ready(())
     }

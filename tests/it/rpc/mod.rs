@@ -5,5 +5,6 @@ mod calls;
 mod deadlines;
 mod delivery;
 mod hostile_input;
+mod memory;
 mod replies;
 mod shutdown;

@@ -62,9 +62,9 @@
 //!
 //! Filling never panics, and its work is bounded: params and template evaluation are limited
 //! to 128 levels, and one batch's templates share one budget of memory, in bytes as the values
-//! take them (32 bytes a value, plus the bytes of its strings): every copy out of the results,
-//! every `!f` output, and every result the batch holds for later templates is charged to it
-//! (the server's `max_batch_bytes`, default 16 MiB). So `["[0]", "[0]"]` repeated down a batch,
+//! take them (32 bytes a value, plus the heap blocks of its strings, arrays and maps): every
+//! copy out of the results, every `!f` output, and every result the batch holds for later
+//! templates is charged to it (the server's `max_batch_bytes`, default 8 MiB). So `["[0]", "[0]"]` repeated down a batch,
 //! which doubles its data at each request, stops at the budget instead of exhausting memory:
 //! the request that would pass it fails with "invalid params" (or, for a result, "invalid
 //! request"), and the rest of the batch is aborted.
@@ -85,10 +85,23 @@ use syntax::{literal, request_index, split_arg, template_body, unquote};
 const MAX_DEPTH: usize = 128;
 
 /// The default budget of one batch's templates, in bytes: see [`Budget`].
-pub(crate) const DEFAULT_BUDGET_BYTES: usize = 16 << 20;
+pub(crate) const DEFAULT_BUDGET_BYTES: usize = 8 << 20;
 
-/// What one value costs held in memory, beyond the bytes of its strings: its slot.
+/// What one value costs held in memory, beyond its heap block: its slot.
 const VALUE_BYTES: usize = std::mem::size_of::<Value>();
+
+/// What a heap block of `n` bytes costs: malloc's header and rounding, and its least chunk
+/// (on 64-bit glibc, 32 bytes even for a one-byte string); nothing for an empty one.
+fn block(n: usize) -> usize {
+    if n == 0 {
+        0
+    } else {
+        n.saturating_add(BLOCK_OVERHEAD).max(32)
+    }
+}
+
+/// malloc's header and rounding of one heap block, about.
+const BLOCK_OVERHEAD: usize = 16;
 
 /// The longest piece of client text quoted in an error message, in characters.
 const MAX_QUOTED_CHARS: usize = 100;
@@ -455,7 +468,7 @@ impl Filler<'_> {
             };
             self.format_one(&format, &mut out, depth)?;
         }
-        self.charge(out.len().saturating_add(VALUE_BYTES))?;
+        self.charge(block(out.len()).saturating_add(VALUE_BYTES))?;
         Ok(out)
     }
 
@@ -538,8 +551,8 @@ impl Filler<'_> {
     }
 }
 
-/// How many bytes of memory a copy of `value` takes (a slot per value, and the bytes of its
-/// strings, bytes and extensions), or `Err` if that is over `max_bytes`. Iterative, so it
+/// How many bytes of memory a copy of `value` takes (a slot per value, and the heap blocks of
+/// its strings, bytes, extensions, arrays and maps), or `Err` if that is over `max_bytes`. Iterative, so it
 /// neither recurses nor allocates beyond what the value itself holds.
 fn weigh(value: &Value, max_bytes: usize) -> Result<usize, ()> {
     let mut stack = vec![value];
@@ -547,10 +560,23 @@ fn weigh(value: &Value, max_bytes: usize) -> Result<usize, ()> {
     while let Some(value) = stack.pop() {
         bytes = bytes.saturating_add(VALUE_BYTES);
         match value {
-            Value::Str(s) => bytes = bytes.saturating_add(s.len()),
-            Value::Bin(data) | Value::Ext(_, data) => bytes = bytes.saturating_add(data.len()),
-            Value::Array(items) => stack.extend(items.iter()),
-            Value::Map(entries) => stack.extend(entries.iter().flat_map(|(key, item)| [key, item])),
+            Value::Str(s) => bytes = bytes.saturating_add(block(s.len())),
+            Value::Bin(data) | Value::Ext(_, data) => {
+                bytes = bytes.saturating_add(block(data.len()));
+            }
+            // The items' slots are charged as each item is; the block's overhead here.
+            Value::Array(items) => {
+                if !items.is_empty() {
+                    bytes = bytes.saturating_add(BLOCK_OVERHEAD);
+                }
+                stack.extend(items.iter());
+            }
+            Value::Map(entries) => {
+                if !entries.is_empty() {
+                    bytes = bytes.saturating_add(BLOCK_OVERHEAD);
+                }
+                stack.extend(entries.iter().flat_map(|(key, item)| [key, item]));
+            }
             Value::Nil | Value::Bool(_) | Value::Int(_) | Value::UInt(_) | Value::Float(_) => {}
         }
         if bytes > max_bytes {
