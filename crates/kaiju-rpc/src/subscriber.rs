@@ -24,6 +24,9 @@ use crate::subscription;
 /// restart, a reconnect) is gone, and so is one that arrives while the subscriber is more than
 /// about a thousand messages behind. Use the stream ([`RpcListener`](crate::RpcListener)) for
 /// anything that must run.
+///
+/// A message over the listener's default `max_entry_bytes` (8 MiB), or that would take over its
+/// default `max_decoded_bytes` (16 MiB) once decoded, is dropped undecoded, with a warning.
 pub struct RpcSubscriber {
     transport: Transport,
     channel: String,
@@ -129,7 +132,7 @@ impl Lifecycle for RpcSubscriber {
                         .filter(|bytes| bounded(bytes))
                         .map(decode::<Value>)
                     else {
-                        tracing::warn!(channel = %message.channel, "an unreadable message was dropped");
+                        tracing::warn!(channel = %message.channel, "an unreadable or oversized message was dropped");
                         return;
                     };
                     // Waiting for a slot here stops reading: the messages queue in the

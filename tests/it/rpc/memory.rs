@@ -232,7 +232,6 @@ async fn the_worst_decode_shape_costs_a_bounded_amount() {
     let Some(t) = kaiju_tests::connect(Target::Single).await else {
         return;
     };
-    let app = app(&kaiju_tests::namespace());
     let nested = |bytes: usize| {
         let tower = [vec![0x91; 120], vec![0xc0]].concat();
         let towers = (bytes / tower.len()) as u32;

@@ -138,12 +138,15 @@ async fn a_ten_byte_entry_declaring_a_huge_map_is_dead_lettered(
     cleanup(t, &[stream.as_str(), listener.dead_letter_key()]).await;
 }
 
+/// The headers and reason of each entry a listener refused.
+type Refused = Arc<Mutex<Vec<(Option<Headers>, String)>>>;
+
 /// A handler that records what it handled, and the headers and reasons of the entries the
 /// listener refused.
 #[derive(Default, Clone)]
 struct Refusals {
     handled: Seen,
-    refused: Arc<Mutex<Vec<(Option<Headers>, String)>>>,
+    refused: Refused,
 }
 
 impl kaiju_streams::Handler<Body> for Refusals {

@@ -133,12 +133,12 @@ pub fn decoded_size(bytes: &[u8], limit: usize) -> Result<DecodedSize, SizeError
                 (0, bytes_block(n))
             }
             // Extensions: fixed sizes, then with a length; data, plus the tag.
-            0xd4 | 0xd5 | 0xd6 | 0xd7 | 0xd8 => {
+            0xd4..=0xd8 => {
                 let n = 1 << (marker - 0xd4);
                 take(&mut at, 1 + n)?;
                 (0, bytes_block(n))
             }
-            0xc7 | 0xc8 | 0xc9 => {
+            0xc7..=0xc9 => {
                 let width = 1 << (marker - 0xc7);
                 let n = read_len(&mut at, width)?;
                 take(&mut at, 1)?;
