@@ -142,6 +142,18 @@ impl kaiju_streams::Handler<Value> for RpcHandler {
         }
     }
 
+    /// A batch longer than `max_batch_length` is refused before it is decoded (its length is
+    /// in its array header): none of its requests is read.
+    fn check_payload(&self, payload: &[u8]) -> Result<(), String> {
+        let max = self.server.settings().max_batch_length;
+        match crate::request::batch_length(payload) {
+            Some(n) if n > max => Err(format!(
+                "a batch of {n} requests, at most {max} are accepted (max_batch_length)"
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// An entry too large to decode: the requester gets one `InvalidRequest` answer, with
     /// the listener's reason, instead of waiting for its timeout.
     async fn refused(&self, headers: Option<Headers>, reason: &str) {

@@ -228,6 +228,32 @@ impl Reply {
     }
 }
 
+/// The length of the batch an envelope's payload (`[body, headers]`, msgpack) holds, read off
+/// the array headers without decoding anything: `None` when the body is not a batch (kaiju's
+/// rule: an array whose first item is not a string) or cannot be read so far.
+pub(crate) fn batch_length(payload: &[u8]) -> Option<usize> {
+    let body = payload.strip_prefix(b"\x92")?;
+    let (&marker, rest) = body.split_first()?;
+    let (len, items) = match marker {
+        0x90..=0x9f => (usize::from(marker & 0x0f), rest),
+        0xdc => {
+            let (n, items) = rest.split_first_chunk::<2>()?;
+            (usize::from(u16::from_be_bytes(*n)), items)
+        }
+        0xdd => {
+            let (n, items) = rest.split_first_chunk::<4>()?;
+            (usize::try_from(u32::from_be_bytes(*n)).ok()?, items)
+        }
+        _ => return None,
+    };
+    if len == 0 {
+        return None;
+    }
+    let first = *items.first()?;
+    let string = matches!(first, 0xa0..=0xbf | 0xd9 | 0xda | 0xdb);
+    (!string).then_some(len)
+}
+
 impl serde::Serialize for Response {
     /// The same bytes as [`to_value`](Self::to_value), without copying the result.
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -394,6 +420,25 @@ mod tests {
                 assert_eq!(c.method.is_ok(), body == Value::Array(vec![s("only")]));
             }
         }
+    }
+
+    #[test]
+    fn batch_lengths_are_read_off_the_headers() {
+        use kaiju_core::{Codec, Msgpack};
+        let envelope =
+            |body: &Value| kaiju_streams::encode(body, &kaiju_streams::Headers::new()).unwrap();
+        let item = Value::Array(vec![s("a.b"), Value::Nil]);
+        for n in [1, 15, 16, 70_000] {
+            let batch = Value::Array(vec![item.clone(); n]);
+            assert_eq!(batch_length(&envelope(&batch)), Some(n));
+        }
+        assert_eq!(batch_length(&envelope(&item)), None, "a single request");
+        assert_eq!(batch_length(&envelope(&Value::Array(vec![]))), None);
+        assert_eq!(batch_length(&envelope(&Value::Nil)), None);
+        let long = Value::Array(vec![s(&"x".repeat(300)), Value::Nil]);
+        assert_eq!(batch_length(&envelope(&long)), None, "str8 is a string");
+        assert_eq!(batch_length(b"\x92\xdd\xff\xff"), None, "cut short");
+        assert_eq!(batch_length(&Msgpack::WIRE.encode(&1).unwrap()), None);
     }
 
     #[test]

@@ -194,6 +194,30 @@ async fn an_over_long_batch_costs_a_bounded_amount() {
     assert!(answers.try_recv().is_err(), "answered more than once");
 }
 
+/// A batch just over `max_batch_length`, small enough to decode, is refused from its array
+/// header: never decoded (dead-lettered as `too_large`), and none of its requests runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_over_long_batch_is_refused_before_it_is_decoded() {
+    let Some(t) = kaiju_tests::connect(Target::Single).await else {
+        return;
+    };
+    let ns = kaiju_tests::namespace();
+    let mark = ns.key("mark").unwrap().into_string();
+    let item = Value::Array(vec![
+        Value::Str("svc.mark".into()),
+        Value::Map(vec![(Value::Str("key".into()), Value::Str(mark.clone()))]),
+    ]);
+    let payload = kaiju_streams::encode(&Value::Array(vec![item; 101]), &Headers::new()).unwrap();
+    let (_, _, letters) = peak_on(&t, &ns, "a batch of 101", vec![payload]).await;
+    assert_eq!(letters.len(), 1);
+    assert_eq!(field(&letters[0], "kind"), Some("too_large"));
+    let reason = field(&letters[0], "reason").unwrap();
+    assert!(reason.contains("a batch of 101 requests"), "{reason}");
+    // The two marks are the warm-up's and the settling one's: none of the batch's 101 ran.
+    let marked: i64 = t.pool().get(mark.as_str()).await.unwrap();
+    assert_eq!(marked, 2);
+}
+
 /// Issue 31 item 7: 600-odd bytes of templates, each request doubling the data of the one
 /// before (20 times: 2^20 times the first result, if nothing stops it). Before: 191 MB peak for
 /// one entry.

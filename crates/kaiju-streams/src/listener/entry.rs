@@ -105,6 +105,9 @@ where
         if let Some(reason) = self.too_large(payload) {
             return Err(Verdict::TooLarge(reason));
         }
+        if let Err(reason) = self.handler.check_payload(payload) {
+            return Err(Verdict::TooLarge(reason));
+        }
         // A body type's own `Deserialize` may panic; that must not take the task with it.
         let (body, headers) = match catch_unwind(|| decode::<B>(payload)) {
             Ok(Ok(decoded)) => decoded,
