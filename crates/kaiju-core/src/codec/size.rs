@@ -267,6 +267,43 @@ mod tests {
         assert_eq!(size(&flat).decoded, 32 + 1024 * 32 + BLOCK_OVERHEAD);
     }
 
+    /// Arbitrary bytes never panic the walk, and whatever the decoder reads as one value the
+    /// walk spans exactly and never calls malformed. `cargo xtask fuzz` runs it with more cases.
+    #[test]
+    fn fuzz_decoded_size() {
+        use proptest::prelude::*;
+        use proptest::test_runner::{Config, TestRunner};
+        let markers = prop_oneof![
+            any::<u8>(),
+            Just(0x91_u8),
+            Just(0x81),
+            Just(0xdc),
+            Just(0xdd),
+            Just(0xdf),
+            Just(0xc7),
+            Just(0xd9),
+            Just(0x00),
+        ];
+        let strategy = proptest::collection::vec(markers, 0..128);
+        let cases = kaiju_testkit::fuzz_cases();
+        let mut runner = TestRunner::new(Config::with_cases(cases));
+        runner
+            .run(&strategy, |bytes| {
+                let measured = decoded_size(&bytes, BIG);
+                let _ = decoded_size(&bytes, 100);
+                let mut rest = bytes.as_slice();
+                let mut decoder = rmp_serde::Deserializer::new(&mut rest);
+                decoder.set_max_depth(crate::codec::MAX_DEPTH);
+                if serde::Deserialize::deserialize(&mut decoder).is_ok_and(|_: Value| true) {
+                    let read = bytes.len() - rest.len();
+                    prop_assert_eq!(measured.map(|m| m.encoded), Ok(read));
+                }
+                Ok(())
+            })
+            .unwrap();
+        eprintln!("fuzz_decoded_size: {cases} inputs measured without a panic");
+    }
+
     #[test]
     fn the_limit_stops_the_walk() {
         let nested = [vec![0x91; 100_000], vec![0xc0]].concat();
