@@ -42,6 +42,10 @@ use serde::de::DeserializeOwned;
 
 use crate::value::Value;
 
+mod size;
+
+pub use size::{DecodedSize, SizeError, decoded_size};
+
 /// Encoding or decoding failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

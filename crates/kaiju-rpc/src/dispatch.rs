@@ -74,7 +74,7 @@ impl Run<'_> {
     pub(crate) async fn one(
         &self,
         call: Call,
-        earlier: Option<(&[Option<Value>], &mut Budget)>,
+        earlier: Option<(&[Option<&Value>], &mut Budget)>,
     ) -> Response {
         let response = self.execute(call, earlier).await;
         self.inner.counters.count(response.outcome);
@@ -84,7 +84,7 @@ impl Run<'_> {
     async fn execute(
         &self,
         call: Call,
-        earlier: Option<(&[Option<Value>], &mut Budget)>,
+        earlier: Option<(&[Option<&Value>], &mut Budget)>,
     ) -> Response {
         let Call { method, params, id } = call;
         let name = match method {
@@ -130,8 +130,16 @@ impl Run<'_> {
         }
         let attempts = self.parsed.attempts.max(1);
         let mut attempt = 1;
+        // The last attempt takes the params themselves: a batch never holds two copies of
+        // large params while a method runs, unless the method may run again.
+        let mut params = Some(params);
         let result = loop {
-            let future = (method.call)(params.clone(), ctx.clone());
+            let this = if attempt < attempts {
+                params.clone()
+            } else {
+                params.take()
+            };
+            let future = (method.call)(this.unwrap_or(Value::Nil), ctx.clone());
             let run = ctx
                 .clone()
                 .scope_over(CatchUnwind(future))
@@ -204,41 +212,43 @@ impl Run<'_> {
     /// - A template that cannot be filled aborts the rest (their params likely depend on it).
     /// - Once the deadline passed, the rest get `RequestTimeout` without running.
     pub(crate) async fn batch(&self, calls: Vec<Call>) -> Vec<Response> {
-        let max = self.inner.settings.max_batch_length;
-        if calls.len() > max {
-            let error = RpcError::invalid_request(format!(
-                "Invalid request: a batch of {} requests, at most {max} are accepted",
-                calls.len()
-            ));
-            return calls
-                .into_iter()
-                .map(|c| {
-                    self.inner.counters.count(Outcome::Rejected);
-                    Response::error(c.id, error.clone(), Outcome::Rejected)
-                })
-                .collect();
-        }
-        let mut results: Vec<Option<Value>> = Vec::new();
-        let mut budget = Budget::default();
-        let mut responses = Vec::with_capacity(calls.len());
+        // The results are read from the responses: a batch holds each result once.
+        let mut budget = Budget::new(self.inner.settings.max_batch_bytes);
+        let mut responses: Vec<Response> = Vec::with_capacity(calls.len());
         let mut stop: Option<(RpcError, Outcome)> = None;
         for (i, call) in calls.into_iter().enumerate() {
             if let Some((error, outcome)) = &stop {
                 self.inner.counters.count(*outcome);
                 responses.push(Response::error(call.id, error.clone(), *outcome));
-                results.push(None);
                 continue;
             }
             let templated = self.parsed.template && i > 0;
-            let earlier = templated.then_some((results.as_slice(), &mut budget));
-            let response = self.one(call, earlier).await;
-            let templated = templated
+            let mut response = if templated {
+                let results: Vec<Option<&Value>> =
+                    responses.iter().map(|r| r.result.as_ref().ok()).collect();
+                self.one(call, Some((&results, &mut budget))).await
+            } else {
+                self.one(call, None).await
+            };
+            let mut templated = templated
                 && response
                     .result
                     .as_ref()
                     .err()
                     .and_then(|e| e.data("template"))
                     .is_some();
+            if self.parsed.template
+                && let Ok(result) = &response.result
+                && let Err(reason) = budget.hold(result)
+            {
+                // Later templates may copy it: a result the budget cannot hold is dropped
+                // (its method ran; running it again would give the same), and the rest of the
+                // batch is aborted as after a template that cannot be filled.
+                let error = RpcError::invalid_request(format!("Invalid request: {reason}"))
+                    .with_data("max_batch_bytes", self.inner.settings.max_batch_bytes);
+                response = Response::error(response.id, error, Outcome::Rejected);
+                templated = true;
+            }
             if response.outcome == Outcome::TimedOut
                 || (response.outcome == Outcome::Rejected && Instant::now() >= self.parsed.deadline)
             {
@@ -249,7 +259,6 @@ impl Run<'_> {
             } else if response.result.is_err() && (self.parsed.abort_on_error || templated) {
                 stop = Some((RpcError::aborted(), Outcome::Aborted));
             }
-            results.push(response.result.as_ref().ok().cloned());
             responses.push(response);
         }
         responses

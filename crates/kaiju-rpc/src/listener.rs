@@ -14,7 +14,8 @@ use kaiju_transport::fred::interfaces::PubsubInterface;
 use kaiju_transport::{Classify, Transport};
 
 use crate::context::headers;
-use crate::request::{Outcome, Reply};
+use crate::error::RpcError;
+use crate::request::{Outcome, Reply, ReplyBody, Response};
 use crate::scope::Scope;
 use crate::server::Server;
 use crate::state::ServerSettings;
@@ -63,7 +64,7 @@ impl Replier {
         if let Some(id) = request.get(headers::REQUEST_ID) {
             out.insert(headers::REQUEST_ID, id.clone());
         }
-        let payload = match encode(&reply.to_value(), &out) {
+        let payload = match encode(reply, &out) {
             Ok(payload) => Bytes::from(payload),
             Err(e) => {
                 tracing::error!(error = %e, "a reply could not be encoded");
@@ -208,6 +209,33 @@ impl kaiju_streams::Handler<Value> for RpcHandler {
             // another consumer), without counting as a failure.
             Outcome::Unavailable => Err(HandlerError::defer("the rpc server is stopping")),
         }
+    }
+
+    /// A batch longer than `max_batch_length` is refused before it is decoded (its length is
+    /// in its array header): none of its requests is read.
+    fn check_payload(&self, payload: &[u8]) -> Result<(), String> {
+        let max = self.server.settings().max_batch_length;
+        match crate::request::batch_length(payload) {
+            Some(n) if n > max => Err(format!(
+                "a batch of {n} requests, at most {max} are accepted (max_batch_length)"
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// An entry too large to decode: the requester gets one `InvalidRequest` answer, with
+    /// the listener's reason, instead of waiting for its timeout.
+    async fn refused(&self, headers: Option<Headers>, reason: &str) {
+        let Some(headers) = headers else {
+            return;
+        };
+        let parsed = crate::context::Parsed::read(&headers, self.server.limits());
+        let error = RpcError::invalid_request(format!("Invalid request: {reason}"));
+        let reply = Reply {
+            correlation_id: parsed.correlation_id,
+            body: ReplyBody::Single(Response::error(Value::Nil, error, Outcome::Rejected)),
+        };
+        self.replier.send(&headers, &reply).await;
     }
 }
 

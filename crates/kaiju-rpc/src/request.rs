@@ -69,9 +69,24 @@ fn call(item: Value, default_id: Value) -> Call {
 
 impl Body {
     /// Reads a body. kaiju tells a single request from a batch by the type of the first item
-    /// (a string: single); a body that is neither is one invalid request.
-    pub(crate) fn read(body: Value) -> Self {
+    /// (a string: single); a body that is neither is one invalid request. A batch longer than
+    /// `max_batch_length` is one invalid request too: one error answer, none of its items read.
+    pub(crate) fn read(body: Value, max_batch_length: usize) -> Self {
         match body {
+            Value::Array(items)
+                if items.len() > max_batch_length
+                    && items.first().is_some_and(|v| !matches!(v, Value::Str(_))) =>
+            {
+                Self::Single(Call {
+                    method: Err(RpcError::invalid_request(format!(
+                        "Invalid request: a batch of {} requests, at most {max_batch_length} are accepted",
+                        items.len()
+                    ))
+                    .with_data("max_batch_length", max_batch_length)),
+                    params: Value::Nil,
+                    id: Value::Nil,
+                })
+            }
             Value::Array(items) if items.first().is_some_and(|v| !matches!(v, Value::Str(_))) => {
                 Self::Batch(
                     items
@@ -213,6 +228,153 @@ impl Reply {
     }
 }
 
+/// The length of the batch an envelope's payload (`[body, headers]`, msgpack) holds, read off
+/// the array headers without decoding anything: `None` when the body is not a batch (kaiju's
+/// rule: an array whose first item is not a string) or cannot be read so far.
+pub(crate) fn batch_length(payload: &[u8]) -> Option<usize> {
+    let body = payload.strip_prefix(b"\x92")?;
+    let (&marker, rest) = body.split_first()?;
+    let (len, items) = match marker {
+        0x90..=0x9f => (usize::from(marker & 0x0f), rest),
+        0xdc => {
+            let (n, items) = rest.split_first_chunk::<2>()?;
+            (usize::from(u16::from_be_bytes(*n)), items)
+        }
+        0xdd => {
+            let (n, items) = rest.split_first_chunk::<4>()?;
+            (usize::try_from(u32::from_be_bytes(*n)).ok()?, items)
+        }
+        _ => return None,
+    };
+    if len == 0 {
+        return None;
+    }
+    let first = *items.first()?;
+    let string = matches!(first, 0xa0..=0xbf | 0xd9 | 0xda | 0xdb);
+    (!string).then_some(len)
+}
+
+impl serde::Serialize for Response {
+    /// The same bytes as [`to_value`](Self::to_value), without copying the result.
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(3))?;
+        map.serialize_entry("jsonrpc", "2.0")?;
+        map.serialize_entry("id", &self.id)?;
+        match &self.result {
+            Ok(value) => map.serialize_entry("result", value)?,
+            Err(e) => map.serialize_entry("error", &e.to_value())?,
+        }
+        map.end()
+    }
+}
+
+impl serde::Serialize for Reply {
+    /// The same bytes as [`to_value`](Self::to_value), without copying the results.
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match &self.body {
+            ReplyBody::Single(r) => r.serialize(serializer),
+            ReplyBody::Batch(rs) => serializer.collect_seq(rs),
+        }
+    }
+}
+
+impl Reply {
+    /// Whether the reply's body, encoded, takes at most `max` bytes (measured without encoding
+    /// it, and stopping once past `max`).
+    pub(crate) fn fits(&self, max: usize) -> bool {
+        let mut left = max;
+        let header = |n: usize| {
+            if n < 16 {
+                1
+            } else if n <= 0xffff {
+                3
+            } else {
+                5
+            }
+        };
+        if let ReplyBody::Batch(rs) = &self.body {
+            match left.checked_sub(header(rs.len())) {
+                Some(l) => left = l,
+                None => return false,
+            }
+        }
+        for r in self.responses() {
+            // `{"jsonrpc": "2.0", "id": …, "result" | "error": …}`: 1 + 8 + 4 + 3 + 7 at most.
+            let Some(l) = left.checked_sub(23) else {
+                return false;
+            };
+            left = l;
+            for value in [Some(&r.id), r.result.as_ref().ok()].into_iter().flatten() {
+                match encoded_len(value, left) {
+                    Some(n) => left -= n,
+                    None => return false,
+                }
+            }
+            if let Err(e) = &r.result {
+                match encoded_len(&e.to_value(), left) {
+                    Some(n) => left -= n,
+                    None => return false,
+                }
+            }
+        }
+        true
+    }
+}
+
+/// How many bytes `value` takes as msgpack (as the codec writes it), or `None` once past
+/// `max`. Iterative: a deep value cannot exhaust the stack.
+pub(crate) fn encoded_len(value: &Value, max: usize) -> Option<usize> {
+    // The header of a string, bytes, array or map of `n`: the smallest form that holds `n`.
+    fn header(n: usize, fix: usize, eight: bool) -> usize {
+        if n < fix {
+            1
+        } else if eight && n <= 0xff {
+            2
+        } else if n <= 0xffff {
+            3
+        } else {
+            5
+        }
+    }
+    fn int(n: i64) -> usize {
+        match n {
+            -32..=127 => 1,
+            -128..=255 => 2,
+            -32_768..=65_535 => 3,
+            -2_147_483_648..=4_294_967_295 => 5,
+            _ => 9,
+        }
+    }
+    let mut stack = vec![value];
+    let mut len: usize = 0;
+    while let Some(value) = stack.pop() {
+        len = len.saturating_add(match value {
+            Value::Nil | Value::Bool(_) => 1,
+            Value::Int(n) => int(*n),
+            Value::UInt(_) | Value::Float(_) => 9,
+            Value::Str(s) => header(s.len(), 32, true).saturating_add(s.len()),
+            Value::Bin(b) => header(b.len(), 0, true).saturating_add(b.len()),
+            Value::Ext(_, d) => match d.len() {
+                1 | 2 | 4 | 8 | 16 => 2 + d.len(),
+                n => header(n, 0, true).saturating_add(1).saturating_add(n),
+            },
+            Value::Array(items) => {
+                stack.extend(items.iter());
+                header(items.len(), 16, false)
+            }
+            Value::Map(entries) => {
+                stack.extend(entries.iter().flat_map(|(k, v)| [k, v]));
+                header(entries.len(), 16, false)
+            }
+        });
+        if len > max {
+            return None;
+        }
+    }
+    Some(len)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,16 +385,19 @@ mod tests {
 
     #[test]
     fn kaijus_bodies_are_read() {
-        let Body::Single(c) = Body::read(Value::Array(vec![s("a.b"), Value::Nil])) else {
+        let Body::Single(c) = Body::read(Value::Array(vec![s("a.b"), Value::Nil]), 100) else {
             panic!("single")
         };
         assert_eq!(c.method.unwrap(), "a.b");
-        let Body::Batch(cs) = Body::read(Value::Array(vec![
-            Value::Array(vec![s("a.b"), Value::Map(vec![])]),
-            Value::Int(5),
-            Value::Array(vec![]),
-            Value::Map(vec![(s("method"), s("x.y")), (s("id"), s("q"))]),
-        ])) else {
+        let Body::Batch(cs) = Body::read(
+            Value::Array(vec![
+                Value::Array(vec![s("a.b"), Value::Map(vec![])]),
+                Value::Int(5),
+                Value::Array(vec![]),
+                Value::Map(vec![(s("method"), s("x.y")), (s("id"), s("q"))]),
+            ]),
+            100,
+        ) else {
             panic!("batch")
         };
         assert_eq!(cs.len(), 4);
@@ -250,10 +415,75 @@ mod tests {
             Value::Int(1),
             Value::Array(vec![s("only")]),
         ] {
-            if let Body::Single(c) = Body::read(body.clone()) {
+            if let Body::Single(c) = Body::read(body.clone(), 100) {
                 // `["only"]` is a request without params (kaiju crashes on it, D27).
                 assert_eq!(c.method.is_ok(), body == Value::Array(vec![s("only")]));
             }
         }
+    }
+
+    #[test]
+    fn batch_lengths_are_read_off_the_headers() {
+        use kaiju_core::{Codec, Msgpack};
+        let envelope =
+            |body: &Value| kaiju_streams::encode(body, &kaiju_streams::Headers::new()).unwrap();
+        let item = Value::Array(vec![s("a.b"), Value::Nil]);
+        for n in [1, 15, 16, 70_000] {
+            let batch = Value::Array(vec![item.clone(); n]);
+            assert_eq!(batch_length(&envelope(&batch)), Some(n));
+        }
+        assert_eq!(batch_length(&envelope(&item)), None, "a single request");
+        assert_eq!(batch_length(&envelope(&Value::Array(vec![]))), None);
+        assert_eq!(batch_length(&envelope(&Value::Nil)), None);
+        let long = Value::Array(vec![s(&"x".repeat(300)), Value::Nil]);
+        assert_eq!(batch_length(&envelope(&long)), None, "str8 is a string");
+        assert_eq!(batch_length(b"\x92\xdd\xff\xff"), None, "cut short");
+        assert_eq!(batch_length(&Msgpack::WIRE.encode(&1).unwrap()), None);
+    }
+
+    #[test]
+    fn encoded_lengths_are_the_codecs() {
+        use kaiju_core::{Codec, Msgpack};
+        let value = Value::Array(vec![
+            Value::Nil,
+            Value::Bool(true),
+            Value::Int(-1),
+            Value::Int(-33),
+            Value::Int(200),
+            Value::Int(-200),
+            Value::Int(70_000),
+            Value::Int(-70_000),
+            Value::Int(5_000_000_000),
+            Value::UInt(u64::MAX),
+            Value::Float(0.5),
+            s(&"x".repeat(31)),
+            s(&"x".repeat(32)),
+            s(&"x".repeat(300)),
+            s(&"x".repeat(70_000)),
+            Value::Bin(vec![0; 3]),
+            Value::Bin(vec![0; 300]),
+            Value::Ext(1, vec![0; 4]),
+            Value::Ext(1, vec![0; 5]),
+            Value::Array(vec![Value::Nil; 20]),
+            Value::Map(vec![(s("k"), Value::Nil); 20]),
+        ]);
+        let bytes = Msgpack::WIRE.encode(&value).unwrap();
+        assert_eq!(encoded_len(&value, usize::MAX), Some(bytes.len()));
+        assert_eq!(encoded_len(&value, bytes.len() - 1), None);
+        let reply = Reply {
+            correlation_id: "c".into(),
+            body: ReplyBody::Batch(vec![
+                Response {
+                    id: Value::Int(0),
+                    result: Ok(value),
+                    outcome: Outcome::Ok,
+                },
+                Response::error(Value::Int(1), RpcError::aborted(), Outcome::Aborted),
+            ]),
+        };
+        let bytes = Msgpack::WIRE.encode(&reply).unwrap();
+        assert_eq!(bytes, Msgpack::WIRE.encode(&reply.to_value()).unwrap());
+        assert!(reply.fits(bytes.len() + 10));
+        assert!(!reply.fits(bytes.len() / 2));
     }
 }

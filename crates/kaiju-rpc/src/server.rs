@@ -112,7 +112,7 @@ impl Server {
     /// outcome [`Outcome::Unavailable`].
     pub async fn call(&self, body: Value, headers: &Headers, scope: Scope) -> Reply {
         let parsed = Parsed::read(headers, self.0.limits);
-        let body = Body::read(body);
+        let body = Body::read(body, self.0.settings.max_batch_length);
         let Some(_slot) = self.slot().await else {
             let stopping = RpcError::internal("the server is stopping").retryable();
             let failed = |id| Response::error(id, stopping.clone(), Outcome::Unavailable);
@@ -135,9 +135,22 @@ impl Server {
             Body::Single(c) => ReplyBody::Single(run.one(c, None).await),
             Body::Batch(cs) => ReplyBody::Batch(run.batch(cs).await),
         };
-        Reply {
+        let reply = Reply {
             correlation_id: parsed.correlation_id,
             body,
+        };
+        let max = self.0.settings.max_reply_bytes;
+        if reply.fits(max) {
+            return reply;
+        }
+        tracing::warn!(correlation_id = %reply.correlation_id, max_reply_bytes = max, "a reply over max_reply_bytes was replaced by an error");
+        let error = RpcError::internal(format_args!(
+            "the reply is over max_reply_bytes ({max} bytes)"
+        ))
+        .with_data("max_reply_bytes", max);
+        Reply {
+            correlation_id: reply.correlation_id,
+            body: ReplyBody::Single(Response::error(Value::Nil, error, Outcome::Rejected)),
         }
     }
 
@@ -197,6 +210,11 @@ impl Server {
     /// The settings.
     pub fn settings(&self) -> &ServerSettings {
         &self.0.settings
+    }
+
+    /// The time limits requests are read with.
+    pub(crate) fn limits(&self) -> Limits {
+        self.0.limits
     }
 }
 

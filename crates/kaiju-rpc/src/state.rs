@@ -46,9 +46,20 @@ pub struct ServerSettings {
     /// Methods whose permission value is at most this are not registered (`0` removes every
     /// SYSTEM method). Default: `-1` (none).
     pub blacklist_scope: i64,
-    /// The longest batch accepted; a longer one is rejected whole (kaiju had no limit).
-    /// Default: `100`.
+    /// The longest batch accepted; a longer one gets one error answer (`InvalidRequest`, id
+    /// `null`) and none of its requests is read or run (kaiju had no limit). Default: `100`.
     pub max_batch_length: usize,
+    /// The memory a batch's templates may hold, in bytes as values take them (32 bytes a
+    /// value, plus the heap blocks of its strings, arrays and maps): every copy out of earlier
+    /// results, every `!f` output, and every result held for later templates (only batches with
+    /// `RPC-Batch-Template` hold results for later). Past it, the request fails and the rest
+    /// of the batch is aborted. Default: `8388608` (8 MiB).
+    pub max_batch_bytes: usize,
+    /// The largest reply, in bytes of msgpack: a reply over it is not sent, and the caller gets
+    /// an `InternalError` (−32603) with `data.max_reply_bytes` instead (measured before
+    /// encoding). The request's outcome is [`Rejected`](crate::Outcome::Rejected): running it
+    /// again would give the same. Default: `8388608` (8 MiB).
+    pub max_reply_bytes: usize,
 }
 
 impl Default for ServerSettings {
@@ -63,6 +74,8 @@ impl Default for ServerSettings {
             blacklist_routes: Vec::new(),
             blacklist_scope: -1,
             max_batch_length: 100,
+            max_batch_bytes: 8 << 20,
+            max_reply_bytes: 8 << 20,
         }
     }
 }

@@ -4,8 +4,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use kaiju_core::codec::decoded_size;
 use kaiju_core::{AppSettings, Lifecycle, LifecycleError, Namespace, Value};
-use kaiju_streams::decode;
+use kaiju_streams::{DEFAULT_MAX_DECODED_BYTES, DEFAULT_MAX_ENTRY_BYTES, decode};
 use kaiju_transport::fred::interfaces::EventInterface;
 use kaiju_transport::fred::types::Message;
 use kaiju_transport::{Connection, Transport, events};
@@ -23,6 +24,9 @@ use crate::subscription;
 /// restart, a reconnect) is gone, and so is one that arrives while the subscriber is more than
 /// about a thousand messages behind. Use the stream ([`RpcListener`](crate::RpcListener)) for
 /// anything that must run.
+///
+/// A message over the listener's default `max_entry_bytes` (8 MiB), or that would take over its
+/// default `max_decoded_bytes` (16 MiB) once decoded, is dropped undecoded, with a warning.
 pub struct RpcSubscriber {
     transport: Transport,
     replier: Replier,
@@ -117,9 +121,19 @@ impl Lifecycle for RpcSubscriber {
             move |message: Message| {
                 let (server, replier, run) = (server.clone(), replier.clone(), this_run.clone());
                 async move {
-                    let Some(Ok((body, headers))) = message.value.as_bytes().map(decode::<Value>)
+                    // The listener's bounds: a message is never decoded when it is too large, or
+                    // would be once decoded.
+                    let bounded = |bytes: &[u8]| {
+                        bytes.len() <= DEFAULT_MAX_ENTRY_BYTES
+                            && decoded_size(bytes, DEFAULT_MAX_DECODED_BYTES).is_ok()
+                    };
+                    let Some(Ok((body, headers))) = message
+                        .value
+                        .as_bytes()
+                        .filter(|bytes| bounded(bytes))
+                        .map(decode::<Value>)
                     else {
-                        tracing::warn!(channel = %message.channel, "an unreadable message was dropped");
+                        tracing::warn!(channel = %message.channel, "an unreadable or oversized message was dropped");
                         return;
                     };
                     // Waiting for a slot here stops reading: the messages queue in the

@@ -123,6 +123,8 @@ fn server_with(settings: ServerSettings, flaky: Arc<AtomicU32>) -> Server {
         Ok::<_, RpcError>("internal")
     })
     .unwrap();
+    m.method("echo", |_, p: Value, _| async move { Ok::<_, RpcError>(p) })
+        .unwrap();
     let app = AppSettings {
         env: "t".into(),
         name: "app".into(),
@@ -615,14 +617,97 @@ async fn batches_beyond_the_limit_are_rejected_whole() {
             .collect(),
     );
     let reply = srv.call(body, &Headers::new(), Scope::Guest).await;
-    assert_eq!(reply.responses().len(), 4);
-    assert!(
-        reply
-            .responses()
-            .iter()
-            .all(|r| r.outcome == Outcome::Rejected)
-    );
+    // One answer for the whole batch: its requests are never read one by one (answering each
+    // turned a 1 MB entry of a million tiny items into a 165 MB reply).
+    assert_eq!(reply.responses().len(), 1);
+    assert!(matches!(reply.body, ReplyBody::Single(_)));
+    assert_eq!(reply.responses()[0].id, Value::Nil);
+    assert_eq!(result(&reply, 0), Err((-32600, "InvalidRequest".into())));
+    assert_eq!(reply.outcome(), Outcome::Rejected);
     assert_eq!(srv.stats().ok, 0, "nothing ran");
+    assert_eq!(srv.stats().requests, 1, "counted once");
+}
+
+/// A chain of templates that doubles its data at each request (`["[0]", "[0]"]`, then
+/// `["[1]", "[1]"]`, ...) stops once what the batch holds reaches `max_batch_bytes`, counting
+/// the results held as well as the copies. The old bound (copies only: 4,194,304 values or 128
+/// MiB) let it reach request 17, with a 128 MiB result held twice and a 191 MB peak.
+#[tokio::test]
+async fn a_doubling_template_chain_stops_at_the_batch_budget() {
+    let srv = server();
+    let mut items = vec![req("svc.echo", map(&[("a", s(&"x".repeat(1024)))]))];
+    for i in 0..40 {
+        let earlier = s(&format!("[{i}]"));
+        items.push(req(
+            "svc.echo",
+            map(&[("a", earlier.clone()), ("b", earlier)]),
+        ));
+    }
+    let h = headers(&[("RPC-Batch-Template", "?1".into())]);
+    let reply = srv.call(batch(items), &h, Scope::Guest).await;
+    let first_failed = reply
+        .responses()
+        .iter()
+        .position(|r| r.result.is_err())
+        .expect("the chain is stopped");
+    // Request k holds a result of 2^k KiB, charged twice (copied, then held): 8 MiB of
+    // budget stops it at request 11 or 12.
+    assert!(
+        (10..=12).contains(&first_failed),
+        "stopped at request {first_failed}"
+    );
+    let held: usize = reply
+        .responses()
+        .iter()
+        .filter_map(|r| r.result.as_ref().ok())
+        .map(|v| crate::request::encoded_len(v, usize::MAX).unwrap_or(usize::MAX))
+        .sum();
+    assert!(held < 8 << 20, "the batch held {held} bytes");
+    assert!(
+        reply.responses()[first_failed + 1..]
+            .iter()
+            .all(|r| r.outcome == Outcome::Aborted),
+        "the rest is aborted"
+    );
+}
+
+/// A reply over `max_reply_bytes` becomes one kaiju error object; the request is rejected (not
+/// retried: it would give the same).
+#[tokio::test]
+async fn replies_over_the_cap_become_an_error() {
+    let srv = server_with(
+        ServerSettings {
+            max_reply_bytes: 1 << 20,
+            ..Default::default()
+        },
+        Arc::default(),
+    );
+    let big = map(&[("a", s(&"x".repeat(2 << 20)))]);
+    let reply = srv
+        .call(req("svc.echo", big), &Headers::new(), Scope::Guest)
+        .await;
+    assert_eq!(result(&reply, 0), Err((-32603, "InternalError".into())));
+    let error = reply.responses()[0].result.as_ref().unwrap_err();
+    assert_eq!(error.data("max_reply_bytes"), Some(&Value::Int(1 << 20)));
+    assert_eq!(reply.outcome(), Outcome::Rejected);
+    // A batch over the cap: one error for the whole.
+    let h = headers(&[("RPC-Batch-Template", "?1".into())]);
+    let items = vec![
+        req("svc.echo", map(&[("a", s(&"x".repeat(600 << 10)))])),
+        req("svc.echo", map(&[("a", s("[0]"))])),
+    ];
+    let reply = srv.call(batch(items), &h, Scope::Guest).await;
+    assert_eq!(reply.responses().len(), 1);
+    assert_eq!(result(&reply, 0), Err((-32603, "InternalError".into())));
+    // Under the cap, the same reply goes through.
+    let reply = srv
+        .call(
+            req("svc.echo", map(&[("a", s(&"x".repeat(1000)))])),
+            &Headers::new(),
+            Scope::Guest,
+        )
+        .await;
+    assert_eq!(reply.outcome(), Outcome::Ok);
 }
 
 #[tokio::test]

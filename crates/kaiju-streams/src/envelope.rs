@@ -330,9 +330,30 @@ pub fn decode<B: DeserializeOwned>(payload: &[u8]) -> Result<(B, Headers), kaiju
     Msgpack::WIRE.decode(payload)
 }
 
+/// Reads only the headers of an envelope (`[body, headers]`), skipping the body without
+/// decoding it: for an entry too large to decode whole. `None` when the payload is not an
+/// envelope, or its headers would take more than `max_decoded` bytes decoded.
+pub(crate) fn headers_only(payload: &[u8], max_decoded: usize) -> Option<Headers> {
+    let rest = payload.strip_prefix(b"\x92")?;
+    let body = kaiju_core::codec::decoded_size(rest, usize::MAX).ok()?;
+    let headers = rest.get(body.encoded..)?;
+    kaiju_core::codec::decoded_size(headers, max_decoded).ok()?;
+    Msgpack::WIRE.decode(headers).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn headers_are_read_without_the_body() {
+        let mut headers = Headers::new();
+        headers.insert(CORRELATION_ID, "c1").insert("Reply-To", "x");
+        let payload = encode(&vec![vec![1_i64; 1000]; 100], &headers).unwrap();
+        assert_eq!(headers_only(&payload, 1 << 10), Some(headers));
+        assert_eq!(headers_only(&payload[..payload.len() - 1], 1 << 10), None);
+        assert_eq!(headers_only(b"\x91\xc0", 1 << 10), None);
+    }
 
     fn hex(s: &str) -> Vec<u8> {
         s.split_whitespace()

@@ -148,6 +148,26 @@ pub trait Handler<B>: Send + Sync + 'static {
     /// Handles one entry. `Ok` acks it; [`HandlerError::retry`] redelivers it later;
     /// [`HandlerError::reject`] dead-letters it now.
     fn handle(&self, message: Message<B>) -> impl Future<Output = Result<(), HandlerError>> + Send;
+
+    /// Looks at an entry's payload (the msgpack `[body, headers]`) before it is decoded, after
+    /// the listener's own limits passed: `Err(reason)` refuses it, and it is dead-lettered
+    /// undecoded (kind `too_large`) after [`refused`](Self::refused). For limits a handler can
+    /// read off the encoding's headers (an RPC batch's length). Default: every payload passes.
+    fn check_payload(&self, payload: &[u8]) -> Result<(), String> {
+        let _ = payload;
+        Ok(())
+    }
+
+    /// Called for an entry the listener refuses without decoding it (a payload over
+    /// `max_entry_bytes`, or over `max_decoded_bytes` once decoded, or one
+    /// [`check_payload`](Self::check_payload) refused), just before it is
+    /// dead-lettered, with the entry's headers when they can be read on their own (`None`
+    /// otherwise) and the reason. A handler that answers requests tells the requester here.
+    /// Default: nothing.
+    fn refused(&self, headers: Option<Headers>, reason: &str) -> impl Future<Output = ()> + Send {
+        let _ = (headers, reason);
+        std::future::ready(())
+    }
 }
 
 impl<B, F, Fut> Handler<B> for F

@@ -16,7 +16,10 @@ pub use envelope::{
 pub use error::{Result, StreamError};
 pub use handler::{BoxError, Disposition, Handler, HandlerError, Message};
 pub use listener::{Listener, ListenerStats};
-pub use settings::{ListenerSettings, MAX_BATCH_SIZE, MAX_PARALLEL_BATCHES};
+pub use settings::{
+    DEFAULT_MAX_DECODED_BYTES, DEFAULT_MAX_ENTRY_BYTES, ListenerSettings, MAX_BATCH_SIZE,
+    MAX_PARALLEL_BATCHES,
+};
 pub use writer::{MAX_BYTES_PER_CALL, MAX_ENTRIES_PER_CALL, Outgoing, StreamWriter};
 
 /// The Lua scripts the writer and the listener run, for an admin to load as functions

@@ -66,7 +66,23 @@ pub struct ListenerSettings {
     /// dead letter (a flood of bad entries then grows the stream without end).
     /// Default: `10000`.
     pub dead_letter_max_length: Option<u64>,
+    /// The largest payload (the `_` field) an entry may have, in bytes. A larger one is
+    /// dead-lettered (kind `too_large`) without being decoded. `XREADGROUP` still reads it
+    /// whole: a listener holds up to `max_batch_size` such entries while it reads; bound what
+    /// writers may add with `maxmemory` or ACLs. Default: `8388608` (8 MiB).
+    pub max_entry_bytes: usize,
+    /// The most memory one entry's payload may take once decoded, in bytes, as measured
+    /// before decoding it ([`decoded_size`](kaiju_core::codec::decoded_size): the payload as
+    /// [`kaiju_core::Value`]s). Small values cost much more decoded than encoded (an array of one
+    /// item: 1 byte, 144 decoded); an entry over this is dead-lettered (kind `too_large`) without
+    /// being decoded. Default: `16777216` (16 MiB).
+    pub max_decoded_bytes: usize,
 }
+
+/// The default of [`ListenerSettings::max_entry_bytes`]: 8 MiB.
+pub const DEFAULT_MAX_ENTRY_BYTES: usize = 8 << 20;
+/// The default of [`ListenerSettings::max_decoded_bytes`]: 16 MiB.
+pub const DEFAULT_MAX_DECODED_BYTES: usize = 16 << 20;
 
 impl Default for ListenerSettings {
     fn default() -> Self {
@@ -89,6 +105,8 @@ impl Default for ListenerSettings {
             retry_backoff_ms: 100,
             pause_check_interval_ms: 1000,
             dead_letter_max_length: Some(10_000),
+            max_entry_bytes: DEFAULT_MAX_ENTRY_BYTES,
+            max_decoded_bytes: DEFAULT_MAX_DECODED_BYTES,
         }
     }
 }
@@ -149,6 +167,12 @@ impl ListenerSettings {
                 "dead_letter_max_length",
                 "must be above 0, or null to keep every dead letter",
             );
+        }
+        if self.max_entry_bytes == 0 {
+            return invalid("max_entry_bytes", "must be above 0");
+        }
+        if self.max_decoded_bytes == 0 {
+            return invalid("max_decoded_bytes", "must be above 0");
         }
         if self.remove_idle_consumers_ms == Some(0) {
             return invalid(

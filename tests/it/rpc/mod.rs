@@ -6,5 +6,6 @@ mod deadlines;
 mod delivery;
 mod forged_replies;
 mod hostile_input;
+mod memory;
 mod replies;
 mod shutdown;

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use kaiju_core::{Lifecycle, LifecycleError, Namespace};
+use kaiju_core::{Codec, Lifecycle, LifecycleError, Namespace};
 use kaiju_streams::{
     HandlerError, Headers, Listener, ListenerSettings, Message, Outgoing, StreamError, StreamWriter,
 };
@@ -27,6 +27,7 @@ use kaiju_transport::{Classify, Transport, TransportError};
 
 on_both!(
     a_ten_byte_entry_declaring_a_huge_map_is_dead_lettered,
+    entries_over_the_size_limits_are_dead_lettered_undecoded,
     entries_at_the_top_of_the_id_space_are_handled_and_trimmed,
     entries_with_non_utf8_fields_are_dead_lettered_and_the_rest_run,
     pending_entries_deleted_behind_the_consumers_back_are_acked_and_counted,
@@ -133,6 +134,97 @@ async fn a_ten_byte_entry_declaring_a_huge_map_is_dead_lettered(
     let letters = dead_letters(t, listener.dead_letter_key()).await;
     assert_eq!(field(&letters[0], "id"), Some(bad.as_str()));
     assert_eq!(field(&letters[0], "kind"), Some("malformed"));
+    assert_eq!(listener.stats().await.unwrap().pending, 0);
+    cleanup(t, &[stream.as_str(), listener.dead_letter_key()]).await;
+}
+
+/// The headers and reason of each entry a listener refused.
+type Refused = Arc<Mutex<Vec<(Option<Headers>, String)>>>;
+
+/// A handler that records what it handled, and the headers and reasons of the entries the
+/// listener refused.
+#[derive(Default, Clone)]
+struct Refusals {
+    handled: Seen,
+    refused: Refused,
+}
+
+impl kaiju_streams::Handler<Body> for Refusals {
+    async fn handle(&self, m: Message<Body>) -> Result<(), HandlerError> {
+        self.handled.lock().unwrap().push(m.id);
+        Ok(())
+    }
+
+    async fn refused(&self, headers: Option<Headers>, reason: &str) {
+        self.refused
+            .lock()
+            .unwrap()
+            .push((headers, reason.to_owned()));
+    }
+}
+
+/// Issue 25 item 4: an entry over `max_entry_bytes`, or one that would be over
+/// `max_decoded_bytes` once decoded, is dead-lettered with its reason and never decoded; the
+/// handler hears of it with the entry's headers; an entry within both runs.
+async fn entries_over_the_size_limits_are_dead_lettered_undecoded(
+    t: &Transport,
+    ns: &Namespace,
+    _: Target,
+) {
+    let app = app(ns);
+    let stream = rpc_stream(&app);
+    let writer = StreamWriter::new(t.clone());
+    let mut h = Headers::new();
+    h.insert("Correlation-Id", "big");
+    // 20 KB of text: over max_entry_bytes (10,000).
+    let long = writer
+        .write(&stream, &("x".repeat(20_000), Some(1)), h.clone())
+        .await
+        .unwrap();
+    // 2 KB of one-item arrays nested 100 deep: small, but ~280 KB decoded, over
+    // max_decoded_bytes (100,000). Not even a `Body`: it is never decoded.
+    let tower = [vec![0x91; 100], vec![0xc0]].concat();
+    let mut nested = vec![0x92, 0xdc, 0x00, 20];
+    for _ in 0..20 {
+        nested.extend(&tower);
+    }
+    nested.extend(kaiju_core::Msgpack::WIRE.encode(&h).unwrap());
+    let deep = xadd_raw(t, stream.as_str(), "*", vec![(b"_", &nested)]).await;
+    let fine = writer
+        .write(&stream, &("x".repeat(5_000), Some(2)), Headers::new())
+        .await
+        .unwrap();
+    let handler = Refusals::default();
+    let settings = ListenerSettings {
+        max_entry_bytes: 10_000,
+        max_decoded_bytes: 100_000,
+        ..quick()
+    };
+    let mut listener = Listener::new(t.clone(), &app, settings, handler.clone()).unwrap();
+    listener.start().await.unwrap();
+    eventually("the dead letters", Duration::from_secs(10), || async {
+        dead_letters(t, listener.dead_letter_key()).await.len() == 2
+            && distinct(&handler.handled) == 1
+    })
+    .await;
+    listener.stop(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(*handler.handled.lock().unwrap(), [fine]);
+    let letters = dead_letters(t, listener.dead_letter_key()).await;
+    for (id, limit) in [(&long, "max_entry_bytes"), (&deep, "max_decoded_bytes")] {
+        let letter = letters
+            .iter()
+            .find(|l| field(l, "id") == Some(id.as_str()))
+            .unwrap();
+        assert_eq!(field(letter, "kind"), Some("too_large"));
+        let reason = field(letter, "reason").unwrap();
+        assert!(reason.contains(limit), "{reason}");
+    }
+    let refused = handler.refused.lock().unwrap().clone();
+    assert_eq!(refused.len(), 2);
+    for (headers, _) in &refused {
+        let headers = headers.as_ref().expect("the headers are read on their own");
+        assert_eq!(headers.correlation_id(), Some("big"));
+    }
     assert_eq!(listener.stats().await.unwrap().pending, 0);
     cleanup(t, &[stream.as_str(), listener.dead_letter_key()]).await;
 }

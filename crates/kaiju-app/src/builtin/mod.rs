@@ -49,7 +49,7 @@
 //!
 //! | setting | kind |
 //! |---|---|
-//! | [`ServerSettings`](kaiju_rpc::ServerSettings)'s fields: `max_parallel_tasks`, `default_request_time`, `max_request_time`, `enable_permissions`, `request_logs`, `response_logs`, `blacklist_routes`, `blacklist_scope`, `max_batch_length` | read (`null` is the default for `blacklist_routes` and `max_parallel_tasks`) |
+//! | [`ServerSettings`](kaiju_rpc::ServerSettings)'s fields: `max_parallel_tasks`, `default_request_time`, `max_request_time`, `enable_permissions`, `request_logs`, `response_logs`, `blacklist_routes`, `blacklist_scope`, `max_batch_length`, and kaiju-rs's own `max_batch_bytes` (default 8 MiB) and `max_reply_bytes` (default 8 MiB) | read (`null` is the default for `blacklist_routes` and `max_parallel_tasks`) |
 //! | `scheduler`, `session_service`, `auth_service`, `use_annotation_parser` | no effect |
 //!
 //! # `RedisListener` ([`ListenerService`]) and `RedisSubscriber` ([`SubscriberService`])
@@ -57,7 +57,7 @@
 //! | setting | kind |
 //! |---|---|
 //! | `scope` (`SYSTEM`, `ADMIN`, `USER`, `GUEST`; default `GUEST`), `transport`, `rpc_service` | read |
-//! | [`ListenerSettings`](kaiju_streams::ListenerSettings)'s fields (`topic`, `group_id`, `max_batch_size`, `pending_messages_time_ms`, `trim_size`, ...) | read by the listener (`null` is the default for `max_parallel_batches`, `max_batch_size`, `max_wait_time_ms`, `topic`); a subscriber reads only `topic` and accepts the rest without effect |
+//! | [`ListenerSettings`](kaiju_streams::ListenerSettings)'s fields (`topic`, `group_id`, `max_batch_size`, `pending_messages_time_ms`, `trim_size`, ..., and kaiju-rs's own `max_entry_bytes`, default 8 MiB, and `max_decoded_bytes`, default 16 MiB) | read by the listener (`null` is the default for `max_parallel_batches`, `max_batch_size`, `max_wait_time_ms`, `topic`); a subscriber reads only `topic` and accepts the rest without effect |
 //! | `pending_messages_time_ms` | also checked against the handler timeout the RPC server imposes (above its `max_request_time`) |
 //! | `locks_service`, `scheduler`, `session_service`, `authentication_service` | no effect |
 //! | `use_sessions: true` | refused: sessions are not part of kaiju-rs yet; requests run at `scope` |

@@ -61,9 +61,13 @@
 //! * A lone backtick stays as it is (Python empties it); ``"``"`` is `""` in both.
 //!
 //! Filling never panics, and its work is bounded: params and template evaluation are limited
-//! to 128 levels, and filling the requests of one batch copies at most 4,194,304 values and
-//! 128 MiB out of the results, so that `["[0]", "[0]", …]` cannot multiply a large result into
-//! an out-of-memory abort; beyond that, the request fails with "invalid params".
+//! to 128 levels, and one batch's templates share one budget of memory, in bytes as the values
+//! take them (32 bytes a value, plus the heap blocks of its strings, arrays and maps): every
+//! copy out of the results, every `!f` output, and every result the batch holds for later
+//! templates is charged to it (the server's `max_batch_bytes`, default 8 MiB). So `["[0]", "[0]"]` repeated down a batch,
+//! which doubles its data at each request, stops at the budget instead of exhausting memory:
+//! the request that would pass it fails with "invalid params" (or, for a result, "invalid
+//! request"), and the rest of the batch is aborted.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -80,11 +84,24 @@ use syntax::{literal, request_index, split_arg, template_body, unquote};
 /// within one template's evaluation (nested templates, lists mapped over, values rendered).
 const MAX_DEPTH: usize = 128;
 
-/// The most values (scalars, arrays, maps, map keys) one [`fill_within`] may copy out of the results.
-const MAX_COPIED_VALUES: usize = 1 << 22;
+/// The default budget of one batch's templates, in bytes: see [`Budget`].
+pub(crate) const DEFAULT_BUDGET_BYTES: usize = 8 << 20;
 
-/// The most bytes (of strings, bytes and `!f` output) one [`fill_within`] may copy out of the results.
-const MAX_COPIED_BYTES: usize = 128 << 20;
+/// What one value costs held in memory, beyond its heap block: its slot.
+const VALUE_BYTES: usize = std::mem::size_of::<Value>();
+
+/// What a heap block of `n` bytes costs: malloc's header and rounding, and its least chunk
+/// (on 64-bit glibc, 32 bytes even for a one-byte string); nothing for an empty one.
+fn block(n: usize) -> usize {
+    if n == 0 {
+        0
+    } else {
+        n.saturating_add(BLOCK_OVERHEAD).max(32)
+    }
+}
+
+/// malloc's header and rounding of one heap block, about.
+const BLOCK_OVERHEAD: usize = 16;
 
 /// The longest piece of client text quoted in an error message, in characters.
 const MAX_QUOTED_CHARS: usize = 100;
@@ -125,39 +142,61 @@ impl std::error::Error for TemplateError {}
 /// templates are returned unchanged (except that a string wrapped in backticks loses them).
 #[cfg(test)]
 pub(crate) fn fill(params: &Value, results: &[Option<Value>]) -> Result<Value, TemplateError> {
-    fill_within(params, results, &mut Budget::default())
+    let results: Vec<Option<&Value>> = results.iter().map(Option::as_ref).collect();
+    fill_within(params, &results, &mut Budget::default())
 }
 
-/// What the templates of one batch may still copy out of its results: one budget for the
-/// whole batch, so that a hundred requests cannot each copy the maximum.
+/// What the templates of one batch may still hold, in bytes as values take them in memory:
+/// one budget for the whole batch, charged for every copy out of the results and every result
+/// held for later templates, so that a hundred requests cannot each copy the maximum, nor a
+/// chain of requests double its data at each step.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Budget {
-    values_left: usize,
+    /// The budget it started with.
+    max_bytes: usize,
     bytes_left: usize,
 }
 
 impl Default for Budget {
     fn default() -> Self {
+        Self::new(DEFAULT_BUDGET_BYTES)
+    }
+}
+
+impl Budget {
+    /// A budget of `max_bytes`.
+    pub(crate) fn new(max_bytes: usize) -> Self {
         Self {
-            values_left: MAX_COPIED_VALUES,
-            bytes_left: MAX_COPIED_BYTES,
+            max_bytes,
+            bytes_left: max_bytes,
         }
+    }
+
+    /// Charges a result the batch holds for later templates; `Err` (with the reason) when it
+    /// does not fit what is left.
+    pub(crate) fn hold(&mut self, result: &Value) -> Result<(), String> {
+        let held = weigh(result, self.bytes_left).map_err(|_| {
+            format!(
+                "the batch's results would take over {} bytes (max_batch_bytes)",
+                self.max_bytes
+            )
+        })?;
+        self.bytes_left -= held;
+        Ok(())
     }
 }
 
 /// [`fill_within`], spending from `budget` (shared by the requests of one batch).
 pub(crate) fn fill_within(
     params: &Value,
-    results: &[Option<Value>],
+    results: &[Option<&Value>],
     budget: &mut Budget,
 ) -> Result<Value, TemplateError> {
     let mut filler = Filler {
         results,
-        values_left: budget.values_left,
         bytes_left: budget.bytes_left,
     };
     let filled = filler.value(params, 0);
-    budget.values_left = filler.values_left;
     budget.bytes_left = filler.bytes_left;
     filled
 }
@@ -165,12 +204,10 @@ pub(crate) fn fill_within(
 /// The outcome of evaluating part of a template: the value, or why it failed.
 type Eval<T> = Result<T, String>;
 
-/// One [`fill_within`] call: the results to read and what is left of its copy budget.
+/// One [`fill_within`] call: the results to read and what is left of its budget.
 struct Filler<'r> {
     /// The batch's results so far, by request index.
-    results: &'r [Option<Value>],
-    /// How many more values may be copied out of the results.
-    values_left: usize,
+    results: &'r [Option<&'r Value>],
     /// How many more bytes may be copied out of the results or rendered by `!f`.
     bytes_left: usize,
 }
@@ -334,7 +371,7 @@ impl Filler<'_> {
                     if depth >= MAX_DEPTH {
                         return Err(too_deep());
                     }
-                    self.charge(1, 0)?;
+                    self.charge(VALUE_BYTES.saturating_mul(items.len().saturating_add(1)))?;
                     let mut mapped = Vec::with_capacity(items.len());
                     for item in items {
                         mapped.push(self.lookup(item, rest, fallback, request, depth + 1)?);
@@ -374,25 +411,21 @@ impl Filler<'_> {
         }
     }
 
-    /// A copy of `value`, charged to the copy budget.
+    /// A copy of `value`, charged to the budget.
     fn copy(&mut self, value: &Value) -> Eval<Value> {
-        let (values, bytes) = weigh(value, self.values_left, self.bytes_left)?;
-        self.charge(values, bytes)?;
+        let bytes = weigh(value, self.bytes_left).map_err(|()| too_large(self.bytes_left))?;
+        self.charge(bytes)?;
         Ok(value.clone())
     }
 
-    /// Takes `values` values and `bytes` bytes from the copy budget.
-    fn charge(&mut self, values: usize, bytes: usize) -> Eval<()> {
-        match (
-            self.values_left.checked_sub(values),
-            self.bytes_left.checked_sub(bytes),
-        ) {
-            (Some(values_left), Some(bytes_left)) => {
-                self.values_left = values_left;
-                self.bytes_left = bytes_left;
+    /// Takes `bytes` bytes from the budget.
+    fn charge(&mut self, bytes: usize) -> Eval<()> {
+        match self.bytes_left.checked_sub(bytes) {
+            Some(left) => {
+                self.bytes_left = left;
                 Ok(())
             }
-            _ => Err(too_large()),
+            None => Err(too_large(self.bytes_left)),
         }
     }
 
@@ -435,7 +468,7 @@ impl Filler<'_> {
             };
             self.format_one(&format, &mut out, depth)?;
         }
-        self.charge(0, out.len())?;
+        self.charge(block(out.len()).saturating_add(VALUE_BYTES))?;
         Ok(out)
     }
 
@@ -465,7 +498,7 @@ impl Filler<'_> {
                 );
             }
             if out.len() > self.bytes_left {
-                return Err(too_large());
+                return Err(too_large(self.bytes_left));
             }
         }
         out.push_str(rest);
@@ -518,40 +551,39 @@ impl Filler<'_> {
     }
 }
 
-/// How many values and bytes a copy of `value` holds, or an error if that exceeds `max_values`
-/// or `max_bytes`, or if `value` is nested more than [`MAX_DEPTH`] deep. Iterative, so it
-/// neither recurses nor allocates beyond the limits.
-fn weigh(value: &Value, max_values: usize, max_bytes: usize) -> Eval<(usize, usize)> {
-    let mut stack = vec![(value, 0_usize)];
-    let mut values: usize = 1;
+/// How many bytes of memory a copy of `value` takes (a slot per value, and the heap blocks of
+/// its strings, bytes, extensions, arrays and maps), or `Err` if that is over `max_bytes`. Iterative, so it
+/// neither recurses nor allocates beyond what the value itself holds.
+fn weigh(value: &Value, max_bytes: usize) -> Result<usize, ()> {
+    let mut stack = vec![value];
     let mut bytes: usize = 0;
-    while let Some((value, depth)) = stack.pop() {
-        if depth > MAX_DEPTH {
-            return Err(format!(
-                "a value to copy is nested more than {MAX_DEPTH} levels deep"
-            ));
-        }
+    while let Some(value) = stack.pop() {
+        bytes = bytes.saturating_add(VALUE_BYTES);
         match value {
-            Value::Str(s) => bytes = bytes.saturating_add(s.len()),
-            Value::Bin(data) | Value::Ext(_, data) => bytes = bytes.saturating_add(data.len()),
-            Value::Array(items) => values = values.saturating_add(items.len()),
-            Value::Map(entries) => values = values.saturating_add(entries.len().saturating_mul(2)),
+            Value::Str(s) => bytes = bytes.saturating_add(block(s.len())),
+            Value::Bin(data) | Value::Ext(_, data) => {
+                bytes = bytes.saturating_add(block(data.len()));
+            }
+            // The items' slots are charged as each item is; the block's overhead here.
+            Value::Array(items) => {
+                if !items.is_empty() {
+                    bytes = bytes.saturating_add(BLOCK_OVERHEAD);
+                }
+                stack.extend(items.iter());
+            }
+            Value::Map(entries) => {
+                if !entries.is_empty() {
+                    bytes = bytes.saturating_add(BLOCK_OVERHEAD);
+                }
+                stack.extend(entries.iter().flat_map(|(key, item)| [key, item]));
+            }
             Value::Nil | Value::Bool(_) | Value::Int(_) | Value::UInt(_) | Value::Float(_) => {}
         }
-        if values > max_values || bytes > max_bytes {
-            return Err(too_large());
-        }
-        match value {
-            Value::Array(items) => stack.extend(items.iter().map(|item| (item, depth + 1))),
-            Value::Map(entries) => stack.extend(
-                entries
-                    .iter()
-                    .flat_map(|(key, item)| [(key, depth + 1), (item, depth + 1)]),
-            ),
-            _ => {}
+        if bytes > max_bytes {
+            return Err(());
         }
     }
-    Ok((values, bytes))
+    Ok(bytes)
 }
 
 /// What kind of value `value` is, with an article, for error messages.
@@ -582,12 +614,11 @@ fn too_deep() -> String {
     format!("nested more than {MAX_DEPTH} levels deep")
 }
 
-/// The reason given when the copy budget is exhausted.
-fn too_large() -> String {
+/// The reason given when the budget is exhausted, `left` bytes before this request's filling.
+fn too_large(left: usize) -> String {
     format!(
-        "the filled params would be too large (over {MAX_COPIED_VALUES} values or {} MiB copied \
-         from results)",
-        MAX_COPIED_BYTES >> 20
+        "the filled params would be too large (over the {left} bytes left of the batch's \
+         template budget, max_batch_bytes)"
     )
 }
 

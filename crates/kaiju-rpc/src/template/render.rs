@@ -57,7 +57,7 @@ pub(super) fn render(
         }
     }
     if out.len() > limit {
-        return Err(too_large());
+        return Err(too_large(limit));
     }
     Ok(())
 }

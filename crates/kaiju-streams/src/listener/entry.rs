@@ -15,11 +15,14 @@ use std::time::{Duration, Instant};
 use kaiju_core::Shutdown;
 use serde::de::DeserializeOwned;
 
-use crate::envelope::{PAYLOAD_FIELD, decode};
+use crate::envelope::{PAYLOAD_FIELD, decode, headers_only};
 use crate::handler::{Disposition, Handler, Message};
 use crate::listener::reply::RawEntry;
 use crate::listener::retries::Retry;
 use crate::listener::{Counters, Shared};
+
+/// The most an oversized entry's headers, read on their own, may take decoded.
+const HEADERS_MAX_DECODED: usize = 1 << 20;
 
 /// The longest wait between two attempts to write a dead letter.
 const DEAD_LETTER_MAX_PAUSE: Duration = Duration::from_secs(5);
@@ -56,6 +59,8 @@ impl Failure {
 /// The outcome of a delivery that did not succeed.
 enum Verdict {
     Malformed(String),
+    /// Over `max_entry_bytes` or `max_decoded_bytes`: never decoded.
+    TooLarge(String),
     Rejected(String),
     Deferred(String),
     Failed(Failure, String),
@@ -97,6 +102,12 @@ where
                 "malformed entry: no `_` field with the msgpack payload".to_owned(),
             ));
         };
+        if let Some(reason) = self.too_large(payload) {
+            return Err(Verdict::TooLarge(reason));
+        }
+        if let Err(reason) = self.handler.check_payload(payload) {
+            return Err(Verdict::TooLarge(reason));
+        }
         // A body type's own `Deserialize` may panic; that must not take the task with it.
         let (body, headers) = match catch_unwind(|| decode::<B>(payload)) {
             Ok(Ok(decoded)) => decoded,
@@ -145,6 +156,14 @@ where
                 self.dead_letter_until_written(entry, "malformed", &reason, shutdown)
                     .await;
             }
+            Verdict::TooLarge(reason) => {
+                let headers = entry
+                    .field(PAYLOAD_FIELD.as_bytes())
+                    .and_then(|payload| headers_only(payload, HEADERS_MAX_DECODED));
+                self.handler.refused(headers, &reason).await;
+                self.dead_letter_until_written(entry, "too_large", &reason, shutdown)
+                    .await;
+            }
             Verdict::Rejected(reason) => {
                 Counters::add(&c.rejected, 1);
                 tracing::info!(stream = %self.stream, id = %entry.id, %reason, "the handler rejected the entry");
@@ -188,6 +207,27 @@ where
                     });
                 }
             }
+        }
+    }
+
+    /// Why `payload` is refused undecoded, if it is: longer than `max_entry_bytes`, or larger
+    /// than `max_decoded_bytes` once decoded (measured without decoding it). A payload that is
+    /// not msgpack at all is left to the decoder, which says what is wrong with it.
+    fn too_large(&self, payload: &[u8]) -> Option<String> {
+        let max = self.settings.max_entry_bytes;
+        if payload.len() > max {
+            return Some(format!(
+                "the payload is {} bytes, over max_entry_bytes ({max}); not decoded",
+                payload.len()
+            ));
+        }
+        let max = self.settings.max_decoded_bytes;
+        match kaiju_core::codec::decoded_size(payload, max) {
+            Err(kaiju_core::codec::SizeError::OverLimit { .. }) => Some(format!(
+                "the payload of {} bytes would take over max_decoded_bytes ({max}) decoded; not decoded",
+                payload.len()
+            )),
+            _ => None,
         }
     }
 

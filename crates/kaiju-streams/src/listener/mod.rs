@@ -140,6 +140,9 @@ pub(crate) struct Shared<B, H> {
 ///   [rejects](crate::HandlerError::reject), go to the dead-letter stream
 ///   `<env>.<app>._stream._dead.<topic>` with the reason. Failed entries are retried with
 ///   backoff and dead-lettered after `max_deliveries`.
+/// - One entry's cost is bounded: a payload over `max_entry_bytes`, or one that would take over
+///   `max_decoded_bytes` once decoded (measured before decoding), is dead-lettered (kind
+///   `too_large`) without being decoded, after [`Handler::refused`] heard of it.
 /// - Entries another consumer left pending for `pending_messages_time_ms` are claimed.
 /// - Reads block on a connection of their own; Redis restarts and failovers are ridden out.
 ///
