@@ -141,6 +141,12 @@ impl TransportError {
         matches!(self, Self::Timeout { .. })
     }
 
+    /// Whether the server refused the command because it is over `maxmemory` (`OOM`, with the
+    /// `noeviction` policy): the command did not run, and may succeed once memory is freed.
+    pub fn is_out_of_memory(&self) -> bool {
+        matches!(self, Self::Server { code, .. } if code == "OOM")
+    }
+
     /// Whether the server refused to run a script at all, so none of it ran: the ACL user may
     /// not call `EVALSHA` ([`NoPermission`](Self::NoPermission)), or the command is renamed
     /// away (unknown). The same work sent as plain commands may still succeed; a script refused

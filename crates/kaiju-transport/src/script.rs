@@ -182,10 +182,17 @@ impl Script {
             }
         };
         let mut unloaded = false;
+        let mut refused_oom = None;
         if self.runs_as_function(transport) {
             let mut fcall = body.clone();
             fcall[0] = self.function.as_str().into();
             match send("FCALL", fcall).await {
+                // Out of memory, a function that may write is refused whole, before it runs;
+                // a script run with EVALSHA is checked per command instead, so one that only
+                // frees memory (a lock's release) still runs. This call alone goes by EVALSHA.
+                Err(e @ TransportError::Server { .. }) if e.is_out_of_memory() => {
+                    refused_oom = Some(e);
+                }
                 // Refused before it ran: the same call with EVALSHA, and EVALSHA from now on.
                 Err(e) if e.is_function_refused() => {
                     tracing::info!(
@@ -210,14 +217,20 @@ impl Script {
                 self.load(transport).await?;
                 send("EVALSHA", body).await?
             }
-            // A user allowed FCALL alone, on a server without kaiju's functions.
-            Err(TransportError::NoPermission { message }) if unloaded => {
-                return Err(TransportError::NoPermission {
-                    message: format!(
-                        "{message} (and {} is not loaded: load kaiju's functions with \
-                         `kaiju functions load`)",
-                        self.function
-                    ),
+            Err(TransportError::NoPermission { message }) => {
+                return Err(match refused_oom {
+                    // A user allowed FCALL alone, on a server out of memory: the function's
+                    // refusal is the answer.
+                    Some(oom) => oom,
+                    // A user allowed FCALL alone, on a server without kaiju's functions.
+                    None if unloaded => TransportError::NoPermission {
+                        message: format!(
+                            "{message} (and {} is not loaded: load kaiju's functions with \
+                             `kaiju functions load`)",
+                            self.function
+                        ),
+                    },
+                    None => TransportError::NoPermission { message },
                 });
             }
             other => other?,

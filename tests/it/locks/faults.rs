@@ -316,9 +316,26 @@ async fn a_release_by_owner_whose_reply_is_lost_is_not_sent_again() {
 /// script's first write is the `DEL`, which the server allows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_guard_releases_its_lock_when_the_server_is_out_of_memory() {
+    release_when_out_of_memory(false).await;
+}
+
+/// The same where kaiju's scripts are loaded as functions: the server refuses a function that
+/// may write whole when it is out of memory, so the release goes by `EVALSHA`, checked per
+/// command, for that call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guard_releases_its_lock_out_of_memory_where_scripts_are_functions() {
+    release_when_out_of_memory(true).await;
+}
+
+async fn release_when_out_of_memory(functions: bool) {
     let Some((_server, t)) = kaiju_tests::own_server().await else {
         return;
     };
+    if functions {
+        for script in kaiju_locks::scripts() {
+            script.load_function(&t).await.unwrap();
+        }
+    }
     let locks = Locks::new(t.clone(), "me").await.unwrap();
     let ns = kaiju_tests::namespace();
     let key = ns.key("lock").unwrap();
@@ -345,6 +362,23 @@ async fn a_guard_releases_its_lock_when_the_server_is_out_of_memory() {
     set_maxmemory(&t, 0).await;
     released.unwrap();
     assert_eq!(locks.owner(&key).await.unwrap(), None);
+    let stats: String = t
+        .pool()
+        .info(Some(kaiju_transport::fred::types::InfoKind::CommandStats))
+        .await
+        .unwrap();
+    // The acquire went by FCALL where the functions are loaded; elsewhere every FCALL found
+    // no function (and the scripts went by EVALSHA).
+    let fcall = |field: &str| -> u64 {
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix("cmdstat_fcall:"))
+            .and_then(|l| l.split(',').find_map(|f| f.strip_prefix(field)))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let ran_as_functions = fcall("calls=").saturating_sub(fcall("failed_calls="));
+    assert_eq!(ran_as_functions > 0, functions, "{stats}");
 }
 
 async fn set_maxmemory(t: &Transport, bytes: u64) {
