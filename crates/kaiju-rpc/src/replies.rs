@@ -5,7 +5,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use kaiju_core::Value;
-use kaiju_streams::{HeaderValue, decode};
+use kaiju_core::codec::decoded_size;
+use kaiju_streams::{
+    DEFAULT_MAX_DECODED_BYTES, DEFAULT_MAX_ENTRY_BYTES, HeaderValue, decode, headers_only,
+};
 use std::time::Duration;
 
 use kaiju_transport::fred::interfaces::{ClientLike, EventInterface};
@@ -14,7 +17,9 @@ use kaiju_transport::{Connection, Transport, TransportError, events};
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
+use crate::Outcome;
 use crate::context::headers;
+use crate::error::RpcError;
 use crate::request::Response;
 use crate::subscription;
 
@@ -60,7 +65,17 @@ fn lock(
 
 /// Routes one published reply to its waiting request. Anything unreadable, unknown or late is
 /// dropped (logged at debug): a reply is only ever an answer to a request waiting here.
+///
+/// A reply larger than a listener accepts for an entry (`DEFAULT_MAX_ENTRY_BYTES`), or that
+/// would take more than `DEFAULT_MAX_DECODED_BYTES` decoded, is never decoded: the request it
+/// answers fails with an error saying so, read from the reply's headers alone.
 fn route(waiting: &Waiting, payload: &[u8]) {
+    if payload.len() > DEFAULT_MAX_ENTRY_BYTES
+        || decoded_size(payload, DEFAULT_MAX_DECODED_BYTES).is_err()
+    {
+        refuse_oversized(waiting, payload);
+        return;
+    }
     let Ok((body, headers)) = decode::<Value>(payload) else {
         tracing::debug!("an unreadable message on the reply channel was dropped");
         return;
@@ -82,6 +97,39 @@ fn route(waiting: &Waiting, payload: &[u8]) {
         let _ = tx.send(response);
     }
 }
+
+/// Fails the request an oversized (or unreadable) reply answers, if its headers say which.
+fn refuse_oversized(waiting: &Waiting, payload: &[u8]) {
+    let headers = headers_only(payload, HEADERS_MAX_DECODED);
+    let Some(HeaderValue::Str(id)) = headers.as_ref().and_then(|h| h.get(headers::REQUEST_ID))
+    else {
+        tracing::warn!(
+            bytes = payload.len(),
+            "an oversized message on the reply channel was dropped"
+        );
+        return;
+    };
+    let Some(tx) = lock(waiting).remove(id.as_str()) else {
+        return;
+    };
+    tracing::warn!(
+        bytes = payload.len(),
+        "a reply too large to decode; its request fails"
+    );
+    let error = RpcError::internal(format!(
+        "the response ({} bytes) is larger than a client decodes ({DEFAULT_MAX_ENTRY_BYTES} \
+         bytes, or {DEFAULT_MAX_DECODED_BYTES} bytes decoded)",
+        payload.len()
+    ));
+    let _ = tx.send(Response {
+        id: Value::Nil,
+        result: Err(error),
+        outcome: Outcome::Rejected,
+    });
+}
+
+/// The most a reply's headers may take decoded, when they are read without its body.
+const HEADERS_MAX_DECODED: usize = 1 << 20;
 
 /// A batch's responses folded into one response holding the array of results (or the first
 /// error).

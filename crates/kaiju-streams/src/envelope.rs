@@ -333,7 +333,7 @@ pub fn decode<B: DeserializeOwned>(payload: &[u8]) -> Result<(B, Headers), kaiju
 /// Reads only the headers of an envelope (`[body, headers]`), skipping the body without
 /// decoding it: for an entry too large to decode whole. `None` when the payload is not an
 /// envelope, or its headers would take more than `max_decoded` bytes decoded.
-pub(crate) fn headers_only(payload: &[u8], max_decoded: usize) -> Option<Headers> {
+pub fn headers_only(payload: &[u8], max_decoded: usize) -> Option<Headers> {
     let rest = payload.strip_prefix(b"\x92")?;
     let body = kaiju_core::codec::decoded_size(rest, usize::MAX).ok()?;
     let headers = rest.get(body.encoded..)?;

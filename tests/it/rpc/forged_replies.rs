@@ -248,3 +248,65 @@ async fn a_million_guessed_request_ids_never_answer_a_request() {
     }
     third_listener.stop(Duration::from_secs(5)).await.unwrap();
 }
+
+/// A reply too large to decode (here 150 KB of nested one-item arrays, 21 MB once decoded) is
+/// never decoded by the client: the request it answers fails at once, saying why, instead of
+/// costing the client a hundred times the reply's size. The publisher here is a test playing
+/// a server of the env that answers with such a thing.
+#[tokio::test]
+async fn an_oversized_reply_fails_its_request_undecoded() {
+    let Some(t) = kaiju_tests::connect(Target::Single).await else {
+        return;
+    };
+    let shop = app(&namespace());
+    let billing = app(&namespace());
+    let client = RpcClient::new(t.clone(), &shop);
+    let billing_stream = rpc_stream(&billing);
+    let started = Instant::now();
+    let waiting = {
+        let client = client.clone();
+        let billing = billing.name.clone();
+        tokio::spawn(async move {
+            client
+                .request::<_, serde_json::Value>("invoices.get", json!({"id": 3}))
+                .app(&billing)
+                .timeout(Duration::from_secs(30))
+                .await
+        })
+    };
+    eventually("the request", Duration::from_secs(10), || async {
+        t.pool()
+            .xlen::<u64, _>(billing_stream.as_str())
+            .await
+            .unwrap()
+            == 1
+    })
+    .await;
+    let request = &headers_of(&t, billing_stream.as_str()).await[0];
+    let mut headers = Headers::new();
+    headers
+        .insert("Correlation-Id", text(request, "Correlation-Id"))
+        .insert("Request-Id", text(request, "Request-Id"));
+    // `[nil, headers]`, with the nil replaced by 150,000 one-item arrays nested around it.
+    let small = kaiju_streams::encode(&Value::Nil, &headers).unwrap();
+    assert_eq!(&small[..2], b"\x92\xc0");
+    let mut reply = vec![0x92];
+    reply.extend(std::iter::repeat_n(0x91, 150_000));
+    reply.extend_from_slice(&small[1..]);
+    use kaiju_transport::fred::interfaces::PubsubInterface;
+    let _: i64 = t
+        .client()
+        .publish(text(request, "Reply-To"), reply)
+        .await
+        .unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the request fails at once, not after its timeout")
+        .unwrap();
+    let message = format!("{answer:?}");
+    assert!(
+        message.contains("larger than a client decodes"),
+        "{message}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(20));
+}
