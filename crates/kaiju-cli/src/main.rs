@@ -5,6 +5,7 @@
 mod commands;
 mod connect;
 mod json;
+mod out;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -203,6 +204,15 @@ impl Failure {
         }
     }
 
+    /// Stdout was closed by its reader (`kaiju ... | head`): stop, print nothing more, and
+    /// exit with status 0, as Unix tools do.
+    pub(crate) fn output_closed() -> Self {
+        Self {
+            code: 0,
+            message: String::new(),
+        }
+    }
+
     pub(crate) fn not_found(message: impl Into<String>) -> Self {
         Self {
             code: 4,
@@ -240,14 +250,20 @@ fn main() -> ExitCode {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("kaiju: error: cannot start the async runtime: {e}");
+            out::note(format_args!(
+                "kaiju: error: cannot start the async runtime: {e}"
+            ));
             return ExitCode::from(1);
         }
     };
     match runtime.block_on(commands::run(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(f) if f.message.is_empty() => ExitCode::from(f.code),
         Err(f) => {
-            eprintln!("kaiju: error: {}", f.message.replace('\n', " "));
+            out::note(format_args!(
+                "kaiju: error: {}",
+                f.message.replace('\n', " ")
+            ));
             ExitCode::from(f.code)
         }
     }

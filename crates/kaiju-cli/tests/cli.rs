@@ -90,6 +90,37 @@ fn environment_variables_that_are_not_utf8_are_skipped() {
     assert!(out.contains("from-os"), "{out}");
 }
 
+/// `kaiju ... | head` closes stdout early: kaiju stops quietly with status 0, as Unix tools do,
+/// instead of panicking on the broken pipe. The config printed is larger than a pipe's buffer,
+/// so kaiju is still writing when the reader goes away.
+#[test]
+fn a_reader_that_closes_stdout_early_ends_kaiju_quietly() {
+    let items: String = (0..6000)
+        .map(|i| format!("  - item-{i:05}-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\n"))
+        .collect();
+    let config = TempFile::new(&format!("main: {{name: app}}\netc:\n big:\n{items}"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kaiju"))
+        .args(["check", "-c", config.path(), "--no-os-env"])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read a little, as `head` does, then close the pipe.
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 64];
+    std::io::Read::read_exact(&mut stdout, &mut first).unwrap();
+    drop(stdout);
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !err.contains("panicked") && !err.contains("Broken pipe") && !err.contains("error"),
+        "{err}"
+    );
+    assert_eq!(o.status.code(), Some(0), "{err}");
+}
+
 #[test]
 fn config_errors_are_one_line_and_exit_2() {
     let bad = TempFile::new(
