@@ -126,9 +126,47 @@ pub(crate) async fn run(command: Command) -> Result<(), Failure> {
             outln!("{id}");
             Ok(())
         }
-        Command::Streams { conn, app, topic } => {
+        Command::Streams {
+            conn,
+            app,
+            topic,
+            repair,
+            max_ahead_hours,
+        } => {
             let (transport, me) = connect(&conn).await?;
             let (stream, dead) = keys(&me.env, &app, &topic)?;
+            if repair {
+                let max_ahead = Duration::from_secs(max_ahead_hours.saturating_mul(3600));
+                let done = admin::repair_ids(&transport, &stream, &dead, max_ahead)
+                    .await
+                    .map_err(redis_failure)?;
+                match &done.last_id_after {
+                    None if done.moved == 0 => {
+                        outln!("repair: the ids of {stream} are fine; nothing to do")
+                    }
+                    None => outln!(
+                        "repair: moved {} entries ahead of the clock to {dead}",
+                        done.moved
+                    ),
+                    Some(after) => outln!(
+                        "repair: moved {} entries ahead of the clock to {dead}; last id {} -> {after}; groups set back: {}",
+                        done.moved,
+                        done.last_id_before,
+                        if done.groups_reset.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            done.groups_reset.join(", ")
+                        }
+                    ),
+                }
+            }
+            for key in [&stream, &dead] {
+                match admin::check_ids(&transport, key).await {
+                    Ok(Some(warning)) => errln!("kaiju: warning: {warning}"),
+                    Ok(None) => {}
+                    Err(e) => errln!("kaiju: warning: cannot check the ids of {key}: {e}"),
+                }
+            }
             let report = admin::inspect(&transport, &stream, &dead)
                 .await
                 .map_err(redis_failure)?;
@@ -204,7 +242,8 @@ pub(crate) async fn run(command: Command) -> Result<(), Failure> {
                         .map_err(redis_failure)?;
                     outln!(
                         "replayed {} into {stream}; skipped {} (from another stream or empty)",
-                        done.replayed, done.skipped
+                        done.replayed,
+                        done.skipped
                     );
                     Ok(())
                 }

@@ -120,7 +120,8 @@ enum Command {
         headers: Vec<String>,
     },
     /// Show an app's stream: length, groups, lag, pending, oldest pending age, consumers,
-    /// dead letters.
+    /// dead letters. Warns when the stream's last id is the largest there is or more than a
+    /// day ahead of the server clock (someone wrote an entry with such an id: writes fail).
     Streams {
         #[command(flatten)]
         conn: Conn,
@@ -129,6 +130,17 @@ enum Command {
         /// The topic.
         #[arg(default_value = "rpc")]
         topic: String,
+        /// Repair a stream whose ids ran ahead of the server clock: move every entry whose id
+        /// is more than --max-ahead-hours ahead to the dead letters (`kind: future-id`;
+        /// `kaiju dead ... replay` writes them back with new ids), set the stream's last id
+        /// back (XSETID) to its newest remaining entry, a group's last delivered id or the
+        /// server's time, whichever is largest, and set groups that were ahead back to it.
+        /// Groups, consumers and pending entries are kept.
+        #[arg(long)]
+        repair: bool,
+        /// With --repair: how far ahead of the server clock an id may be, in hours.
+        #[arg(long, default_value_t = 24, value_name = "HOURS", requires = "repair")]
+        max_ahead_hours: u64,
     },
     /// List, replay or purge an app's dead letters: `kaiju dead <app> [topic] list|replay|purge`.
     Dead {

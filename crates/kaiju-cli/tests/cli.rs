@@ -232,6 +232,73 @@ async fn cache_get_and_locks_owner() {
     guard.release().await.unwrap();
 }
 
+/// A stream bricked by an entry with the largest id: `kaiju streams` warns, `--repair` mends
+/// it (the group and its pending entry kept), and writes work again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_warns_about_a_bricked_stream_and_repair_mends_it() {
+    use kaiju_transport::fred::prelude::*;
+    let Some(url) = url() else { return };
+    let t = kaiju_tests::connect(Target::Single).await.unwrap();
+    let ns = kaiju_tests::namespace();
+    let app = ns.prefix().split_once('.').unwrap().1;
+    let stream = ns.stream("rpc").unwrap().into_string();
+    let c = conn(&url, &ns);
+    let _: String = t
+        .pool()
+        .xadd(stream.as_str(), false, None, "*", vec![("_", "ok")])
+        .await
+        .unwrap();
+    let _: () = t
+        .pool()
+        .xgroup_create(stream.as_str(), "g", "0", false)
+        .await
+        .unwrap();
+    let _: String = t
+        .pool()
+        .xadd(
+            stream.as_str(),
+            false,
+            None,
+            "18446744073709551615-18446744073709551615",
+            vec![("_", "evil")],
+        )
+        .await
+        .unwrap();
+    let _: kaiju_transport::fred::types::Value = t
+        .pool()
+        .xreadgroup("g", "c", None, None, false, stream.as_str(), ">")
+        .await
+        .unwrap();
+    let o = kaiju(&[&["streams", app][..], &c].concat());
+    let (_, err) = text(&o);
+    assert_eq!(code(&o), 0, "{err}");
+    assert!(
+        err.contains("warning") && err.contains("is unusable") && err.contains("--repair"),
+        "{err}"
+    );
+    let o = kaiju(&[&["streams", app, "--repair"][..], &c].concat());
+    let (out, err) = text(&o);
+    assert_eq!(code(&o), 0, "{err}");
+    assert!(out.contains("repair: moved 1 entries"), "{out}");
+    assert!(out.contains("groups set back: g"), "{out}");
+    assert!(!err.contains("warning"), "repaired: {err}");
+    let written: Result<String, _> = t
+        .pool()
+        .xadd(stream.as_str(), false, None, "*", vec![("_", "after")])
+        .await;
+    assert!(written.is_ok(), "{written:?}");
+    let pending: Vec<(String, String, u64, u64)> = t
+        .pool()
+        .xpending(stream.as_str(), "g", ("-", "+", 10))
+        .await
+        .unwrap();
+    assert_eq!(
+        pending.len(),
+        2,
+        "no pending entry was dropped: {pending:?}"
+    );
+}
+
 /// A running `kaiju run`, stopped with SIGTERM on drop.
 struct Running(std::process::Child);
 
