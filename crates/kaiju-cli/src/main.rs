@@ -39,7 +39,8 @@ struct ConfigArgs {
     /// Config file (.yml, .yaml, .json); repeat to layer several, later ones over earlier.
     #[arg(short = 'c', long = "config", value_name = "FILE")]
     files: Vec<PathBuf>,
-    /// Template value NAME=VALUE; wins over env files and the OS environment.
+    /// Template value NAME=VALUE; wins over env files and the OS environment. It shows in `ps`:
+    /// give secrets in an env file (-f) or the OS environment.
     #[arg(short = 'e', long = "env", value_name = "NAME=VALUE")]
     env: Vec<String>,
     /// Env file (YAML or JSON mapping of template values); repeatable.
@@ -55,15 +56,15 @@ struct ConfigArgs {
 struct Conn {
     #[command(flatten)]
     config: ConfigArgs,
-    /// Redis URL (`redis://`, `rediss://`, `redis-cluster://`); default: the config's first
-    /// RedisTransportService.
-    #[arg(
-        long,
-        env = "KAIJU_REDIS_URL",
-        value_name = "URL",
-        hide_env_values = true
-    )]
+    /// Redis URL (`redis://`, `rediss://`, `redis-cluster://`); default: the environment
+    /// variable KAIJU_REDIS_URL, else the config's first RedisTransportService. A password in
+    /// this argument shows in `ps`: give it in KAIJU_REDIS_URL or with --password-file.
+    #[arg(long, value_name = "URL")]
     redis_url: Option<String>,
+    /// Read the Redis password from this file (its first line), over the URL's or the
+    /// config's: a password on the command line shows in `ps`.
+    #[arg(long, value_name = "FILE")]
+    password_file: Option<PathBuf>,
     /// The kaiju environment (the first part of every key); default: the config's `main.env`,
     /// else `dev`.
     #[arg(long, env = "KAIJU_ENV", value_name = "ENV")]
