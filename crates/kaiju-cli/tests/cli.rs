@@ -502,6 +502,40 @@ async fn the_password_file_authenticates() {
     assert_ne!(code(&refused), 0, "the file's password is the one sent");
 }
 
+/// The same after a read from Redis (`kaiju cache get ... | head`): a value larger than a
+/// pipe's buffer, and a reader that goes away after 64 bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_stdout_after_a_redis_read_ends_kaiju_quietly() {
+    let Some(url) = url() else { return };
+    let t = kaiju_tests::connect(Target::Single).await.unwrap();
+    let ns = kaiju_tests::namespace();
+    let key = ns.key("big").unwrap();
+    let big: Vec<String> = (0..10_000)
+        .map(|i| format!("item-{i:06}-{}", "x".repeat(20)))
+        .collect();
+    kaiju_cache::Cache::new(t.clone())
+        .set(key.as_str(), &big, None)
+        .await
+        .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kaiju"))
+        .args([&["cache", "get", key.as_str()][..], &conn(&url, &ns)].concat())
+        .env_remove("KAIJU_REDIS_URL")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 64];
+    std::io::Read::read_exact(&mut stdout, &mut first).unwrap();
+    drop(stdout);
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains("panicked") && !err.contains("error"), "{err}");
+    assert_eq!(o.status.code(), Some(0), "{err}");
+}
+
 /// A running `kaiju run`, stopped with SIGTERM on drop.
 struct Running(std::process::Child);
 
