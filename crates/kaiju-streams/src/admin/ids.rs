@@ -78,9 +78,17 @@ impl std::fmt::Display for IdWarning {
 
 /// Checks the last id of `stream` against the server clock: `Some` when it is the largest
 /// id there is, or ahead of the clock by more than [`MAX_AHEAD`]. A stream that does not
-/// exist is fine. Read-only; two commands.
+/// exist is fine. Read-only: `TIME`, `EXISTS` and `XINFO STREAM`.
+///
+/// The clock is the server's (`TIME`); a user whose ACL rule lacks `+time` gets this
+/// process's clock instead (a day of tolerance absorbs the difference).
 pub async fn check_ids(transport: &Transport, stream: &str) -> Result<Option<IdWarning>> {
-    let now = server_time_ms(transport, stream).await?;
+    let now = match server_time_ms(transport, stream).await {
+        Ok(now) => now,
+        Err(_) => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+    };
     let Some(info) = stream_info(transport, stream).await? else {
         return Ok(None);
     };
@@ -195,8 +203,14 @@ pub async fn repair_ids(
             .custom(command("XSETID"), args)
             .await
             .classify();
-        if set.is_err() {
-            continue; // an entry ahead arrived between the check and XSETID
+        if let Err(e) = set {
+            // Refused because an entry ahead arrived between the check and XSETID: move it
+            // too. Any other refusal (a permission, a server error) is the caller's to see.
+            let top = stream_info(transport, stream).await?.and_then(|i| i.top);
+            if top.is_some_and(|top| !behind(&top)) {
+                continue;
+            }
+            return Err(e.into());
         }
         done.last_id_after = Some(target_text.clone());
         for (name, id) in &groups {
