@@ -48,7 +48,7 @@ pub enum IdProblem {
 pub struct IdWarning {
     /// The stream key.
     pub stream: String,
-    /// Its last id (`XINFO STREAM`'s `last-generated-id`).
+    /// Its last id: the newest entry's, or a group's last delivered id when that is larger.
     pub last_id: String,
     /// What is wrong with it.
     pub problem: IdProblem,
@@ -78,10 +78,12 @@ impl std::fmt::Display for IdWarning {
 
 /// Checks the last id of `stream` against the server clock: `Some` when it is the largest
 /// id there is, or ahead of the clock by more than [`MAX_AHEAD`]. A stream that does not
-/// exist is fine. Read-only: `TIME`, `EXISTS` and `XINFO STREAM`.
+/// exist is fine. The last id is the largest of the newest entry's and the groups' last
+/// delivered ids (an entry a group read stays its last delivered id after it is deleted).
 ///
-/// The clock is the server's (`TIME`); a user whose ACL rule lacks `+time` gets this
-/// process's clock instead (a day of tolerance absorbs the difference).
+/// Read-only, and only commands the listener's ACL rule grants: `TIME`, `EXISTS`,
+/// `XREVRANGE ... COUNT 1` and `XINFO GROUPS`. Without `+time`, this process's clock is used
+/// (a day of tolerance absorbs the difference).
 pub async fn check_ids(transport: &Transport, stream: &str) -> Result<Option<IdWarning>> {
     let now = match server_time_ms(transport, stream).await {
         Ok(now) => now,
@@ -89,16 +91,32 @@ pub async fn check_ids(transport: &Transport, stream: &str) -> Result<Option<IdW
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
     };
-    let Some(info) = stream_info(transport, stream).await? else {
+    let exists: i64 = transport.pool().exists(stream).await.classify()?;
+    if exists == 0 {
+        return Ok(None);
+    }
+    let reply: Value = transport
+        .pool()
+        .xrevrange(stream, "+", "-", Some(1))
+        .await
+        .classify()?;
+    let top = super::raw_entries(reply)?
+        .first()
+        .and_then(|(id, _)| StreamId::parse(id.as_bytes()));
+    let last = group_ids(transport, stream)
+        .await?
+        .into_iter()
+        .map(|(_, id)| id)
+        .chain(top)
+        .max();
+    let Some(last) = last else {
         return Ok(None);
     };
-    Ok(
-        problem(info.last_id, now, MAX_AHEAD).map(|problem| IdWarning {
-            stream: stream.to_owned(),
-            last_id: info.last_id.to_string(),
-            problem,
-        }),
-    )
+    Ok(problem(last, now, MAX_AHEAD).map(|problem| IdWarning {
+        stream: stream.to_owned(),
+        last_id: last.to_string(),
+        problem,
+    }))
 }
 
 fn problem(last: StreamId, now_ms: u64, max_ahead: Duration) -> Option<IdProblem> {
