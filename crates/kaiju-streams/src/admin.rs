@@ -15,6 +15,7 @@ use kaiju_transport::{Classify, Transport};
 
 use crate::{Result, StreamError};
 
+pub(crate) use ids::check_newest_entry;
 pub use ids::{IdProblem, IdWarning, MAX_AHEAD, Repaired, check_ids, repair_ids};
 
 /// Most entries one page of [`DeadLetters::list`] or one replay round trip handles.

@@ -85,6 +85,20 @@ impl std::fmt::Display for IdWarning {
 /// `XREVRANGE ... COUNT 1` and `XINFO GROUPS`. Without `+time`, this process's clock is used
 /// (a day of tolerance absorbs the difference).
 pub async fn check_ids(transport: &Transport, stream: &str) -> Result<Option<IdWarning>> {
+    check(transport, stream, true).await
+}
+
+/// [`check_ids`] on the newest entry alone, without `XINFO GROUPS`: the listener's check, so
+/// that every `XINFO` it sends stays inside its trim script (one atomic step, see
+/// `trim_delivered.lua`).
+pub(crate) async fn check_newest_entry(
+    transport: &Transport,
+    stream: &str,
+) -> Result<Option<IdWarning>> {
+    check(transport, stream, false).await
+}
+
+async fn check(transport: &Transport, stream: &str, groups: bool) -> Result<Option<IdWarning>> {
     let now = match server_time_ms(transport, stream).await {
         Ok(now) => now,
         Err(_) => std::time::SystemTime::now()
@@ -103,12 +117,12 @@ pub async fn check_ids(transport: &Transport, stream: &str) -> Result<Option<IdW
     let top = super::raw_entries(reply)?
         .first()
         .and_then(|(id, _)| StreamId::parse(id.as_bytes()));
-    let last = group_ids(transport, stream)
-        .await?
-        .into_iter()
-        .map(|(_, id)| id)
-        .chain(top)
-        .max();
+    let delivered = if groups {
+        group_ids(transport, stream).await?
+    } else {
+        Vec::new()
+    };
+    let last = delivered.into_iter().map(|(_, id)| id).chain(top).max();
     let Some(last) = last else {
         return Ok(None);
     };

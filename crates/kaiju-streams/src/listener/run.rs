@@ -293,7 +293,7 @@ where
     /// writes fail, or will). Run at start and with the housekeeping, not per read.
     async fn check_ids(&self) {
         for stream in [&self.stream, &self.dead] {
-            match crate::admin::check_ids(&self.transport, stream).await {
+            match crate::admin::check_newest_entry(&self.transport, stream).await {
                 Ok(None) => {}
                 Ok(Some(warning)) => tracing::error!(stream = %stream, "{warning}"),
                 Err(e) => {
