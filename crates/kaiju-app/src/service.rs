@@ -249,13 +249,19 @@ impl Build<'_> {
     }
 
     /// A [`SettingsError`] at `field`, to keep for [`Service::check`] or return from it.
+    ///
+    /// The message never quotes a value taken from the OS environment or an env file, nor the
+    /// value of a setting whose name says it is a secret: it names where the value came from
+    /// (`<the value of the environment variable DB_PASSWORD>`) or says `<hidden>` instead.
     pub fn setting_error(&self, field: &str, message: impl Into<String>) -> SettingsError {
+        let node = self.settings.locate(field);
+        let secret = field.split(['.', '[']).any(crate::config::is_secret_name);
         SettingsError {
             service: self.name.to_owned(),
             cls: self.cls.to_owned(),
-            place: self.place_of(field),
+            place: node.place.clone(),
             field: field.to_owned(),
-            message: message.into(),
+            message: node.scrub(message.into(), secret),
         }
     }
 }

@@ -13,6 +13,7 @@ use serde_json::Value as Json;
 
 use crate::connect::{build, connect, load};
 use crate::json::{self, pretty, to_json};
+use crate::out::{errln, outln};
 use crate::{CacheCommand, Command, Failure, FunctionsCommand, LocksCommand};
 
 pub(crate) async fn run(command: Command) -> Result<(), Failure> {
@@ -26,9 +27,9 @@ pub(crate) async fn run(command: Command) -> Result<(), Failure> {
         Command::Check { config } => {
             let config = load(&config)?;
             let app = build(&config)?;
-            println!("{}", pretty(&config.redacted()));
+            outln!("{}", pretty(&config.redacted()));
             let names: Vec<&str> = app.context().names().collect();
-            eprintln!(
+            errln!(
                 "config ok: app `{}` in `{}`, {} services: {}",
                 config.project.main.name,
                 config.project.main.env,
@@ -42,7 +43,7 @@ pub(crate) async fn run(command: Command) -> Result<(), Failure> {
                 .filter(|n| !names.contains(&n.as_str()))
                 .collect();
             if !left_out.is_empty() {
-                eprintln!(
+                errln!(
                     "left out (optional, cannot start with this config; see the warnings above): {}",
                     left_out.join(", ")
                 );
@@ -83,11 +84,11 @@ pub(crate) async fn run(command: Command) -> Result<(), Failure> {
                 }
                 match request.await {
                     Ok(result) => {
-                        println!("{}", pretty(&to_json(&result)));
+                        outln!("{}", pretty(&to_json(&result)));
                         Ok(())
                     }
                     Err(CallError::Rpc(e)) => {
-                        println!("{e}");
+                        outln!("{e}");
                         Err(Failure::failed(format!(
                             "{method} answered with an error (code {})",
                             e.code()
@@ -105,7 +106,7 @@ pub(crate) async fn run(command: Command) -> Result<(), Failure> {
                     call = call.header(name, value.clone());
                 }
                 let id = call.await.map_err(call_failure)?;
-                println!("{id}");
+                outln!("{id}");
                 Ok(())
             }
         }
@@ -122,34 +123,72 @@ pub(crate) async fn run(command: Command) -> Result<(), Failure> {
                 .write(&Key::raw(stream_key), &body, headers)
                 .await
                 .map_err(redis_failure)?;
-            println!("{id}");
+            outln!("{id}");
             Ok(())
         }
-        Command::Streams { conn, app, topic } => {
+        Command::Streams {
+            conn,
+            app,
+            topic,
+            repair,
+            max_ahead_hours,
+        } => {
             let (transport, me) = connect(&conn).await?;
             let (stream, dead) = keys(&me.env, &app, &topic)?;
+            if repair {
+                let max_ahead = Duration::from_secs(max_ahead_hours.saturating_mul(3600));
+                let done = admin::repair_ids(&transport, &stream, &dead, max_ahead)
+                    .await
+                    .map_err(redis_failure)?;
+                match &done.last_id_after {
+                    None if done.moved == 0 => {
+                        outln!("repair: the ids of {stream} are fine; nothing to do")
+                    }
+                    None => outln!(
+                        "repair: moved {} entries ahead of the clock to {dead}",
+                        done.moved
+                    ),
+                    Some(after) => outln!(
+                        "repair: moved {} entries ahead of the clock to {dead}; last id {} -> {after}; groups set back: {}",
+                        done.moved,
+                        done.last_id_before,
+                        if done.groups_reset.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            done.groups_reset.join(", ")
+                        }
+                    ),
+                }
+            }
+            for key in [&stream, &dead] {
+                match admin::check_ids(&transport, key).await {
+                    Ok(Some(warning)) => errln!("kaiju: warning: {warning}"),
+                    Ok(None) => {}
+                    Err(e) => errln!("kaiju: warning: cannot check the ids of {key}: {e}"),
+                }
+            }
             let report = admin::inspect(&transport, &stream, &dead)
                 .await
                 .map_err(redis_failure)?;
             let exists = report.length > 0 || !report.groups.is_empty();
-            println!("stream       {}", report.stream);
-            println!("length       {}", report.length);
-            println!("dead letters {}  ({dead})", report.dead_letters);
+            outln!("stream       {}", report.stream);
+            outln!("length       {}", report.length);
+            outln!("dead letters {}  ({dead})", report.dead_letters);
             for g in &report.groups {
-                println!("group        {}", g.name);
-                println!(
+                outln!("group        {}", g.name);
+                outln!(
                     "  lag                {}",
                     g.lag.map_or("unknown".into(), |l| l.to_string())
                 );
-                println!("  pending            {}", g.pending);
-                println!(
+                outln!("  pending            {}", g.pending);
+                outln!(
                     "  oldest pending age {}",
                     g.oldest_pending_age
                         .map_or("-".into(), |a| format!("{:.1} s", a.as_secs_f64()))
                 );
-                println!("  consumers          {}", g.consumers.len());
+                outln!("  consumers          {}", g.consumers.len());
                 for (name, pending, idle) in &g.consumers {
-                    println!(
+                    outln!(
                         "    {name}: {pending} pending, idle {:.1} s",
                         idle.as_secs_f64()
                     );
@@ -179,7 +218,7 @@ pub(crate) async fn run(command: Command) -> Result<(), Failure> {
             match action.as_str() {
                 "list" => {
                     let total = letters.len().await.map_err(redis_failure)?;
-                    println!("{total} dead letters in {dead}");
+                    outln!("{total} dead letters in {dead}");
                     let mut after: Option<String> = None;
                     let mut shown = 0;
                     while shown < count {
@@ -191,25 +230,26 @@ pub(crate) async fn run(command: Command) -> Result<(), Failure> {
                         after = Some(last.id.clone());
                         shown += page.len();
                         for d in page {
-                            print_dead_letter(&d);
+                            print_dead_letter(&d)?;
                         }
                     }
                     Ok(())
                 }
                 "replay" => {
                     let done = letters
-                        .replay(100, |done, total| eprintln!("replayed {done}/{total}"))
+                        .replay(100, |done, total| errln!("replayed {done}/{total}"))
                         .await
                         .map_err(redis_failure)?;
-                    println!(
+                    outln!(
                         "replayed {} into {stream}; skipped {} (from another stream or empty)",
-                        done.replayed, done.skipped
+                        done.replayed,
+                        done.skipped
                     );
                     Ok(())
                 }
                 "purge" => {
                     let n = letters.purge().await.map_err(redis_failure)?;
-                    println!("purged {n} dead letters from {dead}");
+                    outln!("purged {n} dead letters from {dead}");
                     Ok(())
                 }
                 other => Err(Failure::usage(format!(
@@ -228,7 +268,7 @@ pub(crate) async fn run(command: Command) -> Result<(), Failure> {
             locks.close().await;
             match owner? {
                 Some(owner) => {
-                    println!("{owner}");
+                    outln!("{owner}");
                     Ok(())
                 }
                 None => Err(Failure::not_found(format!("{key} is not locked"))),
@@ -244,7 +284,7 @@ pub(crate) async fn run(command: Command) -> Result<(), Failure> {
                 .map_err(redis_failure)?
             {
                 Some(v) => {
-                    println!("{}", pretty(&to_json(&v)));
+                    outln!("{}", pretty(&to_json(&v)));
                     Ok(())
                 }
                 None => Err(Failure::not_found(format!("no value at {key}"))),
@@ -267,9 +307,9 @@ pub(crate) async fn run(command: Command) -> Result<(), Failure> {
                     .load_function(&transport)
                     .await
                     .map_err(redis_failure)?;
-                println!("{}", script.function_name());
+                outln!("{}", script.function_name());
             }
-            eprintln!("loaded {} function libraries", scripts.len());
+            errln!("loaded {} function libraries", scripts.len());
             transport.close().await.ok();
             Ok(())
         }
@@ -304,7 +344,7 @@ fn call_failure(e: CallError) -> Failure {
     }
 }
 
-fn print_dead_letter(d: &admin::DeadLetter) {
+fn print_dead_letter(d: &admin::DeadLetter) -> Result<(), Failure> {
     let body = d
         .fields
         .iter()
@@ -316,7 +356,7 @@ fn print_dead_letter(d: &admin::DeadLetter) {
             },
         )
         .unwrap_or_else(|| "<no `_` field>".into());
-    println!(
+    outln!(
         "{}  {}  from {} (delivered {}x): {}",
         printable(&d.id),
         printable(&d.kind),
@@ -324,7 +364,8 @@ fn print_dead_letter(d: &admin::DeadLetter) {
         d.deliveries,
         printable(&d.reason)
     );
-    println!("    {body}");
+    outln!("    {body}");
+    Ok(())
 }
 
 /// A failed Redis operation: exit 3 when Redis could not be reached (a lost connection, a

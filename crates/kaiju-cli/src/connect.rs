@@ -6,7 +6,40 @@ use kaiju_app::{App, Dependency, Registry};
 use kaiju_core::{AppSettings, RedisSettings};
 use kaiju_transport::Transport;
 
+use crate::out::errln;
 use crate::{ConfigArgs, Conn, Failure};
+
+/// Warns when `-e NAME=VALUE` looks like it holds a secret: arguments show in `ps`.
+fn warn_about_env_arg(arg: &str) {
+    let Some((name, value)) = arg.split_once('=') else {
+        return;
+    };
+    if !value.is_empty()
+        && (kaiju_app::config::is_secret_name(name) || kaiju_core::redact_url(value) != value)
+    {
+        errln!(
+            "kaiju: warning: -e {name}=... looks like a secret, and arguments show in `ps` to every user of this machine; give it in an env file (-f) or as the environment variable {name} instead"
+        );
+    }
+}
+
+/// The first line of a password file (without its line ending).
+fn read_password(path: &std::path::Path) -> Result<kaiju_core::Secret, Failure> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Failure::usage(format!(
+            "cannot read the password file {}: {e}",
+            path.display()
+        ))
+    })?;
+    let password = text.lines().next().unwrap_or("");
+    if password.is_empty() {
+        return Err(Failure::usage(format!(
+            "the password file {} is empty; its first line is the password",
+            path.display()
+        )));
+    }
+    Ok(kaiju_core::Secret::new(password))
+}
 
 /// Loads the config the arguments name.
 pub(crate) fn load(args: &ConfigArgs) -> Result<Config, Failure> {
@@ -18,6 +51,7 @@ pub(crate) fn load(args: &ConfigArgs) -> Result<Config, Failure> {
         loader = loader.env_file(f);
     }
     for e in &args.env {
+        warn_about_env_arg(e);
         loader = loader
             .env_arg(e)
             .map_err(|e| Failure::usage(e.to_string()))?;
@@ -33,15 +67,28 @@ pub(crate) fn build(config: &Config) -> Result<App, Failure> {
     App::build(config, &Registry::builtin()).map_err(|e| Failure::usage(e.to_string()))
 }
 
-/// A connection and the kaiju environment, from `--redis-url`/`KAIJU_REDIS_URL` or the
-/// config's first transport; the environment from `--environment`, the config, or `dev`.
+/// A connection and the kaiju environment, from `--redis-url`, `KAIJU_REDIS_URL` or the
+/// config's first transport (the password from `--password-file` over theirs); the environment
+/// from `--environment`, the config, or `dev`. Warns when a password is given as an argument.
 pub(crate) async fn connect(conn: &Conn) -> Result<(Transport, AppSettings), Failure> {
     let config = if conn.config.files.is_empty() {
         None
     } else {
         Some(load(&conn.config)?)
     };
-    let settings = match (&conn.redis_url, &config) {
+    if let Some(url) = &conn.redis_url
+        && kaiju_core::redact_url(url) != *url
+    {
+        errln!(
+            "kaiju: warning: the password in --redis-url shows in `ps` to every user of this machine; set KAIJU_REDIS_URL or use --password-file instead"
+        );
+    }
+    let url = conn.redis_url.clone().or_else(|| {
+        std::env::var("KAIJU_REDIS_URL")
+            .ok()
+            .filter(|u| !u.trim().is_empty())
+    });
+    let mut settings = match (&url, &config) {
         (Some(url), _) => RedisSettings::from_url(url.clone()),
         (None, Some(config)) => {
             let app = build(config)?;
@@ -57,6 +104,9 @@ pub(crate) async fn connect(conn: &Conn) -> Result<(Transport, AppSettings), Fai
             ));
         }
     };
+    if let Some(path) = &conn.password_file {
+        settings.password = Some(read_password(path)?);
+    }
     Transport::check(&settings).map_err(|e| Failure::usage(e.to_string()))?;
     let env = conn
         .environment

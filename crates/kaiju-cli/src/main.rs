@@ -5,6 +5,7 @@
 mod commands;
 mod connect;
 mod json;
+mod out;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -38,7 +39,8 @@ struct ConfigArgs {
     /// Config file (.yml, .yaml, .json); repeat to layer several, later ones over earlier.
     #[arg(short = 'c', long = "config", value_name = "FILE")]
     files: Vec<PathBuf>,
-    /// Template value NAME=VALUE; wins over env files and the OS environment.
+    /// Template value NAME=VALUE; wins over env files and the OS environment. It shows in `ps`:
+    /// give secrets in an env file (-f) or the OS environment.
     #[arg(short = 'e', long = "env", value_name = "NAME=VALUE")]
     env: Vec<String>,
     /// Env file (YAML or JSON mapping of template values); repeatable.
@@ -54,15 +56,15 @@ struct ConfigArgs {
 struct Conn {
     #[command(flatten)]
     config: ConfigArgs,
-    /// Redis URL (`redis://`, `rediss://`, `redis-cluster://`); default: the config's first
-    /// RedisTransportService.
-    #[arg(
-        long,
-        env = "KAIJU_REDIS_URL",
-        value_name = "URL",
-        hide_env_values = true
-    )]
+    /// Redis URL (`redis://`, `rediss://`, `redis-cluster://`); default: the environment
+    /// variable KAIJU_REDIS_URL, else the config's first RedisTransportService. A password in
+    /// this argument shows in `ps`: give it in KAIJU_REDIS_URL or with --password-file.
+    #[arg(long, value_name = "URL")]
     redis_url: Option<String>,
+    /// Read the Redis password from this file (its first line), over the URL's or the
+    /// config's: a password on the command line shows in `ps`.
+    #[arg(long, value_name = "FILE")]
+    password_file: Option<PathBuf>,
     /// The kaiju environment (the first part of every key); default: the config's `main.env`,
     /// else `dev`.
     #[arg(long, env = "KAIJU_ENV", value_name = "ENV")]
@@ -119,7 +121,8 @@ enum Command {
         headers: Vec<String>,
     },
     /// Show an app's stream: length, groups, lag, pending, oldest pending age, consumers,
-    /// dead letters.
+    /// dead letters. Warns when the stream's last id is the largest there is or more than a
+    /// day ahead of the server clock (someone wrote an entry with such an id: writes fail).
     Streams {
         #[command(flatten)]
         conn: Conn,
@@ -128,6 +131,17 @@ enum Command {
         /// The topic.
         #[arg(default_value = "rpc")]
         topic: String,
+        /// Repair a stream whose ids ran ahead of the server clock: move every entry whose id
+        /// is more than --max-ahead-hours ahead to the dead letters (`kind: future-id`;
+        /// `kaiju dead ... replay` writes them back with new ids), set the stream's last id
+        /// back (XSETID) to its newest remaining entry, a group's last delivered id or the
+        /// server's time, whichever is largest, and set groups that were ahead back to it.
+        /// Groups, consumers and pending entries are kept.
+        #[arg(long)]
+        repair: bool,
+        /// With --repair: how far ahead of the server clock an id may be, in hours.
+        #[arg(long, default_value_t = 24, value_name = "HOURS", requires = "repair")]
+        max_ahead_hours: u64,
     },
     /// List, replay or purge an app's dead letters: `kaiju dead <app> [topic] list|replay|purge`.
     Dead {
@@ -220,6 +234,15 @@ impl Failure {
         }
     }
 
+    /// Stdout was closed by its reader (`kaiju ... | head`): stop, print nothing more, and
+    /// exit with status 0, as Unix tools do.
+    pub(crate) fn output_closed() -> Self {
+        Self {
+            code: 0,
+            message: String::new(),
+        }
+    }
+
     pub(crate) fn not_found(message: impl Into<String>) -> Self {
         Self {
             code: 4,
@@ -257,14 +280,20 @@ fn main() -> ExitCode {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("kaiju: error: cannot start the async runtime: {e}");
+            out::note(format_args!(
+                "kaiju: error: cannot start the async runtime: {e}"
+            ));
             return ExitCode::from(1);
         }
     };
     match runtime.block_on(commands::run(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(f) if f.message.is_empty() => ExitCode::from(f.code),
         Err(f) => {
-            eprintln!("kaiju: error: {}", f.message.replace('\n', " "));
+            out::note(format_args!(
+                "kaiju: error: {}",
+                f.message.replace('\n', " ")
+            ));
             ExitCode::from(f.code)
         }
     }

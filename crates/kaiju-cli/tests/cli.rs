@@ -72,6 +72,148 @@ fn check_prints_the_resolved_config_with_secrets_hidden() {
     assert!(err.contains("config ok: app `billing`"), "{err}");
 }
 
+/// `kaiju check` with `extra_env` set in its OS environment.
+fn check_with_env(args: &[&str], extra_env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kaiju"));
+    cmd.arg("check")
+        .args(args)
+        .env_remove("KAIJU_REDIS_URL")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null());
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+/// Secrets are hidden by their key's name (key, cookie, jwt, sign, secret, token, password),
+/// by their form (`Bearer ...`, a URL's password and `?token=`), and by where they came from
+/// (the OS environment, an env file) whatever their key.
+#[test]
+fn check_hides_secrets_by_name_by_form_and_by_where_they_came_from() {
+    let env_file = TempFile::new("FILE_VALUE: fv-s3cret\n");
+    let config = TempFile::new(
+        "main: {name: app}\netc:\n  api-key: ak-s3cret\n  apiKey: ak2-s3cret\n  cookie_key: ck-s3cret\n  jwt: jw-s3cret\n  signing_key: sk-s3cret\n  client_secret: cs-s3cret\n  header: 'Bearer be-s3cret'\n  link: 'https://h/x?token=tk-s3cret&page=2'\n  dsn: 'postgres://u:pw-s3cret@h/db'\n  neutral: '[NEUTRAL]'\n  from_file: '[FILE_VALUE]'\n  user: bob\n",
+    );
+    let o = check_with_env(
+        &["-c", config.path(), "-f", env_file.path()],
+        &[("NEUTRAL", "os-s3cret")],
+    );
+    let (out, err) = text(&o);
+    assert_eq!(code(&o), 0, "{err}");
+    for secret in [
+        "ak-s3cret",
+        "ak2-s3cret",
+        "ck-s3cret",
+        "jw-s3cret",
+        "sk-s3cret",
+        "cs-s3cret",
+        "be-s3cret",
+        "tk-s3cret",
+        "pw-s3cret",
+        "os-s3cret",
+        "fv-s3cret",
+    ] {
+        assert!(
+            !out.contains(secret) && !err.contains(secret),
+            "{secret}: {out}{err}"
+        );
+    }
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["etc"]["user"], "bob", "what is no secret is shown");
+    assert_eq!(json["etc"]["link"], "https://h/x?token=***&page=2");
+    assert_eq!(
+        json["etc"]["neutral"],
+        "<hidden: the environment variable NEUTRAL>"
+    );
+    assert_eq!(
+        json["etc"]["from_file"],
+        "<hidden: `FILE_VALUE` of an env file>"
+    );
+}
+
+/// A setting with the wrong type, its value taken from the environment: the error names the
+/// variable and never quotes the value (serde quotes it: `invalid type: string "hunter2"`).
+#[test]
+fn config_errors_never_quote_a_value_from_the_environment() {
+    let config = TempFile::new(
+        "main: {name: app}\nservices:\n  - cls: RedisTransportService\n    settings: {port: '[DB_PASSWORD]'}\n",
+    );
+    let o = check_with_env(&["-c", config.path()], &[("DB_PASSWORD", "hunter2")]);
+    let (out, err) = text(&o);
+    assert_eq!(code(&o), 2, "{err}");
+    assert!(
+        !out.contains("hunter2") && !err.contains("hunter2"),
+        "{err}"
+    );
+    assert!(
+        err.contains("the value of the environment variable DB_PASSWORD") && err.contains("port"),
+        "{err}"
+    );
+    let env_file = TempFile::new("DB_PASSWORD: hunter3\n");
+    let o = check_with_env(
+        &["-c", config.path(), "-f", env_file.path(), "--no-os-env"],
+        &[],
+    );
+    let (_, err) = text(&o);
+    assert_eq!(code(&o), 2, "{err}");
+    assert!(!err.contains("hunter3"), "{err}");
+    assert!(err.contains("`DB_PASSWORD` of an env file"), "{err}");
+    // A secret's name is enough: its value is not quoted either.
+    let config = TempFile::new(
+        "main: {name: app}\nservices:\n  - cls: RedisTransportService\n    settings: {password: [hunter4]}\n",
+    );
+    let o = check_with_env(&["-c", config.path(), "--no-os-env"], &[]);
+    let (_, err) = text(&o);
+    assert_eq!(code(&o), 2, "{err}");
+    assert!(!err.contains("hunter4"), "{err}");
+}
+
+/// Passwords in arguments show in `ps`: kaiju warns, and takes them from KAIJU_REDIS_URL or a
+/// password file instead.
+#[test]
+fn a_password_given_as_an_argument_is_warned_about() {
+    let port = kaiju_testkit::free_port(false).unwrap();
+    let with_password = format!("redis://:pw-s3cret@127.0.0.1:{port}");
+    let o = kaiju(&["cache", "get", "k", "--redis-url", &with_password]);
+    let (_, err) = text(&o);
+    assert_eq!(code(&o), 3, "nothing listens there: {err}");
+    assert!(err.contains("warning") && err.contains("`ps`"), "{err}");
+    assert!(!err.contains("pw-s3cret"), "{err}");
+    // The same URL from the environment: no warning.
+    let o = Command::new(env!("CARGO_BIN_EXE_kaiju"))
+        .args(["cache", "get", "k"])
+        .env("KAIJU_REDIS_URL", &with_password)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let (_, err) = text(&o);
+    assert_eq!(code(&o), 3, "{err}");
+    assert!(!err.contains("warning"), "{err}");
+    // A template value that looks like a secret.
+    let config = TempFile::new("main: {name: app}\n");
+    let o = kaiju(&["check", "-c", config.path(), "-e", "db_password=x"]);
+    let (_, err) = text(&o);
+    assert!(
+        err.contains("warning") && err.contains("-e db_password"),
+        "{err}"
+    );
+    assert!(!err.contains("db_password=x"), "{err}");
+    let o = kaiju(&[
+        "cache",
+        "get",
+        "k",
+        "--redis-url",
+        "redis://127.0.0.1:1",
+        "--password-file",
+        "/nonexistent/password",
+    ]);
+    let (_, err) = text(&o);
+    assert_eq!(code(&o), 2, "{err}");
+    assert!(err.contains("cannot read the password file"), "{err}");
+}
+
 #[test]
 fn environment_variables_that_are_not_utf8_are_skipped() {
     use std::os::unix::ffi::OsStrExt;
@@ -87,7 +229,42 @@ fn environment_variables_that_are_not_utf8_are_skipped() {
         .unwrap();
     let (out, err) = text(&o);
     assert_eq!(code(&o), 0, "{err}");
-    assert!(out.contains("from-os"), "{out}");
+    assert!(err.contains("app `from-os`"), "{err}");
+    assert!(
+        out.contains("<hidden: the environment variable main_name>"),
+        "{out}"
+    );
+}
+
+/// `kaiju ... | head` closes stdout early: kaiju stops quietly with status 0, as Unix tools do,
+/// instead of panicking on the broken pipe. The config printed is larger than a pipe's buffer,
+/// so kaiju is still writing when the reader goes away.
+#[test]
+fn a_reader_that_closes_stdout_early_ends_kaiju_quietly() {
+    let items: String = (0..6000)
+        .map(|i| format!("  - item-{i:05}-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\n"))
+        .collect();
+    let config = TempFile::new(&format!("main: {{name: app}}\netc:\n big:\n{items}"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kaiju"))
+        .args(["check", "-c", config.path(), "--no-os-env"])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read a little, as `head` does, then close the pipe.
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 64];
+    std::io::Read::read_exact(&mut stdout, &mut first).unwrap();
+    drop(stdout);
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !err.contains("panicked") && !err.contains("Broken pipe") && !err.contains("error"),
+        "{err}"
+    );
+    assert_eq!(o.status.code(), Some(0), "{err}");
 }
 
 #[test]
@@ -199,6 +376,164 @@ async fn cache_get_and_locks_owner() {
     assert_eq!(code(&o), 0, "{err}");
     assert_eq!(out.trim(), "owner-42");
     guard.release().await.unwrap();
+}
+
+/// A stream bricked by an entry with the largest id: `kaiju streams` warns, `--repair` mends
+/// it (the group and its pending entry kept), and writes work again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_warns_about_a_bricked_stream_and_repair_mends_it() {
+    use kaiju_transport::fred::prelude::*;
+    let Some(url) = url() else { return };
+    let t = kaiju_tests::connect(Target::Single).await.unwrap();
+    let ns = kaiju_tests::namespace();
+    let app = ns.prefix().split_once('.').unwrap().1;
+    let stream = ns.stream("rpc").unwrap().into_string();
+    let c = conn(&url, &ns);
+    let _: String = t
+        .pool()
+        .xadd(stream.as_str(), false, None, "*", vec![("_", "ok")])
+        .await
+        .unwrap();
+    let _: () = t
+        .pool()
+        .xgroup_create(stream.as_str(), "g", "0", false)
+        .await
+        .unwrap();
+    let _: String = t
+        .pool()
+        .xadd(
+            stream.as_str(),
+            false,
+            None,
+            "18446744073709551615-18446744073709551615",
+            vec![("_", "evil")],
+        )
+        .await
+        .unwrap();
+    let _: kaiju_transport::fred::types::Value = t
+        .pool()
+        .xreadgroup("g", "c", None, None, false, stream.as_str(), ">")
+        .await
+        .unwrap();
+    let o = kaiju(&[&["streams", app][..], &c].concat());
+    let (_, err) = text(&o);
+    assert_eq!(code(&o), 0, "{err}");
+    assert!(
+        err.contains("warning") && err.contains("is unusable") && err.contains("--repair"),
+        "{err}"
+    );
+    let o = kaiju(&[&["streams", app, "--repair"][..], &c].concat());
+    let (out, err) = text(&o);
+    assert_eq!(code(&o), 0, "{err}");
+    assert!(out.contains("repair: moved 1 entries"), "{out}");
+    assert!(out.contains("groups set back: g"), "{out}");
+    assert!(!err.contains("warning"), "repaired: {err}");
+    let written: Result<String, _> = t
+        .pool()
+        .xadd(stream.as_str(), false, None, "*", vec![("_", "after")])
+        .await;
+    assert!(written.is_ok(), "{written:?}");
+    let pending: Vec<(String, String, u64, u64)> = t
+        .pool()
+        .xpending(stream.as_str(), "g", ("-", "+", 10))
+        .await
+        .unwrap();
+    assert_eq!(
+        pending.len(),
+        2,
+        "no pending entry was dropped: {pending:?}"
+    );
+}
+
+/// `--password-file` gives the password of a user Redis knows (an ACL user made here, named
+/// in the config).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_password_file_authenticates() {
+    let Some(url) = url() else { return };
+    let t = kaiju_tests::connect(Target::Single).await.unwrap();
+    let ns = kaiju_tests::namespace();
+    let user = format!("u{}", uuid::Uuid::new_v4().simple());
+    let password = format!("pw{}", uuid::Uuid::new_v4().simple());
+    kaiju_tests::acl::acl(
+        &t,
+        &[
+            "SETUSER",
+            &user,
+            "on",
+            &format!(">{password}"),
+            "~*",
+            "+@all",
+        ],
+    )
+    .await;
+    let key = ns.key("v").unwrap();
+    kaiju_cache::Cache::new(t.clone())
+        .set(key.as_str(), &1, None)
+        .await
+        .unwrap();
+    let file = TempFile::new(&format!("{password}\n"));
+    let config = TempFile::new(&format!(
+        "main: {{name: x}}\nservices:\n  - cls: RedisTransportService\n    settings: {{url: \"{url}\", username: {user}}}\n"
+    ));
+    let o = kaiju(&[
+        "cache",
+        "get",
+        key.as_str(),
+        "-c",
+        config.path(),
+        "--password-file",
+        file.path(),
+    ]);
+    let (out, err) = text(&o);
+    let wrong = TempFile::new("not-the-password\n");
+    let refused = kaiju(&[
+        "cache",
+        "get",
+        key.as_str(),
+        "-c",
+        config.path(),
+        "--password-file",
+        wrong.path(),
+    ]);
+    kaiju_tests::acl::acl(&t, &["DELUSER", &user]).await;
+    assert_eq!(code(&o), 0, "{err}");
+    assert_eq!(out.trim(), "1");
+    assert!(!err.contains("warning"), "{err}");
+    assert_ne!(code(&refused), 0, "the file's password is the one sent");
+}
+
+/// The same after a read from Redis (`kaiju cache get ... | head`): a value larger than a
+/// pipe's buffer, and a reader that goes away after 64 bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_stdout_after_a_redis_read_ends_kaiju_quietly() {
+    let Some(url) = url() else { return };
+    let t = kaiju_tests::connect(Target::Single).await.unwrap();
+    let ns = kaiju_tests::namespace();
+    let key = ns.key("big").unwrap();
+    let big: Vec<String> = (0..10_000)
+        .map(|i| format!("item-{i:06}-{}", "x".repeat(20)))
+        .collect();
+    kaiju_cache::Cache::new(t.clone())
+        .set(key.as_str(), &big, None)
+        .await
+        .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kaiju"))
+        .args([&["cache", "get", key.as_str()][..], &conn(&url, &ns)].concat())
+        .env_remove("KAIJU_REDIS_URL")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 64];
+    std::io::Read::read_exact(&mut stdout, &mut first).unwrap();
+    drop(stdout);
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains("panicked") && !err.contains("error"), "{err}");
+    assert_eq!(o.status.code(), Some(0), "{err}");
 }
 
 /// A running `kaiju run`, stopped with SIGTERM on drop.

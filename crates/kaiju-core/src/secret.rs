@@ -57,9 +57,25 @@ impl<'de> Deserialize<'de> for Secret {
     }
 }
 
+/// Parts of a URL query parameter's name that make its value a secret.
+const SECRET_PARAMS: [&str; 11] = [
+    "pass",
+    "pwd",
+    "token",
+    "secret",
+    "key",
+    "sign",
+    "auth",
+    "jwt",
+    "cookie",
+    "credential",
+    "session",
+];
+
 /// `redis://user:pass@host` → `redis://user:***@host`, and the value of every query parameter
-/// whose name holds "password" (`?sentinelPassword=x` → `?sentinelPassword=***`); anything
-/// else is returned unchanged.
+/// whose name holds "pass", "pwd", "token", "secret", "key", "sign", "auth", "jwt", "cookie",
+/// "credential" or "session" in any case (`?sentinelPassword=x` → `?sentinelPassword=***`,
+/// `?token=x` → `?token=***`); anything else is returned unchanged.
 pub fn redact_url(url: &str) -> String {
     let (base, query) = match url.split_once('?') {
         Some((base, query)) => (base, Some(query)),
@@ -71,7 +87,11 @@ pub fn redact_url(url: &str) -> String {
         let pairs: Vec<String> = query
             .split('&')
             .map(|pair| match pair.split_once('=') {
-                Some((name, _)) if name.to_ascii_lowercase().contains("password") => {
+                Some((name, _))
+                    if SECRET_PARAMS
+                        .iter()
+                        .any(|p| name.to_ascii_lowercase().contains(p)) =>
+                {
                     format!("{name}=***")
                 }
                 _ => pair.to_owned(),
@@ -123,6 +143,10 @@ mod tests {
         assert_eq!(
             redact_url("redis-sentinel://h:1?node=h:2&PASSWORD=x"),
             "redis-sentinel://h:1?node=h:2&PASSWORD=***"
+        );
+        assert_eq!(
+            redact_url("https://h/x?token=t1&x=y&api_key=k&X-Amz-Signature=s"),
+            "https://h/x?token=***&x=y&api_key=***&X-Amz-Signature=***"
         );
     }
 }

@@ -1,6 +1,9 @@
 //! Looking at a stream from outside its listeners: its groups, lag and pending entries
-//! ([`inspect`]), and its dead letters ([`DeadLetters`]: list, replay, purge). The `kaiju`
+//! ([`inspect`]), its dead letters ([`DeadLetters`]: list, replay, purge), and its ids
+//! ([`check_ids`], [`repair_ids`]: a stream whose ids ran ahead of the clock). The `kaiju`
 //! command-line tool is built on these.
+
+mod ids;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -11,6 +14,9 @@ use kaiju_transport::fred::types::Value;
 use kaiju_transport::{Classify, Transport};
 
 use crate::{Result, StreamError};
+
+pub(crate) use ids::check_newest_entry;
+pub use ids::{IdProblem, IdWarning, MAX_AHEAD, Repaired, check_ids, repair_ids};
 
 /// Most entries one page of [`DeadLetters::list`] or one replay round trip handles.
 pub const MAX_PAGE: usize = 1000;
@@ -299,6 +305,43 @@ impl DeadLetters {
 /// `XRANGE` entries as dead letters. Entries that are not dead letters still list, with the
 /// fields they have.
 pub(crate) fn parse_entries(reply: Value) -> Result<Vec<DeadLetter>> {
+    let entries = raw_entries(reply)?;
+    let mut out = Vec::with_capacity(entries.len());
+    for (id, pairs) in entries {
+        let mut d = DeadLetter {
+            id,
+            kind: String::new(),
+            reason: String::new(),
+            stream: String::new(),
+            origin_id: String::new(),
+            deliveries: 0,
+            fields: Vec::new(),
+        };
+        for (k, v) in pairs {
+            let text = || String::from_utf8_lossy(&v).into_owned();
+            match &k[..] {
+                b"kind" => d.kind = text(),
+                b"reason" => d.reason = text(),
+                b"stream" => d.stream = text(),
+                b"id" => d.origin_id = text(),
+                b"deliveries" => d.deliveries = text().parse().unwrap_or(0),
+                _ => {
+                    if let Some(name) = k.strip_prefix(b"field:") {
+                        d.fields.push((Bytes::copy_from_slice(name), v));
+                    }
+                }
+            }
+        }
+        out.push(d);
+    }
+    Ok(out)
+}
+
+/// An entry's id and its fields.
+type RawEntry = (String, Vec<(Bytes, Bytes)>);
+
+/// `XRANGE` entries as ids and fields.
+fn raw_entries(reply: Value) -> Result<Vec<RawEntry>> {
     let entries = match reply {
         Value::Array(items) => items,
         Value::Null => Vec::new(),
@@ -330,31 +373,7 @@ pub(crate) fn parse_entries(reply: Value) -> Result<Vec<DeadLetter>> {
                 .collect(),
             _ => Vec::new(),
         };
-        let mut d = DeadLetter {
-            id,
-            kind: String::new(),
-            reason: String::new(),
-            stream: String::new(),
-            origin_id: String::new(),
-            deliveries: 0,
-            fields: Vec::new(),
-        };
-        for (k, v) in pairs {
-            let text = || String::from_utf8_lossy(&v).into_owned();
-            match &k[..] {
-                b"kind" => d.kind = text(),
-                b"reason" => d.reason = text(),
-                b"stream" => d.stream = text(),
-                b"id" => d.origin_id = text(),
-                b"deliveries" => d.deliveries = text().parse().unwrap_or(0),
-                _ => {
-                    if let Some(name) = k.strip_prefix(b"field:") {
-                        d.fields.push((Bytes::copy_from_slice(name), v));
-                    }
-                }
-            }
-        }
-        out.push(d);
+        out.push((id, pairs));
     }
     Ok(out)
 }

@@ -2,5 +2,6 @@
 
 mod admin;
 mod faults;
+mod ids;
 mod listener;
 mod write_many;

@@ -111,30 +111,41 @@ pub struct Config {
 }
 
 impl Config {
-    /// The config as JSON with secrets hidden (values of keys that name a password (`passw`,
-    /// `pwd`), secret, token, auth string, API key, private key or credential, and the
-    /// password part of URLs), for printing.
+    /// The config as JSON with secrets hidden, for printing: every value taken from the OS
+    /// environment or an env file (shown as `<hidden: the environment variable NAME>`), the
+    /// values of keys whose name says they are secrets ([`is_secret_name`]), `Bearer ...`-like
+    /// credentials, and the password and secret query parameters of URLs.
     pub fn redacted(&self) -> serde_json::Value {
-        fn walk(v: &mut serde_json::Value) {
-            match v {
-                serde_json::Value::Object(map) => {
-                    for (k, v) in map.iter_mut() {
-                        if template::is_secret_key(k) && !v.is_null() {
-                            *v = serde_json::Value::String("<hidden>".into());
-                        } else {
-                            walk(v);
-                        }
-                    }
-                }
-                serde_json::Value::Array(items) => items.iter_mut().for_each(walk),
-                serde_json::Value::String(s) if s.contains("://") => *s = kaiju_core::redact_url(s),
-                _ => {}
+        fn walk(node: &Node, secret: bool) -> serde_json::Value {
+            use serde_json::Value as J;
+            if let Some(from) = &node.from_env {
+                return J::String(format!("<hidden: {from}>"));
+            }
+            if secret && !matches!(node.value, Value::Null) {
+                return J::String("<hidden>".into());
+            }
+            match &node.value {
+                Value::Map(entries) => J::Object(
+                    entries
+                        .iter()
+                        .map(|(k, v)| (k.clone(), walk(v, template::is_secret_key(k))))
+                        .collect(),
+                ),
+                Value::Seq(items) => J::Array(items.iter().map(|i| walk(i, false)).collect()),
+                Value::Str(s) => J::String(template::shown(s, false)),
+                _ => node.to_json(),
             }
         }
-        let mut json = self.tree.to_json();
-        walk(&mut json);
-        json
+        walk(&self.tree, false)
     }
+}
+
+/// Whether a setting's name says its value is a secret: it holds `passw`, `pwd`, `pass`,
+/// `secret`, `token`, `auth`, `private`, `credential`, `cookie`, `jwt`, `bearer`, `session` or
+/// `salt`, or one of its words ends in `key` (`api-key`, `apiKey`, `signing_key`) or starts
+/// with `sign`. Such values are hidden in printed configs and in errors.
+pub fn is_secret_name(name: &str) -> bool {
+    template::is_secret_key(name)
 }
 
 /// Loads a config as kaiju's `ConfigLoader` does, with its defects fixed (see the crate docs).
@@ -171,11 +182,15 @@ impl ConfigLoader {
     /// Sets a template value as `--env NAME=VALUE` does: typed like an environment variable,
     /// and above every other source. An empty VALUE is ignored, as in kaiju.
     pub fn env_arg(mut self, arg: &str) -> Result<Self, ConfigError> {
-        let place = Place::whole(format!("--env {arg}"));
         let (name, value) = arg
             .split_once('=')
             .filter(|(n, _)| !n.trim().is_empty())
-            .ok_or_else(|| ConfigError::new(place.clone(), "expected NAME=VALUE"))?;
+            .ok_or_else(|| {
+                // No `=`: the argument holds no value to hide.
+                ConfigError::new(Place::whole(format!("--env {arg}")), "expected NAME=VALUE")
+            })?;
+        // The place names the variable, never its value.
+        let place = Place::whole(format!("--env {}", name.trim()));
         if let Some(node) = literal::env_value(value, &place) {
             self.cli.push((name.trim().to_owned(), node));
         }

@@ -43,6 +43,35 @@ pub struct Node {
     pub value: Value,
     /// Where it was written.
     pub place: Place,
+    /// Where a template took this value from, when that is the OS environment or an env file
+    /// (`the environment variable DB_PASSWORD`, `` `DB_PASSWORD` of an env file ``). Such a
+    /// value is never shown: [`Config::redacted`](super::Config::redacted) hides it, and an
+    /// error names this instead of quoting it. `None` for values written in the config, template
+    /// defaults and `--env` values.
+    pub from_env: Option<Arc<str>>,
+}
+
+/// `text` with every whole-word occurrence of `word` (not inside a longer run of letters and
+/// digits) replaced by `with`.
+fn replace_word(text: &str, word: &str, with: &str) -> String {
+    let alnum = |c: Option<char>| c.is_some_and(char::is_alphanumeric);
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(word) {
+        let before = rest[..at].chars().next_back();
+        let after = rest[at + word.len()..].chars().next();
+        let starts_alnum = alnum(word.chars().next());
+        let ends_alnum = alnum(word.chars().next_back());
+        out.push_str(&rest[..at]);
+        if (starts_alnum && alnum(before)) || (ends_alnum && alnum(after)) {
+            out.push_str(word);
+        } else {
+            out.push_str(with);
+        }
+        rest = &rest[at + word.len()..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// A config value, typed as kaiju's YAML 1.1 loader types it.
@@ -67,7 +96,69 @@ pub enum Value {
 impl Node {
     /// A node at `place`.
     pub fn new(value: Value, place: Place) -> Self {
-        Self { value, place }
+        Self {
+            value,
+            place,
+            from_env: None,
+        }
+    }
+
+    /// Marks this value and everything in it as taken from `from` (see [`Node::from_env`]).
+    pub(crate) fn mark_from_env(&mut self, from: &Arc<str>) {
+        self.from_env = Some(from.clone());
+        match &mut self.value {
+            Value::Seq(items) => items.iter_mut().for_each(|i| i.mark_from_env(from)),
+            Value::Map(entries) => entries.iter_mut().for_each(|(_, v)| v.mark_from_env(from)),
+            _ => {}
+        }
+    }
+
+    /// `message` (an error about this value) with every value in it that must not be shown
+    /// replaced by where it came from: values from the environment (see [`Node::from_env`]),
+    /// and all of them when `secret` (the setting's name says it is one). Quoted forms
+    /// (`"text"`, `` `42` ``) and the bare text as a whole word are replaced.
+    pub(crate) fn scrub(&self, message: String, secret: bool) -> String {
+        let mut hidden = Vec::new();
+        self.hidden_texts(secret, &mut hidden);
+        let mut message = message;
+        for (text, label) in hidden {
+            if text.is_empty() {
+                continue;
+            }
+            message = message
+                .replace(&format!("{text:?}"), &label)
+                .replace(&format!("`{text}`"), &label);
+            message = replace_word(&message, &text, &label);
+        }
+        message
+    }
+
+    fn hidden_texts(&self, secret: bool, out: &mut Vec<(String, String)>) {
+        let label = match (&self.from_env, secret) {
+            (Some(from), _) => Some(format!("<the value of {from}>")),
+            (None, true) => Some("<hidden>".to_owned()),
+            (None, false) => None,
+        };
+        let text = match &self.value {
+            Value::Seq(items) => {
+                items.iter().for_each(|i| i.hidden_texts(secret, out));
+                None
+            }
+            Value::Map(entries) => {
+                entries
+                    .iter()
+                    .for_each(|(k, v)| v.hidden_texts(secret || super::is_secret_name(k), out));
+                None
+            }
+            Value::Str(s) => Some(s.clone()),
+            Value::Int(i) => Some(i.to_string()),
+            Value::Float(f) => Some(f.to_string()),
+            Value::Bool(b) => Some(b.to_string()),
+            Value::Null => None,
+        };
+        if let (Some(text), Some(label)) = (text, label) {
+            out.push((text, label));
+        }
     }
 
     /// The entry `key` of a mapping.

@@ -19,22 +19,30 @@ pub(crate) struct Env {
     pub(crate) files: Vec<(String, Node)>,
 }
 
+/// Which source of an [`Env`] a value came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Cli,
+    Os,
+    File,
+}
+
 impl Env {
-    fn lookup(&self, key: &str) -> Option<Node> {
+    fn lookup(&self, key: &str) -> Option<(Node, Source)> {
         if let Some((_, v)) = self.cli.iter().rev().find(|(k, _)| k == key) {
-            return Some(v.clone());
+            return Some((v.clone(), Source::Cli));
         }
         if let Some((k, v)) = self.os.iter().find(|(k, _)| k == key)
             && let Some(node) =
                 literal::env_value(v, &Place::whole(format!("environment variable {k}")))
         {
-            return Some(node);
+            return Some((node, Source::Os));
         }
         let mut parts = key.split('.');
         let first = parts.next()?;
         let (_, root) = self.files.iter().rev().find(|(k, _)| k == first)?;
         let rest: Vec<&str> = parts.collect();
-        descend(root, &rest)
+        descend(root, &rest).map(|n| (n, Source::File))
     }
 }
 
@@ -59,31 +67,65 @@ pub(crate) fn fill(node: &mut Node, env: &Env) -> Result<(), ConfigError> {
     fill_in(node, env, false)
 }
 
-/// Words that make a key's value a secret: hidden in printed configs and in errors.
-const SECRET_WORDS: [&str; 11] = [
+/// Parts of a name that make its value a secret: hidden in printed configs and in errors.
+const SECRET_PARTS: [&str; 13] = [
     "passw",
     "pwd",
     "pass",
     "secret",
     "token",
     "auth",
-    "apikey",
-    "api_key",
     "private",
     "credential",
-    "key_file",
+    "cookie",
+    "jwt",
+    "bearer",
+    "session",
+    "salt",
 ];
 
-/// Whether the value of `key` is a secret.
+/// Whether the value of `key` is a secret: its name holds one of [`SECRET_PARTS`], or one of
+/// its words (split at `_`, `-`, `.`, spaces and camelCase) ends in `key` (`key`, `api-key`,
+/// `apiKey`, `cookie_key`, `signing_key`) or starts with `sign` (`signature`, `signing_key`).
 pub(crate) fn is_secret_key(key: &str) -> bool {
     let lower = key.to_ascii_lowercase();
-    SECRET_WORDS.iter().any(|w| lower.contains(w))
+    if SECRET_PARTS.iter().any(|w| lower.contains(w)) {
+        return true;
+    }
+    let mut words: Vec<String> = Vec::new();
+    let mut word = String::new();
+    let mut prev_lower = false;
+    for c in key.chars() {
+        if !c.is_alphanumeric() {
+            words.push(std::mem::take(&mut word));
+            prev_lower = false;
+            continue;
+        }
+        if c.is_uppercase() && prev_lower {
+            words.push(std::mem::take(&mut word));
+        }
+        prev_lower = c.is_lowercase() || c.is_ascii_digit();
+        word.extend(c.to_lowercase());
+    }
+    words.push(word);
+    words
+        .iter()
+        .any(|w| w.ends_with("key") || w.ends_with("keys") || w.starts_with("sign"))
+}
+
+/// Whether a string value is a secret by its form: an HTTP credential (`Bearer ...`, `Basic
+/// ...`, `Token ...`).
+pub(crate) fn is_secret_text(s: &str) -> bool {
+    let lower = s.trim_start().to_ascii_lowercase();
+    ["bearer ", "basic ", "token ", "digest "]
+        .iter()
+        .any(|p| lower.starts_with(p))
 }
 
 /// How a config string may appear in a message: hidden under a secret key, URLs without
 /// their password.
 pub(crate) fn shown(s: &str, secret: bool) -> String {
-    if secret {
+    if secret || is_secret_text(s) {
         "<hidden>".into()
     } else if s.contains("://") {
         kaiju_core::redact_url(s)
@@ -184,10 +226,19 @@ fn expand(
     if key.is_empty() {
         return Err(error(place, s_shown, "the key is empty"));
     }
-    if let Some(mut value) = env.lookup(&key) {
-        if value.place.line == 0 {
-            // From --env or the OS environment: point at the template, and name the source.
-            value.place = Place::whole(format!("{place} (the value of {})", value.place.source));
+    if let Some((mut value, source)) = env.lookup(&key) {
+        // From --env or the OS environment: point at the template, and name the source. An
+        // env-file value keeps its place in the env file.
+        match source {
+            Source::Cli => {
+                value.place = Place::whole(format!("{place} (the value of --env {key})"));
+            }
+            Source::Os => {
+                value.place =
+                    Place::whole(format!("{place} (the value of environment variable {key})"));
+                value.mark_from_env(&format!("the environment variable {key}").into());
+            }
+            Source::File => value.mark_from_env(&format!("`{key}` of an env file").into()),
         }
         return Ok(Some(value));
     }
@@ -357,6 +408,31 @@ mod tests {
             eval("redis://[::1]:6379", &e).unwrap(),
             Value::Str("redis://[::1]:6379".into())
         );
+    }
+
+    #[test]
+    fn secret_names_are_found_by_part_and_by_word() {
+        for secret in [
+            "password",
+            "api-key",
+            "apiKey",
+            "cookie_key",
+            "jwt",
+            "signing_key",
+            "signature",
+            "client_secret",
+            "access_token",
+            "Authorization",
+            "sessionid",
+            "keys",
+        ] {
+            assert!(is_secret_key(secret), "{secret}");
+        }
+        for plain in ["user", "host", "port", "design", "name", "keyspace"] {
+            assert!(!is_secret_key(plain), "{plain}");
+        }
+        assert!(is_secret_text("Bearer abc") && is_secret_text("basic xyz"));
+        assert!(!is_secret_text("bearer"));
     }
 
     #[test]

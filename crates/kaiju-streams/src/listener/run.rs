@@ -52,6 +52,7 @@ where
         self.in_flight.clear();
         self.retries.clear();
         self.lease_held.store(true, Ordering::SeqCst);
+        self.check_ids().await;
 
         let limit = self
             .settings
@@ -287,8 +288,25 @@ where
         claimed
     }
 
-    /// Trimming and the removal of idle consumers, every `trim_interval_ms`.
+    /// Logs an error when the stream's or the dead-letter stream's last id is the largest
+    /// there is or far ahead of the server clock (someone wrote an entry with such an id:
+    /// writes fail, or will). Run at start and with the housekeeping, not per read.
+    async fn check_ids(&self) {
+        for stream in [&self.stream, &self.dead] {
+            match crate::admin::check_newest_entry(&self.transport, stream).await {
+                Ok(None) => {}
+                Ok(Some(warning)) => tracing::error!(stream = %stream, "{warning}"),
+                Err(e) => {
+                    tracing::debug!(stream = %stream, error = %e, "checking the stream's ids failed")
+                }
+            }
+        }
+    }
+
+    /// Trimming, the removal of idle consumers and the check of the ids, every
+    /// `trim_interval_ms`.
     async fn housekeeping(&self) {
+        self.check_ids().await;
         match self.trim().await {
             Ok(0) => {}
             Ok(n) => tracing::debug!(stream = %self.stream, trimmed = n, "trimmed"),
