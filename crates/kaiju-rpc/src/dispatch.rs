@@ -124,7 +124,11 @@ impl Run<'_> {
             None => params,
         };
         let ctx = RequestContext::new(&name, self.parsed, self.headers, self.scope);
-        let span = tracing::info_span!("rpc", method = %name, correlation_id = %self.parsed.correlation_id);
+        let span = tracing::info_span!(
+            "rpc",
+            method = %name,
+            correlation_id = %kaiju_core::shortened(&self.parsed.correlation_id)
+        );
         if self.inner.settings.request_logs {
             span.in_scope(|| tracing::info!(params = ?redacted(&params), "request"));
         }
