@@ -2,7 +2,7 @@
 //!
 //! `println!` panics when stdout is a pipe whose reader went away (`kaiju ... | head -4`):
 //! Rust ignores SIGPIPE, so the write fails with `EPIPE`. Every line `kaiju` prints goes
-//! through [`line`] instead, which turns a closed stdout into a quiet exit with status 0, as
+//! through [`line()`] instead, which turns a closed stdout into a quiet exit with status 0, as
 //! ripgrep does (the reader has what it wanted). Lines to stderr ([`note`]) never fail the
 //! command: a closed stderr loses the note, not the result.
 
