@@ -15,6 +15,7 @@ use kaiju_transport::Transport;
 pub mod acl;
 pub mod interop;
 pub mod locks;
+pub mod observe;
 pub mod proxy;
 pub mod rpc;
 pub mod streams;

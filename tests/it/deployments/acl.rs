@@ -460,32 +460,11 @@ async fn an_rpc_server_and_its_client_work_under_their_rules() {
     assert!(denied.is_empty(), "{denied}");
 }
 
-/// A `tracing` writer into a shared buffer.
-#[derive(Clone, Default)]
-struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Self;
-    fn make_writer(&'a self) -> Self {
-        self.clone()
-    }
-}
-
 /// fred logs through `log`: a logger that appends the records of one thread (the capturing
 /// test's, whose current-thread runtime runs fred's tasks too) to the buffer.
 struct ThreadLogger {
     thread: std::thread::ThreadId,
-    into: Captured,
+    into: kaiju_tests::observe::Captured,
 }
 
 impl log::Log for ThreadLogger {
@@ -495,11 +474,7 @@ impl log::Log for ThreadLogger {
     fn log(&self, record: &log::Record<'_>) {
         if self.enabled(record.metadata()) {
             let line = format!("{} {}\n", record.level(), record.args());
-            self.into
-                .0
-                .lock()
-                .unwrap()
-                .extend_from_slice(line.as_bytes());
+            self.into.push(line.as_bytes());
         }
     }
     fn flush(&self) {}
@@ -513,7 +488,7 @@ async fn secrets_never_reach_logs_errors_or_debug_output() {
     let Some(admin) = connect(Target::Single).await else {
         return;
     };
-    let captured = Captured::default();
+    let captured = kaiju_tests::observe::Captured::default();
     let subscriber = tracing_subscriber::fmt()
         .with_max_level(tracing::Level::TRACE)
         .with_writer(captured.clone())
@@ -563,13 +538,13 @@ async fn secrets_never_reach_logs_errors_or_debug_output() {
             Ok(_) => panic!("an unrelated CA was trusted"),
         }
         let body = key.lines().nth(1).unwrap().to_owned();
-        texts.push(String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned());
+        texts.push(captured.text());
         for text in &texts {
             assert!(!text.contains(&body), "key material in: {text}");
         }
     }
     user.remove().await;
-    texts.push(String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned());
+    texts.push(captured.text());
     for text in &texts {
         assert!(!text.contains(&password), "the password in: {text}");
         assert!(

@@ -318,30 +318,7 @@ async fn replies_nobody_receives_are_published_again_a_bounded_number_of_times()
     let Some((server, t)) = kaiju_tests::own_server().await else {
         return;
     };
-    let mut monitor = std::process::Command::new(kaiju_testkit::cli_path().unwrap())
-        .args(["-p", &server.port().to_string(), "monitor"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let lines = {
-        let stdout = monitor.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            std::io::BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-                .collect::<Vec<String>>()
-        })
-    };
-    // MONITOR sees only what comes after it started.
-    eventually("MONITOR", Duration::from_secs(10), || async {
-        t.pool()
-            .client_list::<String, String>(None, None)
-            .await
-            .unwrap()
-            .contains("cmd=monitor")
-    })
-    .await;
+    let monitor = kaiju_tests::observe::Monitor::start(&server, &t).await;
     let app = app(&kaiju_tests::namespace());
     let seen = Seen::default();
     let mut listener = serve(&t, &app, &seen, Scope::System).await;
@@ -398,9 +375,7 @@ async fn replies_nobody_receives_are_published_again_a_bounded_number_of_times()
     tokio::time::sleep(Duration::from_secs(3)).await;
     listener.stop(Duration::from_secs(5)).await.unwrap();
     t.close().await.unwrap();
-    monitor.kill().unwrap();
-    let _ = monitor.wait();
-    let lines = lines.join().unwrap();
+    let lines = monitor.lines();
     let publishes = |to: &str| {
         let quoted = format!("\"{to}\"");
         lines
@@ -427,27 +402,6 @@ async fn replies_nobody_receives_are_published_again_a_bounded_number_of_times()
 // dead-letter streams are bounded.
 // ---------------------------------------------------------------------------------------------
 
-/// A `tracing` writer into a shared buffer.
-#[derive(Clone, Default)]
-struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Self;
-    fn make_writer(&'a self) -> Self {
-        self.clone()
-    }
-}
-
 /// A 1 MiB method name (unknown, so dead-lettered) took 2 MB of log lines and 2.3 MB of dead
 /// letter: the name went whole into the error, its reason and two log lines. Now the name is
 /// shown shortened; the dead letter still holds the entry itself (`field:_`), for replay.
@@ -457,7 +411,7 @@ async fn a_huge_method_name_is_shortened_in_logs_and_dead_letters() {
     let Some(t) = kaiju_tests::connect(Target::Single).await else {
         return;
     };
-    let captured = Captured::default();
+    let captured = kaiju_tests::observe::Captured::default();
     let subscriber = tracing_subscriber::fmt()
         .with_max_level(tracing::Level::DEBUG)
         .with_writer(captured.clone())
@@ -487,7 +441,7 @@ async fn a_huge_method_name_is_shortened_in_logs_and_dead_letters() {
         .filter(|(n, _)| n != b"field:_")
         .map(|(n, v)| n.len() + v.len())
         .sum();
-    let logged = captured.0.lock().unwrap().len();
+    let logged = captured.len();
     eprintln!(
         "reason {} bytes, dead letter without the entry {others} bytes, logs {logged} bytes: {reason}",
         reason.len()

@@ -1010,21 +1010,7 @@ async fn trimming_reads_the_groups_and_trims_in_one_script() {
     let Some((server, t)) = kaiju_tests::own_server().await else {
         return;
     };
-    let mut monitor = std::process::Command::new(kaiju_testkit::cli_path().unwrap())
-        .args(["-p", &server.port().to_string(), "monitor"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let lines = {
-        let stdout = monitor.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            std::io::BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-                .collect::<Vec<String>>()
-        })
-    };
+    let monitor = kaiju_tests::observe::Monitor::start(&server, &t).await;
     let ns = kaiju_tests::namespace();
     let app = app(&ns);
     let stream = rpc_stream(&app);
@@ -1042,9 +1028,7 @@ async fn trimming_reads_the_groups_and_trims_in_one_script() {
     .await;
     listener.stop(Duration::from_secs(5)).await.unwrap();
     t.close().await.unwrap();
-    monitor.kill().unwrap();
-    let _ = monitor.wait();
-    let lines = lines.join().unwrap();
+    let lines = monitor.lines();
     let trims: Vec<&String> = lines.iter().filter(|l| l.contains("\"XTRIM\"")).collect();
     assert!(!trims.is_empty(), "no XTRIM seen at all");
     for line in lines

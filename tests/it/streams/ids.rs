@@ -2,7 +2,6 @@
 //! prevents it, so the listener and `kaiju streams` report it, and `admin::repair_ids` mends it
 //! without losing an entry, a group or a pending entry.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kaiju_core::{Lifecycle, Namespace};
@@ -168,27 +167,6 @@ on_both!(
     a_stream_ahead_of_the_clock_is_reported_and_repaired
 );
 
-/// A `tracing` writer into a shared buffer.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Self;
-    fn make_writer(&'a self) -> Self {
-        self.clone()
-    }
-}
-
 /// The listener logs an error at start when its stream is bricked (a current-thread runtime,
 /// so its tasks log to this test's subscriber).
 #[tokio::test]
@@ -196,7 +174,7 @@ async fn the_listener_logs_an_error_when_its_stream_is_bricked() {
     let Some(t) = kaiju_tests::connect(Target::Single).await else {
         return;
     };
-    let captured = Captured::default();
+    let captured = kaiju_tests::observe::Captured::default();
     let subscriber = tracing_subscriber::fmt()
         .with_max_level(tracing::Level::WARN)
         .with_writer(captured.clone())
@@ -215,7 +193,7 @@ async fn the_listener_logs_an_error_when_its_stream_is_bricked() {
     )
     .unwrap();
     listener.start().await.unwrap();
-    let logged = || String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
+    let logged = || captured.text();
     kaiju_tests::eventually("the error", Duration::from_secs(10), || async {
         logged().contains("ERROR")
     })
