@@ -245,20 +245,9 @@ fn a_reader_that_closes_stdout_early_ends_kaiju_quietly() {
         .map(|i| format!("  - item-{i:05}-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\n"))
         .collect();
     let config = TempFile::new(&format!("main: {{name: app}}\netc:\n big:\n{items}"));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kaiju"))
-        .args(["check", "-c", config.path(), "--no-os-env"])
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Read a little, as `head` does, then close the pipe.
-    let mut stdout = child.stdout.take().unwrap();
-    let mut first = [0u8; 64];
-    std::io::Read::read_exact(&mut stdout, &mut first).unwrap();
-    drop(stdout);
-    let o = child.wait_with_output().unwrap();
+    let mut kaiju = Command::new(env!("CARGO_BIN_EXE_kaiju"));
+    kaiju.args(["check", "-c", config.path(), "--no-os-env"]);
+    let o = read_a_little_then_close(kaiju);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         !err.contains("panicked") && !err.contains("Broken pipe") && !err.contains("error"),
@@ -517,9 +506,20 @@ async fn a_closed_stdout_after_a_redis_read_ends_kaiju_quietly() {
         .set(key.as_str(), &big, None)
         .await
         .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kaiju"))
+    let mut kaiju = Command::new(env!("CARGO_BIN_EXE_kaiju"));
+    kaiju
         .args([&["cache", "get", key.as_str()][..], &conn(&url, &ns)].concat())
-        .env_remove("KAIJU_REDIS_URL")
+        .env_remove("KAIJU_REDIS_URL");
+    let o = read_a_little_then_close(kaiju);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains("panicked") && !err.contains("error"), "{err}");
+    assert_eq!(o.status.code(), Some(0), "{err}");
+}
+
+/// Runs `kaiju`, reads the first 64 bytes of its stdout, as `head` does, then closes the pipe
+/// and waits for it to end.
+fn read_a_little_then_close(mut kaiju: Command) -> std::process::Output {
+    let mut child = kaiju
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -530,10 +530,7 @@ async fn a_closed_stdout_after_a_redis_read_ends_kaiju_quietly() {
     let mut first = [0u8; 64];
     std::io::Read::read_exact(&mut stdout, &mut first).unwrap();
     drop(stdout);
-    let o = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!err.contains("panicked") && !err.contains("error"), "{err}");
-    assert_eq!(o.status.code(), Some(0), "{err}");
+    child.wait_with_output().unwrap()
 }
 
 /// A running `kaiju run`, stopped with SIGTERM on drop.
