@@ -52,8 +52,9 @@ pub struct ServerSettings {
     /// The memory a batch's templates may hold, in bytes as values take them (32 bytes a
     /// value, plus the heap blocks of its strings, arrays and maps): every copy out of earlier
     /// results, every `!f` output, and every result held for later templates (only batches with
-    /// `RPC-Batch-Template` hold results for later). Past it, the request fails and the rest
-    /// of the batch is aborted. Default: `8388608` (8 MiB).
+    /// `RPC-Batch-Template` hold results for later), and 16 bytes for each map entry a
+    /// template's lookup passes over, so that it bounds the batch's work too. Past it, the
+    /// request fails and the rest of the batch is aborted. Default: `8388608` (8 MiB).
     pub max_batch_bytes: usize,
     /// The largest reply, in bytes of msgpack: a reply over it is not sent, and the caller gets
     /// an `InternalError` (−32603) with `data.max_reply_bytes` instead (measured before

@@ -100,6 +100,11 @@ fn block(n: usize) -> usize {
     }
 }
 
+/// What passing over one map entry in a lookup costs the budget: its work, counted as bytes
+/// so that one budget bounds a batch's memory and its time (8 MiB pay for about half a million
+/// entries passed over).
+const SCAN_BYTES: usize = 16;
+
 /// malloc's header and rounding of one heap block, about.
 const BLOCK_OVERHEAD: usize = 16;
 
@@ -355,10 +360,18 @@ impl Filler<'_> {
         while let Some((&key, tail)) = rest.split_first() {
             match current {
                 Value::Map(entries) => {
-                    let found = entries.iter().rev().find_map(|(k, v)| match k {
-                        Value::Str(s) if s.as_str() == key => Some(v),
-                        _ => None,
+                    let mut scanned = 0_usize;
+                    let found = entries.iter().rev().find_map(|(k, v)| {
+                        scanned += 1;
+                        match k {
+                            Value::Str(s) if s.as_str() == key => Some(v),
+                            _ => None,
+                        }
                     });
+                    // The work of finding a key is charged too, or a batch of templates
+                    // selecting (and falling back) through a large map costs a core for
+                    // minutes while copying next to nothing.
+                    self.charge(scanned.saturating_mul(SCAN_BYTES))?;
                     let Some(found) = found else {
                         return self.fallback(fallback, depth, || {
                             format!("the result of request {request} has no key `{}`", clip(key))
