@@ -89,8 +89,10 @@ pub(crate) fn parse_params<P: DeserializeOwned>(params: &Value) -> Result<P, Rpc
         }
     };
     serde_path_to_error::deserialize(params).map_err(|e| {
-        let path = e.path().to_string();
-        let reason = e.inner().to_string();
+        // Both may quote the caller's text (a key, a value: serde escapes it, up to 5 bytes a
+        // character): shown shortened, as every name a caller chose.
+        let path = kaiju_core::shortened(&e.path().to_string()).to_string();
+        let reason = kaiju_core::shortened(&e.inner().to_string()).to_string();
         let name = if path == "." {
             "params".to_owned()
         } else {
@@ -395,6 +397,28 @@ mod tests {
                 .map(|(k, v)| (Value::Str(k.into()), v))
                 .collect(),
         )
+    }
+
+    /// An invalid param's error quoted the caller's value whole, serde-escaped, twice (found
+    /// by an adversarial review): 1 MiB of control characters made 10 MiB of error, logged
+    /// and answered.
+    #[test]
+    fn invalid_params_errors_quote_the_callers_text_shortened() {
+        let value = "\u{1}".repeat(1 << 20);
+        let params = map(vec![
+            ("name", Value::Str("a".into())),
+            ("age", Value::Str(value)),
+        ]);
+        let e = parse_params::<User>(&params).unwrap_err();
+        let Some(Value::Str(reason)) = e.data("reason") else {
+            panic!("{e:?}");
+        };
+        assert!(reason.len() < 1024, "{} bytes", reason.len());
+        assert!(e.message().len() < 2048, "{} bytes", e.message().len());
+        let key = "\u{1}".repeat(1 << 20);
+        let params = map(vec![(key.as_str(), Value::Int(1))]);
+        let e = parse_params::<User>(&params).unwrap_err();
+        assert!(e.message().len() < 2048, "{} bytes", e.message().len());
     }
 
     #[test]
