@@ -44,7 +44,7 @@ use crate::value::Value;
 
 mod size;
 
-pub use size::{DecodedSize, SizeError, decoded_size};
+pub use size::{DecodedSize, SizeError, array_header, decoded_size};
 
 /// Encoding or decoding failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -2,6 +2,7 @@
 //! JSON-RPC object form, and the responses of kaiju-rs request/response.
 
 use kaiju_core::Value;
+use kaiju_core::codec::array_header;
 
 use crate::error::RpcError;
 
@@ -232,20 +233,11 @@ impl Reply {
 /// the array headers without decoding anything: `None` when the body is not a batch (kaiju's
 /// rule: an array whose first item is not a string) or cannot be read so far.
 pub(crate) fn batch_length(payload: &[u8]) -> Option<usize> {
-    let body = payload.strip_prefix(b"\x92")?;
-    let (&marker, rest) = body.split_first()?;
-    let (len, items) = match marker {
-        0x90..=0x9f => (usize::from(marker & 0x0f), rest),
-        0xdc => {
-            let (n, items) = rest.split_first_chunk::<2>()?;
-            (usize::from(u16::from_be_bytes(*n)), items)
-        }
-        0xdd => {
-            let (n, items) = rest.split_first_chunk::<4>()?;
-            (usize::try_from(u32::from_be_bytes(*n)).ok()?, items)
-        }
-        _ => return None,
+    // The envelope in any array form: a peer may write `[body, headers]` as an array 16.
+    let (2, body) = array_header(payload)? else {
+        return None;
     };
+    let (len, items) = array_header(body)?;
     if len == 0 {
         return None;
     }
@@ -439,6 +431,11 @@ mod tests {
         assert_eq!(batch_length(&envelope(&long)), None, "str8 is a string");
         assert_eq!(batch_length(b"\x92\xdd\xff\xff"), None, "cut short");
         assert_eq!(batch_length(&Msgpack::WIRE.encode(&1).unwrap()), None);
+        // The envelope written as an array 16 (`dc 00 02`), which decoders accept as well
+        // (found by an adversarial review: it skipped the check).
+        let batch = Value::Array(vec![item.clone(); 70_000]);
+        let wide = [&b"\xdc\x00\x02"[..], &envelope(&batch)[1..]].concat();
+        assert_eq!(batch_length(&wide), Some(70_000));
     }
 
     #[test]

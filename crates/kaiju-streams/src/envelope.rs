@@ -334,7 +334,10 @@ pub fn decode<B: DeserializeOwned>(payload: &[u8]) -> Result<(B, Headers), kaiju
 /// decoding it: for an entry too large to decode whole. `None` when the payload is not an
 /// envelope, or its headers would take more than `max_decoded` bytes decoded.
 pub fn headers_only(payload: &[u8], max_decoded: usize) -> Option<Headers> {
-    let rest = payload.strip_prefix(b"\x92")?;
+    // The envelope in any array form: a peer may write `[body, headers]` as an array 16.
+    let (2, rest) = kaiju_core::codec::array_header(payload)? else {
+        return None;
+    };
     let body = kaiju_core::codec::decoded_size(rest, usize::MAX).ok()?;
     let headers = rest.get(body.encoded..)?;
     kaiju_core::codec::decoded_size(headers, max_decoded).ok()?;
@@ -350,9 +353,12 @@ mod tests {
         let mut headers = Headers::new();
         headers.insert(CORRELATION_ID, "c1").insert("Reply-To", "x");
         let payload = encode(&vec![vec![1_i64; 1000]; 100], &headers).unwrap();
-        assert_eq!(headers_only(&payload, 1 << 10), Some(headers));
+        assert_eq!(headers_only(&payload, 1 << 10), Some(headers.clone()));
         assert_eq!(headers_only(&payload[..payload.len() - 1], 1 << 10), None);
         assert_eq!(headers_only(b"\x91\xc0", 1 << 10), None);
+        // The envelope as an array 16, which `decode` accepts too.
+        let wide = [&b"\xdc\x00\x02"[..], &payload[1..]].concat();
+        assert_eq!(headers_only(&wide, 1 << 10), Some(headers));
     }
 
     fn hex(s: &str) -> Vec<u8> {

@@ -174,6 +174,34 @@ pub fn decoded_size(bytes: &[u8], limit: usize) -> Result<DecodedSize, SizeError
     })
 }
 
+/// The header of the msgpack array `bytes` begins with, in any of its three forms (fixarray,
+/// array 16, array 32): its length and the bytes after the header. `None` when `bytes` does not
+/// begin with an array header. Nothing is decoded or allocated: for reading how long an array
+/// is (an envelope, a batch) before deciding to decode it.
+///
+/// ```
+/// use kaiju_core::codec::array_header;
+///
+/// assert_eq!(array_header(b"\x92\xc0\xc0"), Some((2, &b"\xc0\xc0"[..])));
+/// assert_eq!(array_header(b"\xdc\x00\x02\xc0\xc0"), Some((2, &b"\xc0\xc0"[..])));
+/// assert_eq!(array_header(b"\xa1x"), None);
+/// ```
+pub fn array_header(bytes: &[u8]) -> Option<(usize, &[u8])> {
+    let (&marker, rest) = bytes.split_first()?;
+    match marker {
+        0x90..=0x9f => Some((usize::from(marker & 0x0f), rest)),
+        0xdc => {
+            let (n, items) = rest.split_first_chunk::<2>()?;
+            Some((usize::from(u16::from_be_bytes(*n)), items))
+        }
+        0xdd => {
+            let (n, items) = rest.split_first_chunk::<4>()?;
+            Some((usize::try_from(u32::from_be_bytes(*n)).ok()?, items))
+        }
+        _ => None,
+    }
+}
+
 /// An array of `n` items: `n` values to come, and its block of `n` slots.
 fn array(n: usize, slot: usize) -> (usize, usize) {
     (n, vec_block(n, slot).saturating_sub(n.saturating_mul(slot)))
