@@ -27,8 +27,8 @@ pub(crate) struct Replier {
     transport: Transport,
     /// The environment of the app served: the only one whose reply channels are answered.
     env: Arc<str>,
-    /// Replies nobody received that wait to be published again, at most [`MAX_REPUBLISHING`].
-    republishing: Arc<AtomicUsize>,
+    /// Replies nobody received that wait to be published again.
+    republishing: Arc<Republishing>,
 }
 
 impl Replier {
@@ -82,30 +82,24 @@ impl Replier {
         // being made again after a reconnect. Try again a few times, in the background (the
         // entry's outcome does not wait for it), while the requester may still wait, and
         // only for a bounded number of replies at once.
-        let waiting = self.republishing.fetch_add(1, Ordering::AcqRel);
-        if waiting >= MAX_REPUBLISHING {
-            self.republishing.fetch_sub(1, Ordering::AcqRel);
+        let Some(held) = Held::take(&self.republishing, payload.len()) else {
             tracing::debug!(channel = %shortened(channel), "nobody took the reply, and too many replies wait to be sent again; dropped");
             return;
-        }
+        };
         let deadline = request_deadline(request);
-        let (transport, channel, republishing) = (
-            self.transport.clone(),
-            channel.clone(),
-            self.republishing.clone(),
-        );
+        let (transport, channel) = (self.transport.clone(), channel.clone());
         tokio::spawn(async move {
+            // Released when the task ends, however it ends.
+            let _held = held;
             for pause in REPUBLISH_PAUSES {
                 tokio::time::sleep(pause).await;
                 if deadline.is_some_and(|d| unix_now() >= d) {
                     break;
                 }
                 if publish(&transport, &channel, &payload).await != Some(0) {
-                    republishing.fetch_sub(1, Ordering::AcqRel);
                     return;
                 }
             }
-            republishing.fetch_sub(1, Ordering::AcqRel);
             tracing::debug!(channel = %shortened(&channel), "nobody took the reply; the requester is gone");
         });
     }
@@ -123,6 +117,44 @@ const REPUBLISH_PAUSES: [Duration; 3] = [
 /// subscriber; beyond them, such a reply is dropped at once (a flood of requests naming a
 /// channel nobody listens to costs one PUBLISH each).
 const MAX_REPUBLISHING: usize = 100;
+
+/// At most this many bytes of such replies wait, per listener or subscriber: a hundred
+/// replies of `max_reply_bytes` would otherwise be held for seconds.
+const MAX_REPUBLISHING_BYTES: usize = 16 << 20;
+
+/// The replies nobody received that wait to be published again, and their bytes.
+#[derive(Default)]
+pub(crate) struct Republishing {
+    replies: AtomicUsize,
+    bytes: AtomicUsize,
+}
+
+/// One reply's place among those waiting: given back when dropped.
+struct Held {
+    waiting: Arc<Republishing>,
+    bytes: usize,
+}
+
+impl Held {
+    /// A place for a reply of `bytes` bytes, if both bounds leave room for it.
+    fn take(waiting: &Arc<Republishing>, bytes: usize) -> Option<Self> {
+        let replies = waiting.replies.fetch_add(1, Ordering::AcqRel);
+        let held = waiting.bytes.fetch_add(bytes, Ordering::AcqRel);
+        let this = Self {
+            waiting: waiting.clone(),
+            bytes,
+        };
+        (replies < MAX_REPUBLISHING && held.saturating_add(bytes) <= MAX_REPUBLISHING_BYTES)
+            .then_some(this)
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.waiting.replies.fetch_sub(1, Ordering::AcqRel);
+        self.waiting.bytes.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
 
 /// The request's `Deadline` (integer unix seconds), if it has one.
 fn request_deadline(request: &Headers) -> Option<u64> {
@@ -360,5 +392,33 @@ impl Lifecycle for RpcListener {
     /// within `deadline`; unfinished entries stay pending and are delivered again.
     async fn stop(&mut self, deadline: Duration) -> Result<(), LifecycleError> {
         self.listener.stop(deadline).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Replies waiting to be published again are bounded in number and in bytes (a review
+    /// held twenty 6 MiB replies, 124 MiB, for 2.6 s with a count bound alone), and each
+    /// place is given back when its task ends.
+    #[test]
+    fn replies_waiting_to_be_published_again_are_bounded_in_number_and_bytes() {
+        let waiting = Arc::<Republishing>::default();
+        let small: Vec<Held> = (0..MAX_REPUBLISHING)
+            .map(|_| Held::take(&waiting, 10).unwrap())
+            .collect();
+        assert!(
+            Held::take(&waiting, 10).is_none(),
+            "one more than the count"
+        );
+        drop(small);
+        let big = Held::take(&waiting, 9 << 20).unwrap();
+        assert!(Held::take(&waiting, 9 << 20).is_none(), "over the bytes");
+        assert!(Held::take(&waiting, 1 << 20).is_some(), "room left");
+        drop(big);
+        assert!(Held::take(&waiting, 9 << 20).is_some());
+        assert_eq!(waiting.replies.load(Ordering::Acquire), 0);
+        assert_eq!(waiting.bytes.load(Ordering::Acquire), 0);
     }
 }
