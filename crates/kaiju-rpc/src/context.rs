@@ -42,6 +42,10 @@ pub(crate) struct Limits {
     pub(crate) max: Duration,
 }
 
+/// The longest `Correlation-Id` kept, in bytes: a longer one is cut to this (kaiju's own are
+/// 10 characters).
+pub(crate) const MAX_CORRELATION_ID: usize = 128;
+
 /// What the server reads from a request's headers (kaiju's rules, KAIJU-TOOLS §1.6).
 #[derive(Debug, Clone)]
 pub(crate) struct Parsed {
@@ -89,10 +93,22 @@ impl Parsed {
             _ => limits.default,
         };
         let left = by_deadline.unwrap_or_else(by_timeout);
+        // Cut to its first `MAX_CORRELATION_ID` bytes: a caller's id of any length would be
+        // copied into every log line, the reply and every call the method makes onwards.
         let correlation_id = h
             .get(CORRELATION_ID)
             .and_then(HeaderValue::to_text)
             .filter(|id| !id.is_empty())
+            .map(|mut id| {
+                if id.len() > MAX_CORRELATION_ID {
+                    let mut end = MAX_CORRELATION_ID;
+                    while !id.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    id.truncate(end);
+                }
+                id
+            })
             .unwrap_or_else(short_uid);
         Self {
             correlation_id,
@@ -288,5 +304,14 @@ mod tests {
         let p = Parsed::read(&with(&[("RPC-Retries", (-1).into())]), LIMITS);
         assert_eq!(p.attempts, 0);
         assert_eq!(p.correlation_id.len(), 10);
+        // A caller's id of any length is cut (on a character boundary), not carried whole.
+        let long = format!(
+            "{}é{}",
+            "x".repeat(MAX_CORRELATION_ID - 1),
+            "x".repeat(1 << 20)
+        );
+        let p = Parsed::read(&with(&[("Correlation-Id", long.as_str().into())]), LIMITS);
+        assert_eq!(p.correlation_id.len(), MAX_CORRELATION_ID - 1);
+        assert!(long.starts_with(&p.correlation_id));
     }
 }

@@ -61,8 +61,18 @@ impl Replier {
         }
         let mut out = Headers::new();
         out.insert(headers::CORRELATION_ID, reply.correlation_id.as_str());
-        if let Some(id) = request.get(headers::REQUEST_ID) {
-            out.insert(headers::REQUEST_ID, id.clone());
+        // Echoed only as a string of a sane length: kaiju-rs clients send 32 characters, and
+        // match nothing else; a caller's megabyte would be copied into the reply.
+        match request.get(headers::REQUEST_ID) {
+            Some(HeaderValue::Str(id)) if id.len() <= MAX_REQUEST_ID => {
+                out.insert(headers::REQUEST_ID, id.as_str());
+            }
+            None => {}
+            Some(_) => {
+                tracing::debug!(
+                    "a request's Request-Id is not a string of at most {MAX_REQUEST_ID} bytes; not echoed"
+                );
+            }
         }
         let payload = match encode(reply, &out) {
             Ok(payload) => Bytes::from(payload),
@@ -104,6 +114,9 @@ impl Replier {
         });
     }
 }
+
+/// The longest `Request-Id` echoed in a reply, in bytes.
+const MAX_REQUEST_ID: usize = 128;
 
 /// The waits before each new publication of a reply nobody received (single node only): three
 /// more at most, within about 2.6 s, and never after the request's `Deadline`.
