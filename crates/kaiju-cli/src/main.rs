@@ -261,6 +261,10 @@ fn init_logs(filter: Option<&str>, default: &str) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // A log line that cannot be written (stderr closed: `kaiju run 2>&1 | head`, a log
+        // shipper gone) is lost, never a panic: tracing would report it with `eprintln!`,
+        // which panics on the closed stderr, in the middle of a graceful stop.
+        .log_internal_errors(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .try_init();

@@ -516,6 +516,39 @@ async fn a_closed_stdout_after_a_redis_read_ends_kaiju_quietly() {
     assert_eq!(o.status.code(), Some(0), "{err}");
 }
 
+/// A closed stderr (`kaiju ... 2>&1 | head`, a log shipper gone) loses log lines, never ends
+/// kaiju with a panic: tracing reported the failed write with `eprintln!`, which panicked
+/// (exit 101, found by an adversarial review).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_stderr_loses_log_lines_not_the_command() {
+    let Some(url) = url() else { return };
+    let t = kaiju_tests::connect(Target::Single).await.unwrap();
+    let ns = kaiju_tests::namespace();
+    let key = ns.key("value").unwrap();
+    kaiju_cache::Cache::new(t.clone())
+        .set(key.as_str(), &"v", None)
+        .await
+        .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kaiju"))
+        .args(
+            [
+                &["cache", "get", key.as_str(), "--log", "trace"][..],
+                &conn(&url, &ns),
+            ]
+            .concat(),
+        )
+        .env_remove("KAIJU_REDIS_URL")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stderr.take());
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "\"v\"");
+}
+
 /// Runs `kaiju`, reads the first 64 bytes of its stdout, as `head` does, then closes the pipe
 /// and waits for it to end.
 fn read_a_little_then_close(mut kaiju: Command) -> std::process::Output {
