@@ -1464,3 +1464,61 @@ async fn behind_a_proxy() -> Option<(
     let stream = rpc_stream(&app);
     Some((proxy, through, direct, app, stream))
 }
+
+/// `CLIENT UNBLOCK <id> ERROR` from another client (any user with the listener row's
+/// `+client|unblock` may send it, to any client: Redis has no narrower form) ends the
+/// listener's blocking read with an `UNBLOCKED` error. It used to count as a failed read: a
+/// warning and a 200 ms pause each time, so another app could flood the logs and hold up new
+/// entries (adversarial review). Now it is a read that found nothing, and the next one starts
+/// at once. On a server of the test's own, so no other test's reads are unblocked.
+#[tokio::test]
+async fn another_clients_unblock_is_an_empty_read_not_a_failure() {
+    let Some((_server, t)) = kaiju_tests::own_server().await else {
+        return;
+    };
+    let captured = kaiju_tests::observe::Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_writer(captured.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let ns = kaiju_tests::namespace();
+    let app = app(&ns);
+    let stream = rpc_stream(&app);
+    let seen: Seen = Arc::default();
+    let mut listener = Listener::new(t.clone(), &app, quick(), recorder(&seen)).unwrap();
+    listener.start().await.unwrap();
+    let mut unblocked = 0;
+    for _ in 0..20 {
+        let clients: String = t
+            .pool()
+            .client_list::<String, String>(None, None)
+            .await
+            .unwrap();
+        for id in clients
+            .lines()
+            .filter(|l| l.contains("cmd=xreadgroup"))
+            .filter_map(|l| l.split_whitespace().find_map(|f| f.strip_prefix("id=")))
+        {
+            let unblock =
+                kaiju_transport::fred::types::CustomCommand::new_static("CLIENT", None, false);
+            let n: i64 = t
+                .pool()
+                .custom(unblock, vec!["UNBLOCK", id, "ERROR"])
+                .await
+                .unwrap();
+            unblocked += n;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(unblocked > 0, "the listener's read was never found blocked");
+    write(&t, &stream, 1, "after").await;
+    eventually("the entry", Duration::from_secs(10), || async {
+        seen.lock().unwrap().len() == 1
+    })
+    .await;
+    listener.stop(Duration::from_secs(5)).await.unwrap();
+    let text = captured.text();
+    assert!(!text.contains("read failed"), "{text}");
+}

@@ -141,6 +141,15 @@ where
                     cursor.recovering = Some(StreamId::ZERO);
                     continue;
                 }
+                // Another client's `CLIENT UNBLOCK <id> ERROR` (anyone allowed the command may
+                // send it to any client): the read took nothing, so it is an empty read, not a
+                // failure to warn about and pause after.
+                Err(StreamError::Transport(TransportError::Server { code, .. }))
+                    if code == "UNBLOCKED" =>
+                {
+                    tracing::debug!(stream = %self.stream, "a blocking read was unblocked by another client");
+                    continue;
+                }
                 Err(e) => {
                     tracing::warn!(stream = %self.stream, error = %e, "read failed; retrying");
                     // A read or claim whose reply was lost may still have delivered entries to
