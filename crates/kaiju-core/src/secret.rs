@@ -64,7 +64,7 @@ const SECRET_PARAMS: [&str; 11] = [
     "token",
     "secret",
     "key",
-    "sign",
+    "sig",
     "auth",
     "jwt",
     "cookie",
@@ -72,47 +72,60 @@ const SECRET_PARAMS: [&str; 11] = [
     "session",
 ];
 
-/// `redis://user:pass@host` → `redis://user:***@host`, and the value of every query parameter
-/// whose name holds "pass", "pwd", "token", "secret", "key", "sign", "auth", "jwt", "cookie",
-/// "credential" or "session" in any case (`?sentinelPassword=x` → `?sentinelPassword=***`,
-/// `?token=x` → `?token=***`); anything else is returned unchanged.
+/// `redis://user:pass@host` → `redis://user:***@host`, and the value of every query or
+/// fragment parameter whose name holds "pass", "pwd", "token", "secret", "key", "sig", "auth",
+/// "jwt", "cookie", "credential" or "session" in any case (`?sentinelPassword=x` →
+/// `?sentinelPassword=***`, `#access_token=x` → `#access_token=***`); anything else is
+/// returned unchanged. A password holding `/`, `?` or `#` unencoded (as base64 ones do) is
+/// hidden whole.
 pub fn redact_url(url: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
+    let out = redact_userinfo(url);
+    let Some(tail_at) = out.find(['?', '#']) else {
+        return out;
     };
-    let mut out = redact_userinfo(base);
-    if let Some(query) = query {
-        out.push('?');
-        let pairs: Vec<String> = query
-            .split('&')
-            .map(|pair| match pair.split_once('=') {
-                Some((name, _))
-                    if SECRET_PARAMS
-                        .iter()
-                        .any(|p| name.to_ascii_lowercase().contains(p)) =>
-                {
-                    format!("{name}=***")
-                }
-                _ => pair.to_owned(),
-            })
-            .collect();
-        out.push_str(&pairs.join("&"));
+    let (base, tail) = out.split_at(tail_at);
+    let mut redacted = String::with_capacity(out.len());
+    redacted.push_str(base);
+    // Each `name=value` after a `?`, `&`, `;` or `#`.
+    let mut rest = tail;
+    while let Some(separator) = rest.chars().next() {
+        redacted.push(separator);
+        rest = &rest[separator.len_utf8()..];
+        let end = rest.find(['?', '&', ';', '#']).unwrap_or(rest.len());
+        let (pair, after) = rest.split_at(end);
+        match pair.split_once('=') {
+            Some((name, _))
+                if SECRET_PARAMS
+                    .iter()
+                    .any(|p| name.to_ascii_lowercase().contains(p)) =>
+            {
+                redacted.push_str(name);
+                redacted.push_str("=***");
+            }
+            _ => redacted.push_str(pair),
+        }
+        rest = after;
     }
-    out
+    redacted
 }
 
+/// Hides the userinfo of `scheme://userinfo@host...`. The userinfo ends at the last `@` before
+/// the host; a `/`, `?` or `#` before that `@` is part of a password when a `:` comes before
+/// it (`redis://default:Zx9/k+Q2=@h`), else the `@` is in a path (`https://h/a@b`).
 fn redact_userinfo(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
         return url.to_owned();
     };
     let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    let Some(at) = authority.rfind('@') else {
+    let Some(at) = rest.rfind('@') else {
         return url.to_owned();
     };
-    let userinfo = &authority[..at];
+    let userinfo = &rest[..at];
+    if let Some(cut) = userinfo.find(['/', '?', '#']) {
+        if !userinfo[..cut].contains(':') {
+            return url.to_owned();
+        }
+    }
     let user = userinfo.split(':').next().unwrap_or("");
     let hidden = if userinfo.contains(':') {
         format!("{user}:***")
@@ -148,5 +161,22 @@ mod tests {
             redact_url("https://h/x?token=t1&x=y&api_key=k&X-Amz-Signature=s"),
             "https://h/x?token=***&x=y&api_key=***&X-Amz-Signature=***"
         );
+        // Passwords with `/`, `?` or `#` unencoded; fragments; `sig=` (adversarial review).
+        assert_eq!(
+            redact_url("redis://default:Zx9/k+Q2=@127.0.0.1:16391"),
+            "redis://default:***@127.0.0.1:16391"
+        );
+        assert_eq!(redact_url("redis://:ab?cd@h:1"), "redis://:***@h:1");
+        assert_eq!(redact_url("https://u:p/w#x@h/x"), "https://u:***@h/x");
+        assert_eq!(
+            redact_url("https://h/cb#access_token=t&state=s"),
+            "https://h/cb#access_token=***&state=s"
+        );
+        assert_eq!(
+            redact_url("https://h/x?sig=s&a=b"),
+            "https://h/x?sig=***&a=b"
+        );
+        // An `@` in a path is no userinfo.
+        assert_eq!(redact_url("https://h/users/a@b"), "https://h/users/a@b");
     }
 }
