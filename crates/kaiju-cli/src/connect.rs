@@ -67,8 +67,8 @@ pub(crate) fn build(config: &Config) -> Result<App, Failure> {
     App::build(config, &Registry::builtin()).map_err(|e| Failure::usage(e.to_string()))
 }
 
-/// A connection and the kaiju environment, from `--redis-url`, `KAIJU_REDIS_URL` or the
-/// config's first transport (the password from `--password-file` over theirs); the environment
+/// A connection and the kaiju environment, from `--redis-url`, the config's first transport or
+/// `KAIJU_REDIS_URL`, in that order (the password from `--password-file` over theirs); the environment
 /// from `--environment`, the config, or `dev`. Warns when a password is given as an argument.
 pub(crate) async fn connect(conn: &Conn) -> Result<(Transport, AppSettings), Failure> {
     let config = if conn.config.files.is_empty() {
@@ -83,11 +83,25 @@ pub(crate) async fn connect(conn: &Conn) -> Result<(Transport, AppSettings), Fai
             "kaiju: warning: the password in --redis-url shows in `ps` to every user of this machine; set KAIJU_REDIS_URL or use --password-file instead"
         );
     }
-    let url = conn.redis_url.clone().or_else(|| {
-        std::env::var("KAIJU_REDIS_URL")
-            .ok()
-            .filter(|u| !u.trim().is_empty())
-    });
+    // A config named on the command line is more deliberate than a variable exported earlier.
+    let from_env = std::env::var("KAIJU_REDIS_URL")
+        .ok()
+        .filter(|u| !u.trim().is_empty());
+    if from_env.is_some() && (conn.redis_url.is_some() || config.is_some()) {
+        errln!(
+            "kaiju: note: KAIJU_REDIS_URL is set but not used: {} gives the connection",
+            if conn.redis_url.is_some() {
+                "--redis-url"
+            } else {
+                "the config (-c)"
+            }
+        );
+    }
+    let url = match (&conn.redis_url, &config) {
+        (Some(url), _) => Some(url.clone()),
+        (None, Some(_)) => None,
+        (None, None) => from_env,
+    };
     let mut settings = match (&url, &config) {
         (Some(url), _) => RedisSettings::from_url(url.clone()),
         (None, Some(config)) => {

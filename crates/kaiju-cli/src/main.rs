@@ -56,9 +56,10 @@ struct ConfigArgs {
 struct Conn {
     #[command(flatten)]
     config: ConfigArgs,
-    /// Redis URL (`redis://`, `rediss://`, `redis-cluster://`); default: the environment
-    /// variable KAIJU_REDIS_URL, else the config's first RedisTransportService. A password in
-    /// this argument shows in `ps`: give it in KAIJU_REDIS_URL or with --password-file.
+    /// Redis URL (`redis://`, `rediss://`, `redis-cluster://`); default: the first
+    /// RedisTransportService of the config given with -c, else the environment variable
+    /// KAIJU_REDIS_URL. A password in this argument shows in `ps`: give it in KAIJU_REDIS_URL
+    /// or with --password-file.
     #[arg(long, value_name = "URL")]
     redis_url: Option<String>,
     /// Read the Redis password from this file (its first line), over the URL's or the

@@ -169,6 +169,33 @@ fn config_errors_never_quote_a_value_from_the_environment() {
     assert!(!err.contains("hunter4"), "{err}");
 }
 
+/// A config named with `-c` gives the connection over a `KAIJU_REDIS_URL` exported earlier (a
+/// review ran `--repair` against the exported staging server while naming the prod config),
+/// and kaiju says it left the variable unused.
+#[test]
+fn a_config_named_on_the_command_line_wins_over_kaiju_redis_url() {
+    // The variable names a live server; the config, a port nothing listens on.
+    let Some(live) = url() else { return };
+    let config_port = kaiju_testkit::free_port(false).unwrap();
+    let config = TempFile::new(&format!(
+        "main: {{name: app}}\nservices:\n  - cls: RedisTransportService\n    settings: {{host: 127.0.0.1, port: {config_port}}}\n"
+    ));
+    let o = Command::new(env!("CARGO_BIN_EXE_kaiju"))
+        .args(["cache", "get", "k", "-c", config.path()])
+        .env("KAIJU_REDIS_URL", &live)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let (_, err) = text(&o);
+    assert_eq!(
+        code(&o),
+        3,
+        "the config's server, where nothing listens: {err}"
+    );
+    assert!(err.contains("KAIJU_REDIS_URL is set but not used"), "{err}");
+}
+
 /// Passwords in arguments show in `ps`: kaiju warns, and takes them from KAIJU_REDIS_URL or a
 /// password file instead.
 #[test]
