@@ -121,10 +121,10 @@ fn redact_userinfo(url: &str) -> String {
         return url.to_owned();
     };
     let userinfo = &rest[..at];
-    if let Some(cut) = userinfo.find(['/', '?', '#']) {
-        if !userinfo[..cut].contains(':') {
-            return url.to_owned();
-        }
+    if let Some(cut) = userinfo.find(['/', '?', '#'])
+        && !userinfo[..cut].contains(':')
+    {
+        return url.to_owned();
     }
     let user = userinfo.split(':').next().unwrap_or("");
     let hidden = if userinfo.contains(':') {
