@@ -64,7 +64,26 @@ fn redacted(params: &Value) -> Value {
                 })
                 .collect(),
         ),
+        // A list of records (`{"users": [{"password": ...}]}`) is looked into as well.
+        Value::Array(items) => Value::Array(items.iter().map(redacted).collect()),
         other => other.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_hidden_in_logged_params_also_inside_lists() {
+        let s = |t: &str| Value::Str(t.into());
+        let user = Value::Map(vec![(s("name"), s("a")), (s("password"), s("hunter2"))]);
+        let params = Value::Map(vec![(s("users"), Value::Array(vec![user]))]);
+        let shown = format!("{:?}", redacted(&params));
+        assert!(
+            !shown.contains("hunter2") && shown.contains("***"),
+            "{shown}"
+        );
     }
 }
 
