@@ -440,3 +440,53 @@ on_both!(
     entries_every_group_handled_are_not_replayed,
     a_bricked_dead_letter_stream_is_repaired_keeping_its_letters
 );
+
+/// A listener whose dead-letter stream is bricked cannot write a dead letter: it keeps the
+/// entry pending and logs an error naming the dead-letter stream and the repair.
+#[tokio::test]
+async fn the_listener_logs_an_error_when_its_dead_letter_stream_is_bricked() {
+    let Some(t) = kaiju_tests::connect(Target::Single).await else {
+        return;
+    };
+    let captured = kaiju_tests::observe::Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_writer(captured.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let ns = kaiju_tests::namespace();
+    let app = kaiju_tests::app(&ns);
+    let stream = ns.stream("rpc").unwrap().into_string();
+    let dead = ns.dead_letter_stream("rpc").unwrap().into_string();
+    xadd(&t, &dead, MAX_ID, "evil").await.unwrap();
+    let poison = xadd(&t, &stream, "*", "not msgpack").await.unwrap();
+    let mut listener = Listener::new(
+        t.clone(),
+        &app,
+        ListenerSettings::default(),
+        |_: kaiju_streams::Message<kaiju_tests::streams::Body>| async { Ok(()) },
+    )
+    .unwrap();
+    listener.start().await.unwrap();
+    let logged = || captured.text();
+    kaiju_tests::eventually("the error", Duration::from_secs(10), || async {
+        logged().contains("entry stays pending")
+    })
+    .await;
+    listener.stop(Duration::from_secs(5)).await.unwrap();
+    let text = logged();
+    let line = text
+        .lines()
+        .find(|l| l.contains("entry stays pending"))
+        .unwrap();
+    assert!(
+        line.contains("ERROR")
+            && line.contains(&format!("the dead-letter stream {dead} is unusable"))
+            && line.contains("kaiju streams <app> rpc --repair"),
+        "{text}"
+    );
+    // Nothing dropped: the entry is still there, pending.
+    let group = app.name.clone();
+    assert_eq!(pending_ids(&t, &stream, &group).await, [poison]);
+}
