@@ -491,6 +491,74 @@ async fn repair_mends_a_bricked_dead_letter_stream_first() {
     assert!(out.contains(MAX_ID), "{out}");
 }
 
+/// The review's steps: an entry from the future, then two legitimate ones (ids as far ahead),
+/// all read and acked by the app's group. `--repair` moves them as `future-id-handled`, and
+/// `kaiju dead ... replay` does not run them again unless `--include-handled`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repair_of_handled_entries_is_not_replayed_by_default() {
+    use kaiju_transport::fred::prelude::*;
+    let Some(url) = url() else { return };
+    let t = kaiju_tests::connect(Target::Single).await.unwrap();
+    let ns = kaiju_tests::namespace();
+    let app = ns.prefix().split_once('.').unwrap().1;
+    let stream = ns.stream("rpc").unwrap().into_string();
+    let c = conn(&url, &ns);
+    let _: () = t
+        .pool()
+        .xgroup_create(stream.as_str(), app, "$", true)
+        .await
+        .unwrap();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let future = format!("{}-0", now_ms + 10 * 86_400_000);
+    let mut ids = Vec::new();
+    for (id, field) in [(future.as_str(), "evil"), ("*", "legit"), ("*", "legit")] {
+        let written: String = t
+            .pool()
+            .xadd(stream.as_str(), false, None, id, vec![(field, "1")])
+            .await
+            .unwrap();
+        ids.push(written);
+    }
+    let _: kaiju_transport::fred::types::Value = t
+        .pool()
+        .xreadgroup(app, "c", None, None, false, stream.as_str(), ">")
+        .await
+        .unwrap();
+    let acked: u64 = t.pool().xack(stream.as_str(), app, ids).await.unwrap();
+    assert_eq!(acked, 3);
+    let o = kaiju(&[&["streams", app, "--repair"][..], &c].concat());
+    let (out, err) = text(&o);
+    assert_eq!(code(&o), 0, "{err}");
+    assert!(
+        out.contains("repair: moved 3 entries")
+            && out.contains("3 of the moved entries had already been handled by every group"),
+        "{out}"
+    );
+    let o = kaiju(&[&["dead", app, "list"][..], &c].concat());
+    let (out, _) = text(&o);
+    assert_eq!(out.matches("future-id-handled").count(), 3, "{out}");
+    assert!(out.contains("replaying runs it again"), "{out}");
+    let o = kaiju(&[&["dead", app, "replay"][..], &c].concat());
+    let (out, err) = text(&o);
+    assert_eq!(code(&o), 0, "{err}");
+    assert!(
+        out.contains("replayed 0 into")
+            && out.contains("left 3 dead letters of kind future-id-handled alone"),
+        "{out}"
+    );
+    let len: u64 = t.pool().xlen(stream.as_str()).await.unwrap();
+    assert_eq!(len, 0, "nothing run again");
+    let o = kaiju(&[&["dead", app, "replay", "--include-handled"][..], &c].concat());
+    let (out, err) = text(&o);
+    assert_eq!(code(&o), 0, "{err}");
+    assert!(out.contains("replayed 3 into"), "{out}");
+    let len: u64 = t.pool().xlen(stream.as_str()).await.unwrap();
+    assert_eq!(len, 3);
+}
+
 /// `--password-file` gives the password of a user Redis knows (an ACL user made here, named
 /// in the config).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

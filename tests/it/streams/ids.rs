@@ -297,7 +297,10 @@ async fn entries_every_group_handled_are_not_replayed(t: &Transport, ns: &Namesp
         .unwrap();
     // legit3: handled by g1, not yet delivered to g2.
     let legit3 = xadd_field(t, &stream, "*", "legit", "3").await;
-    assert_eq!(read_all(t, &stream, "g1").await, std::slice::from_ref(&legit3));
+    assert_eq!(
+        read_all(t, &stream, "g1").await,
+        std::slice::from_ref(&legit3)
+    );
     let _: u64 = t
         .pool()
         .xack(stream.as_str(), "g1", vec![&legit3])
