@@ -137,9 +137,27 @@ pub(crate) async fn run(command: Command) -> Result<(), Failure> {
             let (stream, dead) = keys(&me.env, &app, &topic)?;
             if repair {
                 let max_ahead = Duration::from_secs(max_ahead_hours.saturating_mul(3600));
+                // The dead-letter stream first: the repair writes the entries it moves there.
+                let mended = admin::repair_dead_ids(&transport, &dead, max_ahead)
+                    .await
+                    .map_err(|e| repair_failure(&dead, e))?;
+                if let Some(after) = &mended.last_id_after {
+                    outln!(
+                        "repair: dead-letter stream {dead}: last id {} -> {after}; {} dead letters ahead of the clock written again with new ids (kept, field repaired-from-id)",
+                        mended.last_id_before,
+                        mended.rewritten
+                    );
+                }
                 let done = admin::repair_ids(&transport, &stream, &dead, max_ahead)
                     .await
-                    .map_err(redis_failure)?;
+                    .map_err(|e| repair_failure(&stream, e))?;
+                if done.moved_handled > 0 {
+                    outln!(
+                        "repair: {} of the moved entries had already been handled by every group: dead letters of kind {}, which `kaiju dead` replay skips (they would run again)",
+                        done.moved_handled,
+                        admin::KIND_FUTURE_ID_HANDLED
+                    );
+                }
                 match &done.last_id_after {
                     None if done.moved == 0 => {
                         outln!("repair: the ids of {stream} are fine; nothing to do")
@@ -202,7 +220,12 @@ pub(crate) async fn run(command: Command) -> Result<(), Failure> {
                 )))
             }
         }
-        Command::Dead { conn, args, count } => {
+        Command::Dead {
+            conn,
+            args,
+            count,
+            include_handled,
+        } => {
             let (app, topic, action) = match args.as_slice() {
                 [app, action] => (app, "rpc", action),
                 [app, topic, action] => (app, topic.as_str(), action),
@@ -214,7 +237,8 @@ pub(crate) async fn run(command: Command) -> Result<(), Failure> {
             };
             let (transport, me) = connect(&conn).await?;
             let (stream, dead) = keys(&me.env, app, topic)?;
-            let letters = DeadLetters::new(transport, stream.clone(), dead.clone());
+            let letters = DeadLetters::new(transport, stream.clone(), dead.clone())
+                .include_handled(include_handled);
             match action.as_str() {
                 "list" => {
                     let total = letters.len().await.map_err(redis_failure)?;
@@ -245,6 +269,13 @@ pub(crate) async fn run(command: Command) -> Result<(), Failure> {
                         done.replayed,
                         done.skipped
                     );
+                    if done.handled > 0 {
+                        outln!(
+                            "left {} dead letters of kind {} alone: every group had already handled them, so a replay runs them again (--include-handled replays them)",
+                            done.handled,
+                            admin::KIND_FUTURE_ID_HANDLED
+                        );
+                    }
                     Ok(())
                 }
                 "purge" => {
@@ -370,6 +401,13 @@ fn print_dead_letter(d: &admin::DeadLetter) -> Result<(), Failure> {
 
 /// A failed Redis operation: exit 3 when Redis could not be reached (a lost connection, a
 /// timeout), 1 otherwise.
+/// A failed repair of `key`, named in the message.
+fn repair_failure(key: &str, e: kaiju_streams::StreamError) -> Failure {
+    let mut failure = redis_failure(e);
+    failure.message = format!("repairing {key}: {}", failure.message);
+    failure
+}
+
 fn redis_failure(e: impl std::error::Error + 'static) -> Failure {
     use kaiju_transport::TransportError;
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);

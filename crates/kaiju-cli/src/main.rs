@@ -154,6 +154,10 @@ enum Command {
         /// Entries to list.
         #[arg(long, default_value_t = 20)]
         count: usize,
+        /// `replay` also the dead letters of kind `future-id-handled`: entries
+        /// `kaiju streams --repair` moved that every group had already handled (they run again).
+        #[arg(long)]
+        include_handled: bool,
     },
     /// Locks.
     Locks {

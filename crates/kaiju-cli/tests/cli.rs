@@ -461,6 +461,131 @@ async fn streams_warns_about_a_bricked_stream_and_repair_mends_it() {
     );
 }
 
+/// Both the stream and its dead-letter stream bricked: the warning for the dead-letter stream
+/// gives a command that works, and `--repair` mends the dead-letter stream first (its letters
+/// kept), then the stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repair_mends_a_bricked_dead_letter_stream_first() {
+    use kaiju_transport::fred::prelude::*;
+    const MAX_ID: &str = "18446744073709551615-18446744073709551615";
+    let Some(url) = url() else { return };
+    let t = kaiju_tests::connect(Target::Single).await.unwrap();
+    let ns = kaiju_tests::namespace();
+    let app = ns.prefix().split_once('.').unwrap().1;
+    let stream = ns.stream("rpc").unwrap().into_string();
+    let dead = ns.dead_letter_stream("rpc").unwrap().into_string();
+    let c = conn(&url, &ns);
+    for key in [&stream, &dead] {
+        let _: String = t
+            .pool()
+            .xadd(key.as_str(), false, None, MAX_ID, vec![("e", "1")])
+            .await
+            .unwrap();
+    }
+    let o = kaiju(&[&["streams", app][..], &c].concat());
+    let (_, err) = text(&o);
+    assert_eq!(code(&o), 0, "{err}");
+    let dead_warning = err
+        .lines()
+        .find(|l| l.contains(&format!("stream {dead} is unusable")))
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(
+        dead_warning.contains("`kaiju streams <app> <topic> --repair`")
+            && dead_warning.contains("dead letters"),
+        "{dead_warning}"
+    );
+    let o = kaiju(&[&["streams", app, "--repair"][..], &c].concat());
+    let (out, err) = text(&o);
+    assert_eq!(code(&o), 0, "{out}{err}");
+    assert!(
+        out.contains(&format!("dead-letter stream {dead}: last id {MAX_ID} ->"))
+            && out.contains("repair: moved 1 entries"),
+        "{out}"
+    );
+    assert!(!err.contains("warning"), "repaired: {err}");
+    for key in [&stream, &dead] {
+        let written: Result<String, _> = t
+            .pool()
+            .xadd(key.as_str(), false, None, "*", vec![("_", "after")])
+            .await;
+        assert!(written.is_ok(), "{key}: {written:?}");
+    }
+    // The dead-letter stream's own letter and the stream's bad entry are both letters now.
+    let o = kaiju(&[&["dead", app, "list"][..], &c].concat());
+    let (out, err) = text(&o);
+    assert_eq!(code(&o), 0, "{err}");
+    assert!(out.starts_with("3 dead letters"), "{out}");
+    assert!(out.contains(MAX_ID), "{out}");
+}
+
+/// The review's steps: an entry from the future, then two legitimate ones (ids as far ahead),
+/// all read and acked by the app's group. `--repair` moves them as `future-id-handled`, and
+/// `kaiju dead ... replay` does not run them again unless `--include-handled`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repair_of_handled_entries_is_not_replayed_by_default() {
+    use kaiju_transport::fred::prelude::*;
+    let Some(url) = url() else { return };
+    let t = kaiju_tests::connect(Target::Single).await.unwrap();
+    let ns = kaiju_tests::namespace();
+    let app = ns.prefix().split_once('.').unwrap().1;
+    let stream = ns.stream("rpc").unwrap().into_string();
+    let c = conn(&url, &ns);
+    let _: () = t
+        .pool()
+        .xgroup_create(stream.as_str(), app, "$", true)
+        .await
+        .unwrap();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let future = format!("{}-0", now_ms + 10 * 86_400_000);
+    let mut ids = Vec::new();
+    for (id, field) in [(future.as_str(), "evil"), ("*", "legit"), ("*", "legit")] {
+        let written: String = t
+            .pool()
+            .xadd(stream.as_str(), false, None, id, vec![(field, "1")])
+            .await
+            .unwrap();
+        ids.push(written);
+    }
+    let _: kaiju_transport::fred::types::Value = t
+        .pool()
+        .xreadgroup(app, "c", None, None, false, stream.as_str(), ">")
+        .await
+        .unwrap();
+    let acked: u64 = t.pool().xack(stream.as_str(), app, ids).await.unwrap();
+    assert_eq!(acked, 3);
+    let o = kaiju(&[&["streams", app, "--repair"][..], &c].concat());
+    let (out, err) = text(&o);
+    assert_eq!(code(&o), 0, "{err}");
+    assert!(
+        out.contains("repair: moved 3 entries")
+            && out.contains("3 of the moved entries had already been handled by every group"),
+        "{out}"
+    );
+    let o = kaiju(&[&["dead", app, "list"][..], &c].concat());
+    let (out, _) = text(&o);
+    assert_eq!(out.matches("future-id-handled").count(), 3, "{out}");
+    assert!(out.contains("replaying runs it again"), "{out}");
+    let o = kaiju(&[&["dead", app, "replay"][..], &c].concat());
+    let (out, err) = text(&o);
+    assert_eq!(code(&o), 0, "{err}");
+    assert!(
+        out.contains("replayed 0 into")
+            && out.contains("left 3 dead letters of kind future-id-handled alone"),
+        "{out}"
+    );
+    let len: u64 = t.pool().xlen(stream.as_str()).await.unwrap();
+    assert_eq!(len, 0, "nothing run again");
+    let o = kaiju(&[&["dead", app, "replay", "--include-handled"][..], &c].concat());
+    let (out, err) = text(&o);
+    assert_eq!(code(&o), 0, "{err}");
+    assert!(out.contains("replayed 3 into"), "{out}");
+    let len: u64 = t.pool().xlen(stream.as_str()).await.unwrap();
+    assert_eq!(len, 3);
+}
+
 /// `--password-file` gives the password of a user Redis knows (an ACL user made here, named
 /// in the config).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,7 +16,10 @@ use kaiju_transport::{Classify, Transport};
 use crate::{Result, StreamError};
 
 pub(crate) use ids::check_newest_entry;
-pub use ids::{IdProblem, IdWarning, MAX_AHEAD, Repaired, check_ids, repair_ids};
+pub use ids::{
+    IdProblem, IdWarning, KIND_FUTURE_ID, KIND_FUTURE_ID_HANDLED, MAX_AHEAD, Repaired,
+    RepairedDead, check_ids, repair_dead_ids, repair_ids,
+};
 
 /// Most entries one page of [`DeadLetters::list`] or one replay round trip handles.
 pub const MAX_PAGE: usize = 1000;
@@ -135,7 +138,8 @@ pub(crate) async fn group_state(
 pub struct DeadLetter {
     /// Its id in the dead-letter stream.
     pub id: String,
-    /// `malformed`, `rejected` or `exhausted`.
+    /// `malformed`, `rejected` or `exhausted`; [`KIND_FUTURE_ID`] or
+    /// [`KIND_FUTURE_ID_HANDLED`] when `kaiju streams --repair` moved it.
     pub kind: String,
     /// The error, as text.
     pub reason: String,
@@ -155,6 +159,7 @@ pub struct DeadLetters {
     transport: Transport,
     stream: String,
     dead: String,
+    include_handled: bool,
 }
 
 /// What [`DeadLetters::replay`] did.
@@ -165,6 +170,9 @@ pub struct Replayed {
     pub replayed: u64,
     /// Dead letters left alone: they came from another stream, or hold no fields.
     pub skipped: u64,
+    /// Dead letters left alone because every group had already handled them (kind
+    /// [`KIND_FUTURE_ID_HANDLED`]; see [`DeadLetters::include_handled`]).
+    pub handled: u64,
 }
 
 impl DeadLetters {
@@ -176,7 +184,19 @@ impl DeadLetters {
             transport,
             stream: stream.into(),
             dead: dead.into(),
+            include_handled: false,
         }
+    }
+
+    /// Whether [`replay`](Self::replay) also writes back the dead letters of kind
+    /// [`KIND_FUTURE_ID_HANDLED`]: entries `kaiju streams --repair` moved that every group had
+    /// already been given and acknowledged. Replaying them runs them again (a request handled
+    /// twice), so by default (`false`) they are left alone and counted in
+    /// [`Replayed::handled`].
+    #[must_use]
+    pub fn include_handled(mut self, yes: bool) -> Self {
+        self.include_handled = yes;
+        self
     }
 
     /// How many there are.
@@ -232,7 +252,9 @@ impl DeadLetters {
     /// Each entry is written before it is removed, and the write is sent once: an interruption
     /// can leave an entry both replayed and still dead (replayed twice if run again), never
     /// lost. Dead letters that came from another stream are skipped, so a forged dead letter
-    /// cannot make a replay write elsewhere.
+    /// cannot make a replay write elsewhere. Dead letters of kind [`KIND_FUTURE_ID_HANDLED`]
+    /// (already handled by every group) are left alone unless
+    /// [`include_handled`](Self::include_handled) says otherwise.
     pub async fn replay(
         &self,
         batch: usize,
@@ -250,6 +272,10 @@ impl DeadLetters {
                 .await?;
             let Some(last) = page.last() else { break };
             after = Some(last.id.clone());
+            let (page, handled): (Vec<_>, Vec<_>) = page
+                .into_iter()
+                .partition(|d| self.include_handled || d.kind != KIND_FUTURE_ID_HANDLED);
+            done.handled += handled.len() as u64;
             let (good, bad): (Vec<_>, Vec<_>) = page
                 .into_iter()
                 .partition(|d| d.stream == self.stream && !d.fields.is_empty());
@@ -284,7 +310,7 @@ impl DeadLetters {
                     .classify()?;
                 done.replayed += good.len() as u64;
             }
-            progress(done.replayed + done.skipped, total);
+            progress(done.replayed + done.skipped + done.handled, total);
         }
         Ok(done)
     }

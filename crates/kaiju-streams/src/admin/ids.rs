@@ -72,7 +72,15 @@ impl std::fmt::Display for IdWarning {
                 by.as_secs() / 3600
             )?,
         }
-        f.write_str("; repair it with `kaiju streams <app> <topic> --repair`")
+        if self.stream.contains("._dead.") {
+            // `kaiju streams <app> _dead.<topic>` is no topic: the repair of the stream whose
+            // dead letters these are mends its dead-letter stream first.
+            f.write_str(
+                "; repair it with `kaiju streams <app> <topic> --repair` (the topic whose dead letters these are: it mends the dead-letter stream first)",
+            )
+        } else {
+            f.write_str("; repair it with `kaiju streams <app> <topic> --repair`")
+        }
     }
 }
 
@@ -151,8 +159,11 @@ fn problem(last: StreamId, now_ms: u64, max_ahead: Duration) -> Option<IdProblem
 #[non_exhaustive]
 pub struct Repaired {
     /// Entries whose id was ahead of the cutoff, moved to the dead-letter stream
-    /// (`kind: future-id`).
+    /// (`kind:` [`KIND_FUTURE_ID`] or [`KIND_FUTURE_ID_HANDLED`]).
     pub moved: u64,
+    /// Of [`moved`](Self::moved), those every group had already been given and acknowledged
+    /// (`kind:` [`KIND_FUTURE_ID_HANDLED`]; a replay would run them again).
+    pub moved_handled: u64,
     /// The stream's last id before.
     pub last_id_before: String,
     /// The stream's last id after, when it was set (`None`: it was fine and left alone).
@@ -166,10 +177,15 @@ pub struct Repaired {
 /// an entry, a consumer group or a pending entry. Any id later than the server's time plus
 /// `max_ahead` ([`MAX_AHEAD`] is the usual value) is *ahead*:
 ///
-/// 1. every entry with an id ahead is copied to the dead-letter stream `dead` (as a dead
-///    letter of `kind: future-id`, its fields kept, so `kaiju dead ... replay` can write it
-///    back with a fresh id), then deleted from the stream (copied first and written once:
-///    an interruption can leave an entry both copied and still there, never neither);
+/// 1. every entry with an id ahead is copied to the dead-letter stream `dead`, its fields
+///    kept, then deleted from the stream (copied first and written once: an interruption can
+///    leave an entry both copied and still there, never neither). One that some group has not
+///    handled yet (pending there, with its delivery count from `XPENDING`, or not yet
+///    delivered) is a dead letter of kind [`KIND_FUTURE_ID`], which `kaiju dead ... replay`
+///    writes back with a fresh id. One that every group has been given and acknowledged is of
+///    kind [`KIND_FUTURE_ID_HANDLED`], and its reason says so: replay skips it unless forced,
+///    since it would run again. The dead-letter stream must accept writes: mend it first
+///    with [`repair_dead_ids`];
 /// 2. the stream's last id is set (`XSETID`, with `ENTRIESADDED` unchanged and `MAXDELETEDID`
 ///    on Redis 7) to the largest of: its newest remaining entry, the last delivered id of
 ///    every group that is not ahead, and the server's time now. New entries get ids after it;
@@ -197,7 +213,9 @@ pub async fn repair_ids(
             ms: now.saturating_add(max_ahead_ms),
             seq: u64::MAX,
         };
-        done.moved += move_ahead(transport, stream, dead, cutoff, now).await?;
+        let moved = move_ahead(transport, stream, dead, cutoff, now).await?;
+        done.moved += moved.all;
+        done.moved_handled += moved.handled;
         let Some(info) = stream_info(transport, stream).await? else {
             return Ok(done);
         };
@@ -273,16 +291,35 @@ pub async fn repair_ids(
     )))
 }
 
-/// Copies every entry after `cutoff` to `dead`, then deletes it from `stream`; returns how
-/// many.
+/// The dead-letter `kind` of an entry [`repair_ids`] moved: ahead of the clock, and not yet
+/// handled by every group (pending in one, or not yet delivered to one). Replaying it is right.
+pub const KIND_FUTURE_ID: &str = "future-id";
+
+/// The dead-letter `kind` of an entry [`repair_ids`] moved that every consumer group had
+/// already been given and acknowledged (its id at or before the group's last delivered id,
+/// and not in the group's pending list). Replaying it runs it again (a request handled twice),
+/// so [`DeadLetters::replay`](super::DeadLetters::replay) leaves it alone unless told
+/// otherwise; it is kept as a record of what the stream held.
+pub const KIND_FUTURE_ID_HANDLED: &str = "future-id-handled";
+
+/// How many entries [`move_ahead`] moved, and how many of them every group had handled.
+#[derive(Default)]
+struct Moved {
+    all: u64,
+    handled: u64,
+}
+
+/// Copies every entry after `cutoff` to `dead`, then deletes it from `stream`.
 async fn move_ahead(
     transport: &Transport,
     stream: &str,
     dead: &str,
     cutoff: StreamId,
     now: u64,
-) -> Result<u64> {
-    let mut moved = 0;
+) -> Result<Moved> {
+    let mut moved = Moved::default();
+    // Read before any entry is moved, and before any group is set back.
+    let groups = group_ids(transport, stream).await?;
     loop {
         let start = format!("({cutoff}");
         let reply: Value = transport
@@ -295,18 +332,37 @@ async fn move_ahead(
             return Ok(moved);
         }
         for (id, fields) in &entries {
-            let ahead = StreamId::parse(id.as_bytes()).map_or(0, |i| i.ms.saturating_sub(now));
-            let reason = format!(
-                "its id was {} hours ahead of the server clock; moved here by `kaiju streams --repair` (replay writes it back with a new id)",
-                ahead / 3_600_000
-            );
+            let parsed = StreamId::parse(id.as_bytes());
+            let ahead = parsed.map_or(0, |i| i.ms.saturating_sub(now));
+            let (handled, deliveries) = delivery_state(transport, stream, &groups, id).await?;
+            let hours = ahead / 3_600_000;
+            let (kind, reason) = if handled {
+                let names: Vec<&str> = groups.iter().map(|(n, _)| n.as_str()).collect();
+                (
+                    KIND_FUTURE_ID_HANDLED,
+                    format!(
+                        "its id was {hours} hours ahead of the server clock; moved here by `kaiju streams --repair`; already delivered to and acked by every group ({}): replaying runs it again (`kaiju dead ... replay` skips it unless given --include-handled)",
+                        names.join(", ")
+                    ),
+                )
+            } else {
+                (
+                    KIND_FUTURE_ID,
+                    format!(
+                        "its id was {hours} hours ahead of the server clock; moved here by `kaiju streams --repair` (not yet handled by every group; replay writes it back with a new id)"
+                    ),
+                )
+            };
             let text = |s: &str| Bytes::copy_from_slice(s.as_bytes());
             let mut letter: Vec<(Key, Value)> = vec![
                 ("reason".into(), Value::Bytes(text(&reason))),
-                ("kind".into(), Value::Bytes(text("future-id"))),
+                ("kind".into(), Value::Bytes(text(kind))),
                 ("stream".into(), Value::Bytes(text(stream))),
                 ("id".into(), Value::Bytes(text(id))),
-                ("deliveries".into(), Value::Bytes(text("0"))),
+                (
+                    "deliveries".into(),
+                    Value::Bytes(text(&deliveries.to_string())),
+                ),
             ];
             for (name, value) in fields {
                 let mut prefixed = b"field:".to_vec();
@@ -321,12 +377,180 @@ async fn move_ahead(
                 .once()
                 .xadd(dead, false, None, "*", letter)
                 .await
-                .classify()?;
+                .classify()
+                .map_err(|e| {
+                    if e.is_retryable() {
+                        StreamError::from(e)
+                    } else {
+                        // Say which stream refused: the dead-letter stream may be bricked too.
+                        StreamError::Protocol(format!(
+                            "cannot write the dead letter of {stream} entry {id} to {dead} (repair it first with `repair_dead_ids`): {e}"
+                        ))
+                    }
+                })?;
+            moved.handled += u64::from(handled);
         }
         let ids: Vec<&str> = entries.iter().map(|(id, _)| id.as_str()).collect();
         let _: u64 = transport.pool().xdel(stream, ids).await.classify()?;
-        moved += entries.len() as u64;
+        moved.all += entries.len() as u64;
     }
+}
+
+/// Whether every group of `groups` has been given entry `id` and acknowledged it, and the
+/// most deliveries it has had in a group where it is pending (`XPENDING`; 0 when it is
+/// pending nowhere). With no group, nobody has handled it.
+async fn delivery_state(
+    transport: &Transport,
+    stream: &str,
+    groups: &[(String, StreamId)],
+    id: &str,
+) -> Result<(bool, u64)> {
+    let parsed = StreamId::parse(id.as_bytes());
+    let mut handled = !groups.is_empty();
+    let mut deliveries = 0;
+    for (name, last_delivered) in groups {
+        let pending: Vec<(String, String, u64, u64)> = transport
+            .pool()
+            .xpending(stream, name.as_str(), (id, id, 1))
+            .await
+            .classify()?;
+        if let Some((_, _, _, count)) = pending.first() {
+            deliveries = deliveries.max(*count);
+            handled = false;
+        } else if parsed.is_none_or(|p| p > *last_delivered) {
+            handled = false; // not yet delivered to this group
+        }
+    }
+    Ok((handled, deliveries))
+}
+
+/// What [`repair_dead_ids`] did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct RepairedDead {
+    /// The dead-letter stream's last id before.
+    pub last_id_before: String,
+    /// Its last id after (`None`: it was fine and left alone).
+    pub last_id_after: Option<String>,
+    /// Dead letters whose id was ahead of the clock, written again with a new id (their
+    /// fields kept, plus `repaired-from-id`: the id they had).
+    pub rewritten: u64,
+}
+
+/// Mends a dead-letter stream whose ids ran ahead of the server clock (or out of ids), so
+/// that dead letters can be written to it again; [`repair_ids`] needs that, and so does every
+/// listener. Run it before [`repair_ids`] (`kaiju streams --repair` does).
+///
+/// A dead-letter stream is a list of letters; an entry's id there only orders them. So its
+/// entries ahead of the clock are kept, not moved: in one `MULTI`/`EXEC` transaction under
+/// `WATCH` (applied whole, or not at all when a letter arrived meanwhile: nothing lost) they
+/// are deleted, the last id is set (`XSETID`, with
+/// `ENTRIESADDED`/`MAXDELETEDID` on Redis 7) to the larger of its newest remaining entry and
+/// the server's time, and they are written again in their order with new ids, each with a
+/// field `repaired-from-id` holding the id it had. Groups on the dead-letter stream (kaiju
+/// creates none) are left alone. Nothing is done when its last id is fine.
+pub async fn repair_dead_ids(
+    transport: &Transport,
+    dead: &str,
+    max_ahead: Duration,
+) -> Result<RepairedDead> {
+    // WATCH and MULTI/EXEC need one connection: EXEC applies nothing if a letter was written
+    // (or anything else changed the key) after the WATCH.
+    let connection = transport.dedicated_connection().await?;
+    let result = repair_dead_on(transport, connection.client(), dead, max_ahead).await;
+    let _ = connection.close().await;
+    result
+}
+
+async fn repair_dead_on(
+    transport: &Transport,
+    client: &Client,
+    dead: &str,
+    max_ahead: Duration,
+) -> Result<RepairedDead> {
+    let mut done = RepairedDead::default();
+    for _ in 0..3 {
+        let now = server_time_ms(transport, dead).await?;
+        let max_ahead_ms = u64::try_from(max_ahead.as_millis()).unwrap_or(u64::MAX);
+        let cutoff = StreamId {
+            ms: now.saturating_add(max_ahead_ms),
+            seq: u64::MAX,
+        };
+        let _: () = client.watch(dead).await.classify()?;
+        let Some(info) = stream_info_on(client, dead).await? else {
+            let _: () = client.unwatch().await.classify()?;
+            return Ok(done);
+        };
+        done.last_id_before = info.last_id.to_string();
+        if info.last_id <= cutoff {
+            let _: () = client.unwatch().await.classify()?;
+            return Ok(done);
+        }
+        let start = format!("({cutoff}");
+        let reply: Value = client
+            .xrange(dead, start.as_str(), "+", None)
+            .await
+            .classify()?;
+        let ahead = super::raw_entries(reply)?;
+        let kept: Value = client
+            .xrevrange(dead, cutoff.to_string().as_str(), "-", Some(1))
+            .await
+            .classify()?;
+        let kept_top = super::raw_entries(kept)?
+            .first()
+            .and_then(|(id, _)| StreamId::parse(id.as_bytes()));
+        let target = kept_top
+            .into_iter()
+            .chain([StreamId { ms: now, seq: 0 }])
+            .max()
+            .unwrap_or(StreamId { ms: now, seq: 0 });
+        let target_text = target.to_string();
+        let tx = client.multi();
+        if !ahead.is_empty() {
+            let ids: Vec<&str> = ahead.iter().map(|(id, _)| id.as_str()).collect();
+            let _: () = tx.xdel(dead, ids).await.classify()?;
+        }
+        let mut args: Vec<Value> = vec![dead.into(), target_text.as_str().into()];
+        if let Some(added) = info.entries_added {
+            args.extend([
+                "ENTRIESADDED".into(),
+                added.to_string().into(),
+                "MAXDELETEDID".into(),
+                target_text.as_str().into(),
+            ]);
+        }
+        let _: () = tx.custom(command("XSETID"), args).await.classify()?;
+        for (id, fields) in &ahead {
+            let mut entry: Vec<(Key, Value)> = fields
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        Key::from(Bytes::copy_from_slice(k)),
+                        Value::Bytes(v.clone()),
+                    )
+                })
+                .collect();
+            entry.push((
+                "repaired-from-id".into(),
+                Value::Bytes(Bytes::copy_from_slice(id.as_bytes())),
+            ));
+            let _: () = tx.xadd(dead, false, None, "*", entry).await.classify()?;
+        }
+        let applied: Value = tx
+            .exec(true)
+            .await
+            .classify()
+            .map_err(|e| StreamError::Protocol(format!("cannot repair {dead}: {e}")))?;
+        if applied.is_null() {
+            continue; // the key changed after WATCH (a letter was written): nothing applied
+        }
+        done.last_id_after = Some(target_text);
+        done.rewritten += ahead.len() as u64;
+        return Ok(done);
+    }
+    Err(StreamError::Protocol(format!(
+        "{dead} kept changing while it was repaired (a writer is still at work; stop it and run the repair again); nothing was changed"
+    )))
 }
 
 /// A `command` sent to the node of `key`.
@@ -376,6 +600,20 @@ async fn stream_info(transport: &Transport, stream: &str) -> Result<Option<Strea
         .xinfo_stream(stream, false, None)
         .await
         .classify()?;
+    parse_stream_info(&info).map(Some)
+}
+
+/// [`stream_info`] on one connection (inside a `WATCH`).
+async fn stream_info_on(client: &Client, stream: &str) -> Result<Option<StreamInfo>> {
+    let exists: i64 = client.exists(stream).await.classify()?;
+    if exists == 0 {
+        return Ok(None);
+    }
+    let info: HashMap<String, Value> = client.xinfo_stream(stream, false, None).await.classify()?;
+    parse_stream_info(&info).map(Some)
+}
+
+fn parse_stream_info(info: &HashMap<String, Value>) -> Result<StreamInfo> {
     let id = |v: Option<&Value>| {
         v.and_then(Value::as_string)
             .and_then(|s| StreamId::parse(s.as_bytes()))
@@ -386,11 +624,11 @@ async fn stream_info(transport: &Transport, stream: &str) -> Result<Option<Strea
         Some(Value::Array(entry)) => id(entry.first()),
         _ => None,
     };
-    Ok(Some(StreamInfo {
+    Ok(StreamInfo {
         last_id,
         top,
         entries_added: info.get("entries-added").and_then(Value::as_u64),
-    }))
+    })
 }
 
 /// Each group's name and last delivered id.

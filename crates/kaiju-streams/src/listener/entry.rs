@@ -258,6 +258,19 @@ where
                     self.acks.push(entry.id);
                     return;
                 }
+                Err(e) if e.to_string().contains("exhausted the last possible ID") => {
+                    // Retrying cannot help until someone repairs the dead-letter stream: say so
+                    // loudly (every attempt, at most every DEAD_LETTER_MAX_PAUSE per entry).
+                    tracing::error!(
+                        stream = %self.stream,
+                        dead = %self.dead,
+                        id = %entry.id,
+                        error = %e,
+                        "the dead-letter stream {} is unusable (its last id is the largest there is, so every XADD fails): the entry stays pending and the write is retried; repair it with `kaiju streams <app> {} --repair`",
+                        self.dead,
+                        self.settings.topic,
+                    );
+                }
                 Err(e) => {
                     tracing::warn!(stream = %self.stream, id = %entry.id, error = %e, "writing the dead letter failed; the entry stays pending and the write is retried");
                 }
