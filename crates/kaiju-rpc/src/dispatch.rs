@@ -70,23 +70,6 @@ fn redacted(params: &Value) -> Value {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn secrets_are_hidden_in_logged_params_also_inside_lists() {
-        let s = |t: &str| Value::Str(t.into());
-        let user = Value::Map(vec![(s("name"), s("a")), (s("password"), s("hunter2"))]);
-        let params = Value::Map(vec![(s("users"), Value::Array(vec![user]))]);
-        let shown = format!("{:?}", redacted(&params));
-        assert!(
-            !shown.contains("hunter2") && shown.contains("***"),
-            "{shown}"
-        );
-    }
-}
-
 impl Run<'_> {
     /// Runs one request. `earlier` holds the results of the batch's earlier requests when the
     /// batch is in template mode.
@@ -285,5 +268,22 @@ impl Run<'_> {
             responses.push(response);
         }
         responses
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_hidden_in_logged_params_also_inside_lists() {
+        let s = |t: &str| Value::Str(t.into());
+        let user = Value::Map(vec![(s("name"), s("a")), (s("password"), s("hunter2"))]);
+        let params = Value::Map(vec![(s("users"), Value::Array(vec![user]))]);
+        let shown = format!("{:?}", redacted(&params));
+        assert!(
+            !shown.contains("hunter2") && shown.contains("***"),
+            "{shown}"
+        );
     }
 }
