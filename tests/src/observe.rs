@@ -14,6 +14,20 @@ use kaiju_transport::fred::prelude::*;
 pub struct Captured(Arc<Mutex<Vec<u8>>>);
 
 impl Captured {
+    /// Captures every `tracing` event at `level` or above that this thread emits (for a
+    /// `#[tokio::test]` on the current-thread runtime: every task of the test) until the
+    /// guard is dropped.
+    pub fn this_thread(level: tracing::Level) -> (Self, tracing::subscriber::DefaultGuard) {
+        let captured = Self::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(level)
+            .with_writer(captured.clone())
+            .with_ansi(false)
+            .finish();
+        let guard = tracing::subscriber::set_default(subscriber);
+        (captured, guard)
+    }
+
     /// Everything written so far, as text.
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()

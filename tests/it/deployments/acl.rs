@@ -488,13 +488,7 @@ async fn secrets_never_reach_logs_errors_or_debug_output() {
     let Some(admin) = connect(Target::Single).await else {
         return;
     };
-    let captured = kaiju_tests::observe::Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(captured.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = kaiju_tests::observe::Captured::this_thread(tracing::Level::TRACE);
     let logger = ThreadLogger {
         thread: std::thread::current().id(),
         into: captured.clone(),

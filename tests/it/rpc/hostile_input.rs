@@ -411,13 +411,7 @@ async fn a_huge_method_name_is_shortened_in_logs_and_dead_letters() {
     let Some(t) = kaiju_tests::connect(Target::Single).await else {
         return;
     };
-    let captured = kaiju_tests::observe::Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::DEBUG)
-        .with_writer(captured.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = kaiju_tests::observe::Captured::this_thread(tracing::Level::DEBUG);
     let app = app(&kaiju_tests::namespace());
     let seen = Seen::default();
     let mut listener = serve(&t, &app, &seen, Scope::System).await;

@@ -1476,13 +1476,7 @@ async fn another_clients_unblock_is_an_empty_read_not_a_failure() {
     let Some((_server, t)) = kaiju_tests::own_server().await else {
         return;
     };
-    let captured = kaiju_tests::observe::Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::WARN)
-        .with_writer(captured.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = kaiju_tests::observe::Captured::this_thread(tracing::Level::WARN);
     let ns = kaiju_tests::namespace();
     let app = app(&ns);
     let stream = rpc_stream(&app);

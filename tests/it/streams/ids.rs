@@ -174,13 +174,7 @@ async fn the_listener_logs_an_error_when_its_stream_is_bricked() {
     let Some(t) = kaiju_tests::connect(Target::Single).await else {
         return;
     };
-    let captured = kaiju_tests::observe::Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::WARN)
-        .with_writer(captured.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = kaiju_tests::observe::Captured::this_thread(tracing::Level::WARN);
     let ns = kaiju_tests::namespace();
     let app = kaiju_tests::app(&ns);
     let stream = ns.stream("rpc").unwrap().into_string();
@@ -451,13 +445,7 @@ async fn the_listener_logs_an_error_when_its_dead_letter_stream_is_bricked() {
     let Some(t) = kaiju_tests::connect(Target::Single).await else {
         return;
     };
-    let captured = kaiju_tests::observe::Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::WARN)
-        .with_writer(captured.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = kaiju_tests::observe::Captured::this_thread(tracing::Level::WARN);
     let ns = kaiju_tests::namespace();
     let app = kaiju_tests::app(&ns);
     let stream = ns.stream("rpc").unwrap().into_string();
