@@ -147,6 +147,13 @@ impl TransportError {
         matches!(self, Self::Server { code, .. } if code == "OOM")
     }
 
+    /// Whether an `XADD` was refused because the stream's last id is the largest there is (a
+    /// stream bricked by an entry with that id): every `XADD` there fails until the stream is
+    /// repaired (`kaiju streams ... --repair`).
+    pub fn is_stream_id_exhausted(&self) -> bool {
+        matches!(self, Self::Server { message, .. } if message.contains("exhausted the last possible ID"))
+    }
+
     /// Whether the server refused to run a script at all, so none of it ran: the ACL user may
     /// not call `EVALSHA` ([`NoPermission`](Self::NoPermission)), or the command is renamed
     /// away (unknown). The same work sent as plain commands may still succeed; a script refused
@@ -405,6 +412,16 @@ mod tests {
             TransportError::NoPermission { .. }
         ));
         assert!(!classify(ErrorKind::Unknown, "ERR syntax error").is_retryable());
+    }
+
+    #[test]
+    fn a_bricked_stream_is_told_apart() {
+        let e = classify(
+            ErrorKind::Unknown,
+            "ERR The stream has exhausted the last possible ID, unable to add more items",
+        );
+        assert!(e.is_stream_id_exhausted(), "{e:?}");
+        assert!(!classify(ErrorKind::Unknown, "ERR syntax error").is_stream_id_exhausted());
     }
 
     #[test]

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use kaiju_core::Shutdown;
 use serde::de::DeserializeOwned;
 
+use crate::StreamError;
 use crate::envelope::{PAYLOAD_FIELD, decode, headers_only};
 use crate::handler::{Disposition, Handler, Message};
 use crate::listener::reply::RawEntry;
@@ -258,7 +259,7 @@ where
                     self.acks.push(entry.id);
                     return;
                 }
-                Err(e) if e.to_string().contains("exhausted the last possible ID") => {
+                Err(StreamError::Transport(e)) if e.is_stream_id_exhausted() => {
                     // Retrying cannot help until someone repairs the dead-letter stream: say so
                     // loudly (every attempt, at most every DEAD_LETTER_MAX_PAUSE per entry).
                     tracing::error!(
