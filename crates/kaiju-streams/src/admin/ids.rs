@@ -142,12 +142,11 @@ async fn check(transport: &Transport, stream: &str, groups: bool) -> Result<Opti
 }
 
 fn problem(last: StreamId, now_ms: u64, max_ahead: Duration) -> Option<IdProblem> {
-    let max_ahead_ms = u64::try_from(max_ahead.as_millis()).unwrap_or(u64::MAX);
     if last.ms == u64::MAX && last.seq == u64::MAX {
         Some(IdProblem::Exhausted)
     } else if last.ms == u64::MAX {
         Some(IdProblem::NearMaximum)
-    } else if last.ms > now_ms.saturating_add(max_ahead_ms) {
+    } else if last.ms > cutoff(now_ms, max_ahead).ms {
         Some(IdProblem::Ahead(Duration::from_millis(last.ms - now_ms)))
     } else {
         None
@@ -171,6 +170,15 @@ pub struct Repaired {
     /// The consumer groups whose last delivered id was ahead of the cutoff and was set back
     /// to the new last id.
     pub groups_reset: Vec<String>,
+}
+
+/// The last id an entry may have: `max_ahead` past the server's time `now_ms` (ms).
+fn cutoff(now_ms: u64, max_ahead: Duration) -> StreamId {
+    let max_ahead_ms = u64::try_from(max_ahead.as_millis()).unwrap_or(u64::MAX);
+    StreamId {
+        ms: now_ms.saturating_add(max_ahead_ms),
+        seq: u64::MAX,
+    }
 }
 
 /// Repairs a stream whose ids ran ahead of the server clock (or out of ids), without losing
@@ -208,11 +216,7 @@ pub async fn repair_ids(
     let mut done = Repaired::default();
     for _ in 0..3 {
         let now = server_time_ms(transport, stream).await?;
-        let max_ahead_ms = u64::try_from(max_ahead.as_millis()).unwrap_or(u64::MAX);
-        let cutoff = StreamId {
-            ms: now.saturating_add(max_ahead_ms),
-            seq: u64::MAX,
-        };
+        let cutoff = cutoff(now, max_ahead);
         let moved = move_ahead(transport, stream, dead, cutoff, now).await?;
         done.moved += moved.all;
         done.moved_handled += moved.handled;
@@ -471,11 +475,7 @@ async fn repair_dead_on(
     let mut done = RepairedDead::default();
     for _ in 0..3 {
         let now = server_time_ms(transport, dead).await?;
-        let max_ahead_ms = u64::try_from(max_ahead.as_millis()).unwrap_or(u64::MAX);
-        let cutoff = StreamId {
-            ms: now.saturating_add(max_ahead_ms),
-            seq: u64::MAX,
-        };
+        let cutoff = cutoff(now, max_ahead);
         let _: () = client.watch(dead).await.classify()?;
         let Some(info) = stream_info_on(client, dead).await? else {
             let _: () = client.unwatch().await.classify()?;
