@@ -371,7 +371,11 @@ macro_rules! options {
         }
 
         /// Adds a header (`Authorization`, `Correlation-Id`, anything the method reads).
-        pub fn header(mut self, name: impl Into<String>, value: impl Into<HeaderValue>) -> Self {
+        pub fn header(
+            mut self,
+            name: impl Into<kaiju_streams::HeaderName>,
+            value: impl Into<HeaderValue>,
+        ) -> Self {
             self.$($path).+.headers.insert(name, value);
             self
         }

@@ -28,8 +28,8 @@ pub use error::{RpcError, codes};
 /// The message and header types of the RPC API, from kaiju-streams and kaiju-core, so that a
 /// method's signature needs no other crate.
 pub use kaiju_core::{Value, to_value};
-pub use kaiju_streams::{HeaderValue, Headers};
-pub use listener::RpcListener;
+pub use kaiju_streams::{HeaderName, HeaderValue, Headers};
+pub use listener::{RpcListener, RpcListenerOptions};
 pub use module::{NoParams, RegisterError, RpcModule};
 pub use request::{Outcome, Reply, ReplyBody, Response};
 pub use scope::{Permissions, Scope, UnknownScope, fnmatch};

@@ -191,10 +191,107 @@ impl From<kaiju_core::Value> for HeaderValue {
     }
 }
 
+/// A header's name: a string, as kaiju writes them, or any other msgpack value a peer wrote.
+///
+/// Python kaiju accepts any hashable key in its headers dict (`{7: "v"}` runs), so a
+/// listener carries such a header through, and a method can read it with
+/// [`Headers::get_other`], instead of refusing the entry.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HeaderName {
+    /// A string name (matched in any letter case).
+    Str(String),
+    /// Any other msgpack value (an integer, bytes, ...), matched exactly.
+    Other(kaiju_core::Value),
+}
+
+impl HeaderName {
+    /// The name, if it is a string.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Self::Str(s) => Some(s),
+            Self::Other(_) => None,
+        }
+    }
+
+    fn is(&self, name: &str) -> bool {
+        matches!(self, Self::Str(s) if s.eq_ignore_ascii_case(name))
+    }
+
+    fn same(&self, other: &Self) -> bool {
+        match other {
+            Self::Str(s) => self.is(s),
+            Self::Other(v) => matches!(self, Self::Other(w) if w == v),
+        }
+    }
+}
+
+impl From<&str> for HeaderName {
+    fn from(v: &str) -> Self {
+        Self::Str(v.to_owned())
+    }
+}
+
+impl From<String> for HeaderName {
+    fn from(v: String) -> Self {
+        Self::Str(v)
+    }
+}
+
+impl From<&String> for HeaderName {
+    fn from(v: &String) -> Self {
+        Self::Str(v.clone())
+    }
+}
+
+impl From<&HeaderName> for HeaderName {
+    fn from(v: &HeaderName) -> Self {
+        v.clone()
+    }
+}
+
+/// A [`Value`](kaiju_core::Value) as a name: a string is a [`HeaderName::Str`].
+impl From<kaiju_core::Value> for HeaderName {
+    fn from(v: kaiju_core::Value) -> Self {
+        match v {
+            kaiju_core::Value::Str(s) => Self::Str(s),
+            other => Self::Other(other),
+        }
+    }
+}
+
+/// A string as it is; any other name as its msgpack value's debug form (`Int(7)`).
+impl fmt::Display for HeaderName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Str(s) => f.write_str(s),
+            Self::Other(v) => write!(f, "{v:?}"),
+        }
+    }
+}
+
+impl Serialize for HeaderName {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Str(s) => serializer.serialize_str(s),
+            Self::Other(v) => v.serialize(serializer),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for HeaderName {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        kaiju_core::Value::deserialize(deserializer).map(Self::from)
+    }
+}
+
 /// Message headers, in insertion order (msgpack maps keep the order they are written in, and
 /// kaiju writes `Correlation-Id` first).
+///
+/// Names are strings, except where a peer wrote another msgpack value as a name
+/// ([`HeaderName::Other`]): such a header is carried through unchanged, and read with
+/// [`get_other`](Self::get_other).
 #[derive(Debug, Clone, PartialEq, Default)]
-pub struct Headers(Vec<(String, HeaderValue)>);
+pub struct Headers(Vec<(HeaderName, HeaderValue)>);
 
 impl Headers {
     /// No headers.
@@ -202,14 +299,15 @@ impl Headers {
         Self::default()
     }
 
-    /// Sets a header, replacing an earlier value of the same name (in any letter case) in place.
-    pub fn insert(&mut self, name: impl Into<String>, value: impl Into<HeaderValue>) -> &mut Self {
+    /// Sets a header, replacing an earlier value of the same name (a string name in any letter
+    /// case) in place.
+    pub fn insert(
+        &mut self,
+        name: impl Into<HeaderName>,
+        value: impl Into<HeaderValue>,
+    ) -> &mut Self {
         let (name, value) = (name.into(), value.into());
-        match self
-            .0
-            .iter_mut()
-            .find(|(n, _)| n.eq_ignore_ascii_case(&name))
-        {
+        match self.0.iter_mut().find(|(n, _)| n.same(&name)) {
             Some(slot) => slot.1 = value,
             None => self.0.push((name, value)),
         }
@@ -219,18 +317,31 @@ impl Headers {
     /// A header's value. Names match in any letter case (`correlation-id` finds
     /// `Correlation-Id`), as HTTP headers do; the first match wins.
     pub fn get(&self, name: &str) -> Option<&HeaderValue> {
+        self.0.iter().find(|(n, _)| n.is(name)).map(|(_, v)| v)
+    }
+
+    /// The value of a header whose name is not a string (a peer's `{7: "v"}`), matched
+    /// exactly.
+    ///
+    /// ```
+    /// use kaiju_core::Value;
+    /// use kaiju_streams::{HeaderName, HeaderValue, Headers};
+    ///
+    /// let mut headers = Headers::new();
+    /// headers.insert(HeaderName::Other(Value::Int(7)), "v");
+    /// assert_eq!(headers.get_other(&Value::Int(7)), Some(&HeaderValue::from("v")));
+    /// assert_eq!(headers.get("7"), None);
+    /// ```
+    pub fn get_other(&self, name: &kaiju_core::Value) -> Option<&HeaderValue> {
         self.0
             .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .find(|(n, _)| matches!(n, HeaderName::Other(v) if v == name))
             .map(|(_, v)| v)
     }
 
     /// Removes a header (in any letter case) and returns its value.
     pub fn remove(&mut self, name: &str) -> Option<HeaderValue> {
-        let at = self
-            .0
-            .iter()
-            .position(|(n, _)| n.eq_ignore_ascii_case(name))?;
+        let at = self.0.iter().position(|(n, _)| n.is(name))?;
         Some(self.0.remove(at).1)
     }
 
@@ -247,9 +358,9 @@ impl Headers {
         }
     }
 
-    /// Every header, in order.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &HeaderValue)> {
-        self.0.iter().map(|(n, v)| (n.as_str(), v))
+    /// Every header, in order, whatever its name.
+    pub fn iter(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
+        self.0.iter().map(|(n, v)| (n, v))
     }
 
     /// Whether there are no headers.
@@ -260,7 +371,7 @@ impl Headers {
     /// Puts a header first unless one of that name exists (kaiju writes `Correlation-Id` first).
     pub(crate) fn ensure_first(&mut self, name: &str, value: impl FnOnce() -> HeaderValue) {
         if self.get(name).is_none() {
-            self.0.insert(0, (name.to_owned(), value()));
+            self.0.insert(0, (HeaderName::from(name), value()));
         }
     }
 }
@@ -287,7 +398,7 @@ impl<'de> Deserialize<'de> for Headers {
                 // The size hint is a length read from the input: never allocate by it beyond a
                 // few entries (a 5-byte `df ff ff ff ff` declares four billion).
                 let mut headers = Vec::with_capacity(access.size_hint().unwrap_or(1).min(16));
-                while let Some(entry) = access.next_entry::<String, HeaderValue>()? {
+                while let Some(entry) = access.next_entry::<HeaderName, HeaderValue>()? {
                     headers.push(entry);
                 }
                 Ok(Headers(headers))
@@ -440,6 +551,47 @@ mod tests {
             ])))
         );
         assert_eq!(Msgpack::WIRE.encode(&back).unwrap(), nested);
+    }
+
+    /// Python kaiju runs a call whose headers have a non-string name (`{7: "v"}`); such a
+    /// header is read, carried through byte for byte, and readable by its name.
+    #[test]
+    fn non_string_header_names_are_carried_through() {
+        use kaiju_core::Value;
+        // {"Correlation-Id": "x", 7: "v", b"k": 1, "X-Big": 2**63}, as msgspec writes it.
+        let wire = hex(
+            "84 ae 43 6f 72 72 65 6c 61 74 69 6f 6e 2d 49 64 a1 78 07 a1 76 c4 01 6b 01 \
+             a5 58 2d 42 69 67 cf 80 00 00 00 00 00 00 00",
+        );
+        let headers: Headers = Msgpack::WIRE.decode(&wire).unwrap();
+        assert_eq!(headers.len(), 4);
+        assert_eq!(headers.correlation_id(), Some("x"));
+        assert_eq!(
+            headers.get_other(&Value::Int(7)),
+            Some(&HeaderValue::from("v"))
+        );
+        assert_eq!(
+            headers.get_other(&Value::Bin(b"k".to_vec())),
+            Some(&HeaderValue::Int(1))
+        );
+        assert_eq!(
+            headers.get("7"),
+            None,
+            "an integer name is not the string \"7\""
+        );
+        assert_eq!(headers.get("x-big"), Some(&HeaderValue::from(1_u64 << 63)));
+        assert_eq!(Msgpack::WIRE.encode(&headers).unwrap(), wire);
+        let names: Vec<String> = headers.iter().map(|(n, _)| n.to_string()).collect();
+        assert_eq!(names, ["Correlation-Id", "Int(7)", "Bin([107])", "X-Big"]);
+        // Replacing matches such a name exactly.
+        let mut headers = headers;
+        headers.insert(HeaderName::Other(Value::Int(7)), "w");
+        headers.insert(HeaderName::Other(Value::Int(8)), "new");
+        assert_eq!(headers.len(), 5);
+        assert_eq!(
+            headers.get_other(&Value::Int(7)),
+            Some(&HeaderValue::from("w"))
+        );
     }
 
     #[test]

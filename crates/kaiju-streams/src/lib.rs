@@ -11,7 +11,8 @@ mod settings;
 mod writer;
 
 pub use envelope::{
-    CORRELATION_ID, HeaderValue, Headers, PAYLOAD_FIELD, decode, encode, headers_only, short_uid,
+    CORRELATION_ID, HeaderName, HeaderValue, Headers, PAYLOAD_FIELD, decode, encode, headers_only,
+    short_uid,
 };
 pub use error::{Result, StreamError};
 pub use handler::{BoxError, Disposition, Handler, HandlerError, Message};
