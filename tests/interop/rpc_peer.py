@@ -45,6 +45,11 @@ usage: rpc_peer.py serve <redis-url> <env> <app> <record-file>
                        headers {"Correlation-Id": <10 hex>, "RPC-Batch-Abort-Error": "?1"}
              none:     body ["<p>.echo", null]
                        headers {"Correlation-Id": <10 hex>}
+             float_timeouts: three calls, body ["<p>.echo", {"t": t}] for t = 0.5, 2.5, 7.0
+                       headers {"Correlation-Id": <10 hex>, "Timeout": t} (a msgpack float)
+             odd_headers: body ["<p>.echo", {"value": 2}]
+                       headers {"Correlation-Id": "py-odd", 7: "v", "X-Big": 2**63} (an integer
+                       name, and a value above i64::MAX: Python kaiju runs such a call)
            (No request context exists in this process, so the client generates the Correlation-Id
            with get_short_uid(); Timeout and RPC-Retries are msgpack ints; no Deadline is ever sent
            because stream calls are forced to nowait.)
@@ -310,6 +315,16 @@ async def call(url: str, env: str, target: str, case: str, prefix: str) -> int:
             )
         elif case == "none":
             await client.call(f"{prefix}.echo", None, app=target)
+        elif case == "float_timeouts":
+            for t in (0.5, 2.5, 7.0):
+                await client.call(f"{prefix}.echo", {"t": t}, max_timeout=t, app=target)
+        elif case == "odd_headers":
+            await client.call(
+                f"{prefix}.echo",
+                {"value": 2},
+                headers={"Correlation-Id": "py-odd", 7: "v", "X-Big": 2**63},
+                app=target,
+            )
         else:
             print(f"unknown case {case!r}", file=sys.stderr)
             return 2

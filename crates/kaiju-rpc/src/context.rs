@@ -57,11 +57,58 @@ pub(crate) struct Parsed {
     pub(crate) template: bool,
 }
 
-fn int(value: Option<&HeaderValue>) -> Option<i64> {
+/// An integer header as kaiju reads it: `int(v) if v else default`, where a `ValueError`
+/// gives the default (`_get_int_header`, KAIJU-TOOLS §1.6). `None` stands for "the default".
+///
+/// What Python's `int()` makes of each msgpack type, matched here:
+/// - an integer: itself (one above `i64::MAX` saturates), `0` is falsy: the default;
+/// - a float: truncated toward zero (`2.5` → 2, `0.5` → 0, `-0.5` → 0); `0.0` is falsy; NaN is
+///   a `ValueError`. An infinity raised `OverflowError` in kaiju (the request failed): here it
+///   gives the default;
+/// - `true` → 1; `false` and `nil` are falsy;
+/// - a string or bytes: decimal digits with an optional sign, surrounding whitespace and `_`
+///   between digits; `""` is falsy; anything else (`"5.5"`) is a `ValueError`. Digits beyond
+///   the `i64` range saturate, as Python's unbounded int is capped by the caller's `min`;
+/// - a list, a map or an extension: kaiju raised `TypeError` (or took an empty one as falsy):
+///   the default.
+pub(crate) fn int_header(value: Option<&HeaderValue>) -> Option<i64> {
     match value? {
-        HeaderValue::Str(s) => s.trim().parse().ok(),
-        other => other.as_i64(),
+        HeaderValue::Int(0) => None,
+        HeaderValue::Int(n) => Some(*n),
+        HeaderValue::Float(f) if f.is_finite() && *f != 0.0 => Some(f.trunc() as i64),
+        HeaderValue::Float(_) => None,
+        HeaderValue::Bool(true) => Some(1),
+        HeaderValue::Bool(false) | HeaderValue::Nil => None,
+        HeaderValue::Str(s) => parse_int(s.as_bytes()),
+        HeaderValue::Other(kaiju_core::Value::UInt(_)) => Some(i64::MAX),
+        HeaderValue::Other(kaiju_core::Value::Bin(b)) => parse_int(b),
+        HeaderValue::Other(_) => None,
     }
+}
+
+/// Python's `int(text)` for decimal text, saturated to `i64`.
+fn parse_int(text: &[u8]) -> Option<i64> {
+    let text = std::str::from_utf8(text).ok()?.trim();
+    let (negative, digits) = match text.as_bytes().first()? {
+        b'-' => (true, &text[1..]),
+        b'+' => (false, &text[1..]),
+        _ => (false, text),
+    };
+    // Digits, with single underscores only between two digits (`1_000`, not `_1` or `1__0`).
+    let bytes = digits.as_bytes();
+    let well_formed = bytes.first()?.is_ascii_digit()
+        && bytes.last()?.is_ascii_digit()
+        && bytes.iter().all(|b| b.is_ascii_digit() || *b == b'_')
+        && !digits.contains("__");
+    if !well_formed {
+        return None;
+    }
+    let mut n: i64 = 0;
+    for d in bytes.iter().filter(|b| b.is_ascii_digit()) {
+        let d = i64::from(d - b'0');
+        n = n.saturating_mul(10).saturating_add(d);
+    }
+    Some(if negative { n.saturating_neg() } else { n })
 }
 
 fn flag(value: Option<&HeaderValue>) -> bool {
@@ -75,22 +122,28 @@ fn unix_now() -> Duration {
 }
 
 impl Parsed {
-    /// - `Deadline` (int unix seconds, or an int string) wins over `Timeout`, capped at now +
-    ///   max. One that does not parse is ignored (kaiju turned it into an immediate timeout).
-    /// - `Timeout`: integer seconds in `1..=max`; `0`/missing/unparsable gives the default.
+    /// Every integer header is read as kaiju reads it ([`int_header`]), so a float `Timeout`
+    /// of 2.5 from a Python client is 2 seconds, as it is for a Python app.
+    /// - `Deadline` (unix seconds) wins over `Timeout`, capped at now + max. One that is not a
+    ///   positive integer after that reading is ignored (kaiju turned it into an immediate
+    ///   timeout, D23).
+    /// - `Timeout`: seconds, `max(1, value)` capped at max (a negative one is 1 s, as in kaiju);
+    ///   missing, `0` or unparsable gives the default.
     /// - `RPC-Retries`: attempts in total, `0..=10`.
     /// - batch flags: true only for the string `"?1"`.
     pub(crate) fn read(h: &Headers, limits: Limits) -> Self {
         let now = Instant::now();
         let unix = unix_now();
-        let by_deadline = int(h.get(headers::DEADLINE)).filter(|d| *d > 0).map(|d| {
-            Duration::from_secs(d.unsigned_abs())
-                .saturating_sub(unix)
-                .min(limits.max)
-        });
-        let by_timeout = || match int(h.get(headers::TIMEOUT)) {
-            Some(t) if t > 0 => Duration::from_secs(t.unsigned_abs()).min(limits.max),
-            _ => limits.default,
+        let by_deadline = int_header(h.get(headers::DEADLINE))
+            .filter(|d| *d > 0)
+            .map(|d| {
+                Duration::from_secs(d.unsigned_abs())
+                    .saturating_sub(unix)
+                    .min(limits.max)
+            });
+        let by_timeout = || match int_header(h.get(headers::TIMEOUT)) {
+            Some(t) => Duration::from_secs(t.max(1).unsigned_abs()).min(limits.max),
+            None => limits.default,
         };
         let left = by_deadline.unwrap_or_else(by_timeout);
         // Cut to its first `MAX_CORRELATION_ID` bytes: a caller's id of any length would be
@@ -114,7 +167,9 @@ impl Parsed {
             correlation_id,
             deadline: now + left,
             deadline_unix: (unix + left).as_secs(),
-            attempts: int(h.get(headers::RETRIES)).unwrap_or(0).clamp(0, 10) as u32,
+            attempts: int_header(h.get(headers::RETRIES))
+                .unwrap_or(0)
+                .clamp(0, 10) as u32,
             abort_on_error: flag(h.get(headers::BATCH_ABORT)),
             template: flag(h.get(headers::BATCH_TEMPLATE)),
         }
@@ -246,7 +301,53 @@ mod tests {
         assert_eq!(left(&with(&[("Timeout", 0.into())])), 90);
         assert_eq!(left(&with(&[("Timeout", "5.5".into())])), 90);
         assert_eq!(left(&with(&[("Timeout", 100_000.into())])), 600);
-        assert_eq!(left(&with(&[("Timeout", (-3).into())])), 90);
+        // kaiju's `max(1, int(v))`: a negative Timeout is one second, the string "0" too.
+        assert_eq!(left(&with(&[("Timeout", (-3).into())])), 1);
+        assert_eq!(left(&with(&[("Timeout", "0".into())])), 1);
+        assert_eq!(left(&with(&[("Timeout", "".into())])), 90);
+    }
+
+    /// A Python client's `max_timeout=2.5` arrives as a msgpack float: kaiju truncates it
+    /// (`int(2.5)`), so 0.5 → 1 s, 2.5 → 2 s, 7.0 → 7 s. Each value type reads as Python's
+    /// `int()` reads it.
+    #[tokio::test]
+    async fn every_value_type_reads_as_pythons_int_reads_it() {
+        let timeout = |v: HeaderValue| left(&with(&[("Timeout", v)]));
+        assert_eq!(timeout(0.5.into()), 1);
+        assert_eq!(timeout(2.5.into()), 2);
+        assert_eq!(timeout(7.0.into()), 7);
+        assert_eq!(timeout((-0.5).into()), 1);
+        assert_eq!(timeout(0.0.into()), 90, "0.0 is falsy: the default");
+        assert_eq!(timeout(f64::NAN.into()), 90);
+        assert_eq!(timeout(f64::INFINITY.into()), 90);
+        assert_eq!(timeout(1e30.into()), 600);
+        assert_eq!(timeout(true.into()), 1);
+        assert_eq!(timeout(false.into()), 90);
+        assert_eq!(timeout(HeaderValue::Nil), 90);
+        assert_eq!(timeout(" 7 ".into()), 7);
+        assert_eq!(timeout("+7".into()), 7);
+        assert_eq!(timeout("1_0".into()), 10);
+        assert_eq!(timeout("1__0".into()), 90);
+        assert_eq!(timeout("_10".into()), 90);
+        assert_eq!(timeout("99999999999999999999999".into()), 600);
+        assert_eq!(timeout("5.5".into()), 90);
+        assert_eq!(timeout(kaiju_core::Value::Bin(b"8".to_vec()).into()), 8);
+        assert_eq!(
+            timeout(kaiju_core::Value::Array(vec![kaiju_core::Value::Int(5)]).into()),
+            90
+        );
+        let at = (unix_now().as_secs() + 20) as f64 + 0.9;
+        let parsed = Parsed::read(&with(&[("Deadline", at.into())]), LIMITS);
+        assert_eq!(
+            parsed.deadline_unix,
+            at.trunc() as u64,
+            "a float Deadline is truncated"
+        );
+        let retries = |v: HeaderValue| Parsed::read(&with(&[("RPC-Retries", v)]), LIMITS).attempts;
+        assert_eq!(retries(2.9.into()), 2);
+        assert_eq!(retries("3".into()), 3);
+        assert_eq!(retries(true.into()), 1);
+        assert_eq!(retries((-2.5).into()), 0);
     }
 
     #[tokio::test]

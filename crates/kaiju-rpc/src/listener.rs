@@ -169,12 +169,9 @@ impl Drop for Held {
     }
 }
 
-/// The request's `Deadline` (integer unix seconds), if it has one.
+/// The request's `Deadline` (unix seconds, read as the server reads it), if it has one.
 fn request_deadline(request: &Headers) -> Option<u64> {
-    match request.get(headers::DEADLINE)? {
-        HeaderValue::Str(s) => s.trim().parse().ok(),
-        other => other.as_i64().and_then(|d| u64::try_from(d).ok()),
-    }
+    crate::context::int_header(request.get(headers::DEADLINE)).and_then(|d| u64::try_from(d).ok())
 }
 
 fn unix_now() -> u64 {

@@ -247,8 +247,8 @@ async fn a_python_client_calls_a_rust_app() {
     // The abort case: svc.fail runs (NotFound), the add after it never does.
     call("single");
     seen_len(&seen, 7).await;
-    let seen = seen.lock().unwrap().clone();
-    let adds: Vec<_> = seen
+    let records = seen.lock().unwrap().clone();
+    let adds: Vec<_> = records
         .iter()
         .filter(|r| r["method"] == "svc.add")
         .map(|r| r["params"].clone())
@@ -265,6 +265,40 @@ async fn a_python_client_calls_a_rust_app() {
     );
     let stats = listener.server().stats();
     assert_eq!((stats.client_errors, stats.aborted), (1, 1), "{stats:?}");
+    // Headers Python sends and runs with, which kaiju-rs once ignored or dead-lettered
+    // (issue 25 items 1-3): a float Timeout is truncated as Python truncates it (0.5 → 1 s,
+    // 2.5 → 2 s, 7.0 → 7 s, not the 90 s default), and a header with an integer name or a
+    // value above i64::MAX reaches the method.
+    call("float_timeouts");
+    seen_len(&seen, 10).await;
+    call("odd_headers");
+    seen_len(&seen, 11).await;
+    let records = seen.lock().unwrap().clone();
+    // Run in parallel: in any order.
+    let timed = |t: f64| {
+        records
+            .iter()
+            .find(|r| r["params"] == json!({"t": t}))
+            .unwrap_or_else(|| panic!("the call with Timeout {t} did not run"))
+    };
+    for (timeout, expected_ms) in [(0.5, 1000), (2.5, 2000), (7.0, 7000)] {
+        let record = timed(timeout);
+        assert_eq!(
+            record["headers"]["Timeout"],
+            json!(timeout),
+            "a msgpack float"
+        );
+        let left = record["remaining_ms"].as_u64().unwrap();
+        assert!(
+            left <= expected_ms && left + 1500 > expected_ms,
+            "Timeout {timeout}: {left} ms left, Python gives {expected_ms} ms"
+        );
+    }
+    let odd = &records[10];
+    assert_eq!(odd["params"], json!({"value": 2}));
+    assert_eq!(odd["correlation_id"], "py-odd");
+    assert_eq!(odd["headers"]["Int(7)"], "v", "{odd}");
+    assert_eq!(odd["headers"]["X-Big"], json!(1_u64 << 63), "{odd}");
     eventually("all acked", Duration::from_secs(5), || async {
         kaiju_tests::streams::pending_of(&t, listener.listener().stream_key(), &app.name).await == 0
     })

@@ -532,3 +532,37 @@ async fn a_client_without_a_namespace_of_its_own_fails_at_once() {
     assert!(matches!(r, Err(kaiju_rpc::CallError::Key(_))), "{r:?}");
     assert!(started.elapsed() < Duration::from_secs(1));
 }
+
+/// Headers Python kaiju runs with and kaiju-rs once dead-lettered (issue 25 items 2 and 3): an
+/// integer header name and a value above `i64::MAX`. The call runs, and its method reads both.
+/// (The interop tests send the same from the real Python client.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_header_with_an_integer_name_or_a_value_above_i64_max_runs_the_call() {
+    let Some(t) = kaiju_tests::connect(Target::Single).await else {
+        return;
+    };
+    let app = app(&kaiju_tests::namespace());
+    let seen = Seen::default();
+    let mut listener = serve(&t, &app, &seen, Scope::System).await;
+    // [["svc.echo", {"value": 2}], {"Correlation-Id": "odd", 7: "v", "X-Big": 2**63}], as
+    // msgspec writes it.
+    let mut payload = b"\x92\x92\xa8svc.echo\x81\xa5value\x02\x83".to_vec();
+    payload.extend_from_slice(b"\xaeCorrelation-Id\xa3odd\x07\xa1v");
+    payload.extend_from_slice(b"\xa5X-Big\xcf\x80\x00\x00\x00\x00\x00\x00\x00");
+    xadd_raw(&t, rpc_stream(&app).as_str(), &payload).await;
+    seen_len(&seen, 1).await;
+    let record = seen.lock().unwrap()[0].clone();
+    assert_eq!(record["correlation_id"], "odd");
+    assert_eq!(record["headers"]["Int(7)"], "v", "{record}");
+    assert_eq!(
+        record["headers"]["X-Big"],
+        serde_json::json!(1_u64 << 63),
+        "{record}"
+    );
+    eventually("acked", Duration::from_secs(5), || async {
+        pending_of(&t, listener.listener().stream_key(), &app.name).await == 0
+    })
+    .await;
+    assert_eq!(listener.stats().await.unwrap().dead_lettered, 0);
+    listener.stop(Duration::from_secs(5)).await.unwrap();
+}

@@ -40,6 +40,27 @@ pub fn settings() -> ListenerSettings {
     }
 }
 
+/// Every header as a JSON object: names as [`HeaderName`](kaiju_streams::HeaderName) displays
+/// them (`Int(7)` for the integer 7), values as JSON (an integer above `i64::MAX` as a
+/// number, a value JSON has no form for as its debug text).
+pub fn headers_json(headers: &kaiju_streams::Headers) -> serde_json::Value {
+    use kaiju_streams::HeaderValue;
+    let mut out = serde_json::Map::new();
+    for (name, value) in headers.iter() {
+        let value = match value {
+            HeaderValue::Str(v) => json!(v),
+            HeaderValue::Int(n) => json!(n),
+            HeaderValue::Float(f) => json!(f),
+            HeaderValue::Bool(b) => json!(b),
+            HeaderValue::Nil => serde_json::Value::Null,
+            HeaderValue::Other(kaiju_core::Value::UInt(n)) => json!(n),
+            other => json!(format!("{other:?}")),
+        };
+        out.insert(name.to_string(), value);
+    }
+    serde_json::Value::Object(out)
+}
+
 /// `svc.record` (records params and context), `svc.add`, `svc.fail` (NotFound), `svc.boom`
 /// (internal), `svc.admin` (ADMIN only).
 pub fn module(seen: &Seen) -> RpcModule {
@@ -66,9 +87,11 @@ pub fn module_of(service: &str, seen: &Seen) -> RpcModule {
                         "params": p,
                         "correlation_id": ctx.correlation_id(),
                         "deadline": ctx.deadline_unix(),
+                        "remaining_ms": ctx.remaining().as_millis() as u64,
                         "auth": header("Authorization"),
                         "retries": header("RPC-Retries"),
                         "timeout": header("Timeout"),
+                        "headers": headers_json(ctx.headers()),
                     }));
                     Ok::<_, RpcError>(p)
                 }
