@@ -107,11 +107,11 @@ impl Run<'_> {
         };
         if Instant::now() >= self.parsed.deadline {
             // The deadline passed before the method started: it never starts (kaiju ran it up
-            // to its first await, D23). The request cannot succeed as sent.
+            // to its first await, D23).
             return Response::error(
                 id,
                 RpcError::request_timeout(self.parsed.deadline_unix),
-                Outcome::Rejected,
+                Outcome::Expired,
             );
         }
         let params = match earlier {
@@ -195,7 +195,7 @@ impl Run<'_> {
                 tracing::info!(result = ?value, "response")
             }
             Ok(_) => {}
-            Err((e, Outcome::ClientError | Outcome::Rejected)) => {
+            Err((e, Outcome::ClientError | Outcome::Rejected | Outcome::Expired)) => {
                 tracing::info!(error = %e, "client error")
             }
             Err((e, _)) => tracing::error!(error = %e, detail = e.detail(), "internal error"),
@@ -255,7 +255,13 @@ impl Run<'_> {
                 response = Response::error(response.id, error, Outcome::Rejected);
                 templated = true;
             }
-            if response.outcome == Outcome::TimedOut
+            if response.outcome == Outcome::Expired {
+                // Nothing later can start either.
+                stop = Some((
+                    RpcError::request_timeout(self.parsed.deadline_unix),
+                    Outcome::Expired,
+                ));
+            } else if response.outcome == Outcome::TimedOut
                 || (response.outcome == Outcome::Rejected && Instant::now() >= self.parsed.deadline)
             {
                 stop = Some((

@@ -228,6 +228,7 @@ struct RpcHandler {
     scope: Scope,
     replier: Replier,
     max_deliveries: u64,
+    dead_letter_expired_requests: bool,
 }
 
 impl kaiju_streams::Handler<Value> for RpcHandler {
@@ -243,7 +244,18 @@ impl kaiju_streams::Handler<Value> for RpcHandler {
         }
         match outcome {
             Outcome::Ok | Outcome::ClientError | Outcome::Aborted => Ok(()),
-            Outcome::Rejected => Err(HandlerError::reject(reason(&reply, outcome))),
+            // A request/response caller stopped waiting at that deadline, and was told there
+            // is no answer: a dead letter would only bury the real ones (a restart after an
+            // outage turned every request of the outage into one).
+            Outcome::Expired
+                if !self.dead_letter_expired_requests
+                    && headers.get(headers::REPLY_TO).is_some() =>
+            {
+                Err(HandlerError::discard(reason(&reply, outcome)))
+            }
+            Outcome::Rejected | Outcome::Expired => {
+                Err(HandlerError::reject(reason(&reply, outcome)))
+            }
             Outcome::Failed | Outcome::TimedOut => {
                 Err(HandlerError::retry(reason(&reply, outcome)))
             }
@@ -289,7 +301,9 @@ impl kaiju_streams::Handler<Value> for RpcHandler {
 /// | the entry's requests | the entry |
 /// |---|---|
 /// | all succeeded, or failed with the method's own client error (`NotFound`, 4xx) | acked (client errors logged and counted in [`Server::stats`]) |
-/// | unknown or forbidden method, invalid params, a template that cannot be filled, an expired deadline, not a request at all | dead-lettered with the error object as the reason |
+/// | unknown or forbidden method, invalid params, a template that cannot be filled, not a request at all | dead-lettered with the error object as the reason |
+/// | a request with a `Reply-To` whose deadline passed before it started | acked and counted (`discarded` in [`ListenerStats`], `expired` in [`ServerStats`](crate::ServerStats)); dead-lettered with [`RpcListenerOptions::dead_letter_expired_requests`] |
+/// | a notification (no `Reply-To`) whose deadline passed before it started | dead-lettered (nobody was told it did not run) |
 /// | an internal error, a panic, a timeout | delivered again after a backoff, dead-lettered after `max_deliveries` |
 ///
 /// An entry is acked only after its methods finished. A batch is one unit: its worst request
@@ -333,14 +347,49 @@ impl std::fmt::Debug for RpcListener {
     }
 }
 
+/// What an [`RpcListener`] does beyond its [`ListenerSettings`].
+#[derive(Debug, Clone, Default)]
+pub struct RpcListenerOptions {
+    /// Dead-letter a request that has a `Reply-To` (kaiju-rs request/response) when its
+    /// deadline passed before it started, as an expired notification is. Default `false`:
+    /// such a request is acked without a dead letter and counted (`discarded` in
+    /// [`ListenerStats`], `expired` in [`ServerStats`](crate::ServerStats)), because its caller
+    /// stopped waiting at that deadline and was told there is no answer; after an outage,
+    /// every request of the outage would otherwise become a dead letter. A notification
+    /// (no `Reply-To`) is dead-lettered either way: nobody was told that it did not run.
+    ///
+    /// YAML: the `RedisListener` setting `dead_letter_expired_requests`.
+    pub dead_letter_expired_requests: bool,
+}
+
 impl RpcListener {
-    /// A listener on `app`'s stream of `settings.topic`, calling `server` at `scope`.
+    /// A listener on `app`'s stream of `settings.topic`, calling `server` at `scope`, with the
+    /// default [`RpcListenerOptions`].
     pub fn new(
         transport: Transport,
         app: &AppSettings,
         settings: ListenerSettings,
         scope: Scope,
         server: Server,
+    ) -> Result<Self, StreamError> {
+        Self::with_options(
+            transport,
+            app,
+            settings,
+            scope,
+            server,
+            RpcListenerOptions::default(),
+        )
+    }
+
+    /// [`new`](Self::new) with `options`.
+    pub fn with_options(
+        transport: Transport,
+        app: &AppSettings,
+        settings: ListenerSettings,
+        scope: Scope,
+        server: Server,
+        options: RpcListenerOptions,
     ) -> Result<Self, StreamError> {
         let requested = settings.handler_timeout_ms;
         let settings = Self::settings_for(settings, server.settings());
@@ -356,6 +405,7 @@ impl RpcListener {
             scope,
             replier: Replier::new(transport.clone(), &app.env),
             max_deliveries: settings.max_deliveries,
+            dead_letter_expired_requests: options.dead_letter_expired_requests,
         };
         Ok(Self {
             listener: Listener::new(transport, app, settings, handler)?,

@@ -116,9 +116,13 @@ pub enum Outcome {
     Failed,
     /// The deadline passed while the method ran: worth another delivery.
     TimedOut,
+    /// Its deadline passed before its method started (a request read late, after its app was
+    /// down, say): the method never ran, and the caller has been told there is no answer, or
+    /// will be. In a batch, every request after the one that expired expires too.
+    Expired,
     /// The request can never succeed as sent: it is wrong (unknown or forbidden method,
-    /// invalid params, a template that cannot be filled, an expired deadline), or its method
-    /// ran but its result cannot be encoded (running it again would redo its work in vain).
+    /// invalid params, a template that cannot be filled), or its method ran but its result
+    /// cannot be encoded (running it again would redo its work in vain).
     Rejected,
     /// Not run: the server is stopping ([`Server::drain`](crate::Server::drain)). Deliver it
     /// again later or elsewhere.

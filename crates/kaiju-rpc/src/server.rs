@@ -199,6 +199,7 @@ impl Server {
             ok: get(&c.ok),
             client_errors: get(&c.client_errors),
             rejected: get(&c.rejected),
+            expired: get(&c.expired),
             failed: get(&c.failed),
             timed_out: get(&c.timed_out),
             aborted: get(&c.aborted),

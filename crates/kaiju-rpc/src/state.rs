@@ -116,8 +116,10 @@ pub struct ServerStats {
     /// Requests whose method returned a client error.
     pub client_errors: u64,
     /// Requests rejected before their method ran (unknown, forbidden, invalid params,
-    /// template, expired).
+    /// template).
     pub rejected: u64,
+    /// Requests whose deadline passed before their method started: never run.
+    pub expired: u64,
     /// Requests whose method failed (internal error or panic).
     pub failed: u64,
     /// Requests cancelled at their deadline.
@@ -136,6 +138,7 @@ pub(crate) struct Counters {
     pub(crate) ok: AtomicU64,
     pub(crate) client_errors: AtomicU64,
     pub(crate) rejected: AtomicU64,
+    pub(crate) expired: AtomicU64,
     pub(crate) failed: AtomicU64,
     pub(crate) timed_out: AtomicU64,
     pub(crate) aborted: AtomicU64,
@@ -148,6 +151,7 @@ impl Counters {
             Outcome::Ok => &self.ok,
             Outcome::ClientError => &self.client_errors,
             Outcome::Rejected => &self.rejected,
+            Outcome::Expired => &self.expired,
             Outcome::Failed => &self.failed,
             Outcome::TimedOut => &self.timed_out,
             Outcome::Aborted => &self.aborted,

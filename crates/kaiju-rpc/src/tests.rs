@@ -439,12 +439,33 @@ async fn deadlines_cancel_methods_and_an_expired_one_never_starts() {
             Scope::Guest,
         )
         .await;
-    assert_eq!(reply.outcome(), Outcome::Rejected);
+    assert_eq!(reply.outcome(), Outcome::Expired);
+    assert_eq!(result(&reply, 0).unwrap_err().0, codes::REQUEST_TIMEOUT);
     assert_eq!(
         started.load(Ordering::SeqCst),
         0,
         "kaiju ran it up to its first await (D23)"
     );
+    assert_eq!((srv.stats().expired, srv.stats().rejected), (1, 0));
+    // In a batch, nothing starts after the deadline: every request expires.
+    let reply = srv
+        .call(
+            batch(vec![
+                req("x.effect", Value::Nil),
+                req("x.effect", Value::Nil),
+            ]),
+            &headers(&[("Deadline", past.into())]),
+            Scope::Guest,
+        )
+        .await;
+    assert_eq!(reply.outcome(), Outcome::Expired);
+    assert!(
+        reply
+            .responses()
+            .iter()
+            .all(|r| r.outcome == Outcome::Expired)
+    );
+    assert_eq!(started.load(Ordering::SeqCst), 0);
 }
 
 #[tokio::test]

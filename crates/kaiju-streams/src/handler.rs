@@ -48,6 +48,9 @@ pub enum Disposition {
     /// claimed by another one after `pending_messages_time_ms`. (Redis still counts the
     /// delivery, so an entry deferred `max_deliveries` times is dead-lettered.)
     Defer,
+    /// Nothing left to do and nobody to tell (a request whose caller has given up): ack the
+    /// entry without a dead letter, count it in `discarded`, and log the reason at debug level.
+    Discard,
 }
 
 /// A handler failure, and what to do about it: [`retry`](Self::retry) (transient) or
@@ -101,7 +104,18 @@ impl HandlerError {
         }
     }
 
-    /// Whether the entry is retried, rejected or deferred.
+    /// Nothing left to do: the entry is acked without a dead letter, and counted (see
+    /// [`Disposition::Discard`]). For an entry that can no longer be of use to anyone, such as
+    /// a request whose deadline passed before it started while its caller was waiting for the
+    /// answer (and has been told there is none).
+    pub fn discard(reason: impl Into<BoxError>) -> Self {
+        Self {
+            disposition: Disposition::Discard,
+            error: reason.into(),
+        }
+    }
+
+    /// Whether the entry is retried, rejected, deferred or discarded.
     pub fn disposition(&self) -> Disposition {
         self.disposition
     }

@@ -28,11 +28,13 @@ pub struct ListenerSettings {
     /// [`MAX_PARALLEL_BATCHES`](crate::MAX_PARALLEL_BATCHES). Default: `1`.
     pub max_parallel_batches: usize,
     /// Claim entries another consumer read but did not ack for this long (XAUTOCLAIM) and process
-    /// them here, so the entries of a crashed consumer are not stranded. Must be above
+    /// them here, so the entries of a stalled consumer are not stranded. Must be above
     /// `handler_timeout_ms` plus the longest retry backoff, so that an entry a live consumer is
-    /// still working on is never claimed. `None` turns claiming off (kaiju's default, which
-    /// leaves a crashed consumer's entries pending until a consumer of that name returns).
-    /// Default: `120000` (2 minutes).
+    /// still working on is never claimed. `None` turns claiming off (kaiju's default): no entry
+    /// is taken from a live consumer, however slow. Either way, the entries of a consumer that
+    /// is gone (its name lease ran out: a crash) are taken over by the group's live consumers
+    /// (kaiju left them pending until a consumer of that name returned, which with the default
+    /// name, the random app id, never happens). Default: `120000` (2 minutes).
     pub pending_messages_time_ms: Option<u64>,
     /// How long one handler call may run, in ms. A handler that runs longer is cancelled and the
     /// delivery counts as failed (retried, then dead-lettered). Default: `30000`.

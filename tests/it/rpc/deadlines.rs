@@ -7,9 +7,9 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use kaiju_core::Lifecycle;
-use kaiju_rpc::{CallError, RpcClient, ServerSettings};
+use kaiju_rpc::{CallError, RpcClient, RpcListenerOptions, ServerSettings};
 use kaiju_streams::ListenerSettings;
-use kaiju_tests::rpc::sleeper::{Counts, listen, quick, sleep_params};
+use kaiju_tests::rpc::sleeper::{Counts, listen, listen_with, quick, sleep_params};
 use kaiju_tests::streams::{dead_letters, field};
 use kaiju_tests::{Target, app, single};
 use serde_json::json;
@@ -141,4 +141,106 @@ async fn the_listener_never_cuts_a_method_within_its_rpc_timeout() {
         matches!(&r, Ok(s) if s == "slow") && runs == 1,
         "a 1.5 s method with Timeout 8 s: {r:?}; it ran {runs} times"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issue 25 item 6: 2,002 requests that timed out while their app was down all became
+// RequestTimeout dead letters when it came back, although every caller had long been told
+// "no response".
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_that_expired_while_their_app_was_down_are_acked_and_counted_not_dead_lettered() {
+    const REQUESTS: u64 = 5;
+    const NOTIFICATIONS: u64 = 3;
+    let Some((t, _)) = single().await else {
+        return;
+    };
+    for dead_letter_expired_requests in [false, true] {
+        let app = app(&kaiju_tests::namespace());
+        let counts = Arc::new(Counts::default());
+        let options = RpcListenerOptions {
+            dead_letter_expired_requests,
+        };
+        // The group exists, and the app is down.
+        let mut l = listen_with(
+            &t,
+            &app,
+            quick(),
+            ServerSettings::default(),
+            &counts,
+            options.clone(),
+        )
+        .await;
+        l.stop(Duration::from_secs(5)).await.unwrap();
+        let client = RpcClient::new(t.clone(), &app);
+        let calls: Vec<_> = (0..REQUESTS)
+            .map(|i| {
+                let client = client.clone();
+                tokio::spawn(async move {
+                    client
+                        .request::<_, String>("svc.sleep", sleep_params(0, &format!("r{i}")))
+                        .timeout(Duration::from_secs(1))
+                        .await
+                })
+            })
+            .collect();
+        for call in calls {
+            let answer = call.await.unwrap();
+            assert!(matches!(answer, Err(CallError::Timeout(_))), "{answer:?}");
+        }
+        let past = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            - 1;
+        for i in 0..NOTIFICATIONS {
+            client
+                .call("svc.sleep", sleep_params(0, &format!("n{i}")))
+                .header("Deadline", past)
+                .await
+                .unwrap();
+        }
+        // The app comes back after its outage (longer than the whole second the client's
+        // `Deadline` is rounded up to).
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let l = listen_with(
+            &t,
+            &app,
+            quick(),
+            ServerSettings::default(),
+            &counts,
+            options,
+        )
+        .await;
+        kaiju_tests::eventually("every entry handled", Duration::from_secs(10), || async {
+            kaiju_tests::streams::pending_of(&t, l.listener().stream_key(), &app.name).await == 0
+                && l.server().stats().expired == REQUESTS + NOTIFICATIONS
+        })
+        .await;
+        assert_eq!(
+            counts.sleep.load(Ordering::SeqCst),
+            0,
+            "no expired method ran"
+        );
+        let stats = l.stats().await.unwrap();
+        let dead = dead_letters(&t, l.listener().dead_letter_key()).await;
+        let (discarded, dead_lettered) = if dead_letter_expired_requests {
+            (0, REQUESTS + NOTIFICATIONS)
+        } else {
+            (REQUESTS, NOTIFICATIONS)
+        };
+        assert_eq!(
+            (stats.discarded, stats.dead_lettered, dead.len() as u64),
+            (discarded, dead_lettered, dead_lettered),
+            "dead_letter_expired_requests: {dead_letter_expired_requests}, {stats:?}"
+        );
+        for letter in &dead {
+            assert!(
+                field(letter, "reason").is_some_and(|r| r.contains("Request timeout")),
+                "{:?}",
+                field(letter, "reason")
+            );
+        }
+    }
 }

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use kaiju_core::{AppSettings, Lifecycle};
 use kaiju_rpc::{
-    NoParams, RequestContext, RpcError, RpcListener, RpcModule, Scope, Server, ServerSettings,
+    NoParams, RequestContext, RpcError, RpcListener, RpcListenerOptions, RpcModule, Scope, Server,
+    ServerSettings,
 };
 use kaiju_streams::ListenerSettings;
 use kaiju_transport::Transport;
@@ -82,8 +83,29 @@ pub async fn listen(
     server_settings: ServerSettings,
     counts: &Arc<Counts>,
 ) -> RpcListener {
+    listen_with(
+        t,
+        app,
+        settings,
+        server_settings,
+        counts,
+        RpcListenerOptions::default(),
+    )
+    .await
+}
+
+/// [`listen`] with `options`.
+pub async fn listen_with(
+    t: &Transport,
+    app: &AppSettings,
+    settings: ListenerSettings,
+    server_settings: ServerSettings,
+    counts: &Arc<Counts>,
+    options: RpcListenerOptions,
+) -> RpcListener {
     let server = Server::new(app, server_settings, module(counts)).unwrap();
-    let mut l = RpcListener::new(t.clone(), app, settings, Scope::Guest, server).unwrap();
+    let mut l =
+        RpcListener::with_options(t.clone(), app, settings, Scope::Guest, server, options).unwrap();
     l.start().await.unwrap();
     l
 }

@@ -59,6 +59,7 @@
 //! | `scope` (`SYSTEM`, `ADMIN`, `USER`, `GUEST`; default `GUEST`), `transport`, `rpc_service` | read |
 //! | [`ListenerSettings`](kaiju_streams::ListenerSettings)'s fields (`topic`, `group_id`, `max_batch_size`, `pending_messages_time_ms`, `trim_size`, ..., and kaiju-rs's own `max_entry_bytes`, default 8 MiB, and `max_decoded_bytes`, default 16 MiB) | read by the listener (`null` is the default for `max_parallel_batches`, `max_batch_size`, `max_wait_time_ms`, `topic`); a subscriber reads only `topic` and accepts the rest without effect |
 //! | `pending_messages_time_ms` | also checked against the handler timeout the RPC server imposes (above its `max_request_time`) |
+//! | `dead_letter_expired_requests` (kaiju-rs; default `false`) | read by the listener: whether a request with a `Reply-To` whose deadline passed before it started is dead-lettered, or acked and counted ([`RpcListenerOptions`](kaiju_rpc::RpcListenerOptions)) |
 //! | `locks_service`, `scheduler`, `session_service`, `authentication_service` | no effect |
 //! | `use_sessions: true` | refused: sessions are not part of kaiju-rs yet; requests run at `scope` |
 //!

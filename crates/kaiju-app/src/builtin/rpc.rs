@@ -4,7 +4,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use kaiju_core::Lifecycle as _;
-use kaiju_rpc::{RpcListener, RpcSubscriber, Scope, Server, ServerSettings};
+use kaiju_rpc::{RpcListener, RpcListenerOptions, RpcSubscriber, Scope, Server, ServerSettings};
 use kaiju_streams::{ListenerSettings, ListenerStats};
 use serde::Deserialize;
 use tokio::sync::Mutex;
@@ -115,6 +115,10 @@ struct Feed {
     authentication_service: Dependency,
     #[serde(default)]
     use_sessions: bool,
+    /// kaiju-rs: dead-letter requests with a `Reply-To` whose deadline passed before they
+    /// started ([`RpcListenerOptions`]); a listener only.
+    #[serde(default)]
+    dead_letter_expired_requests: bool,
     /// The listener's own settings ([`ListenerSettings`]), read next.
     #[serde(flatten)]
     rest: serde_json::Map<String, serde_json::Value>,
@@ -279,12 +283,16 @@ impl Service for ListenerService {
 
     async fn start(&self, cx: &Context) -> Result<(), BoxError> {
         let (transport, server) = self.feed.parts(cx)?;
-        let mut listener = RpcListener::new(
+        let options = RpcListenerOptions {
+            dead_letter_expired_requests: self.feed.dead_letter_expired_requests,
+        };
+        let mut listener = RpcListener::with_options(
             transport,
             cx.app(),
             self.settings.clone(),
             self.scope,
             server,
+            options,
         )?;
         listener.start().await?;
         tracing::info!(service = %self.name, stream = listener.listener().stream_key(), "listening");

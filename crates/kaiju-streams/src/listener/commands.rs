@@ -24,15 +24,18 @@ static RECLAIM: LazyLock<Script> =
 static TOUCH: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/touch.lua")));
 static CONSUMER_LEASE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/consumer_lease.lua")));
+static RECOVER: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../lua/recover.lua")));
 
 /// Every script of the listener.
-pub(crate) fn scripts() -> [&'static Script; 5] {
+pub(crate) fn scripts() -> [&'static Script; 6] {
     [
         &TRIM_DELIVERED,
         &REMOVE_IDLE_CONSUMERS,
         &RECLAIM,
         &TOUCH,
         &CONSUMER_LEASE,
+        &RECOVER,
     ]
 }
 
@@ -82,26 +85,63 @@ impl ConsumerLease {
         &self.consumer
     }
 
-    /// Takes or renews (`release == false`), or releases, the lease for `ttl`.
+    /// Takes or renews (`release == false`), or releases, the lease for `ttl`. Taking it also
+    /// tells which consumers of the group are gone (their lease ran out).
     pub(crate) async fn run(&self, ttl: Duration, release: bool) -> Result<Lease> {
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
-        let (held, left): (i64, i64) = CONSUMER_LEASE
+        let reply: Value = CONSUMER_LEASE
             .run(
                 &self.transport,
                 vec![self.key.as_str()],
                 vec![
-                    format!("{}/{}", self.group, self.consumer),
+                    self.field(&self.consumer),
                     self.instance.clone(),
                     ttl_ms.to_string(),
                     if release { "release" } else { "take" }.to_owned(),
+                    format!("{}/", self.group),
                 ],
             )
             .await?;
-        Ok(if held == 1 {
-            Lease::Held
-        } else {
-            Lease::Taken(Duration::from_millis(left.max(0).unsigned_abs()))
+        let mut parts = reply.into_array().into_iter();
+        let held = parts.next().and_then(|v| v.as_i64());
+        let left = parts.next().and_then(|v| v.as_i64()).unwrap_or(0);
+        Ok(match held {
+            Some(1) => Lease::Held(
+                parts
+                    .filter_map(|v| v.into_string())
+                    .filter(|name| *name != self.consumer)
+                    .collect(),
+            ),
+            Some(_) => Lease::Taken(Duration::from_millis(left.max(0).unsigned_abs())),
+            None => {
+                return Err(StreamError::Transport(TransportError::Protocol {
+                    message: "the consumer-lease script answered something else than its reply"
+                        .to_owned(),
+                }));
+            }
         })
+    }
+
+    /// Drops the lease of a consumer that is gone, once its entries are taken over (only if
+    /// it still has run out: an instance that took the name again keeps it).
+    pub(crate) async fn forget(&self, consumer: &str) -> Result<()> {
+        let _: Value = CONSUMER_LEASE
+            .run(
+                &self.transport,
+                vec![self.key.as_str()],
+                vec![
+                    self.field(consumer),
+                    self.instance.clone(),
+                    "0".to_owned(),
+                    "forget".to_owned(),
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
+    fn field(&self, consumer: &str) -> String {
+        format!("{}/{consumer}", self.group)
     }
 }
 
@@ -115,10 +155,19 @@ pub(crate) enum Reclaimed {
     NotMine,
 }
 
+/// What taking over a gone consumer's entries gave.
+pub(crate) struct Recovered {
+    /// The entries taken over (`Deleted` for those deleted from the stream), in id order.
+    pub(crate) items: Vec<Item>,
+    /// The gone consumer's pending entries left (0: it was removed from the group).
+    pub(crate) left: u64,
+}
+
 /// Who holds a consumer name.
 pub(crate) enum Lease {
-    /// This instance.
-    Held,
+    /// This instance; with the names of the group's consumers that are gone (their lease ran
+    /// out).
+    Held(Vec<String>),
     /// Another live instance, for at least this long.
     Taken(Duration),
 }
@@ -257,6 +306,67 @@ impl<B, H> Shared<B, H> {
         let mut claimed = reply::xautoclaim(reply)?;
         self.fill_deliveries(&mut claimed.items).await?;
         Ok(claimed)
+    }
+
+    /// Takes over up to `count` pending entries of `gone` (a consumer whose name lease ran
+    /// out) that were idle for `min_idle` (a script: XPENDING, XCLAIM, and XGROUP DELCONSUMER
+    /// once it owns nothing). Sent once: a claim resent after a lost reply would take entries
+    /// the caller never sees (they wait as this consumer's pending entries until its next
+    /// recovery read).
+    pub(crate) async fn recover(
+        &self,
+        gone: &str,
+        min_idle: Duration,
+        count: usize,
+    ) -> Result<Recovered> {
+        let min_idle_ms = u64::try_from(min_idle.as_millis()).unwrap_or(u64::MAX);
+        let reply: Value = RECOVER
+            .run_once(
+                &self.transport,
+                vec![self.stream.as_str()],
+                vec![
+                    self.group.clone(),
+                    gone.to_owned(),
+                    self.consumer.clone(),
+                    min_idle_ms.to_string(),
+                    count.to_string(),
+                ],
+            )
+            .await?;
+        let mut parts = reply.into_array().into_iter();
+        let mut next = || parts.next().unwrap_or(Value::Null);
+        let ids: Vec<StreamId> = next()
+            .into_array()
+            .into_iter()
+            .filter_map(|v| v.as_bytes().and_then(StreamId::parse))
+            .collect();
+        let counts: Vec<u64> = next()
+            .into_array()
+            .into_iter()
+            .map(|v| v.as_u64().unwrap_or(0))
+            .collect();
+        let claimed = reply::entry_list("XCLAIM", next())?;
+        let left = next().as_u64().unwrap_or(0);
+        let mut entries: HashMap<StreamId, RawEntry> = claimed
+            .into_iter()
+            .filter_map(|item| match item {
+                Item::Entry(entry) => Some((entry.id, entry)),
+                Item::Deleted(_) => None,
+            })
+            .collect();
+        let items = ids
+            .iter()
+            .zip(counts.iter().copied().chain(std::iter::repeat(0)))
+            .map(|(id, count)| match entries.remove(id) {
+                // The claim counts as a delivery.
+                Some(entry) => Item::Entry(RawEntry {
+                    deliveries: count.saturating_add(1),
+                    ..entry
+                }),
+                None => Item::Deleted(*id),
+            })
+            .collect();
+        Ok(Recovered { items, left })
     }
 
     /// Marks entries this consumer still owns as just delivered (XCLAIM JUSTID in a script

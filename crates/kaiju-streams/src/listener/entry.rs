@@ -64,6 +64,7 @@ enum Verdict {
     TooLarge(String),
     Rejected(String),
     Deferred(String),
+    Discarded(String),
     Failed(Failure, String),
 }
 
@@ -137,6 +138,7 @@ where
             Ok(Ok(Err(error))) => Err(match error.disposition() {
                 Disposition::Reject => Verdict::Rejected(error.to_string()),
                 Disposition::Defer => Verdict::Deferred(error.to_string()),
+                Disposition::Discard => Verdict::Discarded(error.to_string()),
                 _ => Verdict::Failed(Failure::Error, error.to_string()),
             }),
             Ok(Err(panic)) => Err(Verdict::Failed(
@@ -175,6 +177,11 @@ where
                 Counters::add(&c.deferred, 1);
                 tracing::info!(stream = %self.stream, id = %entry.id, %reason, "the handler deferred the entry; it stays pending");
                 self.in_flight.remove(&[entry.id]);
+            }
+            Verdict::Discarded(reason) => {
+                Counters::add(&c.discarded, 1);
+                tracing::debug!(stream = %self.stream, id = %entry.id, %reason, "the handler discarded the entry; acked without a dead letter");
+                self.acks.push(entry.id);
             }
             Verdict::Failed(Failure::Exhausted, reason) => {
                 self.dead_letter_until_written(entry, Failure::Exhausted.kind(), &reason, shutdown)

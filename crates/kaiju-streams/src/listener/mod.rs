@@ -5,6 +5,7 @@
 //! - `entry.rs`: what happens to one entry (decode, handler under a timeout, outcome).
 //! - `acks.rs`: acknowledgements, grouped and sent as entries finish.
 //! - `retries.rs`: the schedule of failed entries waiting for their next delivery.
+//! - `takeover.rs`: taking over the pending entries of consumers that are gone.
 //! - `commands.rs`: every Redis command the listener sends; `reply.rs`: reading the replies.
 
 mod acks;
@@ -16,6 +17,7 @@ mod in_flight;
 mod reply;
 mod retries;
 mod run;
+mod takeover;
 
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -36,6 +38,7 @@ use acks::Acks;
 use commands::{ConsumerLease, Lease};
 use in_flight::InFlight;
 use retries::Retries;
+use takeover::Gone;
 
 /// How long a consumer-name lease lasts without renewal; renewed every third of it.
 const LEASE: Duration = Duration::from_secs(10);
@@ -50,8 +53,10 @@ pub(crate) struct Counters {
     pub(crate) retried: AtomicU64,
     pub(crate) rejected: AtomicU64,
     pub(crate) deferred: AtomicU64,
+    pub(crate) discarded: AtomicU64,
     pub(crate) dead_lettered: AtomicU64,
     pub(crate) claimed: AtomicU64,
+    pub(crate) recovered: AtomicU64,
     pub(crate) lost: AtomicU64,
     pub(crate) consumers_removed: AtomicU64,
 }
@@ -80,10 +85,16 @@ pub struct ListenerStats {
     pub rejected: u64,
     /// Entries the handler deferred: left pending for a later delivery.
     pub deferred: u64,
+    /// Entries the handler discarded ([`HandlerError::discard`](crate::HandlerError::discard)):
+    /// acked without a dead letter (an RPC listener's expired requests).
+    pub discarded: u64,
     /// Entries moved to the dead-letter stream (malformed, rejected, or out of deliveries).
     pub dead_lettered: u64,
     /// Entries claimed from other consumers.
     pub claimed: u64,
+    /// Entries taken over from consumers of the group that are gone (their consumer-name lease
+    /// ran out), whatever `pending_messages_time_ms` says.
+    pub recovered: u64,
     /// Pending entries that were deleted from the stream (XDEL, trimming) before they were
     /// handled: acknowledged and counted, since there is nothing left to handle.
     pub lost: u64,
@@ -125,6 +136,8 @@ pub(crate) struct Shared<B, H> {
     pub(crate) regained_name: AtomicBool,
     pub(crate) retries: Retries,
     pub(crate) acks: Acks,
+    /// The group's consumers that are gone (their name lease ran out).
+    pub(crate) gone: Gone,
     _body: PhantomData<fn() -> B>,
 }
 
@@ -226,6 +239,7 @@ where
             stream,
             retries: Retries::default(),
             acks: Acks::new(settings.max_batch_size),
+            gone: Gone::default(),
             settings,
             handler,
             counters: Counters::default(),
@@ -283,8 +297,10 @@ impl<B, H> Listener<B, H> {
             retried: get(&c.retried),
             rejected: get(&c.rejected),
             deferred: get(&c.deferred),
+            discarded: get(&c.discarded),
             dead_lettered: get(&c.dead_lettered),
             claimed: get(&c.claimed),
+            recovered: get(&c.recovered),
             lost: get(&c.lost),
             consumers_removed: get(&c.consumers_removed),
             retries_waiting: self.shared.retries.len() as u64,
@@ -305,7 +321,7 @@ impl ConsumerLease {
         let mut expiry: Option<tokio::time::Instant> = None;
         loop {
             match self.run(LEASE, false).await? {
-                Lease::Held => return Ok(()),
+                Lease::Held(_) => return Ok(()),
                 Lease::Taken(left) => {
                     let now = tokio::time::Instant::now();
                     // Renewed since the last look (with room for clock jitter): a live holder.

@@ -29,6 +29,8 @@ struct Cursor {
     recovering: Option<StreamId>,
     /// Where the next XAUTOCLAIM scan starts.
     claim_from: StreamId,
+    /// When to look again for entries of consumers that are gone.
+    next_takeover: Instant,
     next_claim: Instant,
     next_housekeeping: Instant,
     next_pause_check: Instant,
@@ -76,6 +78,7 @@ where
         let mut cursor = Cursor {
             recovering: Some(StreamId::ZERO),
             claim_from: StreamId::ZERO,
+            next_takeover: now,
             next_claim: now,
             next_housekeeping: now + Duration::from_millis(self.settings.trim_interval_ms),
             next_pause_check: now,
@@ -212,8 +215,8 @@ where
     }
 
     /// This consumer's own pending entries first (after a start), page by page; then retries
-    /// that are due; then entries claimed from other consumers; then new entries. At most
-    /// `room` entries.
+    /// that are due; then entries of consumers that are gone; then entries claimed from other
+    /// consumers; then new entries. At most `room` entries.
     async fn next_items(
         &self,
         reader: &BlockingConnection,
@@ -238,6 +241,14 @@ where
             if !claimed.is_empty() {
                 return Ok(claimed);
             }
+        }
+
+        if Instant::now() >= cursor.next_takeover {
+            let taken = self.take_over_from_gone(room).await?;
+            if !taken.is_empty() {
+                return Ok(taken);
+            }
+            cursor.next_takeover = Instant::now() + LEASE / 10;
         }
 
         if let Some(min_idle) = self.settings.pending_messages_time_ms
@@ -408,7 +419,8 @@ impl<B, H> Shared<B, H> {
             }
             next_lease = Instant::now() + LEASE / 3;
             match self.lease.run(LEASE, false).await {
-                Ok(Lease::Held) => {
+                Ok(Lease::Held(gone)) => {
+                    self.gone.seen(gone);
                     if !self.lease_held.swap(true, Ordering::SeqCst) {
                         tracing::warn!(consumer = %self.consumer, "consumer name regained; reading again");
                         self.regained_name.store(true, Ordering::SeqCst);

@@ -3,15 +3,29 @@
 -- entries. The leases of a stream live in one hash: field = "<group>/<consumer>", value =
 -- "<instance token> <expiry in ms, server time>".
 --
+-- A lease that ran out is kept (for a day) as the proof that its consumer is gone: the other
+-- consumers of its group take over its pending entries, then 'forget' it.
+--
 -- KEYS[1]: the lease hash. ARGV[1]: field. ARGV[2]: this instance's token. ARGV[3]: lease in ms.
--- ARGV[4]: 'take' (acquire or renew) or 'release'.
--- Returns {1, 0} when this instance holds (or released) the lease, or {0, ms left} when another
--- live instance holds it.
+-- ARGV[4]: 'take' (acquire or renew), 'release', or 'forget' (drop the lease ARGV[1] if it ran
+-- out). ARGV[5] ('take'): the group's field prefix, "<group>/".
+-- Returns {0, ms left} when another live instance holds the lease; otherwise {1, 0}, followed,
+-- for 'take', by the names of the group's consumers whose lease ran out.
 
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local KEPT_FOR = 86400000
+
+local function expiry(value)
+  return tonumber(string.match(value, ' (%d+)$'))
+end
 
 local current = redis.call('HGET', KEYS[1], ARGV[1])
+if ARGV[4] == 'forget' then
+  local expires = current and expiry(current)
+  if expires and expires <= now then redis.call('HDEL', KEYS[1], ARGV[1]) end
+  return {1, 0}
+end
 if current then
   local token, expires = string.match(current, '^(.*) (%d+)$')
   if token ~= ARGV[2] and expires and tonumber(expires) > now then
@@ -26,14 +40,19 @@ elseif ARGV[4] == 'release' then
 end
 
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ' ' .. string.format('%d', now + tonumber(ARGV[3])))
-if not current then
-  -- A new holder: drop the leases of instances that are gone.
-  local all = redis.call('HGETALL', KEYS[1])
-  for i = 1, #all, 2 do
-    local expires = string.match(all[i + 1], ' (%d+)$')
-    if expires and tonumber(expires) <= now then redis.call('HDEL', KEYS[1], all[i]) end
+local reply = {1, 0}
+local prefix = ARGV[5] or ''
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  local expires = expiry(all[i + 1])
+  if expires and expires <= now then
+    if expires + KEPT_FOR <= now then
+      redis.call('HDEL', KEYS[1], all[i])
+    elseif prefix ~= '' and string.sub(all[i], 1, #prefix) == prefix then
+      reply[#reply + 1] = string.sub(all[i], #prefix + 1)
+    end
   end
 end
 -- The hash outlives its last renewal by a day, then disappears with every stale lease.
-redis.call('PEXPIRE', KEYS[1], 86400000)
-return {1, 0}
+redis.call('PEXPIRE', KEYS[1], KEPT_FOR)
+return reply
