@@ -44,7 +44,16 @@ impl Drop for SeedApp {
 /// Its consumer-name lease runs out instead, and the live consumers take them over.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_seed_server_config_loses_no_call_when_processes_are_killed() {
-    const CALLS: usize = 600;
+    // `KAIJU_CRASH_CALLS` and `KAIJU_CRASH_APPS` make it larger (the run: 8000 and
+    // 4), `KAIJU_CRASH_KILL_MS` spaces the kills.
+    let size = |name: &str, default: usize| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let (calls, processes) = (size("KAIJU_CRASH_CALLS", 600), size("KAIJU_CRASH_APPS", 3));
+    let kill_every = Duration::from_millis(size("KAIJU_CRASH_KILL_MS", 400) as u64);
     let Some(t) = kaiju_tests::connect(Target::Single).await else {
         return;
     };
@@ -53,7 +62,9 @@ async fn the_seed_server_config_loses_no_call_when_processes_are_killed() {
     let url = kaiju_tests::settings(Target::Single).unwrap().url.unwrap();
     let url = url.expose().to_owned();
     let marks = ns.key("marks").unwrap().into_string();
-    let mut apps: Vec<SeedApp> = (0..3).map(|_| SeedApp::start(&url, env, name)).collect();
+    let mut apps: Vec<SeedApp> = (0..processes)
+        .map(|_| SeedApp::start(&url, env, name))
+        .collect();
     let client = RpcClient::new(
         t.clone(),
         &AppSettings {
@@ -65,7 +76,7 @@ async fn the_seed_server_config_loses_no_call_when_processes_are_killed() {
     let sender = tokio::spawn({
         let marks = marks.clone();
         async move {
-            for i in 0..CALLS {
+            for i in 0..calls {
                 client
                     .call(
                         "work.mark",
@@ -77,8 +88,8 @@ async fn the_seed_server_config_loses_no_call_when_processes_are_killed() {
         }
     });
     // Three SIGKILLs while the calls are being handled, each process replaced by a new one.
-    for app in &mut apps {
-        tokio::time::sleep(Duration::from_millis(400)).await;
+    for app in apps.iter_mut().take(3) {
+        tokio::time::sleep(kill_every).await;
         // The old process is SIGKILLed as it is dropped.
         *app = SeedApp::start(&url, env, name);
     }
@@ -89,9 +100,9 @@ async fn the_seed_server_config_loses_no_call_when_processes_are_killed() {
         runs
     };
     eventually(
-        &format!("every one of the {CALLS} calls ran"),
+        &format!("every one of the {calls} calls ran"),
         Duration::from_secs(60),
-        || async { ran().await.len() == CALLS },
+        || async { ran().await.len() == calls },
     )
     .await;
     let took = last_kill.elapsed();
@@ -102,11 +113,11 @@ async fn the_seed_server_config_loses_no_call_when_processes_are_killed() {
     .await;
     let runs: u64 = ran().await.values().sum();
     eprintln!(
-        "{CALLS} calls, 3 SIGKILLs: all ran, {} ran twice (handled when their process was killed), every call done {took:.1?} after the last kill",
-        runs - CALLS as u64
+        "{calls} calls, {processes} processes, 3 SIGKILLs: all ran, {} ran twice, every call done {took:.1?} after the last kill",
+        runs - calls as u64
     );
-    // The killed consumers were removed from the group once they owned nothing: the three
-    // live ones are left.
+    // The killed consumers were removed from the group once they owned nothing: the live
+    // ones are left.
     eventually(
         "only the live consumers left",
         Duration::from_secs(20),
@@ -116,7 +127,7 @@ async fn the_seed_server_config_loses_no_call_when_processes_are_killed() {
                 .xinfo_consumers(stream.as_str(), name)
                 .await
                 .unwrap();
-            consumers.len() == 3
+            consumers.len() == processes
         },
     )
     .await;

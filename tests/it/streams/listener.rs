@@ -22,6 +22,7 @@ on_all!(
     trim_delivered_keeps_what_a_slow_group_needs,
     the_pause_key_stops_and_resumes_listeners,
     stop_finishes_in_flight_work_or_leaves_it_pending,
+    entries_left_by_a_stopped_listener_are_taken_over_with_claiming_off,
     a_restarted_consumer_processes_its_own_pending_entries,
 );
 
@@ -431,6 +432,75 @@ async fn stop_finishes_in_flight_work_or_leaves_it_pending(
     assert!(began.elapsed() < Duration::from_secs(2));
     assert_eq!(listener.stats().await.unwrap().pending, 5);
     let _: i64 = t.pool().del(stream.as_str()).await.unwrap();
+}
+
+/// A listener stopped past its deadline leaves its unfinished entries pending (above). With
+/// claiming off and a new consumer name at each start (kaiju's defaults), nobody ever ran
+/// them. Its lease now runs out as it stops, so the group's other consumers take them over
+/// (once idle for a lease), and remove it from the group.
+async fn entries_left_by_a_stopped_listener_are_taken_over_with_claiming_off(
+    t: &Transport,
+    ns: &Namespace,
+    _: Target,
+) {
+    let app = app(ns);
+    let stream = rpc_stream(&app);
+    let off = |name: &str| ListenerSettings {
+        consumer_id: Some(name.into()),
+        pending_messages_time_ms: None,
+        ..ListenerSettings::default()
+    };
+    let started: Seen = Arc::default();
+    let log = started.clone();
+    let stuck_handler = move |m: Message<Body>| {
+        log.lock().unwrap().push(m.id);
+        async move {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            Ok::<_, HandlerError>(())
+        }
+    };
+    let ids = write(t, &stream, 3, "x").await;
+    let mut stuck = Listener::new(t.clone(), &app, off("stuck"), stuck_handler).unwrap();
+    stuck.start().await.unwrap();
+    eventually("the entries to start", Duration::from_secs(5), || async {
+        distinct(&started) >= 3
+    })
+    .await;
+    let stopped = stuck.stop(Duration::from_millis(200)).await;
+    assert!(
+        matches!(stopped, Err(LifecycleError::StopTimeout { .. })),
+        "{stopped:?}"
+    );
+    let seen: Seen = Arc::default();
+    let mut other = Listener::new(t.clone(), &app, off("other"), recorder(&seen)).unwrap();
+    other.start().await.unwrap();
+    eventually(
+        "the entries taken over",
+        Duration::from_secs(30),
+        || async { distinct(&seen) >= 3 },
+    )
+    .await;
+    let handled: HashSet<String> = seen.lock().unwrap().iter().cloned().collect();
+    assert_eq!(handled, ids.into_iter().collect::<HashSet<_>>());
+    eventually(
+        "nothing pending, and only the live consumer left",
+        Duration::from_secs(10),
+        || async {
+            let consumers: Vec<std::collections::HashMap<String, Value>> = t
+                .pool()
+                .xinfo_consumers(stream.as_str(), app.name.as_str())
+                .await
+                .unwrap();
+            pending_of(t, stream.as_str(), &app.name).await == 0 && consumers.len() == 1
+        },
+    )
+    .await;
+    assert_eq!(other.stats().await.unwrap().recovered, 3);
+    other.stop(Duration::from_secs(5)).await.unwrap();
+    let leases = app.namespace().unwrap().stream_consumers("rpc").unwrap();
+    for key in [stream.as_str(), leases.as_str()] {
+        let _: i64 = t.pool().del(key).await.unwrap();
+    }
 }
 
 async fn a_restarted_consumer_processes_its_own_pending_entries(

@@ -4,17 +4,19 @@
 -- "<instance token> <expiry in ms, server time>".
 --
 -- A lease that ran out is kept (for a day) as the proof that its consumer is gone: the other
--- consumers of its group take over its pending entries, then 'forget' it.
+-- consumers of its group take over its pending entries, then 'forget' it. A release makes the
+-- lease run out now, for the same reason.
 --
 -- KEYS[1]: the lease hash. ARGV[1]: field. ARGV[2]: this instance's token. ARGV[3]: lease in ms.
 -- ARGV[4]: 'take' (acquire or renew), 'release', or 'forget' (drop the lease ARGV[1] if it ran
 -- out). ARGV[5] ('take'): the group's field prefix, "<group>/".
 -- Returns {0, ms left} when another live instance holds the lease; otherwise {1, 0}, followed,
--- for 'take', by the names of the group's consumers whose lease ran out.
+-- for 'take', by the names of (at most 100 of) the group's consumers whose lease ran out.
 
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local KEPT_FOR = 86400000
+local MAX_REPORTED = 100
 
 local function expiry(value)
   return tonumber(string.match(value, ' (%d+)$'))
@@ -32,7 +34,11 @@ if current then
     return {0, tonumber(expires) - now}
   end
   if ARGV[4] == 'release' then
-    if token == ARGV[2] then redis.call('HDEL', KEYS[1], ARGV[1]) end
+    -- Run out now rather than deleted: the name is free at once, and the group's other
+    -- consumers take over what this one left pending (a stop past its deadline), then drop it.
+    if token == ARGV[2] then
+      redis.call('HSET', KEYS[1], ARGV[1], token .. ' ' .. string.format('%d', now))
+    end
     return {1, 0}
   end
 elseif ARGV[4] == 'release' then
@@ -48,7 +54,7 @@ for i = 1, #all, 2 do
   if expires and expires <= now then
     if expires + KEPT_FOR <= now then
       redis.call('HDEL', KEYS[1], all[i])
-    elseif prefix ~= '' and string.sub(all[i], 1, #prefix) == prefix then
+    elseif prefix ~= '' and #reply < MAX_REPORTED + 2 and string.sub(all[i], 1, #prefix) == prefix then
       reply[#reply + 1] = string.sub(all[i], #prefix + 1)
     end
   end
