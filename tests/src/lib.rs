@@ -278,6 +278,30 @@ impl Drop for TempFile {
     }
 }
 
+/// The seed's server app: `examples/kaiju/app.yml` and `server.yml` verbatim, then a layer
+/// pointing the transport `redis` at `url` and adding `services` (YAML list items, each
+/// starting with `  - cls: ...`), for the app `<env>.<name>`.
+pub fn seed_server_config(
+    url: &str,
+    env: &str,
+    name: &str,
+    services: &str,
+) -> kaiju_app::config::Config {
+    let examples = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/kaiju");
+    let layer = TempFile::new(&format!("{}{services}", transport_override(url, "redis")));
+    kaiju_app::config::ConfigLoader::new()
+        .file(examples.join("app.yml"))
+        .file(examples.join("server.yml"))
+        .file(layer.path())
+        .env_arg(&format!("main_env={env}"))
+        .unwrap()
+        .env_arg(&format!("main_name={name}"))
+        .unwrap()
+        .no_os_env()
+        .load()
+        .unwrap()
+}
+
 /// A config layer (YAML) that points the transport named `name` at `url`, as a user layers one
 /// over a kaiju config to connect it elsewhere. More `services` entries may be appended.
 pub fn transport_override(url: &str, name: &str) -> String {

@@ -162,22 +162,13 @@ async fn a_stop_finishes_in_flight_requests_and_acks_them() {
     };
     let ns = kaiju_tests::namespace();
     let url = settings(Target::Single).unwrap().url.unwrap();
-    let over = TempFile::new(&format!(
-        "{}  - cls: Slow\n    settings: {{ms: 700}}\n",
-        kaiju_tests::transport_override(url.expose(), "redis")
-    ));
     let (env, name) = ns.prefix().split_once('.').unwrap();
-    let config = ConfigLoader::new()
-        .file(examples().join("app.yml"))
-        .file(examples().join("server.yml"))
-        .file(over.path())
-        .env_arg(&format!("main_env={env}"))
-        .unwrap()
-        .env_arg(&format!("main_name={name}"))
-        .unwrap()
-        .no_os_env()
-        .load()
-        .unwrap();
+    let config = kaiju_tests::seed_server_config(
+        url.expose(),
+        env,
+        name,
+        "  - cls: Slow\n    settings: {ms: 700}\n",
+    );
     let mut registry = Registry::builtin();
     registry.register::<Slow>("Slow", "slow").unwrap();
     let app = App::build(&config, &registry).unwrap();

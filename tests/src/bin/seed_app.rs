@@ -9,11 +9,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use kaiju_app::config::ConfigLoader;
 use kaiju_app::{App, AppError, Build, Registry, Service, ServiceClass};
 use kaiju_core::RedisSettings;
 use kaiju_rpc::{RegisterError, RpcError, RpcModule};
@@ -62,22 +60,7 @@ async fn main() {
         .await
         .unwrap();
     TRANSPORT.set(transport).ok().unwrap();
-    let examples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/kaiju");
-    let layer = kaiju_tests::TempFile::new(&format!(
-        "{}  - cls: Work\n    name: work\n",
-        kaiju_tests::transport_override(url, "redis")
-    ));
-    let config = ConfigLoader::new()
-        .file(examples.join("app.yml"))
-        .file(examples.join("server.yml"))
-        .file(layer.path())
-        .env_arg(&format!("main_env={env}"))
-        .unwrap()
-        .env_arg(&format!("main_name={name}"))
-        .unwrap()
-        .no_os_env()
-        .load()
-        .unwrap();
+    let config = kaiju_tests::seed_server_config(url, env, name, "  - cls: Work\n    name: work\n");
     let mut registry = Registry::builtin();
     registry.register::<Work>("Work", "work").unwrap();
     let app = App::build(&config, &registry).unwrap();
