@@ -66,9 +66,12 @@ pub(crate) struct Parsed {
 ///   a `ValueError`. An infinity raised `OverflowError` in kaiju (the request failed): here it
 ///   gives the default;
 /// - `true` → 1; `false` and `nil` are falsy;
-/// - a string or bytes: decimal digits with an optional sign, surrounding whitespace and `_`
-///   between digits; `""` is falsy; anything else (`"5.5"`) is a `ValueError`. Digits beyond
-///   the `i64` range saturate, as Python's unbounded int is capped by the caller's `min`;
+/// - a string or bytes: decimal digits with an optional sign, surrounding whitespace (ASCII
+///   only around bytes) and `_` between digits; `""` is falsy; anything else (`"5.5"`) is a
+///   `ValueError`, and so are more than 4,300 digits (Python's limit). Digits beyond the `i64`
+///   range saturate, as Python's unbounded int is capped by the caller's `min`. Only ASCII
+///   digits are read: Python also takes other Unicode decimal digits (`"５"`), which give the
+///   default here;
 /// - a list, a map or an extension: kaiju raised `TypeError` (or took an empty one as falsy):
 ///   the default.
 pub(crate) fn int_header(value: Option<&HeaderValue>) -> Option<i64> {
@@ -79,16 +82,17 @@ pub(crate) fn int_header(value: Option<&HeaderValue>) -> Option<i64> {
         HeaderValue::Float(_) => None,
         HeaderValue::Bool(true) => Some(1),
         HeaderValue::Bool(false) | HeaderValue::Nil => None,
-        HeaderValue::Str(s) => parse_int(s.as_bytes()),
+        HeaderValue::Str(s) => parse_int(s.trim()),
         HeaderValue::Other(kaiju_core::Value::UInt(_)) => Some(i64::MAX),
-        HeaderValue::Other(kaiju_core::Value::Bin(b)) => parse_int(b),
+        HeaderValue::Other(kaiju_core::Value::Bin(b)) => {
+            parse_int(std::str::from_utf8(b.trim_ascii()).ok()?)
+        }
         HeaderValue::Other(_) => None,
     }
 }
 
-/// Python's `int(text)` for decimal text, saturated to `i64`.
-fn parse_int(text: &[u8]) -> Option<i64> {
-    let text = std::str::from_utf8(text).ok()?.trim();
+/// Python's `int(text)` for decimal text (already trimmed), saturated to `i64`.
+fn parse_int(text: &str) -> Option<i64> {
     let (negative, digits) = match text.as_bytes().first()? {
         b'-' => (true, &text[1..]),
         b'+' => (false, &text[1..]),
@@ -100,7 +104,8 @@ fn parse_int(text: &[u8]) -> Option<i64> {
         && bytes.last()?.is_ascii_digit()
         && bytes.iter().all(|b| b.is_ascii_digit() || *b == b'_')
         && !digits.contains("__");
-    if !well_formed {
+    // Python refuses more than 4,300 digits (`sys.int_info.str_digits_check_threshold`).
+    if !well_formed || bytes.iter().filter(|b| b.is_ascii_digit()).count() > 4300 {
         return None;
     }
     let mut n: i64 = 0;
@@ -332,6 +337,22 @@ mod tests {
         assert_eq!(timeout("99999999999999999999999".into()), 600);
         assert_eq!(timeout("5.5".into()), 90);
         assert_eq!(timeout(kaiju_core::Value::Bin(b"8".to_vec()).into()), 8);
+        assert_eq!(
+            timeout(kaiju_core::Value::Bin(b"\xc2\xa08".to_vec()).into()),
+            90,
+            "bytes are trimmed of ASCII whitespace only (a ValueError in Python)"
+        );
+        assert_eq!(
+            timeout("\u{a0}8\u{a0}".into()),
+            8,
+            "a string of any whitespace"
+        );
+        assert_eq!(timeout("1".repeat(4300).as_str().into()), 600);
+        assert_eq!(
+            timeout("1".repeat(4301).as_str().into()),
+            90,
+            "over Python's 4,300 digits: a ValueError"
+        );
         assert_eq!(
             timeout(kaiju_core::Value::Array(vec![kaiju_core::Value::Int(5)]).into()),
             90

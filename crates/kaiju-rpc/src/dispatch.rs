@@ -216,7 +216,8 @@ impl Run<'_> {
     ///   `InvalidParams` under the abort flag, D15); with `RPC-Batch-Abort-Error` the later ones
     ///   are `Aborted`.
     /// - A template that cannot be filled aborts the rest (their params likely depend on it).
-    /// - Once the deadline passed, the rest get `RequestTimeout` without running.
+    /// - Once the deadline passed, the rest get `RequestTimeout` without running (`Expired`;
+    ///   `TimedOut` after a request the deadline cut while it ran).
     pub(crate) async fn batch(&self, calls: Vec<Call>) -> Vec<Response> {
         // The results are read from the responses: a batch holds each result once.
         let mut budget = Budget::new(self.inner.settings.max_batch_bytes);
@@ -255,18 +256,17 @@ impl Run<'_> {
                 response = Response::error(response.id, error, Outcome::Rejected);
                 templated = true;
             }
-            if response.outcome == Outcome::Expired {
-                // Nothing later can start either.
-                stop = Some((
-                    RpcError::request_timeout(self.parsed.deadline_unix),
-                    Outcome::Expired,
-                ));
-            } else if response.outcome == Outcome::TimedOut
-                || (response.outcome == Outcome::Rejected && Instant::now() >= self.parsed.deadline)
-            {
+            if response.outcome == Outcome::TimedOut {
+                // Cut at the deadline while it ran: the batch is worth another delivery.
                 stop = Some((
                     RpcError::request_timeout(self.parsed.deadline_unix),
                     Outcome::TimedOut,
+                ));
+            } else if Instant::now() >= self.parsed.deadline {
+                // Nothing later can start: they expire, whatever they are.
+                stop = Some((
+                    RpcError::request_timeout(self.parsed.deadline_unix),
+                    Outcome::Expired,
                 ));
             } else if response.result.is_err() && (self.parsed.abort_on_error || templated) {
                 stop = Some((RpcError::aborted(), Outcome::Aborted));

@@ -40,23 +40,48 @@ impl Replier {
         }
     }
 
+    /// The channel a reply to `request` goes to: its `Reply-To`, if that is a reply channel of
+    /// this app's environment, named exactly as kaiju-rs names them. A request without one is
+    /// answered by nobody (a notification, as far as its outcome goes).
+    pub(crate) fn channel<'a>(&self, request: &'a Headers) -> Option<&'a str> {
+        match request.get(headers::REPLY_TO)? {
+            HeaderValue::Str(channel)
+                if Key::parse_reply_channel(channel).is_some_and(|c| c.env == &*self.env) =>
+            {
+                Some(channel)
+            }
+            _ => None,
+        }
+    }
+
     /// Sends a reply to the request's `Reply-To` channel, if it has one. A reply that cannot
     /// be sent is logged: the requester times out.
     ///
     /// Only a reply channel of this app's environment, named exactly as kaiju-rs names them
     /// ([`Key::parse_reply_channel`]), is answered: never another environment's channel, a
     /// keyspace notification channel, or any other component's channel.
+    ///
+    /// Nor is a request whose `Deadline` has passed: its caller stopped waiting then (a client
+    /// waits until that second at most), and after an outage thousands of such replies would
+    /// each cost a PUBLISH, and a place among those waiting to be published again.
     pub(crate) async fn send(&self, request: &Headers, reply: &Reply) {
-        let Some(HeaderValue::Str(channel)) = request.get(headers::REPLY_TO) else {
+        let Some(channel) = self.channel(request) else {
+            if let Some(named) = request.get(headers::REPLY_TO) {
+                let named = match named {
+                    HeaderValue::Str(channel) => shortened(channel).to_string(),
+                    other => shortened(&format!("{other:?}")).to_string(),
+                };
+                tracing::warn!(
+                    channel = %named,
+                    env = %self.env,
+                    "a request named a reply channel that is not one of this environment; no reply sent"
+                );
+            }
             return;
         };
-        let ours = Key::parse_reply_channel(channel).is_some_and(|c| c.env == &*self.env);
-        if !ours {
-            tracing::warn!(
-                channel = %shortened(channel),
-                env = %self.env,
-                "a request named a reply channel that is not one of this environment; no reply sent"
-            );
+        let deadline = request_deadline(request);
+        if deadline.is_some_and(|d| unix_now() >= d) {
+            tracing::debug!(channel = %shortened(channel), "the request's deadline has passed, and its caller with it; no reply sent");
             return;
         }
         let mut out = Headers::new();
@@ -96,8 +121,7 @@ impl Replier {
             tracing::debug!(channel = %shortened(channel), "nobody took the reply, and too many replies wait to be sent again; dropped");
             return;
         };
-        let deadline = request_deadline(request);
-        let (transport, channel) = (self.transport.clone(), channel.clone());
+        let (transport, channel) = (self.transport.clone(), channel.to_owned());
         tokio::spawn(async move {
             // Released when the task ends, however it ends.
             let _held = held;
@@ -233,7 +257,7 @@ struct RpcHandler {
 
 impl kaiju_streams::Handler<Value> for RpcHandler {
     async fn handle(&self, message: Message<Value>) -> Result<(), HandlerError> {
-        let headers = message.headers;
+        let (headers, deliveries) = (message.headers, message.deliveries);
         let reply = self.server.call(message.body, &headers, self.scope).await;
         let outcome = reply.outcome();
         // A reply goes out once the outcome is final: not for a failure that will be delivered
@@ -247,9 +271,19 @@ impl kaiju_streams::Handler<Value> for RpcHandler {
             // A request/response caller stopped waiting at that deadline, and was told there
             // is no answer: a dead letter would only bury the real ones (a restart after an
             // outage turned every request of the outage into one).
+            //
+            // Only when nothing else happened to it: its first delivery (an earlier one failed
+            // or died, and that is worth a dead letter), every request of it expired (none
+            // failed or was refused first), and it names a channel that would be answered
+            // (anything else counts as a notification: nobody was told).
             Outcome::Expired
                 if !self.dead_letter_expired_requests
-                    && headers.get(headers::REPLY_TO).is_some() =>
+                    && deliveries == 1
+                    && reply
+                        .responses()
+                        .iter()
+                        .all(|r| r.outcome == Outcome::Expired)
+                    && self.replier.channel(&headers).is_some() =>
             {
                 Err(HandlerError::discard(reason(&reply, outcome)))
             }
@@ -302,8 +336,8 @@ impl kaiju_streams::Handler<Value> for RpcHandler {
 /// |---|---|
 /// | all succeeded, or failed with the method's own client error (`NotFound`, 4xx) | acked (client errors logged and counted in [`Server::stats`]) |
 /// | unknown or forbidden method, invalid params, a template that cannot be filled, not a request at all | dead-lettered with the error object as the reason |
-/// | a request with a `Reply-To` whose deadline passed before it started | acked and counted (`discarded` in [`ListenerStats`], `expired` in [`ServerStats`](crate::ServerStats)); dead-lettered with [`RpcListenerOptions::dead_letter_expired_requests`] |
-/// | a notification (no `Reply-To`) whose deadline passed before it started | dead-lettered (nobody was told it did not run) |
+/// | a request with a `Reply-To` (of this environment) whose deadline passed before it started, at its first delivery | acked and counted (`discarded` in [`ListenerStats`], `expired` in [`ServerStats`](crate::ServerStats)); dead-lettered with [`RpcListenerOptions::dead_letter_expired_requests`] |
+/// | a notification (no `Reply-To`) whose deadline passed before it started, or a request that expired after an earlier delivery failed | dead-lettered (nobody was told it did not run, or why it failed) |
 /// | an internal error, a panic, a timeout | delivered again after a backoff, dead-lettered after `max_deliveries` |
 ///
 /// An entry is acked only after its methods finished. A batch is one unit: its worst request

@@ -466,6 +466,23 @@ async fn deadlines_cancel_methods_and_an_expired_one_never_starts() {
             .all(|r| r.outcome == Outcome::Expired)
     );
     assert_eq!(started.load(Ordering::SeqCst), 0);
+    // After a request refused before the deadline check (an unknown method), the rest never
+    // start: expired, not timed out (they would be counted as cut while running).
+    let reply = srv
+        .call(
+            batch(vec![req("x.nope", Value::Nil), req("x.effect", Value::Nil)]),
+            &headers(&[("Deadline", past.into())]),
+            Scope::Guest,
+        )
+        .await;
+    let outcomes: Vec<Outcome> = reply.responses().iter().map(|r| r.outcome).collect();
+    assert_eq!(outcomes, [Outcome::Rejected, Outcome::Expired]);
+    assert_eq!(
+        reply.outcome(),
+        Outcome::Rejected,
+        "dead-lettered as before"
+    );
+    assert_eq!(srv.stats().timed_out, 0);
 }
 
 #[tokio::test]

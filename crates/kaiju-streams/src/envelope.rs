@@ -307,17 +307,32 @@ impl Headers {
         value: impl Into<HeaderValue>,
     ) -> &mut Self {
         let (name, value) = (name.into(), value.into());
-        match self.0.iter_mut().find(|(n, _)| n.same(&name)) {
-            Some(slot) => slot.1 = value,
+        let at = match &name {
+            HeaderName::Str(s) => self.position(s),
+            HeaderName::Other(_) => self.0.iter().rposition(|(n, _)| n.same(&name)),
+        };
+        match at {
+            Some(at) => self.0[at].1 = value,
             None => self.0.push((name, value)),
         }
         self
     }
 
+    /// Where the header `name` is: as Python kaiju reads a headers dict, the last header of
+    /// exactly that name (a repeated name's last value wins, as in the dict msgpack decodes
+    /// to); without one, the last whose name matches in another letter case.
+    fn position(&self, name: &str) -> Option<usize> {
+        self.0
+            .iter()
+            .rposition(|(n, _)| n.as_str() == Some(name))
+            .or_else(|| self.0.iter().rposition(|(n, _)| n.is(name)))
+    }
+
     /// A header's value. Names match in any letter case (`correlation-id` finds
-    /// `Correlation-Id`), as HTTP headers do; the first match wins.
+    /// `Correlation-Id`), as HTTP headers do; an exact match wins over one in another case,
+    /// and of a name written twice, the last value wins (what Python kaiju reads).
     pub fn get(&self, name: &str) -> Option<&HeaderValue> {
-        self.0.iter().find(|(n, _)| n.is(name)).map(|(_, v)| v)
+        self.position(name).map(|at| &self.0[at].1)
     }
 
     /// The value of a header whose name is not a string (a peer's `{7: "v"}`), matched
@@ -335,13 +350,14 @@ impl Headers {
     pub fn get_other(&self, name: &kaiju_core::Value) -> Option<&HeaderValue> {
         self.0
             .iter()
+            .rev()
             .find(|(n, _)| matches!(n, HeaderName::Other(v) if v == name))
             .map(|(_, v)| v)
     }
 
-    /// Removes a header (in any letter case) and returns its value.
+    /// Removes the header [`get`](Self::get) reads and returns its value.
     pub fn remove(&mut self, name: &str) -> Option<HeaderValue> {
-        let at = self.0.iter().position(|(n, _)| n.is(name))?;
+        let at = self.position(name)?;
         Some(self.0.remove(at).1)
     }
 
@@ -607,6 +623,32 @@ mod tests {
             Some(HeaderValue::from("b"))
         );
         assert!(headers.is_empty());
+    }
+
+    /// A headers dict in Python: names match exactly and a repeated name's last value wins.
+    /// kaiju-rs reads the same, and falls back to a match in another letter case.
+    #[test]
+    fn a_repeated_or_differently_cased_name_reads_as_python_reads_it() {
+        // {"Deadline": 1, "Deadline": 2} and {"deadline": 1, "Deadline": 2}.
+        let twice = hex("82 a8 44 65 61 64 6c 69 6e 65 01 a8 44 65 61 64 6c 69 6e 65 02");
+        let cased = hex("82 a8 64 65 61 64 6c 69 6e 65 01 a8 44 65 61 64 6c 69 6e 65 02");
+        for wire in [twice, cased] {
+            let mut headers: Headers = Msgpack::WIRE.decode(&wire).unwrap();
+            assert_eq!(headers.len(), 2);
+            assert_eq!(headers.get("Deadline"), Some(&HeaderValue::Int(2)));
+            assert_eq!(Msgpack::WIRE.encode(&headers).unwrap(), wire);
+            headers.insert("Deadline", 3);
+            assert_eq!(headers.get("Deadline"), Some(&HeaderValue::Int(3)));
+            assert_eq!(headers.len(), 2);
+        }
+        let cased: Headers = Msgpack::WIRE
+            .decode(&hex("81 a8 64 65 61 64 6c 69 6e 65 01"))
+            .unwrap();
+        assert_eq!(
+            cased.get("Deadline"),
+            Some(&HeaderValue::Int(1)),
+            "another case still matches"
+        );
     }
 
     /// The 10-byte entry of the review: a map header declaring 2^32-1 entries. It must be a

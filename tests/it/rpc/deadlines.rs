@@ -244,3 +244,161 @@ async fn requests_that_expired_while_their_app_was_down_are_acked_and_counted_no
         }
     }
 }
+
+/// Only a request whose caller would have been answered may be discarded: an expired entry
+/// whose `Reply-To` is not a reply channel of this environment (another env's, or not a
+/// string) is a notification as far as anyone knows, and is dead-lettered. (Review of
+/// issue 25: both were discarded, and nobody was told.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_entry_whose_reply_to_nobody_answers_is_dead_lettered() {
+    let Some((t, _)) = single().await else {
+        return;
+    };
+    let app = app(&kaiju_tests::namespace());
+    let counts = Arc::new(Counts::default());
+    let l = listen(&t, &app, quick(), ServerSettings::default(), &counts).await;
+    let client = RpcClient::new(t.clone(), &app);
+    let past = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 5;
+    client
+        .call("svc.sleep", sleep_params(0, "a"))
+        .header("Deadline", past)
+        .header("Reply-To", "other-env._reply.x")
+        .await
+        .unwrap();
+    client
+        .call("svc.sleep", sleep_params(0, "b"))
+        .header("Deadline", past)
+        .header("Reply-To", 7_i64)
+        .await
+        .unwrap();
+    kaiju_tests::eventually("both handled", Duration::from_secs(10), || async {
+        kaiju_tests::streams::pending_of(&t, l.listener().stream_key(), &app.name).await == 0
+            && l.server().stats().expired == 2
+    })
+    .await;
+    let stats = l.stats().await.unwrap();
+    let dead = dead_letters(&t, l.listener().dead_letter_key()).await;
+    assert_eq!((stats.discarded, dead.len()), (0, 2), "{stats:?}");
+}
+
+/// A request whose method failed (worth a retry), and whose deadline then passed during the
+/// retry backoff, is dead-lettered: the failure is worth a trace beyond the logs. (Review of
+/// issue 25: the second delivery was discarded as expired.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_failed_then_expired_during_its_backoff_is_dead_lettered() {
+    let Some((t, _)) = single().await else {
+        return;
+    };
+    let app = app(&kaiju_tests::namespace());
+    let counts = Arc::new(Counts::default());
+    let settings = ListenerSettings {
+        retry_backoff_ms: 2500,
+        max_deliveries: 3,
+        ..quick()
+    };
+    let l = listen(&t, &app, settings, ServerSettings::default(), &counts).await;
+    let client = RpcClient::new(t.clone(), &app);
+    let answer = client
+        .request::<_, serde_json::Value>("svc.boom", json!({}))
+        .timeout(Duration::from_secs(1))
+        .await;
+    assert!(matches!(answer, Err(CallError::Timeout(_))), "{answer:?}");
+    kaiju_tests::eventually("handled", Duration::from_secs(15), || async {
+        kaiju_tests::streams::pending_of(&t, l.listener().stream_key(), &app.name).await == 0
+    })
+    .await;
+    let stats = l.stats().await.unwrap();
+    let dead = dead_letters(&t, l.listener().dead_letter_key()).await;
+    assert_eq!(
+        (stats.discarded, stats.retried, dead.len()),
+        (0, 1, 1),
+        "{stats:?}"
+    );
+}
+
+/// After an outage, the requests that expired meanwhile cost nothing but their ack: no reply
+/// is published to callers that stopped waiting (each cost a PUBLISH, and a place among the
+/// replies waiting to be published again). Counted with MONITOR on a server of the test's
+/// own. (Review of issue 25.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_to_requests_that_expired_while_their_app_was_down_are_not_published() {
+    const REQUESTS: u64 = 50;
+    let Some((server, t)) = kaiju_tests::own_server().await else {
+        return;
+    };
+    let app = app(&kaiju_tests::namespace());
+    let counts = Arc::new(Counts::default());
+    let mut l = listen(&t, &app, quick(), ServerSettings::default(), &counts).await;
+    l.stop(Duration::from_secs(5)).await.unwrap();
+    let client = RpcClient::new(t.clone(), &app);
+    let calls: Vec<_> = (0..REQUESTS)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                client
+                    .request::<_, String>("svc.sleep", sleep_params(0, &format!("r{i}")))
+                    .timeout(Duration::from_secs(1))
+                    .await
+            })
+        })
+        .collect();
+    for call in calls {
+        assert!(call.await.unwrap().is_err());
+    }
+    drop(client);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let monitor = kaiju_tests::observe::Monitor::start(&server, &t).await;
+    let l = listen(&t, &app, quick(), ServerSettings::default(), &counts).await;
+    kaiju_tests::eventually("every entry handled", Duration::from_secs(20), || async {
+        kaiju_tests::streams::pending_of(&t, l.listener().stream_key(), &app.name).await == 0
+            && l.server().stats().expired == REQUESTS
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let publishes = monitor
+        .lines()
+        .iter()
+        .filter(|line| line.to_ascii_lowercase().contains("\"publish\""))
+        .count();
+    assert_eq!(publishes, 0, "PUBLISH to callers gone long ago");
+    assert_eq!(l.stats().await.unwrap().discarded, REQUESTS);
+}
+
+/// A headers dict in Python: a repeated name's last value wins, and names match exactly.
+/// `{"Deadline": past, "Deadline": future}` and `{"deadline": past, "Deadline": future}`
+/// both run in kaiju; kaiju-rs once read the first (case-insensitive) match and expired them.
+/// (Review of issue 25.)
+#[tokio::test]
+async fn a_repeated_or_differently_cased_deadline_is_read_as_python_reads_it() {
+    let app = app(&kaiju_tests::namespace());
+    let counts = Arc::new(Counts::default());
+    let server = kaiju_rpc::Server::new(
+        &app,
+        ServerSettings::default(),
+        kaiju_tests::rpc::sleeper::module(&counts),
+    )
+    .unwrap();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as u32;
+    for first in [&b"Deadline"[..], b"deadline"] {
+        // [["svc.sleep", {"ms": 0, "tag": "x"}], {first: past, "Deadline": future}]
+        let mut p = b"\x92\x92\xa9svc.sleep\x82\xa2ms\x00\xa3tag\xa1x\x82".to_vec();
+        p.push(0xa0 | first.len() as u8);
+        p.extend_from_slice(first);
+        p.push(0xce);
+        p.extend_from_slice(&(now - 100).to_be_bytes());
+        p.extend_from_slice(b"\xa8Deadline\xce");
+        p.extend_from_slice(&(now + 60).to_be_bytes());
+        let (body, headers): (kaiju_core::Value, kaiju_streams::Headers) =
+            kaiju_streams::decode(&p).unwrap();
+        let reply = server.call(body, &headers, kaiju_rpc::Scope::Guest).await;
+        assert_eq!(reply.outcome(), kaiju_rpc::Outcome::Ok, "{first:?}");
+    }
+    assert_eq!(counts.sleep.load(Ordering::SeqCst), 2);
+}

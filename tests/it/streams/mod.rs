@@ -4,4 +4,5 @@ mod admin;
 mod faults;
 mod ids;
 mod listener;
+mod takeover;
 mod write_many;

@@ -37,10 +37,13 @@ pub struct Counts {
     pub sleep: AtomicU64,
     /// Runs of `svc.unencodable`.
     pub unencodable: AtomicU64,
+    /// Runs of `svc.boom`.
+    pub boom: AtomicU64,
 }
 
-/// `svc.sleep` (`{ms, tag}`: sleeps `ms`, returns `tag`) and `svc.unencodable`, open to guests,
-/// counting their runs in `counts`.
+/// `svc.sleep` (`{ms, tag}`: sleeps `ms`, returns `tag`), `svc.unencodable` and `svc.boom`
+/// (fails with an internal error: worth a retry), open to guests, counting their runs in
+/// `counts`.
 pub fn module(counts: &Arc<Counts>) -> RpcModule {
     let mut m = RpcModule::new("svc").permissions([("*", Scope::Guest)]);
     let c = counts.clone();
@@ -59,6 +62,15 @@ pub fn module(counts: &Arc<Counts>) -> RpcModule {
         async move {
             c.unencodable.fetch_add(1, Ordering::SeqCst);
             Ok::<_, RpcError>(Unencodable)
+        }
+    })
+    .unwrap();
+    let c = counts.clone();
+    m.method("boom", move |_, _: NoParams, _| {
+        let c = c.clone();
+        async move {
+            c.boom.fetch_add(1, Ordering::SeqCst);
+            Err::<(), _>(RpcError::internal("database down"))
         }
     })
     .unwrap();

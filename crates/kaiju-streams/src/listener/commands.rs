@@ -155,8 +155,22 @@ pub(crate) enum Reclaimed {
     NotMine,
 }
 
+/// What the takeover found about a consumer whose lease ran out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Gone {
+    /// Gone: its entries idle for a lease were taken over.
+    Taken,
+    /// It read within the last lease, so it is alive whatever its lease says (a Python
+    /// consumer under a name a kaiju-rs listener once had): nothing taken.
+    Alive,
+    /// No consumer of that name in the group (removed already, or the name of another group's
+    /// consumer, read off an ambiguous `<group>/<consumer>` lease field).
+    Absent,
+}
+
 /// What taking over a gone consumer's entries gave.
 pub(crate) struct Recovered {
+    pub(crate) status: Gone,
     /// The entries taken over (`Deleted` for those deleted from the stream), in id order.
     pub(crate) items: Vec<Item>,
     /// The gone consumer's pending entries left (0: it was removed from the group).
@@ -335,6 +349,17 @@ impl<B, H> Shared<B, H> {
             .await?;
         let mut parts = reply.into_array().into_iter();
         let mut next = || parts.next().unwrap_or(Value::Null);
+        let status = match next().as_str().as_deref() {
+            Some("taken") => Gone::Taken,
+            Some("alive") => Gone::Alive,
+            Some("absent") => Gone::Absent,
+            _ => {
+                return Err(StreamError::Transport(TransportError::Protocol {
+                    message: "the takeover script answered something else than its reply"
+                        .to_owned(),
+                }));
+            }
+        };
         let ids: Vec<StreamId> = next()
             .into_array()
             .into_iter()
@@ -366,7 +391,11 @@ impl<B, H> Shared<B, H> {
                 None => Item::Deleted(*id),
             })
             .collect();
-        Ok(Recovered { items, left })
+        Ok(Recovered {
+            status,
+            items,
+            left,
+        })
     }
 
     /// Marks entries this consumer still owns as just delivered (XCLAIM JUSTID in a script

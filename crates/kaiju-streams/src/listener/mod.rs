@@ -317,11 +317,13 @@ impl ConsumerLease {
     /// within [`LEASE`] and is then taken; a lease that is renewed meanwhile belongs to a live
     /// instance, and the start fails with [`StreamError::ConsumerInUse`] (within about a third
     /// of [`LEASE`], the renewal period).
-    async fn take(&self) -> Result<()> {
+    ///
+    /// Returns the group's consumers that are gone.
+    async fn take(&self) -> Result<Vec<String>> {
         let mut expiry: Option<tokio::time::Instant> = None;
         loop {
             match self.run(LEASE, false).await? {
-                Lease::Held(_) => return Ok(()),
+                Lease::Held(gone) => return Ok(gone),
                 Lease::Taken(left) => {
                     let now = tokio::time::Instant::now();
                     // Renewed since the last look (with room for clock jitter): a live holder.
@@ -364,7 +366,8 @@ where
             source: Box::new(e),
         };
         self.shared.ensure_group().await.map_err(failed)?;
-        self.shared.lease.take().await.map_err(failed)?;
+        let gone = self.shared.lease.take().await.map_err(failed)?;
+        self.shared.gone.seen(gone);
         let block = self.shared.settings.block();
         let reader = match self.shared.transport.blocking_connection(block).await {
             Ok(reader) => reader,

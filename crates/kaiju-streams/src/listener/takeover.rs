@@ -8,48 +8,86 @@
 //! setting: `null` then means "never take work from a live consumer, however slow", not
 //! "strand a dead one's work". A live consumer keeps renewing its lease, so it is never
 //! taken from; a consumer without a lease (a Python kaiju consumer) is never taken from
-//! either.
+//! either, even under a name that has a stale lease: a consumer that read within the last
+//! lease is alive, whatever its lease says, and is looked at again a lease later.
+//!
+//! A process frozen (or cut off from Redis) for longer than the lease, in the middle of an
+//! entry, is taken for gone: the entry is taken over and run again, and the frozen process
+//! finishes its own run too when it resumes.
 
+use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
 
 use serde::de::DeserializeOwned;
 
 use crate::handler::Handler;
+use crate::listener::commands::Gone as GoneStatus;
 use crate::listener::reply::Item;
 use crate::listener::{Counters, LEASE, Shared};
 
 /// At most this many entries per script call.
 const MAX_PER_CALL: usize = 100;
 
-/// The consumers of the group that are gone, as the last lease renewal saw them.
+/// The consumers of the group that are gone, as the last lease renewal saw them, and the names
+/// to leave alone.
 #[derive(Debug, Default)]
-pub(crate) struct Gone(Mutex<Option<(Instant, Vec<String>)>>);
+pub(crate) struct Gone(Mutex<Names>);
+
+#[derive(Debug, Default)]
+struct Names {
+    seen: Option<(Instant, Vec<String>)>,
+    /// Names to leave alone: until the instant given (a consumer that still reads), or for
+    /// good (`None`: a name read off an ambiguous lease field, `a/b/c` being consumer `b/c` of
+    /// group `a` or consumer `c` of group `a/b`, that names no consumer of this group: another
+    /// group's, whose lease this one must not forget).
+    skip: HashMap<String, Option<Instant>>,
+}
+
+/// At most this many names are left alone.
+const MAX_SKIPPED: usize = 1000;
 
 impl Gone {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(Instant, Vec<String>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Names> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// What the lease renewal just saw.
+    /// What a lease renewal just saw.
     pub(crate) fn seen(&self, names: Vec<String>) {
-        *self.lock() = Some((Instant::now(), names));
+        self.lock().seen = Some((Instant::now(), names));
     }
 
-    /// The names, if they were seen within half a lease. An older list may name a consumer
-    /// that came back since (a restart with the same name); the idle-time guard of the
-    /// takeover covers such a one for a whole lease.
+    /// The names to look at now: seen within half a lease (an older list may name a consumer
+    /// that came back since, a restart with the same name; the idle-time guards of the
+    /// takeover cover such a one for a whole lease), and not left alone.
     fn fresh(&self) -> Vec<String> {
-        match &*self.lock() {
-            Some((at, names)) if at.elapsed() < LEASE / 2 => names.clone(),
+        let this = &mut *self.lock();
+        let now = Instant::now();
+        this.skip.retain(|_, until| until.is_none_or(|t| t > now));
+        match &this.seen {
+            Some((at, names)) if at.elapsed() < LEASE / 2 => names
+                .iter()
+                .filter(|n| !this.skip.contains_key(*n))
+                .cloned()
+                .collect(),
             _ => Vec::new(),
         }
     }
 
-    fn forget(&self, name: &str) {
-        if let Some((_, names)) = &mut *self.lock() {
+    /// `name` is dealt with: its lease is forgotten.
+    fn done(&self, name: &str) {
+        if let Some((_, names)) = &mut self.lock().seen {
             names.retain(|n| n != name);
         }
+    }
+
+    /// Leaves `name` alone until `until` (`None`: for good).
+    fn skip(&self, name: &str, until: Option<Instant>) {
+        let mut this = self.lock();
+        if this.skip.len() >= MAX_SKIPPED {
+            this.skip.clear();
+        }
+        this.skip.insert(name.to_owned(), until);
     }
 }
 
@@ -83,8 +121,27 @@ where
             if entries > 0 {
                 tracing::info!(stream = %self.stream, group = %self.group, consumer = %name, entries, "took over pending entries of a consumer that is gone (its name lease ran out)");
             }
-            if recovered.left == 0 {
-                self.gone.forget(&name);
+            let forget = match recovered.status {
+                GoneStatus::Taken => recovered.left == 0,
+                // Read within the last lease: alive whatever its lease says (a consumer without
+                // a lease, such as Python kaiju's, under a name a kaiju-rs listener once had),
+                // or dead so recently that it has not been idle for a lease yet. Looked at again
+                // after a lease.
+                GoneStatus::Alive => {
+                    tracing::debug!(stream = %self.stream, group = %self.group, consumer = %name, "a consumer whose name lease ran out read within the lease; nothing taken from it yet");
+                    self.gone.skip(&name, Some(Instant::now() + LEASE));
+                    false
+                }
+                // A name with a `/` may be another group's consumer (see `Names::skip`);
+                // without one, the field can only be this group's.
+                GoneStatus::Absent if name.contains('/') => {
+                    self.gone.skip(&name, None);
+                    false
+                }
+                GoneStatus::Absent => true,
+            };
+            if forget {
+                self.gone.done(&name);
                 if let Err(e) = self.lease.forget(&name).await {
                     tracing::debug!(consumer = %name, error = %e, "could not drop the lease of a consumer that is gone; tried again later");
                 }

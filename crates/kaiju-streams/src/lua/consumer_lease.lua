@@ -11,7 +11,8 @@
 -- ARGV[4]: 'take' (acquire or renew), 'release', or 'forget' (drop the lease ARGV[1] if it ran
 -- out). ARGV[5] ('take'): the group's field prefix, "<group>/".
 -- Returns {0, ms left} when another live instance holds the lease; otherwise {1, 0}, followed,
--- for 'take', by the names of (at most 100 of) the group's consumers whose lease ran out.
+-- for 'take', by the names of (at most 100 of) the group's consumers whose lease ran out
+-- (none when this instance's own lease had run out too: see `lapsed`).
 
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
@@ -28,11 +29,16 @@ if ARGV[4] == 'forget' then
   if expires and expires <= now then redis.call('HDEL', KEYS[1], ARGV[1]) end
   return {1, 0}
 end
+-- This instance's own lease ran out before it renewed it: Redis stalled (a pause, a fork, a
+-- failover), or this process was frozen or cut off. Every other lease may have run out for the
+-- same reason, while their holders are alive: none is reported gone this time.
+local lapsed = false
 if current then
   local token, expires = string.match(current, '^(.*) (%d+)$')
   if token ~= ARGV[2] and expires and tonumber(expires) > now then
     return {0, tonumber(expires) - now}
   end
+  lapsed = token == ARGV[2] and expires ~= nil and tonumber(expires) <= now
   if ARGV[4] == 'release' then
     -- Run out now rather than deleted: the name is free at once, and the group's other
     -- consumers take over what this one left pending (a stop past its deadline), then drop it.
@@ -54,7 +60,8 @@ for i = 1, #all, 2 do
   if expires and expires <= now then
     if expires + KEPT_FOR <= now then
       redis.call('HDEL', KEYS[1], all[i])
-    elseif prefix ~= '' and #reply < MAX_REPORTED + 2 and string.sub(all[i], 1, #prefix) == prefix then
+    elseif not lapsed and prefix ~= '' and #reply < MAX_REPORTED + 2
+        and string.sub(all[i], 1, #prefix) == prefix then
       reply[#reply + 1] = string.sub(all[i], #prefix + 1)
     end
   end

@@ -1,0 +1,389 @@
+//! Adversarial review of the takeover of a gone consumer's entries (commit 27ccb66).
+//! Tests named `*`; each asserts what the README promises.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use kaiju_core::{Lifecycle, Namespace};
+use kaiju_streams::{HandlerError, Listener, ListenerSettings, Message};
+use kaiju_tests::streams::{Body, Seen, distinct, pending_of, recorder, rpc_stream, write};
+use kaiju_tests::{Target, app, eventually, on_both};
+use kaiju_transport::Transport;
+use kaiju_transport::fred::prelude::*;
+use kaiju_transport::fred::types::{ClusterHash, CustomCommand, Value};
+
+on_both!(
+    a_gone_consumer_of_group_a_slash_b_is_taken_over_next_to_group_a,
+    a_gone_consumer_of_group_a_slash_b_is_taken_over_next_to_group_x,
+    a_gone_consumers_thousands_of_entries_are_taken_over_once_by_two_consumers,
+    a_live_python_consumer_under_a_name_with_a_stale_lease_is_never_taken_from,
+    a_deleted_stream_and_a_clobbered_lease_hash_do_not_stop_the_listener,
+);
+
+/// A gone consumer is being taken over when the stream is deleted, then the lease hash is
+/// replaced by a string (WRONGTYPE) and by garbage: the listener keeps handling new entries.
+async fn a_deleted_stream_and_a_clobbered_lease_hash_do_not_stop_the_listener(
+    t: &Transport,
+    ns: &Namespace,
+    _: Target,
+) {
+    let app = app(ns);
+    let stream = rpc_stream(&app);
+    write(t, &stream, 3, "x").await;
+    let group = app.name.clone();
+    dead_consumer(t, ns, &group, "dead", 3).await;
+    let seen: Seen = Arc::default();
+    let mut live = Listener::new(t.clone(), &app, settings(None), recorder(&seen)).unwrap();
+    live.start().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let _: i64 = t.pool().del(stream.as_str()).await.unwrap();
+    write(t, &stream, 2, "y").await;
+    eventually(
+        "new entries after the stream was deleted",
+        Duration::from_secs(20),
+        || async { distinct(&seen) >= 2 },
+    )
+    .await;
+    let leases = app
+        .namespace()
+        .unwrap()
+        .stream_consumers("rpc")
+        .unwrap()
+        .into_string();
+    let _: () = t
+        .pool()
+        .set(leases.as_str(), "clobbered", None, None, false)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    write(t, &stream, 2, "z").await;
+    eventually(
+        "new entries with a WRONGTYPE lease key",
+        Duration::from_secs(20),
+        || async { distinct(&seen) >= 4 },
+    )
+    .await;
+    let _: i64 = t.pool().del(leases.as_str()).await.unwrap();
+    let _: i64 = t
+        .pool()
+        .hset(
+            leases.as_str(),
+            vec![
+                (format!("{group}/g1"), "no-space-no-number".to_owned()),
+                (
+                    format!("{group}/g2"),
+                    "tok 99999999999999999999999".to_owned(),
+                ),
+                (format!("{group}/g3"), "tok -5".to_owned()),
+                (format!("{group}/g4"), "tok 12".to_owned()),
+                (format!("{group}/"), "tok 12".to_owned()),
+            ],
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    write(t, &stream, 2, "w").await;
+    eventually(
+        "new entries with garbage leases",
+        Duration::from_secs(20),
+        || async { distinct(&seen) >= 6 },
+    )
+    .await;
+    let h: HashMap<String, String> = t.pool().hgetall(leases.as_str()).await.unwrap();
+    eprintln!(
+        "leases after garbage: {h:?}\nstats {:?}",
+        live.stats().await.unwrap()
+    );
+    live.stop(Duration::from_secs(5)).await.unwrap();
+}
+
+/// Canary / rollback with stable names (the README recommends a pod name): pod "worker-1" ran
+/// the Rust listener less than a day ago, now runs Python kaiju (no lease) and keeps reading.
+/// Its stale lease says "gone"; the Rust consumers once took what it held for 10 s and ran it
+/// a second time, although it reads every 200 ms. A consumer that reads is alive.
+async fn a_live_python_consumer_under_a_name_with_a_stale_lease_is_never_taken_from(
+    t: &Transport,
+    ns: &Namespace,
+    _: Target,
+) {
+    let app = app(ns);
+    let stream = rpc_stream(&app).into_string();
+    write(t, &rpc_stream(&app), 3, "x").await;
+    let group = app.name.clone();
+    // Python's worker-1 reads 3 entries (a slow handler: 15 s each).
+    dead_consumer(t, ns, &group, "worker-1", 3).await;
+    let seen: Seen = Arc::default();
+    let mut rust = Listener::new(t.clone(), &app, settings(None), recorder(&seen)).unwrap();
+    rust.start().await.unwrap();
+    // worker-1 stays alive: it keeps reading. (Redis 7.0 counts only a read that delivers
+    // something, here its own pending entries again; Redis 7.2 and Valkey count every read.)
+    for _ in 0..75 {
+        let _: Value = t
+            .pool()
+            .xreadgroup(
+                group.as_str(),
+                "worker-1",
+                Some(1),
+                None,
+                false,
+                stream.as_str(),
+                "0",
+            )
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let stats = rust.stats().await.unwrap();
+    rust.stop(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(
+        distinct(&seen),
+        0,
+        "the Rust consumer took {} entries from a live (Python) consumer: {stats:?}",
+        distinct(&seen)
+    );
+}
+
+fn settings(group: Option<&str>) -> ListenerSettings {
+    // A random consumer name per listener, as a process with no consumer id gets.
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    ListenerSettings {
+        group_id: group.map(str::to_owned),
+        consumer_id: Some(format!("random-{n}-{}", now_ms())),
+        pending_messages_time_ms: None,
+        ..ListenerSettings::default()
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// A crashed Rust consumer `consumer` of `group`: it read `n` entries and its lease ran out.
+async fn dead_consumer(t: &Transport, ns: &Namespace, group: &str, consumer: &str, n: u64) {
+    let app = app(ns);
+    let stream = rpc_stream(&app).into_string();
+    let _: Value = t
+        .pool()
+        .xgroup_create(stream.as_str(), group, "0", true)
+        .await
+        .unwrap_or(Value::Null);
+    let mut left = n;
+    while left > 0 {
+        let c = left.min(1000);
+        let _: Value = t
+            .pool()
+            .xreadgroup(group, consumer, Some(c), None, false, stream.as_str(), ">")
+            .await
+            .unwrap();
+        left -= c;
+    }
+    let leases = app
+        .namespace()
+        .unwrap()
+        .stream_consumers("rpc")
+        .unwrap()
+        .into_string();
+    let _: i64 = t
+        .pool()
+        .hset(
+            leases.as_str(),
+            (
+                format!("{group}/{consumer}"),
+                format!("deadtoken {}", now_ms() - 1000),
+            ),
+        )
+        .await
+        .unwrap();
+}
+
+async fn consumer_pending(t: &Transport, stream: &str, group: &str, consumer: &str) -> usize {
+    let v: Value = t
+        .pool()
+        .xpending(stream, group, ("-", "+", 100_000, consumer))
+        .await
+        .unwrap_or(Value::Null);
+    v.into_array().len()
+}
+
+async fn slash_groups(t: &Transport, ns: &Namespace, sibling: &str) {
+    let app = app(ns);
+    let stream = rpc_stream(&app);
+    write(t, &stream, 3, "x").await;
+    dead_consumer(t, ns, "a/b", "c", 3).await;
+    let seen_ab: Seen = Arc::default();
+    let seen_sib: Seen = Arc::default();
+    let mut ab = Listener::new(t.clone(), &app, settings(Some("a/b")), recorder(&seen_ab)).unwrap();
+    let mut sib = Listener::new(
+        t.clone(),
+        &app,
+        settings(Some(sibling)),
+        recorder(&seen_sib),
+    )
+    .unwrap();
+    sib.start().await.unwrap();
+    ab.start().await.unwrap();
+    let s = stream.as_str().to_owned();
+    eventually(
+        &format!("group a/b takes over its dead consumer c (next to group {sibling})"),
+        Duration::from_secs(40),
+        || async { distinct(&seen_ab) >= 3 },
+    )
+    .await;
+    eventually("c removed", Duration::from_secs(10), || async {
+        consumer_pending(t, &s, "a/b", "c").await == 0
+    })
+    .await;
+    ab.stop(Duration::from_secs(5)).await.unwrap();
+    sib.stop(Duration::from_secs(5)).await.unwrap();
+}
+
+/// Group "a" and group "a/b" listen on the same topic of the same app: the lease field
+/// "a/b/c" reads to group "a" as its consumer "b/c". Group "a" once "recovered" it (nothing)
+/// and forgot the lease, deleting group a/b's proof that c is gone; it now leaves a name with
+/// a `/` that is no consumer of its own alone.
+async fn a_gone_consumer_of_group_a_slash_b_is_taken_over_next_to_group_a(
+    t: &Transport,
+    ns: &Namespace,
+    _: Target,
+) {
+    slash_groups(t, ns, "a").await;
+}
+
+/// The same next to a group whose name is not a prefix of it.
+async fn a_gone_consumer_of_group_a_slash_b_is_taken_over_next_to_group_x(
+    t: &Transport,
+    ns: &Namespace,
+    _: Target,
+) {
+    slash_groups(t, ns, "x").await;
+}
+
+/// A dead consumer with 5,000 pending entries (200 deleted behind its back), two survivors at
+/// once: each live entry runs exactly once, the deleted ones are counted lost, the consumer is
+/// removed.
+async fn a_gone_consumers_thousands_of_entries_are_taken_over_once_by_two_consumers(
+    t: &Transport,
+    ns: &Namespace,
+    _: Target,
+) {
+    let app = app(ns);
+    let stream = rpc_stream(&app);
+    let ids = write(t, &stream, 5000, "x").await;
+    let group = app.name.clone();
+    dead_consumer(t, ns, &group, "dead", 5000).await;
+    let gone: Vec<&str> = ids.iter().step_by(25).map(String::as_str).collect();
+    let _: i64 = t.pool().xdel(stream.as_str(), gone.clone()).await.unwrap();
+    let seen: Seen = Arc::default();
+    let mut one = Listener::new(t.clone(), &app, settings(None), recorder(&seen)).unwrap();
+    let mut two = Listener::new(t.clone(), &app, settings(None), recorder(&seen)).unwrap();
+    one.start().await.unwrap();
+    two.start().await.unwrap();
+    eventually("4,800 taken over", Duration::from_secs(90), || async {
+        distinct(&seen) >= 4800
+    })
+    .await;
+    let s = stream.as_str().to_owned();
+    eventually("nothing pending", Duration::from_secs(20), || async {
+        pending_of(t, &s, &group).await == 0
+    })
+    .await;
+    let (a, b) = (one.stats().await.unwrap(), two.stats().await.unwrap());
+    let counts: HashMap<String, usize> =
+        seen.lock()
+            .unwrap()
+            .iter()
+            .fold(HashMap::new(), |mut m, id| {
+                *m.entry(id.clone()).or_default() += 1;
+                m
+            });
+    let twice = counts.values().filter(|&&n| n > 1).count();
+    eprintln!("one {a:?}\ntwo {b:?}\nran twice: {twice}");
+    assert_eq!(twice, 0);
+    assert_eq!(a.recovered + b.recovered, 4800);
+    assert_eq!(a.lost + b.lost, 200);
+    one.stop(Duration::from_secs(5)).await.unwrap();
+    two.stop(Duration::from_secs(5)).await.unwrap();
+}
+
+/// A Redis stall longer than the lease (CLIENT PAUSE 11 s: a failover, a fork stall): every
+/// lease runs out at once, and the first listener to renew after it could take over what the
+/// other live listeners have held for 10 s (a 20 s handler, within the 30 s handler timeout).
+/// A listener whose own lease ran out reports nobody gone, so nothing is taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_stall_longer_than_the_lease_takes_nothing_from_live_consumers() {
+    // CLIENT PAUSE stops every client of the server: a server of the test's own.
+    let Some((_server, t)) = kaiju_tests::own_server().await else {
+        return;
+    };
+    let ns = kaiju_tests::namespace();
+    let app = app(&ns);
+    let stream = rpc_stream(&app);
+    let runs: Arc<Mutex<Vec<String>>> = Arc::default();
+    let handler = |runs: Arc<Mutex<Vec<String>>>| {
+        move |m: Message<Body>| {
+            runs.lock().unwrap().push(m.id);
+            async move {
+                tokio::time::sleep(Duration::from_secs(20)).await;
+                Ok::<_, HandlerError>(())
+            }
+        }
+    };
+    let mut listeners = Vec::new();
+    for _ in 0..3 {
+        let one_settings = settings(None);
+        let mut l = Listener::new(t.clone(), &app, one_settings, handler(runs.clone())).unwrap();
+        l.start().await.unwrap();
+        listeners.push(l);
+    }
+    // One entry at a time, so that they spread over the listeners (each has room left).
+    for i in 1..=6 {
+        write(&t, &stream, 1, "x").await;
+        eventually("started", Duration::from_secs(5), || async {
+            runs.lock().unwrap().len() >= i
+        })
+        .await;
+    }
+    let _: Value = t
+        .client()
+        .custom(
+            CustomCommand::new_static("CLIENT", ClusterHash::Random, false),
+            vec!["PAUSE", "11000", "ALL"],
+        )
+        .await
+        .unwrap();
+    let leases = app
+        .namespace()
+        .unwrap()
+        .stream_consumers("rpc")
+        .unwrap()
+        .into_string();
+    for _ in 0..6 {
+        let h: HashMap<String, String> =
+            t.pool().hgetall(leases.as_str()).await.unwrap_or_default();
+        eprintln!("{} leases: {h:?}", now_ms());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let all = runs.lock().unwrap().clone();
+    let stats: Vec<_> = {
+        let mut v = Vec::new();
+        for l in &listeners {
+            v.push(l.stats().await.unwrap().recovered);
+        }
+        v
+    };
+    eprintln!("runs started: {all:?}, recovered per listener: {stats:?}");
+    for mut l in listeners {
+        let _ = l.stop(Duration::from_secs(1)).await;
+    }
+    assert_eq!(
+        all.len(),
+        6,
+        "a live consumer's entry was run a second time"
+    );
+}
