@@ -193,9 +193,13 @@ impl Drop for Held {
     }
 }
 
-/// The request's `Deadline` (unix seconds, read as the server reads it), if it has one.
+/// The request's `Deadline` (unix seconds), if it has one the server runs it by: read as
+/// [`Parsed::read`](crate::context::Parsed::read) reads it, where one that is not positive
+/// is ignored (`"0"`, `0.5`).
 fn request_deadline(request: &Headers) -> Option<u64> {
-    crate::context::int_header(request.get(headers::DEADLINE)).and_then(|d| u64::try_from(d).ok())
+    crate::context::int_header(request.get(headers::DEADLINE))
+        .filter(|d| *d > 0)
+        .and_then(|d| u64::try_from(d).ok())
 }
 
 fn unix_now() -> u64 {

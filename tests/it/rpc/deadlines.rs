@@ -402,3 +402,38 @@ async fn a_repeated_or_differently_cased_deadline_is_read_as_python_reads_it() {
     }
     assert_eq!(counts.sleep.load(Ordering::SeqCst), 2);
 }
+
+/// A `Deadline` that is not positive once read (`0`, `"0"`, `0.5`) is ignored (D23: the
+/// request runs under its Timeout), and its reply is sent: the replier once read it as a
+/// deadline long passed and published nothing. (Second review of issue 25.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_with_deadline_zero_that_runs_is_answered() {
+    let Some((t, ns)) = single().await else {
+        return;
+    };
+    let app = app(&ns);
+    let counts = Arc::new(Counts::default());
+    let mut l = listen(&t, &app, quick(), ServerSettings::default(), &counts).await;
+    let client = RpcClient::new(t.clone(), &app);
+    let mut results = Vec::new();
+    for zero in [
+        kaiju_rpc::HeaderValue::Int(0),
+        kaiju_rpc::HeaderValue::Str("0".into()),
+        kaiju_rpc::HeaderValue::Float(0.5),
+    ] {
+        let r = client
+            .request::<_, String>("svc.sleep", sleep_params(0, "x"))
+            .header("Deadline", zero.clone())
+            .timeout(Duration::from_secs(3))
+            .await;
+        results.push(format!("{zero:?}: {r:?}"));
+    }
+    let ran = counts.sleep.load(Ordering::SeqCst);
+    l.stop(Duration::from_secs(5)).await.unwrap();
+    eprintln!("{results:?}, method ran {ran} times");
+    assert_eq!(ran, 3, "{results:?}");
+    assert!(
+        results.iter().all(|r| r.contains("Ok(\"x\")")),
+        "the method ran {ran} times, but: {results:?}"
+    );
+}

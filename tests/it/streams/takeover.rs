@@ -19,6 +19,8 @@ on_both!(
     a_gone_consumers_thousands_of_entries_are_taken_over_once_by_two_consumers,
     a_live_python_consumer_under_a_name_with_a_stale_lease_is_never_taken_from,
     a_deleted_stream_and_a_clobbered_lease_hash_do_not_stop_the_listener,
+    a_consumer_named_with_a_slash_once_seen_absent_is_taken_over_when_it_dies,
+    a_consumer_named_without_a_slash_once_seen_absent_is_taken_over_when_it_dies,
 );
 
 /// A gone consumer is being taken over when the stream is deleted, then the lease hash is
@@ -386,4 +388,199 @@ async fn a_redis_stall_longer_than_the_lease_takes_nothing_from_live_consumers()
         6,
         "a live consumer's entry was run a second time"
     );
+}
+
+/// Consumer "pod/1" of the app's own group (no group "pod" exists) is a kaiju-rs listener.
+/// Once, its lease was seen run out while it was no consumer of the group (another survivor
+/// had just taken its entries over and removed it, or idle-consumer housekeeping removed it):
+/// the live listener once left "pod/1" alone for good. "pod/1" comes back, reads 3 entries and
+/// dies: its entries are taken over all the same. (Second review of issue 25.)
+async fn a_consumer_named_with_a_slash_once_seen_absent_is_taken_over_when_it_dies(
+    t: &Transport,
+    ns: &Namespace,
+    _: Target,
+) {
+    once_absent_then_dead(t, ns, "pod/1").await;
+}
+
+async fn once_absent_then_dead(t: &Transport, ns: &Namespace, name: &str) {
+    let app = app(ns);
+    let stream = rpc_stream(&app).into_string();
+    let group = app.name.clone();
+    let leases = app
+        .namespace()
+        .unwrap()
+        .stream_consumers("rpc")
+        .unwrap()
+        .into_string();
+    let dead_lease = || async {
+        let _: i64 = t
+            .pool()
+            .hset(
+                leases.as_str(),
+                (
+                    format!("{group}/{name}"),
+                    format!("deadtoken {}", now_ms() - 1000),
+                ),
+            )
+            .await
+            .unwrap();
+    };
+    // 1. "pod/1"'s lease ran out, and "pod/1" is no consumer of the group (already removed).
+    dead_lease().await;
+    let seen: Seen = Arc::default();
+    let settings = ListenerSettings {
+        consumer_id: Some(format!("live-{}", now_ms())),
+        pending_messages_time_ms: None,
+        ..ListenerSettings::default()
+    };
+    let mut live = Listener::new(t.clone(), &app, settings, recorder(&seen)).unwrap();
+    live.start().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // 2. "pod/1" is back (the live listener paused, so that pod/1 gets the entries), reads 3
+    // entries, and crashes.
+    let _: () = t
+        .pool()
+        .set(live.pause_key(), "1", None, None, false)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    write(t, &rpc_stream(&app), 3, "x").await;
+    let _: Value = t
+        .pool()
+        .xreadgroup(
+            group.as_str(),
+            name,
+            Some(3),
+            None,
+            false,
+            stream.as_str(),
+            ">",
+        )
+        .await
+        .unwrap();
+    dead_lease().await;
+    let _: i64 = t.pool().del(live.pause_key()).await.unwrap();
+    // 3. Its entries idle for a lease, it idle for a lease: taken over within a few seconds.
+    eventually(
+        &format!("the entries of the dead consumer {name} taken over"),
+        Duration::from_secs(30),
+        || async { distinct(&seen) >= 3 },
+    )
+    .await;
+    assert_eq!(live.stats().await.unwrap().recovered, 3);
+    live.stop(Duration::from_secs(5)).await.unwrap();
+}
+
+/// The same with a name without a `/`.
+async fn a_consumer_named_without_a_slash_once_seen_absent_is_taken_over_when_it_dies(
+    t: &Transport,
+    ns: &Namespace,
+    _: Target,
+) {
+    once_absent_then_dead(t, ns, "pod-1").await;
+}
+
+/// The leases are judged by the Redis server's wall clock (`TIME`): a forward step of it (an
+/// NTP step, a VM resumed, a failover to a replica whose clock is ahead), simulated for the
+/// leases by moving every expiry 8 s back, while a live listener is 10 s into a 25 s handler
+/// with no room for more (so not reading): one run only. A step under 6.7 s expires no lease
+/// before its renewal, and a larger one makes every renewing listener "lapsed", so none
+/// reports the others gone. (Second review of issue 25.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forward_step_of_the_redis_clock_takes_nothing_from_live_consumers() {
+    let Some((t, ns)) = kaiju_tests::single().await else {
+        return;
+    };
+    let app = app(&ns);
+    let stream = rpc_stream(&app);
+    let leases = app
+        .namespace()
+        .unwrap()
+        .stream_consumers("rpc")
+        .unwrap()
+        .into_string();
+    let runs: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let handler = |who: &'static str, runs: Arc<std::sync::Mutex<Vec<String>>>| {
+        move |m: kaiju_streams::Message<kaiju_tests::streams::Body>| {
+            runs.lock().unwrap().push(format!("{who} {}", m.id));
+            async move {
+                tokio::time::sleep(Duration::from_secs(25)).await;
+                Ok::<_, kaiju_streams::HandlerError>(())
+            }
+        }
+    };
+    let settings = |name: &str| ListenerSettings {
+        consumer_id: Some(format!("{name}-{}", now_ms())),
+        pending_messages_time_ms: None,
+        // Busy: no room for another entry, so it does not read while its handler runs.
+        max_batch_size: 1,
+        ..ListenerSettings::default()
+    };
+    let mut slow = Listener::new(
+        t.clone(),
+        &app,
+        settings("slow"),
+        handler("slow", runs.clone()),
+    )
+    .unwrap();
+    slow.start().await.unwrap();
+    write(&t, &stream, 1, "x").await;
+    eventually("slow runs it", Duration::from_secs(5), || async {
+        !runs.lock().unwrap().is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1700)).await;
+    let mut other = Listener::new(
+        t.clone(),
+        &app,
+        settings("other"),
+        handler("other", runs.clone()),
+    )
+    .unwrap();
+    other.start().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    // Wait for a moment where one lease has more than 8.5 s left and another less than 7.5 s.
+    let shifted = loop {
+        let h: std::collections::HashMap<String, String> =
+            t.pool().hgetall(leases.as_str()).await.unwrap();
+        let now: i64 = t
+            .pool()
+            .eval(
+                "local t = redis.call('TIME') return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)",
+                Vec::<String>::new(),
+                Vec::<String>::new(),
+            )
+            .await
+            .unwrap();
+        let left: Vec<i64> = h
+            .values()
+            .filter_map(|v| v.rsplit(' ').next()?.parse::<i64>().ok())
+            .map(|e| e - now)
+            .collect();
+        if left.iter().any(|l| *l > 8500) && left.iter().any(|l| *l < 7500) {
+            let _: Value = t
+                .pool()
+                .eval(
+                    "for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do \
+                       local v = redis.call('HGET', KEYS[1], f) \
+                       local tok, e = string.match(v, '^(.*) (%d+)$') \
+                       redis.call('HSET', KEYS[1], f, tok .. ' ' .. string.format('%d', tonumber(e) - 8000)) \
+                     end return 1",
+                    vec![leases.as_str()],
+                    Vec::<String>::new(),
+                )
+                .await
+                .unwrap();
+            break left;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let all = runs.lock().unwrap().clone();
+    let (a, b) = (slow.stats().await.unwrap(), other.stats().await.unwrap());
+    eprintln!("lease ms left before the step: {shifted:?}\nruns: {all:?}\nslow {a:?}\nother {b:?}");
+    let _ = slow.stop(Duration::from_secs(1)).await;
+    let _ = other.stop(Duration::from_secs(1)).await;
+    assert_eq!(all.len(), 1, "a live consumer's entry ran twice: {all:?}");
 }

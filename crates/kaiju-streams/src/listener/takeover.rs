@@ -13,7 +13,8 @@
 //!
 //! A process frozen (or cut off from Redis) for longer than the lease, in the middle of an
 //! entry, is taken for gone: the entry is taken over and run again, and the frozen process
-//! finishes its own run too when it resumes.
+//! finishes its own run too when it resumes. So is one whose handlers block every thread of
+//! its runtime that long (the renewal runs there).
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
@@ -37,11 +38,11 @@ pub(crate) struct Gone(Mutex<Names>);
 #[derive(Debug, Default)]
 struct Names {
     seen: Option<(Instant, Vec<String>)>,
-    /// Names to leave alone: until the instant given (a consumer that still reads), or for
-    /// good (`None`: a name read off an ambiguous lease field, `a/b/c` being consumer `b/c` of
-    /// group `a` or consumer `c` of group `a/b`, that names no consumer of this group: another
-    /// group's, whose lease this one must not forget).
-    skip: HashMap<String, Option<Instant>>,
+    /// Names to leave alone for a while: a consumer that still reads, or a name read off an
+    /// ambiguous lease field (`a/b/c` is consumer `b/c` of group `a`, or consumer `c` of group
+    /// `a/b`) that names no consumer of this group: likely another group's, whose lease this
+    /// one must not forget.
+    skip: HashMap<String, Instant>,
 }
 
 /// At most this many names are left alone.
@@ -63,7 +64,7 @@ impl Gone {
     fn fresh(&self) -> Vec<String> {
         let this = &mut *self.lock();
         let now = Instant::now();
-        this.skip.retain(|_, until| until.is_none_or(|t| t > now));
+        this.skip.retain(|_, until| *until > now);
         match &this.seen {
             Some((at, names)) if at.elapsed() < LEASE / 2 => names
                 .iter()
@@ -81,8 +82,8 @@ impl Gone {
         }
     }
 
-    /// Leaves `name` alone until `until` (`None`: for good).
-    fn skip(&self, name: &str, until: Option<Instant>) {
+    /// Leaves `name` alone until `until`.
+    fn skip(&self, name: &str, until: Instant) {
         let mut this = self.lock();
         if this.skip.len() >= MAX_SKIPPED {
             this.skip.clear();
@@ -129,13 +130,15 @@ where
                 // after a lease.
                 GoneStatus::Alive => {
                     tracing::debug!(stream = %self.stream, group = %self.group, consumer = %name, "a consumer whose name lease ran out read within the lease; nothing taken from it yet");
-                    self.gone.skip(&name, Some(Instant::now() + LEASE));
+                    self.gone.skip(&name, Instant::now() + LEASE);
                     false
                 }
-                // A name with a `/` may be another group's consumer (see `Names::skip`);
-                // without one, the field can only be this group's.
+                // A name with a `/` may be another group's consumer (see `Names::skip`), whose
+                // lease is not this group's to forget; without one, the field can only be this
+                // group's. Looked at again a lease later: the name may become a consumer of
+                // this group (and die) meanwhile.
                 GoneStatus::Absent if name.contains('/') => {
-                    self.gone.skip(&name, None);
+                    self.gone.skip(&name, Instant::now() + LEASE);
                     false
                 }
                 GoneStatus::Absent => true,
