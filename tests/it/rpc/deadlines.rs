@@ -174,21 +174,7 @@ async fn requests_that_expired_while_their_app_was_down_are_acked_and_counted_no
         .await;
         l.stop(Duration::from_secs(5)).await.unwrap();
         let client = RpcClient::new(t.clone(), &app);
-        let calls: Vec<_> = (0..REQUESTS)
-            .map(|i| {
-                let client = client.clone();
-                tokio::spawn(async move {
-                    client
-                        .request::<_, String>("svc.sleep", sleep_params(0, &format!("r{i}")))
-                        .timeout(Duration::from_secs(1))
-                        .await
-                })
-            })
-            .collect();
-        for call in calls {
-            let answer = call.await.unwrap();
-            assert!(matches!(answer, Err(CallError::Timeout(_))), "{answer:?}");
-        }
+        requests_nobody_answers(&client, REQUESTS).await;
         let past = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap()
@@ -335,20 +321,7 @@ async fn replies_to_requests_that_expired_while_their_app_was_down_are_not_publi
     let mut l = listen(&t, &app, quick(), ServerSettings::default(), &counts).await;
     l.stop(Duration::from_secs(5)).await.unwrap();
     let client = RpcClient::new(t.clone(), &app);
-    let calls: Vec<_> = (0..REQUESTS)
-        .map(|i| {
-            let client = client.clone();
-            tokio::spawn(async move {
-                client
-                    .request::<_, String>("svc.sleep", sleep_params(0, &format!("r{i}")))
-                    .timeout(Duration::from_secs(1))
-                    .await
-            })
-        })
-        .collect();
-    for call in calls {
-        assert!(call.await.unwrap().is_err());
-    }
+    requests_nobody_answers(&client, REQUESTS).await;
     drop(client);
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let monitor = kaiju_tests::observe::Monitor::start(&server, &t).await;
@@ -436,4 +409,23 @@ async fn a_request_with_deadline_zero_that_runs_is_answered() {
         results.iter().all(|r| r.contains("Ok(\"x\")")),
         "the method ran {ran} times, but: {results:?}"
     );
+}
+
+/// Sends `n` requests at once, each with a 1 s timeout, to an app that is down: each times out.
+async fn requests_nobody_answers(client: &RpcClient, n: u64) {
+    let calls: Vec<_> = (0..n)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                client
+                    .request::<_, String>("svc.sleep", sleep_params(0, &format!("r{i}")))
+                    .timeout(Duration::from_secs(1))
+                    .await
+            })
+        })
+        .collect();
+    for call in calls {
+        let answer = call.await.unwrap();
+        assert!(matches!(answer, Err(CallError::Timeout(_))), "{answer:?}");
+    }
 }

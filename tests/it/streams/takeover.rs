@@ -47,12 +47,7 @@ async fn a_deleted_stream_and_a_clobbered_lease_hash_do_not_stop_the_listener(
         || async { distinct(&seen) >= 2 },
     )
     .await;
-    let leases = app
-        .namespace()
-        .unwrap()
-        .stream_consumers("rpc")
-        .unwrap()
-        .into_string();
+    let leases = leases_of(&app);
     let _: () = t
         .pool()
         .set(leases.as_str(), "clobbered", None, None, false)
@@ -158,6 +153,30 @@ fn settings(group: Option<&str>) -> ListenerSettings {
     }
 }
 
+/// The app's lease hash of the topic `rpc`.
+fn leases_of(app: &kaiju_core::AppSettings) -> String {
+    app.namespace()
+        .unwrap()
+        .stream_consumers("rpc")
+        .unwrap()
+        .into_string()
+}
+
+/// Makes the lease of `consumer` of `group` one that ran out a second ago.
+async fn run_out(t: &Transport, leases: &str, group: &str, consumer: &str) {
+    let _: i64 = t
+        .pool()
+        .hset(
+            leases,
+            (
+                format!("{group}/{consumer}"),
+                format!("deadtoken {}", now_ms() - 1000),
+            ),
+        )
+        .await
+        .unwrap();
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -184,23 +203,7 @@ async fn dead_consumer(t: &Transport, ns: &Namespace, group: &str, consumer: &st
             .unwrap();
         left -= c;
     }
-    let leases = app
-        .namespace()
-        .unwrap()
-        .stream_consumers("rpc")
-        .unwrap()
-        .into_string();
-    let _: i64 = t
-        .pool()
-        .hset(
-            leases.as_str(),
-            (
-                format!("{group}/{consumer}"),
-                format!("deadtoken {}", now_ms() - 1000),
-            ),
-        )
-        .await
-        .unwrap();
+    run_out(t, &leases_of(&app), group, consumer).await;
 }
 
 async fn consumer_pending(t: &Transport, stream: &str, group: &str, consumer: &str) -> usize {
@@ -358,12 +361,7 @@ async fn a_redis_stall_longer_than_the_lease_takes_nothing_from_live_consumers()
         )
         .await
         .unwrap();
-    let leases = app
-        .namespace()
-        .unwrap()
-        .stream_consumers("rpc")
-        .unwrap()
-        .into_string();
+    let leases = leases_of(&app);
     for _ in 0..6 {
         let h: HashMap<String, String> =
             t.pool().hgetall(leases.as_str()).await.unwrap_or_default();
@@ -407,25 +405,8 @@ async fn once_absent_then_dead(t: &Transport, ns: &Namespace, name: &str) {
     let app = app(ns);
     let stream = rpc_stream(&app).into_string();
     let group = app.name.clone();
-    let leases = app
-        .namespace()
-        .unwrap()
-        .stream_consumers("rpc")
-        .unwrap()
-        .into_string();
-    let dead_lease = || async {
-        let _: i64 = t
-            .pool()
-            .hset(
-                leases.as_str(),
-                (
-                    format!("{group}/{name}"),
-                    format!("deadtoken {}", now_ms() - 1000),
-                ),
-            )
-            .await
-            .unwrap();
-    };
+    let leases = leases_of(&app);
+    let dead_lease = || run_out(t, &leases, &group, name);
     // 1. "pod/1"'s lease ran out, and "pod/1" is no consumer of the group (already removed).
     dead_lease().await;
     let seen: Seen = Arc::default();
@@ -494,12 +475,7 @@ async fn a_forward_step_of_the_redis_clock_takes_nothing_from_live_consumers() {
     };
     let app = app(&ns);
     let stream = rpc_stream(&app);
-    let leases = app
-        .namespace()
-        .unwrap()
-        .stream_consumers("rpc")
-        .unwrap()
-        .into_string();
+    let leases = leases_of(&app);
     let runs: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
     let handler = |who: &'static str, runs: Arc<std::sync::Mutex<Vec<String>>>| {
         move |m: kaiju_streams::Message<kaiju_tests::streams::Body>| {
