@@ -157,7 +157,7 @@ pub(crate) enum Reclaimed {
 
 /// What the takeover found about a consumer whose lease ran out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Gone {
+pub(crate) enum Found {
     /// Gone: its entries idle for a lease were taken over.
     Taken,
     /// It read within the last lease, so it is alive whatever its lease says (a Python
@@ -170,10 +170,11 @@ pub(crate) enum Gone {
 
 /// What taking over a gone consumer's entries gave.
 pub(crate) struct Recovered {
-    pub(crate) status: Gone,
+    pub(crate) status: Found,
     /// The entries taken over (`Deleted` for those deleted from the stream), in id order.
     pub(crate) items: Vec<Item>,
-    /// The gone consumer's pending entries left (0: it was removed from the group).
+    /// The gone consumer's pending entries left (0: it was removed from the group); for
+    /// [`Found::Alive`], how long ago it read, in ms.
     pub(crate) left: u64,
 }
 
@@ -350,9 +351,9 @@ impl<B, H> Shared<B, H> {
         let mut parts = reply.into_array().into_iter();
         let mut next = || parts.next().unwrap_or(Value::Null);
         let status = match next().as_str().as_deref() {
-            Some("taken") => Gone::Taken,
-            Some("alive") => Gone::Alive,
-            Some("absent") => Gone::Absent,
+            Some("taken") => Found::Taken,
+            Some("alive") => Found::Alive,
+            Some("absent") => Found::Absent,
             _ => {
                 return Err(StreamError::Transport(TransportError::Protocol {
                     message: "the takeover script answered something else than its reply"

@@ -18,12 +18,12 @@
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 
 use crate::handler::Handler;
-use crate::listener::commands::Gone as GoneStatus;
+use crate::listener::commands::Found;
 use crate::listener::reply::Item;
 use crate::listener::{Counters, LEASE, Shared};
 
@@ -123,25 +123,27 @@ where
                 tracing::info!(stream = %self.stream, group = %self.group, consumer = %name, entries, "took over pending entries of a consumer that is gone (its name lease ran out)");
             }
             let forget = match recovered.status {
-                GoneStatus::Taken => recovered.left == 0,
+                Found::Taken => recovered.left == 0,
                 // Read within the last lease: alive whatever its lease says (a consumer without
                 // a lease, such as Python kaiju's, under a name a kaiju-rs listener once had),
                 // or dead so recently that it has not been idle for a lease yet. Looked at again
-                // after a lease.
-                GoneStatus::Alive => {
+                // once it would have been.
+                Found::Alive => {
                     tracing::debug!(stream = %self.stream, group = %self.group, consumer = %name, "a consumer whose name lease ran out read within the lease; nothing taken from it yet");
-                    self.gone.skip(&name, Instant::now() + LEASE);
+                    let idle = Duration::from_millis(recovered.left);
+                    let wait = LEASE.saturating_sub(idle).max(Duration::from_millis(500));
+                    self.gone.skip(&name, Instant::now() + wait);
                     false
                 }
                 // A name with a `/` may be another group's consumer (see `Names::skip`), whose
                 // lease is not this group's to forget; without one, the field can only be this
                 // group's. Looked at again a lease later: the name may become a consumer of
                 // this group (and die) meanwhile.
-                GoneStatus::Absent if name.contains('/') => {
+                Found::Absent if name.contains('/') => {
                     self.gone.skip(&name, Instant::now() + LEASE);
                     false
                 }
-                GoneStatus::Absent => true,
+                Found::Absent => true,
             };
             if forget {
                 self.gone.done(&name);

@@ -10,8 +10,8 @@
 -- KEYS[1]: the stream. ARGV[1]: the group. ARGV[2]: the consumer that is gone. ARGV[3]: this
 -- consumer. ARGV[4]: minimum idle time in ms. ARGV[5]: at most this many entries.
 -- Returns {status, ids, delivery counts before this claim, XCLAIM's entries, pending left}.
--- status: 'absent' (no such consumer in the group), 'alive' (it read within ARGV[4] ms), or
--- 'taken'. An id missing from the entries was deleted from the stream (Redis 7 drops it from
+-- status: 'absent' (no such consumer in the group), 'alive' (it read within ARGV[4] ms; the
+-- last element is then its idle time in ms), or 'taken'. An id missing from the entries was deleted from the stream (Redis 7 drops it from
 -- the pending list as it claims).
 
 local min_idle = tonumber(ARGV[4])
@@ -25,7 +25,7 @@ for _, consumer in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
   end
 end
 if idle == nil then return {'absent', {}, {}, {}, 0} end
-if idle < min_idle then return {'alive', {}, {}, {}, 0} end
+if idle < min_idle then return {'alive', {}, {}, {}, idle} end
 
 local pending = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[4], '-', '+', ARGV[5], ARGV[2])
 local ids, counts = {}, {}
