@@ -74,7 +74,7 @@ pub(crate) struct Parsed {
 ///   default here;
 /// - a list, a map or an extension: kaiju raised `TypeError` (or took an empty one as falsy):
 ///   the default.
-pub(crate) fn int_header(value: Option<&HeaderValue>) -> Option<i64> {
+fn int_header(value: Option<&HeaderValue>) -> Option<i64> {
     match value? {
         HeaderValue::Int(0) => None,
         HeaderValue::Int(n) => Some(*n),
@@ -89,6 +89,16 @@ pub(crate) fn int_header(value: Option<&HeaderValue>) -> Option<i64> {
         }
         HeaderValue::Other(_) => None,
     }
+}
+
+/// The request's `Deadline` (unix seconds) as the server runs it by: a positive integer once
+/// read by [`int_header`]. Anything else (`0`, `"0"`, `0.5`, garbage) is ignored, and the
+/// `Timeout` or the default applies (kaiju made it an immediate timeout, D23). The replier
+/// reads it here too, so that it never takes a deadline the server ignored for one passed.
+pub(crate) fn deadline_header(h: &Headers) -> Option<u64> {
+    int_header(h.get(headers::DEADLINE))
+        .filter(|d| *d > 0)
+        .map(i64::unsigned_abs)
 }
 
 /// Python's `int(text)` for decimal text (already trimmed), saturated to `i64`.
@@ -139,13 +149,8 @@ impl Parsed {
     pub(crate) fn read(h: &Headers, limits: Limits) -> Self {
         let now = Instant::now();
         let unix = unix_now();
-        let by_deadline = int_header(h.get(headers::DEADLINE))
-            .filter(|d| *d > 0)
-            .map(|d| {
-                Duration::from_secs(d.unsigned_abs())
-                    .saturating_sub(unix)
-                    .min(limits.max)
-            });
+        let by_deadline =
+            deadline_header(h).map(|d| Duration::from_secs(d).saturating_sub(unix).min(limits.max));
         let by_timeout = || match int_header(h.get(headers::TIMEOUT)) {
             Some(t) => Duration::from_secs(t.max(1).unsigned_abs()).min(limits.max),
             None => limits.default,

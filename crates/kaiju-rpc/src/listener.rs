@@ -79,7 +79,7 @@ impl Replier {
             }
             return;
         };
-        let deadline = request_deadline(request);
+        let deadline = crate::context::deadline_header(request);
         if deadline.is_some_and(|d| unix_now() >= d) {
             tracing::debug!(channel = %shortened(channel), "the request's deadline has passed, and its caller with it; no reply sent");
             return;
@@ -191,15 +191,6 @@ impl Drop for Held {
         self.waiting.replies.fetch_sub(1, Ordering::AcqRel);
         self.waiting.bytes.fetch_sub(self.bytes, Ordering::AcqRel);
     }
-}
-
-/// The request's `Deadline` (unix seconds), if it has one the server runs it by: read as
-/// [`Parsed::read`](crate::context::Parsed::read) reads it, where one that is not positive
-/// is ignored (`"0"`, `0.5`).
-fn request_deadline(request: &Headers) -> Option<u64> {
-    crate::context::int_header(request.get(headers::DEADLINE))
-        .filter(|d| *d > 0)
-        .and_then(|d| u64::try_from(d).ok())
 }
 
 fn unix_now() -> u64 {
