@@ -1,0 +1,135 @@
+//! Every `kaiju` subcommand, one file per family: `app` (run, check), `call` (call, write),
+//! `streams`, `dead`, `inspect` (locks, cache, functions). This file dispatches, and holds what
+//! they share: key names, and how a failure maps to an exit code.
+
+mod app;
+mod call;
+mod dead;
+mod inspect;
+mod streams;
+
+use kaiju_core::Namespace;
+use kaiju_rpc::CallError;
+
+use crate::{CacheCommand, Command, Failure, FunctionsCommand, LocksCommand};
+
+pub(crate) async fn run(command: Command) -> Result<(), Failure> {
+    match command {
+        Command::Run { config } => app::run(config).await,
+        Command::Check { config } => app::check(config),
+        Command::Call {
+            conn,
+            app,
+            method,
+            params,
+            wait,
+            timeout,
+            topic,
+            headers,
+        } => call::call(conn, app, method, params, wait, timeout, topic, headers).await,
+        Command::Write {
+            conn,
+            stream_key,
+            body,
+            headers,
+        } => call::write(conn, stream_key, body, headers).await,
+        Command::Streams {
+            conn,
+            app,
+            topic,
+            repair,
+            max_ahead_hours,
+        } => streams::streams(conn, app, topic, repair, max_ahead_hours).await,
+        Command::Dead {
+            conn,
+            args,
+            count,
+            include_handled,
+        } => dead::dead(conn, args, count, include_handled).await,
+        Command::Locks {
+            command: LocksCommand::Owner { conn, key },
+        } => inspect::lock_owner(conn, key).await,
+        Command::Cache {
+            command: CacheCommand::Get { conn, key },
+        } => inspect::cache_get(conn, key).await,
+        Command::Functions {
+            command: FunctionsCommand::Load { conn },
+        } => inspect::load_functions(conn).await,
+    }
+}
+
+/// The stream and dead-letter keys of `app`'s `topic`.
+pub(super) fn keys(env: &str, app: &str, topic: &str) -> Result<(String, String), Failure> {
+    let ns = Namespace::new(env, app).map_err(|e| Failure::usage(e.to_string()))?;
+    let stream = ns
+        .stream(topic)
+        .map_err(|e| Failure::usage(e.to_string()))?;
+    let dead = ns
+        .dead_letter_stream(topic)
+        .map_err(|e| Failure::usage(e.to_string()))?;
+    Ok((stream.into_string(), dead.into_string()))
+}
+
+/// A failed call: a bad key or params are usage errors, the rest as [`redis_failure`].
+pub(super) fn call_failure(e: CallError) -> Failure {
+    match e {
+        CallError::Key(e) => Failure::usage(e.to_string()),
+        CallError::Codec(e) => Failure::usage(e.to_string()),
+        other => redis_failure(other),
+    }
+}
+
+/// A failed Redis operation: exit 3 when Redis could not be reached (a lost connection, a
+/// timeout), 1 otherwise.
+pub(super) fn redis_failure(e: impl std::error::Error + 'static) -> Failure {
+    use kaiju_transport::TransportError;
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    let unreachable = |t: &TransportError| {
+        matches!(
+            t,
+            TransportError::Connection { .. } | TransportError::Timeout { .. }
+        )
+    };
+    while let Some(err) = source {
+        // Wrappers marked `transparent` hide the transport error from `source()`.
+        let transport = err
+            .downcast_ref::<TransportError>()
+            .or_else(|| match err.downcast_ref::<kaiju_streams::StreamError>() {
+                Some(kaiju_streams::StreamError::Transport(t)) => Some(t),
+                _ => None,
+            })
+            .or_else(|| match err.downcast_ref::<CallError>() {
+                Some(CallError::Transport(t)) => Some(t),
+                Some(CallError::Stream(kaiju_streams::StreamError::Transport(t))) => Some(t),
+                _ => None,
+            })
+            .or_else(|| match err.downcast_ref::<kaiju_cache::CacheError>() {
+                Some(kaiju_cache::CacheError::Transport(t)) => Some(t),
+                _ => None,
+            })
+            .or_else(|| match err.downcast_ref::<kaiju_locks::LockError>() {
+                Some(kaiju_locks::LockError::Transport(t)) => Some(t),
+                _ => None,
+            });
+        if transport.is_some_and(unreachable) {
+            return Failure::unreachable(&e);
+        }
+        source = err.source();
+    }
+    Failure::failed(e)
+}
+
+/// Text from Redis, safe for a terminal: control characters (escape sequences, line breaks)
+/// are shown escaped.
+pub(super) fn printable(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            let shown: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            shown
+        })
+        .collect()
+}
