@@ -31,6 +31,10 @@ struct Cli {
     /// for `run` and `warn` otherwise. Logs go to stderr.
     #[arg(long, global = true, value_name = "FILTER")]
     log: Option<String>,
+    /// Print JSON on stdout instead of the human text (`check`, `streams`, `dead list`,
+    /// `locks owner`, `cache get`): one document, stable field names.
+    #[arg(long, global = true)]
+    json: bool,
 }
 
 /// Where the config comes from (kaiju's `-c`, `-e`, `-f`, `--no-os-env`).
@@ -295,7 +299,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(commands::run(cli.command)) {
+    match runtime.block_on(commands::run(cli.command, cli.json)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) if f.message.is_empty() => ExitCode::from(f.code),
         Err(f) => {

@@ -17,7 +17,7 @@ pub(super) async fn run(config: ConfigArgs) -> Result<(), Failure> {
 }
 
 /// `kaiju check`: the config resolved, with secrets hidden, and its services.
-pub(super) fn check(config: ConfigArgs) -> Result<(), Failure> {
+pub(super) fn check(config: ConfigArgs, _json: bool) -> Result<(), Failure> {
     let config = load(&config)?;
     let app = build(&config)?;
     outln!("{}", pretty(&config.redacted()));

@@ -15,6 +15,7 @@ pub(super) async fn dead(
     args: Vec<String>,
     count: usize,
     include_handled: bool,
+    _json: bool,
 ) -> Result<(), Failure> {
     let (app, topic, action) = match args.as_slice() {
         [app, action] => (app, "rpc", action),

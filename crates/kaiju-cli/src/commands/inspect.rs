@@ -11,7 +11,7 @@ use crate::out::{errln, outln};
 use crate::{Conn, Failure};
 
 /// `kaiju locks owner KEY`.
-pub(super) async fn lock_owner(conn: Conn, key: String) -> Result<(), Failure> {
+pub(super) async fn lock_owner(conn: Conn, key: String, _json: bool) -> Result<(), Failure> {
     let (transport, me) = connect(&conn).await?;
     let locks = Locks::new(transport, me.id.to_string())
         .await
@@ -28,7 +28,7 @@ pub(super) async fn lock_owner(conn: Conn, key: String) -> Result<(), Failure> {
 }
 
 /// `kaiju cache get KEY`.
-pub(super) async fn cache_get(conn: Conn, key: String) -> Result<(), Failure> {
+pub(super) async fn cache_get(conn: Conn, key: String, _json: bool) -> Result<(), Failure> {
     let (transport, _) = connect(&conn).await?;
     match Cache::new(transport)
         .get::<Value>(&key)

@@ -13,10 +13,11 @@ use kaiju_rpc::CallError;
 
 use crate::{CacheCommand, Command, Failure, FunctionsCommand, LocksCommand};
 
-pub(crate) async fn run(command: Command) -> Result<(), Failure> {
+/// Runs `command`; `json` asks for JSON output instead of the human text.
+pub(crate) async fn run(command: Command, json: bool) -> Result<(), Failure> {
     match command {
         Command::Run { config } => app::run(config).await,
-        Command::Check { config } => app::check(config),
+        Command::Check { config } => app::check(config, json),
         Command::Call {
             conn,
             app,
@@ -39,19 +40,19 @@ pub(crate) async fn run(command: Command) -> Result<(), Failure> {
             topic,
             repair,
             max_ahead_hours,
-        } => streams::streams(conn, app, topic, repair, max_ahead_hours).await,
+        } => streams::streams(conn, app, topic, repair, max_ahead_hours, json).await,
         Command::Dead {
             conn,
             args,
             count,
             include_handled,
-        } => dead::dead(conn, args, count, include_handled).await,
+        } => dead::dead(conn, args, count, include_handled, json).await,
         Command::Locks {
             command: LocksCommand::Owner { conn, key },
-        } => inspect::lock_owner(conn, key).await,
+        } => inspect::lock_owner(conn, key, json).await,
         Command::Cache {
             command: CacheCommand::Get { conn, key },
-        } => inspect::cache_get(conn, key).await,
+        } => inspect::cache_get(conn, key, json).await,
         Command::Functions {
             command: FunctionsCommand::Load { conn },
         } => inspect::load_functions(conn).await,

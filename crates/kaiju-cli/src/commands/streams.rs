@@ -16,6 +16,7 @@ pub(super) async fn streams(
     topic: String,
     repair: bool,
     max_ahead_hours: u64,
+    _json: bool,
 ) -> Result<(), Failure> {
     let (transport, me) = connect(&conn).await?;
     let (stream, dead) = keys(&me.env, &app, &topic)?;
