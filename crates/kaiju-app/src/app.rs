@@ -140,7 +140,13 @@ impl App {
             ..AppSettings::default()
         };
         let mut slots: Vec<Slot> = Vec::new();
-        for entry in config.project.services.iter().filter(|e| e.enabled) {
+        for (index, entry) in config
+            .project
+            .services
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.enabled)
+        {
             let class = match registry.get(&entry.cls) {
                 Some(class) => class,
                 None => {
@@ -176,6 +182,7 @@ impl App {
                 name: name.clone(),
                 cls: entry.cls.clone(),
                 place: entry.place.clone(),
+                entry: index,
                 required: entry.required,
                 hooks,
                 any,
@@ -251,6 +258,30 @@ impl App {
                     started.contains(&i) && !s.failed.load(Ordering::Relaxed),
                 )
             })
+            .collect()
+    }
+
+    /// The services as they will run, in start order, after `enabled: false` and
+    /// `override: true` are applied: each one's name, and the index of the entry it was built
+    /// from in the config's [`services`](crate::config::Project::services). A layered config
+    /// lists an overridden service twice; this lists it once, as its last entry gives it.
+    ///
+    /// ```no_run
+    /// use kaiju_app::{App, Registry, config::ConfigLoader};
+    ///
+    /// // base.yml lists a RedisTransportService; local.yml another with `override: true`.
+    /// let config = ConfigLoader::new().file("base.yml").file("local.yml").load()?;
+    /// let app = App::build(&config, &Registry::builtin())?;
+    /// for (name, entry) in app.entries() {
+    ///     println!("{name}: {}", config.project.services[entry].place);
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn entries(&self) -> Vec<(String, usize)> {
+        self.cx
+            .slots
+            .iter()
+            .map(|s| (s.name.clone(), s.entry))
             .collect()
     }
 

@@ -299,6 +299,8 @@ pub(crate) struct Slot {
     pub(crate) name: String,
     pub(crate) cls: String,
     pub(crate) place: Place,
+    /// The index of its entry in the config's `services`.
+    pub(crate) entry: usize,
     pub(crate) required: bool,
     pub(crate) hooks: Arc<dyn Erased>,
     pub(crate) any: Arc<dyn Any + Send + Sync>,

@@ -129,7 +129,7 @@ pub(crate) async fn connect(conn: &Conn) -> Result<(Transport, AppSettings), Fai
         .unwrap_or_else(|| "dev".into());
     let transport = Transport::connect(&settings)
         .await
-        .map_err(|e| Failure::unreachable(format!("cannot connect to Redis: {e}")))?;
+        .map_err(crate::commands::connect_failure)?;
     let app = AppSettings {
         env,
         name: "kaiju-cli".into(),

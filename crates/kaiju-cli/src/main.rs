@@ -18,7 +18,7 @@ Exit codes:
   0  success
   1  the operation failed (an RPC error, a Redis error)
   2  usage or config error
-  3  Redis cannot be reached
+  3  Redis cannot be reached, or refused the credentials
   4  not found (no value, no owner, no stream)";
 
 /// Run kaiju apps from their YAML config, call their methods, inspect their streams.
@@ -83,11 +83,16 @@ enum Command {
         #[command(flatten)]
         config: ConfigArgs,
     },
-    /// Check a config (templates, classes, every service's settings) without connecting, and
-    /// print it resolved, with secrets hidden.
+    /// Check a config as `run` would start it (templates, classes, every service's settings
+    /// and dependencies) without connecting, and print it resolved, as it will run, with
+    /// secrets hidden. Exit 2 when `run` would fail on it.
     Check {
         #[command(flatten)]
         config: ConfigArgs,
+        /// Also connect and authenticate to every Redis the config names (exit 3 when one
+        /// cannot be reached or refuses the credentials).
+        #[arg(long)]
+        connect: bool,
     },
     /// Call a method of an app: a notification (prints the entry id), or with --wait a
     /// request that prints the result.

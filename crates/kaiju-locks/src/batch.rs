@@ -190,7 +190,7 @@ impl Batcher {
                 }
                 answer.await.unwrap_or_else(|_| {
                     Err(TransportError::Connection {
-                        message: "the batch carrying this lock call ended without a reply (its runtime shut down)".into(),
+                        message: "connection unavailable: the batch carrying this lock call ended without a reply (its runtime shut down)".into(),
                     })
                 })
             }

@@ -94,6 +94,34 @@ pub(crate) fn config(settings: &RedisSettings) -> Result<Config> {
     Ok(config)
 }
 
+/// Where these settings connect, for error messages: `Redis at 127.0.0.1:7199`, `the Redis
+/// Cluster at 10.0.0.1:7000, 10.0.0.2:7000`, `the Redis primary \`mymaster\` of the sentinels
+/// at 10.0.0.1:26379`. Never holds a password.
+pub(crate) fn target(config: &Config) -> String {
+    let list = |hosts: &[Server]| {
+        hosts
+            .iter()
+            .map(|h| format!("{}:{}", h.host, h.port))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match &config.server {
+        ServerConfig::Centralized { server } => format!("Redis at {}:{}", server.host, server.port),
+        ServerConfig::Clustered { hosts, .. } => format!("the Redis Cluster at {}", list(hosts)),
+        ServerConfig::Sentinel {
+            hosts,
+            service_name,
+            ..
+        } => format!(
+            "the Redis primary `{service_name}` of the sentinels at {}",
+            list(hosts)
+        ),
+        // A Unix socket (fred's `unix-sockets` feature, not enabled here).
+        #[allow(unreachable_patterns)]
+        _ => "the configured Redis server".to_owned(),
+    }
+}
+
 /// URL schemes fred understands. fred itself treats an unknown scheme as a plain TCP URL, which
 /// would turn a typo like `redis-clutser://` into a silent single-node connection.
 const SCHEMES: [&str; 12] = [

@@ -33,13 +33,17 @@ pub enum TransportError {
         message: String,
     },
     /// No reply within the command (or connect) timeout. The command may or may not have run.
-    #[error("timed out: {message}")]
+    /// The message says what timed out (`timed out: ...`, or `cannot connect to Redis at
+    /// 127.0.0.1:6379: no answer within 2s`).
+    #[error("{message}")]
     Timeout {
         /// What timed out.
         message: String,
     },
-    /// The connection is down or was lost while the command was in flight.
-    #[error("connection unavailable: {message}")]
+    /// The connection is down or was lost while the command was in flight. The message says
+    /// where and why (`cannot connect to Redis at 127.0.0.1:7199: connection refused`, or
+    /// `connection unavailable: ...` for one lost later).
+    #[error("{message}")]
     Connection {
         /// What the client said.
         message: String,
@@ -247,20 +251,22 @@ impl From<FredError> for TransportError {
         {
             // No connection to the node that owns the command (a primary mid-failover), or
             // fred gave up writing it: the command may or may not have run.
-            return Self::Connection { message };
+            return Self::unavailable(&message);
         }
         match error.kind() {
             // A sentinel-managed primary that cannot be found right now (mid-failover).
-            ErrorKind::Sentinel => Self::Connection { message },
+            ErrorKind::Sentinel => Self::unavailable(&message),
             #[cfg(feature = "tls")]
             ErrorKind::Tls => Self::Tls { message },
             ErrorKind::IO if is_tls_failure(&message) => Self::Tls {
                 message: unwrap_io_debug(&message).to_owned(),
             },
             ErrorKind::Auth => Self::Auth { message },
-            ErrorKind::Timeout => Self::Timeout { message },
+            ErrorKind::Timeout => Self::Timeout {
+                message: format!("timed out: {message}"),
+            },
             ErrorKind::IO | ErrorKind::Canceled | ErrorKind::Routing | ErrorKind::Cluster => {
-                Self::Connection { message }
+                Self::unavailable(&message)
             }
             ErrorKind::Parse | ErrorKind::Protocol | ErrorKind::NotFound => {
                 Self::Protocol { message }
@@ -278,6 +284,65 @@ impl From<FredError> for TransportError {
                 message,
             },
         }
+    }
+}
+
+impl TransportError {
+    /// [`Connection`](Self::Connection) for a connection lost (or never made) with fred's
+    /// words in `details`.
+    fn unavailable(details: &str) -> Self {
+        Self::Connection {
+            message: format!("connection unavailable: {}", io_reason(details)),
+        }
+    }
+
+    /// The error of a first connection to `target` (`Redis at 127.0.0.1:6379`, `the Redis
+    /// Cluster at ...`), saying where it failed: `cannot connect to Redis at 127.0.0.1:7199:
+    /// connection refused`.
+    pub(crate) fn connecting(self, target: &str) -> Self {
+        let reason = |message: &str, prefix: &str| {
+            message.strip_prefix(prefix).unwrap_or(message).to_owned()
+        };
+        match self {
+            Self::Connection { message } => Self::Connection {
+                message: format!(
+                    "cannot connect to {target}: {}",
+                    reason(&message, "connection unavailable: ")
+                ),
+            },
+            Self::Timeout { message } => Self::Timeout {
+                message: format!(
+                    "cannot connect to {target}: {}",
+                    reason(&message, "timed out: ")
+                ),
+            },
+            Self::Auth { message } => Self::Auth {
+                message: format!("{target} refused the credentials: {message}"),
+            },
+            Self::Tls { message } => Self::Tls {
+                message: format!("with {target}: {message}"),
+            },
+            other => other,
+        }
+    }
+}
+
+/// fred's words for a failed I/O call, as a person writes them: an `io::Error`'s `Debug`
+/// (`Os { code: 111, kind: ConnectionRefused, message: "Connection refused" }`) becomes
+/// `connection refused`; other text is kept.
+fn io_reason(details: &str) -> String {
+    let Some(rest) = details
+        .strip_prefix("Os {")
+        .and_then(|rest| rest.split_once("message: \""))
+        .map(|(_, rest)| rest)
+    else {
+        return details.to_owned();
+    };
+    let text = rest.strip_suffix("\" }").unwrap_or(rest);
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => details.to_owned(),
     }
 }
 
@@ -342,6 +407,33 @@ mod tests {
 
     fn classify(kind: ErrorKind, details: &str) -> TransportError {
         FredError::new(kind, details.to_owned()).into()
+    }
+
+    #[test]
+    fn connect_failures_name_the_server_and_say_why_in_words() {
+        let refused = classify(
+            ErrorKind::IO,
+            r#"Os { code: 111, kind: ConnectionRefused, message: "Connection refused" }"#,
+        )
+        .connecting("Redis at 127.0.0.1:7199");
+        assert_eq!(
+            refused.to_string(),
+            "cannot connect to Redis at 127.0.0.1:7199: connection refused"
+        );
+        assert!(refused.is_retryable());
+        let later = classify(ErrorKind::Canceled, "Canceled.");
+        assert_eq!(later.to_string(), "connection unavailable: Canceled.");
+        let slow = classify(ErrorKind::Timeout, "Request timed out.").connecting("Redis at h:1");
+        assert_eq!(
+            slow.to_string(),
+            "cannot connect to Redis at h:1: Request timed out."
+        );
+        let auth = classify(ErrorKind::Auth, "WRONGPASS invalid").connecting("Redis at h:1");
+        assert_eq!(
+            auth.to_string(),
+            "authentication failed: Redis at h:1 refused the credentials: WRONGPASS invalid"
+        );
+        assert_eq!(io_reason("Os { code: 1 }"), "Os { code: 1 }");
     }
 
     #[test]

@@ -144,7 +144,7 @@ async fn ask(probe: &RedisSettings, service_name: &str) -> Result<Value, Transpo
     match answer {
         Ok(answer) => answer.map_err(TransportError::from),
         Err(_) => Err(TransportError::Timeout {
-            message: "no answer".into(),
+            message: "timed out: no answer".into(),
         }),
     }
 }

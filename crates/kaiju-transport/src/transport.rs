@@ -67,6 +67,9 @@ impl Transport {
     /// after a successful connect, lost connections are re-established in the background.
     pub async fn connect(settings: &RedisSettings) -> Result<Self> {
         let (builder, deployment) = builder(settings)?;
+        let target = builder
+            .get_config()
+            .map_or_else(|| "the configured Redis server".to_owned(), crate::builder::target);
         let sentinels = builder
             .get_config()
             .and_then(|config| crate::sentinel::Sentinels::of(config, settings));
@@ -85,15 +88,16 @@ impl Transport {
                 if let Some(sentinels) = &sentinels
                     && !matches!(e, TransportError::Auth { .. })
                 {
-                    return Err(crate::sentinel::diagnose(sentinels, e).await);
+                    return Err(crate::sentinel::diagnose(sentinels, e).await.connecting(&target));
                 }
-                return Err(e);
+                return Err(e.connecting(&target));
             }
             Err(_) => {
                 let _ = pool.quit().await;
                 return Err(TransportError::Timeout {
-                    message: format!("no connection within {:?}", settings.connect_timeout() * 2),
-                });
+                    message: format!("no answer within {:?}", settings.connect_timeout() * 2),
+                }
+                .connecting(&target));
             }
         };
         let capabilities = Capabilities::from_info(&info);

@@ -1,8 +1,12 @@
 //! `kaiju run` and `kaiju check`.
 
-use kaiju_app::Registry;
+use kaiju_app::builtin::TransportService;
+use kaiju_app::config::Config;
+use kaiju_app::{App, Registry};
+use kaiju_transport::Transport;
+use serde_json::Value as Json;
 
-use super::redis_failure;
+use super::{connect_failure, redis_failure};
 use crate::connect::{build, load};
 use crate::json::pretty;
 use crate::out::{errln, outln};
@@ -16,12 +20,55 @@ pub(super) async fn run(config: ConfigArgs) -> Result<(), Failure> {
     app.run().await.map_err(redis_failure)
 }
 
-/// `kaiju check`: the config resolved, with secrets hidden, and its services.
-pub(super) fn check(config: ConfigArgs, _json: bool) -> Result<(), Failure> {
+/// `kaiju check`: the config resolved as it will run (overridden services once, disabled ones
+/// out), with secrets hidden, and its services; with `connect`, every transport connects and
+/// authenticates too.
+pub(super) async fn check(config: ConfigArgs, connect: bool, json: bool) -> Result<(), Failure> {
     let config = load(&config)?;
     let app = build(&config)?;
-    outln!("{}", pretty(&config.redacted()));
+    let resolved = effective(&config, &app);
     let names: Vec<&str> = app.context().names().collect();
+    let left_out: Vec<String> = app
+        .services()
+        .into_iter()
+        .map(|(n, _)| n)
+        .filter(|n| !names.contains(&n.as_str()))
+        .collect();
+    let mut connected = Vec::new();
+    if connect {
+        for (name, transport) in app.context().all::<TransportService>() {
+            let t = Transport::connect(transport.settings())
+                .await
+                .map_err(|e| {
+                    let mut failure = connect_failure(e);
+                    failure.message = format!("service `{name}`: {}", failure.message);
+                    failure
+                })?;
+            let caps = t.capabilities();
+            connected.push(serde_json::json!({
+                "service": name,
+                "server": format!("{:?}", caps.kind).to_lowercase(),
+                "version": caps.server_version.to_string(),
+            }));
+            t.close().await.ok();
+        }
+    }
+    if json {
+        outln!(
+            "{}",
+            pretty(&serde_json::json!({
+                "ok": true,
+                "app": config.project.main.name,
+                "env": config.project.main.env,
+                "services": names,
+                "left_out": left_out,
+                "connected": if connect { Json::Array(connected) } else { Json::Null },
+                "config": resolved,
+            }))
+        );
+        return Ok(());
+    }
+    outln!("{}", pretty(&resolved));
     errln!(
         "config ok: app `{}` in `{}`, {} services: {}",
         config.project.main.name,
@@ -29,17 +76,52 @@ pub(super) fn check(config: ConfigArgs, _json: bool) -> Result<(), Failure> {
         names.len(),
         names.join(", ")
     );
-    let left_out: Vec<String> = app
-        .services()
-        .into_iter()
-        .map(|(n, _)| n)
-        .filter(|n| !names.contains(&n.as_str()))
-        .collect();
     if !left_out.is_empty() {
         errln!(
             "left out (optional, cannot start with this config; see the warnings above): {}",
             left_out.join(", ")
         );
     }
+    for c in &connected {
+        errln!(
+            "connected: service `{}` reached {} {}",
+            c["service"].as_str().unwrap_or_default(),
+            c["server"].as_str().unwrap_or_default(),
+            c["version"].as_str().unwrap_or_default()
+        );
+    }
     Ok(())
+}
+
+/// The config as JSON with secrets hidden, its `services` as they will run: in start order,
+/// each once (an `override: true` entry in place of the one it replaces), disabled ones out,
+/// each with its `name`.
+fn effective(config: &Config, app: &App) -> Json {
+    let mut resolved = config.redacted();
+    let Some(Json::Array(entries)) = resolved.get("services").cloned() else {
+        return resolved;
+    };
+    if entries.len() != config.project.services.len() {
+        return resolved; // not the list the entries were read from: shown as written
+    }
+    let services = app
+        .entries()
+        .into_iter()
+        .filter_map(|(name, index)| {
+            let mut entry = match entries.get(index)? {
+                Json::String(cls) => serde_json::json!({ "cls": cls }),
+                other => other.clone(),
+            };
+            if let Json::Object(fields) = &mut entry {
+                fields.insert("name".into(), Json::String(name));
+                fields.remove("override");
+                fields.remove("enabled");
+            }
+            Some(entry)
+        })
+        .collect();
+    if let Json::Object(top) = &mut resolved {
+        top.insert("services".into(), Json::Array(services));
+    }
+    resolved
 }

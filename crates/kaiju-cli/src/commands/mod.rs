@@ -17,7 +17,7 @@ use crate::{CacheCommand, Command, Failure, FunctionsCommand, LocksCommand};
 pub(crate) async fn run(command: Command, json: bool) -> Result<(), Failure> {
     match command {
         Command::Run { config } => app::run(config).await,
-        Command::Check { config } => app::check(config, json),
+        Command::Check { config, connect } => app::check(config, connect, json).await,
         Command::Call {
             conn,
             app,
@@ -80,15 +80,28 @@ pub(super) fn call_failure(e: CallError) -> Failure {
     }
 }
 
-/// A failed Redis operation: exit 3 when Redis could not be reached (a lost connection, a
-/// timeout), 1 otherwise.
+/// A failed first connection: exit 3, whether nothing answered or the server refused the
+/// credentials or the certificate; settings that cannot work are a usage error (2).
+pub(crate) fn connect_failure(e: kaiju_transport::TransportError) -> Failure {
+    match e {
+        kaiju_transport::TransportError::Config(e) => Failure::usage(e.to_string()),
+        e => Failure::unreachable(e),
+    }
+}
+
+/// A failed Redis operation: exit 3 when Redis could not be reached or refused the
+/// credentials (a lost connection, a timeout, a wrong password, a refused certificate), 1
+/// otherwise.
 pub(super) fn redis_failure(e: impl std::error::Error + 'static) -> Failure {
     use kaiju_transport::TransportError;
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
     let unreachable = |t: &TransportError| {
         matches!(
             t,
-            TransportError::Connection { .. } | TransportError::Timeout { .. }
+            TransportError::Connection { .. }
+                | TransportError::Timeout { .. }
+                | TransportError::Auth { .. }
+                | TransportError::Tls { .. }
         )
     };
     while let Some(err) = source {
