@@ -161,6 +161,8 @@ impl App {
                         .suggest(&entry.cls)
                         .map(|s| format!(" (did you mean `{s}`?)"))
                         .unwrap_or_default();
+                    let known: Vec<&str> = registry.classes().collect();
+                    let hint = format!("{hint}; the known classes are {}", known.join(", "));
                     return Err(AppError::UnknownClass {
                         cls: entry.cls.clone(),
                         place: entry.place.clone(),

@@ -20,7 +20,7 @@ pub enum AppError {
         cls: String,
         /// Where the entry is.
         place: Place,
-        /// A suggestion (" (did you mean ...?)"), or empty.
+        /// A suggestion (" (did you mean ...?)") and the known classes.
         hint: String,
     },
     /// A kaiju (Python) class that kaiju-rs does not implement.

@@ -5,6 +5,7 @@ mod app;
 pub mod builtin;
 pub mod config;
 mod error;
+mod hints;
 mod registry;
 mod service;
 

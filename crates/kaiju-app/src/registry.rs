@@ -154,24 +154,8 @@ impl Registry {
             .map(|(_, why)| *why)
     }
 
-    /// A registered class whose name differs from `cls` only in case, or by one character.
+    /// A registered class whose name is a near miss of `cls` (case, `-`/`_`, a typo or two).
     pub(crate) fn suggest(&self, cls: &str) -> Option<&str> {
-        self.classes()
-            .find(|c| c.eq_ignore_ascii_case(cls) || close(c, cls))
+        crate::hints::did_you_mean(cls, self.classes())
     }
-}
-
-fn close(a: &str, b: &str) -> bool {
-    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
-    if a.len().abs_diff(b.len()) > 1 {
-        return false;
-    }
-    let prefix = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
-    let suffix = a
-        .iter()
-        .rev()
-        .zip(b.iter().rev())
-        .take_while(|(x, y)| x == y)
-        .count();
-    prefix + suffix + 1 >= a.len().max(b.len())
 }

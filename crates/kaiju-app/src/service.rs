@@ -224,8 +224,18 @@ impl Build<'_> {
     /// Settings as `T` from a JSON form of (a part of) the settings, errors located in the file.
     pub fn parse<T: DeserializeOwned>(&self, json: serde_json::Value) -> Result<T, AppError> {
         serde_path_to_error::deserialize(json).map_err(|e| {
-            let path = e.path().to_string();
-            self.invalid(&path, e.into_inner().to_string())
+            let mut path = e.path().to_string();
+            let message = e.into_inner().to_string();
+            // An unknown setting: point at it, not at the mapping it is in.
+            if let Some(name) = crate::hints::unknown_field(&message)
+                && path.rsplit('.').next() != Some(name)
+            {
+                path = match path.trim_start_matches(['.', '?']) {
+                    "" => name.to_owned(),
+                    parent => format!("{parent}.{name}"),
+                };
+            }
+            self.invalid(&path, crate::hints::settings_message(&path, &message))
         })
     }
 
@@ -245,7 +255,7 @@ impl Build<'_> {
     /// Where `field` is written (the entry's place when it is not), for an error found
     /// later, in [`Service::check`].
     pub fn place_of(&self, field: &str) -> Place {
-        self.settings.locate(field).place.clone()
+        self.settings.locate(field).key_place()
     }
 
     /// A [`SettingsError`] at `field`, to keep for [`Service::check`] or return from it.
@@ -259,7 +269,7 @@ impl Build<'_> {
         SettingsError {
             service: self.name.to_owned(),
             cls: self.cls.to_owned(),
-            place: node.place.clone(),
+            place: node.key_place(),
             field: field.to_owned(),
             message: node.scrub(message.into(), secret),
         }

@@ -67,9 +67,10 @@ impl Transport {
     /// after a successful connect, lost connections are re-established in the background.
     pub async fn connect(settings: &RedisSettings) -> Result<Self> {
         let (builder, deployment) = builder(settings)?;
-        let target = builder
-            .get_config()
-            .map_or_else(|| "the configured Redis server".to_owned(), crate::builder::target);
+        let target = builder.get_config().map_or_else(
+            || "the configured Redis server".to_owned(),
+            crate::builder::target,
+        );
         let sentinels = builder
             .get_config()
             .and_then(|config| crate::sentinel::Sentinels::of(config, settings));
@@ -88,7 +89,9 @@ impl Transport {
                 if let Some(sentinels) = &sentinels
                     && !matches!(e, TransportError::Auth { .. })
                 {
-                    return Err(crate::sentinel::diagnose(sentinels, e).await.connecting(&target));
+                    return Err(crate::sentinel::diagnose(sentinels, e)
+                        .await
+                        .connecting(&target));
                 }
                 return Err(e.connecting(&target));
             }

@@ -17,7 +17,11 @@ pub(crate) fn layer(base: &mut Node, layer: Node) {
             Some((_, existing)) if CONCATENATED.contains(&key.as_str()) => {
                 match (&mut existing.value, value.value) {
                     (Value::Seq(items), Value::Seq(more)) => items.extend(more),
-                    (_, other) => *existing = Node::new(other, value.place),
+                    (_, other) => {
+                        let key = value.key;
+                        *existing = Node::new(other, value.place);
+                        existing.key = key;
+                    }
                 }
             }
             Some((_, existing)) => update(existing, value),
@@ -53,7 +57,10 @@ fn update(base: &mut Node, new: Node) {
                 }
             }
         }
-        (_, other) => *base = Node::new(other, new.place),
+        (_, other) => {
+            *base = Node::new(other, new.place);
+            base.key = new.key;
+        }
     }
 }
 

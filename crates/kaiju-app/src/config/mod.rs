@@ -189,10 +189,28 @@ impl ConfigLoader {
                 // No `=`: the argument holds no value to hide.
                 ConfigError::new(Place::whole(format!("--env {arg}")), "expected NAME=VALUE")
             })?;
+        let name = name.trim();
         // The place names the variable, never its value.
-        let place = Place::whole(format!("--env {}", name.trim()));
-        if let Some(node) = literal::env_value(value, &place) {
-            self.cli.push((name.trim().to_owned(), node));
+        let place = Place::whole(format!("--env {name}"));
+        if !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+        {
+            return Err(ConfigError::new(
+                place,
+                "a template name has only letters, digits, `_`, `.` and `-` (a config's `[name]` could never use this one)",
+            ));
+        }
+        match literal::env_value(value, &place) {
+            Some(node) => self.cli.push((name.to_owned(), node)),
+            None => {
+                return Err(ConfigError::new(
+                    place,
+                    format!(
+                        "no value after `=`; give one (`--env {name}=\"\"` is the empty string), or leave the argument out to use the config's default"
+                    ),
+                ));
+            }
         }
         Ok(self)
     }
@@ -223,8 +241,10 @@ impl ConfigLoader {
                 "no config file given (-c FILE)",
             ));
         }
+        let mut has_main = false;
         for path in &self.files {
             let node = read(path)?;
+            has_main |= node.get("main").is_some();
             match node.value {
                 Value::Map(_) => merge::layer(&mut tree, node),
                 Value::Null => {}
@@ -268,6 +288,14 @@ impl ConfigLoader {
             });
         }
         template::fill(&mut tree, &env)?;
+        // A snippet (a services list to layer over an app's config) run on its own.
+        if !has_main {
+            let files: Vec<String> = self.files.iter().map(|f| f.display().to_string()).collect();
+            return Err(ConfigError::new(
+                Place::whole(files.join(", ")),
+                "this config has no `main` section; add `main: {name: ..., env: ...}` or layer it over a file that has one (-c app.yml -c this.yml)",
+            ));
+        }
         let project = Project::read(&tree)?;
         Ok(Config { tree, project })
     }
@@ -297,11 +325,7 @@ fn read(path: &Path) -> Result<Node, ConfigError> {
         .map_err(|e| ConfigError::new(place.clone(), format!("cannot read: {e}")))?;
     if ext == "json" {
         let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| ConfigError {
-            place: Place {
-                source: source.clone(),
-                line: e.line(),
-                col: e.column(),
-            },
+            place: Place::at(source.clone(), e.line(), e.column()),
             message: e.to_string(),
         })?;
         return Ok(Node::from_json(&json, &place));

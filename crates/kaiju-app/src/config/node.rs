@@ -13,6 +13,9 @@ pub struct Place {
     pub line: usize,
     /// Column, 1-based; `0` when the source has no lines.
     pub col: usize,
+    /// Where the value written here came from, when a template took it from elsewhere
+    /// (`the value of --env PORT`): shown after the place, in parentheses.
+    pub note: Option<Arc<str>>,
 }
 
 impl Place {
@@ -22,6 +25,25 @@ impl Place {
             source: source.into(),
             line: 0,
             col: 0,
+            note: None,
+        }
+    }
+
+    /// Line `line`, column `col` (both 1-based) of `source`.
+    pub fn at(source: impl Into<Arc<str>>, line: usize, col: usize) -> Self {
+        Self {
+            source: source.into(),
+            line,
+            col,
+            note: None,
+        }
+    }
+
+    /// This place, noting where its value came from.
+    pub(crate) fn noted(&self, note: impl Into<Arc<str>>) -> Self {
+        Self {
+            note: Some(note.into()),
+            ..self.clone()
         }
     }
 }
@@ -29,9 +51,13 @@ impl Place {
 impl fmt::Display for Place {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.line == 0 {
-            f.write_str(&self.source)
+            f.write_str(&self.source)?;
         } else {
-            write!(f, "{}:{}:{}", self.source, self.line, self.col)
+            write!(f, "{}:{}:{}", self.source, self.line, self.col)?;
+        }
+        match &self.note {
+            Some(note) => write!(f, " ({note})"),
+            None => Ok(()),
         }
     }
 }
@@ -43,6 +69,9 @@ pub struct Node {
     pub value: Value,
     /// Where it was written.
     pub place: Place,
+    /// Where its key was written, for a value of a mapping read from YAML: errors about a
+    /// setting point there ([`Node::key_place`]).
+    pub key: Option<Place>,
     /// Where a template took this value from, when that is the OS environment or an env file
     /// (`the environment variable DB_PASSWORD`, `` `DB_PASSWORD` of an env file ``). Such a
     /// value is never shown: [`Config::redacted`](super::Config::redacted) hides it, and an
@@ -99,6 +128,7 @@ impl Node {
         Self {
             value,
             place,
+            key: None,
             from_env: None,
         }
     }
@@ -158,6 +188,19 @@ impl Node {
         };
         if let (Some(text), Some(label)) = (text, label) {
             out.push((text, label));
+        }
+    }
+
+    /// Where an error about this value points: its key (with the value's note, such as `the
+    /// value of --env PORT`), or the value itself when it has no key (a list item, a JSON
+    /// config).
+    pub fn key_place(&self) -> Place {
+        match &self.key {
+            Some(key) => Place {
+                note: self.place.note.clone(),
+                ..key.clone()
+            },
+            None => self.place.clone(),
         }
     }
 

@@ -65,7 +65,7 @@ pub const MAX_SHUTDOWN_TIMEOUT: i64 = 86_400;
 const LOGLEVELS: [&str; 4] = ["DEBUG", "INFO", "WARNING", "ERROR"];
 
 fn bad(node: &Node, message: impl Into<String>) -> ConfigError {
-    ConfigError::new(node.place.clone(), message)
+    ConfigError::new(node.key_place(), message)
 }
 
 fn entries<'a>(

@@ -141,7 +141,8 @@ fn fill_in(node: &mut Node, env: &Env, secret: bool) -> Result<(), ConfigError> 
             .try_for_each(|(k, v)| fill_in(v, env, secret || is_secret_key(k))),
         Value::Seq(items) => items.iter_mut().try_for_each(|v| fill_in(v, env, secret)),
         Value::Str(s) => {
-            if let Some(value) = expand(s, &node.place, env, 0, secret)? {
+            if let Some(mut value) = expand(s, &node.place, env, 0, secret)? {
+                value.key = node.key.take();
                 *node = value;
             }
             Ok(())
@@ -231,11 +232,10 @@ fn expand(
         // env-file value keeps its place in the env file.
         match source {
             Source::Cli => {
-                value.place = Place::whole(format!("{place} (the value of --env {key})"));
+                value.place = place.noted(format!("the value of --env {key}"));
             }
             Source::Os => {
-                value.place =
-                    Place::whole(format!("{place} (the value of environment variable {key})"));
+                value.place = place.noted(format!("the value of the environment variable {key}"));
                 value.mark_from_env(&format!("the environment variable {key}").into());
             }
             Source::File => value.mark_from_env(&format!("`{key}` of an env file").into()),
@@ -309,11 +309,7 @@ mod tests {
     use super::*;
 
     fn place() -> Place {
-        Place {
-            source: "app.yml".into(),
-            line: 3,
-            col: 9,
-        }
+        Place::at("app.yml", 3, 9)
     }
 
     fn str_node(s: &str) -> Node {

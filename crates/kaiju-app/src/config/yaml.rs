@@ -48,11 +48,7 @@ struct Builder<'a> {
 
 impl<'a> Builder<'a> {
     fn place(&self, span: &Span) -> Place {
-        Place {
-            source: self.source.clone(),
-            line: span.start.line(),
-            col: span.start.col() + 1,
-        }
+        Place::at(self.source.clone(), span.start.line(), span.start.col() + 1)
     }
 
     fn error(&self, span: &Span, message: impl Into<String>) -> YamlError {
@@ -66,11 +62,7 @@ impl<'a> Builder<'a> {
         match self.parser.next() {
             Some(Ok(event)) => Ok(event),
             Some(Err(e)) => Err(YamlError {
-                place: Place {
-                    source: self.source.clone(),
-                    line: e.marker().line(),
-                    col: e.marker().col() + 1,
-                },
+                place: Place::at(self.source.clone(), e.marker().line(), e.marker().col() + 1),
                 message: e.info().to_owned(),
             }),
             None => Err(YamlError {
@@ -184,7 +176,8 @@ impl<'a> Builder<'a> {
             }
             let key = self.node(event, span, depth + 1)?;
             let (event, span) = self.next()?;
-            let value = self.node(event, span, depth + 1)?;
+            let mut value = self.node(event, span, depth + 1)?;
+            value.key = Some(key.place.clone());
             let key_text = match &key.value {
                 Value::Str(s) => s.clone(),
                 Value::Null => "null".into(),
