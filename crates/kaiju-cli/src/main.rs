@@ -95,29 +95,8 @@ enum Command {
         connect: bool,
     },
     /// Call a method of an app: a notification (prints the entry id), or with --wait a
-    /// request that prints the result.
-    Call {
-        #[command(flatten)]
-        conn: Conn,
-        /// The app to call (its stream is `<env>.<app>._stream.<topic>`).
-        app: String,
-        /// The method, `service.method`.
-        method: String,
-        /// Params as a JSON object.
-        params: Option<String>,
-        /// Wait for the result (request/response; kaiju-rs servers only).
-        #[arg(long)]
-        wait: bool,
-        /// Seconds the call may take (sent as the `Timeout`/`Deadline` header).
-        #[arg(long, default_value_t = 30)]
-        timeout: u64,
-        /// The topic.
-        #[arg(long, default_value = "rpc")]
-        topic: String,
-        /// Extra header NAME=VALUE (VALUE as JSON if it parses, else text); repeatable.
-        #[arg(long = "header", value_name = "NAME=VALUE")]
-        headers: Vec<String>,
-    },
+    /// request that prints the result. Refused (exit 4) when no app listens there.
+    Call(CallArgs),
     /// Write one entry (kaiju's envelope: `[body, headers]`) to a stream key.
     Write {
         #[command(flatten)]
@@ -184,6 +163,36 @@ enum Command {
         #[command(subcommand)]
         command: FunctionsCommand,
     },
+}
+
+/// `kaiju call`'s arguments.
+#[derive(Debug, Args)]
+struct CallArgs {
+    #[command(flatten)]
+    conn: Conn,
+    /// The app to call (its stream is `<env>.<app>._stream.<topic>`).
+    app: String,
+    /// The method, `service.method`.
+    method: String,
+    /// Params as a JSON object.
+    params: Option<String>,
+    /// Wait for the result (request/response; kaiju-rs servers only).
+    #[arg(long)]
+    wait: bool,
+    /// Seconds the call may take (sent as the `Timeout`/`Deadline` header).
+    #[arg(long, default_value_t = 30)]
+    timeout: u64,
+    /// The topic.
+    #[arg(long, default_value = "rpc")]
+    topic: String,
+    /// Extra header NAME=VALUE (VALUE as JSON if it parses, else text); repeatable.
+    #[arg(long = "header", value_name = "NAME=VALUE")]
+    headers: Vec<String>,
+    /// Write a notification even when no app listens there yet (no consumer group reads the
+    /// stream): it waits in the stream until the app starts. Without it, such a call is
+    /// refused, so that a typo in the app, topic or environment does not leave a stray stream.
+    #[arg(long, conflicts_with = "wait")]
+    create: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -7,24 +7,29 @@ use kaiju_rpc::{CallError, RpcClient};
 use kaiju_streams::StreamWriter;
 use serde_json::Value as Json;
 
-use super::{call_failure, redis_failure};
+use kaiju_transport::fred;
+use kaiju_transport::fred::prelude::*;
+use kaiju_transport::{Classify as _, Transport};
+
+use super::{call_failure, keys, redis_failure};
 use crate::connect::connect;
 use crate::json::{self, pretty, to_json};
 use crate::out::outln;
-use crate::{Conn, Failure};
+use crate::{CallArgs, Conn, Failure};
 
 /// `kaiju call`: a notification, or with `wait` a request.
-#[allow(clippy::too_many_arguments)]
-pub(super) async fn call(
-    conn: Conn,
-    app: String,
-    method: String,
-    params: Option<String>,
-    wait: bool,
-    timeout: u64,
-    topic: String,
-    headers: Vec<String>,
-) -> Result<(), Failure> {
+pub(super) async fn call(args: CallArgs) -> Result<(), Failure> {
+    let CallArgs {
+        conn,
+        app,
+        method,
+        params,
+        wait,
+        timeout,
+        topic,
+        headers,
+        create,
+    } = args;
     let params = match params {
         Some(p) => json::parse("params", &p)?,
         None => Json::Null,
@@ -36,6 +41,25 @@ pub(super) async fn call(
     }
     let headers = json::headers(&headers)?;
     let (transport, me) = connect(&conn).await?;
+    let (stream, _) = keys(&me.env, &app, &topic)?;
+    if !create && !listened_to(&transport, &stream).await? {
+        let hint = match other_envs(&transport, &me.env, &app, &topic)
+            .await
+            .as_slice()
+        {
+            [] => String::new(),
+            envs => format!(" Did you mean --environment {}?", envs.join(" or ")),
+        };
+        let what = if wait {
+            "nobody would answer"
+        } else {
+            "pass --create to write the notification anyway (it waits until the app starts)"
+        };
+        return Err(Failure::not_found(format!(
+            "no app `{app}` listens in env `{}`: no consumer group reads {stream}; {what}.{hint}",
+            me.env
+        )));
+    }
     let client = RpcClient::new(transport, &me);
     let timeout = Duration::from_secs(timeout.max(1));
     if wait {
@@ -92,4 +116,80 @@ pub(super) async fn write(
         .map_err(redis_failure)?;
     outln!("{id}");
     Ok(())
+}
+
+/// Whether some consumer group reads `stream` (an app listens there, or did).
+async fn listened_to(transport: &Transport, stream: &str) -> Result<bool, Failure> {
+    let pool = transport.pool();
+    let exists: u32 = pool
+        .exists(stream)
+        .await
+        .classify()
+        .map_err(redis_failure)?;
+    if exists == 0 {
+        return Ok(false);
+    }
+    let groups: Vec<fred::types::Value> = pool
+        .xinfo_groups(stream)
+        .await
+        .classify()
+        .map_err(redis_failure)?;
+    Ok(!groups.is_empty())
+}
+
+/// The other environments where `app` listens on `topic`, for a hint: found by `SCAN` (at most
+/// 50,000 keys looked at, for 2 seconds), on a single server only.
+async fn other_envs(transport: &Transport, env: &str, app: &str, topic: &str) -> Vec<String> {
+    if transport.deployment() != kaiju_transport::Deployment::Single {
+        return Vec::new();
+    }
+    let suffix = format!(".{app}._stream.{topic}");
+    let pattern = format!("*{}", glob_escape(&suffix));
+    let scan = async {
+        let mut found = Vec::new();
+        let mut cursor = "0".to_owned();
+        for _ in 0..50 {
+            let page: Result<(String, Vec<String>), _> = transport
+                .pool()
+                .next()
+                .scan_page(
+                    cursor.clone(),
+                    pattern.clone(),
+                    Some(1000),
+                    Some(fred::types::scan::ScanType::Stream),
+                )
+                .await;
+            let Ok((next, keys)) = page else { break };
+            for key in keys {
+                if let Some(other) = key.strip_suffix(&suffix)
+                    && other != env
+                    && !other.contains('.')
+                    && !found.iter().any(|f| f == other)
+                    && listened_to(transport, &key).await.unwrap_or(false)
+                {
+                    found.push(other.to_owned());
+                }
+            }
+            if next == "0" || found.len() >= 3 {
+                break;
+            }
+            cursor = next;
+        }
+        found
+    };
+    tokio::time::timeout(Duration::from_secs(2), scan)
+        .await
+        .unwrap_or_default()
+}
+
+/// `text` with the `SCAN` glob's special characters escaped.
+fn glob_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }

@@ -18,16 +18,7 @@ pub(crate) async fn run(command: Command, json: bool) -> Result<(), Failure> {
     match command {
         Command::Run { config } => app::run(config).await,
         Command::Check { config, connect } => app::check(config, connect, json).await,
-        Command::Call {
-            conn,
-            app,
-            method,
-            params,
-            wait,
-            timeout,
-            topic,
-            headers,
-        } => call::call(conn, app, method, params, wait, timeout, topic, headers).await,
+        Command::Call(args) => call::call(args).await,
         Command::Write {
             conn,
             stream_key,
