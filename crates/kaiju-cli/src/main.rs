@@ -109,8 +109,8 @@ enum Command {
         #[arg(long = "header", value_name = "NAME=VALUE")]
         headers: Vec<String>,
     },
-    /// Show an app's stream: length, groups, lag, pending, oldest pending age, consumers,
-    /// dead letters. Warns when the stream's last id is the largest there is or more than a
+    /// Show an app's stream: length, groups, lag, pending, oldest pending age, consumers
+    /// (live or stale), dead letters. Warns when the stream's last id is the largest there is or more than a
     /// day ahead of the server clock (someone wrote an entry with such an id: writes fail).
     Streams {
         #[command(flatten)]
@@ -131,6 +131,10 @@ enum Command {
         /// With --repair: how far ahead of the server clock an id may be, in hours.
         #[arg(long, default_value_t = 24, value_name = "HOURS", requires = "repair")]
         max_ahead_hours: u64,
+        /// A consumer without a name lease (a Python kaiju consumer) is shown stale once idle
+        /// this long, in seconds. A kaiju-rs listener's lease tells for sure.
+        #[arg(long, default_value_t = 60, value_name = "SECS")]
+        stale_after: u64,
     },
     /// List, replay or purge an app's dead letters: `kaiju dead <app> [topic] list|replay|purge`.
     Dead {

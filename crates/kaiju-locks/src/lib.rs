@@ -5,6 +5,7 @@ mod batch;
 mod error;
 mod first_try;
 mod guard;
+mod holder;
 mod keepers;
 mod keys;
 mod locks;
@@ -14,6 +15,7 @@ mod wakeups;
 
 pub use error::{LockError, Result};
 pub use guard::LockGuard;
+pub use holder::Holder;
 pub use locks::{AcquireOptions, Locks};
 
 /// The Lua scripts the locks run, for an admin to load as functions

@@ -513,6 +513,20 @@ impl Locks {
         ops::owner(&self.inner.transport, key.as_ref()).await
     }
 
+    /// Who holds `key`, for how long, with which fencing token and how many waiting, read in
+    /// one round trip; `None` when nobody does.
+    ///
+    /// ```no_run
+    /// # async fn demo(locks: kaiju_locks::Locks) -> kaiju_locks::Result<()> {
+    /// if let Some(h) = locks.holder("billing.lock.invoice-7").await? {
+    ///     println!("{} holds it for {:?} more (token {:?})", h.owner, h.ttl, h.token);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn holder(&self, key: impl AsRef<str>) -> Result<Option<crate::Holder>> {
+        crate::holder::holder(&self.inner.transport, key.as_ref()).await
+    }
+
     /// Whether `owner` holds `key`.
     pub async fn is_owner(&self, key: impl AsRef<str>, owner: &str) -> Result<bool> {
         Ok(self.owner(key).await?.as_deref() == Some(owner))

@@ -4,6 +4,7 @@
 //! command-line tool is built on these.
 
 mod ids;
+mod leases;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -20,6 +21,7 @@ pub use ids::{
     IdProblem, IdWarning, KIND_FUTURE_ID, KIND_FUTURE_ID_HANDLED, MAX_AHEAD, Repaired,
     RepairedDead, check_ids, repair_dead_ids, repair_ids,
 };
+pub use leases::{Leases, Liveness, leases};
 
 /// Most entries one page of [`DeadLetters::list`] or one replay round trip handles.
 pub const MAX_PAGE: usize = 1000;

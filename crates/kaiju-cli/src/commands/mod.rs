@@ -31,7 +31,8 @@ pub(crate) async fn run(command: Command, json: bool) -> Result<(), Failure> {
             topic,
             repair,
             max_ahead_hours,
-        } => streams::streams(conn, app, topic, repair, max_ahead_hours, json).await,
+            stale_after,
+        } => streams::streams(conn, app, topic, repair, max_ahead_hours, stale_after, json).await,
         Command::Dead {
             conn,
             args,

@@ -2,10 +2,13 @@
 
 use std::time::Duration;
 
-use kaiju_streams::admin;
+use kaiju_core::Namespace;
+use kaiju_streams::admin::{self, Liveness};
+use serde_json::Value as Json;
 
 use super::{keys, redis_failure};
 use crate::connect::connect;
+use crate::json::pretty;
 use crate::out::{errln, outln};
 use crate::{Conn, Failure};
 
@@ -16,7 +19,8 @@ pub(super) async fn streams(
     topic: String,
     repair: bool,
     max_ahead_hours: u64,
-    _json: bool,
+    stale_after_secs: u64,
+    json: bool,
 ) -> Result<(), Failure> {
     let (transport, me) = connect(&conn).await?;
     let (stream, dead) = keys(&me.env, &app, &topic)?;
@@ -27,7 +31,8 @@ pub(super) async fn streams(
             .await
             .map_err(|e| repair_failure(&dead, e))?;
         if let Some(after) = &mended.last_id_after {
-            outln!(
+            say!(
+                json,
                 "repair: dead-letter stream {dead}: last id {} -> {after}; {} dead letters ahead of the clock written again with new ids (kept, field repaired-from-id)",
                 mended.last_id_before,
                 mended.rewritten
@@ -37,7 +42,8 @@ pub(super) async fn streams(
             .await
             .map_err(|e| repair_failure(&stream, e))?;
         if done.moved_handled > 0 {
-            outln!(
+            say!(
+                json,
                 "repair: {} of the moved entries had already been handled by every group: dead letters of kind {}, which `kaiju dead` replay skips (they would run again)",
                 done.moved_handled,
                 admin::KIND_FUTURE_ID_HANDLED
@@ -45,13 +51,15 @@ pub(super) async fn streams(
         }
         match &done.last_id_after {
             None if done.moved == 0 => {
-                outln!("repair: the ids of {stream} are fine; nothing to do")
+                say!(json, "repair: the ids of {stream} are fine; nothing to do")
             }
-            None => outln!(
+            None => say!(
+                json,
                 "repair: moved {} entries ahead of the clock to {dead}",
                 done.moved
             ),
-            Some(after) => outln!(
+            Some(after) => say!(
+                json,
                 "repair: moved {} entries ahead of the clock to {dead}; last id {} -> {after}; groups set back: {}",
                 done.moved,
                 done.last_id_before,
@@ -74,27 +82,90 @@ pub(super) async fn streams(
         .await
         .map_err(redis_failure)?;
     let exists = report.length > 0 || !report.groups.is_empty();
-    outln!("stream       {}", report.stream);
-    outln!("length       {}", report.length);
-    outln!("dead letters {}  ({dead})", report.dead_letters);
-    for g in &report.groups {
-        outln!("group        {}", g.name);
+    let leases = admin::leases(&transport, &lease_key(&me.env, &app, &topic)?)
+        .await
+        .map_err(redis_failure)?;
+    let stale_after = Duration::from_secs(stale_after_secs);
+    if json {
+        let groups: Vec<Json> = report
+            .groups
+            .iter()
+            .map(|g| {
+                let consumers: Vec<Json> = g
+                    .consumers
+                    .iter()
+                    .map(|(name, pending, idle)| {
+                        let liveness = leases.liveness(&g.name, name, *idle, stale_after);
+                        serde_json::json!({
+                            "name": name,
+                            "pending": pending,
+                            "idle_ms": millis(*idle),
+                            "live": liveness.is_live(),
+                            "state": state(liveness),
+                            "lease_left_ms": match liveness {
+                                Liveness::Live { lease_left } => Json::from(millis(lease_left)),
+                                _ => Json::Null,
+                            },
+                        })
+                    })
+                    .collect();
+                serde_json::json!({
+                    "name": g.name,
+                    "lag": g.lag,
+                    "pending": g.pending,
+                    "oldest_pending_age_ms": g.oldest_pending_age.map(millis),
+                    "consumers": consumers,
+                })
+            })
+            .collect();
         outln!(
-            "  lag                {}",
-            g.lag.map_or("unknown".into(), |l| l.to_string())
+            "{}",
+            pretty(&serde_json::json!({
+                "stream": report.stream,
+                "exists": exists,
+                "length": report.length,
+                "dead_stream": dead,
+                "dead_letters": report.dead_letters,
+                "groups": groups,
+            }))
         );
-        outln!("  pending            {}", g.pending);
-        outln!(
-            "  oldest pending age {}",
-            g.oldest_pending_age
-                .map_or("-".into(), |a| format!("{:.1} s", a.as_secs_f64()))
-        );
-        outln!("  consumers          {}", g.consumers.len());
-        for (name, pending, idle) in &g.consumers {
+    } else {
+        outln!("stream       {}", report.stream);
+        outln!("length       {}", report.length);
+        outln!("dead letters {}  ({dead})", report.dead_letters);
+        for g in &report.groups {
+            outln!("group        {}", g.name);
             outln!(
-                "    {name}: {pending} pending, idle {:.1} s",
-                idle.as_secs_f64()
+                "  lag                {}",
+                g.lag.map_or("unknown".into(), |l| l.to_string())
             );
+            outln!("  pending            {}", g.pending);
+            outln!(
+                "  oldest pending age {}",
+                g.oldest_pending_age
+                    .map_or("-".into(), |a| format!("{:.1} s", a.as_secs_f64()))
+            );
+            outln!("  consumers          {}", g.consumers.len());
+            for (name, pending, idle) in &g.consumers {
+                let liveness = leases.liveness(&g.name, name, *idle, stale_after);
+                let how = match liveness {
+                    Liveness::Live { lease_left } => {
+                        format!(
+                            "live (lease renewed, {:.1} s left)",
+                            lease_left.as_secs_f64()
+                        )
+                    }
+                    Liveness::Gone => "stale (its lease ran out: stopped or died)".to_owned(),
+                    Liveness::Idle { stale: true } => {
+                        format!("stale (no lease; idle over {} s)", stale_after.as_secs())
+                    }
+                    _ => "live (no lease; judged by idle time)".to_owned(),
+                };
+                outln!(
+                    "    {name}: {how}, {pending} pending, idle {:.1} s",
+                    idle.as_secs_f64()
+                );
+            }
         }
     }
     if exists || report.dead_letters > 0 {
@@ -105,6 +176,41 @@ pub(super) async fn streams(
         )))
     }
 }
+
+/// The hash of the consumer-name leases of `app`'s listeners on `topic`.
+fn lease_key(env: &str, app: &str, topic: &str) -> Result<String, Failure> {
+    Namespace::new(env, app)
+        .and_then(|ns| ns.stream_consumers(topic))
+        .map(kaiju_core::Key::into_string)
+        .map_err(|e| Failure::usage(e.to_string()))
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A consumer's state, for JSON: `live`, `gone` (its lease ran out), `idle` or `stale` (no
+/// lease: by idle time).
+fn state(liveness: Liveness) -> &'static str {
+    match liveness {
+        Liveness::Live { .. } => "live",
+        Liveness::Gone => "gone",
+        Liveness::Idle { stale: true } => "stale",
+        _ => "idle",
+    }
+}
+
+/// A line of the repair's report: on stdout, or on stderr when stdout carries JSON.
+macro_rules! say {
+    ($json:expr, $($arg:tt)*) => {
+        if $json {
+            errln!($($arg)*)
+        } else {
+            outln!($($arg)*)
+        }
+    };
+}
+use say;
 
 /// A failed repair of `key`, named in the message.
 fn repair_failure(key: &str, e: kaiju_streams::StreamError) -> Failure {

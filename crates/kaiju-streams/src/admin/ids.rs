@@ -568,7 +568,7 @@ fn command(name: &'static str) -> CustomCommand {
 }
 
 /// The server's time in ms (`TIME`), from the node of `key`.
-async fn server_time_ms(transport: &Transport, key: &str) -> Result<u64> {
+pub(crate) async fn server_time_ms(transport: &Transport, key: &str) -> Result<u64> {
     let reply: Vec<String> = transport
         .pool()
         .custom(command_at("TIME", key), Vec::<Value>::new())
