@@ -12,14 +12,15 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-/// Exit codes, for scripts.
+/// Exit codes, for scripts: the same table is in the crate README, and a test holds the two
+/// equal.
 const EXIT_CODES: &str = "\
 Exit codes:
   0  success
-  1  the operation failed (an RPC error, a Redis error)
-  2  usage or config error
-  3  Redis cannot be reached, or refused the credentials
-  4  not found (no value, no owner, no stream)";
+  1  the operation failed: an RPC error (its error object is on stdout), a Redis error
+  2  usage or config error: a bad argument, or a config `run` would fail on
+  3  Redis cannot be reached, or refused the credentials or the certificate
+  4  not found: no value, no lock owner, no such stream, no app listening";
 
 /// Run kaiju apps from their YAML config, call their methods, inspect their streams.
 #[derive(Debug, Parser)]

@@ -150,7 +150,9 @@ pub(crate) async fn run(config: Config, registry: Registry) -> Result<(), String
 
     step(
         5,
-        "errors: a request to an unknown method gets kaiju's error object; the same notification is dead-lettered",
+        "errors: a request to an unknown method gets kaiju's error object, and a notification to it \
+         (nobody to answer) is dead-lettered; the request is dead-lettered too, so the method's \
+         author sees every call that missed: two dead letters",
     );
     match client
         .request::<_, Value>("inventory.steal", json!({"item": "apple"}))
