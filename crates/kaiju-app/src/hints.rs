@@ -73,10 +73,6 @@ fn expected(ty: &str, field: &str) -> Option<String> {
     })
 }
 
-/// A serde error message about the setting `field`, in a person's words:
-/// - `expected u16` becomes `expected a port number, 1-65535` (no Rust type names);
-/// - `unknown field `groupid`, expected one of ...` becomes `not a setting of this class (did
-///   you mean `group_id`?); its settings are ...`.
 /// The setting an `unknown field` message names.
 pub(crate) fn unknown_field(message: &str) -> Option<&str> {
     message
@@ -85,6 +81,10 @@ pub(crate) fn unknown_field(message: &str) -> Option<&str> {
         .map(|(name, _)| name)
 }
 
+/// A serde error message about the setting `field`, in a person's words:
+/// - `expected u16` becomes `expected a port number, 1-65535` (no Rust type names);
+/// - ``unknown field `groupid`, expected one of ...`` becomes ``not a setting of this class
+///   (did you mean `group_id`?); its settings are ...``.
 pub(crate) fn settings_message(field: &str, message: &str) -> String {
     if let Some(rest) = message.strip_prefix("unknown field `")
         && let Some((name, known)) = rest.split_once('`')
