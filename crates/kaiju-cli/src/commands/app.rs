@@ -2,7 +2,7 @@
 
 use kaiju_app::builtin::TransportService;
 use kaiju_app::config::Config;
-use kaiju_app::{App, Registry};
+use kaiju_app::App;
 use kaiju_transport::Transport;
 use serde_json::Value as Json;
 
@@ -15,8 +15,8 @@ use crate::{ConfigArgs, Failure};
 /// `kaiju run`: the app until SIGINT or SIGTERM.
 pub(super) async fn run(config: ConfigArgs) -> Result<(), Failure> {
     let config = load(&config)?;
-    let app = kaiju_app::App::build(&config, &Registry::builtin())
-        .map_err(|e| Failure::usage(e.to_string()))?;
+    // The same build as `check`'s: what it passes, this starts.
+    let app = build(&config)?;
     app.run().await.map_err(redis_failure)
 }
 
