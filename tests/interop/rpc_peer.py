@@ -50,11 +50,15 @@ usage: rpc_peer.py serve <redis-url> <env> <app> <record-file>
              odd_headers: body ["<p>.echo", {"value": 2}]
                        headers {"Correlation-Id": "py-odd", 7: "v", "X-Big": 2**63} (an integer
                        name, and a value above i64::MAX: Python kaiju runs such a call)
+             expired:  two calls whose deadline passed 30 s ago, D = int(time.time()) - 30,
+                       printed first as `deadline <D>`:
+                       body ["<p>.echo", {"value": 3}], then ["<p>.nope", {"value": 4}]
+                       headers {"Correlation-Id": "py-expired", "Deadline": D} (a msgpack int)
            (No request context exists in this process, so the client generates the Correlation-Id
            with get_short_uid(); Timeout and RPC-Retries are msgpack ints; no Deadline is ever sent
            because stream calls are forced to nowait.)
 
-       rpc_peer.py rebuild <json>
+       rpc_peer.py rebuild <json> [--data]
            Runs the real client's error rebuilding (BaseRPCClient._create_exception, rpc.py:1002-1013,
            on a real RedisStreamRPCClient instance) and prints `<ExceptionClassName> <status_code> <message>`.
            <json> is either an error object {"code", "message", "data": {...}} -> _create_exception(obj),
@@ -62,6 +66,7 @@ usage: rpc_peer.py serve <redis-url> <env> <app> <record-file>
            which calls _create_exception(obj["error"]). A response with "result" prints `result <json>`.
            Class choice: data.type if present (even when unknown!), else data.base_type; a name not in
            ERROR_CLASSES gives RPCClientError. An error without "data" raises KeyError (exit 1).
+           With --data, a second line: `data <json of the exception's data, keys sorted>`.
 
        rpc_peer.py dump <redis-url> <stream>
            One JSON line per stream entry (XRANGE order): {"body": ..., "headers": ...}, decoded from the
@@ -325,6 +330,16 @@ async def call(url: str, env: str, target: str, case: str, prefix: str) -> int:
                 headers={"Correlation-Id": "py-odd", 7: "v", "X-Big": 2**63},
                 app=target,
             )
+        elif case == "expired":
+            deadline = int(time.time()) - 30
+            print(f"deadline {deadline}", flush=True)
+            for method, value in ((f"{prefix}.echo", 3), (f"{prefix}.nope", 4)):
+                await client.call(
+                    method,
+                    {"value": value},
+                    headers={"Correlation-Id": "py-expired", "Deadline": deadline},
+                    app=target,
+                )
         else:
             print(f"unknown case {case!r}", file=sys.stderr)
             return 2
@@ -334,7 +349,7 @@ async def call(url: str, env: str, target: str, case: str, prefix: str) -> int:
     return 0
 
 
-def rebuild(text: str) -> int:
+def rebuild(text: str, data: bool = False) -> int:
     obj = json.loads(text)
     app = make_app(CLIENT_CONFIG, {"main_name": "pyclient", "main_env": "rebuild", "redis_host": "localhost", "redis_port": 6379})
     client = app.services["RedisStreamRPCClient"]  # constructed only: nothing connects
@@ -344,6 +359,8 @@ def rebuild(text: str) -> int:
         exc = client._create_exception(obj)
     if isinstance(exc, Exception):
         print(f"{type(exc).__name__} {exc.status_code} {exc.message}")
+        if data:
+            print(f"data {json.dumps(exc.data, sort_keys=True)}")
     else:
         print(f"result {json.dumps(exc)}")
     return 0
@@ -373,6 +390,8 @@ def main() -> int:
         return asyncio.run(call(*args[1:5], prefix))
     if mode == "rebuild" and len(args) == 2:
         return rebuild(args[1])
+    if mode == "rebuild" and len(args) == 3 and args[2] == "--data":
+        return rebuild(args[1], data=True)
     if mode == "dump" and len(args) == 3:
         return asyncio.run(dump(*args[1:3]))
     print(__doc__, file=sys.stderr)

@@ -7,7 +7,7 @@ use std::process::{Command, ExitCode, Stdio};
 
 use kaiju_testkit::{RedisServer, ServerOptions};
 
-use crate::{cargo, interop, procs, root};
+use crate::{cannot_run_cargo, cargo_in, interop, procs, root, target_dir};
 
 const GROUPS: [&str; 4] = ["cache", "locks", "streams", "rpc"];
 
@@ -31,27 +31,36 @@ pub(crate) fn run(args: &[String]) -> Result<ExitCode, String> {
     }
     procs::install_signal_handler();
     let python = if python { Some(interop::venv()?) } else { None };
-    let build = Command::new(cargo())
-        .current_dir(root())
+    let root = root()?;
+    let build = cargo_in(root)?
         .args(["build", "--release", "--quiet", "-p", "kaiju-bench"])
         .status()
-        .map_err(|e| format!("cannot run cargo: {e}"))?;
+        .map_err(cannot_run_cargo(root))?;
     if !build.success() {
         return Err("building kaiju-bench failed".into());
     }
+    // Where cargo put it: the target directory of this workspace (CARGO_TARGET_DIR included),
+    // not `target/` of the workspace.
+    let bench = target_dir()?.join("release").join("kaiju-bench");
+    if !bench.is_file() {
+        return Err(format!(
+            "cannot run {}: no such file after building kaiju-bench",
+            bench.display()
+        ));
+    }
     let server = RedisServer::start(ServerOptions::default()).map_err(|e| e.to_string())?;
     procs::register(server.pid());
-    let figures = root().join("target").join("bench-figures.jsonl");
+    let figures = target_dir()?.join("bench-figures.jsonl");
     // A stale file would mix in figures of an earlier run.
     let _ = std::fs::remove_file(&figures);
     for group in &groups {
         println!("## {group}\n");
-        let status = Command::new(root().join("target/release/kaiju-bench"))
+        let status = Command::new(&bench)
             .arg(group)
             .env("KAIJU_REDIS_URL", server.url())
             .env("KAIJU_BENCH_JSON", &figures)
             .status()
-            .map_err(|e| format!("cannot run kaiju-bench: {e}"))?;
+            .map_err(|e| format!("cannot run {}: {e}", bench.display()))?;
         if !status.success() {
             return Err(format!("kaiju-bench {group} failed"));
         }
@@ -111,14 +120,21 @@ struct Figure {
 /// Runs the Python peer on the same server and prints its figures beside kaiju-rs's.
 fn compare_python(python: &Path, groups: &[&str], url: &str, figures: &Path) -> Result<(), String> {
     let mut peer = Vec::new();
+    let script = root()?.join("bench/python/peer.py");
     for group in groups {
         eprintln!("xtask: running the Python peer ({group}); its progress goes to stderr");
         let out = Command::new(python)
-            .arg(root().join("bench/python/peer.py"))
+            .arg(&script)
             .args([group, "--url", url])
             .stderr(Stdio::inherit())
             .output()
-            .map_err(|e| format!("cannot run the Python peer: {e}"))?;
+            .map_err(|e| {
+                format!(
+                    "cannot run the Python peer ({} {}): {e}",
+                    python.display(),
+                    script.display()
+                )
+            })?;
         if !out.status.success() {
             return Err(format!(
                 "the Python peer failed on {group} ({})",

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use kaiju_testkit::{RedisServer, ServerOptions};
 
-use crate::{cargo, procs, root};
+use crate::{cannot_run_cargo, cargo_in, procs, root, target_dir};
 
 fn step(what: &str) {
     println!("\n### {what}");
@@ -95,20 +95,19 @@ pub(crate) fn run() -> Result<ExitCode, String> {
     let started = Instant::now();
     ensure_redis()?;
     step("building the demo app and the `kaiju` tool (the first build takes a few minutes)");
-    let built = Command::new(cargo())
-        .current_dir(root())
+    let root = root()?;
+    let built = cargo_in(root)?
         .args(["build", "-p", "kaiju-demo", "-p", "kaiju-cli"])
         .status()
-        .map_err(|e| format!("cannot run cargo: {e}"))?;
+        .map_err(cannot_run_cargo(root))?;
     if !built.success() {
         return Err("the build failed".into());
     }
     let built_at = Instant::now();
-    let target =
-        std::env::var("CARGO_TARGET_DIR").map_or_else(|_| root().join("target"), Into::into);
+    let target = target_dir()?;
     let demo = target.join("debug/kaiju-demo");
     let kaiju = target.join("debug/kaiju");
-    let config = root().join("examples/demo/app.yml");
+    let config = root.join("examples/demo/app.yml");
 
     procs::install_signal_handler();
     step("starting a throwaway redis-server on a free loopback port");

@@ -4,9 +4,9 @@
 //! cargo-fuzz needs nightly Rust; these run proptest-generated inputs on stable, so they run in
 //! CI on every change.
 
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 
-use crate::{cargo, root};
+use crate::{cannot_run_cargo, cargo_in, root};
 
 /// Cases per fuzz test when none are given.
 const DEFAULT_CASES: u32 = 50_000;
@@ -19,12 +19,12 @@ pub(crate) fn run(args: &[String]) -> Result<ExitCode, String> {
             .map_err(|_| format!("`{n}` is not a number of cases"))?,
     };
     eprintln!("xtask: every fuzz_* test, {cases} inputs each");
-    let status = Command::new(cargo())
-        .current_dir(root())
+    let root = root()?;
+    let status = cargo_in(root)?
         .args(["test", "--workspace", "--lib", "--quiet", "--", "fuzz_"])
         .arg("--nocapture")
         .env("KAIJU_FUZZ_CASES", cases.to_string())
         .status()
-        .map_err(|e| format!("cannot run cargo: {e}"))?;
+        .map_err(cannot_run_cargo(root))?;
     Ok(crate::exit_code(status))
 }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 
 use crate::docker::{docker_quiet, engine_available};
-use crate::root;
+use crate::target_dir;
 
 /// The tag `cargo xtask image` gives its image unless told otherwise.
 pub(crate) const LOCAL_TAG: &str = "kaiju-redis:local";
@@ -25,7 +25,7 @@ pub(crate) fn run(args: &[String]) -> Result<ExitCode, String> {
     }
     let server = kaiju_testkit::server_path().map_err(|e| e.to_string())?;
     let cli = kaiju_testkit::cli_path().map_err(|e| e.to_string())?;
-    let rootfs = root().join("target").join("kaiju-image").join("rootfs");
+    let rootfs = target_dir()?.join("kaiju-image").join("rootfs");
     let _ = std::fs::remove_dir_all(&rootfs);
     for dir in ["usr/bin", "data", "tmp"] {
         std::fs::create_dir_all(rootfs.join(dir)).map_err(|e| e.to_string())?;

@@ -1,12 +1,12 @@
 //! The Python peer of the interop tests (`tests/it/interop/`): the real kaiju-redis 2.4.2, in a
-//! venv under `target/interop-venv`, created and filled from PyPI once and reused by every
+//! venv in `interop-venv` of the target directory, created and filled from PyPI once and reused by every
 //! later run (`cargo xtask interop`, `cargo xtask test --interop`,
 //! `cargo xtask bench --compare-python`).
 
 use std::path::PathBuf;
 use std::process::Command;
 
-use crate::root;
+use crate::target_dir;
 
 const PACKAGE: &str = "kaiju-redis==2.4.2";
 
@@ -20,7 +20,7 @@ fn run(cmd: &mut Command, what: &str) -> Result<(), String> {
 }
 
 pub(crate) fn venv() -> Result<PathBuf, String> {
-    let dir = root().join("target").join("interop-venv");
+    let dir = target_dir()?.join("interop-venv");
     let python = dir.join("bin").join("python");
     if !python.is_file() {
         let system = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());

@@ -21,8 +21,12 @@ mod redis;
 mod resp;
 mod servers;
 mod test;
+mod workspace;
 
-use std::process::ExitCode;
+use std::path::Path;
+use std::process::{Command, ExitCode};
+
+use workspace::{root, target_dir};
 
 const USAGE: &str = "\
 usage: cargo xtask <command>
@@ -37,7 +41,7 @@ commands:
         start Redis (single node + 6-node cluster) on free loopback ports, run every
         workspace test against it with KAIJU_REQUIRE_REDIS=1, stop what was started.
         --interop runs the interop tests in the same run, against the Python kaiju-redis
-        2.4.2 (in target/interop-venv, installed from PyPI on first use).
+        2.4.2 (in <target dir>/interop-venv, installed from PyPI on first use).
         --local runs the redis-server binary (KAIJU_REDIS_SERVER, else PATH).
         --docker runs containers on the host network with plain `docker run` (a running
         Docker engine, no compose plugin); they are removed on exit, failure or Ctrl-C.
@@ -51,7 +55,7 @@ commands:
         redis-cli and the libraries they link, for engines without registry access.
   interop
         run the interop tests against the real Python kaiju-redis 2.4.2 (installed from
-        PyPI into target/interop-venv), on the same servers as `test`.
+        PyPI into <target dir>/interop-venv), on the same servers as `test`.
   fuzz [cases]
         the arbitrary-input tests of every decoder (fuzz_*), 50,000 inputs each by default,
         printing how many each tried
@@ -60,11 +64,14 @@ commands:
   bench [cache|locks|streams|rpc|all] [--compare-python]
         release-mode benchmarks beside raw fred and redis-benchmark, on one server started
         for the run. --compare-python also runs the same workloads through the Python
-        kaiju-redis 2.4.2 (bench/python/peer.py, in target/interop-venv) on that server, and
-        prints the two side by side.
+        kaiju-redis 2.4.2 (bench/python/peer.py, in <target dir>/interop-venv) on that
+        server, and prints the two side by side.
   redis up       start the servers in the background and print their URLs
   redis down     stop the servers `redis up` started
   redis status   show whether they run
+
+The workspace is the one `cargo xtask` runs in (never the one this binary was built in), and
+<target dir> is cargo's for it: CARGO_TARGET_DIR or build.target-dir when set, else target/.
 ";
 
 fn main() -> ExitCode {
@@ -107,8 +114,22 @@ fn cargo() -> String {
     std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
 }
 
-/// The workspace root (xtask lives one level below it).
-fn root() -> std::path::PathBuf {
-    let manifest = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    manifest.parent().map(ToOwned::to_owned).unwrap_or(manifest)
+/// `$CARGO` to be run in `dir` (the workspace root, [`root`]). A directory that is gone is
+/// named, rather than left to the operating system's "No such file or directory", which does
+/// not say whether cargo or the directory is missing.
+fn cargo_in(dir: &Path) -> Result<Command, String> {
+    if !dir.is_dir() {
+        return Err(format!(
+            "cannot run cargo in {}: no such directory",
+            dir.display()
+        ));
+    }
+    let mut command = Command::new(cargo());
+    command.current_dir(dir);
+    Ok(command)
+}
+
+/// The error of a cargo run in `dir` that could not be started.
+fn cannot_run_cargo(dir: &Path) -> impl FnOnce(std::io::Error) -> String + '_ {
+    move |e| format!("cannot run {} in {}: {e}", cargo(), dir.display())
 }

@@ -1,7 +1,7 @@
 //! `cargo xtask redis up|down|status`: servers for working by hand.
 //!
 //! `up` leaves the processes running and writes their pids and URLs to
-//! `target/kaiju-redis/state`; `down` kills exactly those pids (after checking they are still
+//! `kaiju-redis/state` of the target directory; `down` kills exactly those pids (after checking they are still
 //! redis-server processes) and removes their directories.
 
 use std::path::PathBuf;
@@ -10,15 +10,15 @@ use std::process::ExitCode;
 use kaiju_testkit::{ClusterOptions, RedisCluster, RedisServer, ServerOptions, TlsFiles};
 
 use crate::servers::start_tls_server;
-use crate::{procs, root};
+use crate::{procs, target_dir};
 
-fn state_file() -> PathBuf {
-    root().join("target").join("kaiju-redis").join("state")
+fn state_file() -> Result<PathBuf, String> {
+    Ok(target_dir()?.join("kaiju-redis").join("state"))
 }
 
 /// The certificates of the TLS server, kept until `down`.
-fn tls_dir() -> PathBuf {
-    root().join("target").join("kaiju-redis").join("tls")
+fn tls_dir() -> Result<PathBuf, String> {
+    Ok(target_dir()?.join("kaiju-redis").join("tls"))
 }
 
 pub(crate) fn run(args: &[String]) -> Result<ExitCode, String> {
@@ -31,8 +31,8 @@ pub(crate) fn run(args: &[String]) -> Result<ExitCode, String> {
 }
 
 /// Lines of the state file: `pid <pid> <dir>` and `url <name> <url>`.
-fn read_state() -> Vec<(String, String, String)> {
-    std::fs::read_to_string(state_file())
+fn read_state() -> Result<Vec<(String, String, String)>, String> {
+    Ok(std::fs::read_to_string(state_file()?)
         .unwrap_or_default()
         .lines()
         .filter_map(|line| {
@@ -43,11 +43,11 @@ fn read_state() -> Vec<(String, String, String)> {
                 parts.next()?.to_owned(),
             ))
         })
-        .collect()
+        .collect())
 }
 
 fn up() -> Result<ExitCode, String> {
-    if read_state()
+    if read_state()?
         .iter()
         .any(|(kind, pid, _)| kind == "pid" && pid.parse().is_ok_and(procs::is_redis_server))
     {
@@ -55,7 +55,7 @@ fn up() -> Result<ExitCode, String> {
             "servers from an earlier `redis up` still run; `cargo xtask redis down` first".into(),
         );
     }
-    let tls_dir = tls_dir();
+    let tls_dir = tls_dir()?;
     let _ = std::fs::remove_dir_all(&tls_dir);
     let tls_files = TlsFiles::generate(&tls_dir).map_err(|e| e.to_string())?;
     let single = RedisServer::start(ServerOptions::default()).map_err(|e| e.to_string())?;
@@ -88,7 +88,7 @@ fn up() -> Result<ExitCode, String> {
             state.push_str(&format!("pid {pid} {dir}\n"));
         }
     }
-    let file = state_file();
+    let file = state_file()?;
     if let Some(parent) = file.parent() {
         std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
     }
@@ -100,7 +100,7 @@ fn up() -> Result<ExitCode, String> {
 
 fn down() -> Result<ExitCode, String> {
     let mut stopped = 0;
-    for (kind, pid, dir) in read_state() {
+    for (kind, pid, dir) in read_state()? {
         if kind != "pid" {
             continue;
         }
@@ -112,14 +112,14 @@ fn down() -> Result<ExitCode, String> {
         }
         let _ = std::fs::remove_dir_all(dir);
     }
-    let _ = std::fs::remove_file(state_file());
-    let _ = std::fs::remove_dir_all(tls_dir());
+    let _ = std::fs::remove_file(state_file()?);
+    let _ = std::fs::remove_dir_all(tls_dir()?);
     eprintln!("xtask: stopped {stopped} redis-server process(es)");
     Ok(ExitCode::SUCCESS)
 }
 
 fn status() -> Result<ExitCode, String> {
-    let state = read_state();
+    let state = read_state()?;
     if state.is_empty() {
         println!("no servers started by `cargo xtask redis up`");
         return Ok(ExitCode::SUCCESS);

@@ -6,7 +6,7 @@ use std::process::{Command, ExitCode};
 
 use kaiju_testkit::{RedisServer, ServerOptions, TlsFiles, TlsOptions};
 
-use crate::{cargo, procs, root};
+use crate::{cannot_run_cargo, cargo_in, procs, root};
 
 /// Where the tests find their servers: exported to `cargo test` as `KAIJU_REDIS_URL`,
 /// `KAIJU_REDIS_CLUSTER_URL`, `KAIJU_REDIS_TLS_URL` and `KAIJU_REDIS_TLS_DIR`.
@@ -68,15 +68,15 @@ pub(crate) fn run_cargo_test(
     cargo_args: &[String],
     extra_env: &[(&str, String)],
 ) -> Result<ExitCode, String> {
-    let mut child = Command::new(cargo())
-        .current_dir(root())
+    let root = root()?;
+    let mut child = cargo_in(root)?
         .args(["test", "--workspace"])
         .args(cargo_args)
         .envs(servers.env())
         .env("KAIJU_REQUIRE_REDIS", "1")
         .envs(extra_env.iter().map(|(k, v)| (*k, v.as_str())))
         .spawn()
-        .map_err(|e| format!("cannot run cargo: {e}"))?;
+        .map_err(cannot_run_cargo(root))?;
     // A SIGTERM reaches xtask alone (Ctrl-C reaches the whole group): stop `cargo test` too
     // rather than let it run on against servers that are gone.
     let status = loop {

@@ -146,16 +146,33 @@ impl Parsed {
     ///   missing, `0` or unparsable gives the default.
     /// - `RPC-Retries`: attempts in total, `0..=10`.
     /// - batch flags: true only for the string `"?1"`.
+    ///
+    /// The whole-second deadline (`deadline_unix`, reported as `data.request_deadline` and by
+    /// [`RequestContext::deadline_unix`]) is kaiju's `request_deadline` (KAIJU-TOOLS §1.6):
+    /// the `Deadline` itself, capped at `int(now) + max` (also when it has passed: the
+    /// caller's deadline, not the time the request was read); else `int(now) + Timeout + 1`;
+    /// else `int(now) + default`. The method is cut at the exact deadline (`now + Timeout`):
+    /// with a `Timeout`, the reported second is never before the cut.
     pub(crate) fn read(h: &Headers, limits: Limits) -> Self {
         let now = Instant::now();
         let unix = unix_now();
-        let by_deadline =
-            deadline_header(h).map(|d| Duration::from_secs(d).saturating_sub(unix).min(limits.max));
-        let by_timeout = || match int_header(h.get(headers::TIMEOUT)) {
-            Some(t) => Duration::from_secs(t.max(1).unsigned_abs()).min(limits.max),
-            None => limits.default,
+        let whole = unix.as_secs();
+        let (left, deadline_unix) = match deadline_header(h) {
+            Some(d) => (
+                Duration::from_secs(d).saturating_sub(unix).min(limits.max),
+                d.min(whole.saturating_add(limits.max.as_secs())),
+            ),
+            None => match int_header(h.get(headers::TIMEOUT)) {
+                Some(t) => {
+                    let t = Duration::from_secs(t.max(1).unsigned_abs()).min(limits.max);
+                    (t, whole.saturating_add(t.as_secs()).saturating_add(1))
+                }
+                None => (
+                    limits.default,
+                    whole.saturating_add(limits.default.as_secs()),
+                ),
+            },
         };
-        let left = by_deadline.unwrap_or_else(by_timeout);
         // Cut to its first `MAX_CORRELATION_ID` bytes: a caller's id of any length would be
         // copied into every log line, the reply and every call the method makes onwards.
         let correlation_id = h
@@ -176,7 +193,7 @@ impl Parsed {
         Self {
             correlation_id,
             deadline: now + left,
-            deadline_unix: (unix + left).as_secs(),
+            deadline_unix,
             attempts: int_header(h.get(headers::RETRIES))
                 .unwrap_or(0)
                 .clamp(0, 10) as u32,
@@ -243,7 +260,11 @@ impl RequestContext {
         self.0.deadline
     }
 
-    /// The deadline in unix seconds (what a `Deadline` header carries).
+    /// The deadline in whole unix seconds, as kaiju's `request_deadline` and the
+    /// `data.request_deadline` of a `RequestTimeout` give it: the request's `Deadline` (capped
+    /// at now + `max_request_time`), else now + `Timeout` + 1 s (kaiju's rounding), else
+    /// now + `default_request_time`, now truncated to whole seconds. [`deadline`](Self::deadline)
+    /// is when the method is cut.
     pub fn deadline_unix(&self) -> u64 {
         self.0.deadline_unix
     }
@@ -411,6 +432,38 @@ mod tests {
             5
         );
         assert_eq!(left(&with(&[("Deadline", "1700000000.5".into())])), 90);
+    }
+
+    /// `deadline_unix` (a `RequestTimeout`'s `data.request_deadline`) is kaiju's
+    /// `request_deadline`: the `Deadline` header even once it has passed (it was the time the
+    /// request was read), capped at `int(now) + max`; else `int(now) + Timeout + 1`; else
+    /// `int(now) + default`.
+    #[tokio::test]
+    async fn the_whole_second_deadline_is_kaijus_request_deadline() {
+        let reported = |h: &Headers| {
+            let before = unix_now().as_secs();
+            let d = Parsed::read(h, LIMITS).deadline_unix;
+            (d, before, unix_now().as_secs())
+        };
+        let unix = unix_now().as_secs();
+        for d in [unix - 5, unix - 100_000, unix + 20] {
+            let (got, _, _) = reported(&with(&[("Deadline", d.into()), ("Timeout", 5.into())]));
+            assert_eq!(got, d, "Deadline {d} (now {unix})");
+        }
+        let (got, before, after) = reported(&with(&[("Deadline", (unix + 100_000).into())]));
+        assert!((before + 600..=after + 600).contains(&got), "capped: {got}");
+        let (got, before, after) = reported(&with(&[("Timeout", 5.into())]));
+        assert!((before + 6..=after + 6).contains(&got), "Timeout 5: {got}");
+        let (got, before, after) = reported(&with(&[("Timeout", 100_000.into())]));
+        assert!(
+            (before + 601..=after + 601).contains(&got),
+            "Timeout capped: {got}"
+        );
+        let (got, before, after) = reported(&Headers::new());
+        assert!(
+            (before + 90..=after + 90).contains(&got),
+            "the default: {got}"
+        );
     }
 
     #[tokio::test]

@@ -93,6 +93,18 @@ impl Run<'_> {
             Ok(name) => name,
             Err(e) => return Response::error(id, e, Outcome::Rejected),
         };
+        if Instant::now() >= self.parsed.deadline {
+            // The deadline passed before the method started: it never starts (kaiju ran it up
+            // to its first await, D23). Checked before the method is looked up: a request read
+            // after its deadline expired, whether its method exists here or not (kaiju
+            // answered MethodNotFound), so that it is counted and delivered as expired, as
+            // every other request of its outage is.
+            return Response::error(
+                id,
+                RpcError::request_timeout(self.parsed.deadline_unix),
+                Outcome::Expired,
+            );
+        }
         let Some(method) = self
             .inner
             .methods
@@ -105,15 +117,6 @@ impl Run<'_> {
                 Outcome::Rejected,
             );
         };
-        if Instant::now() >= self.parsed.deadline {
-            // The deadline passed before the method started: it never starts (kaiju ran it up
-            // to its first await, D23).
-            return Response::error(
-                id,
-                RpcError::request_timeout(self.parsed.deadline_unix),
-                Outcome::Expired,
-            );
-        }
         let params = match earlier {
             Some((results, budget)) => match template::fill_within(&params, results, budget) {
                 Ok(filled) => filled,

@@ -25,7 +25,8 @@ use crate::state::{Counters, Inner, ServerSettings, ServerStats};
 /// - Scopes: a method above the caller's scope answers "method not found", exactly like an
 ///   unknown one.
 /// - Deadlines: `Deadline` over `Timeout` over `default_request_time`, capped at
-///   `max_request_time`; a request whose deadline passed never starts its method.
+///   `max_request_time`; a request whose deadline passed never starts its method, and is a
+///   `RequestTimeout` (reporting its own deadline) even when its method does not exist.
 /// - Batches run in order under one deadline, with a response per request; `RPC-Batch-Abort-Error`
 ///   keeps the failing request's real error and aborts the rest; `RPC-Batch-Template` fills
 ///   params from earlier results (`[0.id]`).

@@ -441,6 +441,18 @@ async fn deadlines_cancel_methods_and_an_expired_one_never_starts() {
         .await;
     assert_eq!(reply.outcome(), Outcome::Expired);
     assert_eq!(result(&reply, 0).unwrap_err().0, codes::REQUEST_TIMEOUT);
+    let deadline = |reply: &Reply, i: usize| {
+        reply.responses()[i]
+            .result
+            .as_ref()
+            .err()
+            .and_then(|e| e.data("request_deadline").cloned())
+    };
+    assert_eq!(
+        deadline(&reply, 0),
+        Some(Value::Int(past)),
+        "the request's own Deadline, not the time it was read"
+    );
     assert_eq!(
         started.load(Ordering::SeqCst),
         0,
@@ -466,8 +478,23 @@ async fn deadlines_cancel_methods_and_an_expired_one_never_starts() {
             .all(|r| r.outcome == Outcome::Expired)
     );
     assert_eq!(started.load(Ordering::SeqCst), 0);
-    // After a request refused before the deadline check (an unknown method), the rest never
-    // start: expired, not timed out (they would be counted as cut while running).
+    // The deadline is checked before the method is looked up: an expired request to a method
+    // that does not exist (here, or at the caller's scope) is a timeout, not MethodNotFound,
+    // alone or in a batch; and the rest of the batch expires, not timed out (they would be
+    // counted as cut while running).
+    let reply = srv
+        .call(
+            req("x.nope", Value::Nil),
+            &headers(&[("Deadline", past.into())]),
+            Scope::Guest,
+        )
+        .await;
+    assert_eq!(reply.outcome(), Outcome::Expired);
+    assert_eq!(
+        result(&reply, 0).unwrap_err(),
+        (codes::REQUEST_TIMEOUT, "RequestTimeout".to_owned())
+    );
+    assert_eq!(deadline(&reply, 0), Some(Value::Int(past)));
     let reply = srv
         .call(
             batch(vec![req("x.nope", Value::Nil), req("x.effect", Value::Nil)]),
@@ -476,13 +503,20 @@ async fn deadlines_cancel_methods_and_an_expired_one_never_starts() {
         )
         .await;
     let outcomes: Vec<Outcome> = reply.responses().iter().map(|r| r.outcome).collect();
-    assert_eq!(outcomes, [Outcome::Rejected, Outcome::Expired]);
-    assert_eq!(
-        reply.outcome(),
-        Outcome::Rejected,
-        "dead-lettered as before"
-    );
-    assert_eq!(srv.stats().timed_out, 0);
+    assert_eq!(outcomes, [Outcome::Expired, Outcome::Expired]);
+    assert_eq!(reply.outcome(), Outcome::Expired);
+    assert!((0..2).all(|i| deadline(&reply, i) == Some(Value::Int(past))));
+    assert_eq!((srv.stats().timed_out, srv.stats().rejected), (0, 0));
+    // Not a request at all is still refused as such, expired or not.
+    let reply = srv
+        .call(
+            Value::Int(7),
+            &headers(&[("Deadline", past.into())]),
+            Scope::Guest,
+        )
+        .await;
+    assert_eq!(reply.outcome(), Outcome::Rejected);
+    assert_eq!(result(&reply, 0).unwrap_err().0, codes::INVALID_REQUEST);
 }
 
 #[tokio::test]

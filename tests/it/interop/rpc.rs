@@ -234,8 +234,9 @@ async fn a_python_client_calls_a_rust_app() {
         (single["timeout"].as_i64(), single["retries"].as_i64()),
         (Some(7), Some(2))
     );
+    // kaiju's request_deadline for `Timeout: 7`: int(now) + 7 + 1, as the Python app above.
     let left = single["deadline"].as_u64().unwrap().saturating_sub(now());
-    assert!((6..=7).contains(&left), "Timeout 7: {left}");
+    assert!((7..=8).contains(&left), "Timeout 7: {left}");
     call("none");
     seen_len(&seen, 2).await;
     assert_eq!(seen.lock().unwrap()[1]["params"], json!({}));
@@ -304,6 +305,69 @@ async fn a_python_client_calls_a_rust_app() {
     })
     .await;
     assert_eq!(listener.stats().await.unwrap().dead_lettered, 0);
+    listener.stop(Duration::from_secs(5)).await.unwrap();
+}
+
+/// Issue 26 item 9: a Python client's call read after its `Deadline` is a `RequestTimeout`
+/// whose `data.request_deadline` is that `Deadline`, and Python rebuilds it with the very
+/// deadline it sent; a call to a method the Rust app lacks expires the same way (kaiju answers
+/// `MethodNotFound` there: its pre-check comes before the deadline).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_client_gets_back_the_deadline_it_sent_in_a_request_timeout() {
+    let Some(python) = python() else { return };
+    let Some(t) = kaiju_tests::connect(Target::Single).await else {
+        return;
+    };
+    let url = std::env::var("KAIJU_REDIS_URL").unwrap();
+    let (_, rs_app) = names();
+    let app = AppSettings {
+        env: "test".into(),
+        name: rs_app.clone(),
+        ..AppSettings::default()
+    };
+    let seen = Seen::default();
+    let mut listener = serve(&t, &app, &seen, Scope::System).await;
+    let (ok, out) = run_peer(
+        &python,
+        "rpc_peer.py",
+        &["call", &url, "test", &rs_app, "expired"],
+    );
+    assert!(ok, "{out}");
+    let sent: i64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("deadline "))
+        .and_then(|d| d.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no deadline printed: {out}"));
+    let dead_key = listener.listener().dead_letter_key().to_owned();
+    eventually("both dead-lettered", Duration::from_secs(10), || async {
+        kaiju_tests::streams::dead_letters(&t, &dead_key)
+            .await
+            .len()
+            == 2
+    })
+    .await;
+    for letter in kaiju_tests::streams::dead_letters(&t, &dead_key).await {
+        let reason = kaiju_tests::streams::field(&letter, "reason").unwrap();
+        let error: serde_json::Value = serde_json::from_str(reason).unwrap();
+        assert_eq!(error["data"]["request_deadline"], json!(sent), "{reason}");
+        let (ok, out) = run_peer(&python, "rpc_peer.py", &["rebuild", reason, "--data"]);
+        assert!(ok, "{out}");
+        let mut lines = out.lines();
+        assert_eq!(
+            lines.next(),
+            Some("RequestTimeout -32002 Request timeout"),
+            "{out}"
+        );
+        let data: serde_json::Value = lines
+            .next()
+            .and_then(|l| l.strip_prefix("data "))
+            .and_then(|d| serde_json::from_str(d).ok())
+            .unwrap_or_else(|| panic!("no data line: {out}"));
+        assert_eq!(data["request_deadline"], json!(sent), "{out}");
+    }
+    let stats = listener.server().stats();
+    assert_eq!((stats.expired, stats.rejected), (2, 0), "{stats:?}");
+    assert!(seen.lock().unwrap().is_empty(), "nothing ran");
     listener.stop(Duration::from_secs(5)).await.unwrap();
 }
 

@@ -429,3 +429,61 @@ async fn requests_nobody_answers(client: &RpcClient, n: u64) {
         assert!(matches!(answer, Err(CallError::Timeout(_))), "{answer:?}");
     }
 }
+
+/// Issue 26 item 9: a request read after its deadline is a `RequestTimeout` whose
+/// `data.request_deadline` is the `Deadline` it was sent with (kaiju's `request_deadline`), not
+/// the time it was read; and it is one even when its method does not exist here: expired
+/// first (counted and delivered as every other request of an outage), not `MethodNotFound`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_request_reports_its_own_deadline_even_to_a_missing_method() {
+    let Some((t, _)) = single().await else {
+        return;
+    };
+    let app = app(&kaiju_tests::namespace());
+    let counts = Arc::new(Counts::default());
+    let l = listen(&t, &app, quick(), ServerSettings::default(), &counts).await;
+    let client = RpcClient::new(t.clone(), &app);
+    let past = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 30;
+    // Notifications (as every Python kaiju call is): an expired one is dead-lettered, with the
+    // error object as its reason.
+    for method in ["svc.sleep", "svc.nope"] {
+        client
+            .call(method, sleep_params(0, "late"))
+            .header("Deadline", past)
+            .await
+            .unwrap();
+    }
+    kaiju_tests::eventually("both handled", Duration::from_secs(10), || async {
+        let stats = l.server().stats();
+        stats.expired + stats.rejected == 2
+            && kaiju_tests::streams::pending_of(&t, l.listener().stream_key(), &app.name).await == 0
+    })
+    .await;
+    let stats = l.server().stats();
+    assert_eq!(
+        (stats.expired, stats.rejected),
+        (2, 0),
+        "the missing method's request expired too: {stats:?}"
+    );
+    let dead = dead_letters(&t, l.listener().dead_letter_key()).await;
+    assert_eq!(dead.len(), 2);
+    for letter in &dead {
+        let reason = field(letter, "reason").unwrap();
+        let error: serde_json::Value = serde_json::from_str(reason).unwrap();
+        assert_eq!(
+            (&error["code"], &error["data"]["type"]),
+            (&json!(-32002), &json!("RequestTimeout")),
+            "{reason}"
+        );
+        assert_eq!(
+            error["data"]["request_deadline"],
+            json!(past),
+            "the request's Deadline: {reason}"
+        );
+    }
+    assert_eq!(counts.sleep.load(Ordering::SeqCst), 0, "nothing ran");
+}

@@ -233,7 +233,7 @@ fn key_names(path: &str, source: &Source, problems: &mut Vec<Problem>) {
 }
 
 pub(crate) fn run() -> Result<ExitCode, String> {
-    let tree = Tree::load(&crate::root())?;
+    let tree = Tree::load(crate::root()?)?;
     let problems = check(&tree)?;
     if problems.is_empty() {
         let members = members(&tree)?.len();
