@@ -101,7 +101,8 @@ where
         }
         let Some(payload) = entry.field(PAYLOAD_FIELD.as_bytes()) else {
             return Err(Verdict::Malformed(
-                "malformed entry: no `_` field with the msgpack payload".to_owned(),
+                "not a kaiju entry: it has no `_` field (where kaiju puts the msgpack [body, headers])"
+                    .to_owned(),
             ));
         };
         if let Some(reason) = self.too_large(payload) {
@@ -113,10 +114,10 @@ where
         // A body type's own `Deserialize` may panic; that must not take the task with it.
         let (body, headers) = match catch_unwind(|| decode::<B>(payload)) {
             Ok(Ok(decoded)) => decoded,
-            Ok(Err(e)) => return Err(Verdict::Malformed(format!("malformed payload: {e}"))),
+            Ok(Err(e)) => return Err(Verdict::Malformed(e.to_string())),
             Err(panic) => {
                 return Err(Verdict::Malformed(format!(
-                    "malformed payload: decoding panicked: {}",
+                    "the payload could not be read: its decoding panicked: {}",
                     panic_message(&*panic)
                 )));
             }
