@@ -179,7 +179,7 @@ pub(crate) fn run() -> Result<ExitCode, String> {
         "--wait",
     ]) & cli(&["cache", "get", "demo.inventory.stock.pear"])
         & cli(&["streams", "inventory"])
-        & cli(&["dead", "inventory", "list", "--count", "1"]);
+        & cli(&["dead", "list", "inventory", "--count", "1"]);
 
     step("stopping the app with SIGTERM: it stops reading and finishes in-flight requests first");
     let stopped = stop_app(&mut app)?;

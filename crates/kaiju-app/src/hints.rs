@@ -52,23 +52,16 @@ fn distance(a: &str, b: &str) -> usize {
     d[a.len()][b.len()]
 }
 
-/// serde's words for a type (`u16`, `usize`, `struct ListenerSettings`) as a person's, for a
-/// setting named `field`.
-fn expected(ty: &str, field: &str) -> Option<String> {
-    let number = |max: &str| format!("a whole number from 0 to {max}");
+/// serde's words for a type that [`kaiju_core::codec::in_words`] leaves alone (or, for a port,
+/// says better), for a setting named `field`.
+fn expected(ty: &str, field: &str) -> Option<&'static str> {
     Some(match ty {
-        "u16" if field.ends_with("port") => "a port number, 1-65535".to_owned(),
-        "u8" => number("255"),
-        "u16" => number("65535"),
-        "u32" => number("4294967295"),
-        "u64" | "usize" | "u128" => "a whole number, 0 or more".to_owned(),
-        "i8" | "i16" | "i32" | "i64" | "isize" | "i128" => "a whole number".to_owned(),
-        "f32" | "f64" => "a number".to_owned(),
-        "bool" => "true or false".to_owned(),
-        "char" => "a single character".to_owned(),
-        _ if ty.starts_with("struct ") => "a mapping of settings".to_owned(),
-        _ if ty.starts_with("enum ") => "one of the listed values".to_owned(),
-        _ if ty.starts_with("tuple") => "a list".to_owned(),
+        "u16" if field.ends_with("port") => "a port number, 1-65535",
+        "bool" => "true or false",
+        "char" => "a single character",
+        _ if ty.starts_with("struct ") => "a mapping of settings",
+        _ if ty.starts_with("enum ") => "one of the listed values",
+        _ if ty.starts_with("tuple") => "a list",
         _ => return None,
     })
 }
@@ -105,15 +98,14 @@ pub(crate) fn settings_message(field: &str, message: &str) -> String {
         };
         return format!("not a setting of this class{hint}; {list}");
     }
-    let mut out = message.to_owned();
     if let Some(at) = message.rfind("expected ") {
         let ty = message[at + "expected ".len()..].trim_end_matches('.');
         let name = field.rsplit(['.', '[']).next().unwrap_or(field);
         if let Some(words) = expected(ty, name) {
-            out = format!("{}expected {words}", &message[..at]);
+            return format!("{}expected {words}", &message[..at]);
         }
     }
-    out
+    kaiju_core::codec::in_words(message)
 }
 
 #[cfg(test)]
@@ -144,7 +136,7 @@ mod tests {
         );
         assert_eq!(
             settings_message("pool_size", "invalid value: integer `-1`, expected usize"),
-            "invalid value: integer `-1`, expected a whole number, 0 or more"
+            "invalid value: integer `-1`, expected an integer of 0 or more"
         );
         assert_eq!(
             settings_message("x", "invalid type: string \"a\", expected struct Settings"),

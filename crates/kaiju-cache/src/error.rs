@@ -20,7 +20,10 @@ pub enum CacheError {
     /// A read changes nothing in Redis. A call that removed or replaced what it could not
     /// decode ([`lpop`](crate::Cache::lpop), [`rpop`](crate::Cache::rpop),
     /// [`swap`](crate::Cache::swap)) hands the removed bytes back in `raw`, so nothing is lost.
-    #[error("value at `{key}` is not a `{type_name}`: {message}")]
+    ///
+    /// Its `Display` names the key and says what is wrong with the bytes and what they look
+    /// like, and names no Rust type (that is in `type_name`, for programs).
+    #[error("value at `{key}` cannot be read: {message}")]
     Decode {
         /// The key (and `field` for hashes).
         key: String,
@@ -97,3 +100,23 @@ impl CacheError {
 
 /// `Result` with [`CacheError`] as the default error.
 pub type Result<T, E = CacheError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use kaiju_core::{Codec as _, Msgpack, Value};
+
+    use super::CacheError;
+
+    /// A plain string set by redis-cli, read as msgpack: the message says what the bytes look
+    /// like and names no Rust type (it named `kaiju_core::value::Value`).
+    #[test]
+    fn a_value_that_does_not_decode_is_described_not_typed() {
+        let error = Msgpack::CACHE.decode::<Value>(b"hello").unwrap_err();
+        let text = CacheError::decode("dev.app.k", error).to_string();
+        assert_eq!(
+            text,
+            "value at `dev.app.k` cannot be read: not msgpack: 4 byte(s) left over after the first value (5 bytes: \"hello\")"
+        );
+        assert!(!text.contains("::"), "{text}");
+    }
+}

@@ -123,7 +123,7 @@ enum Command {
         topic: String,
         /// Repair a stream whose ids ran ahead of the server clock: move every entry whose id
         /// is more than --max-ahead-hours ahead to the dead letters (`kind: future-id`;
-        /// `kaiju dead ... replay` writes them back with new ids), set the stream's last id
+        /// `kaiju dead replay` writes them back with new ids), set the stream's last id
         /// back (XSETID) to its newest remaining entry, a group's last delivered id or the
         /// server's time, whichever is largest, and set groups that were ahead back to it.
         /// Groups, consumers and pending entries are kept.
@@ -137,20 +137,11 @@ enum Command {
         #[arg(long, default_value_t = 60, value_name = "SECS")]
         stale_after: u64,
     },
-    /// List, replay or purge an app's dead letters: `kaiju dead <app> [topic] list|replay|purge`.
+    /// An app's dead letters (the entries its listener gave up on): `kaiju dead list|replay|purge
+    /// APP [TOPIC]`.
     Dead {
-        #[command(flatten)]
-        conn: Conn,
-        /// `<app> [topic] <list|replay|purge>`.
-        #[arg(num_args = 2..=3, value_name = "APP [TOPIC] ACTION", required = true)]
-        args: Vec<String>,
-        /// Entries to list.
-        #[arg(long, default_value_t = 20)]
-        count: usize,
-        /// `replay` also the dead letters of kind `future-id-handled`: entries
-        /// `kaiju streams --repair` moved that every group had already handled (they run again).
-        #[arg(long)]
-        include_handled: bool,
+        #[command(subcommand)]
+        command: DeadCommand,
     },
     /// Locks.
     Locks {
@@ -198,6 +189,122 @@ struct CallArgs {
     /// refused, so that a typo in the app, topic or environment does not leave a stray stream.
     #[arg(long, conflicts_with = "wait")]
     create: bool,
+}
+
+/// The app and topic whose dead letters these are.
+#[derive(Debug, Clone, Args)]
+struct DeadTarget {
+    /// The app (its dead letters are `<env>.<app>._stream._dead.<topic>`).
+    app: String,
+    /// The topic.
+    #[arg(default_value = "rpc")]
+    topic: String,
+}
+
+/// Which dead letters `replay` and `purge` take: every one, unless filters narrow the choice
+/// (a letter must pass every filter given).
+#[derive(Debug, Clone, Args)]
+struct DeadFilterArgs {
+    /// Only the dead letter with this id (as `kaiju dead list` shows it); repeatable.
+    #[arg(long = "id", value_name = "ID", value_parser = parse_dead_id)]
+    ids: Vec<String>,
+    /// Only dead letters of this kind; repeatable.
+    #[arg(
+        long = "kind",
+        value_name = "KIND",
+        value_parser = clap::builder::PossibleValuesParser::new(kaiju_streams::admin::KINDS)
+    )]
+    kinds: Vec<String>,
+    /// Only dead letters written at least this long ago: `90` (seconds), `90s`, `10m`, `2h`,
+    /// `3d`.
+    #[arg(long, value_name = "AGE", value_parser = parse_age)]
+    older_than: Option<std::time::Duration>,
+    /// Print the dead letters it would take and what it would do; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum DeadCommand {
+    /// List the dead letters, oldest first: id, kind, origin, deliveries, age, reason, body.
+    /// An app and topic with no stream and no dead letters is exit 4.
+    List {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(flatten)]
+        target: DeadTarget,
+        /// How many to list.
+        #[arg(long, default_value_t = 20)]
+        count: usize,
+    },
+    /// Write dead letters back to the app's stream (each with a new id, written once), then
+    /// remove them, and only them, from the dead letters. Leaves alone letters that name
+    /// another stream, letters of kind `malformed` (not kaiju entries: they would fail again)
+    /// unless --include-malformed, and of kind `future-id-handled` unless --include-handled.
+    Replay {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(flatten)]
+        target: DeadTarget,
+        #[command(flatten)]
+        filter: DeadFilterArgs,
+        /// Also replay the dead letters of kind `future-id-handled`: entries `kaiju streams
+        /// --repair` moved that every group had already handled (they run again).
+        #[arg(long)]
+        include_handled: bool,
+        /// Also replay the dead letters of kind `malformed` (entries that are not kaiju's
+        /// envelope; they fail again unless what reads them changed).
+        #[arg(long)]
+        include_malformed: bool,
+    },
+    /// Delete dead letters: every one (the dead-letter stream), or exactly those the filters
+    /// take. Asks first when stdin is a terminal; otherwise refuses without --yes.
+    Purge {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(flatten)]
+        target: DeadTarget,
+        #[command(flatten)]
+        filter: DeadFilterArgs,
+        /// Delete without asking.
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+}
+
+/// A dead letter's id: `<ms>-<seq>` (or `<ms>`).
+fn parse_dead_id(text: &str) -> Result<String, String> {
+    let (ms, seq) = text.split_once('-').unwrap_or((text, "0"));
+    let number = |s: &str| !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit());
+    if number(ms) && number(seq) {
+        Ok(text.to_owned())
+    } else {
+        Err("not a dead letter id: expected <ms>-<seq>, as `kaiju dead list` shows it".to_owned())
+    }
+}
+
+/// An age: seconds (`90`), or a number with a unit (`90s`, `10m`, `2h`, `3d`).
+fn parse_age(text: &str) -> Result<std::time::Duration, String> {
+    let bad = || {
+        format!(
+            "not a duration: expected seconds (`90`) or a number with s, m, h or d (`10m`, `2h`, `3d`), got `{text}`"
+        )
+    };
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let n: u64 = number.parse().map_err(|_| bad())?;
+    let seconds = match unit {
+        "s" => Some(n),
+        "m" => n.checked_mul(60),
+        "h" => n.checked_mul(3600),
+        "d" => n.checked_mul(86_400),
+        _ => None,
+    }
+    .ok_or_else(bad)?;
+    Ok(std::time::Duration::from_secs(seconds))
 }
 
 #[derive(Debug, Subcommand)]

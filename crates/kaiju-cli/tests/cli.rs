@@ -511,7 +511,7 @@ async fn repair_mends_a_bricked_dead_letter_stream_first() {
         assert!(written.is_ok(), "{key}: {written:?}");
     }
     // The dead-letter stream's own letter and the stream's bad entry are both letters now.
-    let o = kaiju(&[&["dead", app, "list"][..], &c].concat());
+    let o = kaiju(&[&["dead", "list", app][..], &c].concat());
     let (out, err) = text(&o);
     assert_eq!(code(&o), 0, "{err}");
     assert!(out.starts_with("3 dead letters"), "{out}");
@@ -520,7 +520,7 @@ async fn repair_mends_a_bricked_dead_letter_stream_first() {
 
 /// The review's steps: an entry from the future, then two legitimate ones (ids as far ahead),
 /// all read and acked by the app's group. `--repair` moves them as `future-id-handled`, and
-/// `kaiju dead ... replay` does not run them again unless `--include-handled`.
+/// `kaiju dead replay` does not run them again unless `--include-handled`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repair_of_handled_entries_is_not_replayed_by_default() {
     use kaiju_transport::fred::prelude::*;
@@ -564,11 +564,11 @@ async fn repair_of_handled_entries_is_not_replayed_by_default() {
             && out.contains("3 of the moved entries had already been handled by every group"),
         "{out}"
     );
-    let o = kaiju(&[&["dead", app, "list"][..], &c].concat());
+    let o = kaiju(&[&["dead", "list", app][..], &c].concat());
     let (out, _) = text(&o);
     assert_eq!(out.matches("future-id-handled").count(), 3, "{out}");
     assert!(out.contains("replaying runs it again"), "{out}");
-    let o = kaiju(&[&["dead", app, "replay"][..], &c].concat());
+    let o = kaiju(&[&["dead", "replay", app][..], &c].concat());
     let (out, err) = text(&o);
     assert_eq!(code(&o), 0, "{err}");
     assert!(
@@ -578,12 +578,482 @@ async fn repair_of_handled_entries_is_not_replayed_by_default() {
     );
     let len: u64 = t.pool().xlen(stream.as_str()).await.unwrap();
     assert_eq!(len, 0, "nothing run again");
-    let o = kaiju(&[&["dead", app, "replay", "--include-handled"][..], &c].concat());
+    let o = kaiju(&[&["dead", "replay", app, "--include-handled"][..], &c].concat());
     let (out, err) = text(&o);
     assert_eq!(code(&o), 0, "{err}");
     assert!(out.contains("replayed 3 into"), "{out}");
     let len: u64 = t.pool().xlen(stream.as_str()).await.unwrap();
     assert_eq!(len, 3);
+}
+
+/// Writes a dead letter the way the listener does (why, what kind, where from, the entry's
+/// fields as `field:<name>`) with the id `id` (`*`: a new one) and returns its id.
+async fn dead_letter(
+    t: &kaiju_transport::Transport,
+    dead: &str,
+    id: &str,
+    kind: &str,
+    from: &str,
+    payload: &[u8],
+) -> String {
+    use kaiju_transport::fred::prelude::*;
+    let fields: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "reason",
+            format!("the reason of a {kind} letter").into_bytes(),
+        ),
+        ("kind", kind.as_bytes().to_vec()),
+        ("stream", from.as_bytes().to_vec()),
+        ("id", b"1-0".to_vec()),
+        ("deliveries", b"3".to_vec()),
+        ("field:_", payload.to_vec()),
+    ];
+    t.pool().xadd(dead, false, None, id, fields).await.unwrap()
+}
+
+/// An envelope `[("svc.m", i), {Correlation-Id: "c<i>"}]`, as a writer puts it in `_`.
+fn envelope(i: i64) -> Vec<u8> {
+    let mut headers = kaiju_streams::Headers::new();
+    headers.insert("Correlation-Id", format!("c{i}"));
+    kaiju_streams::encode(&("svc.m", i), &headers).unwrap()
+}
+
+/// The ids of the dead letters left in `dead`, oldest first.
+async fn dead_ids(t: &kaiju_transport::Transport, dead: &str) -> Vec<String> {
+    use kaiju_transport::fred::prelude::*;
+    let entries: Vec<(String, std::collections::HashMap<String, Vec<u8>>)> =
+        t.pool().xrange(dead, "-", "+", None).await.unwrap();
+    entries.into_iter().map(|(id, _)| id).collect()
+}
+
+/// `kaiju dead` is three subcommands, `list|replay|purge APP [TOPIC]`, each with its own
+/// options; the usage line was garbled (`2 values required by '<APP [TOPIC] ACTION> ...'`).
+#[test]
+fn dead_is_list_replay_purge_subcommands_with_their_own_options() {
+    let o = kaiju(&["dead", "--help"]);
+    let (out, _) = text(&o);
+    assert_eq!(code(&o), 0);
+    assert!(
+        out.contains("kaiju dead list|replay|purge APP [TOPIC]"),
+        "{out}"
+    );
+    for sub in ["list", "replay", "purge"] {
+        assert!(out.contains(&format!("\n  {sub} ")), "{sub}: {out}");
+    }
+    let o = kaiju(&["dead", "list"]);
+    let (_, err) = text(&o);
+    assert_eq!(code(&o), 2, "{err}");
+    assert!(
+        err.contains("Usage: kaiju dead list <APP> [TOPIC]"),
+        "{err}"
+    );
+    assert!(!err.contains("values required"), "{err}");
+    let refused: [&[&str]; 7] = [
+        &["dead", "explode", "app"],
+        &["dead", "app", "list"],
+        &["dead", "replay", "app", "--count", "3"],
+        &["dead", "list", "app", "--include-handled"],
+        &["dead", "purge", "app", "--older-than", "5x", "--yes"],
+        &["dead", "purge", "app", "--kind", "nope", "--yes"],
+        &["dead", "replay", "app", "--id", "abc"],
+    ];
+    for args in refused {
+        let o = kaiju(args);
+        assert_eq!(code(&o), 2, "{args:?}: {:?}", text(&o));
+    }
+    let (_, err) = text(&kaiju(&["dead", "purge", "app", "--older-than", "5x"]));
+    assert!(
+        err.contains("not a duration") && err.contains("10m"),
+        "{err}"
+    );
+    let (_, err) = text(&kaiju(&["dead", "purge", "app", "--kind", "nope"]));
+    assert!(
+        err.contains("malformed") && err.contains("timed_out") && err.contains("future-id"),
+        "the kinds that exist are listed: {err}"
+    );
+}
+
+/// An app and topic with neither a stream nor a dead-letter stream is not found (exit 4) in
+/// `list`, `replay` and `purge` (`list` said "0 dead letters", exit 0); an app whose stream
+/// exists and has no dead letters is exit 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_on_an_app_with_no_stream_is_not_found_exit_4() {
+    use kaiju_transport::fred::prelude::*;
+    let Some(url) = url() else { return };
+    let t = kaiju_tests::connect(Target::Single).await.unwrap();
+    let ns = kaiju_tests::namespace();
+    let app = ns.prefix().split_once('.').unwrap().1;
+    let c = conn(&url, &ns);
+    let commands: [&[&str]; 4] = [
+        &["dead", "list", app],
+        &["dead", "replay", app],
+        &["dead", "purge", app, "--yes"],
+        &["dead", "list", app, "billing"],
+    ];
+    for args in commands {
+        let o = kaiju(&[args, &c[..]].concat());
+        let (out, err) = text(&o);
+        assert_eq!(code(&o), 4, "{args:?}: {out}{err}");
+        assert!(
+            err.contains("no stream") && err.contains("no dead letters"),
+            "{args:?}: {err}"
+        );
+        assert!(out.is_empty(), "{args:?}: {out}");
+    }
+    let stream = ns.stream("rpc").unwrap().into_string();
+    let _: String = t
+        .pool()
+        .xadd(stream.as_str(), false, None, "*", vec![("_", "x")])
+        .await
+        .unwrap();
+    let o = kaiju(&[&["dead", "list", app][..], &c].concat());
+    let (out, err) = text(&o);
+    assert_eq!(code(&o), 0, "{err}");
+    assert!(out.starts_with("0 dead letters"), "{out}");
+    let o = kaiju(&[&["--json", "dead", "list", app][..], &c].concat());
+    let document: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (
+            document["total"].as_u64(),
+            document["letters"].as_array().map(Vec::len)
+        ),
+        (Some(0), Some(0))
+    );
+    let o = kaiju(&[&["dead", "purge", app, "--yes"][..], &c].concat());
+    assert_eq!(code(&o), 0, "{:?}", text(&o));
+    assert!(text(&o).0.contains("purged 0"), "{:?}", text(&o));
+}
+
+/// `purge` without `--yes` refuses when stdin is not a terminal (exit 2, saying to pass
+/// --yes) and deletes nothing; `--dry-run` shows what it would delete and deletes nothing;
+/// `--yes` deletes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_purge_asks_and_refuses_without_yes_when_stdin_is_not_a_terminal() {
+    use kaiju_transport::fred::prelude::*;
+    let Some(url) = url() else { return };
+    let t = kaiju_tests::connect(Target::Single).await.unwrap();
+    let ns = kaiju_tests::namespace();
+    let app = ns.prefix().split_once('.').unwrap().1;
+    let stream = ns.stream("rpc").unwrap().into_string();
+    let dead = ns.dead_letter_stream("rpc").unwrap().into_string();
+    let c = conn(&url, &ns);
+    for i in 0..2 {
+        dead_letter(&t, &dead, "*", "rejected", &stream, &envelope(i)).await;
+    }
+    let o = kaiju(&[&["dead", "purge", app][..], &c].concat());
+    let (out, err) = text(&o);
+    assert_eq!(code(&o), 2, "{out}{err}");
+    assert!(
+        err.contains("not a terminal") && err.contains("--yes"),
+        "{err}"
+    );
+    assert_eq!(t.pool().xlen::<u64, _>(dead.as_str()).await.unwrap(), 2);
+    let o = kaiju(&[&["dead", "purge", app, "--dry-run"][..], &c].concat());
+    let (out, err) = text(&o);
+    assert_eq!(code(&o), 0, "{err}");
+    assert!(
+        out.contains("would purge 2") && out.contains("svc.m"),
+        "{out}"
+    );
+    assert_eq!(t.pool().xlen::<u64, _>(dead.as_str()).await.unwrap(), 2);
+    let o = kaiju(&[&["dead", "purge", app, "--yes"][..], &c].concat());
+    let (out, err) = text(&o);
+    assert_eq!(code(&o), 0, "{err}");
+    assert!(out.contains("purged 2"), "{out}");
+    assert_eq!(t.pool().xlen::<u64, _>(dead.as_str()).await.unwrap(), 0);
+}
+
+/// `purge` and `replay` with `--id`, `--kind` and `--older-than` take exactly the letters
+/// that pass every filter (purge by id with XDEL, never the whole stream), `--dry-run`
+/// changes nothing, and `replay` removes from the dead letters only what it wrote back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_filters_purge_and_replay_exactly_the_letters_they_match() {
+    use kaiju_transport::fred::prelude::*;
+    let Some(url) = url() else { return };
+    let t = kaiju_tests::connect(Target::Single).await.unwrap();
+    let ns = kaiju_tests::namespace();
+    let app = ns.prefix().split_once('.').unwrap().1;
+    let stream = ns.stream("rpc").unwrap().into_string();
+    let dead = ns.dead_letter_stream("rpc").unwrap().into_string();
+    let c = conn(&url, &ns);
+    let days_ago = |d: u64| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        format!("{}-0", now - d * 86_400_000)
+    };
+    let old_rejected =
+        dead_letter(&t, &dead, &days_ago(3), "rejected", &stream, &envelope(1)).await;
+    let old_exhausted =
+        dead_letter(&t, &dead, &days_ago(2), "exhausted", &stream, &envelope(2)).await;
+    let rejected = dead_letter(&t, &dead, "*", "rejected", &stream, &envelope(3)).await;
+    let malformed = dead_letter(&t, &dead, "*", "malformed", &stream, b"hello").await;
+    let timed_out = dead_letter(&t, &dead, "*", "timed_out", &stream, &envelope(5)).await;
+    let rejected_too = dead_letter(&t, &dead, "*", "rejected", &stream, &envelope(6)).await;
+    let run = |args: &[&str]| {
+        let o = kaiju(&[args, &c[..]].concat());
+        let (out, err) = text(&o);
+        assert_eq!(code(&o), 0, "{args:?}: {out}{err}");
+        out
+    };
+
+    // Old and rejected: one letter of the six.
+    let old = [
+        "dead",
+        "purge",
+        app,
+        "--kind",
+        "rejected",
+        "--older-than",
+        "1d",
+    ];
+    let out = run(&[&old[..], &["--dry-run"]].concat());
+    assert!(
+        out.contains(&old_rejected) && !out.contains(&rejected) && out.contains("would purge 1 "),
+        "{out}"
+    );
+    let out = run(&[&old[..], &["--yes"]].concat());
+    assert!(out.contains("purged 1 "), "{out}");
+    let left = [
+        &old_exhausted,
+        &rejected,
+        &malformed,
+        &timed_out,
+        &rejected_too,
+    ]
+    .map(|s| s.clone());
+    assert_eq!(dead_ids(&t, &dead).await, left);
+
+    // By id: a dry run lists them and changes nothing; then exactly those go.
+    let by_id = ["dead", "purge", app, "--id", &rejected, "--id", &timed_out];
+    let out = run(&[&by_id[..], &["--dry-run"]].concat());
+    assert!(
+        out.contains(&rejected) && out.contains(&timed_out) && !out.contains(&rejected_too),
+        "{out}"
+    );
+    assert!(out.contains("would purge 2"), "{out}");
+    assert_eq!(dead_ids(&t, &dead).await, left);
+    let out = run(&[&by_id[..], &["--yes"]].concat());
+    assert!(out.contains("purged 2 "), "{out}");
+    assert_eq!(
+        dead_ids(&t, &dead).await,
+        [old_exhausted.clone(), malformed.clone(), rejected_too]
+    );
+
+    // Replay by kind: only the rejected letter is written back, and only it leaves.
+    let out = run(&["dead", "replay", app, "--kind", "rejected", "--dry-run"]);
+    assert!(out.contains("would replay 1 "), "{out}");
+    assert_eq!(t.pool().xlen::<u64, _>(stream.as_str()).await.unwrap(), 0);
+    let out = run(&["dead", "replay", app, "--kind", "rejected"]);
+    assert!(out.contains("replayed 1 "), "{out}");
+    assert_eq!(dead_ids(&t, &dead).await, [old_exhausted, malformed]);
+    let entries: Vec<(String, std::collections::HashMap<String, Vec<u8>>)> = t
+        .pool()
+        .xrange(stream.as_str(), "-", "+", None)
+        .await
+        .unwrap();
+    assert_eq!(entries.len(), 1);
+    let (body, _): ((String, i64), kaiju_streams::Headers) =
+        kaiju_streams::decode(&entries[0].1["_"]).unwrap();
+    assert_eq!(body, ("svc.m".to_owned(), 6));
+}
+
+/// `replay` leaves dead letters of kind `malformed` alone (they would fail again) and says how
+/// many and why; `--include-malformed` replays them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_replay_leaves_malformed_letters_unless_asked() {
+    use kaiju_transport::fred::prelude::*;
+    let Some(url) = url() else { return };
+    let t = kaiju_tests::connect(Target::Single).await.unwrap();
+    let ns = kaiju_tests::namespace();
+    let app = ns.prefix().split_once('.').unwrap().1;
+    let stream = ns.stream("rpc").unwrap().into_string();
+    let dead = ns.dead_letter_stream("rpc").unwrap().into_string();
+    let c = conn(&url, &ns);
+    dead_letter(&t, &dead, "*", "malformed", &stream, b"hello").await;
+    dead_letter(&t, &dead, "*", "malformed", &stream, &[0x05]).await;
+    dead_letter(&t, &dead, "*", "exhausted", &stream, &envelope(1)).await;
+    let o = kaiju(&[&["dead", "replay", app][..], &c].concat());
+    let (out, err) = text(&o);
+    assert_eq!(code(&o), 0, "{err}");
+    assert!(out.contains("replayed 1 "), "{out}");
+    assert!(
+        out.contains("left 2 dead letters of kind malformed alone")
+            && out.contains("would fail again")
+            && out.contains("--include-malformed"),
+        "{out}"
+    );
+    assert_eq!(t.pool().xlen::<u64, _>(stream.as_str()).await.unwrap(), 1);
+    assert_eq!(t.pool().xlen::<u64, _>(dead.as_str()).await.unwrap(), 2);
+    let o = kaiju(
+        &[
+            &["--json", "dead", "replay", app, "--include-malformed"][..],
+            &c,
+        ]
+        .concat(),
+    );
+    let (out, err) = text(&o);
+    assert_eq!(code(&o), 0, "{err}");
+    let document: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (
+            document["replayed"].as_u64(),
+            document["malformed"].as_u64()
+        ),
+        (Some(2), Some(0)),
+        "{document}"
+    );
+    assert_eq!(t.pool().xlen::<u64, _>(stream.as_str()).await.unwrap(), 3);
+    assert_eq!(t.pool().xlen::<u64, _>(dead.as_str()).await.unwrap(), 0);
+}
+
+/// `--json dead list` prints one JSON document: the keys, the total and each letter with its
+/// id, kind, origin, deliveries, reason, age, and its body and headers as JSON (or why its
+/// payload cannot be read).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_list_json_is_one_document_with_every_letter() {
+    let Some(url) = url() else { return };
+    let t = kaiju_tests::connect(Target::Single).await.unwrap();
+    let ns = kaiju_tests::namespace();
+    let app = ns.prefix().split_once('.').unwrap().1;
+    let stream = ns.stream("rpc").unwrap().into_string();
+    let dead = ns.dead_letter_stream("rpc").unwrap().into_string();
+    let c = conn(&url, &ns);
+    let first = dead_letter(&t, &dead, "*", "rejected", &stream, &envelope(7)).await;
+    let second = dead_letter(&t, &dead, "*", "malformed", &stream, b"hello").await;
+    let o = kaiju(&[&["--json", "dead", "list", app][..], &c].concat());
+    let (out, err) = text(&o);
+    assert_eq!(code(&o), 0, "{err}");
+    assert_eq!(out.lines().count(), 1, "one document: {out}");
+    let document: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(document["stream"], stream.as_str());
+    assert_eq!(document["dead_stream"], dead.as_str());
+    assert_eq!(document["total"], 2);
+    let letters = document["letters"].as_array().unwrap();
+    assert_eq!(letters.len(), 2);
+    let letter = &letters[0];
+    assert_eq!(letter["id"], first.as_str());
+    assert_eq!(letter["kind"], "rejected");
+    assert_eq!(letter["origin_id"], "1-0");
+    assert_eq!(letter["stream"], stream.as_str());
+    assert_eq!(letter["deliveries"], 3);
+    assert_eq!(letter["reason"], "the reason of a rejected letter");
+    assert_eq!(letter["body"], serde_json::json!(["svc.m", 7]));
+    assert_eq!(letter["headers"]["Correlation-Id"], "c7");
+    assert!(
+        letter["age_ms"].as_u64().is_some_and(|ms| ms < 600_000),
+        "{letter}"
+    );
+    let letter = &letters[1];
+    assert_eq!(letter["id"], second.as_str());
+    assert!(letter["body"].is_null());
+    let error = letter["payload_error"].as_str().unwrap();
+    assert!(
+        error.contains("not msgpack") && error.contains("\"hello\""),
+        "{error}"
+    );
+    assert!(!error.contains("::"), "{error}");
+    // `--count` bounds the letters, not the total.
+    let o = kaiju(&[&["--json", "dead", "list", app, "--count", "1"][..], &c].concat());
+    let document: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (
+            document["total"].as_u64(),
+            document["letters"].as_array().map(Vec::len)
+        ),
+        (Some(2), Some(1))
+    );
+    // Purge's result as JSON too.
+    let o = kaiju(&[&["--json", "dead", "purge", app, "--yes"][..], &c].concat());
+    let document: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(document["purged"], 2, "{document}");
+}
+
+/// Entries that are not kaiju's envelope, written with a plain XADD as redis-cli would, are
+/// dead-lettered by a listener reading `Value` bodies (as kaiju-rpc does) with reasons in
+/// words: what the payload should be and what it holds. They named Rust types:
+/// `cannot decode msgpack as `(kaiju_core::value::Value, kaiju_streams::envelope::Headers)``.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_entries_are_dead_lettered_with_reasons_in_words() {
+    use kaiju_core::Lifecycle as _;
+    use kaiju_transport::fred::prelude::*;
+    let Some(url) = url() else { return };
+    let t = kaiju_tests::connect(Target::Single).await.unwrap();
+    let ns = kaiju_tests::namespace();
+    let app = kaiju_tests::app(&ns);
+    let stream = ns.stream("rpc").unwrap().into_string();
+    let c = conn(&url, &ns);
+    let payloads: [&[u8]; 4] = [
+        b"hello",                // a plain string: msgpack 104, then 4 bytes more
+        b"\xa5hello",            // msgpack, a string
+        b"\x92\xa1x\xa7headers", // [body, headers] with headers that are no map
+        b"\x93\x01\x02\x03",     // an array of 3
+    ];
+    for payload in payloads {
+        let _: String = t
+            .pool()
+            .xadd(stream.as_str(), false, None, "*", vec![("_", payload)])
+            .await
+            .unwrap();
+    }
+    let handler = |_: kaiju_streams::Message<kaiju_core::Value>| {
+        std::future::ready(Ok::<(), kaiju_streams::HandlerError>(()))
+    };
+    let mut listener = kaiju_streams::Listener::new(
+        t.clone(),
+        &app,
+        kaiju_streams::ListenerSettings::default(),
+        handler,
+    )
+    .unwrap();
+    listener.start().await.unwrap();
+    let dead = listener.dead_letter_key().to_owned();
+    kaiju_tests::eventually("4 dead letters", Duration::from_secs(10), || async {
+        t.pool().xlen::<u64, _>(dead.as_str()).await.unwrap_or(0) >= 4
+    })
+    .await;
+    listener.stop(Duration::from_secs(5)).await.unwrap();
+    let o = kaiju(&[&["--json", "dead", "list", &app.name][..], &c].concat());
+    let (out, err) = text(&o);
+    assert_eq!(code(&o), 0, "{err}");
+    let document: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let reasons: Vec<&str> = document["letters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            assert_eq!(l["kind"], "malformed");
+            l["reason"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(reasons.len(), 4);
+    for reason in &reasons {
+        assert!(!reason.contains("::"), "{reason}");
+        assert!(reason.starts_with("not a kaiju entry: "), "{reason}");
+    }
+    let has = |text: &str| reasons.iter().any(|r| r.contains(text));
+    assert!(
+        has("not msgpack: 4 byte(s) left over after the first value (5 bytes: \"hello\")"),
+        "{reasons:#?}"
+    );
+    assert!(
+        has("must hold a msgpack array [body, headers]; it holds a string of 5 bytes (\"hello\")"),
+        "{reasons:#?}"
+    );
+    assert!(has("it holds an array of 3 items"), "{reasons:#?}");
+    assert!(
+        has("the headers (the second item of [body, headers]) must be a map")
+            && has("they are a string of 7 bytes (\"headers\")"),
+        "{reasons:#?}"
+    );
+    // The human list shows the same reasons.
+    let o = kaiju(&[&["dead", "list", &app.name][..], &c].concat());
+    let (out, _) = text(&o);
+    assert!(
+        out.contains("it holds an array of 3 items") && !out.contains("::"),
+        "{out}"
+    );
 }
 
 /// `--password-file` gives the password of a user Redis knows (an ACL user made here, named
@@ -844,7 +1314,7 @@ async fn run_call_write_streams_and_dead() {
         assert!(started.elapsed() < Duration::from_secs(10), "{out}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let o = kaiju(&[&["dead", app, "list"][..], &c].concat());
+    let o = kaiju(&[&["dead", "list", app][..], &c].concat());
     let (out, _) = text(&o);
     assert_eq!(code(&o), 0);
     assert!(
@@ -867,7 +1337,7 @@ async fn run_call_write_streams_and_dead() {
             .await
             .unwrap();
     }
-    let o = kaiju(&[&["dead", app, "list"][..], &c].concat());
+    let o = kaiju(&[&["dead", "list", app][..], &c].concat());
     let (out, _) = text(&o);
     assert!(
         !out.contains('\u{1b}') && !out.contains('\u{7}') && !out.contains('\r'),
@@ -877,14 +1347,15 @@ async fn run_call_write_streams_and_dead() {
         out.contains("\\u{1b}[31mRED") && !out.contains("\nfake line"),
         "{out}"
     );
-    let o = kaiju(&[&["dead", app, "rpc", "replay"][..], &c].concat());
+    let o = kaiju(&[&["dead", "replay", app, "rpc"][..], &c].concat());
     let (out, err) = text(&o);
     assert_eq!(code(&o), 0, "{err}");
     assert!(
-        out.contains("replayed 3") && out.contains("skipped 1"),
+        out.contains("replayed 3")
+            && out.contains("left 1 dead letters alone: they name another stream"),
         "{out}"
     );
-    assert!(err.contains("replayed 4/4"), "progress is shown: {err}");
+    assert!(err.contains("looked at 4/4"), "progress is shown: {err}");
     // Replayed, they run again (and are dead-lettered again: the method still does not exist).
     let started = Instant::now();
     loop {
@@ -899,13 +1370,13 @@ async fn run_call_write_streams_and_dead() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let o = kaiju(&[&["dead", app, "purge"][..], &c].concat());
+    let o = kaiju(&[&["dead", "purge", app, "--yes"][..], &c].concat());
     assert_eq!(code(&o), 0);
     assert!(
         text(&o).0.contains("purged 4"),
         "the forged letter was kept, then purged"
     );
-    let o = kaiju(&[&["dead", app, "explode"][..], &c].concat());
+    let o = kaiju(&[&["dead", "explode", app][..], &c].concat());
     assert_eq!(code(&o), 2);
     let o = kaiju(&[&["streams", "no-such-app"][..], &c].concat());
     assert_eq!(code(&o), 4, "a stream that never existed is exit 4");

@@ -40,6 +40,7 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::shortened::describe_bytes;
 use crate::value::Value;
 
 mod size;
@@ -47,23 +48,29 @@ mod size;
 pub use size::{DecodedSize, SizeError, array_header, decoded_size};
 
 /// Encoding or decoding failed.
+///
+/// Its `Display` is written for the people who read logs and dead letters: it says what is
+/// wrong and what the bytes look like (their length and a printable prefix), and names no Rust
+/// type (the type is in `type_name`, for programs).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum CodecError {
     /// The value could not be encoded.
-    #[error("cannot encode a `{type_name}` as msgpack: {message}")]
+    #[error("cannot encode the value as msgpack: {message}")]
     Encode {
         /// The Rust type that was encoded.
         type_name: &'static str,
         /// What the encoder said.
         message: String,
     },
-    /// The bytes are not a msgpack encoding of the expected type.
-    #[error("cannot decode msgpack as `{type_name}`: {message}")]
+    /// The bytes are not a msgpack encoding of the expected type: `not msgpack: ...` when they
+    /// are not one msgpack value, `msgpack of the wrong shape: ...` when they are one, of
+    /// another shape, `unreadable msgpack: ...` when it nests deeper than [`MAX_DEPTH`].
+    #[error("{message}")]
     Decode {
         /// The Rust type that was expected.
         type_name: &'static str,
-        /// What the decoder said.
+        /// What is wrong, and what the bytes look like.
         message: String,
     },
 }
@@ -147,24 +154,50 @@ impl Codec for Msgpack {
     }
 
     fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, CodecError> {
-        match self.decode_exact(bytes) {
-            Ok(value) => Ok(value),
-            // The exact reading failed: read the bytes as a plain value, and that value the
-            // lenient way msgspec does. Only values that fail the fast path pay for this.
-            Err(exact) => self
-                .decode_exact::<Value>(bytes)
-                .ok()
-                .and_then(|value| T::deserialize(&value).ok())
-                .ok_or(exact),
+        if let Ok(value) = self.read::<T>(bytes) {
+            return Ok(value);
         }
+        // The exact reading failed: read the bytes as a plain value, and that value the
+        // lenient way msgspec does. Only values that fail the fast path pay for this.
+        let message = match self.read::<Value>(bytes) {
+            Ok(value) => match T::deserialize(&value) {
+                Ok(decoded) => return Ok(decoded),
+                Err(e) => wrong_shape(&e.to_string(), &value),
+            },
+            Err(unreadable) => not_msgpack(&unreadable, bytes),
+        };
+        Err(CodecError::Decode {
+            type_name: std::any::type_name::<T>(),
+            message,
+        })
     }
+}
+
+/// Why bytes could not be read.
+enum Unreadable {
+    /// What the decoder said.
+    Decoder(rmp_serde::decode::Error),
+    /// One value was read, and this many bytes were left over.
+    Trailing(usize),
 }
 
 impl Msgpack {
     /// Decodes with serde's reading of the layout, no leniency.
     fn decode_exact<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, CodecError> {
-        let type_name = std::any::type_name::<T>();
-        let fail = |message: String| CodecError::Decode { type_name, message };
+        self.read(bytes).map_err(|_| CodecError::Decode {
+            type_name: std::any::type_name::<T>(),
+            message: match self.read::<Value>(bytes) {
+                Ok(value) => match T::deserialize(&value) {
+                    Err(e) => wrong_shape(&e.to_string(), &value),
+                    Ok(_) => "msgpack that reads only the lenient way".to_owned(),
+                },
+                Err(unreadable) => not_msgpack(&unreadable, bytes),
+            },
+        })
+    }
+
+    /// Reads one `T` that takes every byte.
+    fn read<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, Unreadable> {
         let mut rest = bytes;
         let mut deserializer = rmp_serde::Deserializer::new(&mut rest);
         deserializer.set_max_depth(MAX_DEPTH);
@@ -172,14 +205,90 @@ impl Msgpack {
             Layout::Cache => T::deserialize(&mut deserializer),
             Layout::Wire => T::deserialize(&mut deserializer.with_human_readable()),
         }
-        .map_err(|e| fail(e.to_string()))?;
+        .map_err(Unreadable::Decoder)?;
         if !rest.is_empty() {
-            return Err(fail(format!(
-                "{} trailing byte(s) after the value",
-                rest.len()
-            )));
+            return Err(Unreadable::Trailing(rest.len()));
         }
         Ok(value)
+    }
+}
+
+/// The message of bytes that are not one msgpack value.
+fn not_msgpack(why: &Unreadable, bytes: &[u8]) -> String {
+    use rmp_serde::decode::Error;
+    let why = match why {
+        Unreadable::Trailing(n) => {
+            format!("{n} byte(s) left over after the first value")
+        }
+        Unreadable::Decoder(_) if bytes.is_empty() => "no bytes at all".to_owned(),
+        Unreadable::Decoder(Error::InvalidMarkerRead(_) | Error::InvalidDataRead(_)) => {
+            "it ends in the middle of a value (cut short?)".to_owned()
+        }
+        Unreadable::Decoder(Error::TypeMismatch(_)) => {
+            "a byte that begins no msgpack value (0xc1, say, which msgpack never uses)".to_owned()
+        }
+        Unreadable::Decoder(Error::DepthLimitExceeded) => {
+            return format!(
+                "unreadable msgpack: arrays or maps nested deeper than {MAX_DEPTH} levels ({})",
+                describe_bytes(bytes)
+            );
+        }
+        Unreadable::Decoder(Error::Utf8Error(_)) => "a string that is not UTF-8".to_owned(),
+        Unreadable::Decoder(Error::OutOfRange) => "a number out of range".to_owned(),
+        Unreadable::Decoder(Error::Syntax(m) | Error::Uncategorized(m)) => human_serde(m),
+        Unreadable::Decoder(_) => "a value msgpack cannot hold here".to_owned(),
+    };
+    format!("not msgpack: {why} ({})", describe_bytes(bytes))
+}
+
+/// The message of one msgpack value, `value`, that is not of the shape wanted: `why` is what
+/// serde said reading it.
+fn wrong_shape(why: &str, value: &Value) -> String {
+    format!(
+        "msgpack of the wrong shape: {}; it holds {}",
+        human_serde(why),
+        value.describe()
+    )
+}
+
+/// serde's message in words, and shortened (serde quotes a string value whole: see
+/// [`shortened`](crate::shortened)).
+fn human_serde(message: &str) -> String {
+    crate::shortened::shortened(&in_words(message)).to_string()
+}
+
+/// A serde error message with the name of a Rust number type it ends with said in words:
+/// `invalid type: string "x", expected u16` becomes `invalid type: string "x", expected an
+/// integer from 0 to 65535`. Other messages are returned as they are.
+///
+/// ```
+/// use kaiju_core::codec::in_words;
+/// assert_eq!(in_words("invalid value: integer `-1`, expected usize"), "invalid value: integer `-1`, expected an integer of 0 or more");
+/// assert_eq!(in_words("missing field `name`"), "missing field `name`");
+/// ```
+pub fn in_words(message: &str) -> String {
+    const WORDS: [(&str, &str); 14] = [
+        ("u8", "an integer from 0 to 255"),
+        ("u16", "an integer from 0 to 65535"),
+        ("u32", "an integer from 0 to 4294967295"),
+        ("u64", "an integer of 0 or more"),
+        ("u128", "an integer of 0 or more"),
+        ("usize", "an integer of 0 or more"),
+        ("i8", "an integer from -128 to 127"),
+        ("i16", "an integer from -32768 to 32767"),
+        ("i32", "an integer from -2147483648 to 2147483647"),
+        ("i64", "an integer"),
+        ("i128", "an integer"),
+        ("isize", "an integer"),
+        ("f32", "a number"),
+        ("f64", "a number"),
+    ];
+    match message.rsplit_once("expected ") {
+        Some((head, expected)) => match WORDS.iter().find(|(name, _)| *name == expected) {
+            Some((_, words)) => format!("{head}expected {words}"),
+            None => message.to_owned(),
+        },
+        None => message.to_owned(),
     }
 }
 

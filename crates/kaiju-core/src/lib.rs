@@ -20,6 +20,6 @@ pub use key::{
 };
 pub use lifecycle::{Lifecycle, LifecycleError, Shutdown};
 pub use secret::{Secret, redact_url};
-pub use shortened::{SHOWN_CHARS, Shortened, shortened};
+pub use shortened::{SHOWN_CHARS, Shortened, describe_bytes, shortened};
 pub use slot::{SLOT_COUNT, key_slot};
 pub use value::{Value, ValueError};

@@ -1,4 +1,5 @@
-//! Text from the wire shown in a log line or an error message, cut to a few characters.
+//! Text and bytes from the wire shown in a log line or an error message, cut to a few
+//! characters.
 
 use std::fmt;
 
@@ -31,6 +32,47 @@ impl fmt::Display for Shortened<'_> {
             Some((cut, _)) => write!(f, "{}… ({} bytes)", &self.0[..cut], self.0.len()),
         }
     }
+}
+
+/// What bytes look like, for an error message: their length and up to 32 characters of them,
+/// quoted, with anything unprintable escaped (`\n`, `\u{1b}`, `\xc1`), and `...` after the
+/// closing quote when there are more.
+///
+/// ```
+/// use kaiju_core::describe_bytes;
+/// assert_eq!(describe_bytes(b"hello"), r#"5 bytes: "hello""#);
+/// assert_eq!(describe_bytes(b"\xc1\n"), r#"2 bytes: "\xc1\n""#);
+/// assert_eq!(describe_bytes(&[b'a'; 40]), format!(r#"40 bytes: "{}"..."#, "a".repeat(32)));
+/// ```
+pub fn describe_bytes(bytes: &[u8]) -> String {
+    const SHOWN: usize = 32;
+    let mut shown = String::new();
+    let mut count = 0;
+    let mut cut = false;
+    'chunks: for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if count == SHOWN {
+                cut = true;
+                break 'chunks;
+            }
+            shown.extend(c.escape_debug());
+            count += 1;
+        }
+        for b in chunk.invalid() {
+            if count == SHOWN {
+                cut = true;
+                break 'chunks;
+            }
+            shown.push_str(&format!("\\x{b:02x}"));
+            count += 1;
+        }
+    }
+    let unit = if bytes.len() == 1 { "byte" } else { "bytes" };
+    format!(
+        "{} {unit}: \"{shown}\"{}",
+        bytes.len(),
+        if cut { "..." } else { "" }
+    )
 }
 
 #[cfg(test)]

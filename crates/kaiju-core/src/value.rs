@@ -84,6 +84,36 @@ impl Value {
         matches!(self, Self::Nil)
     }
 
+    /// What the value is, in words, for error messages: `nil`, `an integer (104)`,
+    /// `a string of 5 bytes ("hello")`, `an array of 3 items`, `a map of 2 entries`. Strings and
+    /// bytes show their first 32 characters at most, escaped.
+    pub fn describe(&self) -> String {
+        let text = |bytes: &[u8]| {
+            let shown = crate::shortened::describe_bytes(bytes);
+            // `5 bytes: "hello"` -> `5 bytes ("hello")`
+            match shown.split_once(": ") {
+                Some((length, quoted)) => format!("{length} ({quoted})"),
+                None => shown,
+            }
+        };
+        match self {
+            Self::Nil => "nil".to_owned(),
+            Self::Bool(b) => format!("a boolean ({b})"),
+            Self::Int(n) => format!("an integer ({n})"),
+            Self::UInt(n) => format!("an integer ({n})"),
+            Self::Float(f) => format!("a float ({f})"),
+            Self::Str(s) => format!("a string of {}", text(s.as_bytes())),
+            Self::Bin(b) => format!("binary data of {}", text(b)),
+            Self::Array(items) if items.len() == 1 => "an array of 1 item".to_owned(),
+            Self::Array(items) => format!("an array of {} items", items.len()),
+            Self::Map(entries) if entries.len() == 1 => "a map of 1 entry".to_owned(),
+            Self::Map(entries) => format!("a map of {} entries", entries.len()),
+            Self::Ext(tag, data) => {
+                format!("a msgpack extension (type {tag}) of {} bytes", data.len())
+            }
+        }
+    }
+
     fn kind(&self) -> de::Unexpected<'_> {
         match self {
             Self::Nil => de::Unexpected::Unit,

@@ -92,7 +92,9 @@ pub(crate) fn parse_params<P: DeserializeOwned>(params: &Value) -> Result<P, Rpc
         // Both may quote the caller's text (a key, a value: serde escapes it, up to 5 bytes a
         // character): shown shortened, as every name a caller chose.
         let path = kaiju_core::shortened(&e.path().to_string()).to_string();
-        let reason = kaiju_core::shortened(&e.inner().to_string()).to_string();
+        // Rust's number types in words: `expected an integer from 0 to 255`, not `expected u8`.
+        let reason = kaiju_core::codec::in_words(&e.inner().to_string());
+        let reason = kaiju_core::shortened(&reason).to_string();
         let name = if path == "." {
             "params".to_owned()
         } else {
@@ -434,6 +436,11 @@ mod tests {
             e.data("name"),
             Some(&Value::Str("params.address.zip".into())),
             "{e}"
+        );
+        assert!(
+            e.message()
+                .ends_with("expected an integer from 0 to 4294967295"),
+            "a Rust type name is said in words: {e}"
         );
         let missing = map(vec![("name", Value::Str("a".into()))]);
         let e = parse_params::<User>(&missing).unwrap_err();

@@ -453,8 +453,57 @@ pub fn encode<B: Serialize + ?Sized>(
 }
 
 /// Decodes `[body, headers]`.
+///
+/// The error's `Display` says, for people, which part is wrong and what it holds: `not a kaiju
+/// entry: the `_` field must hold a msgpack array [body, headers]; it holds a string of 5 bytes
+/// ("hello")`, or what is wrong with the headers or the body. It names no Rust type.
 pub fn decode<B: DeserializeOwned>(payload: &[u8]) -> Result<(B, Headers), kaiju_core::CodecError> {
-    Msgpack::WIRE.decode(payload)
+    Msgpack::WIRE
+        .decode(payload)
+        .map_err(|e| not_an_envelope::<B>(payload, e))
+}
+
+/// Why `payload` is not `[body, headers]` with a body `B`, in words; `error` is the codec's.
+/// Only the failure path pays for reading the payload again.
+#[cold]
+fn not_an_envelope<B: DeserializeOwned>(
+    payload: &[u8],
+    error: kaiju_core::CodecError,
+) -> kaiju_core::CodecError {
+    use kaiju_core::{CodecError, Value};
+    let type_name = match &error {
+        CodecError::Decode { type_name, .. } => type_name,
+        _ => "",
+    };
+    let message = match Msgpack::WIRE.decode::<Value>(payload) {
+        Err(e) => {
+            format!("not a kaiju entry: the `_` field must hold msgpack [body, headers]; {e}")
+        }
+        Ok(Value::Array(items)) if items.len() == 2 => {
+            let (body, headers) = (&items[0], &items[1]);
+            if let Err(e) = Headers::deserialize(headers) {
+                format!(
+                    "not a kaiju entry: the headers (the second item of [body, headers]) must be a map of names to values; {}; they are {}",
+                    kaiju_core::shortened(&e.to_string()),
+                    headers.describe()
+                )
+            } else {
+                // The body alone, read again through the codec for its message.
+                match Msgpack::WIRE
+                    .encode(body)
+                    .map(|bytes| Msgpack::WIRE.decode::<B>(&bytes))
+                {
+                    Ok(Err(e)) => format!("the body (the first item of [body, headers]) is {e}"),
+                    _ => error.to_string(),
+                }
+            }
+        }
+        Ok(other) => format!(
+            "not a kaiju entry: the `_` field must hold a msgpack array [body, headers]; it holds {}",
+            other.describe()
+        ),
+    };
+    CodecError::Decode { type_name, message }
 }
 
 /// Reads only the headers of an envelope (`[body, headers]`), skipping the body without
@@ -486,6 +535,38 @@ mod tests {
         // The envelope as an array 16, which `decode` accepts too.
         let wide = [&b"\xdc\x00\x02"[..], &payload[1..]].concat();
         assert_eq!(headers_only(&wide, 1 << 10), Some(headers));
+    }
+
+    /// Why a payload is not an envelope, in words, for dead-letter reasons: which part is
+    /// wrong and what it holds, and no Rust type (the reason named
+    /// `(kaiju_core::value::Value, kaiju_streams::envelope::Headers)`).
+    #[test]
+    fn decode_errors_say_which_part_is_wrong_and_name_no_rust_type() {
+        use kaiju_core::Value;
+        let reason = |payload: &[u8]| decode::<Value>(payload).unwrap_err().to_string();
+        assert_eq!(
+            reason(b"hello"),
+            "not a kaiju entry: the `_` field must hold msgpack [body, headers]; not msgpack: 4 byte(s) left over after the first value (5 bytes: \"hello\")"
+        );
+        assert_eq!(
+            reason(b"\xa5hello"),
+            "not a kaiju entry: the `_` field must hold a msgpack array [body, headers]; it holds a string of 5 bytes (\"hello\")"
+        );
+        assert_eq!(
+            reason(b"\x92\x01\x05"),
+            "not a kaiju entry: the headers (the second item of [body, headers]) must be a map of names to values; invalid type: integer `5`, expected a map of headers; they are an integer (5)"
+        );
+        let body = encode(&("svc.m", "x"), &Headers::new()).unwrap();
+        let wrong = decode::<(String, u16)>(&body).unwrap_err().to_string();
+        assert_eq!(
+            wrong,
+            "the body (the first item of [body, headers]) is msgpack of the wrong shape: invalid type: string \"x\", expected an integer from 0 to 65535; it holds an array of 2 items"
+        );
+        let long = vec![b'a'; 1 << 16];
+        for text in [reason(b""), reason(&[0xc1]), reason(&long), wrong] {
+            assert!(!text.contains("::"), "{text}");
+            assert!(text.len() < 400, "{text}");
+        }
     }
 
     fn hex(s: &str) -> Vec<u8> {

@@ -137,12 +137,17 @@ async fn malformed_entries_are_dead_lettered_and_the_rest_run(
         Some(stream.as_str())
     );
     assert_eq!(missing["deliveries"].as_u64(), Some(1));
+    // Reasons in words, naming no Rust type: what the payload must be, what it holds.
+    let mut reasons: Vec<String> = bad.iter().map(|(_, f)| reason(f)).collect();
+    reasons.sort();
+    assert_eq!(
+        reasons,
+        [
+            "not a kaiju entry: the `_` field must hold a msgpack array [body, headers]; it holds an integer (5)",
+            "not a kaiju entry: the `_` field must hold msgpack [body, headers]; not msgpack: a byte that begins no msgpack value (0xc1, say, which msgpack never uses) (1 byte: \"\\xc1\")",
+        ]
+    );
     for (_, fields) in &bad {
-        assert!(
-            reason(fields).contains("malformed payload"),
-            "{}",
-            reason(fields)
-        );
         assert!(
             fields.contains_key("field:_"),
             "the original payload was not kept"

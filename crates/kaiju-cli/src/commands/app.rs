@@ -1,8 +1,8 @@
 //! `kaiju run` and `kaiju check`.
 
+use kaiju_app::App;
 use kaiju_app::builtin::TransportService;
 use kaiju_app::config::Config;
-use kaiju_app::App;
 use kaiju_transport::Transport;
 use serde_json::Value as Json;
 

@@ -1,105 +1,364 @@
-//! `kaiju dead`: an app's dead letters, listed, replayed or purged.
+//! `kaiju dead list|replay|purge APP [TOPIC]`: an app's dead letters, listed, replayed or
+//! purged.
+
+use std::io::IsTerminal as _;
 
 use kaiju_core::{Codec as _, Value};
-use kaiju_streams::admin::{self, DeadLetters};
+use kaiju_streams::admin::{self, DeadFilter, DeadLetter, DeadLetters};
+use serde_json::{Value as Json, json};
 
 use super::{keys, printable, redis_failure};
 use crate::connect::connect;
 use crate::json::to_json;
 use crate::out::{errln, outln};
-use crate::{Conn, Failure};
+use crate::{Conn, DeadCommand, DeadFilterArgs, DeadTarget, Failure};
 
-/// `kaiju dead APP [TOPIC] list|replay|purge`.
-pub(super) async fn dead(
-    conn: Conn,
-    args: Vec<String>,
-    count: usize,
-    include_handled: bool,
-    _json: bool,
-) -> Result<(), Failure> {
-    let (app, topic, action) = match args.as_slice() {
-        [app, action] => (app, "rpc", action),
-        [app, topic, action] => (app, topic.as_str(), action),
-        _ => {
-            return Err(Failure::usage(
-                "expected `kaiju dead <app> [topic] list|replay|purge`",
-            ));
+/// `kaiju dead list|replay|purge APP [TOPIC]`; `json` prints one JSON document instead of text.
+pub(super) async fn dead(command: DeadCommand, json: bool) -> Result<(), Failure> {
+    match command {
+        DeadCommand::List {
+            conn,
+            target,
+            count,
+        } => list(conn, target, count, json).await,
+        DeadCommand::Replay {
+            conn,
+            target,
+            filter,
+            include_handled,
+            include_malformed,
+        } => {
+            let (letters, keys) = open(&conn, &target, &filter).await?;
+            let letters = letters
+                .include_handled(include_handled)
+                .include_malformed(include_malformed);
+            replay(&letters, &keys, filter.dry_run, json).await
         }
-    };
-    let (transport, me) = connect(&conn).await?;
-    let (stream, dead) = keys(&me.env, app, topic)?;
-    let letters =
-        DeadLetters::new(transport, stream.clone(), dead.clone()).include_handled(include_handled);
-    match action.as_str() {
-        "list" => {
-            let total = letters.len().await.map_err(redis_failure)?;
-            outln!("{total} dead letters in {dead}");
-            let mut after: Option<String> = None;
-            let mut shown = 0;
-            while shown < count {
-                let page = letters
-                    .list(after.as_deref(), (count - shown).min(admin::MAX_PAGE))
-                    .await
-                    .map_err(redis_failure)?;
-                let Some(last) = page.last() else { break };
-                after = Some(last.id.clone());
-                shown += page.len();
-                for d in page {
-                    print_dead_letter(&d)?;
-                }
+        DeadCommand::Purge {
+            conn,
+            target,
+            filter,
+            yes,
+        } => {
+            if !yes && !filter.dry_run && !std::io::stdin().is_terminal() {
+                // Checked before connecting: nothing is read or changed.
+                return Err(Failure::usage(
+                    "`kaiju dead purge` deletes dead letters and asks first, but stdin is not a terminal: pass --yes to purge without asking (or --dry-run to see what it would delete)",
+                ));
             }
-            Ok(())
+            let (letters, keys) = open(&conn, &target, &filter).await?;
+            purge(
+                &letters,
+                &keys,
+                !filter.is_empty(),
+                filter.dry_run,
+                yes,
+                json,
+            )
+            .await
         }
-        "replay" => {
-            let done = letters
-                .replay(100, |done, total| errln!("replayed {done}/{total}"))
-                .await
-                .map_err(redis_failure)?;
-            outln!(
-                "replayed {} into {stream}; skipped {} (from another stream or empty)",
-                done.replayed,
-                done.skipped
-            );
-            if done.handled > 0 {
-                outln!(
-                    "left {} dead letters of kind {} alone: every group had already handled them, so a replay runs them again (--include-handled replays them)",
-                    done.handled,
-                    admin::KIND_FUTURE_ID_HANDLED
-                );
-            }
-            Ok(())
-        }
-        "purge" => {
-            let n = letters.purge().await.map_err(redis_failure)?;
-            outln!("purged {n} dead letters from {dead}");
-            Ok(())
-        }
-        other => Err(Failure::usage(format!(
-            "unknown action `{other}`: use list, replay or purge"
-        ))),
     }
 }
 
-fn print_dead_letter(d: &admin::DeadLetter) -> Result<(), Failure> {
-    let body = d
-        .fields
-        .iter()
-        .find(|(k, _)| &k[..] == b"_")
-        .map(
-            |(_, v)| match kaiju_core::Msgpack::WIRE.decode::<Value>(v) {
-                Ok(v) => to_json(&v).to_string(),
-                Err(_) => format!("<{} bytes that are not msgpack>", v.len()),
-            },
-        )
-        .unwrap_or_else(|| "<no `_` field>".into());
+/// The stream and dead-letter stream keys.
+struct Keys {
+    stream: String,
+    dead: String,
+}
+
+impl DeadFilterArgs {
+    fn to_filter(&self) -> DeadFilter {
+        let mut filter = DeadFilter::default()
+            .ids(&self.ids)
+            .kinds(self.kinds.clone());
+        if let Some(age) = self.older_than {
+            filter = filter.older_than(age);
+        }
+        filter
+    }
+
+    fn is_empty(&self) -> bool {
+        self.to_filter().is_empty()
+    }
+}
+
+/// Connects, and finds the dead letters of `target`: exit 4 when neither its stream nor its
+/// dead-letter stream exists (a wrong app, topic or environment).
+async fn open(
+    conn: &Conn,
+    target: &DeadTarget,
+    filter: &DeadFilterArgs,
+) -> Result<(DeadLetters, Keys), Failure> {
+    let (transport, me) = connect(conn).await?;
+    let (stream, dead) = keys(&me.env, &target.app, &target.topic)?;
+    let letters =
+        DeadLetters::new(transport, stream.clone(), dead.clone()).filter(filter.to_filter());
+    if !letters.exists().await.map_err(redis_failure)? {
+        return Err(Failure::not_found(format!(
+            "no stream {stream} and no dead letters {dead}: nothing was ever written to app `{}` topic `{}` in environment `{}`",
+            printable(&target.app),
+            printable(&target.topic),
+            printable(&me.env)
+        )));
+    }
+    Ok((letters, Keys { stream, dead }))
+}
+
+/// `kaiju dead list`.
+async fn list(conn: Conn, target: DeadTarget, count: usize, json: bool) -> Result<(), Failure> {
+    let no_filter = DeadFilterArgs {
+        ids: Vec::new(),
+        kinds: Vec::new(),
+        older_than: None,
+        dry_run: false,
+    };
+    let (letters, keys) = open(&conn, &target, &no_filter).await?;
+    let total = letters.len().await.map_err(redis_failure)?;
+    let now = letters.server_time_ms().await.ok();
+    let mut shown = Vec::new();
+    let mut after: Option<String> = None;
+    while shown.len() < count {
+        let page = letters
+            .list(after.as_deref(), (count - shown.len()).min(admin::MAX_PAGE))
+            .await
+            .map_err(redis_failure)?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.id.clone());
+        shown.extend(page);
+    }
+    if json {
+        let document = json!({
+            "stream": keys.stream,
+            "dead_stream": keys.dead,
+            "total": total,
+            "letters": shown.iter().map(|d| letter_json(d, now)).collect::<Vec<_>>(),
+        });
+        outln!("{document}");
+        return Ok(());
+    }
+    outln!("{total} dead letters in {}", keys.dead);
+    for d in &shown {
+        print_dead_letter(d, now)?;
+    }
+    Ok(())
+}
+
+/// `kaiju dead replay`.
+async fn replay(
+    letters: &DeadLetters,
+    keys: &Keys,
+    dry_run: bool,
+    json: bool,
+) -> Result<(), Failure> {
+    let mut taken = Vec::new();
+    let done = if dry_run {
+        letters
+            .replay_dry_run(100, |d| taken.push(d.clone()))
+            .await
+            .map_err(redis_failure)?
+    } else {
+        letters
+            .replay(100, |looked_at, total| {
+                errln!("replay: looked at {looked_at}/{total} dead letters")
+            })
+            .await
+            .map_err(redis_failure)?
+    };
+    if json {
+        let mut document = json!({
+            "stream": keys.stream,
+            "dead_stream": keys.dead,
+            "dry_run": dry_run,
+            "replayed": done.replayed,
+            "skipped": done.skipped,
+            "malformed": done.malformed,
+            "handled": done.handled,
+        });
+        if dry_run {
+            let now = letters.server_time_ms().await.ok();
+            document["letters"] = taken.iter().map(|d| letter_json(d, now)).collect();
+        }
+        outln!("{document}");
+        return Ok(());
+    }
+    if dry_run {
+        let now = letters.server_time_ms().await.ok();
+        for d in &taken {
+            print_dead_letter(d, now)?;
+        }
+        outln!(
+            "dry run: would replay {} into {}; nothing was changed",
+            done.replayed,
+            keys.stream
+        );
+    } else {
+        outln!("replayed {} into {}", done.replayed, keys.stream);
+    }
+    let would = if dry_run { "would leave" } else { "left" };
+    if done.skipped > 0 {
+        outln!(
+            "{would} {} dead letters alone: they name another stream or hold no fields",
+            done.skipped
+        );
+    }
+    if done.malformed > 0 {
+        outln!(
+            "{would} {} dead letters of kind {} alone: they are not kaiju entries and would fail again (--include-malformed replays them)",
+            done.malformed,
+            admin::KIND_MALFORMED
+        );
+    }
+    if done.handled > 0 {
+        outln!(
+            "{would} {} dead letters of kind {} alone: every group had already handled them, so a replay runs them again (--include-handled replays them)",
+            done.handled,
+            admin::KIND_FUTURE_ID_HANDLED
+        );
+    }
+    Ok(())
+}
+
+/// `kaiju dead purge`.
+async fn purge(
+    letters: &DeadLetters,
+    keys: &Keys,
+    filtered: bool,
+    dry_run: bool,
+    yes: bool,
+    json: bool,
+) -> Result<(), Failure> {
+    let dead = &keys.dead;
+    if dry_run {
+        let mut taken = Vec::new();
+        let n = letters
+            .purge_dry_run(|d| taken.push(d.clone()))
+            .await
+            .map_err(redis_failure)?;
+        let now = letters.server_time_ms().await.ok();
+        if json {
+            let document = json!({
+                "dead_stream": dead,
+                "dry_run": true,
+                "purged": n,
+                "letters": taken.iter().map(|d| letter_json(d, now)).collect::<Vec<_>>(),
+            });
+            outln!("{document}");
+        } else {
+            for d in &taken {
+                print_dead_letter(d, now)?;
+            }
+            outln!("dry run: would purge {n} dead letters from {dead}; nothing was changed");
+        }
+        return Ok(());
+    }
+    if !yes {
+        // A terminal (checked before connecting): ask.
+        let n = if filtered {
+            letters.purge_dry_run(|_| {}).await
+        } else {
+            letters.len().await
+        }
+        .map_err(redis_failure)?;
+        if !confirm(&format!("delete {n} dead letters from {dead}? [y/N] ")) {
+            return Err(Failure::failed("not confirmed: nothing was purged"));
+        }
+    }
+    let n = letters.purge().await.map_err(redis_failure)?;
+    if json {
+        outln!(
+            "{}",
+            json!({"dead_stream": dead, "dry_run": false, "purged": n})
+        );
+    } else {
+        outln!("purged {n} dead letters from {dead}");
+    }
+    Ok(())
+}
+
+/// Asks `question` on stderr and reads the answer from stdin: `y` or `yes` is a yes.
+fn confirm(question: &str) -> bool {
+    use std::io::Write as _;
+    let mut err = std::io::stderr().lock();
+    let _ = err
+        .write_all(question.as_bytes())
+        .and_then(|()| err.flush());
+    drop(err);
+    let mut answer = String::new();
+    if std::io::stdin().read_line(&mut answer).is_err() {
+        return false;
+    }
+    matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes")
+}
+
+/// A dead letter's payload (the field `_`): `Ok(Some([body, headers] or whatever it holds))`,
+/// `Ok(None)` without a `_` field, `Err` when it is not msgpack.
+fn payload(d: &DeadLetter) -> Result<Option<Value>, String> {
+    match d.fields.iter().find(|(k, _)| &k[..] == b"_") {
+        None => Ok(None),
+        Some((_, v)) => kaiju_core::Msgpack::WIRE
+            .decode::<Value>(v)
+            .map(Some)
+            .map_err(|e| e.to_string()),
+    }
+}
+
+/// How long ago `d` was written, by the server's clock `now` (ms).
+fn age_ms(d: &DeadLetter, now: Option<u64>) -> Option<u64> {
+    Some(now?.saturating_sub(d.written_at_ms()?))
+}
+
+/// One dead letter as JSON: `body` and `headers` when its payload is `[body, headers]`, else
+/// `payload` (what it holds) or `payload_error` (why it cannot be read).
+fn letter_json(d: &DeadLetter, now: Option<u64>) -> Json {
+    let mut letter = json!({
+        "id": d.id,
+        "kind": d.kind,
+        "reason": d.reason,
+        "stream": d.stream,
+        "origin_id": d.origin_id,
+        "deliveries": d.deliveries,
+        "age_ms": age_ms(d, now),
+        "body": null,
+        "headers": null,
+    });
+    match payload(d) {
+        Ok(Some(Value::Array(items))) if items.len() == 2 => {
+            letter["body"] = to_json(&items[0]);
+            letter["headers"] = to_json(&items[1]);
+        }
+        Ok(Some(other)) => letter["payload"] = to_json(&other),
+        Ok(None) => letter["payload_error"] = json!("no `_` field"),
+        Err(e) => letter["payload_error"] = json!(e),
+    }
+    letter
+}
+
+/// `5m`, `3h`, `2d`: an age, roughly.
+fn age_text(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m", s / 60),
+        3600..86_400 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86_400),
+    }
+}
+
+fn print_dead_letter(d: &DeadLetter, now: Option<u64>) -> Result<(), Failure> {
+    let body = match payload(d) {
+        Ok(Some(v)) => to_json(&v).to_string(),
+        Ok(None) => "<no `_` field>".to_owned(),
+        Err(e) => format!("<{e}>"),
+    };
+    let age = age_ms(d, now).map_or(String::new(), |ms| format!(", {} ago", age_text(ms)));
     outln!(
-        "{}  {}  from {} (delivered {}x): {}",
+        "{}  {}  from {} (delivered {}x{age}): {}",
         printable(&d.id),
         printable(&d.kind),
         printable(&d.origin_id),
         d.deliveries,
         printable(&d.reason)
     );
-    outln!("    {body}");
+    outln!("    {}", printable(&body));
     Ok(())
 }

@@ -33,12 +33,7 @@ pub(crate) async fn run(command: Command, json: bool) -> Result<(), Failure> {
             max_ahead_hours,
             stale_after,
         } => streams::streams(conn, app, topic, repair, max_ahead_hours, stale_after, json).await,
-        Command::Dead {
-            conn,
-            args,
-            count,
-            include_handled,
-        } => dead::dead(conn, args, count, include_handled, json).await,
+        Command::Dead { command } => dead::dead(command, json).await,
         Command::Locks {
             command: LocksCommand::Owner { conn, key },
         } => inspect::lock_owner(conn, key, json).await,

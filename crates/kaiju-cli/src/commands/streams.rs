@@ -44,7 +44,7 @@ pub(super) async fn streams(
         if done.moved_handled > 0 {
             say!(
                 json,
-                "repair: {} of the moved entries had already been handled by every group: dead letters of kind {}, which `kaiju dead` replay skips (they would run again)",
+                "repair: {} of the moved entries had already been handled by every group: dead letters of kind {}, which `kaiju dead replay` skips (they would run again)",
                 done.moved_handled,
                 admin::KIND_FUTURE_ID_HANDLED
             );

@@ -201,10 +201,97 @@ fn decoding_errors_are_typed_and_name_the_type() {
         .unwrap_err();
     assert!(matches!(err, CodecError::Decode { type_name, .. } if type_name.ends_with("User")));
     let err = Msgpack::CACHE.decode::<i64>(&hex("2a 2a")).unwrap_err();
-    assert!(err.to_string().contains("trailing"), "{err}");
+    assert!(err.to_string().contains("left over"), "{err}");
     let err = Msgpack::CACHE.decode::<String>(&hex("a5 68")).unwrap_err();
     assert!(matches!(err, CodecError::Decode { .. }));
     assert!(Msgpack::CACHE.decode::<i64>(&[]).is_err());
+}
+
+/// What a decoding error says is for people: what is wrong, what the bytes look like (their
+/// length and a printable, escaped prefix), and no Rust type (`kaiju_core::value::Value` was
+/// in the message of a plain string set by redis-cli).
+#[test]
+fn decoding_errors_say_what_the_bytes_look_like_and_name_no_rust_type() {
+    let err = Msgpack::CACHE.decode::<Value>(b"hello").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "not msgpack: 4 byte(s) left over after the first value (5 bytes: \"hello\")"
+    );
+    let long = b"GET /index.html HTTP/1.1\r\nHost: example.com\r\n\r\n";
+    let err = Msgpack::WIRE.decode::<Value>(long).unwrap_err().to_string();
+    assert!(
+        err.ends_with("(47 bytes: \"GET /index.html HTTP/1.1\\r\\nHost: \"...)"),
+        "{err}"
+    );
+    let err = Msgpack::WIRE
+        .decode::<(Value, BTreeMap<String, Value>)>(&[0x05])
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "msgpack of the wrong shape: invalid type: integer `5`, expected a tuple of size 2; it holds an integer (5)"
+    );
+    let err = Msgpack::CACHE.decode::<u16>(&hex("a1 78")).unwrap_err();
+    assert!(
+        err.to_string()
+            .ends_with("expected an integer from 0 to 65535; it holds a string of 1 byte (\"x\")"),
+        "{err}"
+    );
+    let err = Msgpack::CACHE
+        .decode::<Value>(&hex("92 a1 78"))
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("not msgpack: it ends in the middle of a value"),
+        "{err}"
+    );
+    let err = Msgpack::CACHE
+        .decode::<Value>(&[0xc1, 0xff, 0x1b])
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .ends_with("(3 bytes: \"\\xc1\\xff\\u{1b}\")"),
+        "{err}"
+    );
+    let deep = [0x91; 200];
+    let cases: [(&[u8], CodecError); 8] = [
+        (b"", Msgpack::CACHE.decode::<Value>(b"").unwrap_err()),
+        (
+            b"hello",
+            Msgpack::CACHE.decode::<User>(b"hello").unwrap_err(),
+        ),
+        (
+            b"\xa5hello",
+            Msgpack::CACHE.decode::<User>(b"\xa5hello").unwrap_err(),
+        ),
+        (
+            b"\x01",
+            Msgpack::WIRE
+                .decode::<(Value, BTreeMap<String, Value>)>(b"\x01")
+                .unwrap_err(),
+        ),
+        (&deep, Msgpack::CACHE.decode::<Value>(&deep).unwrap_err()),
+        (
+            b"\xa2\xff\xfe",
+            Msgpack::CACHE
+                .decode::<String>(b"\xa2\xff\xfe")
+                .unwrap_err(),
+        ),
+        (b"\xc1", Msgpack::CACHE.decode::<Uuid>(b"\xc1").unwrap_err()),
+        (b"", Msgpack::CACHE.encode(&BadKeys).unwrap_err()),
+    ];
+    for (bytes, err) in cases {
+        let text = err.to_string();
+        assert!(!text.contains("::"), "{bytes:?}: {text}");
+    }
+}
+
+/// A value msgpack cannot encode (serde refuses a map key of this kind).
+struct BadKeys;
+
+impl Serialize for BadKeys {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom("no"))
+    }
 }
 
 /// A Python service that appended a field (`User(id, name, blocked, age)`) and one that has not

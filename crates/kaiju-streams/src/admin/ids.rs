@@ -189,7 +189,7 @@ fn cutoff(now_ms: u64, max_ahead: Duration) -> StreamId {
 ///    kept, then deleted from the stream (copied first and written once: an interruption can
 ///    leave an entry both copied and still there, never neither). One that some group has not
 ///    handled yet (pending there, with its delivery count from `XPENDING`, or not yet
-///    delivered) is a dead letter of kind [`KIND_FUTURE_ID`], which `kaiju dead ... replay`
+///    delivered) is a dead letter of kind [`KIND_FUTURE_ID`], which `kaiju dead replay`
 ///    writes back with a fresh id. One that every group has been given and acknowledged is of
 ///    kind [`KIND_FUTURE_ID_HANDLED`], and its reason says so: replay skips it unless forced,
 ///    since it would run again. The dead-letter stream must accept writes: mend it first
@@ -345,7 +345,7 @@ async fn move_ahead(
                 (
                     KIND_FUTURE_ID_HANDLED,
                     format!(
-                        "its id was {hours} hours ahead of the server clock; moved here by `kaiju streams --repair`; already delivered to and acked by every group ({}): replaying runs it again (`kaiju dead ... replay` skips it unless given --include-handled)",
+                        "its id was {hours} hours ahead of the server clock; moved here by `kaiju streams --repair`; already delivered to and acked by every group ({}): replaying runs it again (`kaiju dead replay` skips it unless given --include-handled)",
                         names.join(", ")
                     ),
                 )

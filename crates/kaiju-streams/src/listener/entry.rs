@@ -15,12 +15,12 @@ use std::time::{Duration, Instant};
 use kaiju_core::Shutdown;
 use serde::de::DeserializeOwned;
 
-use crate::StreamError;
 use crate::envelope::{PAYLOAD_FIELD, decode, headers_only};
 use crate::handler::{Disposition, Handler, Message};
 use crate::listener::reply::RawEntry;
 use crate::listener::retries::Retry;
 use crate::listener::{Counters, Shared};
+use crate::{StreamError, admin};
 
 /// The most an oversized entry's headers, read on their own, may take decoded.
 const HEADERS_MAX_DECODED: usize = 1 << 20;
@@ -49,10 +49,10 @@ enum Failure {
 impl Failure {
     fn kind(self) -> &'static str {
         match self {
-            Self::Error => "failed",
-            Self::TimedOut => "timed_out",
-            Self::Panicked => "panicked",
-            Self::Exhausted => "exhausted",
+            Self::Error => admin::KIND_FAILED,
+            Self::TimedOut => admin::KIND_TIMED_OUT,
+            Self::Panicked => admin::KIND_PANICKED,
+            Self::Exhausted => admin::KIND_EXHAUSTED,
         }
     }
 }
@@ -101,7 +101,8 @@ where
         }
         let Some(payload) = entry.field(PAYLOAD_FIELD.as_bytes()) else {
             return Err(Verdict::Malformed(
-                "malformed entry: no `_` field with the msgpack payload".to_owned(),
+                "not a kaiju entry: it has no `_` field (where kaiju puts the msgpack [body, headers])"
+                    .to_owned(),
             ));
         };
         if let Some(reason) = self.too_large(payload) {
@@ -113,10 +114,10 @@ where
         // A body type's own `Deserialize` may panic; that must not take the task with it.
         let (body, headers) = match catch_unwind(|| decode::<B>(payload)) {
             Ok(Ok(decoded)) => decoded,
-            Ok(Err(e)) => return Err(Verdict::Malformed(format!("malformed payload: {e}"))),
+            Ok(Err(e)) => return Err(Verdict::Malformed(e.to_string())),
             Err(panic) => {
                 return Err(Verdict::Malformed(format!(
-                    "malformed payload: decoding panicked: {}",
+                    "the payload could not be read: its decoding panicked: {}",
                     panic_message(&*panic)
                 )));
             }
@@ -156,7 +157,7 @@ where
         let c = &self.counters;
         match verdict {
             Verdict::Malformed(reason) => {
-                self.dead_letter_until_written(entry, "malformed", &reason, shutdown)
+                self.dead_letter_until_written(entry, admin::KIND_MALFORMED, &reason, shutdown)
                     .await;
             }
             Verdict::TooLarge(reason) => {
@@ -164,13 +165,13 @@ where
                     .field(PAYLOAD_FIELD.as_bytes())
                     .and_then(|payload| headers_only(payload, HEADERS_MAX_DECODED));
                 self.handler.refused(headers, &reason).await;
-                self.dead_letter_until_written(entry, "too_large", &reason, shutdown)
+                self.dead_letter_until_written(entry, admin::KIND_TOO_LARGE, &reason, shutdown)
                     .await;
             }
             Verdict::Rejected(reason) => {
                 Counters::add(&c.rejected, 1);
                 tracing::info!(stream = %self.stream, id = %entry.id, %reason, "the handler rejected the entry");
-                self.dead_letter_until_written(entry, "rejected", &reason, shutdown)
+                self.dead_letter_until_written(entry, admin::KIND_REJECTED, &reason, shutdown)
                     .await;
             }
             Verdict::Deferred(reason) => {
