@@ -3,52 +3,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+mod common;
+
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kaiju_core::Namespace;
+use common::{code, conn, examples, kaiju, text, url};
 use kaiju_tests::{Target, TempFile};
-
-fn examples() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/kaiju")
-}
-
-fn url() -> Option<String> {
-    kaiju_tests::settings(Target::Single).map(|s| s.url.unwrap().expose().to_owned())
-}
-
-fn kaiju(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kaiju"))
-        .args(args)
-        .env_remove("KAIJU_REDIS_URL")
-        .env_remove("KAIJU_ENV")
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().unwrap_or(-1)
-}
-
-/// `--redis-url <url> --environment <env>` for a namespace.
-fn conn<'a>(url: &'a str, ns: &'a Namespace) -> [&'a str; 4] {
-    [
-        "--redis-url",
-        url,
-        "--environment",
-        ns.prefix().split_once('.').unwrap().0,
-    ]
-}
 
 #[test]
 fn check_prints_the_resolved_config_with_secrets_hidden() {
@@ -73,13 +34,9 @@ fn check_prints_the_resolved_config_with_secrets_hidden() {
 }
 
 /// `kaiju check` with `extra_env` set in its OS environment.
-fn check_with_env(args: &[&str], extra_env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kaiju"));
-    cmd.arg("check")
-        .args(args)
-        .env_remove("KAIJU_REDIS_URL")
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null());
+fn check_with_env(args: &[&str], extra_env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = common::command();
+    cmd.arg("check").args(args);
     for (k, v) in extra_env {
         cmd.env(k, v);
     }
@@ -180,7 +137,7 @@ fn a_config_named_on_the_command_line_wins_over_kaiju_redis_url() {
     let config = TempFile::new(&format!(
         "main: {{name: app}}\nservices:\n  - cls: RedisTransportService\n    settings: {{host: 127.0.0.1, port: {config_port}}}\n"
     ));
-    let o = Command::new(env!("CARGO_BIN_EXE_kaiju"))
+    let o = common::command()
         .args(["cache", "get", "k", "-c", config.path()])
         .env("KAIJU_REDIS_URL", &live)
         .env("RUST_LOG", "warn")
@@ -208,7 +165,7 @@ fn a_password_given_as_an_argument_is_warned_about() {
     assert!(err.contains("warning") && err.contains("`ps`"), "{err}");
     assert!(!err.contains("pw-s3cret"), "{err}");
     // The same URL from the environment: no warning.
-    let o = Command::new(env!("CARGO_BIN_EXE_kaiju"))
+    let o = common::command()
         .args(["cache", "get", "k"])
         .env("KAIJU_REDIS_URL", &with_password)
         .env("RUST_LOG", "warn")
@@ -245,7 +202,7 @@ fn a_password_given_as_an_argument_is_warned_about() {
 fn environment_variables_that_are_not_utf8_are_skipped() {
     use std::os::unix::ffi::OsStrExt;
     let config = TempFile::new("main: {name: '[main_name:app]'}\n");
-    let o = Command::new(env!("CARGO_BIN_EXE_kaiju"))
+    let o = common::command()
         .args(["check", "-c", config.path()])
         .env(
             std::ffi::OsStr::from_bytes(b"bad\xff"),
@@ -272,7 +229,7 @@ fn a_reader_that_closes_stdout_early_ends_kaiju_quietly() {
         .map(|i| format!("  - item-{i:05}-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\n"))
         .collect();
     let config = TempFile::new(&format!("main: {{name: app}}\netc:\n big:\n{items}"));
-    let mut kaiju = Command::new(env!("CARGO_BIN_EXE_kaiju"));
+    let mut kaiju = common::command();
     kaiju.args(["check", "-c", config.path(), "--no-os-env"]);
     let o = read_a_little_then_close(kaiju);
     let err = String::from_utf8_lossy(&o.stderr);
@@ -1128,7 +1085,7 @@ async fn a_closed_stdout_after_a_redis_read_ends_kaiju_quietly() {
         .set(key.as_str(), &big, None)
         .await
         .unwrap();
-    let mut kaiju = Command::new(env!("CARGO_BIN_EXE_kaiju"));
+    let mut kaiju = common::command();
     kaiju
         .args([&["cache", "get", key.as_str()][..], &conn(&url, &ns)].concat())
         .env_remove("KAIJU_REDIS_URL");
@@ -1151,7 +1108,7 @@ async fn a_closed_stderr_loses_log_lines_not_the_command() {
         .set(key.as_str(), &"v", None)
         .await
         .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kaiju"))
+    let mut child = common::command()
         .args(
             [
                 &["cache", "get", key.as_str(), "--log", "trace"][..],
@@ -1209,7 +1166,7 @@ async fn run_call_write_streams_and_dead() {
     let (env, app) = ns.prefix().split_once('.').unwrap();
     let over = TempFile::new(&kaiju_tests::transport_override(&url, "redis"));
     let (base, server) = (examples().join("app.yml"), examples().join("server.yml"));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kaiju"))
+    let mut child = common::command()
         .args([
             "run",
             "-c",
