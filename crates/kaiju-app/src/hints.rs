@@ -14,10 +14,15 @@ pub(crate) fn did_you_mean<'a>(
         .into_iter()
         .filter(|k| *k != word)
         .map(|k| {
-            let d = if fold(k) == folded {
+            let known = fold(k);
+            let d = if known == folded {
                 0
+            } else if known.chars().count().abs_diff(folded.chars().count()) > limit {
+                // The distance is at least the difference in length: a long name (a pasted
+                // value, a 1 MB key) is not compared at all, which would take seconds.
+                usize::MAX
             } else {
-                distance(&folded, &fold(k))
+                distance(&folded, &known)
             };
             (d, k)
         })
@@ -126,6 +131,11 @@ mod tests {
         assert_eq!(did_you_mean("zzz", known), None);
         assert_eq!(did_you_mean("prot", ["port", "host"]), Some("port"));
         assert_eq!(did_you_mean("Cache", known), None);
+        // A huge name is answered at once, without a suggestion.
+        let huge = "g".repeat(1_000_000);
+        let started = std::time::Instant::now();
+        assert_eq!(did_you_mean(&huge, known), None);
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
     }
 
     #[test]

@@ -555,3 +555,136 @@ async fn json_output_and_live_or_stale_consumers() {
         serde_json::json!({"key": key.as_str(), "value": {"n": 1}})
     );
 }
+
+/// Review of issue 26: an error about `main` points into the file that has it, never at the
+/// built-in `<defaults>`, and names the setting that is wrong.
+#[test]
+fn errors_about_main_point_into_the_file() {
+    for (yaml, place, wanted) in [
+        (
+            "main: {env: dev}\nservices: []\n",
+            ":1:1:",
+            "main.name is missing",
+        ),
+        (
+            "main:\n  name: app\n  env: \"a.b\"\nservices: []\n",
+            ":3:3:",
+            "main.env `a.b` cannot be part of a key",
+        ),
+        (
+            "main: {name: \"a.b\"}\nservices: []\n",
+            ":1:8:",
+            "main.name `a.b` cannot be part of a key",
+        ),
+        ("main:\nservices: []\n", ":1:1:", "the `main` section"),
+        (
+            "main: {name: ''}\nservices: []\n",
+            ":1:8:",
+            "main.name must not be empty",
+        ),
+    ] {
+        let config = TempFile::new(yaml);
+        let o = check(&[&config], &[]);
+        let (_, err) = text(&o);
+        assert_eq!(code(&o), 2, "{yaml}: {err}");
+        assert!(!err.contains("<defaults>"), "{yaml}: {err}");
+        assert!(
+            err.contains(&format!("{}{place}", config.path())),
+            "{yaml}: {err}"
+        );
+        assert!(err.contains(wanted), "{yaml}: {err}");
+        assert!(
+            !err.contains("key part `env`") || wanted.contains("env"),
+            "{err}"
+        );
+    }
+}
+
+/// Review of issue 26: `--json` on a command that prints no JSON is refused (exit 2), rather
+/// than text where a script expects one document.
+#[test]
+fn json_is_refused_where_there_is_no_json_output() {
+    for args in [
+        &["call", "app", "a.b", "--json"][..],
+        &["write", "dev.app._stream.rpc", "[1]", "--json"],
+        &["functions", "load", "--json"],
+    ] {
+        let o = command()
+            .args(args)
+            .env("KAIJU_REDIS_URL", "redis://127.0.0.1:1")
+            .output()
+            .unwrap();
+        let (out, err) = text(&o);
+        assert_eq!(code(&o), 2, "{args:?}: {err}");
+        assert!(out.is_empty(), "{args:?}: {out}");
+        assert!(err.contains("has no --json output"), "{args:?}: {err}");
+    }
+}
+
+/// Review of issue 26: a server that answers the connect with an error (here a database the
+/// server does not have) is the same exit code from `run` as from `check --connect` and the
+/// other commands (it was 1 from `run`, 3 from the rest).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connect_the_server_refuses_is_one_exit_code_everywhere() {
+    let Some(url) = url() else { return };
+    // A default server has 16 databases.
+    let config = TempFile::new(&format!(
+        "main: {{name: x}}\nservices:\n  - {{cls: RedisTransportService, settings: {{url: '{url}', db: 200}}}}\n"
+    ));
+    let mut codes = Vec::new();
+    for args in [
+        vec!["run", "-c", config.path()],
+        vec!["check", "--connect", "-c", config.path()],
+        vec!["streams", "x", "-c", config.path()],
+        vec!["cache", "get", "k", "-c", config.path()],
+    ] {
+        let o = kaiju(&args);
+        let (_, err) = text(&o);
+        assert!(err.contains("DB index is out of range"), "{args:?}: {err}");
+        codes.push((args[0], code(&o)));
+    }
+    assert!(codes.iter().all(|(_, c)| *c == 3), "{codes:?}");
+}
+
+/// Review of issue 26: group and consumer names are anyone's text; the human output of
+/// `kaiju streams` shows their escape sequences instead of sending them to the terminal, and a
+/// lease hash of another type costs a warning, not the report.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_escapes_names_and_survives_a_broken_lease_hash() {
+    use kaiju_transport::fred::prelude::*;
+    let Some(url) = url() else { return };
+    let t = kaiju_tests::connect(Target::Single).await.unwrap();
+    let ns = kaiju_tests::namespace();
+    let (_, app_name) = ns.prefix().split_once('.').unwrap();
+    let c = conn(&url, &ns);
+    let stream = ns.stream("rpc").unwrap();
+    let _: () = t
+        .pool()
+        .xgroup_create(stream.as_str(), "g\x1b[31mred", "$", true)
+        .await
+        .unwrap();
+    let _: () = t
+        .pool()
+        .xgroup_createconsumer(stream.as_str(), "g\x1b[31mred", "c\x1b[2J\nfake line")
+        .await
+        .unwrap();
+    let leases = ns.stream_consumers("rpc").unwrap();
+    let _: () = t
+        .pool()
+        .set(leases.as_str(), "not a hash", None, None, false)
+        .await
+        .unwrap();
+    let o = kaiju(&[&["streams", app_name][..], &c].concat());
+    let (out, err) = text(&o);
+    assert_eq!(code(&o), 0, "{err}");
+    assert!(!out.contains('\x1b'), "{out:?}");
+    assert!(!out.contains("\nfake line"), "{out:?}");
+    assert!(out.contains(r"c\u{1b}[2J\nfake line: "), "{out}");
+    assert!(err.contains("cannot read the consumer leases"), "{err}");
+    let o = kaiju(&[&["streams", app_name, "--json"][..], &c].concat());
+    let json: Json = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        json["groups"][0]["consumers"][0]["name"],
+        "c\x1b[2J\nfake line"
+    );
+}

@@ -176,6 +176,13 @@ impl ListenerSettings {
         if self.max_decoded_bytes == 0 {
             return invalid("max_decoded_bytes", "must be above 0");
         }
+        if !is_group_start_id(&self.start_id) {
+            // Redis would refuse it only when the group is created, after connecting.
+            return invalid(
+                "start_id",
+                "must be \"0\" (everything in the stream), \"$\" (only new entries) or a stream id (`1700000000000-0`)",
+            );
+        }
         if self.remove_idle_consumers_ms == Some(0) {
             return invalid(
                 "remove_idle_consumers_ms",
@@ -233,9 +240,48 @@ impl ListenerSettings {
     }
 }
 
+/// Whether `id` is where `XGROUP CREATE` can start a group: `$`, or a stream id (`<ms>` or
+/// `<ms>-<seq>`, each a 64-bit number).
+fn is_group_start_id(id: &str) -> bool {
+    let number = |s: &str| {
+        !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && s.parse::<u64>().is_ok()
+    };
+    id == "$"
+        || match id.split_once('-') {
+            Some((ms, seq)) => number(ms) && number(seq),
+            None => number(id),
+        }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_start_id_redis_would_refuse_is_refused_before_connecting() {
+        for good in ["0", "$", "0-0", "1700000000000", "1700000000000-5"] {
+            assert!(is_group_start_id(good), "{good}");
+        }
+        for bad in [
+            "",
+            "garbage",
+            ">",
+            "-",
+            "+",
+            "1-x",
+            "0x1",
+            "18446744073709551616",
+            "1-",
+        ] {
+            assert!(!is_group_start_id(bad), "{bad}");
+            let settings = ListenerSettings {
+                start_id: bad.into(),
+                ..ListenerSettings::default()
+            };
+            let err = settings.validate().unwrap_err().to_string();
+            assert!(err.contains("start_id"), "{err}");
+        }
+    }
 
     #[test]
     fn the_defaults_claim_abandoned_entries_and_never_a_live_ones() {

@@ -329,13 +329,20 @@ impl TransportError {
 
 /// fred's words for a failed I/O call, as a person writes them: an `io::Error`'s `Debug`
 /// (`Os { code: 111, kind: ConnectionRefused, message: "Connection refused" }`) becomes
-/// `connection refused`; other text is kept.
+/// `connection refused`, and so does a custom one (`Custom { kind: Uncategorized, error:
+/// "failed to lookup address information: Name or service not known" }`, a host name that
+/// does not resolve); other text is kept.
 fn io_reason(details: &str) -> String {
-    let Some(rest) = details
+    let rest = details
         .strip_prefix("Os {")
         .and_then(|rest| rest.split_once("message: \""))
-        .map(|(_, rest)| rest)
-    else {
+        .or_else(|| {
+            details
+                .strip_prefix("Custom {")
+                .and_then(|rest| rest.split_once("error: \""))
+        })
+        .map(|(_, rest)| rest);
+    let Some(rest) = rest else {
         return details.to_owned();
     };
     let text = rest.strip_suffix("\" }").unwrap_or(rest);
@@ -434,6 +441,16 @@ mod tests {
             "authentication failed: Redis at h:1 refused the credentials: WRONGPASS invalid"
         );
         assert_eq!(io_reason("Os { code: 1 }"), "Os { code: 1 }");
+        // A host name that does not resolve: no `Custom { kind: ... }` for people to read.
+        let dns = classify(
+            ErrorKind::IO,
+            r#"Custom { kind: Uncategorized, error: "failed to lookup address information: Name or service not known" }"#,
+        )
+        .connecting("Redis at nonexistent.invalid:6379");
+        assert_eq!(
+            dns.to_string(),
+            "cannot connect to Redis at nonexistent.invalid:6379: failed to lookup address information: Name or service not known"
+        );
     }
 
     #[test]

@@ -34,6 +34,13 @@ pub(crate) fn layer(base: &mut Node, layer: Node) {
 fn update(base: &mut Node, new: Node) {
     match (&mut base.value, new.value) {
         (Value::Map(entries), Value::Map(more)) => {
+            // The mapping is where its last layer writes it (the built-in defaults are the
+            // first layer): an error about the mapping as a whole (`main.name is missing`)
+            // points into a file, never at `<defaults>`.
+            base.place = new.place;
+            if new.key.is_some() {
+                base.key = new.key;
+            }
             let mut index: std::collections::HashMap<String, usize> = entries
                 .iter()
                 .enumerate()

@@ -98,6 +98,7 @@ fn entries<'a>(
 fn string(node: &Node, what: &str) -> Result<String, ConfigError> {
     match &node.value {
         Value::Str(s) if !s.is_empty() => Ok(s.clone()),
+        Value::Str(_) => Err(bad(node, format!("{what} must not be empty"))),
         _ => Err(bad(
             node,
             format!("{what} must be a non-empty string, not {}", node.kind()),
@@ -131,7 +132,8 @@ impl Project {
             .filter(|n| !matches!(n.value, Value::Null))
             .ok_or_else(|| {
                 ConfigError::new(
-                    root.place.clone(),
+                    // `main:` written empty: there; never the built-in defaults.
+                    section("main").map_or_else(|| root.place.clone(), Node::key_place),
                     "the `main` section with at least `name` is missing",
                 )
             })?;
@@ -259,13 +261,23 @@ fn read_main(node: &Node) -> Result<MainSettings, ConfigError> {
     if main.name.is_empty() {
         return Err(bad(node, "main.name is missing"));
     }
-    for (what, part) in [("main.name", &main.name), ("main.env", &main.env)] {
-        if let Err(e) = kaiju_core::Namespace::new(part, "x")
-            .and_then(|_| kaiju_core::Namespace::new("x", part))
-        {
+    for (key, part) in [("name", &main.name), ("env", &main.env)] {
+        let checked = if key == "env" {
+            kaiju_core::Namespace::new(part, "x")
+        } else {
+            kaiju_core::Namespace::new("x", part)
+        };
+        if let Err(e) = checked {
+            let why = match e {
+                kaiju_core::KeyError::Delimiter { .. } => {
+                    "it holds `.`, which separates the parts of a key".to_owned()
+                }
+                other => other.to_string(),
+            };
+            // At the setting (its key), not at the `main` mapping.
             return Err(bad(
-                node,
-                format!("{what} `{part}` cannot be part of a key: {e}"),
+                node.get(key).unwrap_or(node),
+                format!("main.{key} `{part}` cannot be part of a key: {why}"),
             ));
         }
     }

@@ -17,7 +17,34 @@ pub(super) async fn run(config: ConfigArgs) -> Result<(), Failure> {
     let config = load(&config)?;
     // The same build as `check`'s: what it passes, this starts.
     let app = build(&config)?;
-    app.run().await.map_err(redis_failure)
+    let transports: Vec<String> = app
+        .context()
+        .all::<TransportService>()
+        .into_iter()
+        .map(|(name, _)| name.to_owned())
+        .collect();
+    app.run().await.map_err(|e| run_failure(e, &transports))
+}
+
+/// Why `run` failed, as an exit code: a transport that cannot connect (its `init`) fails as
+/// every other command's connection does ([`connect_failure`]: 3 for a server that cannot be
+/// reached or refuses the user, whatever the server answered; 2 for settings that cannot
+/// work), the rest as [`redis_failure`].
+fn run_failure(e: kaiju_app::AppError, transports: &[String]) -> Failure {
+    if let kaiju_app::AppError::Service {
+        service,
+        phase: "init",
+        source,
+        ..
+    } = &e
+        && transports.contains(service)
+        && let Some(t) = source.downcast_ref::<kaiju_transport::TransportError>()
+    {
+        let mut failure = connect_failure(t.clone());
+        failure.message = e.to_string();
+        return failure;
+    }
+    redis_failure(e)
 }
 
 /// `kaiju check`: the config resolved as it will run (overridden services once, disabled ones

@@ -15,6 +15,20 @@ use crate::{CacheCommand, Command, Failure, FunctionsCommand, LocksCommand};
 
 /// Runs `command`; `json` asks for JSON output instead of the human text.
 pub(crate) async fn run(command: Command, json: bool) -> Result<(), Failure> {
+    // `--json` is global to the parser; a command that prints no JSON refuses it rather than
+    // print its text where a script expects one JSON document.
+    let text_only = match &command {
+        Command::Run { .. } => Some("run"),
+        Command::Call(_) => Some("call"),
+        Command::Write { .. } => Some("write"),
+        Command::Functions { .. } => Some("functions load"),
+        _ => None,
+    };
+    if let (true, Some(name)) = (json, text_only) {
+        return Err(Failure::usage(format!(
+            "`kaiju {name}` has no --json output; --json is for check, streams, dead, locks owner and cache get"
+        )));
+    }
     match command {
         Command::Run { config } => app::run(config).await,
         Command::Check { config, connect } => app::check(config, connect, json).await,

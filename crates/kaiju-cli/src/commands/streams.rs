@@ -6,7 +6,7 @@ use kaiju_core::Namespace;
 use kaiju_streams::admin::{self, Liveness};
 use serde_json::Value as Json;
 
-use super::{keys, redis_failure};
+use super::{keys, printable, redis_failure};
 use crate::connect::connect;
 use crate::json::pretty;
 use crate::out::{errln, outln};
@@ -82,9 +82,24 @@ pub(super) async fn streams(
         .await
         .map_err(redis_failure)?;
     let exists = report.length > 0 || !report.groups.is_empty();
-    let leases = admin::leases(&transport, &lease_key(&me.env, &app, &topic)?)
-        .await
-        .map_err(redis_failure)?;
+    // The leases only refine the report: a lease hash that cannot be read (another type under
+    // its key) costs a warning, not the report; consumers are then judged by idle time.
+    let lease_key = lease_key(&me.env, &app, &topic)?;
+    let leases = match admin::leases(&transport, &lease_key).await {
+        Ok(leases) => leases,
+        Err(e) => {
+            let failure = redis_failure(e);
+            if failure.code == 3 {
+                return Err(failure);
+            }
+            errln!(
+                "kaiju: warning: cannot read the consumer leases in {}: {}; consumers are judged by idle time",
+                printable(&lease_key),
+                failure.message
+            );
+            admin::Leases::default()
+        }
+    };
     let stale_after = Duration::from_secs(stale_after_secs);
     if json {
         let groups: Vec<Json> = report
@@ -134,7 +149,8 @@ pub(super) async fn streams(
         outln!("length       {}", report.length);
         outln!("dead letters {}  ({dead})", report.dead_letters);
         for g in &report.groups {
-            outln!("group        {}", g.name);
+            // Group and consumer names are anyone's text: escapes are shown, not run.
+            outln!("group        {}", printable(&g.name));
             outln!(
                 "  lag                {}",
                 g.lag.map_or("unknown".into(), |l| l.to_string())
@@ -162,7 +178,8 @@ pub(super) async fn streams(
                     _ => "live (no lease; judged by idle time)".to_owned(),
                 };
                 outln!(
-                    "    {name}: {how}, {pending} pending, idle {:.1} s",
+                    "    {}: {how}, {pending} pending, idle {:.1} s",
+                    printable(name),
                     idle.as_secs_f64()
                 );
             }
