@@ -249,6 +249,23 @@ async fn no_rust_type_names_in_what_users_read() {
             assert!(!err.contains(rust), "{settings}: {rust} in {err}");
         }
     }
+    // A URL the url crate refuses: its error's name (`InvalidPort`) is not shown.
+    let o = kaiju(&["streams", "x", "--redis-url", "redis://127.0.0.1:99999"]);
+    let (_, err) = text(&o);
+    assert_eq!(code(&o), 2, "{err}");
+    assert!(
+        err.contains("the port is not a number from 0 to 65535") && !err.contains("InvalidPort"),
+        "{err}"
+    );
+    // A pool no machine could open: refused by check, as run would be.
+    let f = config("pool_size: 100000");
+    let o = check(&[&f], &[]);
+    assert_eq!(code(&o), 2);
+    assert!(
+        text(&o).1.contains("must be at most 1024"),
+        "{:?}",
+        text(&o)
+    );
     // A plain string set by redis-cli, read as a cache value.
     let Some(url) = url() else { return };
     let t = kaiju_tests::connect(Target::Single).await.unwrap();

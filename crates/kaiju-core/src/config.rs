@@ -85,6 +85,10 @@ impl AppSettings {
     }
 }
 
+/// The most connections [`RedisSettings::pool_size`] allows: 100,000 asked for once took 23 GB
+/// and minutes to start; commands are pipelined, so a few connections are enough.
+pub const MAX_POOL_SIZE: usize = 1024;
+
 /// Connection settings for Redis, KeyDB or Valkey (kaiju's transport settings).
 ///
 /// Either give `url` (any `redis://`, `rediss://`, `redis-cluster://`, `redis-sentinel://` URL),
@@ -128,7 +132,7 @@ pub struct RedisSettings {
     /// Speak RESP3 (`HELLO 3`), as kaiju-redis does. Needs Redis 6+. Default: `true`.
     pub resp3: bool,
     /// Connections in the shared pool. Commands from many tasks are pipelined on each connection,
-    /// so a few are enough. Default: `4`.
+    /// so a few are enough. Default: `4`; at most [`MAX_POOL_SIZE`].
     pub pool_size: usize,
     /// Time allowed to open a connection, in ms. Default: `2000`.
     pub connect_timeout_ms: u64,
@@ -197,6 +201,12 @@ impl RedisSettings {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.pool_size == 0 {
             return Err(invalid("pool_size", "must be at least 1"));
+        }
+        if self.pool_size > MAX_POOL_SIZE {
+            return Err(invalid(
+                "pool_size",
+                "must be at most 1024: each connection costs memory and a connect at start, and commands are pipelined, so a few are enough",
+            ));
         }
         if self.url.is_none() && self.host.is_empty() {
             return Err(invalid("host", "must not be empty"));

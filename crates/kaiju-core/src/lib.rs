@@ -12,7 +12,9 @@ mod slot;
 mod value;
 
 pub use codec::{Codec, CodecError, Layout, Msgpack, to_value};
-pub use config::{AppSettings, ConfigError, RedisSettings, SentinelSettings, parse_host_port};
+pub use config::{
+    AppSettings, ConfigError, MAX_POOL_SIZE, RedisSettings, SentinelSettings, parse_host_port,
+};
 pub use error::{Error, Result};
 pub use key::{
     DELIMITER, Key, KeyError, Namespace, ReplyChannel, SHARED, is_reply_channel, side_key,

@@ -200,8 +200,26 @@ impl TransportError {
     pub(crate) fn config(field: &'static str, what: &str, error: &FredError) -> Self {
         Self::Config(ConfigError::Invalid {
             field,
-            reason: format!("{what}: {}", error.details()),
+            reason: format!("{what}: {}", url_reason(error.details())),
         })
+    }
+}
+
+/// The `url` crate's error names (which fred passes on as they are) in words.
+fn url_reason(details: &str) -> &str {
+    match details {
+        "EmptyHost" => "the host is empty",
+        "IdnaError" => "the host is not a valid international domain name",
+        "InvalidPort" => "the port is not a number from 0 to 65535",
+        "InvalidIpv4Address" => "the host is not a valid IPv4 address",
+        "InvalidIpv6Address" => "the host is not a valid IPv6 address",
+        "InvalidDomainCharacter" => "the host holds a character a domain name cannot",
+        "RelativeUrlWithoutBase" => "it has no scheme (write redis://host:port)",
+        "RelativeUrlWithCannotBeABaseBase" | "SetHostOnCannotBeABaseUrl" => {
+            "it is not a URL with a host"
+        }
+        "Overflow" => "it is too long",
+        other => other,
     }
 }
 
@@ -414,6 +432,20 @@ mod tests {
 
     fn classify(kind: ErrorKind, details: &str) -> TransportError {
         FredError::new(kind, details.to_owned()).into()
+    }
+
+    #[test]
+    fn url_errors_are_in_words() {
+        let e = TransportError::config(
+            "url",
+            "not a valid Redis URL",
+            &FredError::new(ErrorKind::Url, "InvalidPort"),
+        );
+        assert_eq!(
+            e.to_string().rsplit(": ").next(),
+            Some("the port is not a number from 0 to 65535")
+        );
+        assert_eq!(url_reason("something else"), "something else");
     }
 
     #[test]
