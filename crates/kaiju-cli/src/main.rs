@@ -257,8 +257,9 @@ enum DeadCommand {
         #[arg(long)]
         include_malformed: bool,
     },
-    /// Delete dead letters: every one (the dead-letter stream), or exactly those the filters
-    /// take. Asks first when stdin is a terminal; otherwise refuses without --yes.
+    /// Delete dead letters: every one there when it starts (or, after the question, every one
+    /// it counted), or exactly those of them the filters take; letters written meanwhile stay.
+    /// Asks first when stdin is a terminal; otherwise refuses without --yes.
     Purge {
         #[command(flatten)]
         conn: Conn,

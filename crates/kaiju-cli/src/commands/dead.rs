@@ -47,15 +47,7 @@ pub(super) async fn dead(command: DeadCommand, json: bool) -> Result<(), Failure
                 ));
             }
             let (letters, keys) = open(&conn, &target, &filter).await?;
-            purge(
-                &letters,
-                &keys,
-                !filter.is_empty(),
-                filter.dry_run,
-                yes,
-                json,
-            )
-            .await
+            purge(&letters, &keys, &filter, yes, json).await
         }
     }
 }
@@ -75,10 +67,6 @@ impl DeadFilterArgs {
             filter = filter.older_than(age);
         }
         filter
-    }
-
-    fn is_empty(&self) -> bool {
-        self.to_filter().is_empty()
     }
 }
 
@@ -222,13 +210,12 @@ async fn replay(
 async fn purge(
     letters: &DeadLetters,
     keys: &Keys,
-    filtered: bool,
-    dry_run: bool,
+    filter: &DeadFilterArgs,
     yes: bool,
     json: bool,
 ) -> Result<(), Failure> {
     let dead = &keys.dead;
-    if dry_run {
+    if filter.dry_run {
         let mut taken = Vec::new();
         let n = letters
             .purge_dry_run(|d| taken.push(d.clone()))
@@ -251,19 +238,31 @@ async fn purge(
         }
         return Ok(());
     }
-    if !yes {
-        // A terminal (checked before connecting): ask.
-        let n = if filtered {
-            letters.purge_dry_run(|_| {}).await
-        } else {
-            letters.len().await
-        }
-        .map_err(redis_failure)?;
-        if !confirm(&format!("delete {n} dead letters from {dead}? [y/N] ")) {
-            return Err(Failure::failed("not confirmed: nothing was purged"));
+    let n = if yes {
+        letters.purge().await
+    } else {
+        // A terminal (checked before connecting): ask, then delete the letters counted in the
+        // question and no other (not those the listener writes while the operator reads it).
+        let mut last = None;
+        let n = letters
+            .purge_dry_run(|d| last = Some(d.id.clone()))
+            .await
+            .map_err(redis_failure)?;
+        match last {
+            None => Ok(0),
+            Some(last) => {
+                if !confirm(&format!("delete {n} dead letters from {dead}? [y/N] ")) {
+                    return Err(Failure::failed("not confirmed: nothing was purged"));
+                }
+                letters
+                    .clone()
+                    .filter(filter.to_filter().up_to(&last))
+                    .purge()
+                    .await
+            }
         }
     }
-    let n = letters.purge().await.map_err(redis_failure)?;
+    .map_err(redis_failure)?;
     if json {
         outln!(
             "{}",
