@@ -83,7 +83,9 @@ async fn open(
         DeadLetters::new(transport, stream.clone(), dead.clone()).filter(filter.to_filter());
     if !letters.exists().await.map_err(redis_failure)? {
         return Err(Failure::not_found(format!(
-            "no stream {stream} and no dead letters {dead}: nothing was ever written to app `{}` topic `{}` in environment `{}`",
+            "no stream {} and no dead letters {}: nothing was ever written to app `{}` topic `{}` in environment `{}`",
+            printable(&stream),
+            printable(&dead),
             printable(&target.app),
             printable(&target.topic),
             printable(&me.env)
@@ -124,7 +126,7 @@ async fn list(conn: Conn, target: DeadTarget, count: usize, json: bool) -> Resul
         outln!("{document}");
         return Ok(());
     }
-    outln!("{total} dead letters in {}", keys.dead);
+    outln!("{total} dead letters in {}", printable(&keys.dead));
     for d in &shown {
         print_dead_letter(d, now)?;
     }
@@ -177,10 +179,14 @@ async fn replay(
         outln!(
             "dry run: would replay {} into {}; nothing was changed",
             done.replayed,
-            keys.stream
+            printable(&keys.stream)
         );
     } else {
-        outln!("replayed {} into {}", done.replayed, keys.stream);
+        outln!(
+            "replayed {} into {}",
+            done.replayed,
+            printable(&keys.stream)
+        );
     }
     let would = if dry_run { "would leave" } else { "left" };
     if done.skipped > 0 {
@@ -234,7 +240,10 @@ async fn purge(
             for d in &taken {
                 print_dead_letter(d, now)?;
             }
-            outln!("dry run: would purge {n} dead letters from {dead}; nothing was changed");
+            outln!(
+                "dry run: would purge {n} dead letters from {}; nothing was changed",
+                printable(dead)
+            );
         }
         return Ok(());
     }
@@ -251,7 +260,8 @@ async fn purge(
         match last {
             None => Ok(0),
             Some(last) => {
-                if !confirm(&format!("delete {n} dead letters from {dead}? [y/N] ")) {
+                let shown = printable(dead);
+                if !confirm(&format!("delete {n} dead letters from {shown}? [y/N] ")) {
                     return Err(Failure::failed("not confirmed: nothing was purged"));
                 }
                 letters
@@ -269,7 +279,7 @@ async fn purge(
             json!({"dead_stream": dead, "dry_run": false, "purged": n})
         );
     } else {
-        outln!("purged {n} dead letters from {dead}");
+        outln!("purged {n} dead letters from {}", printable(dead));
     }
     Ok(())
 }
