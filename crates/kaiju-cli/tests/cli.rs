@@ -645,7 +645,7 @@ fn dead_is_list_replay_purge_subcommands_with_their_own_options() {
         "{err}"
     );
     assert!(!err.contains("values required"), "{err}");
-    let refused: [&[&str]; 7] = [
+    let refused: [&[&str]; 9] = [
         &["dead", "explode", "app"],
         &["dead", "app", "list"],
         &["dead", "replay", "app", "--count", "3"],
@@ -653,6 +653,24 @@ fn dead_is_list_replay_purge_subcommands_with_their_own_options() {
         &["dead", "purge", "app", "--older-than", "5x", "--yes"],
         &["dead", "purge", "app", "--kind", "nope", "--yes"],
         &["dead", "replay", "app", "--id", "abc"],
+        // An id past the largest (u64) took nothing, silently; an age past u64 seconds said
+        // "not a duration".
+        &[
+            "dead",
+            "purge",
+            "app",
+            "--id",
+            "99999999999999999999-0",
+            "--yes",
+        ],
+        &[
+            "dead",
+            "purge",
+            "app",
+            "--older-than",
+            "999999999999999d",
+            "--yes",
+        ],
     ];
     for args in refused {
         let o = kaiju(args);
@@ -663,6 +681,14 @@ fn dead_is_list_replay_purge_subcommands_with_their_own_options() {
         err.contains("not a duration") && err.contains("10m"),
         "{err}"
     );
+    let (_, err) = text(&kaiju(&[
+        "dead",
+        "purge",
+        "app",
+        "--older-than",
+        "999999999999999d",
+    ]));
+    assert!(err.contains("too long"), "{err}");
     let (_, err) = text(&kaiju(&["dead", "purge", "app", "--kind", "nope"]));
     assert!(
         err.contains("malformed") && err.contains("timed_out") && err.contains("future-id"),
