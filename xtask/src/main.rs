@@ -125,7 +125,12 @@ fn cargo_in(dir: &Path) -> Result<Command, String> {
         ));
     }
     let mut command = Command::new(cargo());
-    command.current_dir(dir);
+    // The target directory xtask found, absolute: cargo reads a relative CARGO_TARGET_DIR from
+    // its own directory, which is `dir` here, not the one `cargo xtask` ran in, so it built
+    // into a second target directory xtask never looks in (`bench` found no binary).
+    command
+        .current_dir(dir)
+        .env("CARGO_TARGET_DIR", target_dir()?);
     Ok(command)
 }
 

@@ -126,3 +126,32 @@ fn a_clone_that_is_gone_is_named_in_the_error() {
         text(&out)
     );
 }
+
+/// A relative `CARGO_TARGET_DIR` is cargo's from the directory `cargo xtask` ran in: the cargo
+/// xtask runs in the workspace root builds into that same directory, not into a second one
+/// relative to the root (where `bench` then found no binary).
+#[test]
+fn a_relative_target_dir_is_the_one_of_the_directory_xtask_ran_in() {
+    let scratch = Scratch::new("relative");
+    let clone = scratch.clone();
+    std::fs::write(clone.join("xtask/src/lib.rs"), "").unwrap();
+    let cwd = clone.join("xtask/src");
+    let out = xtask(
+        &["fuzz", "1"],
+        &cwd,
+        Some(&clone.join("xtask")),
+        Path::new("rel-target"),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        cwd.join("rel-target/debug").is_dir(),
+        "nothing built in {}: {}",
+        cwd.join("rel-target").display(),
+        text(&out)
+    );
+    assert!(
+        !clone.join("rel-target").exists(),
+        "a second target directory: {}",
+        clone.join("rel-target").display()
+    );
+}

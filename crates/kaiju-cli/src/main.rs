@@ -257,8 +257,9 @@ enum DeadCommand {
         #[arg(long)]
         include_malformed: bool,
     },
-    /// Delete dead letters: every one (the dead-letter stream), or exactly those the filters
-    /// take. Asks first when stdin is a terminal; otherwise refuses without --yes.
+    /// Delete dead letters: every one there when it starts (or, after the question, every one
+    /// it counted), or exactly those of them the filters take; letters written meanwhile stay.
+    /// Asks first when stdin is a terminal; otherwise refuses without --yes.
     Purge {
         #[command(flatten)]
         conn: Conn,
@@ -275,7 +276,8 @@ enum DeadCommand {
 /// A dead letter's id: `<ms>-<seq>` (or `<ms>`).
 fn parse_dead_id(text: &str) -> Result<String, String> {
     let (ms, seq) = text.split_once('-').unwrap_or((text, "0"));
-    let number = |s: &str| !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit());
+    // Each half a u64, as in Redis: a larger one is no letter's id (it matched nothing).
+    let number = |s: &str| s.bytes().all(|b| b.is_ascii_digit()) && s.parse::<u64>().is_ok();
     if number(ms) && number(seq) {
         Ok(text.to_owned())
     } else {
@@ -295,15 +297,21 @@ fn parse_age(text: &str) -> Result<std::time::Duration, String> {
         Some(at) => text.split_at(at),
         None => (text, "s"),
     };
-    let n: u64 = number.parse().map_err(|_| bad())?;
+    let too_long = || format!("`{text}` is too long an age: at most {} seconds", u64::MAX);
+    let n: u64 = match number.parse() {
+        Ok(n) => n,
+        // Digits only (cut at the first other character): too many of them.
+        Err(_) if !number.is_empty() => return Err(too_long()),
+        Err(_) => return Err(bad()),
+    };
     let seconds = match unit {
         "s" => Some(n),
         "m" => n.checked_mul(60),
         "h" => n.checked_mul(3600),
         "d" => n.checked_mul(86_400),
-        _ => None,
+        _ => return Err(bad()),
     }
-    .ok_or_else(bad)?;
+    .ok_or_else(too_long)?;
     Ok(std::time::Duration::from_secs(seconds))
 }
 

@@ -583,6 +583,46 @@ async fn dead_ids(t: &kaiju_transport::Transport, dead: &str) -> Vec<String> {
     entries.into_iter().map(|(id, _)| id).collect()
 }
 
+/// What `kaiju dead` prints for people cannot drive the terminal: the stream keys it names
+/// (made of the app, topic and environment given) are escaped as the letters' texts are, and
+/// so are the Unicode bidirectional overrides and line separators of a letter's reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_output_escapes_terminal_controls_in_keys_and_bidi_overrides() {
+    use kaiju_transport::fred::prelude::*;
+    let Some(url) = url() else { return };
+    let t = kaiju_tests::connect(Target::Single).await.unwrap();
+    let ns = kaiju_tests::namespace();
+    let app = ns.prefix().split_once('.').unwrap().1;
+    let c = conn(&url, &ns);
+    let hostile = format!("{app}\u{1b}]0;pwned\u{7}");
+    let o = kaiju(&[&["dead", "list", &hostile][..], &c].concat());
+    let (out, err) = text(&o);
+    assert_eq!(code(&o), 4, "{out}{err}");
+    assert!(
+        !err.contains('\u{1b}') && !err.contains('\u{7}') && err.contains("\\u{1b}]0;pwned"),
+        "{err:?}"
+    );
+    let stream = ns.stream("rpc").unwrap().into_string();
+    let dead = ns.dead_letter_stream("rpc").unwrap().into_string();
+    let fields = vec![
+        ("reason", "evil\u{202e}txt.exe\u{2028}fake line"),
+        ("kind", "rejected"),
+        ("stream", stream.as_str()),
+    ];
+    let _: String = t
+        .pool()
+        .xadd(dead.as_str(), false, None, "*", fields)
+        .await
+        .unwrap();
+    let o = kaiju(&[&["dead", "list", app][..], &c].concat());
+    let (out, err) = text(&o);
+    assert_eq!(code(&o), 0, "{err}");
+    assert!(
+        !out.contains('\u{202e}') && !out.contains('\u{2028}') && out.contains("evil\\u{202e}txt"),
+        "{out:?}"
+    );
+}
+
 /// `kaiju dead` is three subcommands, `list|replay|purge APP [TOPIC]`, each with its own
 /// options; the usage line was garbled (`2 values required by '<APP [TOPIC] ACTION> ...'`).
 #[test]
@@ -605,7 +645,7 @@ fn dead_is_list_replay_purge_subcommands_with_their_own_options() {
         "{err}"
     );
     assert!(!err.contains("values required"), "{err}");
-    let refused: [&[&str]; 7] = [
+    let refused: [&[&str]; 9] = [
         &["dead", "explode", "app"],
         &["dead", "app", "list"],
         &["dead", "replay", "app", "--count", "3"],
@@ -613,6 +653,24 @@ fn dead_is_list_replay_purge_subcommands_with_their_own_options() {
         &["dead", "purge", "app", "--older-than", "5x", "--yes"],
         &["dead", "purge", "app", "--kind", "nope", "--yes"],
         &["dead", "replay", "app", "--id", "abc"],
+        // An id past the largest (u64) took nothing, silently; an age past u64 seconds said
+        // "not a duration".
+        &[
+            "dead",
+            "purge",
+            "app",
+            "--id",
+            "99999999999999999999-0",
+            "--yes",
+        ],
+        &[
+            "dead",
+            "purge",
+            "app",
+            "--older-than",
+            "999999999999999d",
+            "--yes",
+        ],
     ];
     for args in refused {
         let o = kaiju(args);
@@ -623,6 +681,14 @@ fn dead_is_list_replay_purge_subcommands_with_their_own_options() {
         err.contains("not a duration") && err.contains("10m"),
         "{err}"
     );
+    let (_, err) = text(&kaiju(&[
+        "dead",
+        "purge",
+        "app",
+        "--older-than",
+        "999999999999999d",
+    ]));
+    assert!(err.contains("too long"), "{err}");
     let (_, err) = text(&kaiju(&["dead", "purge", "app", "--kind", "nope"]));
     assert!(
         err.contains("malformed") && err.contains("timed_out") && err.contains("future-id"),

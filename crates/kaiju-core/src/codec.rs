@@ -283,9 +283,40 @@ pub fn in_words(message: &str) -> String {
         ("f32", "a number"),
         ("f64", "a number"),
     ];
+    let number = |name: &str| {
+        WORDS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, words)| (*words).to_owned())
+    };
+    // serde names the Rust types a derive reads: `struct AddParams`, `tuple struct Pair`,
+    // `a nonzero u32`. Said by their shape on the wire.
+    let ident = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_alphanumeric() || c == '_');
+    let named = |expected: &str| -> Option<String> {
+        if let Some(name) = expected.strip_prefix("tuple struct ") {
+            ident(name).then(|| "an array".to_owned())
+        } else if let Some(name) = expected.strip_prefix("unit struct ") {
+            ident(name).then(|| "nil".to_owned())
+        } else if let Some(name) = expected.strip_prefix("struct ") {
+            ident(name).then(|| "a map of named fields".to_owned())
+        } else if let Some(name) = expected.strip_prefix("enum ") {
+            ident(name).then(|| "one of its variants".to_owned())
+        } else if let Some(ty) = expected.strip_prefix("a nonzero ") {
+            let words = number(ty)?;
+            Some(if ty.starts_with('u') {
+                words
+                    .replace("from 0 to", "from 1 to")
+                    .replace("of 0 or more", "of 1 or more")
+            } else {
+                "an integer other than 0".to_owned()
+            })
+        } else {
+            None
+        }
+    };
     match message.rsplit_once("expected ") {
-        Some((head, expected)) => match WORDS.iter().find(|(name, _)| *name == expected) {
-            Some((_, words)) => format!("{head}expected {words}"),
+        Some((head, expected)) => match number(expected).or_else(|| named(expected)) {
+            Some(words) => format!("{head}expected {words}"),
             None => message.to_owned(),
         },
         None => message.to_owned(),

@@ -162,9 +162,16 @@ impl Parsed {
                 Duration::from_secs(d).saturating_sub(unix).min(limits.max),
                 d.min(whole.saturating_add(limits.max.as_secs())),
             ),
-            None => match int_header(h.get(headers::TIMEOUT)) {
-                Some(t) => {
-                    let t = Duration::from_secs(t.max(1).unsigned_abs()).min(limits.max);
+            // kaiju takes the `Timeout` branch whenever the header is there: one that reads as
+            // the default (`0`, `""`, `"5.5"`, nil) is `int(now) + default + 1`, and only a
+            // request without it is `int(now) + default`.
+            None => match h.get(headers::TIMEOUT) {
+                Some(v) => {
+                    let t = int_header(Some(v))
+                        .map_or(limits.default, |t| {
+                            Duration::from_secs(t.max(1).unsigned_abs())
+                        })
+                        .min(limits.max);
                     (t, whole.saturating_add(t.as_secs()).saturating_add(1))
                 }
                 None => (
@@ -459,6 +466,20 @@ mod tests {
             (before + 601..=after + 601).contains(&got),
             "Timeout capped: {got}"
         );
+        // A Timeout header that reads as the default is still kaiju's Timeout branch: +1.
+        for v in [
+            HeaderValue::from(0),
+            "5.5".into(),
+            "".into(),
+            HeaderValue::Nil,
+            0.0.into(),
+        ] {
+            let (got, before, after) = reported(&with(&[("Timeout", v.clone())]));
+            assert!(
+                (before + 91..=after + 91).contains(&got),
+                "Timeout {v:?}: {got}"
+            );
+        }
         let (got, before, after) = reported(&Headers::new());
         assert!(
             (before + 90..=after + 90).contains(&got),

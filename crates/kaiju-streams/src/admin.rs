@@ -82,6 +82,8 @@ pub struct DeadFilter {
     bad_ids: usize,
     kinds: Vec<String>,
     older_than: Option<Duration>,
+    /// The last id taken (inclusive): letters written after a dry run or a question stay.
+    up_to: Option<StreamId>,
 }
 
 impl DeadFilter {
@@ -120,6 +122,16 @@ impl DeadFilter {
     #[must_use]
     pub fn older_than(mut self, age: Duration) -> Self {
         self.older_than = Some(age);
+        self
+    }
+
+    /// Only the dead letters up to the id `id` (inclusive; as [`DeadLetters::list`] shows
+    /// it): those a dry run or a question to the operator showed, not those written since. A
+    /// text that is not an id takes nothing. It bounds the letters looked at; it is not a
+    /// choice among them ([`is_empty`](Self::is_empty) does not count it).
+    #[must_use]
+    pub fn up_to(mut self, id: &str) -> Self {
+        self.up_to = Some(StreamId::parse(id.as_bytes()).unwrap_or(StreamId::ZERO));
         self
     }
 
@@ -407,7 +419,15 @@ impl DeadLetters {
         until: &str,
         count: usize,
     ) -> Result<Vec<DeadLetter>> {
-        let start = after.map_or_else(|| "-".to_owned(), |id| format!("({id}"));
+        let start = match after {
+            None => "-".to_owned(),
+            // Nothing comes after the largest id, and Redis refuses `(<max>`: a dead-letter
+            // stream someone wrote that id to still lists, replays and purges.
+            Some(id) if StreamId::parse(id.as_bytes()) == Some(StreamId::MAX) => {
+                return Ok(Vec::new());
+            }
+            Some(id) => format!("({id}"),
+        };
         let count = Some(count.clamp(1, MAX_PAGE) as u64);
         let reply: Value = self
             .transport
@@ -433,9 +453,16 @@ impl DeadLetters {
     /// written later are left for next time), or, with [`DeadFilter::older_than`], the last id
     /// old enough when that is earlier. `None`: nothing to look at.
     async fn until(&self) -> Result<Option<String>> {
-        let Some(newest) = self.newest().await? else {
+        let Some(mut newest) = self.newest().await? else {
             return Ok(None);
         };
+        if let Some(up_to) = self.filter.up_to {
+            match StreamId::parse(newest.as_bytes()) {
+                Some(top) if top <= up_to => {}
+                _ if up_to == StreamId::ZERO => return Ok(None),
+                _ => newest = up_to.to_string(),
+            }
+        }
         let Some(age) = self.filter.older_than else {
             return Ok(Some(newest));
         };
@@ -571,20 +598,11 @@ impl DeadLetters {
     }
 
     /// Deletes the dead letters; returns how many were deleted. Without a
-    /// [`filter`](Self::filter), every one: the dead-letter stream is deleted. With one,
-    /// exactly the letters it takes among those that exist when the purge starts, by id
-    /// (`XDEL`), a page at a time; the others stay.
+    /// [`filter`](Self::filter), every one that exists when the purge starts; with one,
+    /// exactly the letters it takes among those. Either way by id (`XDEL`), a page at a time:
+    /// a letter the listener writes meanwhile stays (an empty dead-letter stream is left, not
+    /// deleted).
     pub async fn purge(&self) -> Result<u64> {
-        if self.filter.is_empty() {
-            let n = self.len().await?;
-            let _: i64 = self
-                .transport
-                .pool()
-                .del(self.dead.as_str())
-                .await
-                .classify()?;
-            return Ok(n);
-        }
         self.run_purge(None).await
     }
 

@@ -14,6 +14,13 @@ impl StreamId {
     /// `0-0`, below every entry.
     pub(crate) const ZERO: Self = Self { ms: 0, seq: 0 };
 
+    /// `18446744073709551615-18446744073709551615`, the largest id: nothing comes after it
+    /// (Redis refuses `(<max>` as the start of a range).
+    pub(crate) const MAX: Self = Self {
+        ms: u64::MAX,
+        seq: u64::MAX,
+    };
+
     /// Parses `<ms>-<seq>` (or a bare `<ms>`, which Redis reads as `<ms>-0`). Anything else is
     /// `None`.
     pub(crate) fn parse(text: &[u8]) -> Option<Self> {

@@ -125,7 +125,100 @@ async fn inspect_reports_groups_pending_and_dead_letters(t: &Transport, ns: &Nam
     assert_eq!((g.consumers[0].0.as_str(), g.consumers[0].1), ("c1", 2));
 }
 
+/// A dead-letter stream that holds the largest id (`kaiju streams` warns about it; someone
+/// wrote it) still lists, dry-runs, replays and purges: paging after that id asked Redis for
+/// `XRANGE (<max> +`, which it refuses ("invalid start ID"), so `kaiju dead list` failed with
+/// exit 1 and showed nothing, and `replay` failed after writing its first page back.
+async fn a_dead_letter_stream_holding_the_largest_id_still_pages(
+    t: &Transport,
+    ns: &Namespace,
+    _: Target,
+) {
+    const MAX_ID: &str = "18446744073709551615-18446744073709551615";
+    let stream = ns.stream("rpc").unwrap().into_string();
+    let dead = ns.dead_letter_stream("rpc").unwrap().into_string();
+    dead_letters(t, &dead, &stream, 3).await;
+    let body = kaiju_streams::encode(&("svc.m", 9), &Headers::new()).unwrap();
+    let fields: Vec<(&str, Vec<u8>)> = vec![
+        ("kind", b"failed".to_vec()),
+        ("stream", stream.as_bytes().to_vec()),
+        ("field:_", body),
+    ];
+    let _: String = t
+        .pool()
+        .xadd(dead.as_str(), false, None, MAX_ID, fields)
+        .await
+        .unwrap();
+    let letters = DeadLetters::new(t.clone(), stream.clone(), dead.clone());
+    let all = letters.list(None, 10).await.unwrap();
+    assert_eq!(all.len(), 4);
+    assert!(
+        letters.list(Some(MAX_ID), 10).await.unwrap().is_empty(),
+        "nothing comes after the largest id"
+    );
+    let mut seen = 0;
+    let dry = letters.replay_dry_run(2, |_| seen += 1).await.unwrap();
+    assert_eq!((dry.replayed, seen), (4, 4));
+    let only_max = letters
+        .clone()
+        .filter(admin::DeadFilter::default().ids([MAX_ID]));
+    assert_eq!(only_max.purge_dry_run(|_| {}).await.unwrap(), 1);
+    assert_eq!(letters.replay(2, |_, _| {}).await.unwrap().replayed, 4);
+    assert_eq!(letters.len().await.unwrap(), 0);
+    let len: u64 = t.pool().xlen(stream.as_str()).await.unwrap();
+    assert_eq!(len, 4);
+}
+
+/// A purge deletes the dead letters there when it starts, never one written while it runs
+/// (the listener keeps dead-lettering): what it reports plus what is left is every letter
+/// written. A purge without a filter used `XLEN`, then `DEL`: it reported fewer than it
+/// deleted, and deleted letters nobody had seen. `up_to` bounds a purge to the letters an
+/// operator was shown.
+async fn a_purge_deletes_only_the_letters_there_when_it_starts(
+    t: &Transport,
+    ns: &Namespace,
+    _: Target,
+) {
+    let stream = ns.stream("rpc").unwrap().into_string();
+    let dead = ns.dead_letter_stream("rpc").unwrap().into_string();
+    dead_letters(t, &dead, &stream, 3).await;
+    let shown = DeadLetters::new(t.clone(), stream.clone(), dead.clone())
+        .list(None, 10)
+        .await
+        .unwrap();
+    dead_letters(t, &dead, &stream, 2).await;
+    let pinned = DeadLetters::new(t.clone(), stream.clone(), dead.clone())
+        .filter(admin::DeadFilter::default().up_to(&shown[2].id));
+    assert_eq!(pinned.purge().await.unwrap(), 3, "the three it was shown");
+    let letters = DeadLetters::new(t.clone(), stream.clone(), dead.clone());
+    assert_eq!(
+        letters.len().await.unwrap(),
+        2,
+        "the two written since stay"
+    );
+    assert_eq!(letters.purge().await.unwrap(), 2);
+
+    dead_letters(t, &dead, &stream, 5000).await;
+    let writer = {
+        let (t, dead, stream) = (t.clone(), dead.clone(), stream.clone());
+        tokio::spawn(async move {
+            for _ in 0..200 {
+                dead_letters(&t, &dead, &stream, 10).await;
+            }
+        })
+    };
+    let mut purged = 0;
+    while !writer.is_finished() {
+        purged += letters.purge().await.unwrap();
+    }
+    writer.await.unwrap();
+    let left = letters.len().await.unwrap();
+    assert_eq!(purged + left, 7000, "purged {purged}, left {left}");
+}
+
 on_both!(
     replay_moves_every_letter_back_once_and_skips_forged_ones,
-    inspect_reports_groups_pending_and_dead_letters
+    inspect_reports_groups_pending_and_dead_letters,
+    a_dead_letter_stream_holding_the_largest_id_still_pages,
+    a_purge_deletes_only_the_letters_there_when_it_starts
 );

@@ -47,15 +47,7 @@ pub(super) async fn dead(command: DeadCommand, json: bool) -> Result<(), Failure
                 ));
             }
             let (letters, keys) = open(&conn, &target, &filter).await?;
-            purge(
-                &letters,
-                &keys,
-                !filter.is_empty(),
-                filter.dry_run,
-                yes,
-                json,
-            )
-            .await
+            purge(&letters, &keys, &filter, yes, json).await
         }
     }
 }
@@ -76,10 +68,6 @@ impl DeadFilterArgs {
         }
         filter
     }
-
-    fn is_empty(&self) -> bool {
-        self.to_filter().is_empty()
-    }
 }
 
 /// Connects, and finds the dead letters of `target`: exit 4 when neither its stream nor its
@@ -95,7 +83,9 @@ async fn open(
         DeadLetters::new(transport, stream.clone(), dead.clone()).filter(filter.to_filter());
     if !letters.exists().await.map_err(redis_failure)? {
         return Err(Failure::not_found(format!(
-            "no stream {stream} and no dead letters {dead}: nothing was ever written to app `{}` topic `{}` in environment `{}`",
+            "no stream {} and no dead letters {}: nothing was ever written to app `{}` topic `{}` in environment `{}`",
+            printable(&stream),
+            printable(&dead),
             printable(&target.app),
             printable(&target.topic),
             printable(&me.env)
@@ -136,7 +126,7 @@ async fn list(conn: Conn, target: DeadTarget, count: usize, json: bool) -> Resul
         outln!("{document}");
         return Ok(());
     }
-    outln!("{total} dead letters in {}", keys.dead);
+    outln!("{total} dead letters in {}", printable(&keys.dead));
     for d in &shown {
         print_dead_letter(d, now)?;
     }
@@ -189,10 +179,14 @@ async fn replay(
         outln!(
             "dry run: would replay {} into {}; nothing was changed",
             done.replayed,
-            keys.stream
+            printable(&keys.stream)
         );
     } else {
-        outln!("replayed {} into {}", done.replayed, keys.stream);
+        outln!(
+            "replayed {} into {}",
+            done.replayed,
+            printable(&keys.stream)
+        );
     }
     let would = if dry_run { "would leave" } else { "left" };
     if done.skipped > 0 {
@@ -222,13 +216,12 @@ async fn replay(
 async fn purge(
     letters: &DeadLetters,
     keys: &Keys,
-    filtered: bool,
-    dry_run: bool,
+    filter: &DeadFilterArgs,
     yes: bool,
     json: bool,
 ) -> Result<(), Failure> {
     let dead = &keys.dead;
-    if dry_run {
+    if filter.dry_run {
         let mut taken = Vec::new();
         let n = letters
             .purge_dry_run(|d| taken.push(d.clone()))
@@ -247,30 +240,46 @@ async fn purge(
             for d in &taken {
                 print_dead_letter(d, now)?;
             }
-            outln!("dry run: would purge {n} dead letters from {dead}; nothing was changed");
+            outln!(
+                "dry run: would purge {n} dead letters from {}; nothing was changed",
+                printable(dead)
+            );
         }
         return Ok(());
     }
-    if !yes {
-        // A terminal (checked before connecting): ask.
-        let n = if filtered {
-            letters.purge_dry_run(|_| {}).await
-        } else {
-            letters.len().await
-        }
-        .map_err(redis_failure)?;
-        if !confirm(&format!("delete {n} dead letters from {dead}? [y/N] ")) {
-            return Err(Failure::failed("not confirmed: nothing was purged"));
+    let n = if yes {
+        letters.purge().await
+    } else {
+        // A terminal (checked before connecting): ask, then delete the letters counted in the
+        // question and no other (not those the listener writes while the operator reads it).
+        let mut last = None;
+        let n = letters
+            .purge_dry_run(|d| last = Some(d.id.clone()))
+            .await
+            .map_err(redis_failure)?;
+        match last {
+            None => Ok(0),
+            Some(last) => {
+                let shown = printable(dead);
+                if !confirm(&format!("delete {n} dead letters from {shown}? [y/N] ")) {
+                    return Err(Failure::failed("not confirmed: nothing was purged"));
+                }
+                letters
+                    .clone()
+                    .filter(filter.to_filter().up_to(&last))
+                    .purge()
+                    .await
+            }
         }
     }
-    let n = letters.purge().await.map_err(redis_failure)?;
+    .map_err(redis_failure)?;
     if json {
         outln!(
             "{}",
             json!({"dead_stream": dead, "dry_run": false, "purged": n})
         );
     } else {
-        outln!("purged {n} dead letters from {dead}");
+        outln!("purged {n} dead letters from {}", printable(dead));
     }
     Ok(())
 }

@@ -134,12 +134,15 @@ pub(super) fn redis_failure(e: impl std::error::Error + 'static) -> Failure {
     Failure::failed(e)
 }
 
-/// Text from Redis, safe for a terminal: control characters (escape sequences, line breaks)
-/// are shown escaped.
+/// Text from Redis, safe for a terminal: control characters (escape sequences, line breaks),
+/// the Unicode line and paragraph separators and the bidirectional overrides and isolates
+/// (which reorder what a terminal shows after them) are shown escaped.
 pub(super) fn printable(s: &str) -> String {
     s.chars()
         .flat_map(|c| {
-            let shown: Vec<char> = if c.is_control() {
+            let hidden = c.is_control()
+                || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+            let shown: Vec<char> = if hidden {
                 c.escape_default().collect()
             } else {
                 vec![c]

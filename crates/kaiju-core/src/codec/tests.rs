@@ -285,6 +285,60 @@ fn decoding_errors_say_what_the_bytes_look_like_and_name_no_rust_type() {
     }
 }
 
+/// serde names the Rust types a derive reads (`expected struct AddParams`, `expected tuple
+/// struct Pair`, `expected a nonzero u32`): they reach dead-letter reasons and RPC
+/// `InvalidParams` reasons, so they are said by their shape too.
+#[test]
+fn the_rust_types_of_derived_structs_are_said_in_words() {
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct AddParams {
+        a: i64,
+    }
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Pair(u8, u8);
+    #[derive(Debug, Deserialize)]
+    struct Marker;
+    let errors = [
+        Msgpack::WIRE.decode::<AddParams>(b"\x05").unwrap_err(),
+        Msgpack::WIRE.decode::<Pair>(b"\x05").unwrap_err(),
+        Msgpack::WIRE.decode::<Marker>(b"\x05").unwrap_err(),
+        Msgpack::WIRE
+            .decode::<std::time::Duration>(b"\x05")
+            .unwrap_err(),
+        Msgpack::WIRE
+            .decode::<std::num::NonZeroU32>(b"\xa1x")
+            .unwrap_err(),
+    ];
+    let words = errors.map(|e| e.to_string());
+    for (text, wanted) in words.iter().zip([
+        "expected a map of named fields;",
+        "expected an array;",
+        "expected nil;",
+        "expected a map of named fields;",
+        "expected an integer from 1 to 4294967295;",
+    ]) {
+        assert!(text.contains(wanted), "{text}");
+        for rust in ["AddParams", "Pair", "Marker", "Duration", "u32", "struct"] {
+            assert!(!text.contains(rust), "{text}");
+        }
+    }
+    assert_eq!(
+        in_words("invalid type: string \"x\", expected struct AddParams"),
+        "invalid type: string \"x\", expected a map of named fields"
+    );
+    assert_eq!(
+        in_words("expected a nonzero i8"),
+        "expected an integer other than 0"
+    );
+    assert_eq!(
+        in_words("expected struct of some other kind"),
+        "expected struct of some other kind",
+        "not a Rust name: left alone"
+    );
+}
+
 /// A value msgpack cannot encode (serde refuses a map key of this kind).
 struct BadKeys;
 
