@@ -129,11 +129,20 @@ pub(crate) async fn connect(conn: &Conn) -> Result<(Transport, AppSettings), Fai
         .unwrap_or_else(|| "dev".into());
     let transport = Transport::connect(&settings)
         .await
-        .map_err(crate::commands::connect_failure)?;
+        .map_err(connect_failure)?;
     let app = AppSettings {
         env,
         name: "kaiju-cli".into(),
         ..AppSettings::default()
     };
     Ok((transport, app))
+}
+
+/// A failed first connection: exit 3, whether nothing answered or the server refused the
+/// credentials or the certificate; settings that cannot work are a usage error (2).
+pub(crate) fn connect_failure(e: kaiju_transport::TransportError) -> Failure {
+    match e {
+        kaiju_transport::TransportError::Config(e) => Failure::usage(e.to_string()),
+        e => Failure::unreachable(e),
+    }
 }

@@ -43,10 +43,7 @@ pub(super) async fn call(args: CallArgs) -> Result<(), Failure> {
     let (transport, me) = connect(&conn).await?;
     let (stream, _) = keys(&me.env, &app, &topic)?;
     if !create && !listened_to(&transport, &stream).await? {
-        let hint = match other_envs(&transport, &me.env, &app, &topic)
-            .await
-            .as_slice()
-        {
+        let hint = match other_envs(&transport, &me.env, &stream).await.as_slice() {
             [] => String::new(),
             envs => format!(" Did you mean --environment {}?", envs.join(" or ")),
         };
@@ -140,12 +137,15 @@ async fn listened_to(transport: &Transport, stream: &str) -> Result<bool, Failur
 /// The other environments where `app` listens on `topic`, for a hint: found by `SCAN` for at
 /// most about a second (measured here: a keyspace of 995,000 keys scanned to the end in 1.0 s),
 /// on a single server only. What was found by then is the hint.
-async fn other_envs(transport: &Transport, env: &str, app: &str, topic: &str) -> Vec<String> {
+async fn other_envs(transport: &Transport, env: &str, stream: &str) -> Vec<String> {
     if transport.deployment() != kaiju_transport::Deployment::Single {
         return Vec::new();
     }
-    let suffix = format!(".{app}._stream.{topic}");
-    let pattern = format!("*{}", glob_escape(&suffix));
+    // `<env>.<app>._stream.<topic>` without its env: the same key in any other env ends so.
+    let Some(suffix) = stream.strip_prefix(env) else {
+        return Vec::new();
+    };
+    let pattern = format!("*{}", glob_escape(suffix));
     let started = std::time::Instant::now();
     let mut found = Vec::new();
     let mut cursor = "0".to_owned();
@@ -165,7 +165,7 @@ async fn other_envs(transport: &Transport, env: &str, app: &str, topic: &str) ->
         .await;
         let Ok(Ok((next, keys))) = page else { break };
         for key in keys {
-            if let Some(other) = key.strip_suffix(&suffix)
+            if let Some(other) = key.strip_suffix(suffix)
                 && other != env
                 && !other.contains('.')
                 && !found.iter().any(|f| f == other)

@@ -11,6 +11,8 @@ mod streams;
 use kaiju_core::Namespace;
 use kaiju_rpc::CallError;
 
+pub(crate) use crate::connect::connect_failure;
+
 use crate::{CacheCommand, Command, Failure, FunctionsCommand, LocksCommand};
 
 /// Runs `command`; `json` asks for JSON output instead of the human text.
@@ -78,15 +80,6 @@ pub(super) fn call_failure(e: CallError) -> Failure {
         CallError::Key(e) => Failure::usage(e.to_string()),
         CallError::Codec(e) => Failure::usage(e.to_string()),
         other => redis_failure(other),
-    }
-}
-
-/// A failed first connection: exit 3, whether nothing answered or the server refused the
-/// credentials or the certificate; settings that cannot work are a usage error (2).
-pub(crate) fn connect_failure(e: kaiju_transport::TransportError) -> Failure {
-    match e {
-        kaiju_transport::TransportError::Config(e) => Failure::usage(e.to_string()),
-        e => Failure::unreachable(e),
     }
 }
 
