@@ -15,7 +15,7 @@ use tracing::Instrument;
 use crate::context::{Parsed, RequestContext};
 use crate::error::RpcError;
 use crate::module::{Failure, MethodFuture};
-use crate::request::{Call, Outcome, Response};
+use crate::request::{Call, Outcome, Response, Via};
 use crate::scope::Scope;
 use crate::state::Inner;
 use crate::template::{self, Budget};
@@ -26,6 +26,7 @@ pub(crate) struct Run<'a> {
     pub(crate) parsed: &'a Parsed,
     pub(crate) headers: &'a Headers,
     pub(crate) scope: Scope,
+    pub(crate) via: Via,
 }
 
 /// Polls a method future, turning a panic into an error (the server keeps running, and the
@@ -132,6 +133,7 @@ impl Run<'_> {
         let span = tracing::info_span!(
             "rpc",
             method = %name,
+            via = %self.via,
             correlation_id = %kaiju_core::shortened(&self.parsed.correlation_id)
         );
         if self.inner.settings.request_logs {

@@ -31,7 +31,7 @@ pub use kaiju_core::{Value, to_value};
 pub use kaiju_streams::{HeaderName, HeaderValue, Headers};
 pub use listener::{RpcListener, RpcListenerOptions};
 pub use module::{NoParams, RegisterError, RpcModule};
-pub use request::{Outcome, Reply, ReplyBody, Response};
+pub use request::{Outcome, Reply, ReplyBody, Response, Via};
 pub use scope::{Permissions, Scope, UnknownScope, fnmatch};
 pub use server::Server;
 pub use state::{MAX_PARALLEL_TASKS, MAX_REQUEST_TIME, ServerSettings, ServerStats};

@@ -102,6 +102,40 @@ impl Body {
     }
 }
 
+/// How a request reached the server: the `transport` label of its metrics and a field of its
+/// log line and span.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Via {
+    /// A stream entry read by an [`RpcListener`](crate::RpcListener).
+    #[default]
+    Stream,
+    /// A pub/sub message read by an [`RpcSubscriber`](crate::RpcSubscriber).
+    PubSub,
+    /// An HTTP request (`POST /public/rpc`).
+    Http,
+    /// A call from the app's own code ([`Server::call_via`](crate::Server::call_via)).
+    Local,
+}
+
+impl Via {
+    /// The name used as a metrics label and in logs: `stream`, `pubsub`, `http` or `local`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stream => "stream",
+            Self::PubSub => "pubsub",
+            Self::Http => "http",
+            Self::Local => "local",
+        }
+    }
+}
+
+impl std::fmt::Display for Via {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// How one request ended, from the point of view of whoever delivered it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[non_exhaustive]

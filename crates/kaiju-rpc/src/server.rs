@@ -14,7 +14,7 @@ use crate::context::{Limits, Parsed, RequestContext};
 use crate::dispatch;
 use crate::error::RpcError;
 use crate::module::{Erased, MethodFuture, RegisterError, RpcModule};
-use crate::request::{Body, Outcome, Reply, ReplyBody, Response};
+use crate::request::{Body, Outcome, Reply, ReplyBody, Response, Via};
 use crate::scope::{Scope, fnmatch};
 use crate::state::{Counters, Inner, ServerSettings, ServerStats};
 
@@ -112,6 +112,12 @@ impl Server {
     /// [`drain`](Self::drain) began, answers at once with a retryable internal error and the
     /// outcome [`Outcome::Unavailable`].
     pub async fn call(&self, body: Value, headers: &Headers, scope: Scope) -> Reply {
+        self.call_via(body, headers, scope, Via::Stream).await
+    }
+
+    /// [`call`](Self::call) for a request that arrived `via` a given transport (its metrics
+    /// label and log field).
+    pub async fn call_via(&self, body: Value, headers: &Headers, scope: Scope, via: Via) -> Reply {
         let parsed = Parsed::read(headers, self.0.limits);
         let body = Body::read(body, self.0.settings.max_batch_length);
         let Some(_slot) = self.slot().await else {
@@ -131,6 +137,7 @@ impl Server {
             parsed: &parsed,
             headers,
             scope,
+            via,
         };
         let body = match body {
             Body::Single(c) => ReplyBody::Single(run.one(c, None).await),

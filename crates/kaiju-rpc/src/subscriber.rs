@@ -145,7 +145,9 @@ impl Lifecycle for RpcSubscriber {
                         return;
                     }
                     tokio::spawn(async move {
-                        let reply = server.call(body, &headers, scope).await;
+                        let reply = server
+                            .call_via(body, &headers, scope, crate::Via::PubSub)
+                            .await;
                         replier.send(&headers, &reply).await;
                         drop(slot);
                     });
