@@ -306,6 +306,24 @@ impl RpcClient {
         if let Some(n) = options.retries {
             h.insert(headers::RETRIES, i64::from(n));
         }
+        // W3C trace context: inside a request that carried one, a child of it (same trace,
+        // a new parent id) and its `tracestate`; a caller's own header wins (copied below).
+        // Outside a request none is made up: entries stay small unless a caller starts a
+        // trace (`TraceParent::new_root`).
+        if options.headers.get(headers::TRACEPARENT).is_none()
+            && let Some(ctx) = RequestContext::current()
+            && let Some(parent) = ctx.trace()
+        {
+            match parent.child() {
+                Ok(child) => {
+                    h.insert(headers::TRACEPARENT, child.to_string());
+                    if let Some(state) = ctx.tracestate() {
+                        h.insert(headers::TRACESTATE, state);
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "no span id for traceparent"),
+            }
+        }
         for (name, value) in options.headers.iter() {
             h.insert(name, value.clone());
         }

@@ -7,6 +7,7 @@ use kaiju_streams::{CORRELATION_ID, HeaderValue, Headers, short_uid};
 use tokio::time::Instant;
 
 use crate::scope::Scope;
+use crate::trace::{self, TraceParent};
 
 /// Header names kaiju reads and writes (written in this case; read in any case).
 pub mod headers {
@@ -31,6 +32,11 @@ pub mod headers {
     /// bits of the operating system's secure generator (32 hex characters) and accepts a
     /// response only for the whole id; Python kaiju ignores it.
     pub const REQUEST_ID: &str = "Request-Id";
+    /// W3C trace context (`00-<trace-id>-<parent-id>-<flags>`), read strictly; every call a
+    /// method makes sends a child of it.
+    pub const TRACEPARENT: &str = crate::trace::TRACEPARENT;
+    /// W3C vendor trace state, passed on verbatim (at most 512 bytes).
+    pub const TRACESTATE: &str = crate::trace::TRACESTATE;
     /// kaiju's value for a true flag header.
     pub const TRUE: &str = "?1";
 }
@@ -55,6 +61,8 @@ pub(crate) struct Parsed {
     pub(crate) attempts: u32,
     pub(crate) abort_on_error: bool,
     pub(crate) template: bool,
+    /// The caller's W3C `traceparent`, when valid.
+    pub(crate) trace: Option<TraceParent>,
 }
 
 /// An integer header as kaiju reads it: `int(v) if v else default`, where a `ValueError`
@@ -206,6 +214,7 @@ impl Parsed {
                 .clamp(0, 10) as u32,
             abort_on_error: flag(h.get(headers::BATCH_ABORT)),
             template: flag(h.get(headers::BATCH_TEMPLATE)),
+            trace: TraceParent::from_headers(h),
         }
     }
 }
@@ -229,6 +238,7 @@ struct Inner {
     deadline_unix: u64,
     headers: Headers,
     scope: Scope,
+    trace: Option<TraceParent>,
 }
 
 impl RequestContext {
@@ -240,6 +250,7 @@ impl RequestContext {
             deadline_unix: parsed.deadline_unix,
             headers: headers.clone(),
             scope,
+            trace: parsed.trace,
         }))
     }
 
@@ -289,6 +300,18 @@ impl RequestContext {
     /// The caller's scope.
     pub fn scope(&self) -> Scope {
         self.0.scope
+    }
+
+    /// The caller's W3C trace context (its `traceparent` header), if valid. Calls the method
+    /// makes with an [`RpcClient`](crate::RpcClient) send a child of it.
+    pub fn trace(&self) -> Option<TraceParent> {
+        self.0.trace
+    }
+
+    /// The caller's `tracestate`, if it is a string of at most
+    /// [`MAX_TRACESTATE`](crate::trace::MAX_TRACESTATE) bytes; passed on verbatim.
+    pub fn tracestate(&self) -> Option<&str> {
+        trace::tracestate(&self.0.headers)
     }
 
     /// The context of the request whose method is running in this task, if any.

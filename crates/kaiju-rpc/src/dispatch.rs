@@ -79,15 +79,67 @@ impl Run<'_> {
         call: Call,
         earlier: Option<(&[Option<&Value>], &mut Budget)>,
     ) -> Response {
-        let response = self.execute(call, earlier).await;
+        let started = Instant::now();
+        // The request's span: every line its method logs, and the access line, carry the
+        // method, the transport, the correlation id and the caller's W3C trace context.
+        let trace = self.parsed.trace;
+        let span = tracing::info_span!(
+            "rpc",
+            method = %call.method.as_deref().unwrap_or(""),
+            via = %self.via,
+            correlation_id = %kaiju_core::shortened(&self.parsed.correlation_id),
+            trace_id = trace.map(|t| tracing::field::display(t.trace_id())),
+            parent_id = trace.map(|t| tracing::field::display(t.parent_id())),
+        );
+        let mut ran = false;
+        let response = self
+            .execute(call, earlier, &mut ran)
+            .instrument(span.clone())
+            .await;
         self.inner.counters.count(response.outcome);
+        span.in_scope(|| self.log(&response, started.elapsed(), ran));
         response
+    }
+
+    /// The request's one line: info for a result or a client error, error for a failure (the
+    /// levels they always had). With `access_log` off, only what was logged before it existed
+    /// is: the errors of methods that ran.
+    fn log(&self, response: &Response, took: Duration, ran: bool) {
+        let access = self.inner.settings.access_log;
+        let outcome = response.outcome;
+        let duration_ms = took.as_secs_f64() * 1e3;
+        match &response.result {
+            Ok(_) if access => tracing::info!(?outcome, duration_ms, "done"),
+            Ok(_) => {}
+            Err(e) if matches!(outcome, Outcome::Failed | Outcome::TimedOut) => {
+                tracing::error!(?outcome, duration_ms, error = %e, detail = e.detail(), "internal error")
+            }
+            Err(e) if access || ran => {
+                tracing::info!(?outcome, duration_ms, error = %e, "client error")
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// The access line of a batch request that was not run (aborted or expired after an
+    /// earlier one).
+    fn log_skipped(&self, outcome: Outcome, error: &RpcError) {
+        if self.inner.settings.access_log {
+            let span = tracing::info_span!(
+                "rpc",
+                via = %self.via,
+                correlation_id = %kaiju_core::shortened(&self.parsed.correlation_id),
+                trace_id = self.parsed.trace.map(|t| tracing::field::display(t.trace_id())),
+            );
+            span.in_scope(|| tracing::info!(?outcome, duration_ms = 0.0, error = %error, "not run"));
+        }
     }
 
     async fn execute(
         &self,
         call: Call,
         earlier: Option<(&[Option<&Value>], &mut Budget)>,
+        ran: &mut bool,
     ) -> Response {
         let Call { method, params, id } = call;
         let name = match method {
@@ -130,15 +182,10 @@ impl Run<'_> {
             None => params,
         };
         let ctx = RequestContext::new(&name, self.parsed, self.headers, self.scope);
-        let span = tracing::info_span!(
-            "rpc",
-            method = %name,
-            via = %self.via,
-            correlation_id = %kaiju_core::shortened(&self.parsed.correlation_id)
-        );
         if self.inner.settings.request_logs {
-            span.in_scope(|| tracing::info!(params = ?redacted(&params), "request"));
+            tracing::info!(params = ?redacted(&params), "request");
         }
+        *ran = true;
         let attempts = self.parsed.attempts.max(1);
         let mut attempt = 1;
         // The last attempt takes the params themselves: a batch never holds two copies of
@@ -151,10 +198,7 @@ impl Run<'_> {
                 params.take()
             };
             let future = (method.call)(this.unwrap_or(Value::Nil), ctx.clone());
-            let run = ctx
-                .clone()
-                .scope_over(CatchUnwind(future))
-                .instrument(span.clone());
+            let run = ctx.clone().scope_over(CatchUnwind(future));
             let result = match tokio::time::timeout_at(self.parsed.deadline, run).await {
                 Err(_) => {
                     break Err((
@@ -181,7 +225,7 @@ impl Run<'_> {
                         && attempt < attempts
                         && Instant::now() + wait < self.parsed.deadline
                     {
-                        span.in_scope(|| tracing::info!(attempt, error = %e, detail = e.detail(), "method failed; retrying (RPC-Retries)"));
+                        tracing::info!(attempt, error = %e, detail = e.detail(), "method failed; retrying (RPC-Retries)");
                         tokio::time::sleep(wait).await;
                         attempt += 1;
                         continue;
@@ -195,16 +239,11 @@ impl Run<'_> {
                 }
             }
         };
-        span.in_scope(|| match &result {
-            Ok(value) if self.inner.settings.response_logs => {
-                tracing::info!(result = ?value, "response")
-            }
-            Ok(_) => {}
-            Err((e, Outcome::ClientError | Outcome::Rejected | Outcome::Expired)) => {
-                tracing::info!(error = %e, "client error")
-            }
-            Err((e, _)) => tracing::error!(error = %e, detail = e.detail(), "internal error"),
-        });
+        if let Ok(value) = &result
+            && self.inner.settings.response_logs
+        {
+            tracing::info!(result = ?value, "response");
+        }
         match result {
             Ok(value) => Response {
                 id,
@@ -231,6 +270,7 @@ impl Run<'_> {
         for (i, call) in calls.into_iter().enumerate() {
             if let Some((error, outcome)) = &stop {
                 self.inner.counters.count(*outcome);
+                self.log_skipped(*outcome, error);
                 responses.push(Response::error(call.id, error.clone(), *outcome));
                 continue;
             }

@@ -15,6 +15,7 @@ mod state;
 mod subscriber;
 mod subscription;
 pub mod template;
+pub mod trace;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests;
@@ -36,3 +37,4 @@ pub use scope::{Permissions, Scope, UnknownScope, fnmatch};
 pub use server::Server;
 pub use state::{MAX_PARALLEL_TASKS, MAX_REQUEST_TIME, ServerSettings, ServerStats};
 pub use subscriber::RpcSubscriber;
+pub use trace::TraceParent;

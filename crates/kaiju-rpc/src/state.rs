@@ -37,9 +37,14 @@ pub struct ServerSettings {
     pub max_request_time: u64,
     /// Check scopes. `false` lets every caller reach every method. Default: `true`.
     pub enable_permissions: bool,
-    /// Log every request (method, correlation id, params with secrets redacted). Default: `false`.
+    /// Log one info line per request when it is done: its outcome and `duration_ms`, in the
+    /// `rpc` span that carries its method, transport (`via`), correlation id and W3C
+    /// `trace_id`/`parent_id`. `false` logs only failures of methods that ran, at the level
+    /// they always had (client errors info, internal errors error). Default: `true`.
+    pub access_log: bool,
+    /// Log every request's params (secrets redacted) when it starts. Default: `false`.
     pub request_logs: bool,
-    /// Log every response. Default: `false`.
+    /// Log every response's result. Default: `false`.
     pub response_logs: bool,
     /// fnmatch patterns on full method names (`svc.*`) that are not registered. Default: none.
     pub blacklist_routes: Vec<String>,
@@ -70,6 +75,7 @@ impl Default for ServerSettings {
             default_request_time: 90,
             max_request_time: 600,
             enable_permissions: true,
+            access_log: true,
             request_logs: false,
             response_logs: false,
             blacklist_routes: Vec::new(),

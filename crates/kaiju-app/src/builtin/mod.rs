@@ -49,7 +49,7 @@
 //!
 //! | setting | kind |
 //! |---|---|
-//! | [`ServerSettings`](kaiju_rpc::ServerSettings)'s fields: `max_parallel_tasks`, `default_request_time`, `max_request_time`, `enable_permissions`, `request_logs`, `response_logs`, `blacklist_routes`, `blacklist_scope`, `max_batch_length`, and kaiju-rs's own `max_batch_bytes` (default 8 MiB) and `max_reply_bytes` (default 8 MiB) | read (`null` is the default for `blacklist_routes` and `max_parallel_tasks`) |
+//! | [`ServerSettings`](kaiju_rpc::ServerSettings)'s fields: `max_parallel_tasks`, `default_request_time`, `max_request_time`, `enable_permissions`, `request_logs`, `response_logs`, `blacklist_routes`, `blacklist_scope`, `max_batch_length`, and kaiju-rs's own `access_log` (default `true`: one info line per request), `max_batch_bytes` (default 8 MiB) and `max_reply_bytes` (default 8 MiB) | read (`null` is the default for `blacklist_routes` and `max_parallel_tasks`) |
 //! | `scheduler`, `session_service`, `auth_service`, `use_annotation_parser` | no effect |
 //!
 //! # `RedisListener` ([`ListenerService`]) and `RedisSubscriber` ([`SubscriberService`])
