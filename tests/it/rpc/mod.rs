@@ -9,3 +9,4 @@ mod hostile_input;
 mod memory;
 mod replies;
 mod shutdown;
+mod trace;
