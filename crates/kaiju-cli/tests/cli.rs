@@ -1457,3 +1457,80 @@ async fn functions_load_loads_every_script_as_a_library() {
     }
     t.close().await.ok();
 }
+
+/// `kaiju streams` shows the counters each kaiju-rs listener publishes (processed, failed),
+/// "-" for a consumer without them (a Python kaiju one), and the group's entries read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_shows_each_consumers_published_counters() {
+    use kaiju_core::Lifecycle as _;
+    use kaiju_streams::{HandlerError, Listener, ListenerSettings, Message};
+    use kaiju_transport::fred::prelude::*;
+    let Some(url) = url() else { return };
+    let t = kaiju_tests::connect(Target::Single).await.unwrap();
+    let ns = kaiju_tests::namespace();
+    let (_, app_name) = ns.prefix().split_once('.').unwrap();
+    let c = conn(&url, &ns);
+    let app = kaiju_tests::app(&ns);
+    let settings = ListenerSettings {
+        consumer_id: Some("rusty".into()),
+        max_wait_time_ms: 50,
+        retry_backoff_ms: 10,
+        max_deliveries: 1,
+        ..ListenerSettings::default()
+    };
+    let handler = |m: Message<kaiju_tests::streams::Body>| async move {
+        if m.body.0 == "bad" {
+            Err(HandlerError::retry("no"))
+        } else {
+            Ok(())
+        }
+    };
+    let mut listener = Listener::new(t.clone(), &app, settings, handler).unwrap();
+    listener.start().await.unwrap();
+    let stream = ns.stream("rpc").unwrap();
+    let dead = ns.dead_letter_stream("rpc").unwrap();
+    kaiju_tests::streams::write(&t, &stream, 5, "ok").await;
+    kaiju_tests::streams::write(&t, &stream, 2, "bad").await;
+    let _: () = t
+        .pool()
+        .xgroup_createconsumer(stream.as_str(), app_name, "python-one")
+        .await
+        .unwrap();
+    let pool = t.pool().clone();
+    kaiju_tests::eventually("2 dead letters", Duration::from_secs(20), || {
+        let (pool, dead) = (pool.clone(), dead.clone());
+        async move { pool.xlen::<u64, _>(dead.as_str()).await.unwrap_or(0) >= 2 }
+    })
+    .await;
+    // Its last counts are published when it stops (and live for 30 s).
+    listener.stop(Duration::from_secs(5)).await.unwrap();
+
+    let o = kaiju(&[&["streams", app_name, "--json"][..], &c].concat());
+    let (out, err) = text(&o);
+    assert_eq!(code(&o), 0, "{err}");
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let group = &json["groups"][0];
+    assert_eq!(group["entries_read"], 7, "{out}");
+    let of = |name: &str| {
+        group["consumers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("{name}: {out}"))
+            .clone()
+    };
+    let rusty = of("rusty");
+    assert_eq!(rusty["processed"], 5, "{out}");
+    assert_eq!(rusty["failed"], 2, "{out}");
+    assert_eq!(rusty["counters"]["dead_lettered"], 2, "{out}");
+    assert!(rusty["counters"]["started_at_ms"].as_u64().unwrap() > 0);
+    assert!(of("python-one")["processed"].is_null(), "{out}");
+    assert!(of("python-one")["counters"].is_null(), "{out}");
+
+    let o = kaiju(&[&["streams", app_name][..], &c].concat());
+    let (out, _) = text(&o);
+    assert!(out.contains("processed 5, failed 2"), "{out}");
+    assert!(out.contains("processed -, failed -"), "{out}");
+    assert!(out.contains("entries read       7"), "{out}");
+}

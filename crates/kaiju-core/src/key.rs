@@ -174,6 +174,15 @@ impl Namespace {
         self.join("_stream")?.join("_consumers")?.key(topic)
     }
 
+    /// The published counters of a listener's consumers: `<prefix>._stream._stats.<topic>`,
+    /// a hash from `<group>/<consumer>` to the counters of the process reading as that
+    /// consumer, each row with its own expiry (a kaiju-rs extension; Python kaiju does not
+    /// write it, so its consumers have no row).
+    pub fn stream_stats(&self, topic: &str) -> Result<Key, KeyError> {
+        check_part("topic", topic)?;
+        self.join("_stream")?.join("_stats")?.key(topic)
+    }
+
     /// The pub/sub channel of a topic: `<prefix>._sub.<topic>`.
     pub fn channel(&self, topic: &str) -> Result<Key, KeyError> {
         check_part("topic", topic)?;
@@ -427,6 +436,10 @@ mod tests {
         assert_eq!(
             ns.stream_consumers("rpc").unwrap().as_str(),
             "cap.peer._stream._consumers.rpc"
+        );
+        assert_eq!(
+            ns.stream_stats("rpc").unwrap().as_str(),
+            "cap.peer._stream._stats.rpc"
         );
     }
 

@@ -3,6 +3,7 @@
 //! ([`check_ids`], [`repair_ids`]: a stream whose ids ran ahead of the clock). The `kaiju`
 //! command-line tool is built on these.
 
+mod counters;
 mod ids;
 mod leases;
 
@@ -23,6 +24,7 @@ pub use ids::{
     IdProblem, IdWarning, KIND_FUTURE_ID, KIND_FUTURE_ID_HANDLED, MAX_AHEAD, Repaired,
     RepairedDead, check_ids, repair_dead_ids, repair_ids,
 };
+pub use counters::{ConsumerCounters, Counters, consumer_counters};
 pub use leases::{Leases, Liveness, leases};
 
 /// Most entries one page of [`DeadLetters::list`] or one replay round trip handles.
@@ -174,6 +176,9 @@ pub struct GroupReport {
     pub name: String,
     /// Entries not yet delivered to the group (`None` when Redis cannot tell).
     pub lag: Option<u64>,
+    /// Entries delivered to the group since it was created (`entries-read` of XINFO GROUPS,
+    /// Redis 7; `None` when Redis cannot tell).
+    pub entries_read: Option<u64>,
     /// Entries delivered and not acknowledged.
     pub pending: u64,
     /// How long the oldest pending entry has waited since its last delivery.
@@ -213,8 +218,10 @@ pub async fn inspect(transport: &Transport, stream: &str, dead: &str) -> Result<
             .xinfo_consumers(stream, name.as_str())
             .await
             .classify()?;
+        let entries_read = field(&g, "entries-read").and_then(Value::as_u64);
         report.groups.push(GroupReport {
             lag,
+            entries_read,
             pending,
             oldest_pending_age,
             consumers: consumers

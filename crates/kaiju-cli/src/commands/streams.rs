@@ -100,6 +100,23 @@ pub(super) async fn streams(
             admin::Leases::default()
         }
     };
+    // The counters kaiju-rs listeners publish: a refinement too (a warning when unreadable).
+    let stats_key = stats_key(&me.env, &app, &topic)?;
+    let counters = match admin::consumer_counters(&transport, &stats_key).await {
+        Ok(counters) => counters,
+        Err(e) => {
+            let failure = redis_failure(e);
+            if failure.code == 3 {
+                return Err(failure);
+            }
+            errln!(
+                "kaiju: warning: cannot read the consumers' counters in {}: {}",
+                printable(&stats_key),
+                failure.message
+            );
+            admin::Counters::default()
+        }
+    };
     let stale_after = Duration::from_secs(stale_after_secs);
     if json {
         let groups: Vec<Json> = report
@@ -111,6 +128,7 @@ pub(super) async fn streams(
                     .iter()
                     .map(|(name, pending, idle)| {
                         let liveness = leases.liveness(&g.name, name, *idle, stale_after);
+                        let published = counters.of(&g.name, name);
                         serde_json::json!({
                             "name": name,
                             "pending": pending,
@@ -121,12 +139,16 @@ pub(super) async fn streams(
                                 Liveness::Live { lease_left } => Json::from(millis(lease_left)),
                                 _ => Json::Null,
                             },
+                            "processed": published.map(|c| c.processed),
+                            "failed": published.map(|c| c.failed),
+                            "counters": published.map(counters_json),
                         })
                     })
                     .collect();
                 serde_json::json!({
                     "name": g.name,
                     "lag": g.lag,
+                    "entries_read": g.entries_read,
                     "pending": g.pending,
                     "oldest_pending_age_ms": g.oldest_pending_age.map(millis),
                     "consumers": consumers,
@@ -155,6 +177,10 @@ pub(super) async fn streams(
                 "  lag                {}",
                 g.lag.map_or("unknown".into(), |l| l.to_string())
             );
+            outln!(
+                "  entries read       {}",
+                g.entries_read.map_or("unknown".into(), |n| n.to_string())
+            );
             outln!("  pending            {}", g.pending);
             outln!(
                 "  oldest pending age {}",
@@ -177,8 +203,13 @@ pub(super) async fn streams(
                     }
                     _ => "live (no lease; judged by idle time)".to_owned(),
                 };
+                // Published by kaiju-rs listeners only: "-" for a Python kaiju consumer.
+                let (processed, failed) = counters.of(&g.name, name).map_or_else(
+                    || ("-".to_owned(), "-".to_owned()),
+                    |c| (c.processed.to_string(), c.failed.to_string()),
+                );
                 outln!(
-                    "    {}: {how}, {pending} pending, idle {:.1} s",
+                    "    {}: {how}, {pending} pending, idle {:.1} s, processed {processed}, failed {failed}",
                     printable(name),
                     idle.as_secs_f64()
                 );
@@ -200,6 +231,27 @@ fn lease_key(env: &str, app: &str, topic: &str) -> Result<String, Failure> {
         .and_then(|ns| ns.stream_consumers(topic))
         .map(kaiju_core::Key::into_string)
         .map_err(|e| Failure::usage(e.to_string()))
+}
+
+/// The hash of the counters `app`'s listeners on `topic` publish.
+fn stats_key(env: &str, app: &str, topic: &str) -> Result<String, Failure> {
+    Namespace::new(env, app)
+        .and_then(|ns| ns.stream_stats(topic))
+        .map(kaiju_core::Key::into_string)
+        .map_err(|e| Failure::usage(e.to_string()))
+}
+
+/// A consumer's published counters, for JSON.
+fn counters_json(c: &admin::ConsumerCounters) -> Json {
+    serde_json::json!({
+        "processed": c.processed,
+        "failed": c.failed,
+        "retried": c.retried,
+        "rejected": c.rejected,
+        "dead_lettered": c.dead_lettered,
+        "claimed": c.claimed,
+        "started_at_ms": c.started_at_ms,
+    })
 }
 
 fn millis(d: Duration) -> u64 {

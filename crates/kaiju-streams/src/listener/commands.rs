@@ -11,7 +11,7 @@ use kaiju_transport::fred::types::streams::XCap;
 use kaiju_transport::{BlockingConnection, Classify, Script, TransportError};
 
 use crate::id::StreamId;
-use crate::listener::Shared;
+use crate::listener::{Counters, Shared, published};
 use crate::listener::reply::{self, AutoClaim, Item, RawEntry, ReplyError};
 use crate::{Result, StreamError};
 
@@ -26,9 +26,11 @@ static CONSUMER_LEASE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/consumer_lease.lua")));
 static RECOVER: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/recover.lua")));
+static CONSUMER_STATS: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../lua/consumer_stats.lua")));
 
 /// Every script of the listener.
-pub(crate) fn scripts() -> [&'static Script; 6] {
+pub(crate) fn scripts() -> [&'static Script; 7] {
     [
         &TRIM_DELIVERED,
         &REMOVE_IDLE_CONSUMERS,
@@ -36,6 +38,7 @@ pub(crate) fn scripts() -> [&'static Script; 6] {
         &TOUCH,
         &CONSUMER_LEASE,
         &RECOVER,
+        &CONSUMER_STATS,
     ]
 }
 
@@ -55,30 +58,54 @@ pub(crate) struct StreamState {
     pub(crate) oldest_pending_idle: Option<Duration>,
 }
 
-/// The lease on a consumer name, kept in `<env>.<app>._stream._consumers.<topic>`.
+/// The lease on a consumer name, kept in `<env>.<app>._stream._consumers.<topic>`; its holder
+/// publishes its counters next to it, in `<env>.<app>._stream._stats.<topic>`.
 pub(crate) struct ConsumerLease {
     transport: kaiju_transport::Transport,
     key: String,
+    stats_key: String,
     group: String,
     consumer: String,
     /// This listener instance.
     instance: String,
+    /// When this listener was created, unix ms.
+    started_at: u64,
 }
 
 impl ConsumerLease {
     pub(crate) fn new(
         transport: kaiju_transport::Transport,
-        key: String,
+        (key, stats_key): (String, String),
         group: &str,
         consumer: &str,
     ) -> Self {
         Self {
             transport,
             key,
+            stats_key,
             group: group.to_owned(),
             consumer: consumer.to_owned(),
             instance: uuid::Uuid::new_v4().simple().to_string(),
+            started_at: published::unix_ms(),
         }
+    }
+
+    /// Writes this process's counters into the stats hash, for `ttl` (a row not written again
+    /// by then is dropped: its process stopped or died).
+    pub(crate) async fn publish(&self, counters: &Counters, ttl: Duration) -> Result<()> {
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        let _: Value = CONSUMER_STATS
+            .run(
+                &self.transport,
+                vec![self.stats_key.as_str()],
+                vec![
+                    self.field(&self.consumer),
+                    published::format(counters, self.started_at),
+                    ttl_ms.to_string(),
+                ],
+            )
+            .await?;
+        Ok(())
     }
 
     pub(crate) fn consumer(&self) -> &str {

@@ -6,6 +6,7 @@
 //! - `acks.rs`: acknowledgements, grouped and sent as entries finish.
 //! - `retries.rs`: the schedule of failed entries waiting for their next delivery.
 //! - `takeover.rs`: taking over the pending entries of consumers that are gone.
+//! - `published.rs`: the counters each listener publishes to Redis for `kaiju streams`.
 //! - `commands.rs`: every Redis command the listener sends; `reply.rs`: reading the replies.
 
 mod acks;
@@ -14,6 +15,7 @@ mod commands;
 pub(crate) use commands::scripts;
 mod entry;
 mod in_flight;
+mod published;
 mod reply;
 mod retries;
 mod run;
@@ -42,6 +44,10 @@ use takeover::Gone;
 
 /// How long a consumer-name lease lasts without renewal; renewed every third of it.
 const LEASE: Duration = Duration::from_secs(10);
+
+/// How long a consumer's published counters live without another write (they are written at
+/// each lease renewal).
+const STATS_TTL: Duration = Duration::from_secs(30);
 
 /// Counters of one listener since it was created.
 #[derive(Debug, Default)]
@@ -225,7 +231,10 @@ where
             .unwrap_or_else(|| app.id.to_string());
         let lease = Arc::new(ConsumerLease::new(
             transport.clone(),
-            own.stream_consumers(&settings.topic)?.into_string(),
+            (
+                own.stream_consumers(&settings.topic)?.into_string(),
+                own.stream_stats(&settings.topic)?.into_string(),
+            ),
             &group,
             &consumer,
         ));
@@ -379,8 +388,12 @@ where
         self.shutdown = Shutdown::new();
         let shared = self.shared.clone();
         let shutdown = self.shutdown.clone();
+        // The counters are published at start (a row at once), at each lease renewal, and
+        // once more when the run ends (its final counts, until the row expires).
+        let _ = self.shared.lease.publish(&self.shared.counters, STATS_TTL).await;
         self.task = Some(tokio::spawn(async move {
             shared.clone().run(reader, shutdown).await;
+            let _ = shared.lease.publish(&shared.counters, STATS_TTL).await;
             let _ = shared.lease.run(LEASE, true).await;
         }));
         tracing::info!(stream = %self.shared.stream, group = %self.shared.group, consumer = %self.shared.consumer, "listener started");

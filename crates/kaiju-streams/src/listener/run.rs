@@ -16,7 +16,7 @@ use crate::id::StreamId;
 use crate::listener::commands::{Lease, Reclaimed};
 use crate::listener::reply::Item;
 use crate::listener::retries::Retry;
-use crate::listener::{Counters, LEASE, Shared};
+use crate::listener::{Counters, LEASE, STATS_TTL, Shared};
 
 /// Pause after an error of Redis itself (connection lost, server restarting).
 const ERROR_PAUSE: Duration = Duration::from_millis(200);
@@ -421,6 +421,9 @@ impl<B, H> Shared<B, H> {
             match self.lease.run(LEASE, false).await {
                 Ok(Lease::Held(gone)) => {
                     self.gone.seen(gone);
+                    if let Err(e) = self.lease.publish(&self.counters, STATS_TTL).await {
+                        tracing::debug!(error = %e, "publishing the listener's counters failed");
+                    }
                     if !self.lease_held.swap(true, Ordering::SeqCst) {
                         tracing::warn!(consumer = %self.consumer, "consumer name regained; reading again");
                         self.regained_name.store(true, Ordering::SeqCst);
