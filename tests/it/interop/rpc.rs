@@ -413,3 +413,71 @@ async fn python_rebuilds_rust_error_objects_as_its_exceptions() {
         assert!(ok && out.trim() == expected, "{response}: {out}");
     }
 }
+
+/// A Rust method running inside a request that carried a W3C `traceparent` calls a Python
+/// kaiju app: the entry carries the child `traceparent` and the `tracestate`, and Python kaiju
+/// still reads and runs it (its handlers cannot see headers, so the entry is read back from
+/// the stream).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_traced_rust_call_runs_on_a_python_kaiju_app() {
+    use kaiju_rpc::{NoParams, RequestContext, RpcModule, Server, ServerSettings};
+    let Some(python) = python() else { return };
+    let Some(t) = kaiju_tests::connect(Target::Single).await else {
+        return;
+    };
+    let url = std::env::var("KAIJU_REDIS_URL").unwrap();
+    let (py_app, rs_app) = names();
+    let peer = PythonApp::start(&python, &url, "test", &py_app);
+    let me = AppSettings {
+        env: "test".into(),
+        name: rs_app,
+        ..AppSettings::default()
+    };
+    let client = RpcClient::new(t.clone(), &me);
+    let mut m = RpcModule::new("front");
+    let target = py_app.clone();
+    m.method("forward", move |_, _: NoParams, _: RequestContext| {
+        let (c, target) = (client.clone(), target.clone());
+        async move {
+            c.call("ext.record", json!({"traced": true}))
+                .app(target)
+                .await
+                .map_err(RpcError::internal)?;
+            Ok::<_, RpcError>(true)
+        }
+    })
+    .unwrap();
+    let server = Server::new(&me, ServerSettings::default(), m).unwrap();
+    let origin = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let mut headers = kaiju_rpc::Headers::new();
+    headers.insert("Correlation-Id", "rs-traced-1");
+    headers.insert("traceparent", origin);
+    headers.insert("tracestate", "congo=t61rcWkgMzE");
+    let body = kaiju_rpc::to_value(&json!(["front.forward", {}])).unwrap();
+    let reply = server.call(body, &headers, Scope::System).await;
+    assert!(
+        matches!(&reply.body, kaiju_rpc::ReplyBody::Single(r) if r.result.is_ok()),
+        "{reply:?}"
+    );
+    let records = peer.wait_for(1).await;
+    assert_eq!(records[0]["method"], "ext.record");
+    assert_eq!(records[0]["params"], json!({"traced": true}));
+    assert_eq!(records[0]["correlation_id"], "rs-traced-1");
+    // What was on the wire, as Python decodes it.
+    let stream = format!("test.{py_app}._stream.rpc");
+    let (ok, out) = run_peer(&python, "rpc_peer.py", &["dump", &url, &stream]);
+    assert!(ok, "{out}");
+    let entry: serde_json::Value = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["body"][0] == "ext.record")
+        .unwrap_or_else(|| panic!("no ext.record entry in {stream}: {out}"));
+    let sent = entry["headers"]["traceparent"].as_str().unwrap();
+    let parsed = kaiju_rpc::TraceParent::parse(sent.as_bytes()).unwrap();
+    assert_eq!(
+        parsed.trace_id().to_string(),
+        "0af7651916cd43dd8448eb211c80319c"
+    );
+    assert_ne!(parsed.parent_id().to_string(), "b7ad6b7169203331");
+    assert_eq!(entry["headers"]["tracestate"], "congo=t61rcWkgMzE");
+}
