@@ -131,7 +131,9 @@ impl Run<'_> {
                 correlation_id = %kaiju_core::shortened(&self.parsed.correlation_id),
                 trace_id = self.parsed.trace.map(|t| tracing::field::display(t.trace_id())),
             );
-            span.in_scope(|| tracing::info!(?outcome, duration_ms = 0.0, error = %error, "not run"));
+            span.in_scope(
+                || tracing::info!(?outcome, duration_ms = 0.0, error = %error, "not run"),
+            );
         }
     }
 

@@ -15,10 +15,10 @@ mod state;
 mod subscriber;
 mod subscription;
 pub mod template;
-pub mod trace;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests;
+pub mod trace;
 
 pub use client::{
     Batch, Call, CallError, CallResult, DEFAULT_REQUEST_TIMEOUT, Each, MAX_REQUEST_WAIT, Publish,

@@ -192,8 +192,8 @@ mod tests {
         assert_eq!(t.to_string(), GOOD);
         assert_eq!(t.parent_id().to_string(), "00f067aa0ba902b7");
         assert_eq!(t.flags(), 1);
-        let u = TraceParent::parse(b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00")
-            .unwrap();
+        let u =
+            TraceParent::parse(b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00").unwrap();
         assert!(!u.sampled());
     }
 

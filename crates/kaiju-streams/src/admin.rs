@@ -18,13 +18,13 @@ use kaiju_transport::{Classify, Transport};
 use crate::id::StreamId;
 use crate::{Result, StreamError};
 
+pub use counters::{ConsumerCounters, Counters, consumer_counters};
 pub(crate) use ids::check_newest_entry;
 use ids::server_time_ms;
 pub use ids::{
     IdProblem, IdWarning, KIND_FUTURE_ID, KIND_FUTURE_ID_HANDLED, MAX_AHEAD, Repaired,
     RepairedDead, check_ids, repair_dead_ids, repair_ids,
 };
-pub use counters::{ConsumerCounters, Counters, consumer_counters};
 pub use leases::{Leases, Liveness, leases};
 
 /// Most entries one page of [`DeadLetters::list`] or one replay round trip handles.

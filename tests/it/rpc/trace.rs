@@ -76,7 +76,11 @@ async fn a_call_chain_across_apps_shares_one_trace_id() {
     let got = TraceParent::parse(sent.as_bytes()).expect("a valid traceparent from A's client");
     assert_eq!(got.trace_id(), origin.trace_id(), "one trace id: {sent}");
     assert_eq!(got.flags(), origin.flags(), "the same flags: {sent}");
-    assert_ne!(got.parent_id(), origin.parent_id(), "a new parent id: {sent}");
+    assert_ne!(
+        got.parent_id(),
+        origin.parent_id(),
+        "a new parent id: {sent}"
+    );
     assert_eq!(from_a["headers"]["tracestate"], "vendor=abc,other=1");
     assert_eq!(
         from_a["correlation_id"].as_str().map(str::len),
@@ -88,10 +92,7 @@ async fn a_call_chain_across_apps_shares_one_trace_id() {
         .iter()
         .find(|r| r["params"]["from"] == "outside")
         .unwrap();
-    assert!(
-        outside["headers"].get("traceparent").is_none(),
-        "{outside}"
-    );
+    assert!(outside["headers"].get("traceparent").is_none(), "{outside}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -136,5 +137,9 @@ async fn an_invalid_traceparent_is_ignored_and_not_passed_on() {
     lb.stop(Duration::from_secs(5)).await.unwrap();
     assert!(!traced, "an all-zero trace id is no trace context");
     let seen = seen.lock().unwrap().clone();
-    assert!(seen[0]["headers"].get("traceparent").is_none(), "{}", seen[0]);
+    assert!(
+        seen[0]["headers"].get("traceparent").is_none(),
+        "{}",
+        seen[0]
+    );
 }

@@ -11,8 +11,8 @@ use kaiju_transport::fred::types::streams::XCap;
 use kaiju_transport::{BlockingConnection, Classify, Script, TransportError};
 
 use crate::id::StreamId;
-use crate::listener::{Counters, Shared, published};
 use crate::listener::reply::{self, AutoClaim, Item, RawEntry, ReplyError};
+use crate::listener::{Counters, Shared, published};
 use crate::{Result, StreamError};
 
 static TRIM_DELIVERED: LazyLock<Script> =

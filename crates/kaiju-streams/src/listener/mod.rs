@@ -390,7 +390,11 @@ where
         let shutdown = self.shutdown.clone();
         // The counters are published at start (a row at once), at each lease renewal, and
         // once more when the run ends (its final counts, until the row expires).
-        let _ = self.shared.lease.publish(&self.shared.counters, STATS_TTL).await;
+        let _ = self
+            .shared
+            .lease
+            .publish(&self.shared.counters, STATS_TTL)
+            .await;
         self.task = Some(tokio::spawn(async move {
             shared.clone().run(reader, shutdown).await;
             let _ = shared.lease.publish(&shared.counters, STATS_TTL).await;
