@@ -85,7 +85,7 @@ impl Run<'_> {
         let trace = self.parsed.trace;
         let span = tracing::info_span!(
             "rpc",
-            method = %call.method.as_deref().unwrap_or(""),
+            method = %kaiju_core::shortened(call.method.as_deref().unwrap_or("")),
             via = %self.via,
             correlation_id = %kaiju_core::shortened(&self.parsed.correlation_id),
             trace_id = trace.map(|t| tracing::field::display(t.trace_id())),

@@ -11,6 +11,7 @@ use kaiju_rpc::{
 };
 use kaiju_tests::rpc::{Seen, seen_len, serve, settings};
 use kaiju_tests::{app, single};
+
 use serde_json::json;
 
 const ORIGIN: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -141,5 +142,77 @@ async fn an_invalid_traceparent_is_ignored_and_not_passed_on() {
         seen[0]["headers"].get("traceparent").is_none(),
         "{}",
         seen[0]
+    );
+}
+
+/// One info line per request when it is done: outcome and duration, in the `rpc` span with
+/// the method, the transport, the correlation id and the trace ids; `access_log: false` keeps
+/// only the failures of methods that ran.
+#[tokio::test(flavor = "current_thread")]
+async fn every_request_logs_one_line_with_its_span_fields() {
+    use kaiju_rpc::{Headers, Via, to_value};
+    let (captured, _guard) = kaiju_tests::observe::Captured::this_thread(tracing::Level::INFO);
+    let app = app(&kaiju_tests::namespace());
+    let seen = Seen::default();
+    let run = |settings: ServerSettings, method: &'static str, params: serde_json::Value| {
+        let server = Server::new(&app, settings, kaiju_tests::rpc::module(&seen)).unwrap();
+        async move {
+            let mut h = Headers::new();
+            h.insert("Correlation-Id", "logged-1");
+            h.insert("traceparent", ORIGIN);
+            let body = to_value(&json!([method, params])).unwrap();
+            server.call_via(body, &h, Scope::System, Via::Local).await
+        }
+    };
+    run(
+        ServerSettings::default(),
+        "svc.add",
+        json!({"a": 1, "b": 2}),
+    )
+    .await;
+    let text = captured.text();
+    let line = text
+        .lines()
+        .find(|l| l.contains("done"))
+        .unwrap_or_else(|| panic!("no access line: {text}"));
+    for part in [
+        "method=svc.add",
+        "via=local",
+        "correlation_id=logged-1",
+        "trace_id=4bf92f3577b34da6a3ce929d0e0e4736",
+        "parent_id=00f067aa0ba902b7",
+        "outcome=Ok",
+        "duration_ms=",
+        "INFO",
+    ] {
+        assert!(line.contains(part), "{part} missing: {line}");
+    }
+    assert_eq!(text.lines().count(), 1, "one line: {text}");
+
+    // An unknown method: rejected before it ran, still one line.
+    run(ServerSettings::default(), "svc.nope", json!({})).await;
+    let text = captured.text();
+    assert_eq!(text.lines().count(), 2, "{text}");
+    assert!(
+        text.lines().nth(1).unwrap().contains("outcome=Rejected"),
+        "{text}"
+    );
+
+    // Turned off: a success and a rejection log nothing; a method's internal error still does.
+    let quiet = || ServerSettings {
+        access_log: false,
+        ..ServerSettings::default()
+    };
+    run(quiet(), "svc.add", json!({"a": 1, "b": 2})).await;
+    run(quiet(), "svc.nope", json!({})).await;
+    assert_eq!(captured.text().lines().count(), 2, "{}", captured.text());
+    run(quiet(), "svc.boom", json!({})).await;
+    let text = captured.text();
+    let last = text.lines().last().unwrap();
+    assert!(
+        last.contains("ERROR")
+            && last.contains("outcome=Failed")
+            && last.contains("method=svc.boom"),
+        "{text}"
     );
 }
