@@ -1025,3 +1025,26 @@ fn kaiju_ssl_settings_map_onto_tls_files_and_never_turn_verification_off() {
         assert!(e.contains(field), "{setting}: {e}");
     }
 }
+
+/// `access_log` is a JSONRPCServer setting (one info line per request; on by default); a
+/// misspelling of it is an error, as for every setting.
+#[test]
+fn the_rpc_servers_access_log_is_a_setting() {
+    let server = |settings: &str| {
+        build_text(&format!(
+            "main: {{name: a}}\nservices:\n  - {{cls: JSONRPCServer, settings: {settings}}}\n"
+        ))
+    };
+    let on = server("{}").unwrap();
+    let on = on
+        .service::<kaiju_app::builtin::RpcServerService>()
+        .unwrap();
+    assert!(on.settings().access_log);
+    let off = server("{access_log: false, request_logs: true}").unwrap();
+    let off = off
+        .service::<kaiju_app::builtin::RpcServerService>()
+        .unwrap();
+    assert!(!off.settings().access_log && off.settings().request_logs);
+    let e = server("{acces_log: false}").err().unwrap();
+    assert!(e.contains("acces_log"), "{e}");
+}
