@@ -1,0 +1,21 @@
+#![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod auth;
+mod error;
+mod front;
+mod metrics;
+mod ready;
+mod routes;
+mod rpc;
+mod settings;
+
+pub use auth::{AuthFuture, Authenticate, Caller, GuestOnly, RequestView, StaticTokens};
+pub use error::HttpError;
+pub use front::{HttpFront, Running};
+pub use metrics::{BATCH_SIZE_BUCKETS, SECONDS_BUCKETS, install_metrics};
+pub use metrics_exporter_prometheus::PrometheusHandle;
+pub use ready::{Flag, ReadyFuture, Readiness};
+#[cfg(feature = "transport")]
+pub use ready::TransportPing;
+pub use settings::{DEFAULT_MAX_BODY_BYTES, HttpSettings};
