@@ -19,19 +19,18 @@ use crate::{BoxError, median, record};
 
 const CLIENTS: usize = 64;
 const RUN: Duration = Duration::from_secs(2);
-const BODY: &str = r#"{"jsonrpc":"2.0","id":1,"method":"bench.echo","params":{"n":42,"s":"hello"}}"#;
+const BODY: &str =
+    r#"{"jsonrpc":"2.0","id":1,"method":"bench.echo","params":{"n":42,"s":"hello"}}"#;
 
 pub(crate) async fn run() -> Result<(), BoxError> {
     let mut module = RpcModule::new("bench").permissions([("*", Scope::Guest)]);
     module.method("echo", |_, p: Value, _: RequestContext| async move {
         Ok::<_, RpcError>(p)
     })?;
-    let server = Server::new(
-        &AppSettings::default(),
-        ServerSettings::default(),
-        module,
-    )?;
-    let front = HttpFront::new(HttpSettings::default(), server).serve().await?;
+    let server = Server::new(&AppSettings::default(), ServerSettings::default(), module)?;
+    let front = HttpFront::new(HttpSettings::default(), server)
+        .serve()
+        .await?;
     let bare = bare_server().await?;
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
     for _ in 0..3 {
@@ -57,17 +56,21 @@ async fn bare_server() -> Result<std::net::SocketAddr, BoxError> {
     tokio::spawn(async move {
         while let Ok((io, _)) = listener.accept().await {
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
-                    let body = req.into_body().collect().await?.to_bytes();
-                    let call: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-                    let answer = serde_json::json!({"jsonrpc": "2.0", "id": call["id"], "result": call["params"]});
-                    let mut response = Response::new(Full::new(Bytes::from(answer.to_string())));
-                    response.headers_mut().insert(
-                        hyper::header::CONTENT_TYPE,
-                        hyper::header::HeaderValue::from_static("application/json"),
-                    );
-                    Ok::<_, hyper::Error>(response)
-                });
+                let service = hyper::service::service_fn(
+                    |req: Request<hyper::body::Incoming>| async move {
+                        let body = req.into_body().collect().await?.to_bytes();
+                        let call: serde_json::Value =
+                            serde_json::from_slice(&body).unwrap_or_default();
+                        let answer = serde_json::json!({"jsonrpc": "2.0", "id": call["id"], "result": call["params"]});
+                        let mut response =
+                            Response::new(Full::new(Bytes::from(answer.to_string())));
+                        response.headers_mut().insert(
+                            hyper::header::CONTENT_TYPE,
+                            hyper::header::HeaderValue::from_static("application/json"),
+                        );
+                        Ok::<_, hyper::Error>(response)
+                    },
+                );
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(io), service)
                     .await;

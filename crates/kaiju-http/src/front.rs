@@ -22,20 +22,7 @@ use crate::auth::{Authenticate, GuestOnly};
 use crate::error::HttpError;
 use crate::ready::Readiness;
 use crate::settings::HttpSettings;
-
-/// What every handler shares.
-pub(crate) struct Shared {
-    pub(crate) settings: HttpSettings,
-    pub(crate) server: Server,
-    pub(crate) auth: Arc<dyn Authenticate>,
-    pub(crate) checks: Vec<Arc<dyn Readiness>>,
-    pub(crate) metrics: Option<PrometheusHandle>,
-    /// `max_concurrent_requests` permits: a `/public/rpc` request holds one from before its
-    /// body is read until its answer is built.
-    pub(crate) permits: Arc<Semaphore>,
-    /// Set by `shutdown`: new requests get 503.
-    pub(crate) closing: AtomicBool,
-}
+use crate::state::Shared;
 
 /// The HTTP front of an RPC [`Server`]: configure it, then [`serve`](Self::serve) it.
 ///
@@ -157,7 +144,12 @@ impl HttpFront {
         ))];
         #[cfg(unix)]
         if let Some(unix) = unix {
-            tasks.push(tokio::spawn(accept(unix, router, Arc::clone(&shared), stopped)));
+            tasks.push(tokio::spawn(accept(
+                unix,
+                router,
+                Arc::clone(&shared),
+                stopped,
+            )));
         }
         tracing::info!(%local_addr, path = ?shared.settings.path, "the HTTP front is listening");
         Ok(Running {
@@ -229,7 +221,8 @@ impl Running {
 
     /// Requests being handled on `/public/rpc` now.
     pub fn in_flight(&self) -> usize {
-        self.shared.settings.max_concurrent_requests.max(1) - self.shared.permits.available_permits()
+        self.shared.settings.max_concurrent_requests.max(1)
+            - self.shared.permits.available_permits()
     }
 
     /// Stops gracefully: no new connections; a new request on an open connection gets 503
@@ -257,13 +250,5 @@ impl Running {
             }
         }
         finished
-    }
-}
-
-impl std::fmt::Debug for Shared {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared")
-            .field("settings", &self.settings)
-            .finish_non_exhaustive()
     }
 }

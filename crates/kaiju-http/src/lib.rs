@@ -9,13 +9,14 @@ mod ready;
 mod routes;
 mod rpc;
 mod settings;
+mod state;
 
 pub use auth::{AuthFuture, Authenticate, Caller, GuestOnly, RequestView, StaticTokens};
 pub use error::HttpError;
 pub use front::{HttpFront, Running};
 pub use metrics::{BATCH_SIZE_BUCKETS, SECONDS_BUCKETS, install_metrics};
 pub use metrics_exporter_prometheus::PrometheusHandle;
-pub use ready::{Flag, ReadyFuture, Readiness};
 #[cfg(feature = "transport")]
 pub use ready::TransportPing;
+pub use ready::{Flag, Readiness, ReadyFuture};
 pub use settings::{DEFAULT_MAX_BODY_BYTES, HttpSettings};

@@ -10,9 +10,8 @@ pub const SECONDS_BUCKETS: &[f64] = &[
 ];
 
 /// Histogram buckets of every `*_batch_size` metric (requests in a batch, entries in a read).
-pub const BATCH_SIZE_BUCKETS: &[f64] = &[
-    1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0,
-];
+pub const BATCH_SIZE_BUCKETS: &[f64] =
+    &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0];
 
 static HANDLE: Mutex<Option<PrometheusHandle>> = Mutex::new(None);
 
@@ -34,7 +33,9 @@ static HANDLE: Mutex<Option<PrometheusHandle>> = Mutex::new(None);
 /// # Ok::<(), metrics_exporter_prometheus::BuildError>(())
 /// ```
 pub fn install_metrics() -> Result<PrometheusHandle, BuildError> {
-    let mut slot = HANDLE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut slot = HANDLE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some(handle) = slot.as_ref() {
         return Ok(handle.clone());
     }

@@ -12,9 +12,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 use crate::error::{http_error, json, unavailable};
-use crate::front::Shared;
 use crate::metrics::{count, route_label};
 use crate::ready;
+use crate::state::Shared;
 
 /// The front's routes.
 pub(crate) fn router(shared: Arc<Shared>) -> Router {

@@ -16,7 +16,7 @@ use kaiju_streams::Headers;
 
 use crate::auth::RequestView;
 use crate::error::{http_error, json, rpc_error, unavailable};
-use crate::front::Shared;
+use crate::state::Shared;
 
 /// Headers not passed to the RPC server (and so never to methods or their logs).
 const PRIVATE_HEADERS: [header::HeaderName; 3] = [
@@ -76,7 +76,11 @@ pub(crate) async fn handle(State(shared): State<Arc<Shared>>, request: Request) 
         Ok(Err(BodyError::TooLarge)) => return too_large(max, &path),
         Ok(Err(BodyError::Read(e))) => {
             tracing::debug!(error = %e, "reading a request body failed");
-            return http_error(StatusCode::BAD_REQUEST, "the request body could not be read", &path);
+            return http_error(
+                StatusCode::BAD_REQUEST,
+                "the request body could not be read",
+                &path,
+            );
         }
         Ok(Ok(bytes)) => bytes,
     };
@@ -97,7 +101,9 @@ pub(crate) async fn handle(State(shared): State<Arc<Shared>>, request: Request) 
         .settings
         .request_timeout
         .saturating_sub(started.elapsed());
-    let call = shared.server.call_via(body, &headers, caller.scope, Via::Http);
+    let call = shared
+        .server
+        .call_via(body, &headers, caller.scope, Via::Http);
     let reply = match tokio::time::timeout(left, call).await {
         Ok(reply) => reply,
         Err(_) => {

@@ -1,5 +1,7 @@
 //! `POST /public/rpc` and the bad HTTP input it must refuse cleanly (real sockets).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::time::Duration;
@@ -23,7 +25,10 @@ async fn a_call_answers_its_result_and_correlation_id() {
         )
         .await;
     assert_eq!(a.status, StatusCode::OK);
-    assert_eq!(a.json(), json!({"jsonrpc": "2.0", "id": 7, "result": {"x": 1}}));
+    assert_eq!(
+        a.json(),
+        json!({"jsonrpc": "2.0", "id": 7, "result": {"x": 1}})
+    );
     assert_eq!(a.headers["correlation-id"], "abc123");
     assert_eq!(a.headers["content-type"], "application/json");
 }
@@ -38,9 +43,7 @@ async fn a_notification_answers_null() {
     assert_eq!(a.status, StatusCode::OK);
     assert_eq!(&a.body[..], b"null");
     // A notification's error is still answered (kaiju's rule).
-    let a = http
-        .rpc(json!({"id": null, "method": "t.nope"}), &[])
-        .await;
+    let a = http.rpc(json!({"id": null, "method": "t.nope"}), &[]).await;
     assert_eq!(a.json()["error"]["code"], -32601);
 }
 
@@ -59,7 +62,13 @@ async fn a_batch_answers_without_its_notifications() {
         )
         .await;
     assert_eq!(a.status, StatusCode::OK);
-    let ids: Vec<_> = a.json().as_array().unwrap().iter().map(|r| r["id"].clone()).collect();
+    let ids: Vec<_> = a
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].clone())
+        .collect();
     assert_eq!(ids, vec![json!(1), json!(3)]);
     // Only notifications, all succeeding: `null` (Python answered 500 here).
     let a = http
@@ -96,7 +105,11 @@ async fn content_types_python_sends_are_read_and_form_types_refused() {
     let running = default_front().await;
     let http = Http::new(running.local_addr());
     let call = json!({"id": 1, "method": "t.echo", "params": {}}).to_string();
-    for ct in [None, Some("application/octet-stream"), Some("application/json; charset=utf-8")] {
+    for ct in [
+        None,
+        Some("application/octet-stream"),
+        Some("application/json; charset=utf-8"),
+    ] {
         let headers: Vec<_> = ct.iter().map(|c| ("content-type", *c)).collect();
         let a = http
             .send(Method::POST, "/public/rpc", &headers, call.clone())
@@ -110,12 +123,22 @@ async fn content_types_python_sends_are_read_and_form_types_refused() {
         "text/plain",
     ] {
         let a = http
-            .send(Method::POST, "/public/rpc", &[("content-type", ct)], call.clone())
+            .send(
+                Method::POST,
+                "/public/rpc",
+                &[("content-type", ct)],
+                call.clone(),
+            )
             .await;
         assert_eq!(a.status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{ct}");
         let body = a.json();
         assert_eq!(body["error"]["code"], 415);
-        assert!(body["error"]["message"].as_str().unwrap().contains("application/json"));
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("application/json")
+        );
     }
 }
 
@@ -235,12 +258,20 @@ async fn a_token_gives_its_scope_and_a_missing_or_wrong_one_guest() {
     let lower = format!("bearer {ADMIN_TOKEN}");
     let a = http.rpc(call.clone(), &[("authorization", &lower)]).await;
     assert_eq!(a.json()["result"], "s3cret");
-    for wrong in ["Bearer admin-token-0123456788", "Bearer ", "Basic YTpi", "garbage"] {
+    for wrong in [
+        "Bearer admin-token-0123456788",
+        "Bearer ",
+        "Basic YTpi",
+        "garbage",
+    ] {
         let a = http.rpc(call.clone(), &[("authorization", wrong)]).await;
         assert_eq!(a.json()["error"]["code"], -32601, "{wrong}");
         // ... and a guest method still runs.
         let a = http
-            .rpc(json!({"id": 2, "method": "t.echo"}), &[("authorization", wrong)])
+            .rpc(
+                json!({"id": 2, "method": "t.echo"}),
+                &[("authorization", wrong)],
+            )
             .await;
         assert_eq!(a.json()["id"], 2, "{wrong}");
     }
@@ -255,7 +286,10 @@ async fn the_request_timeout_bounds_the_exchange() {
     let running = front(settings, server(ServerSettings::default())).await;
     let http = Http::new(running.local_addr());
     let a = http
-        .rpc(json!({"id": 1, "method": "t.sleep", "params": {"ms": 5000}}), &[])
+        .rpc(
+            json!({"id": 1, "method": "t.sleep", "params": {"ms": 5000}}),
+            &[],
+        )
         .await;
     assert_eq!(a.status, StatusCode::OK);
     assert_eq!(a.json()["error"]["code"], -32002);

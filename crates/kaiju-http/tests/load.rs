@@ -1,5 +1,7 @@
 //! Load shedding, graceful shutdown, `/health`, `/ready` and `/metrics` (real sockets).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::time::{Duration, Instant};
@@ -22,8 +24,11 @@ async fn a_thousand_concurrent_calls_shed_with_503_and_health_stays_fast() {
         .map(|i| {
             let http = Http::new(addr);
             tokio::spawn(async move {
-                http.rpc(json!({"id": i, "method": "t.sleep", "params": {"ms": 2000}}), &[])
-                    .await
+                http.rpc(
+                    json!({"id": i, "method": "t.sleep", "params": {"ms": 2000}}),
+                    &[],
+                )
+                .await
             })
         })
         .collect();
@@ -31,7 +36,11 @@ async fn a_thousand_concurrent_calls_shed_with_503_and_health_stays_fast() {
     // /health answers at once.
     let deadline = Instant::now() + Duration::from_secs(5);
     while running.in_flight() < 64 {
-        assert!(Instant::now() < deadline, "only {} in flight", running.in_flight());
+        assert!(
+            Instant::now() < deadline,
+            "only {} in flight",
+            running.in_flight()
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -73,14 +82,21 @@ async fn shutdown_under_load_answers_every_accepted_request() {
         .map(|i| {
             let http = Http::new(addr);
             tokio::spawn(async move {
-                http.rpc(json!({"id": i, "method": "t.sleep", "params": {"ms": 500}}), &[])
-                    .await
+                http.rpc(
+                    json!({"id": i, "method": "t.sleep", "params": {"ms": 500}}),
+                    &[],
+                )
+                .await
             })
         })
         .collect();
     let deadline = Instant::now() + Duration::from_secs(5);
     while running.in_flight() < 100 {
-        assert!(Instant::now() < deadline, "only {} in flight", running.in_flight());
+        assert!(
+            Instant::now() < deadline,
+            "only {} in flight",
+            running.in_flight()
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let started = Instant::now();
@@ -92,10 +108,9 @@ async fn shutdown_under_load_answers_every_accepted_request() {
         let request = hyper::Request::post(format!("http://{addr}/public/rpc"))
             .body(http_body_util::Full::new(bytes::Bytes::from(body)))
             .unwrap();
-        let client = hyper_util::client::legacy::Client::builder(
-            hyper_util::rt::TokioExecutor::new(),
-        )
-        .build_http();
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http();
         client.request(request).await.map(|r| r.status())
     });
     for call in calls {
@@ -123,7 +138,10 @@ async fn health_and_ready_answer_get_and_head() {
         .unwrap();
     let http = Http::new(running.local_addr());
     let a = http.get("/health").await;
-    assert_eq!((a.status, a.json()), (StatusCode::OK, json!({"status": "ok"})));
+    assert_eq!(
+        (a.status, a.json()),
+        (StatusCode::OK, json!({"status": "ok"}))
+    );
     let a = http.get("/ready").await;
     assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(
@@ -136,7 +154,10 @@ async fn health_and_ready_answer_get_and_head() {
     );
     started.set(true);
     let a = http.get("/ready").await;
-    assert_eq!((a.status, a.json()), (StatusCode::OK, json!({"status": "ok"})));
+    assert_eq!(
+        (a.status, a.json()),
+        (StatusCode::OK, json!({"status": "ok"}))
+    );
     for path in ["/health", "/ready"] {
         let a = http.send(Method::HEAD, path, &[], "").await;
         assert_eq!(a.status, StatusCode::OK, "{path}");
@@ -148,7 +169,10 @@ async fn health_and_ready_answer_get_and_head() {
 
 #[tokio::test]
 async fn ready_pings_redis() {
-    let Some(url) = std::env::var("KAIJU_REDIS_URL").ok().filter(|u| !u.is_empty()) else {
+    let Some(url) = std::env::var("KAIJU_REDIS_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    else {
         assert!(
             std::env::var("KAIJU_REQUIRE_REDIS").as_deref() != Ok("1"),
             "KAIJU_REDIS_URL is not set but KAIJU_REQUIRE_REDIS=1"
@@ -156,17 +180,19 @@ async fn ready_pings_redis() {
         eprintln!("skipped: KAIJU_REDIS_URL is not set (run `cargo xtask test`)");
         return;
     };
-    let transport =
-        kaiju_transport::Transport::connect(&kaiju_core::RedisSettings::from_url(url))
-            .await
-            .unwrap();
+    let transport = kaiju_transport::Transport::connect(&kaiju_core::RedisSettings::from_url(url))
+        .await
+        .unwrap();
     let running = HttpFront::new(HttpSettings::default(), server(ServerSettings::default()))
         .readiness(kaiju_http::TransportPing::new("redis", transport))
         .serve()
         .await
         .unwrap();
     let a = Http::new(running.local_addr()).get("/ready").await;
-    assert_eq!((a.status, a.json()), (StatusCode::OK, json!({"status": "ok"})));
+    assert_eq!(
+        (a.status, a.json()),
+        (StatusCode::OK, json!({"status": "ok"}))
+    );
 }
 
 #[tokio::test]
@@ -193,7 +219,11 @@ async fn metrics_count_requests_by_route_and_status() {
         "{text}"
     );
     metrics::histogram!("kaiju_test_call_seconds").record(0.003);
-    assert!(again.render().contains(r#"kaiju_test_call_seconds_bucket{le="0.005"} 1"#));
+    assert!(
+        again
+            .render()
+            .contains(r#"kaiju_test_call_seconds_bucket{le="0.005"} 1"#)
+    );
 }
 
 #[tokio::test]

@@ -50,11 +50,18 @@ async fn an_app_serves_json_rpc_over_http_from_its_run_section() {
     assert_eq!(config.project.run.port, Some(port));
     let app = App::build(&config, &Registry::builtin()).unwrap();
     // Nothing listens before the start.
-    assert!(tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err());
+    assert!(
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+    );
     app.start().await.unwrap();
 
     let (status, body) = exchange(port, "GET", "/ready", "", "").await;
-    assert_eq!((status, json(&body)), (200, serde_json::json!({"status": "ok"})));
+    assert_eq!(
+        (status, json(&body)),
+        (200, serde_json::json!({"status": "ok"}))
+    );
 
     let call = r#"{"id": 1, "method": "rpc.status"}"#;
     // rpc.status is SYSTEM: a guest does not see it ...
@@ -76,7 +83,9 @@ async fn an_app_serves_json_rpc_over_http_from_its_run_section() {
     let errors = app.stop().await;
     assert!(errors.is_empty(), "{errors:?}");
     assert!(
-        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err(),
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err(),
         "the front stopped with the app"
     );
 }
