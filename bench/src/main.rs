@@ -1,7 +1,8 @@
-//! `kaiju-bench cache|locks|streams|rpc`: kaiju-rs beside raw fred on the server at `KAIJU_REDIS_URL`.
+//! `kaiju-bench cache|locks|streams|rpc|http`: kaiju-rs beside raw fred on the server at `KAIJU_REDIS_URL`.
 //! Run through `cargo xtask bench`, which starts the server and adds redis-benchmark.
 
 mod cache;
+mod http;
 mod locks;
 mod rpc;
 mod streams;
@@ -64,6 +65,7 @@ async fn main() -> Result<(), BoxError> {
         Some("locks") => locks::run(transport).await,
         Some("streams") => streams::run(transport).await,
         Some("rpc") => rpc::run(transport).await,
+        Some("http") => http::run().await,
         // One workload alone, for `perf record`: `kaiju-bench profile locks <kaiju|raw|raw-safe>
         // <tasks>`, `kaiju-bench profile streams <kaiju|raw> <batch>` (end to end).
         Some("profile") => {

@@ -1,4 +1,4 @@
-//! `cargo xtask bench [cache|locks|streams|rpc|all] [--compare-python]`: the benchmark binary,
+//! `cargo xtask bench [cache|locks|streams|rpc|http|all] [--compare-python]`: the benchmark binary,
 //! redis-benchmark and (optionally) the Python peer against one server started for the run, so
 //! every ratio compares figures from the same machine state.
 
@@ -9,7 +9,7 @@ use kaiju_testkit::{RedisServer, ServerOptions};
 
 use crate::{cannot_run_cargo, cargo_in, interop, procs, root, target_dir};
 
-const GROUPS: [&str; 4] = ["cache", "locks", "streams", "rpc"];
+const GROUPS: [&str; 5] = ["cache", "locks", "streams", "rpc", "http"];
 
 pub(crate) fn run(args: &[String]) -> Result<ExitCode, String> {
     let mut groups: Vec<&str> = Vec::new();
@@ -21,7 +21,7 @@ pub(crate) fn run(args: &[String]) -> Result<ExitCode, String> {
             name if GROUPS.contains(&name) => groups.push(name),
             other => {
                 return Err(format!(
-                    "unknown benchmark `{other}` (available: cache, locks, streams, rpc, all; option --compare-python)"
+                    "unknown benchmark `{other}` (available: cache, locks, streams, rpc, http, all; option --compare-python)"
                 ));
             }
         }
@@ -70,6 +70,8 @@ pub(crate) fn run(args: &[String]) -> Result<ExitCode, String> {
         println!();
     }
     if let Some(python) = python {
+        // The Python peer has no HTTP workload.
+        groups.retain(|g| *g != "http");
         compare_python(&python, &groups, &server.url(), &figures)?;
     }
     Ok(ExitCode::SUCCESS)

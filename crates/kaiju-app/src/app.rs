@@ -52,6 +52,9 @@ pub struct App {
     shutdown_timeout: Duration,
     /// A stop asked for through an [`AppHandle`].
     stop: Shutdown,
+    /// The HTTP front `run.host` and `run.port` ask for.
+    #[cfg(feature = "http")]
+    http: Option<crate::http::Front>,
 }
 
 /// Where an [`App`] is in its life.
@@ -217,6 +220,8 @@ impl App {
             failure: Mutex::new(None),
             shutdown_timeout: Duration::from_secs(config.project.run.shutdown_timeout),
             stop: Shutdown::new(),
+            #[cfg(feature = "http")]
+            http: crate::http::Front::from_config(config)?,
         })
     }
 
@@ -342,6 +347,28 @@ impl App {
                 }
             }
         }
+        #[cfg(feature = "http")]
+        if let Some(front) = &self.http {
+            self.continuing()?;
+            if let Err(source) = front.start(&cx).await {
+                let error = AppError::Service {
+                    service: "http".to_owned(),
+                    cls: "HttpFront".to_owned(),
+                    phase: "start",
+                    source,
+                };
+                tracing::error!(%error, "the HTTP front did not start; stopping the services");
+                *lock(&self.failure) = Some(AppError::Service {
+                    service: "http".to_owned(),
+                    cls: "HttpFront".to_owned(),
+                    phase: "start",
+                    source: error.to_string().into(),
+                });
+                self.close_started().await;
+                self.set_phase(Phase::Failed);
+                return Err(error);
+            }
+        }
         self.set_phase(Phase::Running);
         let services = self.started_indexes().len();
         tracing::info!(app = %cx.app.name, env = %cx.app.env, services, "app started");
@@ -410,6 +437,12 @@ impl App {
             tracing::error!(%error, "stop gave up");
             return vec![("app".to_owned(), error)];
         };
+        // The HTTP front stops first (its in-flight requests finish, new ones get 503), so
+        // that the RPC server it feeds is still there for them; it gets half the stop's time.
+        #[cfg(feature = "http")]
+        if let Some(front) = &self.http {
+            front.stop(self.shutdown_timeout / 2).await;
+        }
         let errors = self.close_started().await;
         self.set_phase(Phase::Stopped);
         errors

@@ -6,6 +6,8 @@ pub mod builtin;
 pub mod config;
 mod error;
 mod hints;
+#[cfg(feature = "http")]
+mod http;
 mod registry;
 mod service;
 

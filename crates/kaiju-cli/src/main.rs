@@ -83,6 +83,12 @@ enum Command {
     Run {
         #[command(flatten)]
         config: ConfigArgs,
+        /// Serve JSON-RPC over HTTP on this host (over the config's `run.host`).
+        #[arg(long, value_name = "HOST")]
+        host: Option<String>,
+        /// Serve JSON-RPC over HTTP on this port (over the config's `run.port`).
+        #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+        port: Option<u16>,
     },
     /// Check a config as `run` would start it (templates, classes, every service's settings
     /// and dependencies) without connecting, and print it resolved, as it will run, with

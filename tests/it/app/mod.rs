@@ -2,3 +2,4 @@
 
 mod crashes;
 mod from_config;
+mod http;

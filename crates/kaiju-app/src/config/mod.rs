@@ -65,7 +65,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use node::{Node, Place, Value};
-pub use project::{MAX_SHUTDOWN_TIMEOUT, MainSettings, Project, RunSettings, ServiceEntry};
+pub use project::{
+    AppSection, MAX_SHUTDOWN_TIMEOUT, MainSettings, Project, RunSettings, ServiceEntry,
+};
 pub use yaml::YamlError;
 
 use template::Env;

@@ -23,6 +23,47 @@ pub struct RunSettings {
     /// How long a graceful stop may take, seconds, at most
     /// [`MAX_SHUTDOWN_TIMEOUT`]. Default: `30`.
     pub shutdown_timeout: u64,
+    /// The HTTP front's host (`run.host`). With [`port`](Self::port), the app serves
+    /// JSON-RPC over HTTP (kaiju-app's `http` feature). Default: none.
+    pub host: Option<String>,
+    /// The HTTP front's port (`run.port`, 1 to 65535). Default: none.
+    pub port: Option<u16>,
+    /// The HTTP front's Unix socket path (`run.path`, served beside host and port). Default:
+    /// none.
+    pub path: Option<String>,
+    /// How long an idle HTTP keep-alive connection stays open, seconds. Default: `60`.
+    pub keepalive_timeout: u64,
+}
+
+impl Default for RunSettings {
+    fn default() -> Self {
+        Self {
+            shutdown_timeout: 30,
+            host: None,
+            port: None,
+            path: None,
+            keepalive_timeout: 60,
+        }
+    }
+}
+
+/// kaiju's `app` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppSection {
+    /// `app.debug`. Default: `false`.
+    pub debug: bool,
+    /// The largest HTTP request body, bytes (`app.client_max_size`, at least 1024). Default:
+    /// 1 MiB (aiohttp's).
+    pub client_max_size: u64,
+}
+
+impl Default for AppSection {
+    fn default() -> Self {
+        Self {
+            debug: false,
+            client_max_size: 1024 * 1024,
+        }
+    }
 }
 
 /// One entry of the `services` list.
@@ -49,6 +90,8 @@ pub struct ServiceEntry {
 pub struct Project {
     /// `main`.
     pub main: MainSettings,
+    /// `app`.
+    pub app: AppSection,
     /// `run`.
     pub run: RunSettings,
     /// `etc`: free-form settings for the app's own use.
@@ -138,26 +181,26 @@ impl Project {
                 )
             })?;
         let main = read_main(main_node)?;
+        let mut app_section = AppSection::default();
         if let Some(app) = section("app") {
             for (key, value) in entries(app, "`app`", &["debug", "client_max_size"])? {
                 match key.as_str() {
                     "debug" => {
-                        boolean(value, "app.debug")?;
+                        app_section.debug = boolean(value, "app.debug")?;
                     }
-                    _ => {
-                        if !matches!(value.value, Value::Int(i) if i >= 1024) {
+                    _ => match value.value {
+                        Value::Int(i) if i >= 1024 => app_section.client_max_size = i as u64,
+                        _ => {
                             return Err(bad(
                                 value,
                                 "app.client_max_size must be an integer of at least 1024",
                             ));
                         }
-                    }
+                    },
                 }
             }
         }
-        let mut run = RunSettings {
-            shutdown_timeout: 30,
-        };
+        let mut run = RunSettings::default();
         if let Some(run_node) = section("run") {
             for (key, value) in entries(
                 run_node,
@@ -176,9 +219,15 @@ impl Project {
                     {
                         run.shutdown_timeout = *i as u64
                     }
-                    ("keepalive_timeout", Value::Int(i)) if *i >= 0 => {}
-                    ("port", Value::Int(1..=65535) | Value::Null) => {}
-                    ("host" | "path", Value::Str(_) | Value::Null) => {}
+                    ("keepalive_timeout", Value::Int(i))
+                        if (0..=MAX_SHUTDOWN_TIMEOUT).contains(i) =>
+                    {
+                        run.keepalive_timeout = *i as u64
+                    }
+                    ("port", Value::Int(p @ 1..=65535)) => run.port = u16::try_from(*p).ok(),
+                    ("host", Value::Str(h)) => run.host = Some(h.clone()),
+                    ("path", Value::Str(p)) => run.path = Some(p.clone()),
+                    ("port" | "host" | "path", Value::Null) => {}
                     _ => {
                         return Err(bad(
                             value,
@@ -215,6 +264,7 @@ impl Project {
         }
         Ok(Self {
             main,
+            app: app_section,
             run,
             etc,
             packages,

@@ -12,9 +12,20 @@ use crate::json::pretty;
 use crate::out::{errln, outln};
 use crate::{ConfigArgs, Failure};
 
-/// `kaiju run`: the app until SIGINT or SIGTERM.
-pub(super) async fn run(config: ConfigArgs) -> Result<(), Failure> {
-    let config = load(&config)?;
+/// `kaiju run`: the app until SIGINT or SIGTERM; `--host` and `--port` override the config's
+/// `run.host` and `run.port` (kaiju's CLI has both).
+pub(super) async fn run(
+    config: ConfigArgs,
+    host: Option<String>,
+    port: Option<u16>,
+) -> Result<(), Failure> {
+    let mut config = load(&config)?;
+    if let Some(host) = host {
+        config.project.run.host = Some(host);
+    }
+    if let Some(port) = port {
+        config.project.run.port = Some(port);
+    }
     // The same build as `check`'s: what it passes, this starts.
     let app = build(&config)?;
     let transports: Vec<String> = app

@@ -32,7 +32,7 @@ pub(crate) async fn run(command: Command, json: bool) -> Result<(), Failure> {
         )));
     }
     match command {
-        Command::Run { config } => app::run(config).await,
+        Command::Run { config, host, port } => app::run(config, host, port).await,
         Command::Check { config, connect } => app::check(config, connect, json).await,
         Command::Call(args) => call::call(args).await,
         Command::Write {
