@@ -116,15 +116,24 @@ pub(crate) fn run() -> Result<ExitCode, String> {
     let url = redis.url();
     let port = url.rsplit(':').next().unwrap_or("6379").to_owned();
     println!("{url} (redis-server {})", redis_version());
+    // The app's HTTP front listens on a free loopback port too.
+    let http_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| format!("no free port for the HTTP front: {e}"))?
+        .port()
+        .to_string();
 
-    step("running the app: kaiju-demo serve -c examples/demo/app.yml -e redis_port=<port>");
+    step(
+        "running the app: kaiju-demo serve -c examples/demo/app.yml -e redis_port=<port> -e http_port=<port>",
+    );
     println!(
-        "(transport, cache, locks, the app's own Inventory service, JSON-RPC server, stream listener)"
+        "(transport, cache, locks, the app's own Inventory service, JSON-RPC server, stream listener, HTTP front)"
     );
     let mut app = Command::new(&demo)
         .args(["serve", "-c"])
         .arg(&config)
         .args(["-e", &format!("redis_port={port}")])
+        .args(["-e", &format!("http_port={http_port}")])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -159,6 +168,7 @@ pub(crate) fn run() -> Result<ExitCode, String> {
         .args(["drive", "-c"])
         .arg(&config)
         .args(["-e", &format!("redis_port={port}")])
+        .args(["-e", &format!("http_port={http_port}")])
         .status()
         .map_err(|e| e.to_string())?;
 

@@ -202,5 +202,17 @@ pub(crate) async fn run(config: Config, registry: Registry) -> Result<(), String
         .await
         .map_err(|e| err(&e))?;
     println!("   {status}");
+
+    if let (Some(host), Some(port)) = (&config.project.run.host, config.project.run.port) {
+        step(8, "the HTTP front (run: {host, port}): JSON-RPC over HTTP, /ready, /metrics");
+        let token = config
+            .project
+            .etc
+            .get("http")
+            .and_then(|h| h.to_json().pointer("/tokens/0/token").cloned())
+            .and_then(|t| t.as_str().map(str::to_owned))
+            .ok_or("the demo config has no etc.http.tokens")?;
+        crate::http::show(&format!("{host}:{port}"), &token).await?;
+    }
     Ok(())
 }

@@ -5,6 +5,7 @@
 //! - `kaiju-demo drive -c app.yml [-e NAME=VALUE]...`: calls it and prints what happened.
 
 mod drive;
+mod http;
 mod inventory;
 
 use std::process::ExitCode;
