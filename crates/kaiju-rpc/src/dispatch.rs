@@ -79,8 +79,10 @@ impl Run<'_> {
         call: Call,
         earlier: Option<(&[Option<&Value>], &mut Budget)>,
     ) -> Response {
+        let timer = (self.inner.metrics).start(call.method.as_deref().ok(), self.via);
         let response = self.execute(call, earlier).await;
         self.inner.counters.count(response.outcome);
+        timer.finish(&response);
         response
     }
 
@@ -231,6 +233,7 @@ impl Run<'_> {
         for (i, call) in calls.into_iter().enumerate() {
             if let Some((error, outcome)) = &stop {
                 self.inner.counters.count(*outcome);
+                (self.inner.metrics).skipped(call.method.as_deref().ok(), self.via, *outcome);
                 responses.push(Response::error(call.id, error.clone(), *outcome));
                 continue;
             }

@@ -170,6 +170,7 @@ pub(crate) struct Inner {
     pub(crate) slots: Arc<Semaphore>,
     pub(crate) closing: AtomicBool,
     pub(crate) counters: Counters,
+    pub(crate) metrics: crate::metrics::Metrics,
 }
 
 impl Inner {
