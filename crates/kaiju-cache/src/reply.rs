@@ -51,7 +51,10 @@ pub(crate) fn decode_bytes<T: DeserializeOwned>(
         Some(b) if !b.is_empty() => codec
             .decode(&b)
             .map(Some)
-            .map_err(|e| CacheError::decode(key, e)),
+            .map_err(|e| {
+                crate::metrics::decode_failure();
+                CacheError::decode(key, e)
+            }),
         _ => Ok(None),
     }
 }
