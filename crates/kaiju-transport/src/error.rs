@@ -237,7 +237,16 @@ const UNAVAILABLE_CODES: [&str; 6] = [
 ];
 
 impl From<FredError> for TransportError {
+    /// Classifies the error, and counts it (`kaiju_transport_errors_total{kind}`).
     fn from(error: FredError) -> Self {
+        let classified = Self::classified(error);
+        crate::metrics::error(&classified);
+        classified
+    }
+}
+
+impl TransportError {
+    fn classified(error: FredError) -> Self {
         let message = error.details().to_owned();
         let code = message.split_whitespace().next().unwrap_or("");
         match code {

@@ -6,6 +6,7 @@ mod builder;
 mod capabilities;
 mod connection;
 mod error;
+mod metrics;
 pub mod events;
 mod script;
 mod sentinel;
