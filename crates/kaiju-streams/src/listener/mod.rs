@@ -6,6 +6,8 @@
 //! - `acks.rs`: acknowledgements, grouped and sent as entries finish.
 //! - `retries.rs`: the schedule of failed entries waiting for their next delivery.
 //! - `takeover.rs`: taking over the pending entries of consumers that are gone.
+//! - `metrics.rs`: the counters behind `ListenerStats` and the metrics (entries by outcome,
+//!   read sizes, and the group's lag and pending entries, sampled every 5 s).
 //! - `commands.rs`: every Redis command the listener sends; `reply.rs`: reading the replies.
 
 mod acks;
@@ -14,6 +16,7 @@ mod commands;
 pub(crate) use commands::scripts;
 mod entry;
 mod in_flight;
+mod metrics;
 mod reply;
 mod retries;
 mod run;
@@ -21,7 +24,7 @@ mod takeover;
 
 use std::marker::PhantomData;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use kaiju_core::lifecycle::within;
@@ -37,35 +40,12 @@ use crate::{Result, StreamError};
 use acks::Acks;
 use commands::{ConsumerLease, Lease};
 use in_flight::InFlight;
+pub(crate) use metrics::Counters;
 use retries::Retries;
 use takeover::Gone;
 
 /// How long a consumer-name lease lasts without renewal; renewed every third of it.
 const LEASE: Duration = Duration::from_secs(10);
-
-/// Counters of one listener since it was created.
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    pub(crate) processed: AtomicU64,
-    pub(crate) failed: AtomicU64,
-    pub(crate) timed_out: AtomicU64,
-    pub(crate) panicked: AtomicU64,
-    pub(crate) retried: AtomicU64,
-    pub(crate) rejected: AtomicU64,
-    pub(crate) deferred: AtomicU64,
-    pub(crate) discarded: AtomicU64,
-    pub(crate) dead_lettered: AtomicU64,
-    pub(crate) claimed: AtomicU64,
-    pub(crate) recovered: AtomicU64,
-    pub(crate) lost: AtomicU64,
-    pub(crate) consumers_removed: AtomicU64,
-}
-
-impl Counters {
-    pub(crate) fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
-    }
-}
 
 /// What a listener did, and the state of its stream in Redis.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -229,6 +209,7 @@ where
             &group,
             &consumer,
         ));
+        let counters = Counters::new(&stream, &group);
         let shared = Arc::new(Shared {
             transport,
             dead: own.dead_letter_stream(&settings.topic)?.into_string(),
@@ -242,7 +223,7 @@ where
             gone: Gone::default(),
             settings,
             handler,
-            counters: Counters::default(),
+            counters,
             in_flight: InFlight::default(),
             lease_held: AtomicBool::new(true),
             regained_name: AtomicBool::new(false),
@@ -288,7 +269,7 @@ impl<B, H> Listener<B, H> {
     pub async fn stats(&self) -> Result<ListenerStats> {
         let state = self.shared.state().await?;
         let c = &self.shared.counters;
-        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let get = metrics::Stat::get;
         Ok(ListenerStats {
             processed: get(&c.processed),
             failed: get(&c.failed),
