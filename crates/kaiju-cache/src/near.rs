@@ -299,7 +299,9 @@ impl NearCache {
                 let epoch = self.epoch.load(Ordering::SeqCst);
                 let (raw, tracked) = self.read_tracked(key).await?;
                 self.cache.metrics.near(false);
-                self.cache.metrics.redis(raw.as_ref().is_some_and(|b| !b.is_empty()));
+                self.cache
+                    .metrics
+                    .redis(raw.as_ref().is_some_and(|b| !b.is_empty()));
                 if tracked {
                     self.store(key, raw.clone(), epoch, &reading);
                 }

@@ -240,7 +240,9 @@ impl Server {
     }
 }
 
-fn methods_names(methods: &std::collections::BTreeMap<String, crate::module::Method>) -> impl Iterator<Item = &str> {
+fn methods_names(
+    methods: &std::collections::BTreeMap<String, crate::module::Method>,
+) -> impl Iterator<Item = &str> {
     methods.keys().map(String::as_str)
 }
 

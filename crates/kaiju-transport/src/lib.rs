@@ -6,8 +6,8 @@ mod builder;
 mod capabilities;
 mod connection;
 mod error;
-mod metrics;
 pub mod events;
+mod metrics;
 mod script;
 mod sentinel;
 #[cfg(feature = "tls")]
