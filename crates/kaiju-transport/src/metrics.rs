@@ -4,33 +4,9 @@
 use fred::clients::Client;
 use fred::interfaces::EventInterface;
 
-use crate::TransportError;
-
-/// The `kind` label of an error: its variant, in snake case (a fixed set).
-pub(crate) fn kind(error: &TransportError) -> &'static str {
-    match error {
-        TransportError::Config(_) => "config",
-        TransportError::Tls { .. } => "tls",
-        TransportError::Auth { .. } => "auth",
-        TransportError::Timeout { .. } => "timeout",
-        TransportError::Connection { .. } => "connection",
-        TransportError::BusyGroup { .. } => "busy_group",
-        TransportError::NoGroup { .. } => "no_group",
-        TransportError::NoScript { .. } => "no_script",
-        TransportError::NoFunction { .. } => "no_function",
-        TransportError::CrossSlot { .. } => "cross_slot",
-        TransportError::WrongType { .. } => "wrong_type",
-        TransportError::NoPermission { .. } => "no_permission",
-        TransportError::Unavailable { .. } => "unavailable",
-        TransportError::Protocol { .. } => "protocol",
-        TransportError::Server { .. } => "server",
-        TransportError::Client { .. } => "client",
-    }
-}
-
-/// A Redis error was classified (`kaiju_transport_errors_total{kind}`).
-pub(crate) fn error(error: &TransportError) {
-    metrics::counter!("kaiju_transport_errors_total", "kind" => kind(error)).increment(1);
+/// A Redis error was classified as `kind` (`kaiju_transport_errors_total{kind}`).
+pub(crate) fn error(kind: &'static str) {
+    metrics::counter!("kaiju_transport_errors_total", "kind" => kind).increment(1);
 }
 
 /// Counts the reconnects of `clients` (`kaiju_transport_reconnects_total`) until they close.
