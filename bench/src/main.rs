@@ -6,6 +6,7 @@ mod http;
 mod locks;
 mod rpc;
 mod streams;
+mod switch;
 
 use kaiju_core::RedisSettings;
 use kaiju_transport::Transport;
@@ -59,6 +60,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     let url = std::env::var("KAIJU_REDIS_URL").map_err(|_| "KAIJU_REDIS_URL is not set")?;
+    switch::install()?;
     let transport = Transport::connect(&RedisSettings::from_url(url)).await?;
     match std::env::args().nth(1).as_deref() {
         Some("cache") => cache::run(transport).await,

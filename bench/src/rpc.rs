@@ -175,14 +175,20 @@ pub(crate) async fn run(transport: Transport) -> Result<(), BoxError> {
         "| {MESSAGES} calls to a trivial method, end to end (median of 3) | rate | RPC vs streams |"
     );
     println!("|---|---|---|");
+    let mut overhead = Vec::new();
     for batch in [10, 100] {
-        let (mut s, mut r) = (Vec::new(), Vec::new());
-        // Interleaved, so both see the same machine state.
+        let (mut s, mut r, mut on) = (Vec::new(), Vec::new(), Vec::new());
+        // Interleaved, so all see the same machine state.
         for _ in 0..3 {
             s.push(streams(&transport, batch).await?);
             r.push(rpc(&transport, batch).await?);
+            crate::switch::set(true);
+            on.push(rpc(&transport, batch).await?);
+            crate::switch::set(false);
         }
-        let (s, r) = (crate::median(s), crate::median(r));
+        let (s, r, on) = (crate::median(s), crate::median(r), crate::median(on));
+        crate::record(&format!("rpc.e2e.{batch}.metrics_on"), on, "calls/s");
+        overhead.push((batch, r, on));
         crate::record(&format!("rpc.e2e.{batch}"), r, "calls/s");
         println!(
             "| kaiju-streams writer -> listener, max_batch_size {batch} | {s:.0} msg/s | 1.00x |"
@@ -190,6 +196,17 @@ pub(crate) async fn run(transport: Transport) -> Result<(), BoxError> {
         println!(
             "| kaiju-rpc call_each -> RpcListener -> Server, max_batch_size {batch} | {r:.0} msg/s | {:.2}x |",
             r / s
+        );
+    }
+    println!();
+    println!(
+        "| RPC with a Prometheus recorder (median of 3) | metrics off | metrics on | on / off |"
+    );
+    println!("|---|---|---|---|");
+    for (batch, off, on) in overhead {
+        println!(
+            "| call_each -> RpcListener -> Server, max_batch_size {batch} | {off:.0} msg/s | {on:.0} msg/s | {:.3}x |",
+            on / off
         );
     }
     let (rp50, rp99) = round_trips(&transport).await?;

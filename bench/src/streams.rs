@@ -330,18 +330,35 @@ pub(crate) async fn run(transport: Transport) -> Result<(), BoxError> {
         "| end to end, {MESSAGES} messages (median of 3) | kaiju listener | raw fred: pipelined XADD, XREADGROUP COUNT n, decode, XACK | kaiju / raw |"
     );
     println!("|---|---|---|---|");
+    let mut overhead = Vec::new();
     for batch in [10, 100] {
-        let (mut k, mut r) = (Vec::new(), Vec::new());
-        // Interleaved, so drift hits both.
+        let (mut k, mut r, mut on) = (Vec::new(), Vec::new(), Vec::new());
+        // Interleaved, so drift hits all.
         for _ in 0..3 {
             k.push(kaiju(&transport, batch).await?);
             r.push(raw(&transport, batch as u64).await?);
+            crate::switch::set(true);
+            on.push(kaiju(&transport, batch).await?);
+            crate::switch::set(false);
         }
-        let (k, r) = (crate::median(k), crate::median(r));
+        let (k, r, on) = (crate::median(k), crate::median(r), crate::median(on));
+        crate::record(&format!("streams.e2e.{batch}.metrics_on"), on, "msg/s");
+        overhead.push((batch, k, on));
         crate::record(&format!("streams.e2e.{batch}"), k, "msg/s");
         println!(
             "| max_batch_size {batch} / COUNT {batch} | {k:.0} msg/s | {r:.0} msg/s | {:.2}x |",
             k / r
+        );
+    }
+    println!();
+    println!(
+        "| kaiju listener with a Prometheus recorder (median of 3) | metrics off | metrics on | on / off |"
+    );
+    println!("|---|---|---|---|");
+    for (batch, off, on) in overhead {
+        println!(
+            "| end to end, max_batch_size {batch} | {off:.0} msg/s | {on:.0} msg/s | {:.3}x |",
+            on / off
         );
     }
     let raw_drain = crate::median(vec![

@@ -142,6 +142,10 @@ impl App {
             name: main.name.clone(),
             ..AppSettings::default()
         };
+        // Before any service is built: components register their metric handles when they
+        // are built, with the recorder installed then.
+        #[cfg(feature = "http")]
+        let http = crate::http::Front::from_config(config)?;
         let mut slots: Vec<Slot> = Vec::new();
         for (index, entry) in config
             .project
@@ -221,7 +225,7 @@ impl App {
             shutdown_timeout: Duration::from_secs(config.project.run.shutdown_timeout),
             stop: Shutdown::new(),
             #[cfg(feature = "http")]
-            http: crate::http::Front::from_config(config)?,
+            http,
         })
     }
 

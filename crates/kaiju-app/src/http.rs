@@ -43,6 +43,7 @@ pub(crate) struct Front {
     settings: HttpSettings,
     tokens: StaticTokens,
     started: Flag,
+    metrics: Option<kaiju_http::PrometheusHandle>,
     running: tokio::sync::Mutex<Option<Running>>,
 }
 
@@ -84,10 +85,20 @@ impl Front {
             shutdown_grace: Duration::from_secs(run.shutdown_timeout),
             ..HttpSettings::default()
         };
+        // Installed now, before the app builds its services: a component registers its
+        // metric handles when it is built, with the recorder installed then.
+        let metrics = match kaiju_http::install_metrics() {
+            Ok(handle) => Some(handle),
+            Err(e) => {
+                tracing::warn!(error = %e, "no Prometheus recorder: /metrics answers 404");
+                None
+            }
+        };
         Ok(Some(Self {
             settings,
             tokens,
             started: Flag::new("services"),
+            metrics,
             running: tokio::sync::Mutex::new(None),
         }))
     }
@@ -105,8 +116,8 @@ impl Front {
         for (name, transport) in cx.all::<TransportService>() {
             front = front.readiness(kaiju_http::TransportPing::new(name, transport.transport()?));
         }
-        if let Ok(handle) = kaiju_http::install_metrics() {
-            front = front.metrics(handle);
+        if let Some(handle) = &self.metrics {
+            front = front.metrics(handle.clone());
         }
         let running = front.serve().await?;
         self.started.set(true);

@@ -28,6 +28,7 @@ pub struct Cache {
     pub(crate) transport: Transport,
     pub(crate) codec: Msgpack,
     pub(crate) fills: LocalFills,
+    pub(crate) metrics: std::sync::Arc<crate::metrics::CacheMetrics>,
 }
 
 /// When [`Cache::set_with`] writes.
@@ -73,6 +74,7 @@ impl Cache {
             transport,
             codec,
             fills: LocalFills::default(),
+            metrics: std::sync::Arc::new(crate::metrics::CacheMetrics::new()),
         }
     }
 
@@ -86,7 +88,9 @@ impl Cache {
     pub async fn get<T: DeserializeOwned>(&self, key: impl AsRef<str>) -> Result<Option<T>> {
         let key = key.as_ref();
         let value: Value = self.transport.pool().get(key).await.classify()?;
-        decode(self.codec, key, value)
+        let found = decode(self.codec, key, value)?;
+        self.metrics.redis(found.is_some());
+        Ok(found)
     }
 
     /// Stores `value` at `key`, expiring after `ttl` if given (the seed's `ex`).
@@ -182,6 +186,7 @@ impl Cache {
         for (group, reply) in groups.iter().zip(replies) {
             for (&index, value) in group.iter().zip(reply.into_array()) {
                 out[index] = decode(self.codec, keys[index].as_ref(), value)?;
+                self.metrics.redis(out[index].is_some());
             }
         }
         Ok(out)
@@ -243,6 +248,9 @@ impl Cache {
         for (group, reply) in groups.iter().zip(replies) {
             for (&index, value) in group.iter().zip(reply.into_array()) {
                 out[index] = decode(self.codec, keys[index].as_ref(), value);
+                if let Ok(found) = &out[index] {
+                    self.metrics.redis(found.is_some());
+                }
             }
         }
         Ok(out)

@@ -312,6 +312,7 @@ impl Cache {
                     )
                     .await
                     .classify()?;
+                self.metrics.fills.increment(1);
                 Ok((value, raw))
             }
             Err(error) => {

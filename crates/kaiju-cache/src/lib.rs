@@ -6,6 +6,7 @@ mod collections;
 mod error;
 mod fill;
 mod flights;
+mod metrics;
 #[cfg(feature = "near-cache")]
 #[cfg_attr(docsrs, doc(cfg(feature = "near-cache")))]
 mod near;

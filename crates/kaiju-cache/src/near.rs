@@ -290,6 +290,7 @@ impl NearCache {
         let raw = match cached {
             Some(raw) => {
                 self.hits.fetch_add(1, Ordering::Relaxed);
+                self.cache.metrics.near(true);
                 raw
             }
             None => {
@@ -297,6 +298,10 @@ impl NearCache {
                 let reading = Reading::start(&self.local, key);
                 let epoch = self.epoch.load(Ordering::SeqCst);
                 let (raw, tracked) = self.read_tracked(key).await?;
+                self.cache.metrics.near(false);
+                self.cache
+                    .metrics
+                    .redis(raw.as_ref().is_some_and(|b| !b.is_empty()));
                 if tracked {
                     self.store(key, raw.clone(), epoch, &reading);
                 }

@@ -48,10 +48,10 @@ pub(crate) fn decode_bytes<T: DeserializeOwned>(
     raw: Option<Bytes>,
 ) -> Result<Option<T>> {
     match raw {
-        Some(b) if !b.is_empty() => codec
-            .decode(&b)
-            .map(Some)
-            .map_err(|e| CacheError::decode(key, e)),
+        Some(b) if !b.is_empty() => codec.decode(&b).map(Some).map_err(|e| {
+            crate::metrics::decode_failure();
+            CacheError::decode(key, e)
+        }),
         _ => Ok(None),
     }
 }

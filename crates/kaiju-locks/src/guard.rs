@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use crate::batch::Batcher;
 use crate::keepers::{Due, Entry};
 use crate::keys::LockKeys;
+use crate::metrics::LockMetrics;
 use crate::ops::{self, Released};
 use crate::{LockError, Result};
 
@@ -48,6 +49,7 @@ pub(crate) struct Locked {
     runtime: tokio::runtime::Handle,
     batcher: Arc<Batcher>,
     keepers: Arc<Keepers>,
+    metrics: Arc<LockMetrics>,
     keys: Vec<LockKeys>,
     owner: String,
     tokens: Vec<u64>,
@@ -140,6 +142,7 @@ impl LockGuard {
     pub(crate) fn new(
         batcher: &Arc<Batcher>,
         keepers: &Arc<Keepers>,
+        metrics: &Arc<LockMetrics>,
         keys: Vec<LockKeys>,
         owner: String,
         tokens: Vec<u64>,
@@ -150,6 +153,7 @@ impl LockGuard {
             runtime: tokio::runtime::Handle::current(),
             batcher: batcher.clone(),
             keepers: keepers.clone(),
+            metrics: metrics.clone(),
             keys,
             owner,
             tokens,
@@ -262,6 +266,7 @@ async fn keep(set: Arc<Locked>) {
     let first = set.first_key();
     let declare = |why: &str| {
         tracing::warn!(key = %first, why, "lock lost while held");
+        set.metrics.losses.increment(1);
         set.lost.send_replace(true);
     };
     let trusted = lease.trusted();
@@ -294,10 +299,12 @@ async fn keep(set: Arc<Locked>) {
                 next = sent + period;
             }
             Ok(false) => {
+                set.metrics.renewal_failures.increment(1);
                 declare("a renewal found it gone or taken");
                 return;
             }
             Err(e) => {
+                set.metrics.renewal_failures.increment(1);
                 tracing::warn!(key = %first, error = %e, "lock renewal failed; retrying");
                 next = Instant::now() + (period / 4).max(Duration::from_millis(10));
             }

@@ -9,6 +9,7 @@ mod holder;
 mod keepers;
 mod keys;
 mod locks;
+mod metrics;
 mod ops;
 mod scripts;
 mod wakeups;

@@ -20,6 +20,7 @@ use crate::batch::Batcher;
 use crate::first_try::{FirstTry, Try};
 use crate::guard::{Keepers, Lease, LockGuard};
 use crate::keys::LockKeys;
+use crate::metrics::LockMetrics;
 use crate::ops::{self, Attempt, Released};
 use crate::wakeups::{Waiting, Wakeups};
 use crate::{LockError, Result};
@@ -84,6 +85,7 @@ struct Inner {
     owner: String,
     wakeups: Arc<Wakeups>,
     ids: AttemptIds,
+    metrics: Arc<LockMetrics>,
 }
 
 /// Ids of acquire attempts and queue tickets: unique across processes (a random prefix per
@@ -136,6 +138,7 @@ impl Locks {
                 owner: owner.into(),
                 wakeups,
                 ids: AttemptIds::new(),
+                metrics: Arc::new(LockMetrics::new()),
             }),
         })
     }
@@ -258,9 +261,11 @@ impl Locks {
             renew: options.renew,
             sent_at,
         };
+        self.inner.metrics.acquisitions.increment(1);
         LockGuard::new(
             &self.inner.batcher,
             &self.inner.keepers,
+            &self.inner.metrics,
             keys,
             owner,
             tokens,
@@ -295,6 +300,7 @@ impl Locks {
         mut reply: Reply,
     ) {
         let mut ticket = String::new();
+        self.inner.metrics.waits.increment(1);
         let outcome = self
             .acquire_loop(&parts, &mut ticket, &options, started, &mut reply)
             .await;
@@ -303,6 +309,9 @@ impl Locks {
         } = parts;
         match outcome {
             Ok(Some((token, sent_at))) => {
+                let metrics = &self.inner.metrics;
+                metrics.handoffs.increment(1);
+                metrics.wait_seconds.record(started.elapsed().as_secs_f64());
                 self.deliver(reply, vec![keys], owner, vec![token], &options, sent_at);
             }
             Ok(None) => self.leave_queue(&keys, &ticket).await,

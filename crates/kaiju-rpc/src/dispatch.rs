@@ -80,6 +80,7 @@ impl Run<'_> {
         earlier: Option<(&[Option<&Value>], &mut Budget)>,
     ) -> Response {
         let started = Instant::now();
+        let timer = (self.inner.metrics).start(call.method.as_deref().ok(), self.via);
         // The request's span: every line its method logs, and the access line, carry the
         // method, the transport, the correlation id and the caller's W3C trace context.
         let trace = self.parsed.trace;
@@ -97,6 +98,7 @@ impl Run<'_> {
             .instrument(span.clone())
             .await;
         self.inner.counters.count(response.outcome);
+        timer.finish(&response);
         span.in_scope(|| self.log(&response, started.elapsed(), ran));
         response
     }
@@ -273,6 +275,7 @@ impl Run<'_> {
             if let Some((error, outcome)) = &stop {
                 self.inner.counters.count(*outcome);
                 self.log_skipped(*outcome, error);
+                (self.inner.metrics).skipped(call.method.as_deref().ok(), self.via, *outcome);
                 responses.push(Response::error(call.id, error.clone(), *outcome));
                 continue;
             }

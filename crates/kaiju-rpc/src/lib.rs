@@ -6,6 +6,7 @@ mod context;
 mod dispatch;
 mod error;
 mod listener;
+mod metrics;
 mod module;
 mod replies;
 mod request;

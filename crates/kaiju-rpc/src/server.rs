@@ -92,7 +92,9 @@ impl Server {
             default: Duration::from_secs(settings.default_request_time),
             max: Duration::from_secs(settings.max_request_time),
         };
+        let metrics = crate::metrics::Metrics::new(methods_names(&methods));
         let inner = Arc::new(Inner {
+            metrics,
             methods,
             limits,
             app: app.clone(),
@@ -120,18 +122,24 @@ impl Server {
     pub async fn call_via(&self, body: Value, headers: &Headers, scope: Scope, via: Via) -> Reply {
         let parsed = Parsed::read(headers, self.0.limits);
         let body = Body::read(body, self.0.settings.max_batch_length);
-        let Some(_slot) = self.slot().await else {
+        let Some(_slot) = self.slot(via).await else {
             let stopping = RpcError::internal("the server is stopping").retryable();
-            let failed = |id| Response::error(id, stopping.clone(), Outcome::Unavailable);
+            let failed = |c: crate::request::Call| {
+                // Counted as every other answer is (ServerStats::unavailable and the metrics).
+                self.0.counters.count(Outcome::Unavailable);
+                (self.0.metrics).skipped(c.method.as_deref().ok(), via, Outcome::Unavailable);
+                Response::error(c.id, stopping.clone(), Outcome::Unavailable)
+            };
             let body = match body {
-                Body::Single(c) => ReplyBody::Single(failed(c.id)),
-                Body::Batch(cs) => ReplyBody::Batch(cs.into_iter().map(|c| failed(c.id)).collect()),
+                Body::Single(c) => ReplyBody::Single(failed(c)),
+                Body::Batch(cs) => ReplyBody::Batch(cs.into_iter().map(failed).collect()),
             };
             return Reply {
                 correlation_id: parsed.correlation_id,
                 body,
             };
         };
+        let _in_flight = self.0.metrics.in_flight(via);
         let run = dispatch::Run {
             inner: &self.0,
             parsed: &parsed,
@@ -167,9 +175,14 @@ impl Server {
         self.0.closing.load(Ordering::Acquire)
     }
 
-    async fn slot(&self) -> Option<OwnedSemaphorePermit> {
+    async fn slot(&self, via: Via) -> Option<OwnedSemaphorePermit> {
         if self.0.closing.load(Ordering::Acquire) {
             return None;
+        }
+        match self.0.slots.clone().try_acquire_owned() {
+            Ok(permit) => return Some(permit),
+            Err(tokio::sync::TryAcquireError::Closed) => return None,
+            Err(tokio::sync::TryAcquireError::NoPermits) => self.0.metrics.queue_full(via),
         }
         self.0.slots.clone().acquire_owned().await.ok()
     }
@@ -225,6 +238,12 @@ impl Server {
     pub(crate) fn limits(&self) -> Limits {
         self.0.limits
     }
+}
+
+fn methods_names(
+    methods: &std::collections::BTreeMap<String, crate::module::Method>,
+) -> impl Iterator<Item = &str> {
+    methods.keys().map(String::as_str)
 }
 
 /// A built-in method: reads the server through a weak reference (the server owns its methods).

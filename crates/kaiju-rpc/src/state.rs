@@ -176,6 +176,7 @@ pub(crate) struct Inner {
     pub(crate) slots: Arc<Semaphore>,
     pub(crate) closing: AtomicBool,
     pub(crate) counters: Counters,
+    pub(crate) metrics: crate::metrics::Metrics,
 }
 
 impl Inner {

@@ -237,7 +237,38 @@ const UNAVAILABLE_CODES: [&str; 6] = [
 ];
 
 impl From<FredError> for TransportError {
+    /// Classifies the error, and counts it (`kaiju_transport_errors_total{kind}`).
     fn from(error: FredError) -> Self {
+        let classified = Self::classified(error);
+        crate::metrics::error(classified.kind());
+        classified
+    }
+}
+
+impl TransportError {
+    /// The `kind` label of an error: its variant, in snake case (a fixed set).
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            TransportError::Config(_) => "config",
+            TransportError::Tls { .. } => "tls",
+            TransportError::Auth { .. } => "auth",
+            TransportError::Timeout { .. } => "timeout",
+            TransportError::Connection { .. } => "connection",
+            TransportError::BusyGroup { .. } => "busy_group",
+            TransportError::NoGroup { .. } => "no_group",
+            TransportError::NoScript { .. } => "no_script",
+            TransportError::NoFunction { .. } => "no_function",
+            TransportError::CrossSlot { .. } => "cross_slot",
+            TransportError::WrongType { .. } => "wrong_type",
+            TransportError::NoPermission { .. } => "no_permission",
+            TransportError::Unavailable { .. } => "unavailable",
+            TransportError::Protocol { .. } => "protocol",
+            TransportError::Server { .. } => "server",
+            TransportError::Client { .. } => "client",
+        }
+    }
+
+    fn classified(error: FredError) -> Self {
         let message = error.details().to_owned();
         let code = message.split_whitespace().next().unwrap_or("");
         match code {

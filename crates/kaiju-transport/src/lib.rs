@@ -7,6 +7,7 @@ mod capabilities;
 mod connection;
 mod error;
 pub mod events;
+mod metrics;
 mod script;
 mod sentinel;
 #[cfg(feature = "tls")]

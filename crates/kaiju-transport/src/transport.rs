@@ -124,6 +124,7 @@ impl Transport {
             primary,
             closed,
         });
+        crate::metrics::count_reconnects(inner.pool.clients());
         crate::watchdog::spawn(
             Arc::downgrade(&inner),
             settings.command_timeout(),

@@ -204,7 +204,10 @@ pub(crate) async fn run(config: Config, registry: Registry) -> Result<(), String
     println!("   {status}");
 
     if let (Some(host), Some(port)) = (&config.project.run.host, config.project.run.port) {
-        step(8, "the HTTP front (run: {host, port}): JSON-RPC over HTTP, /ready, /metrics");
+        step(
+            8,
+            "the HTTP front (run: {host, port}): JSON-RPC over HTTP, /ready, /metrics",
+        );
         let token = config
             .project
             .etc

@@ -53,7 +53,9 @@ pub(crate) async fn show(addr: &str, token: &str) -> Result<(), String> {
     println!("   POST /public/rpc {batch}");
     let (status, body) = exchange(addr, "POST", "/public/rpc", &json, batch).await?;
     println!("   -> {status} {body}");
-    println!("      (no token: the caller is GUEST, and rpc.status (SYSTEM) looks like an unknown method)");
+    println!(
+        "      (no token: the caller is GUEST, and rpc.status (SYSTEM) looks like an unknown method)"
+    );
 
     let bearer = format!("Bearer {token}");
     let headers = [
@@ -61,7 +63,9 @@ pub(crate) async fn show(addr: &str, token: &str) -> Result<(), String> {
         ("Authorization", bearer.as_str()),
     ];
     let single = r#"{"id": 3, "method": "rpc.status"}"#;
-    println!("   POST /public/rpc {single}  (Authorization: Bearer <the ops token of etc.http.tokens>)");
+    println!(
+        "   POST /public/rpc {single}  (Authorization: Bearer <the ops token of etc.http.tokens>)"
+    );
     let (status, body) = exchange(addr, "POST", "/public/rpc", &headers, single).await?;
     println!("   -> {status} {body}");
 
@@ -69,7 +73,10 @@ pub(crate) async fn show(addr: &str, token: &str) -> Result<(), String> {
     println!("   GET /ready -> {status} {body}");
 
     let (status, body) = exchange(addr, "GET", "/metrics", &[], "").await?;
-    println!("   GET /metrics -> {status}, {} lines; a few of them:", body.lines().count());
+    println!(
+        "   GET /metrics -> {status}, {} lines; a few of them:",
+        body.lines().count()
+    );
     for line in body
         .lines()
         .filter(|l| l.starts_with("kaiju_rpc_requests_total") && l.contains("inventory"))

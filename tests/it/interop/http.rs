@@ -29,14 +29,19 @@ fn ext() -> RpcModule {
         a: i64,
         b: i64,
     }
-    m.method("add", |_, p: Add, _| async move { Ok::<_, RpcError>(p.a + p.b) })
-        .unwrap();
+    m.method(
+        "add",
+        |_, p: Add, _| async move { Ok::<_, RpcError>(p.a + p.b) },
+    )
+    .unwrap();
     m.method("fail", |_, _: NoParams, _| async {
         Err::<(), _>(RpcError::not_found("no such thing"))
     })
     .unwrap();
-    m.method("admin", |_, _: NoParams, _| async { Ok::<_, RpcError>("secret") })
-        .unwrap();
+    m.method("admin", |_, _: NoParams, _| async {
+        Ok::<_, RpcError>("secret")
+    })
+    .unwrap();
     m
 }
 
@@ -54,7 +59,10 @@ impl PythonHttpApp {
             .unwrap()
             .port();
         let mut child = Command::new(python)
-            .arg(format!("{}/interop/http_peer.py", env!("CARGO_MANIFEST_DIR")))
+            .arg(format!(
+                "{}/interop/http_peer.py",
+                env!("CARGO_MANIFEST_DIR")
+            ))
             .args(["serve", &port.to_string()])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -119,19 +127,37 @@ async fn the_python_http_client_gets_the_same_answers_from_rust_and_python_apps(
 
     // The same answers, byte for byte as the client rebuilt them.
     for case in [
-        "single", "add", "none", "fail", "unknown", "forbidden", "notify", "batch", "template",
+        "single",
+        "add",
+        "none",
+        "fail",
+        "unknown",
+        "forbidden",
+        "notify",
+        "batch",
+        "template",
     ] {
         assert_eq!(from_rs[case], from_py[case], "case {case}");
     }
-    assert_eq!(from_rs["single"]["result"], json!({"value": 1, "text": "héllo"}));
-    assert_eq!(from_rs["batch"]["results"], json!([{"result": 3}, {"result": 7}]));
+    assert_eq!(
+        from_rs["single"]["result"],
+        json!({"value": 1, "text": "héllo"})
+    );
+    assert_eq!(
+        from_rs["batch"]["results"],
+        json!([{"result": 3}, {"result": 7}])
+    );
     assert_eq!(from_rs["forbidden"]["error"]["class"], "MethodNotFound");
 
     // Invalid params: the same exception and code; kaiju-rs names the missing field where
     // kaiju listed the signature's arguments.
     for side in [&from_py, &from_rs] {
         let e = &side["bad_params"]["error"];
-        assert_eq!((e["class"].as_str(), e["code"].as_i64()), (Some("InvalidParams"), Some(-32602)), "{e}");
+        assert_eq!(
+            (e["class"].as_str(), e["code"].as_i64()),
+            (Some("InvalidParams"), Some(-32602)),
+            "{e}"
+        );
     }
 
     // kaiju's defects, not copied:
@@ -144,7 +170,10 @@ async fn the_python_http_client_gets_the_same_answers_from_rust_and_python_apps(
     assert_eq!(mixed[2]["error"]["class"], "MethodNotFound", "{mixed}");
     // - abort on error: kaiju replaced the failing request's error with an empty
     //   InvalidParams (D15); kaiju-rs keeps it. The rest is Aborted on both.
-    assert_eq!(from_py["abort"]["results"][0]["error"]["class"], "InvalidParams");
+    assert_eq!(
+        from_py["abort"]["results"][0]["error"]["class"],
+        "InvalidParams"
+    );
     assert_eq!(from_rs["abort"]["results"][0]["error"]["class"], "NotFound");
     for side in [&from_py, &from_rs] {
         assert_eq!(side["abort"]["results"][1]["error"]["class"], "Aborted");
@@ -155,10 +184,14 @@ async fn the_python_http_client_gets_the_same_answers_from_rust_and_python_apps(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_http_client_with_a_token_calls_at_the_tokens_scope() {
     let Some(python) = python() else { return };
-    let rs = rust_front(StaticTokens::new().token("s3cret-token", Some("ops"), Scope::System)).await;
+    let rs =
+        rust_front(StaticTokens::new().token("s3cret-token", Some("ops"), Scope::System)).await;
     let url = format!("http://{}", rs.local_addr());
     let with = cases(&python, &url, Some("Bearer s3cret-token"));
-    assert_eq!(with["forbidden"], json!({"case": "forbidden", "result": "secret"}));
+    assert_eq!(
+        with["forbidden"],
+        json!({"case": "forbidden", "result": "secret"})
+    );
     // A wrong token runs at GUEST: the SYSTEM method looks unknown.
     let wrong = cases(&python, &url, Some("Bearer wrong"));
     assert_eq!(wrong["forbidden"]["error"]["class"], "MethodNotFound");

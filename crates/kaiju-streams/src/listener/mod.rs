@@ -7,6 +7,8 @@
 //! - `retries.rs`: the schedule of failed entries waiting for their next delivery.
 //! - `takeover.rs`: taking over the pending entries of consumers that are gone.
 //! - `published.rs`: the counters each listener publishes to Redis for `kaiju streams`.
+//! - `metrics.rs`: the counters behind `ListenerStats` and the metrics (entries by outcome,
+//!   read sizes, and the group's lag and pending entries, sampled every 5 s).
 //! - `commands.rs`: every Redis command the listener sends; `reply.rs`: reading the replies.
 
 mod acks;
@@ -15,6 +17,7 @@ mod commands;
 pub(crate) use commands::scripts;
 mod entry;
 mod in_flight;
+mod metrics;
 mod published;
 mod reply;
 mod retries;
@@ -23,7 +26,7 @@ mod takeover;
 
 use std::marker::PhantomData;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use kaiju_core::lifecycle::within;
@@ -39,6 +42,7 @@ use crate::{Result, StreamError};
 use acks::Acks;
 use commands::{ConsumerLease, Lease};
 use in_flight::InFlight;
+pub(crate) use metrics::Counters;
 use retries::Retries;
 use takeover::Gone;
 
@@ -48,31 +52,6 @@ const LEASE: Duration = Duration::from_secs(10);
 /// How long a consumer's published counters live without another write (they are written at
 /// each lease renewal).
 const STATS_TTL: Duration = Duration::from_secs(30);
-
-/// Counters of one listener since it was created.
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    pub(crate) processed: AtomicU64,
-    pub(crate) failed: AtomicU64,
-    pub(crate) timed_out: AtomicU64,
-    pub(crate) panicked: AtomicU64,
-    pub(crate) retried: AtomicU64,
-    pub(crate) rejected: AtomicU64,
-    pub(crate) deferred: AtomicU64,
-    pub(crate) discarded: AtomicU64,
-    pub(crate) dead_lettered: AtomicU64,
-    pub(crate) claimed: AtomicU64,
-    pub(crate) recovered: AtomicU64,
-    pub(crate) lost: AtomicU64,
-    pub(crate) consumers_removed: AtomicU64,
-}
-
-impl Counters {
-    pub(crate) fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
-    }
-}
-
 /// What a listener did, and the state of its stream in Redis.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -238,6 +217,7 @@ where
             &group,
             &consumer,
         ));
+        let counters = Counters::new(&stream, &group);
         let shared = Arc::new(Shared {
             transport,
             dead: own.dead_letter_stream(&settings.topic)?.into_string(),
@@ -251,7 +231,7 @@ where
             gone: Gone::default(),
             settings,
             handler,
-            counters: Counters::default(),
+            counters,
             in_flight: InFlight::default(),
             lease_held: AtomicBool::new(true),
             regained_name: AtomicBool::new(false),
@@ -297,7 +277,7 @@ impl<B, H> Listener<B, H> {
     pub async fn stats(&self) -> Result<ListenerStats> {
         let state = self.shared.state().await?;
         let c = &self.shared.counters;
-        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let get = metrics::Stat::get;
         Ok(ListenerStats {
             processed: get(&c.processed),
             failed: get(&c.failed),

@@ -4,7 +4,6 @@
 //! by [`admin::consumer_counters`](crate::admin::consumer_counters)).
 
 use std::fmt::Write as _;
-use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::listener::Counters;
@@ -27,7 +26,7 @@ pub(crate) fn format(c: &Counters, started_at: u64) -> String {
         ("dead_lettered", &c.dead_lettered),
         ("claimed", &c.claimed),
     ] {
-        let _ = write!(row, "{name}={} ", counter.load(Ordering::Relaxed));
+        let _ = write!(row, "{name}={} ", counter.get());
     }
     let _ = write!(row, "started_at={started_at}");
     row
@@ -39,7 +38,7 @@ mod tests {
 
     #[test]
     fn a_row_names_every_counter() {
-        let c = Counters::default();
+        let c = Counters::new("s", "g");
         Counters::add(&c.processed, 7);
         Counters::add(&c.failed, 2);
         assert_eq!(

@@ -73,6 +73,10 @@ where
             let (shared, finished) = (self.clone(), finished.clone());
             async move { shared.keep_name_and_entries(finished).await }
         });
+        helpers.spawn({
+            let (shared, finished) = (self.clone(), finished.clone());
+            async move { shared.sample_metrics(finished).await }
+        });
 
         let now = Instant::now();
         let mut cursor = Cursor {
@@ -185,6 +189,7 @@ where
                     }
                 }
             };
+            self.counters.batch(items.len());
             for item in items {
                 let entry = match item {
                     Item::Entry(entry) => entry,
