@@ -204,12 +204,18 @@ pub(super) async fn streams(
                     _ => "live (no lease; judged by idle time)".to_owned(),
                 };
                 // Published by kaiju-rs listeners only: "-" for a Python kaiju consumer.
-                let (processed, failed) = counters.of(&g.name, name).map_or_else(
-                    || ("-".to_owned(), "-".to_owned()),
-                    |c| (c.processed.to_string(), c.failed.to_string()),
+                let (processed, failed, when) = counters.of(&g.name, name).map_or_else(
+                    || ("-".to_owned(), "-".to_owned(), String::new()),
+                    |c| {
+                        let when = c
+                            .published_ago
+                            .map(|d| format!(" (as of {:.1} s ago)", d.as_secs_f64()))
+                            .unwrap_or_default();
+                        (c.processed.to_string(), c.failed.to_string(), when)
+                    },
                 );
                 outln!(
-                    "    {}: {how}, {pending} pending, idle {:.1} s, processed {processed}, failed {failed}",
+                    "    {}: {how}, {pending} pending, idle {:.1} s, processed {processed}, failed {failed}{when}",
                     printable(name),
                     idle.as_secs_f64()
                 );
@@ -251,6 +257,7 @@ fn counters_json(c: &admin::ConsumerCounters) -> Json {
         "dead_lettered": c.dead_lettered,
         "claimed": c.claimed,
         "started_at_ms": c.started_at_ms,
+        "published_at_ms": c.published_at_ms,
     })
 }
 

@@ -28,6 +28,11 @@ pub struct ConsumerCounters {
     pub claimed: u64,
     /// When the listener process started, unix ms.
     pub started_at_ms: u64,
+    /// When the row was written, unix ms of the server's clock (0 when the row does not say):
+    /// the counters are as of then.
+    pub published_at_ms: u64,
+    /// How long ago the row was written, by the server's clock, when it says.
+    pub published_ago: Option<std::time::Duration>,
 }
 
 /// The published counters of a stream's consumers ([`consumer_counters`]).
@@ -65,6 +70,10 @@ fn row(value: &str, now_ms: u64) -> Option<ConsumerCounters> {
             "dead_lettered" => c.dead_lettered = n,
             "claimed" => c.claimed = n,
             "started_at" => c.started_at_ms = n,
+            "published_at" => {
+                c.published_at_ms = n;
+                c.published_ago = Some(std::time::Duration::from_millis(now_ms.saturating_sub(n)));
+            }
             _ => {}
         }
     }
@@ -94,12 +103,14 @@ mod tests {
     #[test]
     fn rows_are_read_and_expired_ones_ignored() {
         let c = row(
-            "2000 processed=7 failed=2 retried=1 rejected=0 dead_lettered=1 claimed=3 started_at=5 future=9 bad",
+            "2000 published_at=900 processed=7 failed=2 retried=1 rejected=0 dead_lettered=1 claimed=3 started_at=5 future=9 bad",
             1000,
         )
         .unwrap();
         assert_eq!((c.processed, c.failed, c.retried), (7, 2, 1));
         assert_eq!((c.dead_lettered, c.claimed, c.started_at_ms), (1, 3, 5));
+        assert_eq!(c.published_at_ms, 900);
+        assert_eq!(c.published_ago, Some(std::time::Duration::from_millis(100)));
         assert_eq!(row("2000 processed=7", 2000), None, "expired");
         assert_eq!(row("garbage", 0), None);
         assert_eq!(row("x processed=1", 0), None);
