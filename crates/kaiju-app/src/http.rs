@@ -9,7 +9,13 @@
 //!   http:
 //!     tokens:
 //!       - {token: "[OPS_TOKEN]", user: ops, scope: SYSTEM}
+//!     max_concurrent_requests: 1024   # above it: 503 at once (load shedding)
+//!     body_read_timeout: 10           # seconds; a slower sender gets 408
+//!     request_timeout: 300            # seconds; the whole exchange
 //! ```
+//!
+//! `run.port` without `run.host` binds every interface (`0.0.0.0`), as kaiju's aiohttp
+//! `run_app` does.
 
 use std::time::Duration;
 
@@ -27,6 +33,15 @@ use crate::service::Context;
 struct EtcHttp {
     #[serde(default)]
     tokens: Vec<TokenEntry>,
+    /// `HttpSettings::max_concurrent_requests`.
+    #[serde(default)]
+    max_concurrent_requests: Option<usize>,
+    /// `HttpSettings::body_read_timeout`, seconds.
+    #[serde(default)]
+    body_read_timeout: Option<f64>,
+    /// `HttpSettings::request_timeout`, seconds.
+    #[serde(default)]
+    request_timeout: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -60,10 +75,16 @@ impl Front {
     /// The front `config` asks for: `None` without both `run.host` and `run.port`.
     pub(crate) fn from_config(config: &Config) -> Result<Option<Self>, ConfigError> {
         let run = &config.project.run;
-        let (Some(host), Some(port)) = (&run.host, run.port) else {
+        let Some(port) = run.port else {
+            if run.host.is_some() {
+                tracing::warn!("run.host is set without run.port: the HTTP front is not served");
+            }
             return Ok(None);
         };
+        // kaiju's aiohttp `run_app` binds every interface when no host is given.
+        let host = run.host.clone().unwrap_or_else(|| "0.0.0.0".to_owned());
         let mut tokens = StaticTokens::new();
+        let mut bounds = None;
         if let Some(node) = config.project.etc.get("http") {
             let etc: EtcHttp = serde_path_to_error::deserialize(node.to_json()).map_err(|e| {
                 ConfigError::new(
@@ -74,9 +95,36 @@ impl Front {
             for t in etc.tokens {
                 tokens = tokens.token(t.token, t.user.as_deref(), t.scope);
             }
+            let seconds = |v: Option<f64>, what: &str| -> Result<Option<Duration>, ConfigError> {
+                v.map(|s| {
+                    Duration::try_from_secs_f64(s)
+                        .ok()
+                        .filter(|d| !d.is_zero() && *d <= Duration::from_secs(86_400))
+                        .ok_or_else(|| {
+                            ConfigError::new(
+                                node.place.clone(),
+                                format!("etc.http.{what}: expected seconds, more than 0 and at most 86400"),
+                            )
+                        })
+                })
+                .transpose()
+            };
+            bounds = Some((
+                etc.max_concurrent_requests,
+                seconds(etc.body_read_timeout, "body_read_timeout")?,
+                seconds(etc.request_timeout, "request_timeout")?,
+            ));
         }
+        let defaults = HttpSettings::default();
+        let (max_concurrent_requests, body_read_timeout, request_timeout) =
+            bounds.unwrap_or((None, None, None));
         let settings = HttpSettings {
-            host: host.clone(),
+            max_concurrent_requests: max_concurrent_requests
+                .unwrap_or(defaults.max_concurrent_requests)
+                .clamp(1, 1 << 20),
+            body_read_timeout: body_read_timeout.unwrap_or(defaults.body_read_timeout),
+            request_timeout: request_timeout.unwrap_or(defaults.request_timeout),
+            host,
             port,
             path: run.path.as_ref().map(Into::into),
             max_body_bytes: usize::try_from(config.project.app.client_max_size)

@@ -16,6 +16,7 @@ pub const SHOWN_CHARS: usize = 100;
 /// assert_eq!(shortened("svc.add").to_string(), "svc.add");
 /// let long = "x".repeat(1 << 20);
 /// assert_eq!(shortened(&long).to_string(), format!("{}… (1048576 bytes)", "x".repeat(100)));
+/// assert_eq!(shortened("a\nERROR forged").to_string(), "a\\nERROR forged");
 /// ```
 pub fn shortened(text: &str) -> Shortened<'_> {
     Shortened(text)
@@ -26,11 +27,26 @@ pub fn shortened(text: &str) -> Shortened<'_> {
 pub struct Shortened<'a>(&'a str);
 
 impl fmt::Display for Shortened<'_> {
+    /// Control characters (a line break, an escape sequence) are written escaped (`\n`,
+    /// `\u{1b}`), so that a name a peer chose cannot forge a log line or color a terminal.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0.char_indices().nth(SHOWN_CHARS) {
-            None => f.write_str(self.0),
-            Some((cut, _)) => write!(f, "{}… ({} bytes)", &self.0[..cut], self.0.len()),
+        let (shown, cut) = match self.0.char_indices().nth(SHOWN_CHARS) {
+            None => (self.0, false),
+            Some((cut, _)) => (&self.0[..cut], true),
+        };
+        for part in shown.split_inclusive(char::is_control) {
+            match part.char_indices().last() {
+                Some((i, c)) if c.is_control() => {
+                    f.write_str(&part[..i])?;
+                    write!(f, "{}", c.escape_debug())?;
+                }
+                _ => f.write_str(part)?,
+            }
         }
+        if cut {
+            write!(f, "… ({} bytes)", self.0.len())?;
+        }
+        Ok(())
     }
 }
 

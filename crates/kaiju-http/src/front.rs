@@ -113,9 +113,13 @@ impl HttpFront {
         #[cfg(unix)]
         let unix = match &self.settings.path {
             Some(path) => {
-                // A socket file left by an earlier run would make bind fail; only a socket is
-                // removed, never another kind of file.
-                remove_stale_socket(path);
+                // A socket file left by an earlier run would make bind fail; only a socket
+                // nobody answers on is removed, never another kind of file, and never the
+                // socket of a running app.
+                remove_stale_socket(path).map_err(|source| HttpError::BindUnix {
+                    path: path.display().to_string(),
+                    source,
+                })?;
                 Some(tokio::net::UnixListener::bind(path).map_err(|source| {
                     HttpError::BindUnix {
                         path: path.display().to_string(),
@@ -161,8 +165,26 @@ impl HttpFront {
     }
 }
 
+/// Removes a socket file at `path` that no process answers on; a socket something answers on
+/// is an error (another app serves there: taking it over would cut that app off silently).
 #[cfg(unix)]
-fn remove_stale_socket(path: &std::path::Path) {
+fn remove_stale_socket(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    if !std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
+        return Ok(());
+    }
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            "another process serves on this socket",
+        )),
+        Err(_) => std::fs::remove_file(path),
+    }
+}
+
+/// Removes the socket file this front bound, if it is still a socket.
+#[cfg(unix)]
+fn remove_socket(path: &std::path::Path) {
     use std::os::unix::fs::FileTypeExt;
     if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
         let _ = std::fs::remove_file(path);
@@ -179,6 +201,10 @@ async fn accept<L: Listener>(
     mut stop: watch::Receiver<bool>,
 ) {
     let graceful = GracefulShutdown::new();
+    // Owned by this task: when it is aborted (the shutdown's grace ran out), dropping the set
+    // aborts every connection still open. A method already running goes on in the RPC server
+    // (rpc.rs spawns it), only its HTTP answer is dropped.
+    let mut connections = tokio::task::JoinSet::new();
     let mut http = http1::Builder::new();
     // An idle keep-alive connection, or one slow to send its headers, is closed after this.
     http.timer(TokioTimer::new())
@@ -187,11 +213,12 @@ async fn accept<L: Listener>(
         tokio::select! {
             biased;
             _ = stop.changed() => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
             (io, _) = listener.accept() => {
                 let service = TowerToHyperService::new(router.clone());
                 let conn = http.serve_connection(TokioIo::new(io), service);
                 let conn = graceful.watch(conn);
-                tokio::spawn(async move {
+                connections.spawn(async move {
                     if let Err(e) = conn.await {
                         tracing::debug!(error = %e, "an HTTP connection ended with an error");
                     }
@@ -201,6 +228,7 @@ async fn accept<L: Listener>(
     }
     drop(listener);
     graceful.shutdown().await;
+    while connections.join_next().await.is_some() {}
 }
 
 /// A served [`HttpFront`]. Dropping it stops accepting at once and closes idle connections;
@@ -225,9 +253,11 @@ impl Running {
             - self.shared.permits.available_permits()
     }
 
-    /// Stops gracefully: no new connections; a new request on an open connection gets 503
-    /// (and `Connection: close`); requests already being handled finish. Waits at most
-    /// `within`, then drops what is left. Returns whether everything finished in time.
+    /// Stops gracefully: no new connections; idle keep-alive connections are closed, and a
+    /// request that still arrives on an open one gets 503 (and `Connection: close`); requests
+    /// already being handled finish. Waits at most `within`, then closes the connections left
+    /// (their methods still run to their end in the RPC server; only the answers are lost).
+    /// Removes the Unix socket file it bound. Returns whether everything finished in time.
     /// The RPC server is not drained here: drain it after (its listeners may still feed it).
     pub async fn shutdown(mut self, within: Duration) -> bool {
         self.shared.closing.store(true, Ordering::Release);
@@ -248,6 +278,10 @@ impl Running {
             for abort in aborts {
                 abort.abort();
             }
+        }
+        #[cfg(unix)]
+        if let Some(path) = &self.shared.settings.path {
+            remove_socket(path);
         }
         finished
     }

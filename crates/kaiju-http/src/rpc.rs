@@ -62,7 +62,7 @@ pub(crate) async fn handle(State(shared): State<Arc<Shared>>, request: Request) 
         .await;
     let bytes = match tokio::time::timeout(
         shared.settings.body_read_timeout,
-        read_limited(body, max),
+        read_limited(body, max, content_length(&parts.headers)),
     )
     .await
     {
@@ -84,7 +84,10 @@ pub(crate) async fn handle(State(shared): State<Arc<Shared>>, request: Request) 
         }
         Ok(Ok(bytes)) => bytes,
     };
-    let body: Value = match serde_json::from_slice(&bytes) {
+    let parsed = serde_json::from_slice(&bytes);
+    // The bytes are not held while the call runs: a request holds its parsed body only.
+    drop(bytes);
+    let body: Value = match parsed {
         Ok(v) => v,
         Err(e) => {
             let error = RpcError::custom(
@@ -101,11 +104,20 @@ pub(crate) async fn handle(State(shared): State<Arc<Shared>>, request: Request) 
         .settings
         .request_timeout
         .saturating_sub(started.elapsed());
-    let call = shared
-        .server
-        .call_via(body, &headers, caller.scope, Via::Http);
+    // The call runs in a task of its own: a client that goes away (or a shutdown past its
+    // grace) drops only the answer, never a method halfway through its work.
+    let server = shared.server.clone();
+    let scope = caller.scope;
+    let call = tokio::spawn(async move { server.call_via(body, &headers, scope, Via::Http).await });
     let reply = match tokio::time::timeout(left, call).await {
-        Ok(reply) => reply,
+        Ok(Ok(reply)) => reply,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "an HTTP request's call task failed");
+            return rpc_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &RpcError::internal("Internal error"),
+            );
+        }
         Err(_) => {
             let deadline = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
@@ -179,9 +191,18 @@ enum BodyError {
     Read(axum::Error),
 }
 
-/// Reads the body, refusing it once past `max` bytes (never holding more than `max`).
-async fn read_limited(mut body: Body, max: usize) -> Result<Bytes, BodyError> {
-    let mut buf = BytesMut::new();
+/// Reads the body, refusing it once past `max` bytes (never holding more than `max`). A
+/// declared length sizes the first buffer up to 64 KiB (never more: a length read from the
+/// wire is not trusted with memory before the bytes arrive).
+async fn read_limited(
+    mut body: Body,
+    max: usize,
+    declared: Option<u64>,
+) -> Result<Bytes, BodyError> {
+    let capacity = declared.map_or(0, |n| {
+        usize::try_from(n).unwrap_or(max).min(max).min(64 << 10)
+    });
+    let mut buf = BytesMut::with_capacity(capacity);
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(BodyError::Read)?;
         if let Ok(data) = frame.into_data() {

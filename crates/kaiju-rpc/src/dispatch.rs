@@ -72,6 +72,15 @@ fn redacted(params: &Value) -> Value {
 }
 
 impl Run<'_> {
+    /// The method name a request's metrics are labelled with: only a method the caller may
+    /// see. A method above the caller's scope is `unknown` in the metrics as it is "method
+    /// not found" in the answer, so that `/metrics` does not tell which exist.
+    fn label<'c>(&self, call: &'c Call) -> Option<&'c str> {
+        let name = call.method.as_deref().ok()?;
+        let method = self.inner.methods.get(name)?;
+        self.inner.visible(self.scope, method).then_some(name)
+    }
+
     /// Runs one request. `earlier` holds the results of the batch's earlier requests when the
     /// batch is in template mode.
     pub(crate) async fn one(
@@ -80,7 +89,7 @@ impl Run<'_> {
         earlier: Option<(&[Option<&Value>], &mut Budget)>,
     ) -> Response {
         let started = Instant::now();
-        let timer = (self.inner.metrics).start(call.method.as_deref().ok(), self.via);
+        let timer = (self.inner.metrics).start(self.label(&call), self.via);
         // The request's span: every line its method logs, and the access line, carry the
         // method, the transport, the correlation id and the caller's W3C trace context.
         let trace = self.parsed.trace;
@@ -115,6 +124,22 @@ impl Run<'_> {
             Ok(_) => {}
             Err(e) if matches!(outcome, Outcome::Failed | Outcome::TimedOut) => {
                 tracing::error!(?outcome, duration_ms, error = %e, detail = e.detail(), "internal error")
+            }
+            Err(e)
+                if (access || ran)
+                    && matches!(
+                        e.code(),
+                        crate::codes::INVALID_PARAMS | crate::codes::MODEL_VALIDATION
+                    ) =>
+            {
+                // The decoder's message quotes the value that did not fit, which may be a
+                // secret (`{"password": 81726354}` for a string field): only the code is logged.
+                tracing::info!(
+                    ?outcome,
+                    duration_ms,
+                    error_code = e.code(),
+                    "client error: invalid params (not logged: they may hold secrets)"
+                )
             }
             Err(e) if access || ran => {
                 tracing::info!(?outcome, duration_ms, error = %e, "client error")
@@ -275,7 +300,7 @@ impl Run<'_> {
             if let Some((error, outcome)) = &stop {
                 self.inner.counters.count(*outcome);
                 self.log_skipped(*outcome, error);
-                (self.inner.metrics).skipped(call.method.as_deref().ok(), self.via, *outcome);
+                (self.inner.metrics).skipped(self.label(&call), self.via, *outcome);
                 responses.push(Response::error(call.id, error.clone(), *outcome));
                 continue;
             }

@@ -102,7 +102,12 @@ pub(super) async fn streams(
     };
     // The counters kaiju-rs listeners publish: a refinement too (a warning when unreadable).
     let stats_key = stats_key(&me.env, &app, &topic)?;
-    let counters = match admin::consumer_counters(&transport, &stats_key).await {
+    let consumers = report.groups.iter().flat_map(|g| {
+        g.consumers
+            .iter()
+            .map(|(name, ..)| (g.name.as_str(), name.as_str()))
+    });
+    let counters = match admin::consumer_counters(&transport, &stats_key, consumers).await {
         Ok(counters) => counters,
         Err(e) => {
             let failure = redis_failure(e);

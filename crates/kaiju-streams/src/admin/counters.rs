@@ -81,17 +81,38 @@ fn row(value: &str, now_ms: u64) -> Option<ConsumerCounters> {
 }
 
 /// The counters in the hash `key` (a listener's
-/// [`Namespace::stream_stats`](kaiju_core::Namespace::stream_stats)) that have not expired,
-/// against the server's clock. A hash that does not exist gives none.
-pub async fn consumer_counters(transport: &Transport, key: &str) -> Result<Counters> {
-    let fields: HashMap<String, String> = transport.pool().hgetall(key).await.classify()?;
+/// [`Namespace::stream_stats`](kaiju_core::Namespace::stream_stats)) of the given consumers
+/// (`(group, consumer)`), those that have not expired, against the server's clock. Only those
+/// rows are read (one `HMGET`), so a hash grown large, or a row that is not text, costs or
+/// hides nothing else; a hash that does not exist gives none.
+pub async fn consumer_counters<'a>(
+    transport: &Transport,
+    key: &str,
+    consumers: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Result<Counters> {
+    let fields: Vec<String> = consumers
+        .into_iter()
+        .map(|(group, consumer)| format!("{group}/{consumer}"))
+        .collect();
     if fields.is_empty() {
+        return Ok(Counters::default());
+    }
+    let values: Vec<Option<bytes::Bytes>> = transport
+        .pool()
+        .hmget(key, fields.clone())
+        .await
+        .classify()?;
+    if values.iter().all(Option::is_none) {
         return Ok(Counters::default());
     }
     let now_ms = super::server_time_ms(transport, key).await?;
     let rows = fields
         .into_iter()
-        .filter_map(|(field, value)| Some((field, row(&value, now_ms)?)))
+        .zip(values)
+        .filter_map(|(field, value)| {
+            let text = std::str::from_utf8(value.as_deref()?).ok()?;
+            Some((field, row(text, now_ms)?))
+        })
         .collect();
     Ok(Counters { rows })
 }
