@@ -88,7 +88,6 @@ impl Run<'_> {
         call: Call,
         earlier: Option<(&[Option<&Value>], &mut Budget)>,
     ) -> Response {
-        let started = Instant::now();
         let timer = (self.inner.metrics).start(self.label(&call), self.via);
         // The request's span: every line its method logs, and the access line, carry the
         // method, the transport, the correlation id and the caller's W3C trace context.
@@ -107,8 +106,8 @@ impl Run<'_> {
             .instrument(span.clone())
             .await;
         self.inner.counters.count(response.outcome);
-        timer.finish(&response);
-        span.in_scope(|| self.log(&response, started.elapsed(), ran));
+        let took = timer.finish(&response);
+        span.in_scope(|| self.log(&response, took, ran));
         response
     }
 
