@@ -1,11 +1,14 @@
-//! What the server can do, detected once at connect time from `INFO server`.
+//! What the server can do, detected once at connect time: the product and versions from
+//! `INFO server`, and the optional commands of newer servers by trying them ([`Feature`]).
 //!
 //! Forks report a Redis compatibility version in `redis_version` and their own version in
-//! `keydb_version` / `valkey_version`. Command availability follows the compatibility version,
-//! and commands that only Redis 8 has (`XTRIM ... ACKED`, `XREADGROUP ... CLAIM`) are reported
-//! only for Redis itself.
+//! `keydb_version` / `valkey_version`. The commands every supported server has follow the
+//! compatibility version; the newer ones are probed, since a version string cannot tell
+//! (Valkey 9 reports `redis_version:7.2.4`).
 
 use std::fmt;
+
+use crate::features::{Feature, Features};
 
 /// The server product.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -71,6 +74,9 @@ pub struct Capabilities {
     /// The product's own version (`keydb_version`, `valkey_version`; for Redis the same as
     /// `redis_version`).
     pub server_version: Version,
+    /// The optional commands the server answered when probed at connect time, less those
+    /// `KAIJU_REDIS_FEATURES_OFF` turns off. Empty when read from `INFO` alone.
+    pub features: Features,
 }
 
 impl Capabilities {
@@ -98,15 +104,17 @@ impl Capabilities {
             kind,
             redis_version,
             server_version: own,
+            features: Features::NONE,
         }
+    }
+
+    /// Whether the server has `feature` (probed at connect time; see [`Feature`]).
+    pub fn has(&self, feature: Feature) -> bool {
+        self.features.has(feature)
     }
 
     fn redis_at_least(&self, major: u16, minor: u16) -> bool {
         self.redis_version >= Version::new(major, minor, 0)
-    }
-
-    fn redis8_at_least(&self, minor: u16) -> bool {
-        self.kind == ServerKind::Redis && self.redis_at_least(8, minor)
     }
 
     /// `HELLO 3` (RESP3) and client-side caching (`CLIENT TRACKING`): Redis 6.0+.
@@ -140,14 +148,14 @@ impl Capabilities {
         matches!(self.kind, ServerKind::Redis | ServerKind::Valkey) && self.redis_at_least(7, 0)
     }
 
-    /// `XTRIM ... ACKED` (trim only what every group acknowledged): Redis 8.2+.
+    /// `XTRIM ... ACKED` (trim only what every group acknowledged), as probed.
     pub fn has_xtrim_acked(&self) -> bool {
-        self.redis8_at_least(2)
+        self.has(Feature::XTrimAcked)
     }
 
-    /// `XREADGROUP ... CLAIM` (read new and idle pending entries in one call): Redis 8.4+.
+    /// `XREADGROUP ... CLAIM` (read new and idle pending entries in one call), as probed.
     pub fn has_xreadgroup_claim(&self) -> bool {
-        self.redis8_at_least(4)
+        self.has(Feature::XReadGroupClaim)
     }
 }
 
@@ -167,10 +175,9 @@ mod tests {
         let r6 = Capabilities::from_info("redis_version:6.0.16\n");
         assert!(r6.has_resp3() && !r6.has_set_get() && !r6.has_xautoclaim());
         assert!(!r6.has_functions());
+        // Newer commands are probed, never read off the version.
         let r8 = Capabilities::from_info("redis_version:8.4.0\n");
-        assert!(r8.has_xtrim_acked() && r8.has_xreadgroup_claim());
-        let r82 = Capabilities::from_info("redis_version:8.2.1\n");
-        assert!(r82.has_xtrim_acked() && !r82.has_xreadgroup_claim());
+        assert!(!r8.has_xtrim_acked() && !r8.has(Feature::XReadGroupClaim));
     }
 
     #[test]

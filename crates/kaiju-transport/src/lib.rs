@@ -7,6 +7,7 @@ mod capabilities;
 mod connection;
 mod error;
 pub mod events;
+mod features;
 mod metrics;
 mod script;
 mod sentinel;
@@ -20,6 +21,7 @@ pub use builder::Deployment;
 pub use capabilities::{Capabilities, ServerKind, Version};
 pub use connection::Connection;
 pub use error::{Classify, Result, TransportError};
+pub use features::{FEATURES_OFF_ENV, Feature, Features};
 pub use script::Script;
 pub use transport::Transport;
 

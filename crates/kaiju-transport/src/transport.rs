@@ -103,11 +103,13 @@ impl Transport {
                 .connecting(&target));
             }
         };
-        let capabilities = Capabilities::from_info(&info);
+        let mut capabilities = Capabilities::from_info(&info);
+        capabilities.features = crate::features::probe(&pool).await;
         tracing::info!(
             ?deployment,
             kind = ?capabilities.kind,
             version = %capabilities.server_version,
+            features = ?capabilities.features,
             "connected to redis"
         );
         let closed = Arc::new(AtomicBool::new(false));
