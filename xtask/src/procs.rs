@@ -87,7 +87,8 @@ pub(crate) fn kill(pid: u32) {
         .status();
 }
 
-/// Whether a process with this pid is a running (not zombie) redis-server.
+/// Whether a process with this pid is a running (not zombie) server: `redis-server`,
+/// `valkey-server`, or the binary `--server` chose (the kernel keeps 15 bytes of a name).
 pub(crate) fn is_redis_server(pid: u32) -> bool {
     let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
         return false;
@@ -96,5 +97,15 @@ pub(crate) fn is_redis_server(pid: u32) -> bool {
     let zombie = status
         .lines()
         .any(|l| l.starts_with("State:") && l.contains('Z'));
-    name.contains("redis-server") && !zombie
+    let name = name.trim_start_matches("Name:").trim();
+    let chosen = [
+        kaiju_testkit::server_path(),
+        kaiju_testkit::tls_server_path(),
+    ]
+    .into_iter()
+    .flatten()
+    .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+    .any(|n| !name.is_empty() && n.starts_with(name));
+    let known = name.contains("redis-server") || name.contains("valkey-server") || chosen;
+    known && !zombie
 }

@@ -14,7 +14,7 @@ enum Backend {
     Docker(DockerOptions),
 }
 
-const USAGE: &str = "usage: cargo xtask test [--interop] [--local | --docker [--image <image>] \
+const USAGE: &str = "usage: cargo xtask test [--server <server>] [--interop] [--local | --docker [--image <image>] \
                      [--pull] [--server-cmd <binary>]] [-- <cargo test args>]";
 
 /// What the flags of `cargo xtask test` ask for.
