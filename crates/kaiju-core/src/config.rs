@@ -146,6 +146,13 @@ pub struct RedisSettings {
     pub reconnect_max_delay_ms: u64,
     /// Reconnect attempts before giving up; `0` retries forever. Default: `0`.
     pub reconnect_max_attempts: u32,
+    /// Whether to probe the newer servers' optional commands at connect time (kaiju-transport's
+    /// `Feature`s). `None` probes unless the connection is an ACL user other than `default`:
+    /// the probes name a key of their own (`{kaiju-probe}:...`), which a least-privilege user
+    /// may not touch, and a refused probe would be written to the server's `ACL LOG`. `Some(true)`
+    /// always probes (grant the user kaiju-transport's "feature probes" ACL row);
+    /// `Some(false)` never does (the Redis 7 paths on any server). Default: `None`.
+    pub probe_features: Option<bool>,
 }
 
 /// The longest timeout or reconnect delay a setting may give, in ms: a day.
@@ -174,6 +181,7 @@ impl Default for RedisSettings {
             reconnect_min_delay_ms: 50,
             reconnect_max_delay_ms: 1000,
             reconnect_max_attempts: 0,
+            probe_features: None,
         }
     }
 }
@@ -327,6 +335,7 @@ impl fmt::Debug for RedisSettings {
             .field("reconnect_min_delay_ms", &self.reconnect_min_delay_ms)
             .field("reconnect_max_delay_ms", &self.reconnect_max_delay_ms)
             .field("reconnect_max_attempts", &self.reconnect_max_attempts)
+            .field("probe_features", &self.probe_features)
             .finish()
     }
 }

@@ -32,6 +32,17 @@ pub enum StreamError {
     /// Redis-compatible, or a key of another type).
     #[error("unexpected reply from Redis: {0}")]
     Protocol(String),
+    /// A stream's ids cannot be repaired in place on this server: Redis 7.2+ and Valkey never
+    /// set a stream's last id back past an entry deleted from it, and the entries ahead were
+    /// just moved to the dead letters (nothing is lost). See the kaiju-streams README,
+    /// "Repairing ids", for what to do.
+    #[error(
+        "{stream} cannot be repaired in place: this server never sets a stream's last id back past a deleted entry (Redis 7.2+, Valkey); the entries ahead were moved to the dead letters and nothing is lost; copy the stream to a new key to mend it (see the kaiju-streams README, \"Repairing ids\")"
+    )]
+    NotRepairableInPlace {
+        /// The stream.
+        stream: String,
+    },
     /// Some entries of a [`write_many`](crate::StreamWriter::write_many) were written and
     /// others were not (or it is not known whether they were). Do not write the whole batch
     /// again: `ids[i]` is the id of entry `i` if it was written.

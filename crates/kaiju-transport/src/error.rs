@@ -158,6 +158,13 @@ impl TransportError {
         matches!(self, Self::Server { message, .. } if message.contains("exhausted the last possible ID"))
     }
 
+    /// Whether an `XSETID` was refused because the id is below one deleted from the stream:
+    /// Redis 7.2+ and Valkey never set a stream's last id back past a deleted entry (Redis 7.0
+    /// did, when told the deleted id with `MAXDELETEDID`).
+    pub fn is_last_id_below_deleted(&self) -> bool {
+        matches!(self, Self::Server { message, .. } if message.contains("smaller than current max_deleted_entry_id"))
+    }
+
     /// Whether the server refused to run a script at all, so none of it ran: the ACL user may
     /// not call `EVALSHA` ([`NoPermission`](Self::NoPermission)), or the command is renamed
     /// away (unknown). The same work sent as plain commands may still succeed; a script refused
@@ -246,6 +253,12 @@ impl From<FredError> for TransportError {
 }
 
 impl TransportError {
+    /// Classifies `error` without counting it: for replies that are expected to be errors
+    /// (the capability probes), which are no trouble to report.
+    pub(crate) fn uncounted(error: &FredError) -> Self {
+        Self::classified(error.clone())
+    }
+
     /// The `kind` label of an error: its variant, in snake case (a fixed set).
     pub(crate) fn kind(&self) -> &'static str {
         match self {

@@ -12,9 +12,11 @@
 use std::fmt;
 
 use fred::clients::Pool;
-use fred::error::Error as FredError;
 use fred::interfaces::ClientLike;
 use fred::types::{ClusterHash, CustomCommand, Value};
+use kaiju_core::RedisSettings;
+
+use crate::TransportError;
 
 /// The environment variable that turns probed features off: a comma-separated list of
 /// [`Feature::name`]s, or `all` (the Redis 7 paths, on any server).
@@ -157,7 +159,7 @@ impl Feature {
     /// Whether `reply` to [`probe`](Self::probe) is the answer of a server that has the
     /// feature: the probe parsed and ran (a reply), or it parsed and found no group (`NOGROUP`,
     /// the stream probes on a key that does not exist). Anything else means absent.
-    pub(crate) fn present(self, reply: &Result<Value, FredError>) -> bool {
+    pub(crate) fn present(self, reply: &Result<Value, TransportError>) -> bool {
         match reply {
             Ok(Value::Null) => matches!(self, Feature::XAddIdmp | Feature::SetIfEq),
             Ok(Value::Integer(_)) => matches!(
@@ -170,13 +172,11 @@ impl Feature {
             ),
             Ok(Value::Array(_)) => matches!(self, Feature::XAckDel),
             Ok(_) => false,
-            Err(e) => {
-                e.details().starts_with("NOGROUP")
-                    && matches!(
-                        self,
-                        Feature::XReadGroupClaim | Feature::XNack | Feature::XAckDel
-                    )
-            }
+            Err(TransportError::NoGroup { .. }) => matches!(
+                self,
+                Feature::XReadGroupClaim | Feature::XNack | Feature::XAckDel
+            ),
+            Err(_) => false,
         }
     }
 }
@@ -249,9 +249,30 @@ impl FromIterator<Feature> for Features {
     }
 }
 
+/// Whether `settings` ask for probing: [`RedisSettings::probe_features`], whose default probes
+/// unless the connection is an ACL user other than `default` (a least-privilege user may not
+/// touch the probe key, and every refusal would land in the server's `ACL LOG`).
+pub(crate) fn wanted(settings: &RedisSettings) -> bool {
+    settings.probe_features.unwrap_or_else(|| {
+        settings
+            .username
+            .as_deref()
+            .is_none_or(|user| user == "default")
+    })
+}
+
 /// Probes every feature in one pipeline on one pooled connection, less those
-/// [`FEATURES_OFF_ENV`] turns off. A probe that fails in any way counts as absent.
-pub(crate) async fn probe(pool: &Pool) -> Features {
+/// [`FEATURES_OFF_ENV`] turns off, if `settings` ask for it ([`wanted`]). A probe that fails in
+/// any way counts as absent.
+pub(crate) async fn probe(pool: &Pool, settings: &RedisSettings) -> Features {
+    if !wanted(settings) {
+        tracing::info!(
+            "the newer servers' optional commands are not probed for an ACL user (probe_features \
+             unset): the Redis 7 paths are used; grant the \"feature probes\" ACL row and set \
+             probe_features to use them"
+        );
+        return Features::NONE;
+    }
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
@@ -265,7 +286,12 @@ pub(crate) async fn probe(pool: &Pool) -> Features {
         // Queued: the reply comes with the pipeline's.
         let _: Result<Value, _> = pipeline.custom(command, args).await;
     }
-    let replies = pipeline.try_all::<Value>().await;
+    let replies: Vec<Result<Value, TransportError>> = pipeline
+        .try_all::<Value>()
+        .await
+        .into_iter()
+        .map(|reply| reply.map_err(|e| TransportError::uncounted(&e)))
+        .collect();
     let mut found: Features = Feature::ALL
         .into_iter()
         .zip(replies.iter())
@@ -293,6 +319,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn acl_users_are_probed_only_when_asked() {
+        let mut settings = RedisSettings::default();
+        assert!(wanted(&settings));
+        settings.username = Some("default".to_owned());
+        assert!(wanted(&settings));
+        settings.username = Some("shop-app".to_owned());
+        assert!(!wanted(&settings));
+        settings.probe_features = Some(true);
+        assert!(wanted(&settings));
+        settings.username = None;
+        settings.probe_features = Some(false);
+        assert!(!wanted(&settings));
+    }
+
+    #[test]
     fn names_round_trip_and_off_lists_parse() {
         for feature in Feature::ALL {
             assert_eq!(Feature::from_name(feature.name()), Some(feature));
@@ -311,16 +352,19 @@ mod tests {
 
     #[test]
     fn only_the_expected_answer_means_present() {
-        let syntax = Err(FredError::new(
-            fred::error::ErrorKind::Unknown,
-            "ERR syntax error",
-        ));
-        let nogroup = Err(FredError::new(
-            fred::error::ErrorKind::Unknown,
-            "NOGROUP No such key 'k' or consumer group 'g'",
-        ));
+        let syntax = Err(TransportError::Server {
+            code: "ERR".to_owned(),
+            message: "ERR syntax error".to_owned(),
+        });
+        let denied = Err(TransportError::NoPermission {
+            message: "denied".to_owned(),
+        });
+        let nogroup = Err(TransportError::NoGroup {
+            message: "no such key or consumer group".to_owned(),
+        });
         for feature in Feature::ALL {
             assert!(!feature.present(&syntax), "{feature}");
+            assert!(!feature.present(&denied), "{feature}");
         }
         assert!(Feature::XReadGroupClaim.present(&nogroup));
         assert!(!Feature::SetIfEq.present(&nogroup));

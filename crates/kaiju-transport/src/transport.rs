@@ -104,7 +104,7 @@ impl Transport {
             }
         };
         let mut capabilities = Capabilities::from_info(&info);
-        capabilities.features = crate::features::probe(&pool).await;
+        capabilities.features = crate::features::probe(&pool, settings).await;
         tracing::info!(
             ?deployment,
             kind = ?capabilities.kind,

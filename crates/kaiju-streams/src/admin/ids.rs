@@ -217,6 +217,16 @@ pub async fn repair_ids(
     for _ in 0..3 {
         let now = server_time_ms(transport, stream).await?;
         let cutoff = cutoff(now, max_ahead);
+        if !last_id_settable_back(transport)
+            && stream_info(transport, stream)
+                .await?
+                .is_some_and(|info| info.last_id > cutoff)
+        {
+            // Refused before anything moves: the last id could never be set back.
+            return Err(StreamError::NotRepairableInPlace {
+                stream: stream.to_owned(),
+            });
+        }
         let moved = move_ahead(transport, stream, dead, cutoff, now).await?;
         done.moved += moved.all;
         done.moved_handled += moved.handled;
@@ -258,6 +268,11 @@ pub async fn repair_ids(
             .await
             .classify();
         if let Err(e) = set {
+            if e.is_last_id_below_deleted() {
+                return Err(StreamError::NotRepairableInPlace {
+                    stream: stream.to_owned(),
+                });
+            }
             // Refused because an entry ahead arrived between the check and XSETID: move it
             // too. Any other refusal (a permission, a server error) is the caller's to see.
             let top = stream_info(transport, stream).await?.and_then(|i| i.top);
@@ -505,6 +520,44 @@ async fn repair_dead_on(
             .max()
             .unwrap_or(StreamId { ms: now, seq: 0 });
         let target_text = target.to_string();
+        let groups: Vec<HashMap<String, Value>> = client.xinfo_groups(dead).await.classify()?;
+        if groups.is_empty() {
+            // No group reads it (kaiju creates none): the stream is written again whole, which
+            // every server allows (Redis 7.2+ and Valkey never set a last id back in place).
+            let kept: Value = client
+                .xrange(dead, "-", cutoff.to_string().as_str(), None)
+                .await
+                .classify()?;
+            let kept = super::raw_entries(kept)?;
+            let tx = client.multi();
+            let _: () = tx.del(dead).await.classify()?;
+            for (id, fields) in &kept {
+                let _: () = tx
+                    .xadd(dead, false, None, id.as_str(), entry_fields(fields))
+                    .await
+                    .classify()?;
+            }
+            for (id, fields) in &ahead {
+                let mut entry = entry_fields(fields);
+                entry.push((
+                    "repaired-from-id".into(),
+                    Value::Bytes(Bytes::copy_from_slice(id.as_bytes())),
+                ));
+                let _: () = tx.xadd(dead, false, None, "*", entry).await.classify()?;
+            }
+            if !exec_applied(tx, dead).await? {
+                continue; // the key changed after WATCH (a letter was written): nothing applied
+            }
+            done.last_id_after = Some(target_text);
+            done.rewritten += ahead.len() as u64;
+            return Ok(done);
+        }
+        if !last_id_settable_back(transport) {
+            let _: () = client.unwatch().await.classify()?;
+            return Err(StreamError::NotRepairableInPlace {
+                stream: dead.to_owned(),
+            });
+        }
         let tx = client.multi();
         if !ahead.is_empty() {
             let ids: Vec<&str> = ahead.iter().map(|(id, _)| id.as_str()).collect();
@@ -521,27 +574,14 @@ async fn repair_dead_on(
         }
         let _: () = tx.custom(command("XSETID"), args).await.classify()?;
         for (id, fields) in &ahead {
-            let mut entry: Vec<(Key, Value)> = fields
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        Key::from(Bytes::copy_from_slice(k)),
-                        Value::Bytes(v.clone()),
-                    )
-                })
-                .collect();
+            let mut entry = entry_fields(fields);
             entry.push((
                 "repaired-from-id".into(),
                 Value::Bytes(Bytes::copy_from_slice(id.as_bytes())),
             ));
             let _: () = tx.xadd(dead, false, None, "*", entry).await.classify()?;
         }
-        let applied: Value = tx
-            .exec(true)
-            .await
-            .classify()
-            .map_err(|e| StreamError::Protocol(format!("cannot repair {dead}: {e}")))?;
-        if applied.is_null() {
+        if !exec_applied(tx, dead).await? {
             continue; // the key changed after WATCH (a letter was written): nothing applied
         }
         done.last_id_after = Some(target_text);
@@ -551,6 +591,34 @@ async fn repair_dead_on(
     Err(StreamError::Protocol(format!(
         "{dead} kept changing while it was repaired (a writer is still at work; stop it and run the repair again); nothing was changed"
     )))
+}
+
+/// Runs a `MULTI` under `WATCH`: `false` when the watched key changed, so nothing was applied.
+async fn exec_applied(tx: kaiju_transport::fred::clients::Transaction, dead: &str) -> Result<bool> {
+    let applied: Value = tx
+        .exec(true)
+        .await
+        .classify()
+        .map_err(|e| StreamError::Protocol(format!("cannot repair {dead}: {e}")))?;
+    Ok(!applied.is_null())
+}
+
+/// A raw entry's fields as XADD takes them.
+fn entry_fields(fields: &[(Bytes, Bytes)]) -> Vec<(Key, Value)> {
+    fields
+        .iter()
+        .map(|(k, v)| (Key::from(k.clone()), Value::Bytes(v.clone())))
+        .collect()
+}
+
+/// Whether the server sets a stream's last id back past a deleted entry when told that entry
+/// (`XSETID ... MAXDELETEDID`): Redis before 7.2 only. Redis 7.2 made it refuse, and Valkey
+/// (which reports `redis_version:7.2.4`) followed. A behaviour, not a command: no probe finds
+/// it without changing a stream.
+fn last_id_settable_back(transport: &Transport) -> bool {
+    let caps = transport.capabilities();
+    caps.kind == kaiju_transport::ServerKind::Redis
+        && caps.redis_version < kaiju_transport::Version::new(7, 2, 0)
 }
 
 /// A `command` sent to the node of `key`.
