@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kaiju_core::{Msgpack, key_slot};
-use kaiju_transport::fred::prelude::*;
 use kaiju_transport::fred::clients::{Client, Pipeline};
+use kaiju_transport::fred::prelude::*;
 use kaiju_transport::fred::types::{ClusterHash, CustomCommand, Expiration, SetOptions, Value};
 use kaiju_transport::{Classify, Feature, Transport};
 use serde::Serialize;
