@@ -4,9 +4,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kaiju_core::{Msgpack, key_slot};
+use kaiju_transport::fred::clients::{Client, Pipeline};
 use kaiju_transport::fred::prelude::*;
-use kaiju_transport::fred::types::{Expiration, SetOptions, Value};
-use kaiju_transport::{Classify, Transport};
+use kaiju_transport::fred::types::{ClusterHash, CustomCommand, Expiration, SetOptions, Value};
+use kaiju_transport::{Classify, Feature, Transport};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -194,9 +195,11 @@ impl Cache {
 
     /// Stores every `(key, value)`, expiring after `ttl` if given.
     ///
-    /// Without a TTL this is one `MSET` per cluster slot (atomic within a slot). With a TTL each
-    /// key is a `SET ... PX`, so every value appears together with its expiry; all in one
-    /// pipeline.
+    /// Without a TTL this is one `MSET` per cluster slot (atomic within a slot). With a TTL,
+    /// where the server has `MSETEX` ([`Feature::MSetEx`]: Redis 8.4+, Valkey 9.1+), one
+    /// `MSETEX ... PX` per cluster slot (atomic within a slot, values and expiries together);
+    /// elsewhere each key is a `SET ... PX`, so every value appears together with its expiry.
+    /// All in one pipeline.
     pub async fn mset<T: Serialize, K: AsRef<str>>(
         &self,
         items: &[(K, T)],
@@ -207,8 +210,45 @@ impl Cache {
             encoded.push((key.as_ref(), encode(self.codec, key.as_ref(), value)?));
         }
         let pipeline = self.transport.client().pipeline();
+        let msetex = self.transport.capabilities().has(Feature::MSetEx);
+        match ttl {
+            Some(ttl) if msetex => {
+                let keys: Vec<&str> = encoded.iter().map(|(k, _)| *k).collect();
+                for group in self.groups(&keys) {
+                    let Some(&first) = group.first() else {
+                        continue;
+                    };
+                    // MSETEX numkeys key value ... PX ms; routed by the group's slot.
+                    let mut args: Vec<Value> = Vec::with_capacity(group.len() * 2 + 3);
+                    args.push(Value::Integer(group.len() as i64));
+                    for &i in &group {
+                        args.push(encoded[i].0.into());
+                        args.push(Value::Bytes(encoded[i].1.clone()));
+                    }
+                    args.extend(["PX".into(), Value::Integer(ttl_ms(ttl))]);
+                    let slot = key_slot(encoded[first].0.as_bytes());
+                    let command =
+                        CustomCommand::new_static("MSETEX", ClusterHash::Custom(slot), false);
+                    let _: Value = pipeline.custom(command, args).await.classify()?;
+                }
+            }
+            _ => self.mset_piped(&pipeline, &encoded, ttl).await?,
+        }
+        for reply in all(&pipeline).await {
+            reply?;
+        }
+        Ok(())
+    }
+
+    /// `mset` without `MSETEX`: queues `SET ... PX` per key (with a TTL) or `MSET` per slot.
+    async fn mset_piped(
+        &self,
+        pipeline: &Pipeline<Client>,
+        encoded: &[(&str, Bytes)],
+        ttl: Option<Duration>,
+    ) -> Result<()> {
         if let Some(ttl) = ttl {
-            for (key, bytes) in &encoded {
+            for (key, bytes) in encoded {
                 let _: Value = pipeline
                     .set(
                         *key,
@@ -229,9 +269,6 @@ impl Cache {
                     .collect();
                 pipeline.mset(pairs).await.classify()?;
             }
-        }
-        for reply in all(&pipeline).await {
-            reply?;
         }
         Ok(())
     }

@@ -21,7 +21,7 @@ pub use settings::{
     DEFAULT_MAX_DECODED_BYTES, DEFAULT_MAX_ENTRY_BYTES, ListenerSettings, MAX_BATCH_SIZE,
     MAX_PARALLEL_BATCHES,
 };
-pub use writer::{MAX_BYTES_PER_CALL, MAX_ENTRIES_PER_CALL, Outgoing, StreamWriter};
+pub use writer::{MAX_BYTES_PER_CALL, MAX_ENTRIES_PER_CALL, MAX_SENDS, Outgoing, StreamWriter};
 
 /// The Lua scripts the writer and the listener run, for an admin to load as functions
 /// ([`Script::load_function`](kaiju_transport::Script::load_function), `kaiju functions load`).

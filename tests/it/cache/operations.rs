@@ -10,7 +10,8 @@ use kaiju_core::Namespace;
 use kaiju_tests::{Target, eventually, on_all};
 use kaiju_transport::fred::prelude::*;
 use kaiju_transport::fred::types::Value;
-use kaiju_transport::{Transport, TransportError};
+use kaiju_transport::fred::types::{ClusterHash, CustomCommand, InfoKind};
+use kaiju_transport::{Feature, Transport, TransportError};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -179,17 +180,20 @@ async fn bulk_operations_keep_request_order(t: &Transport, ns: &Namespace, _: Ta
     assert_eq!(cache.delete(&keys).await.unwrap(), 200);
     assert_eq!(cache.exists(&keys).await.unwrap(), 0);
 
-    // With a TTL every key gets it.
+    // With a TTL every key gets it, and its value (MSETEX per slot where the server has it,
+    // else SET ... PX per key: both read back the same).
     cache
-        .mset(&items[..10], Some(Duration::from_secs(30)))
+        .mset(&items, Some(Duration::from_secs(30)))
         .await
         .unwrap();
-    for key in &keys[..10] {
+    let values: Vec<Option<i64>> = cache.mget(&keys).await.unwrap();
+    assert_eq!(values, (0..200).map(Some).collect::<Vec<_>>());
+    for key in &keys {
         let ttl: i64 = t.pool().pttl(key.as_str()).await.unwrap();
         assert!((20_000..=30_000).contains(&ttl), "{key}: {ttl}");
     }
     assert!(cache.mget::<i64, &str>(&[]).await.unwrap().is_empty());
-    cache.delete(&keys[..10]).await.unwrap();
+    cache.delete(&keys).await.unwrap();
 }
 
 async fn hashes(t: &Transport, ns: &Namespace, _: Target) {
@@ -526,4 +530,45 @@ async fn near_cache_forgets_everything_when_its_connection_drops() {
     )
     .await;
     other.delete(&[&key]).await.unwrap();
+}
+
+/// `mset` with a TTL is one `MSETEX` where the server has it (Redis 8.4+, Valkey 9.1+), and
+/// `SET ... PX` per key elsewhere (Redis 7, `KAIJU_REDIS_FEATURES_OFF`): counted by the
+/// server's command stats on a server of this test's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mset_with_a_ttl_uses_msetex_where_the_server_has_it() {
+    let Some((_server, t)) = kaiju_tests::own_server().await else {
+        return;
+    };
+    let ns = kaiju_tests::namespace();
+    let cache = Cache::new(t.clone());
+    let keys: Vec<_> = (0..5).map(|i| ns.key(&format!("k{i}")).unwrap()).collect();
+    let items: Vec<_> = keys.iter().map(|k| (k, 7_i64)).collect();
+    let reset = CustomCommand::new_static("CONFIG", ClusterHash::Random, false);
+    let _: Value = t.pool().custom(reset, vec!["RESETSTAT"]).await.unwrap();
+    cache
+        .mset(&items, Some(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    let stats: String = t.pool().info(Some(InfoKind::CommandStats)).await.unwrap();
+    let calls = |command: &str| {
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    if t.capabilities().has(Feature::MSetEx) {
+        assert_eq!((calls("msetex"), calls("set")), (1, 0), "{stats}");
+    } else {
+        assert_eq!((calls("msetex"), calls("set")), (0, 5), "{stats}");
+    }
+    let values: Vec<Option<i64>> = cache.mget(&keys).await.unwrap();
+    assert_eq!(values, vec![Some(7); 5]);
+    for key in &keys {
+        let ttl: i64 = t.pool().pttl(key.as_str()).await.unwrap();
+        assert!((20_000..=30_000).contains(&ttl), "{key}: {ttl}");
+    }
+    t.close().await.unwrap();
 }

@@ -10,9 +10,9 @@ use kaiju_streams::{
 use kaiju_tests::acl::acl;
 use kaiju_tests::proxy::Proxy;
 use kaiju_tests::{Target, on_both};
-use kaiju_transport::Transport;
 use kaiju_transport::fred::prelude::*;
 use kaiju_transport::fred::types::{ClusterHash, CustomCommand, Value};
+use kaiju_transport::{Feature, Transport};
 
 on_both!(
     write_many_keeps_order_and_ids_across_calls_and_streams,
@@ -109,9 +109,9 @@ fn retryable(error: &StreamError) -> bool {
     matches!(error, StreamError::Transport(e) if e.is_retryable())
 }
 
-/// A call whose reply is lost may or may not have written its entries: the rest of that
-/// stream's batch is not sent after it (it could overtake them when the caller writes them
-/// again). One stream only: calls for other streams go at the same time, and the proxy drops
+/// A call whose reply is lost may or may not have written its entries: without IDMP, the rest
+/// of that stream's batch is not sent after it (it could overtake them when the caller writes
+/// them again); with IDMP (Redis 8.6+) the call is sent again and appends nothing twice. One stream only: calls for other streams go at the same time, and the proxy drops
 /// whichever reply comes first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_reply_stops_the_rest_of_that_streams_batch() {
@@ -134,12 +134,21 @@ async fn a_lost_reply_stops_the_rest_of_that_streams_batch() {
     proxy.drop_next_reply();
     let result = StreamWriter::new(t.clone()).write_many(entries).await;
     assert_eq!(proxy.dropped(), 1);
-    // The first call ran (its reply was dropped); the second was never sent.
     let len: u64 = t.pool().xlen(stream.as_str()).await.unwrap();
-    assert_eq!(len, MAX_ENTRIES_PER_CALL as u64);
-    match result {
-        Err(error) => assert!(retryable(&error), "{error}"),
-        Ok(ids) => panic!("a lost reply reported as written: {} ids", ids.len()),
+    if t.capabilities().has(Feature::XAddIdmp) {
+        // The first call ran (its reply was dropped) and was sent again with the same IDMP
+        // ids: nothing appended twice, every entry's id reported, in order.
+        let ids = result.unwrap();
+        assert_eq!(len, (MAX_ENTRIES_PER_CALL + 500) as u64);
+        let stored: Vec<String> = stored(&t, &stream).await.into_iter().map(|e| e.0).collect();
+        assert_eq!(ids, stored);
+    } else {
+        // The first call ran (its reply was dropped); the second was never sent.
+        assert_eq!(len, MAX_ENTRIES_PER_CALL as u64);
+        match result {
+            Err(error) => assert!(retryable(&error), "{error}"),
+            Ok(ids) => panic!("a lost reply reported as written: {} ids", ids.len()),
+        }
     }
     let _: i64 = t.pool().del(stream.as_str()).await.unwrap();
     t.close().await.unwrap();

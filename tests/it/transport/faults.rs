@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 use kaiju_streams::{Headers, StreamWriter};
 use kaiju_tests::proxy::Proxy;
 use kaiju_transport::fred::prelude::*;
-use kaiju_transport::{Transport, TransportError};
+use kaiju_transport::fred::types::Value;
+use kaiju_transport::{Feature, Transport, TransportError};
 
 /// A transport through `proxy`, with one connection so the proxy sees every command.
 async fn through(proxy: &Proxy) -> Transport {
@@ -14,6 +15,10 @@ async fn through(proxy: &Proxy) -> Transport {
     Transport::connect(&settings).await.unwrap()
 }
 
+/// A write whose reply is lost. On a server with `XADD ... IDMP` (Redis 8.6+) the writer sends
+/// it again with the same ids: the caller gets the entry's id once and the stream grows by
+/// exactly one. Elsewhere (Redis 7, Valkey, `KAIJU_REDIS_FEATURES_OFF`) it is written once and
+/// the caller hears that it may have been: never a duplicate either way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_whose_reply_is_lost_is_not_written_twice() {
     let Some(port) = kaiju_tests::single_port() else {
@@ -28,16 +33,31 @@ async fn a_write_whose_reply_is_lost_is_not_written_twice() {
         .write(&stream, &("m".to_owned(), 1_i64), Headers::new())
         .await;
     assert_eq!(proxy.dropped(), 1);
-    // The XADD ran once; its reply was lost, so the caller hears of a lost connection (the
-    // write may or may not have happened) instead of a silent second entry.
-    match written {
-        Err(kaiju_streams::StreamError::Transport(e)) => {
-            assert!(matches!(e, TransportError::Connection { .. }), "{e:?}")
-        }
-        other => panic!("expected a lost connection, got {other:?}"),
-    }
     let len: u64 = t.pool().xlen(stream.as_str()).await.unwrap();
-    assert_eq!(len, 1, "the write was sent again behind the caller's back");
+    assert_eq!(len, 1, "the write was appended twice");
+    if t.capabilities().has(Feature::XAddIdmp) {
+        // Resent with the same ids: the id of the one entry, once.
+        let id = written.unwrap();
+        let entries: Vec<(String, std::collections::HashMap<String, Value>)> = t
+            .pool()
+            .xrange(stream.as_str(), "-", "+", None)
+            .await
+            .unwrap();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].0, id);
+        // An ordinary entry: the one field `_`, as Python kaiju reads it.
+        let fields: Vec<&String> = entries[0].1.keys().collect();
+        assert_eq!(fields, vec!["_"]);
+    } else {
+        // The XADD ran once; its reply was lost, so the caller hears of a lost connection (the
+        // write may or may not have happened) instead of a silent second entry.
+        match written {
+            Err(kaiju_streams::StreamError::Transport(e)) => {
+                assert!(matches!(e, TransportError::Connection { .. }), "{e:?}")
+            }
+            other => panic!("expected a lost connection, got {other:?}"),
+        }
+    }
 
     // An idempotent read on the pool is sent again after the reconnect: no error at all.
     proxy.drop_next_reply();
@@ -45,6 +65,54 @@ async fn a_write_whose_reply_is_lost_is_not_written_twice() {
     assert_eq!((again, proxy.dropped()), (1, 2));
     let _: i64 = t.pool().del(stream.as_str()).await.unwrap();
     t.close().await.unwrap();
+}
+
+/// No send of a write gets a reply (a network that swallows everything): the writer stops
+/// after `MAX_SENDS` timeouts and says the write may have been applied. Nothing reached the
+/// server here, so nothing was appended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_that_never_gets_a_reply_gives_up_after_max_sends() {
+    let Some(port) = kaiju_tests::single_port() else {
+        return;
+    };
+    let proxy = Proxy::start(port).await.unwrap();
+    let settings = kaiju_core::RedisSettings {
+        command_timeout_ms: 300,
+        ..proxy.settings()
+    };
+    let t = Transport::connect(&settings).await.unwrap();
+    if !t.capabilities().has(Feature::XAddIdmp) {
+        // One send only: the test above covers it.
+        t.close().await.unwrap();
+        return;
+    }
+    let stream = kaiju_tests::namespace().stream("rpc").unwrap();
+    let writer = StreamWriter::new(t.clone());
+    proxy.black_hole(true);
+    let started = Instant::now();
+    let written = writer
+        .write(&stream, &("m".to_owned(), 1_i64), Headers::new())
+        .await;
+    let took = started.elapsed();
+    proxy.black_hole(false);
+    match written {
+        Err(kaiju_streams::StreamError::Transport(e)) => assert!(e.is_retryable(), "{e:?}"),
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    // Each send waited its timeout: more than one send, and a bounded number.
+    let sends = kaiju_streams::MAX_SENDS;
+    assert!(
+        took >= Duration::from_millis(300 * u64::from(sends)),
+        "{took:?}"
+    );
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    let direct = kaiju_tests::connect(kaiju_tests::Target::Single)
+        .await
+        .unwrap();
+    let len: u64 = direct.pool().xlen(stream.as_str()).await.unwrap();
+    assert_eq!(len, 0);
+    t.close().await.unwrap();
+    direct.close().await.unwrap();
 }
 
 /// A server that stalls for 3 s (SIGSTOP) is slow, not dead: a write in flight completes once

@@ -18,11 +18,11 @@ use std::task::Poll;
 use bytes::Bytes;
 use kaiju_core::Key;
 use kaiju_transport::fred::prelude::*;
-use kaiju_transport::fred::types::Value;
+use kaiju_transport::fred::types::{ClusterHash, CustomCommand, Value};
 use kaiju_transport::{Classify, Script, TransportError};
 use serde::Serialize;
 
-use super::{Outgoing, StreamWriter};
+use super::{Outgoing, StreamWriter, idmp};
 use crate::envelope::PAYLOAD_FIELD;
 use crate::{Result, StreamError};
 
@@ -69,9 +69,16 @@ impl StreamWriter {
     /// outcome is unknown, so writing the rest again keeps their order). Any other error means
     /// no entry is *known* to be written: after a
     /// [`Timeout`](kaiju_transport::TransportError::Timeout) or a lost
-    /// [`Connection`](kaiju_transport::TransportError::Connection) they may all have been
-    /// (every call is sent once, never resent), so writing them again may duplicate them; give
-    /// entries an idempotency key in their headers when that matters.
+    /// [`Connection`](kaiju_transport::TransportError::Connection) they may all have been, so
+    /// writing them again may duplicate them; give entries an idempotency key in their headers
+    /// when that matters.
+    ///
+    /// Where the server has `XADD ... IDMP` ([`Feature::XAddIdmp`](kaiju_transport::Feature),
+    /// Redis 8.6+), every entry carries IDMP ids (as [`write`](Self::write)'s), and a call or
+    /// pipelined entry whose reply was lost is sent again with the same ids, at most
+    /// [`MAX_SENDS`](super::MAX_SENDS) times in all: it is appended once, and its id is
+    /// reported. Only when every send's reply was lost is the outcome unknown as above.
+    /// Elsewhere every call is sent once, never resent.
     pub async fn write_many<B: Serialize + ?Sized>(
         &self,
         entries: Vec<Outgoing<'_, B>>,
@@ -128,10 +135,18 @@ impl StreamWriter {
         while !rest.is_empty() {
             let (chunk, after) = rest.split_at(chunk_len(rest, encoded));
             rest = after;
-            let payloads = chunk
+            let payloads: Vec<Bytes> = chunk
                 .iter()
-                .filter_map(|&i| encoded.get(i).map(|e| e.1.clone()));
-            match self.append(stream, payloads).await {
+                .filter_map(|&i| encoded.get(i).map(|e| e.1.clone()))
+                .collect();
+            let sent = if self.idmp() {
+                // The same numbers on each send: a resend appends nothing twice.
+                let first = self.producer.take(chunk.len() as u64);
+                idmp::resend(|| self.append(stream, &payloads, Some(first))).await
+            } else {
+                self.append(stream, &payloads, None).await
+            };
+            match sent {
                 Ok(ids) => {
                     if ids.len() != chunk.len() {
                         let error = protocol("the append script returned a wrong number of ids");
@@ -159,14 +174,28 @@ impl StreamWriter {
     }
 
     /// Appends payloads to one stream in one call (written once): each entry's id or error.
+    /// With `first`, the entries carry IDMP ids (numbers `first..`), so the same call may be
+    /// sent again.
     async fn append(
         &self,
         stream: &Key,
-        payloads: impl Iterator<Item = Bytes>,
+        payloads: &[Bytes],
+        first: Option<u64>,
     ) -> Result<Vec<Result<String>>> {
         let cap = self.cap_value().map(|n| n.to_string()).unwrap_or_default();
-        let mut args: Vec<Value> = vec![PAYLOAD_FIELD.into(), cap.into()];
-        args.extend(payloads.map(Value::Bytes));
+        let producer = if first.is_some() {
+            self.producer.id()
+        } else {
+            ""
+        };
+        let mut args: Vec<Value> = vec![
+            PAYLOAD_FIELD.into(),
+            cap.into(),
+            producer.into(),
+            first.unwrap_or(0).to_string().into(),
+            idmp::BLOCK.to_string().into(),
+        ];
+        args.extend(payloads.iter().cloned().map(Value::Bytes));
         let replies: Vec<Value> = XADD_MANY
             .run_once(&self.transport, vec![stream.as_str()], args)
             .await?;
@@ -191,34 +220,85 @@ impl StreamWriter {
             .collect())
     }
 
-    /// Entries in one pipeline of `XADD`s (written once).
+    /// Entries in one pipeline of `XADD`s (written once). Where the server has `XADD ... IDMP`,
+    /// each entry carries IDMP ids and the entries whose reply was lost are sent again (in
+    /// order, with the same ids), at most [`MAX_SENDS`](super::MAX_SENDS) times in all.
     async fn pipelined(&self, encoded: &[(&Key, Bytes)], positions: Vec<usize>) -> Outcomes {
+        if !self.idmp() {
+            return self.pipeline_once(encoded, &positions, None).await;
+        }
+        let first = self.producer.take(positions.len() as u64);
+        // Each position with its number, fixed for every send.
+        let mut pending: Vec<(usize, u64)> = positions.into_iter().zip(first..).collect();
+        let mut outcomes = Vec::with_capacity(pending.len());
+        let mut sent = 1;
+        loop {
+            let (at, numbers): (Vec<usize>, Vec<u64>) = pending.iter().copied().unzip();
+            let replies = self.pipeline_once(encoded, &at, Some(&numbers)).await;
+            let mut unknown = Vec::new();
+            for ((i, outcome), n) in replies.into_iter().zip(numbers) {
+                match outcome {
+                    Err(e) if idmp::outcome_unknown(&e) && sent < idmp::MAX_SENDS => {
+                        unknown.push((i, n));
+                    }
+                    outcome => outcomes.push((i, outcome)),
+                }
+            }
+            if unknown.is_empty() {
+                return outcomes;
+            }
+            pending = unknown;
+            tokio::time::sleep(idmp::RESEND_PAUSE * sent).await;
+            sent += 1;
+        }
+    }
+
+    /// One pipeline of `XADD`s, written once; with `numbers`, each carries the IDMP ids of its
+    /// number.
+    async fn pipeline_once(
+        &self,
+        encoded: &[(&Key, Bytes)],
+        positions: &[usize],
+        numbers: Option<&[u64]>,
+    ) -> Outcomes {
         let pipeline = self.transport.pipeline_once();
-        for &i in &positions {
+        for (k, &i) in positions.iter().enumerate() {
             let Some((stream, payload)) = encoded.get(i) else {
                 continue;
             };
-            let queued: std::result::Result<Value, _> = pipeline
-                .xadd(
-                    stream.as_str(),
-                    false,
-                    self.cap(),
-                    "*",
-                    vec![(PAYLOAD_FIELD, payload.clone())],
-                )
-                .await
+            let queued: std::result::Result<Value, _> =
+                match numbers.and_then(|numbers| numbers.get(k)) {
+                    Some(&n) => {
+                        let (pid, iid) = self.producer.ids(n);
+                        pipeline
+                            .custom(
+                                CustomCommand::new_static("XADD", ClusterHash::FirstKey, false),
+                                self.idmp_args(stream, &pid, &iid, payload.clone()),
+                            )
+                            .await
+                    }
+                    None => {
+                        pipeline
+                            .xadd(
+                                stream.as_str(),
+                                false,
+                                self.cap(),
+                                "*",
+                                vec![(PAYLOAD_FIELD, payload.clone())],
+                            )
+                            .await
+                    }
+                }
                 .classify();
             if let Err(e) = queued {
                 let error = StreamError::from(e);
-                return positions
-                    .into_iter()
-                    .map(|i| (i, Err(error.clone())))
-                    .collect();
+                return positions.iter().map(|&i| (i, Err(error.clone()))).collect();
             }
         }
         let replies = pipeline.try_all::<String>().await;
         positions
-            .into_iter()
+            .iter()
+            .copied()
             .zip(replies)
             .map(|(i, r)| (i, r.classify().map_err(StreamError::from)))
             .collect()

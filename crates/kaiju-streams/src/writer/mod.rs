@@ -1,5 +1,6 @@
 //! `StreamWriter`: appends entries in kaiju's envelope.
 
+mod idmp;
 mod many;
 
 pub(crate) use many::script;
@@ -11,12 +12,14 @@ use bytes::Bytes;
 use kaiju_core::Key;
 use kaiju_transport::fred::prelude::*;
 use kaiju_transport::fred::types::streams::XCap;
-use kaiju_transport::{Classify, Transport};
+use kaiju_transport::fred::types::{ClusterHash, CustomCommand, Value};
+use kaiju_transport::{Classify, Feature, Transport};
 use serde::Serialize;
 
 use crate::envelope::{CORRELATION_ID, Headers, PAYLOAD_FIELD, encode, short_uid};
 use crate::{Result, StreamError};
 
+pub use idmp::MAX_SENDS;
 pub use many::{MAX_BYTES_PER_CALL, MAX_ENTRIES_PER_CALL};
 
 /// Writes kaiju stream entries: `XADD <stream> * _ <msgpack [body, headers]>`, readable by Python
@@ -43,6 +46,9 @@ pub struct StreamWriter {
     /// The server refused the append script (an ACL without `EVALSHA`, a renamed command):
     /// `write_many` uses pipelines of `XADD` only.
     no_scripts: Arc<AtomicBool>,
+    /// This writer's IDMP producer (shared by its clones), used where the server has
+    /// `XADD ... IDMP` ([`Feature::XAddIdmp`]).
+    producer: Arc<idmp::Producer>,
 }
 
 /// One entry for [`StreamWriter::write_many`].
@@ -63,6 +69,7 @@ impl StreamWriter {
             transport,
             max_len: None,
             no_scripts: Arc::default(),
+            producer: idmp::Producer::new(),
         }
     }
 
@@ -93,12 +100,26 @@ impl StreamWriter {
         capped.unwrap_or_else(|| XCap::from(None::<()>))
     }
 
+    /// Whether writes carry IDMP ids, so that one whose reply was lost can be sent again.
+    fn idmp(&self) -> bool {
+        self.transport.capabilities().has(Feature::XAddIdmp)
+    }
+
     /// Appends one entry; returns its id.
     ///
-    /// The `XADD` is written at most once: if the connection drops before the reply arrives,
-    /// the call fails with a [`Connection`](kaiju_transport::TransportError::Connection) error
-    /// and the entry may or may not have been written (it is never written twice behind the
-    /// caller's back).
+    /// Where the server has `XADD ... IDMP` ([`Feature::XAddIdmp`], Redis 8.6+), a write whose
+    /// reply was lost (a [`Timeout`](kaiju_transport::TransportError::Timeout) or a lost
+    /// [`Connection`](kaiju_transport::TransportError::Connection)) is sent again with the same
+    /// producer and idempotency ids, at most [`MAX_SENDS`] times in all: the server appends it
+    /// once and answers each send with the same id, so the caller gets that id once. Entries
+    /// are ordinary entries (the ids are kept by the server beside the stream, not in it).
+    /// Only if every send's reply was lost does the call fail as below. Dropping the future
+    /// (the caller's deadline) sends nothing more.
+    ///
+    /// Elsewhere (and with `KAIJU_REDIS_FEATURES_OFF`) the `XADD` is written at most once: if
+    /// the connection drops before the reply arrives, the call fails with a
+    /// [`Connection`](kaiju_transport::TransportError::Connection) error and the entry may or
+    /// may not have been written (it is never written twice behind the caller's back).
     pub async fn write<B: Serialize + ?Sized>(
         &self,
         stream: &Key,
@@ -106,6 +127,10 @@ impl StreamWriter {
         headers: Headers,
     ) -> Result<String> {
         let payload = Self::payload(body, headers)?;
+        if self.idmp() {
+            let (pid, iid) = self.producer.ids(self.producer.take(1));
+            return idmp::resend(|| self.xadd_idmp(stream, &pid, &iid, payload.clone())).await;
+        }
         self.transport
             .once()
             .xadd(
@@ -114,6 +139,41 @@ impl StreamWriter {
                 self.cap(),
                 "*",
                 vec![(PAYLOAD_FIELD, payload)],
+            )
+            .await
+            .classify()
+            .map_err(StreamError::from)
+    }
+
+    /// The arguments of `XADD <stream> IDMP <pid> <iid> [MAXLEN ~ <cap>] * _ <payload>`.
+    fn idmp_args(&self, stream: &Key, pid: &str, iid: &str, payload: Bytes) -> Vec<Value> {
+        let mut args: Vec<Value> = vec![
+            stream.as_str().into(),
+            "IDMP".into(),
+            pid.into(),
+            iid.into(),
+        ];
+        if let Some(cap) = self.cap_value() {
+            args.extend(["MAXLEN".into(), "~".into(), cap.into()]);
+        }
+        args.extend(["*".into(), PAYLOAD_FIELD.into(), Value::Bytes(payload)]);
+        args
+    }
+
+    /// `XADD <stream> IDMP <pid> <iid> [MAXLEN ~ <cap>] * _ <payload>`, written once.
+    async fn xadd_idmp(
+        &self,
+        stream: &Key,
+        pid: &str,
+        iid: &str,
+        payload: Bytes,
+    ) -> Result<String> {
+        let args = self.idmp_args(stream, pid, iid, payload);
+        self.transport
+            .once()
+            .custom(
+                CustomCommand::new_static("XADD", ClusterHash::FirstKey, false),
+                args,
             )
             .await
             .classify()
