@@ -309,10 +309,7 @@ impl<B, H> Shared<B, H> {
     /// is on and the server has it.
     pub(crate) fn claims_in_reads(&self) -> bool {
         self.settings.pending_messages_time_ms.is_some()
-            && self
-                .transport
-                .capabilities()
-                .has(Feature::XReadGroupClaim)
+            && self.transport.capabilities().has(Feature::XReadGroupClaim)
     }
 
     /// Whether entries this listener gives up on are handed back to the group (`XNACK`, Redis
@@ -593,7 +590,11 @@ impl<B, H> Shared<B, H> {
             // With `XTRIM ... ACKED` (Redis 8.2), the server keeps what a group still needs,
             // entry by entry; without it, the script stops at the oldest entry pending anywhere.
             let acked = self.transport.capabilities().has(Feature::XTrimAcked);
-            let args: Vec<String> = if acked { vec!["ACKED".into()] } else { Vec::new() };
+            let args: Vec<String> = if acked {
+                vec!["ACKED".into()]
+            } else {
+                Vec::new()
+            };
             trimmed += TRIM_DELIVERED
                 .run::<u64, _, _>(&self.transport, vec![self.stream.as_str()], args)
                 .await?;

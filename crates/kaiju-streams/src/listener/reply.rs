@@ -124,11 +124,16 @@ pub(crate) fn xreadgroup_claim(reply: Value) -> Result<Vec<(Item, bool)>, ReplyE
         if parts.len() != 4 {
             return Err(bad(
                 CMD,
-                format!("an entry of {} parts instead of 4 (id, fields, idle, count)", parts.len()),
+                format!(
+                    "an entry of {} parts instead of 4 (id, fields, idle, count)",
+                    parts.len()
+                ),
             ));
         }
-        let count = count_of(parts.pop()).ok_or_else(|| bad(CMD, "a delivery count that is not a non-negative integer"))?;
-        let idle = count_of(parts.pop()).ok_or_else(|| bad(CMD, "an idle time that is not a non-negative integer"))?;
+        let count = count_of(parts.pop())
+            .ok_or_else(|| bad(CMD, "a delivery count that is not a non-negative integer"))?;
+        let idle = count_of(parts.pop())
+            .ok_or_else(|| bad(CMD, "an idle time that is not a non-negative integer"))?;
         let Some(item) = entry(CMD, Value::Array(parts)) else {
             continue;
         };
