@@ -84,11 +84,17 @@ where
         });
 
         let now = Instant::now();
+        // With claiming in the reads, the first sweep waits its period: the reads claim.
+        let claims_in_reads = self.claims_in_reads();
         let mut cursor = Cursor {
             recovering: Some(StreamId::ZERO),
             claim_from: StreamId::ZERO,
             next_takeover: now,
-            next_claim: now,
+            next_claim: if claims_in_reads {
+                now + self.claim_pass_every(true)
+            } else {
+                now
+            },
             next_housekeeping: now + Duration::from_millis(self.settings.trim_interval_ms),
             next_pause_check: now,
             paused: false,
@@ -299,12 +305,11 @@ where
                 self.lost(id, false);
             }
             if claimed.next == StreamId::ZERO {
-                let every = if claims_in_reads {
-                    min_idle.saturating_mul(SWEEP_ROUNDS)
-                } else {
-                    min_idle
-                };
-                cursor.next_claim = Instant::now() + Duration::from_millis((every / 2).max(100));
+                cursor.next_claim = Instant::now() + self.claim_pass_every(claims_in_reads);
+            } else if claims_in_reads && !claimed.items.is_empty() {
+                // Idle entries are waiting: the reads claim them (with their counts, in the
+                // same round trip); the sweep goes on from here later.
+                cursor.next_claim = Instant::now() + self.claim_pass_every(false);
             }
             cursor.claim_from = claimed.next;
             let claimed = self.in_flight.take(claimed.items);
@@ -346,6 +351,18 @@ where
         let new = self.read(reader, ">", room, block).await?;
         cursor.last_read_full = new.len() >= room;
         Ok(self.in_flight.take(new))
+    }
+
+    /// The pause between two rounds of the XAUTOCLAIM pass: half the claim time, or, as the
+    /// sweep beside claiming reads, [`SWEEP_ROUNDS`] times that.
+    fn claim_pass_every(&self, sweep: bool) -> Duration {
+        let min_idle = self.settings.pending_messages_time_ms.unwrap_or(0);
+        let every = if sweep {
+            min_idle.saturating_mul(SWEEP_ROUNDS)
+        } else {
+            min_idle
+        };
+        Duration::from_millis((every / 2).max(100))
     }
 
     /// Claims back the retries that are due. A claim that fails goes back into the schedule;
