@@ -255,14 +255,16 @@ pub(crate) async fn group_state(
     if pending > 0
         && let Some(group) = field(info, "name").and_then(Value::as_string)
     {
-        let first: Vec<(String, String, u64, u64)> = transport
+        // Idle -1 (Redis 8.8): an entry handed back to the group (XNACK) has no consumer and
+        // no delivery time; it waits for the next claim, so it counts as just delivered.
+        let first: Vec<(String, String, i64, u64)> = transport
             .pool()
             .xpending(stream, group.as_str(), ("-", "+", 1))
             .await
             .classify()?;
         oldest = first
             .first()
-            .map(|(_, _, idle, _)| Duration::from_millis(*idle));
+            .map(|(_, _, idle, _)| Duration::from_millis(u64::try_from(*idle).unwrap_or(0)));
     }
     Ok((field(info, "lag").and_then(Value::as_u64), pending, oldest))
 }

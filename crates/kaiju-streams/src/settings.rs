@@ -35,6 +35,12 @@ pub struct ListenerSettings {
     /// is gone (its name lease ran out: a crash) are taken over by the group's live consumers
     /// (kaiju left them pending until a consumer of that name returned, which with the default
     /// name, the random app id, never happens). Default: `120000` (2 minutes).
+    ///
+    /// On a server with `XREADGROUP ... CLAIM` (Redis 8.4) the claim is part of each read of
+    /// new entries, and XAUTOCLAIM only sweeps for pending entries deleted from the stream,
+    /// every 2 × this time. On a server with `XNACK` (Redis 8.8) a graceful stop hands the
+    /// entries waiting here for a retry back to the group, where a running consumer claims them
+    /// at once; with `None` they are not handed back (nobody would claim them).
     pub pending_messages_time_ms: Option<u64>,
     /// How long one handler call may run, in ms. A handler that runs longer is cancelled and the
     /// delivery counts as failed (retried, then dead-lettered). Default: `30000`.

@@ -2,6 +2,7 @@
 
 mod admin;
 mod faults;
+mod features;
 mod ids;
 mod listener;
 mod takeover;

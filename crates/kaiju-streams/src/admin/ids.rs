@@ -428,7 +428,8 @@ async fn delivery_state(
     let mut handled = !groups.is_empty();
     let mut deliveries = 0;
     for (name, last_delivered) in groups {
-        let pending: Vec<(String, String, u64, u64)> = transport
+        // The idle time is -1 for an entry handed back to the group (XNACK, Redis 8.8).
+        let pending: Vec<(String, String, i64, u64)> = transport
             .pool()
             .xpending(stream, name.as_str(), (id, id, 1))
             .await

@@ -8,7 +8,8 @@ use bytes::Bytes;
 use kaiju_transport::fred::prelude::*;
 use kaiju_transport::fred::types::Value;
 use kaiju_transport::fred::types::streams::XCap;
-use kaiju_transport::{BlockingConnection, Classify, Script, TransportError};
+use kaiju_transport::fred::types::{ClusterHash, CustomCommand};
+use kaiju_transport::{BlockingConnection, Classify, Feature, Script, TransportError};
 
 use crate::id::StreamId;
 use crate::listener::reply::{self, AutoClaim, Item, RawEntry, ReplyError};
@@ -28,9 +29,13 @@ static RECOVER: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/recover.lua")));
 static CONSUMER_STATS: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/consumer_stats.lua")));
+static NACK: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/nack.lua")));
+
+/// At most this many ids per call of the hand-back script (its `unpack` has a limit).
+const NACK_PER_CALL: usize = 500;
 
 /// Every script of the listener.
-pub(crate) fn scripts() -> [&'static Script; 7] {
+pub(crate) fn scripts() -> [&'static Script; 8] {
     [
         &TRIM_DELIVERED,
         &REMOVE_IDLE_CONSUMERS,
@@ -39,6 +44,7 @@ pub(crate) fn scripts() -> [&'static Script; 7] {
         &CONSUMER_LEASE,
         &RECOVER,
         &CONSUMER_STATS,
+        &NACK,
     ]
 }
 
@@ -260,6 +266,73 @@ impl<B, H> Shared<B, H> {
             self.fill_deliveries(&mut items).await?;
         }
         Ok(items)
+    }
+
+    /// `XREADGROUP ... COUNT <count> [BLOCK <ms>] CLAIM <min_idle_ms> STREAMS <stream> >`
+    /// (Redis 8.4): the pending entries of the group idle for `min_idle_ms` (claimed), then new
+    /// ones, in one read, each with its delivery count (no `XPENDING`). Each item says whether
+    /// it was claimed.
+    pub(crate) async fn read_claiming(
+        &self,
+        reader: &BlockingConnection,
+        count: usize,
+        block_ms: Option<u64>,
+        min_idle_ms: u64,
+    ) -> Result<Vec<(Item, bool)>> {
+        let mut args: Vec<String> = vec![
+            "GROUP".into(),
+            self.group.clone(),
+            self.consumer.clone(),
+            "COUNT".into(),
+            count.to_string(),
+        ];
+        if let Some(ms) = block_ms {
+            args.extend(["BLOCK".into(), ms.to_string()]);
+        }
+        args.extend([
+            "CLAIM".into(),
+            min_idle_ms.to_string(),
+            "STREAMS".into(),
+            self.stream.clone(),
+            ">".into(),
+        ]);
+        let command = CustomCommand::new_static(
+            "XREADGROUP",
+            ClusterHash::Custom(kaiju_core::key_slot(self.stream.as_bytes())),
+            block_ms.is_some(),
+        );
+        let reply: Value = reader.client().custom(command, args).await.classify()?;
+        Ok(reply::xreadgroup_claim(reply)?)
+    }
+
+    /// Whether reads claim idle pending entries themselves (`XREADGROUP ... CLAIM`): claiming
+    /// is on and the server has it.
+    pub(crate) fn claims_in_reads(&self) -> bool {
+        self.settings.pending_messages_time_ms.is_some()
+            && self.transport.capabilities().has(Feature::XReadGroupClaim)
+    }
+
+    /// Whether entries this listener gives up on are handed back to the group (`XNACK`, Redis
+    /// 8.8): claiming is on (an entry handed back has no consumer; only a claim takes it) and
+    /// the server has it.
+    pub(crate) fn hands_back(&self) -> bool {
+        self.settings.pending_messages_time_ms.is_some()
+            && self.transport.capabilities().has(Feature::XNack)
+    }
+
+    /// Hands `ids` back to the group (`XNACK ... FAIL`, keeping their delivery counts), those
+    /// this consumer still owns only (a script checks the owner: XNACK itself takes an entry
+    /// from whoever has it). Returns how many were handed back.
+    pub(crate) async fn nack(&self, ids: &[StreamId]) -> Result<u64> {
+        let mut nacked = 0;
+        for chunk in ids.chunks(NACK_PER_CALL) {
+            let mut args = vec![self.group.clone(), self.consumer.clone()];
+            args.extend(chunk.iter().map(ToString::to_string));
+            nacked += NACK
+                .run::<u64, _, _>(&self.transport, vec![self.stream.as_str()], args)
+                .await?;
+        }
+        Ok(nacked)
     }
 
     /// Sets each entry's delivery count from `XPENDING <stream> <group> <id> <id> 1`.
@@ -514,12 +587,16 @@ impl<B, H> Shared<B, H> {
     pub(crate) async fn trim(&self) -> Result<u64> {
         let mut trimmed = 0;
         if self.settings.trim_delivered {
+            // With `XTRIM ... ACKED` (Redis 8.2), the server keeps what a group still needs,
+            // entry by entry; without it, the script stops at the oldest entry pending anywhere.
+            let acked = self.transport.capabilities().has(Feature::XTrimAcked);
+            let args: Vec<String> = if acked {
+                vec!["ACKED".into()]
+            } else {
+                Vec::new()
+            };
             trimmed += TRIM_DELIVERED
-                .run::<u64, _, _>(
-                    &self.transport,
-                    vec![self.stream.as_str()],
-                    Vec::<String>::new(),
-                )
+                .run::<u64, _, _>(&self.transport, vec![self.stream.as_str()], args)
                 .await?;
         }
         if let Some(size) = self.settings.trim_size {

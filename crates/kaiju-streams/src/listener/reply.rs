@@ -87,6 +87,79 @@ pub(crate) fn xreadgroup(reply: Value) -> Result<Vec<Item>, ReplyError> {
     }
 }
 
+/// `XREADGROUP ... CLAIM <min-idle>` with one stream: the same envelope as [`xreadgroup`], but
+/// every entry is `[id, fields, idle ms, delivery count]`: first the pending entries it
+/// claimed (idle for at least min-idle, with the count of their deliveries before this one),
+/// then new ones (idle 0, count 0).
+///
+/// Each item comes with whether it was claimed. An entry without a readable id is skipped (it
+/// cannot be acked); an entry whose idle time or count is not a non-negative integer fails the
+/// whole read ([`ReplyError`]): the entries it delivered are then this consumer's pending
+/// entries, and the listener's recovery read (which asks `XPENDING` for the counts) takes them.
+pub(crate) fn xreadgroup_claim(reply: Value) -> Result<Vec<(Item, bool)>, ReplyError> {
+    const CMD: &str = "XREADGROUP CLAIM";
+    let entries = match reply {
+        Value::Null => return Ok(Vec::new()),
+        Value::Map(map) => map.inner().into_values().next(),
+        Value::Array(streams) => match streams.into_iter().next() {
+            None => None,
+            Some(Value::Array(pair)) => pair.into_iter().nth(1),
+            Some(other) => return Err(bad(CMD, format!("stream item is {:?}", other.kind()))),
+        },
+        other => return Err(bad(CMD, format!("{:?} instead of streams", other.kind()))),
+    };
+    let items = match entries {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(items)) => items,
+        Some(other) => {
+            return Err(bad(CMD, format!("{:?} instead of entries", other.kind())));
+        }
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        let Value::Array(mut parts) = item else {
+            tracing::warn!(command = CMD, kind = ?item.kind(), "skipping a stream reply item that is not an entry");
+            continue;
+        };
+        if parts.len() != 4 {
+            return Err(bad(
+                CMD,
+                format!(
+                    "an entry of {} parts instead of 4 (id, fields, idle, count)",
+                    parts.len()
+                ),
+            ));
+        }
+        let count = count_of(parts.pop())
+            .ok_or_else(|| bad(CMD, "a delivery count that is not a non-negative integer"))?;
+        let idle = count_of(parts.pop())
+            .ok_or_else(|| bad(CMD, "an idle time that is not a non-negative integer"))?;
+        let Some(item) = entry(CMD, Value::Array(parts)) else {
+            continue;
+        };
+        let item = match item {
+            // `count` deliveries before this one.
+            Item::Entry(e) => Item::Entry(RawEntry {
+                deliveries: count.saturating_add(1),
+                ..e
+            }),
+            deleted => deleted,
+        };
+        // A new entry has idle time 0 and count 0; a claimed one was idle for min-idle (> 0),
+        // or was handed back to the group (XNACK: its idle time counts from the epoch).
+        out.push((item, idle > 0 || count > 0));
+    }
+    Ok(out)
+}
+
+/// A non-negative integer of a reply.
+fn count_of(value: Option<Value>) -> Option<u64> {
+    match value? {
+        Value::Integer(i) => u64::try_from(i).ok(),
+        _ => None,
+    }
+}
+
 /// A list of `[id, [field, value, ...]]` entries, as XCLAIM returns it.
 pub(crate) fn entry_list(command: &'static str, list: Value) -> Result<Vec<Item>, ReplyError> {
     let items = match list {

@@ -55,6 +55,11 @@ impl Retries {
         self.all().len()
     }
 
+    /// Takes every scheduled retry, due or not.
+    pub(crate) fn take_all(&self) -> Vec<Retry> {
+        std::mem::take(&mut *self.all())
+    }
+
     /// Forgets every scheduled retry (a new run recovers them from Redis's pending list).
     pub(crate) fn clear(&self) {
         self.all().clear();

@@ -1,5 +1,6 @@
 //! The read loop: what to read next, and the hand-off of each entry to a task of its own.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -20,6 +21,10 @@ use crate::listener::{Counters, LEASE, STATS_TTL, Shared};
 
 /// Pause after an error of Redis itself (connection lost, server restarting).
 const ERROR_PAUSE: Duration = Duration::from_millis(200);
+
+/// With claiming in the reads, the XAUTOCLAIM sweep (for pending entries deleted from the
+/// stream) runs this many times less often than the claim pass it replaces.
+const SWEEP_ROUNDS: u64 = 4;
 
 /// Where the loop stands between two reads.
 struct Cursor {
@@ -79,11 +84,17 @@ where
         });
 
         let now = Instant::now();
+        // With claiming in the reads, the first sweep waits its period: the reads claim.
+        let claims_in_reads = self.claims_in_reads();
         let mut cursor = Cursor {
             recovering: Some(StreamId::ZERO),
             claim_from: StreamId::ZERO,
             next_takeover: now,
-            next_claim: now,
+            next_claim: if claims_in_reads {
+                now + self.claim_pass_every(true)
+            } else {
+                now
+            },
             next_housekeeping: now + Duration::from_millis(self.settings.trim_interval_ms),
             next_pause_check: now,
             paused: false,
@@ -217,6 +228,31 @@ where
         while entries.join_next().await.is_some() {}
         finished.trigger();
         while helpers.join_next().await.is_some() {}
+        self.hand_back_retries().await;
+    }
+
+    /// At a graceful stop, with `XNACK` (Redis 8.8) and claiming on: hands the failed entries
+    /// still waiting here for their retry back to the group, so that another consumer claims
+    /// them at once instead of after `pending_messages_time_ms`. Their delivery counts stay
+    /// (each failed delivery counts toward `max_deliveries`). Without it they stay pending as
+    /// this consumer's, for its restart, the takeover or the claim pass.
+    async fn hand_back_retries(&self) {
+        if !self.hands_back() {
+            return;
+        }
+        let ids: Vec<StreamId> = self.retries.take_all().into_iter().map(|r| r.id).collect();
+        if ids.is_empty() {
+            return;
+        }
+        match self.nack(&ids).await {
+            Ok(n) => {
+                tracing::debug!(stream = %self.stream, handed_back = n, "handed the entries waiting for a retry back to the group");
+            }
+            Err(e) => {
+                tracing::warn!(stream = %self.stream, error = %e, "could not hand the entries waiting for a retry back to the group; they stay pending as this consumer's");
+            }
+        }
+        self.in_flight.remove(&ids);
     }
 
     /// This consumer's own pending entries first (after a start), page by page; then retries
@@ -256,6 +292,11 @@ where
             cursor.next_takeover = Instant::now() + LEASE / 10;
         }
 
+        // With claiming in the reads (XREADGROUP ... CLAIM), XAUTOCLAIM still sweeps the
+        // pending list, less often: a CLAIM read skips a pending entry that was deleted from
+        // the stream and leaves it pending for ever, where XAUTOCLAIM drops it and reports it
+        // (counted lost here).
+        let claims_in_reads = self.claims_in_reads();
         if let Some(min_idle) = self.settings.pending_messages_time_ms
             && Instant::now() >= cursor.next_claim
         {
@@ -264,7 +305,11 @@ where
                 self.lost(id, false);
             }
             if claimed.next == StreamId::ZERO {
-                cursor.next_claim = Instant::now() + Duration::from_millis((min_idle / 2).max(100));
+                cursor.next_claim = Instant::now() + self.claim_pass_every(claims_in_reads);
+            } else if claims_in_reads && !claimed.items.is_empty() {
+                // Idle entries are waiting: the reads claim them (with their counts, in the
+                // same round trip); the sweep goes on from here later.
+                cursor.next_claim = Instant::now() + self.claim_pass_every(false);
             }
             cursor.claim_from = claimed.next;
             let claimed = self.in_flight.take(claimed.items);
@@ -285,9 +330,39 @@ where
                 .map_or(wait, |due| due.saturating_duration_since(Instant::now()));
             wait.min(until_retry).as_millis().max(1) as u64
         });
+        if claims_in_reads && let Some(min_idle) = self.settings.pending_messages_time_ms {
+            let read = self.read_claiming(reader, room, block, min_idle).await?;
+            cursor.last_read_full = read.len() >= room;
+            let claimed: HashSet<StreamId> = read
+                .iter()
+                .filter(|(_, claimed)| *claimed)
+                .map(|(item, _)| item_id(item))
+                .collect();
+            let taken = self
+                .in_flight
+                .take(read.into_iter().map(|(item, _)| item).collect());
+            let n = taken
+                .iter()
+                .filter(|item| matches!(item, Item::Entry(e) if claimed.contains(&e.id)))
+                .count();
+            Counters::add(&self.counters.claimed, n as u64);
+            return Ok(taken);
+        }
         let new = self.read(reader, ">", room, block).await?;
         cursor.last_read_full = new.len() >= room;
         Ok(self.in_flight.take(new))
+    }
+
+    /// The pause between two rounds of the XAUTOCLAIM pass: half the claim time, or, as the
+    /// sweep beside claiming reads, [`SWEEP_ROUNDS`] times that.
+    fn claim_pass_every(&self, sweep: bool) -> Duration {
+        let min_idle = self.settings.pending_messages_time_ms.unwrap_or(0);
+        let every = if sweep {
+            min_idle.saturating_mul(SWEEP_ROUNDS)
+        } else {
+            min_idle
+        };
+        Duration::from_millis((every / 2).max(100))
     }
 
     /// Claims back the retries that are due. A claim that fails goes back into the schedule;

@@ -5,7 +5,15 @@
 -- every entry after its last delivered one. Ids are compared as decimal strings, because Lua
 -- numbers (doubles) cannot hold a 64-bit sequence number exactly.
 --
--- KEYS[1]: the stream. Returns the number of entries removed.
+-- With ARGV[1] == 'ACKED' (Redis 8.2, XTRIM ... ACKED): the bound is the lowest last delivered
+-- id of the groups (nothing after it was given to every group), and XTRIM's ACKED keeps, under
+-- that bound, every entry still pending in any group (the server checks each one). So acked
+-- entries behind an entry that stays pending (a slow or stuck consumer) go too, where the plain
+-- trim stops at the oldest pending entry. The MINID bound is also what keeps the trim cheap: ACKED
+-- alone (MAXLEN 0 ACKED) would walk the whole stream, a backlog included, on every trim. And with
+-- no group at all ACKED deletes everything, so the script still looks at the groups first.
+--
+-- KEYS[1]: the stream. ARGV[1]: 'ACKED' or nothing. Returns the number of entries removed.
 
 local U64_MAX = '18446744073709551615'
 
@@ -55,12 +63,15 @@ if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local groups = redis.call('XINFO', 'GROUPS', KEYS[1])
 if #groups == 0 then return 0 end
 
+local acked = ARGV[1] == 'ACKED'
 local cutoff = nil
 for _, group in ipairs(groups) do
   local info = {}
   for i = 1, #group, 2 do info[group[i]] = group[i + 1] end
   local needed
-  if tonumber(info['pending']) > 0 then
+  if acked then
+    needed = next_id(info['last-delivered-id'])
+  elseif tonumber(info['pending']) > 0 then
     needed = redis.call('XPENDING', KEYS[1], info['name'])[2]
   else
     needed = next_id(info['last-delivered-id'])
@@ -69,4 +80,5 @@ for _, group in ipairs(groups) do
 end
 
 if cutoff == nil or cutoff == '0-0' then return 0 end
+if acked then return redis.call('XTRIM', KEYS[1], 'MINID', cutoff, 'ACKED') end
 return redis.call('XTRIM', KEYS[1], 'MINID', cutoff)

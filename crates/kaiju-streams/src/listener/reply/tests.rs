@@ -119,6 +119,95 @@ fn autoclaim_reports_the_cursor_and_the_deleted_ids() {
     assert!(xautoclaim(arr(vec![])).is_err());
 }
 
+#[test]
+fn claim_reads_carry_idle_times_and_delivery_counts() {
+    let entries = arr(vec![
+        // Claimed: idle 5000 ms, delivered twice before.
+        arr(vec![
+            s("1-1"),
+            arr(vec![s("_"), b(b"x")]),
+            Value::Integer(5000),
+            Value::Integer(2),
+        ]),
+        // Handed back with XNACK SILENT after a first delivery: count 0, but idle.
+        arr(vec![
+            s("1-2"),
+            arr(vec![s("_"), b(b"y")]),
+            Value::Integer(1_765_000_000_000),
+            Value::Integer(0),
+        ]),
+        // XNACK FATAL: the largest count there is.
+        arr(vec![
+            s("1-3"),
+            arr(vec![s("_"), b(b"z")]),
+            Value::Integer(9),
+            Value::Integer(i64::MAX),
+        ]),
+        // New.
+        arr(vec![
+            s("2-1"),
+            arr(vec![s("_"), b(b"n")]),
+            Value::Integer(0),
+            Value::Integer(0),
+        ]),
+    ]);
+    let resp2 = arr(vec![arr(vec![s("st"), entries.clone()])]);
+    let resp3 = Value::Map(Map::try_from(HashMap::from([(Key::from("st"), entries)])).unwrap());
+    for reply in [resp2, resp3] {
+        let items = xreadgroup_claim(reply).unwrap();
+        let got: Vec<(String, u64, bool)> = items
+            .iter()
+            .map(|(item, claimed)| match item {
+                Item::Entry(e) => (e.id.to_string(), e.deliveries, *claimed),
+                Item::Deleted(id) => (id.to_string(), 0, *claimed),
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("1-1".into(), 3, true),
+                ("1-2".into(), 1, true),
+                ("1-3".into(), i64::MAX as u64 + 1, true),
+                ("2-1".into(), 1, false),
+            ]
+        );
+    }
+    assert!(xreadgroup_claim(Value::Null).unwrap().is_empty());
+}
+
+#[test]
+fn claim_reads_of_the_wrong_shape_fail_with_a_typed_error() {
+    let one = |entry: Value| arr(vec![arr(vec![s("st"), arr(vec![entry])])]);
+    let fields = || arr(vec![s("_"), b(b"x")]);
+    // The reply of a read without CLAIM: two parts.
+    let e = xreadgroup_claim(one(arr(vec![s("1-1"), fields()]))).unwrap_err();
+    assert_eq!(e.command, "XREADGROUP CLAIM");
+    assert!(e.what.contains("2 parts"), "{e}");
+    // A negative idle time, a count that is text.
+    let e = xreadgroup_claim(one(arr(vec![
+        s("1-1"),
+        fields(),
+        Value::Integer(-1),
+        Value::Integer(0),
+    ])))
+    .unwrap_err();
+    assert!(e.what.contains("idle"), "{e}");
+    let e = xreadgroup_claim(one(arr(vec![
+        s("1-1"),
+        fields(),
+        Value::Integer(1),
+        s("3"),
+    ])))
+    .unwrap_err();
+    assert!(e.what.contains("count"), "{e}");
+    // Not an entry at all, or no readable id: skipped, as in other reads.
+    assert!(xreadgroup_claim(one(s("junk"))).unwrap().is_empty());
+    let no_id = arr(vec![s("x"), fields(), Value::Integer(0), Value::Integer(0)]);
+    assert!(xreadgroup_claim(one(no_id)).unwrap().is_empty());
+    assert!(xreadgroup_claim(s("OK")).is_err());
+    assert!(xreadgroup_claim(arr(vec![arr(vec![s("st"), s("entries")])])).is_err());
+}
+
 /// Any value tree, as a hostile or broken server could send it.
 fn any_value() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
@@ -155,6 +244,7 @@ fn fuzz_stream_replies() {
     runner
         .run(&any_value(), |value| {
             let _ = xreadgroup(value.clone());
+            let _ = xreadgroup_claim(value.clone());
             let _ = entry_list("XCLAIM", value.clone());
             let _ = crate::admin::parse_entries(value.clone());
             let _ = xautoclaim(value);
@@ -164,4 +254,47 @@ fn fuzz_stream_replies() {
     eprintln!(
         "fuzz_stream_replies: {cases} reply trees parsed (reads, claims, dead-letter ranges) without a panic"
     );
+}
+
+/// Claim-read replies of the right envelope with arbitrary entries (the shape a random tree
+/// seldom hits): never a panic, and every entry the parser keeps has a delivery count of at
+/// least 1.
+#[test]
+fn fuzz_claim_reads() {
+    let cases = kaiju_testkit::fuzz_cases();
+    let entry = prop_oneof![
+        proptest::collection::vec(any_value(), 0..6).prop_map(Value::Array),
+        (any_value(), any_value(), any::<i64>(), any::<i64>()).prop_map(|(id, f, idle, n)| {
+            arr(vec![id, f, Value::Integer(idle), Value::Integer(n)])
+        }),
+        (
+            "[0-9]{1,20}-[0-9]{1,20}",
+            proptest::collection::vec(any_value(), 0..4),
+            any::<i64>(),
+            any::<i64>()
+        )
+            .prop_map(|(id, f, idle, n)| {
+                arr(vec![
+                    s(&id),
+                    Value::Array(f),
+                    Value::Integer(idle),
+                    Value::Integer(n),
+                ])
+            }),
+    ];
+    let reply = proptest::collection::vec(entry, 0..8)
+        .prop_map(|entries| arr(vec![arr(vec![s("st"), Value::Array(entries)])]));
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(cases));
+    runner
+        .run(&reply, |value| {
+            if let Ok(items) = xreadgroup_claim(value) {
+                for (item, _) in items {
+                    if let Item::Entry(e) = item {
+                        prop_assert!(e.deliveries >= 1);
+                    }
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
 }
