@@ -34,10 +34,10 @@ pub enum StreamError {
     Protocol(String),
     /// A stream's ids cannot be repaired in place on this server: Redis 7.2+ and Valkey never
     /// set a stream's last id back past an entry deleted from it, and the entries ahead were
-    /// just moved to the dead letters (nothing is lost). See the kaiju-streams README,
-    /// "Repairing ids", for what to do.
+    /// refused before anything moved (nothing is lost). See the kaiju-streams README,
+    /// "A stream bricked by its ids", for what to do.
     #[error(
-        "{stream} cannot be repaired in place: this server never sets a stream's last id back past a deleted entry (Redis 7.2+, Valkey); the entries ahead were moved to the dead letters and nothing is lost; copy the stream to a new key to mend it (see the kaiju-streams README, \"Repairing ids\")"
+        "{stream} cannot be repaired in place: this server never sets a stream's last id back past a deleted entry (Redis 7.2+, Valkey); nothing was moved or lost; copy its entries to a new stream to mend it (see the kaiju-streams README, \"A stream bricked by its ids\")"
     )]
     NotRepairableInPlace {
         /// The stream.
