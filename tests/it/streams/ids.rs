@@ -34,7 +34,10 @@ async fn refused_without_change(t: &Transport, stream: &str, dead: &str) {
         matches!(&err, kaiju_streams::StreamError::NotRepairableInPlace { stream: s } if s == stream),
         "{err}"
     );
-    assert!(err.to_string().contains("nothing was moved or lost"), "{err}");
+    assert!(
+        err.to_string().contains("nothing was moved or lost"),
+        "{err}"
+    );
     let len_after: u64 = t.pool().xlen(stream).await.unwrap();
     assert_eq!(len_after, len_before, "nothing moved");
     let letters: u64 = t.pool().xlen(dead).await.unwrap();

@@ -3,6 +3,7 @@
 mod admin;
 mod faults;
 mod features;
+mod handed_back;
 mod ids;
 mod listener;
 mod takeover;

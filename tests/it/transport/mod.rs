@@ -3,3 +3,4 @@
 mod commands;
 mod faults;
 mod features;
+mod idmp;

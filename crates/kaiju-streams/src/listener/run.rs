@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use kaiju_core::Shutdown;
-use kaiju_transport::{BlockingConnection, TransportError};
+use kaiju_transport::{BlockingConnection, Feature, TransportError};
 use serde::de::DeserializeOwned;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
@@ -18,6 +18,10 @@ use crate::listener::commands::{Lease, Reclaimed};
 use crate::listener::reply::Item;
 use crate::listener::retries::Retry;
 use crate::listener::{Counters, LEASE, STATS_TTL, Shared};
+
+/// The idle time only an entry handed back with `XNACK` has (about 31 years: its delivery
+/// time is 0, the epoch, so its idle time is the whole of the clock's ms, ~1.8e12).
+const HANDED_BACK_IDLE_MS: u64 = 1_000_000_000_000;
 
 /// Pause after an error of Redis itself (connection lost, server restarting).
 const ERROR_PAUSE: Duration = Duration::from_millis(200);
@@ -237,7 +241,9 @@ where
     /// (each failed delivery counts toward `max_deliveries`). Without it they stay pending as
     /// this consumer's, for its restart, the takeover or the claim pass.
     async fn hand_back_retries(&self) {
-        if !self.hands_back() {
+        // An instance cut off from its consumer name (another took it) hands back nothing:
+        // the entries are the new holder's to run.
+        if !self.hands_back() || !self.lease_held.load(Ordering::SeqCst) {
             return;
         }
         let ids: Vec<StreamId> = self.retries.take_all().into_iter().map(|r| r.id).collect();
@@ -253,6 +259,24 @@ where
             }
         }
         self.in_flight.remove(&ids);
+    }
+
+    /// Claims entries handed back to the group (`XNACK`, Redis 8.8): they alone are idle for
+    /// [`HANDED_BACK_IDLE_MS`] (their delivery time is set to 0, the epoch), so the claim never
+    /// takes an entry a live consumer holds. Nothing where the server has no `XNACK`.
+    async fn take_handed_back(&self, room: usize) -> crate::Result<Vec<Item>> {
+        if !self.transport.capabilities().has(Feature::XNack) {
+            return Ok(Vec::new());
+        }
+        let claimed = self
+            .autoclaim(HANDED_BACK_IDLE_MS, StreamId::ZERO, room)
+            .await?;
+        for id in claimed.deleted {
+            self.lost(id, false);
+        }
+        let claimed = self.in_flight.take(claimed.items);
+        Counters::add(&self.counters.claimed, claimed.len() as u64);
+        Ok(claimed)
     }
 
     /// This consumer's own pending entries first (after a start), page by page; then retries
@@ -288,6 +312,12 @@ where
             let taken = self.take_over_from_gone(room).await?;
             if !taken.is_empty() {
                 return Ok(taken);
+            }
+            // Entries another listener handed back at its stop (XNACK: they have no consumer)
+            // are taken here too, claiming on or off, so none waits for a consumer that claims.
+            let handed = self.take_handed_back(room).await?;
+            if !handed.is_empty() {
+                return Ok(handed);
             }
             cursor.next_takeover = Instant::now() + LEASE / 10;
         }

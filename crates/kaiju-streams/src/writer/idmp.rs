@@ -17,11 +17,14 @@
 //! ids for `stream-idmp-duration`, about 45 bytes per write (measured on Redis 8.10: 100,000
 //! writes took 9.6 MB instead of 5.1 MB), e.g. 45 MB at 10,000 writes per second.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use kaiju_transport::TransportError;
+use kaiju_transport::fred::prelude::*;
+use kaiju_transport::fred::types::Value;
+use kaiju_transport::{Classify, Transport, TransportError};
 
 use crate::{Result, StreamError};
 
@@ -78,23 +81,61 @@ pub(crate) fn outcome_unknown(error: &StreamError) -> bool {
 }
 
 /// Sends `send` (which must carry the same producer and idempotency ids each time) until it
-/// gets a reply, at most [`MAX_SENDS`] times: only a send whose outcome is unknown is repeated.
-/// The last error is returned when every send's outcome was unknown: the write may have been
-/// applied. The caller's deadline bounds it too: dropping this future sends nothing more.
-pub(crate) async fn resend<T, F, Fut>(mut send: F) -> Result<T>
+/// gets a reply, at most [`MAX_SENDS`] times: only a send whose outcome is unknown is repeated,
+/// and only while `kept` says the server still keeps the first send's ids (see
+/// [`still_kept`]); otherwise the unknown outcome is returned. The last error is returned when
+/// every send's outcome was unknown: the write may have been applied. The caller's deadline
+/// bounds it too: dropping this future sends nothing more.
+pub(crate) async fn resend<T, F, Fut, K, KFut>(mut send: F, mut kept: K) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T>>,
+    K: FnMut(Instant) -> KFut,
+    KFut: std::future::Future<Output = bool>,
 {
+    let first = Instant::now();
     let mut sent = 1;
     loop {
         match send().await {
             Err(error) if outcome_unknown(&error) && sent < MAX_SENDS => {
                 tokio::time::sleep(RESEND_PAUSE * sent).await;
+                if !kept(first).await {
+                    return Err(error);
+                }
                 sent += 1;
             }
             other => return other,
         }
+    }
+}
+
+/// Whether `stream` still keeps the ids of a write first sent at `first`, so that a resend
+/// cannot append it twice: the stream keeps at least [`BLOCK`] ids per producer (a stream or
+/// server set to keep fewer, with `XCFGSET ... IDMP-MAXSIZE` or `stream-idmp-maxsize`, would
+/// have dropped them as later writes came) and its `idmp-duration` has not run out since (with
+/// a second to spare). A stream that does not exist has no entry to duplicate: the write was
+/// not applied (or everything was deleted since). Any failure to find out means no.
+pub(crate) async fn still_kept(transport: &Transport, stream: &str, first: Instant) -> bool {
+    let pool = transport.pool();
+    let exists: std::result::Result<i64, _> = pool.exists(stream).await.classify();
+    match exists {
+        Ok(0) => return true,
+        Ok(_) => {}
+        Err(_) => return false,
+    }
+    let info: std::result::Result<HashMap<String, Value>, _> =
+        pool.xinfo_stream(stream, false, None).await.classify();
+    let Ok(info) = info else {
+        return false;
+    };
+    let number = |name: &str| info.get(name).and_then(Value::as_i64);
+    match (number("idmp-maxsize"), number("idmp-duration")) {
+        (Some(max), Some(secs)) => {
+            max >= BLOCK as i64
+                && first.elapsed() + Duration::from_secs(1)
+                    < Duration::from_secs(secs.max(0).unsigned_abs())
+        }
+        _ => false,
     }
 }
 
@@ -120,30 +161,53 @@ mod tests {
                 message: "reset".into(),
             })
         };
+        let kept = |_| std::future::ready(true);
         let mut sends = 0;
-        let result: Result<()> = resend(|| {
-            sends += 1;
-            std::future::ready(Err(lost()))
-        })
+        let result: Result<()> = resend(
+            || {
+                sends += 1;
+                std::future::ready(Err(lost()))
+            },
+            kept,
+        )
         .await;
         assert!(result.is_err());
         assert_eq!(sends, MAX_SENDS);
 
         let mut sends = 0;
-        let result = resend(|| {
-            sends += 1;
-            std::future::ready(if sends == 1 { Err(lost()) } else { Ok(7) })
-        })
+        let result = resend(
+            || {
+                sends += 1;
+                std::future::ready(if sends == 1 { Err(lost()) } else { Ok(7) })
+            },
+            kept,
+        )
         .await;
         assert_eq!((result.ok(), sends), (Some(7), 2));
 
+        // Ids the server no longer keeps: the unknown outcome is returned, not resent.
         let mut sends = 0;
-        let refused: Result<()> = resend(|| {
-            sends += 1;
-            std::future::ready(Err(StreamError::Transport(TransportError::from_reply(
-                "ERR syntax error",
-            ))))
-        })
+        let result: Result<()> = resend(
+            || {
+                sends += 1;
+                std::future::ready(Err(lost()))
+            },
+            |_| std::future::ready(false),
+        )
+        .await;
+        assert!(result.is_err());
+        assert_eq!(sends, 1);
+
+        let mut sends = 0;
+        let refused: Result<()> = resend(
+            || {
+                sends += 1;
+                std::future::ready(Err(StreamError::Transport(TransportError::from_reply(
+                    "ERR syntax error",
+                ))))
+            },
+            kept,
+        )
         .await;
         assert!(refused.is_err());
         assert_eq!(sends, 1, "a refusal is not an unknown outcome");

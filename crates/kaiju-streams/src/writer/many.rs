@@ -142,7 +142,11 @@ impl StreamWriter {
             let sent = if self.idmp() {
                 // The same numbers on each send: a resend appends nothing twice.
                 let first = self.producer.take(chunk.len() as u64);
-                idmp::resend(|| self.append(stream, &payloads, Some(first))).await
+                idmp::resend(
+                    || self.append(stream, &payloads, Some(first)),
+                    |since| idmp::still_kept(&self.transport, stream.as_str(), since),
+                )
+                .await
             } else {
                 self.append(stream, &payloads, None).await
             };
@@ -228,6 +232,7 @@ impl StreamWriter {
             return self.pipeline_once(encoded, &positions, None).await;
         }
         let first = self.producer.take(positions.len() as u64);
+        let started = std::time::Instant::now();
         // Each position with its number, fixed for every send.
         let mut pending: Vec<(usize, u64)> = positions.into_iter().zip(first..).collect();
         let mut outcomes = Vec::with_capacity(pending.len());
@@ -239,7 +244,7 @@ impl StreamWriter {
             for ((i, outcome), n) in replies.into_iter().zip(numbers) {
                 match outcome {
                     Err(e) if idmp::outcome_unknown(&e) && sent < idmp::MAX_SENDS => {
-                        unknown.push((i, n));
+                        unknown.push((i, n, e));
                     }
                     outcome => outcomes.push((i, outcome)),
                 }
@@ -247,8 +252,34 @@ impl StreamWriter {
             if unknown.is_empty() {
                 return outcomes;
             }
-            pending = unknown;
             tokio::time::sleep(idmp::RESEND_PAUSE * sent).await;
+            // Only entries whose stream still keeps their ids are sent again; the others keep
+            // their unknown outcome.
+            let mut kept: std::collections::HashMap<&str, bool> = std::collections::HashMap::new();
+            pending = Vec::with_capacity(unknown.len());
+            for (i, n, e) in unknown {
+                let Some((stream, _)) = encoded.get(i) else {
+                    outcomes.push((i, Err(e)));
+                    continue;
+                };
+                let stream = stream.as_str();
+                let still = match kept.get(stream) {
+                    Some(still) => *still,
+                    None => {
+                        let still = idmp::still_kept(&self.transport, stream, started).await;
+                        kept.insert(stream, still);
+                        still
+                    }
+                };
+                if still {
+                    pending.push((i, n));
+                } else {
+                    outcomes.push((i, Err(e)));
+                }
+            }
+            if pending.is_empty() {
+                return outcomes;
+            }
             sent += 1;
         }
     }

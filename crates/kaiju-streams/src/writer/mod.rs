@@ -129,7 +129,11 @@ impl StreamWriter {
         let payload = Self::payload(body, headers)?;
         if self.idmp() {
             let (pid, iid) = self.producer.ids(self.producer.take(1));
-            return idmp::resend(|| self.xadd_idmp(stream, &pid, &iid, payload.clone())).await;
+            return idmp::resend(
+                || self.xadd_idmp(stream, &pid, &iid, payload.clone()),
+                |first| idmp::still_kept(&self.transport, stream.as_str(), first),
+            )
+            .await;
         }
         self.transport
             .once()
