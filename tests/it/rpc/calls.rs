@@ -510,8 +510,20 @@ async fn correlation_ids_follow_calls_across_apps(t: &Transport, ns: &Namespace,
         .await
         .unwrap();
     assert_eq!(sum, 3);
-    let seen = seen.lock().unwrap().clone();
-    assert_eq!(seen[0]["correlation_id"], "origin-42");
+    // The notification runs in a task of B's own: it may finish after the request did.
+    let recorded = || {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .find(|r| r["method"] == "svc.record")
+            .cloned()
+    };
+    eventually("B ran svc.record", Duration::from_secs(10), || {
+        std::future::ready(recorded().is_some())
+    })
+    .await;
+    let record = recorded().unwrap();
+    assert_eq!(record["correlation_id"], "origin-42", "{record}");
     la.stop(Duration::from_secs(5)).await.unwrap();
     lb.stop(Duration::from_secs(5)).await.unwrap();
 }

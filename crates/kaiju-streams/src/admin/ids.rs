@@ -522,15 +522,25 @@ async fn repair_dead_on(
             .unwrap_or(StreamId { ms: now, seq: 0 });
         let target_text = target.to_string();
         let groups: Vec<HashMap<String, Value>> = client.xinfo_groups(dead).await.classify()?;
-        if groups.is_empty() {
-            // No group reads it (kaiju creates none): the stream is written again whole, which
-            // every server allows (Redis 7.2+ and Valkey never set a last id back in place).
+        // No group reads it (kaiju creates none): the stream is written again whole, which
+        // every server allows (Redis 7.2+ and Valkey never set a last id back in place).
+        let rewrite = groups.is_empty();
+        let kept = if rewrite {
             let kept: Value = client
                 .xrange(dead, "-", cutoff.to_string().as_str(), None)
                 .await
                 .classify()?;
-            let kept = super::raw_entries(kept)?;
-            let tx = client.multi();
+            super::raw_entries(kept)?
+        } else if last_id_settable_back(transport) {
+            Vec::new()
+        } else {
+            let _: () = client.unwatch().await.classify()?;
+            return Err(StreamError::NotRepairableInPlace {
+                stream: dead.to_owned(),
+            });
+        };
+        let tx = client.multi();
+        if rewrite {
             let _: () = tx.del(dead).await.classify()?;
             for (id, fields) in &kept {
                 let _: () = tx
@@ -538,42 +548,23 @@ async fn repair_dead_on(
                     .await
                     .classify()?;
             }
-            for (id, fields) in &ahead {
-                let mut entry = entry_fields(fields);
-                entry.push((
-                    "repaired-from-id".into(),
-                    Value::Bytes(Bytes::copy_from_slice(id.as_bytes())),
-                ));
-                let _: () = tx.xadd(dead, false, None, "*", entry).await.classify()?;
+        } else {
+            if !ahead.is_empty() {
+                let ids: Vec<&str> = ahead.iter().map(|(id, _)| id.as_str()).collect();
+                let _: () = tx.xdel(dead, ids).await.classify()?;
             }
-            if !exec_applied(tx, dead).await? {
-                continue; // the key changed after WATCH (a letter was written): nothing applied
+            let mut args: Vec<Value> = vec![dead.into(), target_text.as_str().into()];
+            if let Some(added) = info.entries_added {
+                args.extend([
+                    "ENTRIESADDED".into(),
+                    added.to_string().into(),
+                    "MAXDELETEDID".into(),
+                    target_text.as_str().into(),
+                ]);
             }
-            done.last_id_after = Some(target_text);
-            done.rewritten += ahead.len() as u64;
-            return Ok(done);
+            let _: () = tx.custom(command("XSETID"), args).await.classify()?;
         }
-        if !last_id_settable_back(transport) {
-            let _: () = client.unwatch().await.classify()?;
-            return Err(StreamError::NotRepairableInPlace {
-                stream: dead.to_owned(),
-            });
-        }
-        let tx = client.multi();
-        if !ahead.is_empty() {
-            let ids: Vec<&str> = ahead.iter().map(|(id, _)| id.as_str()).collect();
-            let _: () = tx.xdel(dead, ids).await.classify()?;
-        }
-        let mut args: Vec<Value> = vec![dead.into(), target_text.as_str().into()];
-        if let Some(added) = info.entries_added {
-            args.extend([
-                "ENTRIESADDED".into(),
-                added.to_string().into(),
-                "MAXDELETEDID".into(),
-                target_text.as_str().into(),
-            ]);
-        }
-        let _: () = tx.custom(command("XSETID"), args).await.classify()?;
+        // The letters ahead, after the others, in their order, with new ids.
         for (id, fields) in &ahead {
             let mut entry = entry_fields(fields);
             entry.push((

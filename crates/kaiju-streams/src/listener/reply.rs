@@ -67,21 +67,26 @@ pub(crate) fn id_of(value: Value) -> Option<StreamId> {
     bytes_of(value).and_then(|b| StreamId::parse(&b))
 }
 
-/// `XREADGROUP` with one stream: nil (nothing new), or `{stream: entries}` (RESP3) /
-/// `[[stream, entries]]` (RESP2).
-pub(crate) fn xreadgroup(reply: Value) -> Result<Vec<Item>, ReplyError> {
-    const CMD: &str = "XREADGROUP";
-    let entries = match reply {
-        Value::Null => return Ok(Vec::new()),
+/// The entries of the one stream an `XREADGROUP` reply holds: nil (nothing new), or
+/// `{stream: entries}` (RESP3) / `[[stream, entries]]` (RESP2). `None` for none.
+fn one_stream(cmd: &'static str, reply: Value) -> Result<Option<Value>, ReplyError> {
+    Ok(match reply {
+        Value::Null => None,
         Value::Map(map) => map.inner().into_values().next(),
         Value::Array(streams) => match streams.into_iter().next() {
             None => None,
             Some(Value::Array(pair)) => pair.into_iter().nth(1),
-            Some(other) => return Err(bad(CMD, format!("stream item is {:?}", other.kind()))),
+            Some(other) => return Err(bad(cmd, format!("stream item is {:?}", other.kind()))),
         },
-        other => return Err(bad(CMD, format!("{:?} instead of streams", other.kind()))),
-    };
-    match entries {
+        other => return Err(bad(cmd, format!("{:?} instead of streams", other.kind()))),
+    })
+}
+
+/// `XREADGROUP` with one stream: nil (nothing new), or `{stream: entries}` (RESP3) /
+/// `[[stream, entries]]` (RESP2).
+pub(crate) fn xreadgroup(reply: Value) -> Result<Vec<Item>, ReplyError> {
+    const CMD: &str = "XREADGROUP";
+    match one_stream(CMD, reply)? {
         None | Some(Value::Null) => Ok(Vec::new()),
         Some(list) => entry_list(CMD, list),
     }
@@ -98,17 +103,7 @@ pub(crate) fn xreadgroup(reply: Value) -> Result<Vec<Item>, ReplyError> {
 /// entries, and the listener's recovery read (which asks `XPENDING` for the counts) takes them.
 pub(crate) fn xreadgroup_claim(reply: Value) -> Result<Vec<(Item, bool)>, ReplyError> {
     const CMD: &str = "XREADGROUP CLAIM";
-    let entries = match reply {
-        Value::Null => return Ok(Vec::new()),
-        Value::Map(map) => map.inner().into_values().next(),
-        Value::Array(streams) => match streams.into_iter().next() {
-            None => None,
-            Some(Value::Array(pair)) => pair.into_iter().nth(1),
-            Some(other) => return Err(bad(CMD, format!("stream item is {:?}", other.kind()))),
-        },
-        other => return Err(bad(CMD, format!("{:?} instead of streams", other.kind()))),
-    };
-    let items = match entries {
+    let items = match one_stream(CMD, reply)? {
         None | Some(Value::Null) => return Ok(Vec::new()),
         Some(Value::Array(items)) => items,
         Some(other) => {
