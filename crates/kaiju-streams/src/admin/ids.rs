@@ -253,15 +253,7 @@ pub async fn repair_ids(
             continue; // an entry ahead arrived after the move: move it too
         }
         let target_text = target.to_string();
-        let mut args: Vec<Value> = vec![stream.into(), target_text.as_str().into()];
-        if let Some(added) = info.entries_added {
-            args.extend([
-                "ENTRIESADDED".into(),
-                added.to_string().into(),
-                "MAXDELETEDID".into(),
-                target_text.as_str().into(),
-            ]);
-        }
+        let args = xsetid_args(stream, &target_text, info.entries_added);
         let set: std::result::Result<Value, _> = transport
             .pool()
             .custom(command("XSETID"), args)
@@ -553,15 +545,7 @@ async fn repair_dead_on(
                 let ids: Vec<&str> = ahead.iter().map(|(id, _)| id.as_str()).collect();
                 let _: () = tx.xdel(dead, ids).await.classify()?;
             }
-            let mut args: Vec<Value> = vec![dead.into(), target_text.as_str().into()];
-            if let Some(added) = info.entries_added {
-                args.extend([
-                    "ENTRIESADDED".into(),
-                    added.to_string().into(),
-                    "MAXDELETEDID".into(),
-                    target_text.as_str().into(),
-                ]);
-            }
+            let args = xsetid_args(dead, &target_text, info.entries_added);
             let _: () = tx.custom(command("XSETID"), args).await.classify()?;
         }
         // The letters ahead, after the others, in their order, with new ids.
@@ -593,6 +577,21 @@ async fn exec_applied(tx: kaiju_transport::fred::clients::Transaction, dead: &st
         .classify()
         .map_err(|e| StreamError::Protocol(format!("cannot repair {dead}: {e}")))?;
     Ok(!applied.is_null())
+}
+
+/// `XSETID <stream> <target>`, with `ENTRIESADDED <unchanged> MAXDELETEDID <target>` where
+/// the server reports entries added (Redis 7+), so `XINFO`'s lag does not stay unknown.
+fn xsetid_args(stream: &str, target: &str, entries_added: Option<u64>) -> Vec<Value> {
+    let mut args: Vec<Value> = vec![stream.into(), target.into()];
+    if let Some(added) = entries_added {
+        args.extend([
+            "ENTRIESADDED".into(),
+            added.to_string().into(),
+            "MAXDELETEDID".into(),
+            target.into(),
+        ]);
+    }
+    args
 }
 
 /// A raw entry's fields as XADD takes them.
