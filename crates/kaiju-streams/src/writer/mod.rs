@@ -110,8 +110,10 @@ impl StreamWriter {
     /// Where the server has `XADD ... IDMP` ([`Feature::XAddIdmp`], Redis 8.6+), a write whose
     /// reply was lost (a [`Timeout`](kaiju_transport::TransportError::Timeout) or a lost
     /// [`Connection`](kaiju_transport::TransportError::Connection)) is sent again with the same
-    /// producer and idempotency ids, at most [`MAX_SENDS`] times in all: the server appends it
-    /// once and answers each send with the same id, so the caller gets that id once. Entries
+    /// producer and idempotency ids, at most [`MAX_SENDS`] times in all, and only while the
+    /// stream still keeps those ids (checked with `XINFO STREAM` before each resend: at least
+    /// 100 ids per producer, its window not run out): the server appends it once and answers
+    /// each send with the same id, so the caller gets that id once. Entries
     /// are ordinary entries (the ids are kept by the server beside the stream, not in it).
     /// Only if every send's reply was lost does the call fail as below. Dropping the future
     /// (the caller's deadline) sends nothing more.
